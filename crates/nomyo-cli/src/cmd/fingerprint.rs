@@ -1,0 +1,41 @@
+//! `nomyo fingerprint`: the `sha256:` fingerprint of a key file or of a server's keys.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+
+use crate::exit::{CliError, CliResult};
+use crate::input::optional_secret;
+
+/// Print the sha256: fingerprint of a key file (public or private PEM), or of each key a server publishes.
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// A PEM public or private key file.
+    #[arg(value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    file: Option<PathBuf>,
+    /// Password of an encrypted private key, from this file.
+    #[arg(long, value_name = "F", conflicts_with = "password_env")]
+    password_file: Option<PathBuf>,
+    /// Password of an encrypted private key, from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// Print the fingerprints of the keys this server publishes, one per line, labelled by protocol.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Allow a plain http:// server URL (local development only).
+    #[arg(long)]
+    allow_http: bool,
+}
+
+pub fn run(args: Args) -> CliResult {
+    if let Some(url) = args.server {
+        return super::fingerprint_server::run(&url, args.allow_http);
+    }
+    let Some(file) = args.file else {
+        return Err(CliError::usage("give a key FILE or --server URL"));
+    };
+    let password = optional_secret(args.password_file.as_deref(), args.password_env.as_deref(), "password")?;
+    let public = nomyo_core::keys::public_key_of_pem_file(&file, password.as_ref())?;
+    println!("{}", public.fingerprint());
+    Ok(())
+}

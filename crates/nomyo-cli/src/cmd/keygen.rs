@@ -1,0 +1,67 @@
+//! `nomyo keygen`: a client RSA-4096 key pair on disk.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use nomyo_core::keys::{save_key_pair, PrivateKey, RsaBits};
+
+use crate::exit::{CliError, CliResult};
+use crate::input::optional_secret;
+use crate::spinner::Spinner;
+
+/// Generate an RSA-4096 key pair: DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644).
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Directory for the key files.
+    #[arg(long, value_name = "DIR", default_value = "client_keys")]
+    out: PathBuf,
+    /// Encrypt the private key with the password in this file (first line).
+    #[arg(long, value_name = "F", group = "pw")]
+    password_file: Option<PathBuf>,
+    /// Encrypt the private key with the password in this environment variable.
+    #[arg(long, value_name = "VAR", group = "pw")]
+    password_env: Option<String>,
+    /// Save the private key unencrypted (not recommended outside development).
+    #[arg(long, group = "pw")]
+    no_password: bool,
+    /// Replace existing key files.
+    #[arg(long)]
+    force: bool,
+    /// Key size in bits (4096, the NOMYO default; 2048 and 3072 for tests).
+    #[arg(long, default_value_t = 4096)]
+    bits: u32,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let password = optional_secret(args.password_file.as_deref(), args.password_env.as_deref(), "password")?;
+    if password.is_none() && !args.no_password {
+        return Err(CliError::usage(
+            "give a password for the private key (--password-file F or --password-env VAR), or --no-password to save it unencrypted",
+        ));
+    }
+    let bits = match args.bits {
+        2048 => RsaBits::B2048,
+        3072 => RsaBits::B3072,
+        4096 => RsaBits::B4096,
+        other => return Err(CliError::usage(format!("--bits must be 2048, 3072 or 4096, not {other}"))),
+    };
+    if !args.force {
+        for f in [nomyo_core::keys::PRIVATE_KEY_FILE, nomyo_core::keys::PUBLIC_KEY_FILE] {
+            let p = args.out.join(f);
+            if p.exists() {
+                return Err(nomyo_core::Error::AlreadyExists(p.display().to_string()).into());
+            }
+        }
+    }
+    let spinner = Spinner::start("generating RSA key", std::io::stderr().is_terminal());
+    let key = PrivateKey::generate(bits);
+    spinner.stop();
+    let key = key?;
+    let saved = save_key_pair(&args.out, &key, password.as_ref(), args.force)?;
+    tracing::debug!(bits = key.bits(), dir = %args.out.display(), "key pair saved");
+    println!("private key: {} (mode 0600{})", saved.private_key.display(), if password.is_some() { ", password-protected" } else { ", UNENCRYPTED" });
+    println!("public key:  {}", saved.public_key.display());
+    println!("{}", key.public_key().fingerprint());
+    Ok(())
+}

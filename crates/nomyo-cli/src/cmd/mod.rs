@@ -1,0 +1,9 @@
+//! One module per subcommand.
+
+pub mod chat;
+#[allow(dead_code)]
+pub mod embedded;
+pub mod fingerprint;
+mod fingerprint_server;
+pub mod keygen;
+pub mod serve;

@@ -1,0 +1,46 @@
+//! Secrets from files or environment variables, never from the command line
+//! (INTERFACES.md, "Conventions").
+
+use std::path::Path;
+
+use nomyo_core::SecretString;
+use zeroize::Zeroizing;
+
+use crate::exit::{CliError, CliResult, Code};
+
+/// Reads a secret from a file: the first line, without its line ending.
+pub fn secret_from_file(path: &Path, what: &str) -> CliResult<SecretString> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(Code::Other, format!("cannot read {what} file {}: {e}", path.display()))
+    })?);
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(CliError::usage(format!("{what} file {} is empty", path.display())));
+    }
+    Ok(SecretString::from(line.to_owned()))
+}
+
+/// Reads a secret from an environment variable.
+pub fn secret_from_env(var: &str, what: &str) -> CliResult<SecretString> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+        Ok(_) => Err(CliError::usage(format!("environment variable {var} ({what}) is empty"))),
+        Err(_) => Err(CliError::usage(format!("environment variable {var} ({what}) is not set"))),
+    }
+}
+
+/// Resolves `--X-file F` / `--X-env VAR` into an optional secret.
+pub fn optional_secret(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+) -> CliResult<Option<SecretString>> {
+    match (file, env) {
+        (Some(f), None) => secret_from_file(f, what).map(Some),
+        (None, Some(v)) => secret_from_env(v, what).map(Some),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(CliError::usage(format!(
+            "give the {what} either from a file or from an environment variable, not both"
+        ))),
+    }
+}

@@ -1,0 +1,3 @@
+//! # nomyo-client
+//!
+//! The NOMYO client library (in progress).

@@ -1,0 +1,34 @@
+//! # nomyo-core
+//!
+//! The wire formats, cryptography, key handling and secure memory of NOMYO
+//! end-to-end encrypted inference. This crate performs no network I/O, reads
+//! no environment variables and prints nothing: the client, server, proxy and
+//! CLI are built on top of it.
+//!
+//! - [`v1`]: the NOMYO v1 package (AES-256-GCM + RSA-OAEP-SHA256), both directions.
+//! - [`keys`]: RSA key generation, PKCS#8 / PBES2 files, fingerprints.
+//! - [`secure_memory`]: locked, zeroed buffers and process hardening.
+//!
+//! ```
+//! use nomyo_core::{keys::{PrivateKey, RsaBits}, v1};
+//! let server = PrivateKey::generate(RsaBits::B2048)?;
+//! let package = v1::seal(br#"{"model":"m","messages":[]}"#, server.public_key())?;
+//! let wire = package.to_json();
+//! let opened = v1::open(&v1::Package::from_json(&wire)?, &server)?;
+//! assert_eq!(opened.expose_secret(), br#"{"model":"m","messages":[]}"#);
+//! # Ok::<(), nomyo_core::Error>(())
+//! ```
+
+pub mod error;
+pub mod keys;
+pub mod secure_memory;
+pub mod tier;
+pub mod v1;
+
+pub use error::{Error, Result};
+pub use keys::{Fingerprint, PrivateKey, PublicKey};
+pub use secure_memory::{MemoryProtection, SecretBuf};
+pub use tier::SecurityTier;
+
+/// Re-exported so that users of the core name one secret-string type.
+pub use secrecy::{ExposeSecret, SecretString};

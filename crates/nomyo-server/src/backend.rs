@@ -1,0 +1,106 @@
+//! Where decrypted requests go: the `Backend` trait.
+//!
+//! A backend receives the plaintext OpenAI chat-completion request (already
+//! authorised for its tier and model) and returns the plaintext
+//! `chat.completion` object, or a stream of `chat.completion.chunk` objects.
+//! The server seals whatever it returns; a backend never sees keys.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use nomyo_core::SecurityTier;
+use serde_json::{Map, Value};
+
+/// A decrypted chat-completion request.
+///
+/// `Debug` prints no content: only the id, tier, model and the number of messages.
+pub struct ChatRequest {
+    /// The OpenAI request object as the client sent it (`model`, `messages`,
+    /// and every other parameter, passed through).
+    pub body: Map<String, Value>,
+    /// The tier the policy applied.
+    pub tier: SecurityTier,
+    /// The request id (`X-Payload-ID` in v1), for logs.
+    pub request_id: String,
+}
+
+impl ChatRequest {
+    /// The `model` field.
+    pub fn model(&self) -> &str {
+        self.body.get("model").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("request_id", &self.request_id)
+            .field("tier", &self.tier)
+            .field("model", &self.model())
+            .field(
+                "messages",
+                &self.body.get("messages").and_then(Value::as_array).map(Vec::len),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream of `chat.completion.chunk` objects; it ends after the last chunk
+/// (the server adds `data: [DONE]`). An `Err` item cuts the stream.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, BackendError>> + Send>>;
+
+/// Why a backend could not answer. Each maps to one HTTP status; the detail
+/// strings are logged by the server and only the variant's public message is sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The request is invalid for this backend (400).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The model is not served here (404).
+    #[error("unknown model")]
+    ModelNotFound,
+    /// Busy or not ready (503), optionally with a retry hint.
+    #[error("inference backend unavailable")]
+    Unavailable {
+        /// Suggested `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// No answer in time (504).
+    #[error("inference backend timed out")]
+    Timeout,
+    /// The upstream failed or answered garbage (502). The detail is for logs only.
+    #[error("inference backend failed")]
+    Upstream(String),
+    /// This backend cannot stream.
+    #[error("streaming is not supported by this backend")]
+    StreamingUnsupported,
+    /// Anything else (500). The detail is for logs only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// An inference backend.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and metrics (`upstream:http://...`, `embedded`).
+    fn name(&self) -> &str;
+
+    /// The model ids this backend serves, for `/v1/models` and routing.
+    fn models(&self) -> Vec<String>;
+
+    /// Whether it can take requests now (`/health` reports not-ready otherwise).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// One complete chat completion: returns the `chat.completion` object.
+    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError>;
+
+    /// A streamed chat completion. The default refuses.
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let _ = request;
+        Err(BackendError::StreamingUnsupported)
+    }
+}
