@@ -95,6 +95,9 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses DER `SubjectPublicKeyInfo`; refuses keys under 2048 bits.
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
+        // aws-lc refuses small keys with the same error as garbage; read the
+        // modulus size first so that a 1024-bit key gets a clear error.
+        check_spki_bits(der)?;
         let key = PublicEncryptingKey::from_der(der)
             .map_err(|_| Error::Key("not an RSA public key (SubjectPublicKeyInfo)".into()))?;
         let bits = key.key_size_bits();
@@ -328,6 +331,36 @@ impl fmt::Debug for PrivateKey {
 fn check_pkcs1_bits(pkcs1_der: &[u8]) -> Result<()> {
     let k = pkcs1::RsaPrivateKey::from_der(pkcs1_der)
         .map_err(|_| Error::Key("malformed RSA private key".into()))?;
+    let m = k.modulus.as_bytes();
+    let bits = match m.iter().position(|&b| b != 0) {
+        None => 0,
+        Some(i) => (m.len() - i) * 8 - m[i].leading_zeros() as usize,
+    };
+    if bits < MIN_RSA_BITS {
+        return Err(Error::KeyTooSmall {
+            bits,
+            min: MIN_RSA_BITS,
+        });
+    }
+    Ok(())
+}
+
+/// Like [`check_pkcs1_bits`], for an RSA `SubjectPublicKeyInfo`; anything
+/// that is not one is left to aws-lc to refuse.
+fn check_spki_bits(spki_der: &[u8]) -> Result<()> {
+    let Ok(info) = spki::SubjectPublicKeyInfoRef::from_der(spki_der) else {
+        return Ok(());
+    };
+    if info.algorithm.oid != RSA_ENCRYPTION_OID {
+        return Ok(());
+    }
+    let Some(Ok(k)) = info
+        .subject_public_key
+        .as_bytes()
+        .map(pkcs1::RsaPublicKey::from_der)
+    else {
+        return Ok(());
+    };
     let m = k.modulus.as_bytes();
     let bits = match m.iter().position(|&b| b != 0) {
         None => 0,
