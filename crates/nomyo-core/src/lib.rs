@@ -6,6 +6,7 @@
 //! CLI are built on top of it.
 //!
 //! - [`v1`]: the NOMYO v1 package (AES-256-GCM + RSA-OAEP-SHA256), both directions.
+//! - [`v2`]: EHBP (HPKE, RFC 9180) with X25519 and the post-quantum X-Wing suite.
 //! - [`keys`]: RSA key generation, PKCS#8 / PBES2 files, fingerprints.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
 //!
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod secure_memory;
 pub mod tier;
 pub mod v1;
+pub mod v2;
 
 pub use error::{Error, Result};
 pub use keys::{Fingerprint, PrivateKey, PublicKey};

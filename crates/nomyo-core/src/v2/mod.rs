@@ -1,0 +1,100 @@
+//! Protocol v2: the Encrypted HTTP Body Protocol (EHBP, Tinfoil SPEC v0.3.1)
+//! with an extra post-quantum suite (PROTOCOL.md, "v2").
+//!
+//! - [`keys`]: HPKE key configurations (RFC 9458 §3 `key_config`) and server key pairs
+//!   for DHKEM(X25519, HKDF-SHA256) and X-Wing (ML-KEM-768 + X25519).
+//! - [`framing`]: the length-prefixed chunk framing of both bodies (EHBP §4.3).
+//! - [`request`]: sealing a request body (client) and opening it (server), EHBP §4.1.
+//! - [`response`]: the response keys bound to the request (EHBP §4.4) and the
+//!   response chunk sealer/opener.
+//!
+//! HPKE (RFC 9180) comes from the `hpke` crate; HKDF and AES-256-GCM for the
+//! response direction from aws-lc-rs. No primitive is written here.
+//!
+//! ```
+//! use nomyo_core::v2::{keys::{Kem, ServerKeyPair}, request, framing::FrameDecoder};
+//! let server = ServerKeyPair::generate(1, Kem::XWing);
+//! // Client
+//! let (enc, mut sealer) = request::RequestSealer::new(server.config())?;
+//! let body = sealer.seal_chunk(br#"{"model":"m"}"#)?;
+//! // Server
+//! let mut opener = request::RequestOpener::new(&server, &enc)?;
+//! let mut frames = FrameDecoder::new(1 << 20);
+//! frames.push(&body);
+//! let frame = frames.next_frame()?.expect("one frame");
+//! assert_eq!(opener.open_chunk(&frame)?.expose_secret(), br#"{"model":"m"}"#);
+//! let nonce = nomyo_core::v2::response::random_response_nonce()?;
+//! let mut rs = opener.response_sealer(&nonce)?;
+//! let answer = rs.seal_chunk(b"hello")?;
+//! // Client again
+//! let mut ro = sealer.response_opener(&nonce)?;
+//! let mut frames = FrameDecoder::new(1 << 20);
+//! frames.push(&answer);
+//! assert_eq!(ro.open_chunk(&frames.next_frame()?.unwrap())?.expose_secret(), b"hello");
+//! # Ok::<(), nomyo_core::v2::V2Error>(())
+//! ```
+
+pub mod framing;
+pub mod keys;
+pub mod request;
+pub mod response;
+
+/// HPKE `info` for the request context (EHBP §4.4.1).
+pub const REQUEST_INFO: &[u8] = b"ehbp request";
+/// HPKE export label for the response secret (EHBP §4.4.1).
+pub const RESPONSE_EXPORT_LABEL: &[u8] = b"ehbp response";
+/// Request header carrying the hex `enc`.
+pub const HEADER_ENCAPSULATED_KEY: &str = "ehbp-encapsulated-key";
+/// Response header carrying the hex response nonce.
+pub const HEADER_RESPONSE_NONCE: &str = "ehbp-response-nonce";
+/// Our addition: the `key_id` of the config the client used.
+pub const HEADER_KEY_ID: &str = "nomyo-key-id";
+/// Media type of the key list.
+pub const KEYS_CONTENT_TYPE: &str = "application/ohttp-keys";
+/// Problem type of a 422 key-configuration mismatch (EHBP §5.4.2).
+pub const KEY_CONFIG_PROBLEM_TYPE: &str = "urn:ietf:params:ehbp:error:key-config";
+
+/// The error classes of EHBP §5.5, as one typed value. Messages follow the
+/// spec's `<CODE>: <detail>` form and never contain key material or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum V2Error {
+    /// Key config unparseable, or an unsupported suite.
+    #[error("INVALID_KEY_CONFIG: {0}")]
+    InvalidKeyConfig(String),
+    /// The key config advertises a KEM/KDF/AEAD we do not implement.
+    #[error("UNSUPPORTED_SUITE: {0}")]
+    UnsupportedSuite(String),
+    /// `Ehbp-Encapsulated-Key` not hex, or of the wrong length.
+    #[error("INVALID_ENCAPSULATED_KEY: {0}")]
+    InvalidEncapsulatedKey(String),
+    /// HPKE setup, seal, export or response key derivation failed.
+    #[error("HPKE_SETUP_FAILED")]
+    HpkeSetupFailed,
+    /// `Ehbp-Response-Nonce` missing on a 2xx answer to an encrypted request.
+    #[error("MISSING_RESPONSE_NONCE: the response is not encrypted")]
+    MissingResponseNonce,
+    /// `Ehbp-Response-Nonce` not hex or not 32 bytes.
+    #[error("INVALID_RESPONSE_NONCE")]
+    InvalidResponseNonce,
+    /// Body ended inside a length prefix or a frame.
+    #[error("FRAMING_TRUNCATED: the body ended inside a frame")]
+    FramingTruncated,
+    /// A frame's length exceeds the receiver's maximum.
+    #[error("CHUNK_TOO_LARGE: frame of {len} bytes exceeds the limit of {max}")]
+    ChunkTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Receiver limit.
+        max: usize,
+    },
+    /// A frame failed authentication (one opaque error for every cause).
+    #[error("AEAD_DECRYPT_FAILED: decryption failed")]
+    AeadDecryptFailed,
+    /// The frame sequence number is exhausted.
+    #[error("SEQUENCE_OVERFLOW")]
+    SequenceOverflow,
+    /// Session recovery token malformed.
+    #[error("INVALID_TOKEN: {0}")]
+    InvalidToken(String),
+}
