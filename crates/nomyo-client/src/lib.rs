@@ -1,3 +1,65 @@
 //! # nomyo-client
 //!
-//! The NOMYO client library (in progress).
+//! The Rust client for NOMYO end-to-end encrypted inference (protocol v1,
+//! PROTOCOL.md): OpenAI chat completions sealed with AES-256-GCM and
+//! RSA-OAEP-SHA256 to the server's key, answered sealed to the client's key.
+//!
+//! What it does beyond the reference Python client (`nomyo` 0.2.9):
+//!
+//! - **Server key verification.** With [pins](ClientBuilder::pin) the server
+//!   key must match one of them; otherwise it is trusted on first use and
+//!   recorded in a [known-servers file](KnownServers) (like ssh's
+//!   `known_hosts`); a changed key is refused with
+//!   [`Error::ServerKeyChanged`], saying how to accept it.
+//! - **One fetch of the server key** per client, refetched only when the
+//!   server rotates it, and **one connection pool** (HTTP/2 where offered).
+//! - **Retries** with jittered exponential backoff that honour `Retry-After`,
+//!   resending the same sealed bytes.
+//! - **Password-protected key directories** that are never overwritten.
+//! - **Plaintext in locked memory**: the request is serialised into a
+//!   [`SecretBuf`](nomyo_core::SecretBuf), the answer is decrypted into one,
+//!   and a [`ChatCompletion`] wipes its strings when dropped.
+//!
+//! ```no_run
+//! use nomyo_client::{ChatMessage, ChatRequest, Client};
+//! use nomyo_core::{SecretString, SecurityTier};
+//!
+//! # async fn run() -> Result<(), nomyo_client::Error> {
+//! let client = Client::builder()
+//!     .base_url("https://api.nomyo.ai")
+//!     .api_key(SecretString::from(std::env::var("NOMYO_API_KEY").unwrap_or_default()))
+//!     .security_tier(SecurityTier::High)
+//!     .build()?;
+//! let answer = client
+//!     .create(&ChatRequest::new("Qwen/Qwen3-0.6B").message(ChatMessage::user("Hello!")))
+//!     .await?;
+//! println!("{}", answer.text().unwrap_or_default());
+//! println!("served on tier {:?}", answer.metadata.security_tier);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors mirror the Python client's exception classes; see [`Error`].
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod client;
+mod error;
+mod keys;
+mod retry;
+pub mod trust;
+pub mod types;
+
+pub use client::{
+    Client, ClientBuilder, RequestOptions, ServerKey, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH,
+};
+pub use error::{ApiError, Error, Result};
+pub use keys::KeySource;
+pub use retry::Backoff;
+pub use trust::{KnownServers, TrustDecision};
+pub use types::{
+    ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,
+    FunctionDefinition, MemoryProtectionInfo, Metadata, Tool, ToolCall, Usage,
+};
+
+/// Re-exported from the core, so that users need not depend on it.
+pub use nomyo_core::{Fingerprint, PrivateKey, PublicKey, SecretString, SecurityTier};

@@ -1,0 +1,806 @@
+//! The client: builder, key caches, the request path and retries.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nomyo_core::keys::{PrivateKey, PublicKey};
+use nomyo_core::{v1, Fingerprint, SecretBuf, SecretString, SecurityTier};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Certificate, Url};
+use secrecy::ExposeSecret;
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::error::{ApiError, Error, Result};
+use crate::keys::{ClientKey, KeySource};
+use crate::retry::{self, Backoff};
+use crate::trust::{KnownServers, Trust, TrustDecision};
+use crate::types::{ChatCompletion, ChatRequest};
+
+/// `GET` path of the server's v1 key (PROTOCOL.md, "Server public key").
+pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
+/// `POST` path of a v1 completion (PROTOCOL.md, "Request").
+pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
+
+const X_PAYLOAD_ID: HeaderName = HeaderName::from_static("x-payload-id");
+const X_PUBLIC_KEY: HeaderName = HeaderName::from_static("x-public-key");
+const X_SECURITY_TIER: HeaderName = HeaderName::from_static("x-security-tier");
+
+/// Largest success body read: a 10 MiB plaintext (the protocol limit) is
+/// about 13.4 MiB as base64 in a package.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest public-key body read (an 8192-bit PEM is under 1.5 KiB).
+const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest error body read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Builds a [`Client`].
+///
+/// Only the base URL is required. Defaults: no API key, no security tier
+/// header (the server picks), 2 retries with 1 s / 2 s backoff, a 10 s
+/// connect timeout and a 900 s request timeout (the Python client's), an
+/// ephemeral RSA-4096 client key, no pins and trust on first use with
+/// `~/.config/nomyo/known_servers`.
+///
+/// ```
+/// use nomyo_client::{Client, Error};
+/// // Plain HTTP is refused at build time, before any network I/O:
+/// let err = Client::builder().base_url("http://example.com").build().unwrap_err();
+/// assert!(matches!(err, Error::InsecureUrl { .. }));
+/// // ... unless explicitly allowed (local development only).
+/// let client = Client::builder()
+///     .base_url("http://127.0.0.1:12434")
+///     .allow_http(true)
+///     .build()?;
+/// assert_eq!(client.origin(), "http://127.0.0.1:12434");
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    api_key: Option<SecretString>,
+    tier: Option<SecurityTier>,
+    max_retries: u32,
+    backoff: Backoff,
+    timeout: Duration,
+    connect_timeout: Duration,
+    allow_http: bool,
+    key_source: KeySource,
+    pins: Vec<Fingerprint>,
+    known_servers: KnownServers,
+    root_certificates: Vec<Certificate>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("tier", &self.tier)
+            .field("max_retries", &self.max_retries)
+            .field("allow_http", &self.allow_http)
+            .field("key_source", &self.key_source)
+            .field("pins", &self.pins)
+            .field("known_servers", &self.known_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key: None,
+            tier: None,
+            max_retries: 2,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(900),
+            connect_timeout: Duration::from_secs(10),
+            allow_http: false,
+            key_source: KeySource::default(),
+            pins: Vec::new(),
+            known_servers: KnownServers::default(),
+            root_certificates: Vec::new(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The server's base URL, e.g. `https://api.nomyo.ai` (a path prefix is kept).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    /// The API key, sent as `Authorization: Bearer ...`.
+    pub fn api_key(mut self, key: SecretString) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+    /// The security tier sent as `X-Security-Tier` on every request.
+    pub fn security_tier(mut self, tier: SecurityTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+    /// Retries after 429/500/502/503/504 and network errors (default 2).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// The spacing of retries.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+    /// Time limit for one attempt, from sending to the last byte of the
+    /// answer (default 900 s: generation can be slow). A timed-out request is
+    /// not retried (the server may still be working on it).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Time limit for establishing a connection (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+    /// Accept a plain `http://` base URL. For local development only: the
+    /// API key and the server's key then travel unprotected, and whoever
+    /// controls the network can substitute the server key (pins still hold).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+    /// Where the client key comes from (default: ephemeral RSA-4096).
+    pub fn key_source(mut self, source: KeySource) -> Self {
+        self.key_source = source;
+        self
+    }
+    /// Use (and, when empty, create) the key directory `dir`; `password`
+    /// opens an encrypted key and encrypts a new one. Existing keys are
+    /// never overwritten.
+    pub fn key_dir(
+        self,
+        dir: impl Into<std::path::PathBuf>,
+        password: Option<SecretString>,
+    ) -> Self {
+        self.key_source(KeySource::Directory {
+            dir: dir.into(),
+            password,
+            create: true,
+        })
+    }
+    /// Use a key the application already holds.
+    pub fn client_key(self, key: Arc<PrivateKey>) -> Self {
+        self.key_source(KeySource::Key(key))
+    }
+    /// Accept the server key with this fingerprint. With one or more pins,
+    /// the known-servers file is not consulted and any other key is refused.
+    pub fn pin(mut self, fingerprint: Fingerprint) -> Self {
+        self.pins.push(fingerprint);
+        self
+    }
+    /// Several pins at once (e.g. the current and the next key).
+    pub fn pins(mut self, fingerprints: impl IntoIterator<Item = Fingerprint>) -> Self {
+        self.pins.extend(fingerprints);
+        self
+    }
+    /// Where first-use trust is recorded when no pins are set.
+    pub fn known_servers(mut self, known: KnownServers) -> Self {
+        self.known_servers = known;
+        self
+    }
+    /// Trust this certificate authority (PEM) in addition to the system's.
+    pub fn root_certificate_pem(mut self, pem: &[u8]) -> Result<Self> {
+        let cert = Certificate::from_pem(pem)
+            .map_err(|_| Error::Config("not a PEM certificate".into()))?;
+        self.root_certificates.push(cert);
+        Ok(self)
+    }
+
+    /// Checks the configuration and builds the client. Performs no network
+    /// I/O: keys are generated and fetched on first use (or by
+    /// [`Client::prepare`]).
+    pub fn build(self) -> Result<Client> {
+        let raw = self
+            .base_url
+            .ok_or_else(|| Error::Config("no base URL configured".into()))?;
+        let url =
+            Url::parse(raw.trim()).map_err(|e| Error::Config(format!("invalid base URL: {e}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Error::Config(
+                "the base URL must not contain credentials; give the API key separately".into(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::Config(
+                "the base URL must not have a query or fragment".into(),
+            ));
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {
+                tracing::warn!(url = %url, "using plain HTTP: for local development only");
+            }
+            "http" => {
+                return Err(Error::InsecureUrl {
+                    url: url.to_string(),
+                })
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unsupported URL scheme '{}': use https://",
+                    crate::error::sanitize(other)
+                )))
+            }
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::Config("the base URL has no host".into()));
+        }
+        let origin = url.origin().ascii_serialization();
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let endpoint = |path: &str| {
+            Url::parse(&format!("{base}{path}"))
+                .map_err(|e| Error::Config(format!("invalid base URL: {e}")))
+        };
+        let key_url = endpoint(PUBLIC_KEY_PATH)?;
+        let chat_url = endpoint(SECURE_COMPLETION_PATH)?;
+
+        let known = if self.pins.is_empty() {
+            self.known_servers.path()?
+        } else {
+            None
+        };
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Some(key) = &self.api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret())).map_err(
+                |_| {
+                    Error::Config(
+                        "the API key contains characters not allowed in an HTTP header".into(),
+                    )
+                },
+            )?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        if let Some(tier) = self.tier {
+            headers.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
+        }
+
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // A redirect could move the request to another origin or to
+            // plain HTTP; a NOMYO server has no reason to redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(!self.allow_http)
+            .user_agent(concat!("nomyo-rs/", env!("CARGO_PKG_VERSION")));
+        for cert in self.root_certificates {
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+
+        Ok(Client {
+            inner: Arc::new(Inner {
+                origin,
+                key_url,
+                chat_url,
+                http,
+                headers,
+                max_retries: self.max_retries,
+                backoff: self.backoff,
+                timeout: self.timeout,
+                key_source: self.key_source,
+                client_key: OnceCell::new(),
+                server_key: RwLock::new(None),
+                server_key_fetch: Mutex::new(()),
+                trust: Trust {
+                    pins: self.pins,
+                    known,
+                },
+            }),
+        })
+    }
+}
+
+/// The server's v1 public key, verified and cached by the client.
+#[derive(Clone, Debug)]
+pub struct ServerKey {
+    key: PublicKey,
+    fingerprint: Fingerprint,
+    trust: TrustDecision,
+}
+
+impl ServerKey {
+    /// The key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key
+    }
+    /// Its `sha256:` fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    /// How it came to be trusted.
+    pub fn trust(&self) -> &TrustDecision {
+        &self.trust
+    }
+}
+
+/// Per-request options.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// Overrides the client's security tier for this request.
+    pub security_tier: Option<SecurityTier>,
+}
+
+impl RequestOptions {
+    /// Sets the security tier for this request.
+    pub fn security_tier(mut self, tier: SecurityTier) -> Self {
+        self.security_tier = Some(tier);
+        self
+    }
+}
+
+/// A NOMYO v1 client: seals OpenAI chat requests to the server's key and
+/// opens the answers.
+///
+/// Cheap to clone: clones share one connection pool (HTTP/2 where the server
+/// offers it), one client key and one cached server key.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    origin: String,
+    key_url: Url,
+    chat_url: Url,
+    http: reqwest::Client,
+    /// Content-Type, Authorization (marked sensitive), X-Security-Tier.
+    headers: HeaderMap,
+    max_retries: u32,
+    backoff: Backoff,
+    timeout: Duration,
+    key_source: KeySource,
+    client_key: OnceCell<Arc<ClientKey>>,
+    server_key: RwLock<Option<Arc<ServerKey>>>,
+    /// Serialises fetches of the server key, so that concurrent first
+    /// requests fetch it once.
+    server_key_fetch: Mutex<()>,
+    trust: Trust,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("Client")
+            .field("origin", &i.origin)
+            .field("authenticated", &i.headers.contains_key(AUTHORIZATION))
+            .field("security_tier", &i.headers.get(X_SECURITY_TIER))
+            .field("max_retries", &i.max_retries)
+            .field("key_source", &i.key_source)
+            .field("pins", &i.trust.pins)
+            .field("known_servers", &i.trust.known)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt ended with, when it may be retried.
+enum Retryable {
+    Status(ApiError, Option<Duration>),
+    Network(reqwest::Error),
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The server's origin (`scheme://host[:port]`), as recorded in the
+    /// known-servers file.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Loads or generates the client key and fetches and verifies the
+    /// server key, concurrently. Optional: the first request does it too.
+    pub async fn prepare(&self) -> Result<Arc<ServerKey>> {
+        let (_, server) = tokio::try_join!(self.client_key(), self.server_key())?;
+        Ok(server)
+    }
+
+    /// The client's public key (generating or loading the key pair on first use).
+    pub async fn client_public_key(&self) -> Result<PublicKey> {
+        Ok(self.client_key().await?.key.public_key().clone())
+    }
+
+    /// The server's key: fetched from `GET /pki/public_key` and verified
+    /// (pins, or the known-servers file) the first time, cached afterwards.
+    pub async fn server_key(&self) -> Result<Arc<ServerKey>> {
+        if let Some(k) = self.cached_server_key() {
+            return Ok(k);
+        }
+        let _guard = self.inner.server_key_fetch.lock().await;
+        if let Some(k) = self.cached_server_key() {
+            return Ok(k);
+        }
+        let key = self.fetch_server_public_key().await?;
+        let fingerprint = key.fingerprint();
+        let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
+        tracing::debug!(origin = %self.inner.origin, %fingerprint, ?trust, "server key verified");
+        let k = Arc::new(ServerKey {
+            key,
+            fingerprint,
+            trust,
+        });
+        *self
+            .inner
+            .server_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+        Ok(k)
+    }
+
+    fn cached_server_key(&self) -> Option<Arc<ServerKey>> {
+        self.inner
+            .server_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a 400: has the server rotated its key? Refetches it once; a new
+    /// key is verified like a first one (pins, or the known-servers file,
+    /// where a changed key is [`Error::ServerKeyChanged`]) and replaces the
+    /// cached one. `Ok(None)` when the key is unchanged.
+    async fn refresh_server_key(&self, stale: &Arc<ServerKey>) -> Result<Option<Arc<ServerKey>>> {
+        let _guard = self.inner.server_key_fetch.lock().await;
+        if let Some(current) = self.cached_server_key() {
+            if !Arc::ptr_eq(&current, stale) {
+                // Another request refreshed it meanwhile.
+                return Ok(Some(current));
+            }
+        }
+        let key = self.fetch_server_public_key().await?;
+        let fingerprint = key.fingerprint();
+        if fingerprint == stale.fingerprint {
+            return Ok(None);
+        }
+        let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
+        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %fingerprint, "server key rotated");
+        let k = Arc::new(ServerKey {
+            key,
+            fingerprint,
+            trust,
+        });
+        *self
+            .inner
+            .server_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+        Ok(Some(k))
+    }
+
+    async fn fetch_server_public_key(&self) -> Result<PublicKey> {
+        let started = Instant::now();
+        let body = self
+            .send_with_retries(
+                || self.inner.http.get(self.inner.key_url.clone()),
+                MAX_KEY_BYTES,
+            )
+            .await?;
+        let pem = std::str::from_utf8(&body)
+            .map_err(|_| Error::InvalidServerKey("the key is not PEM text".into()))?;
+        let key = PublicKey::from_pem(pem).map_err(|e| Error::InvalidServerKey(e.to_string()))?;
+        tracing::debug!(
+            bits = key.bits(),
+            ms = started.elapsed().as_millis() as u64,
+            "server key fetched"
+        );
+        Ok(key)
+    }
+
+    async fn client_key(&self) -> Result<Arc<ClientKey>> {
+        self.inner
+            .client_key
+            .get_or_try_init(|| async {
+                let source = self.inner.key_source.clone();
+                let key = tokio::task::spawn_blocking(move || source.load())
+                    .await
+                    .map_err(|_| {
+                        Error::ClientKey(nomyo_core::Error::Key(
+                            "key generation was interrupted".into(),
+                        ))
+                    })??;
+                ClientKey::new(key).map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    /// One encrypted chat completion (PROTOCOL.md v1).
+    ///
+    /// The request is serialised into locked memory, sealed with a fresh
+    /// AES-256 key and nonce to the cached server key, and sent; retries
+    /// resend the same sealed bytes. The answer is strictly parsed (version
+    /// and algorithms checked before decrypting) and opened with the client
+    /// key. `_metadata` gets `payload_id`, `processed_at`, `is_encrypted` and
+    /// `encryption_algorithm`, as the Python client adds them.
+    ///
+    /// If the server answers 400 and now publishes a different key (it
+    /// rotated), the new key is verified like a first one and the request is
+    /// sealed again to it, once.
+    pub async fn create(&self, request: &ChatRequest) -> Result<ChatCompletion> {
+        self.create_with(request, &RequestOptions::default()).await
+    }
+
+    /// [`Client::create`] with per-request options.
+    pub async fn create_with(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<ChatCompletion> {
+        if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
+            return Err(Error::InvalidInput(
+                "streaming (\"stream\": true) is not supported by protocol v1".into(),
+            ));
+        }
+        let mut plaintext = SecretBuf::with_capacity(4096);
+        serde_json::to_writer(&mut plaintext, request)
+            .map_err(|_| Error::InvalidInput("the request cannot be serialised as JSON".into()))?;
+
+        let (client_key, mut server_key) = tokio::try_join!(self.client_key(), self.server_key())?;
+
+        let mut headers = self.inner.headers.clone();
+        headers.insert(X_PUBLIC_KEY, client_key.header.clone());
+        if let Some(tier) = options.security_tier {
+            headers.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
+        }
+
+        let mut resealed = false;
+        loop {
+            let payload_id = uuid::Uuid::new_v4().to_string();
+            let started = Instant::now();
+            let package =
+                v1::seal(plaintext.expose_secret(), &server_key.key).map_err(|e| match e {
+                    nomyo_core::Error::PayloadTooLarge { .. } => Error::InvalidInput(e.to_string()),
+                    other => Error::Security(other),
+                })?;
+            let body = Bytes::from(package.to_json());
+            tracing::debug!(%payload_id, plaintext_bytes = plaintext.len(), body_bytes = body.len(), "request sealed");
+            let mut h = headers.clone();
+            h.insert(
+                X_PAYLOAD_ID,
+                HeaderValue::from_str(&payload_id)
+                    .map_err(|_| Error::Config("bad payload id".into()))?,
+            );
+            let sent = self
+                .send_with_retries(
+                    || {
+                        self.inner
+                            .http
+                            .post(self.inner.chat_url.clone())
+                            .headers(h.clone())
+                            .body(body.clone())
+                    },
+                    MAX_RESPONSE_BYTES,
+                )
+                .await;
+            match sent {
+                Ok(answer) => {
+                    let key = client_key.key.clone();
+                    let id = payload_id.clone();
+                    let answer_len = answer.len();
+                    let completion =
+                        tokio::task::spawn_blocking(move || open_response(&answer, &id, &key))
+                            .await
+                            .map_err(|_| {
+                                Error::InvalidResponse("decryption was interrupted".into())
+                            })??;
+                    tracing::debug!(%payload_id, answer_bytes = answer_len, ms = started.elapsed().as_millis() as u64, "completion received");
+                    return Ok(completion);
+                }
+                Err(Error::InvalidRequest(api)) if !resealed => {
+                    match self.refresh_server_key(&server_key).await {
+                        Ok(Some(new_key)) => {
+                            server_key = new_key;
+                            resealed = true;
+                        }
+                        Ok(None) => return Err(Error::InvalidRequest(api)),
+                        Err(e) if e.is_security() => return Err(e),
+                        // The refetch itself failed: report the original answer.
+                        Err(_) => return Err(Error::InvalidRequest(api)),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends the request `make` builds, retrying 429/5xx and network errors
+    /// with backoff; returns the body of a 200 answer.
+    async fn send_with_retries(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let failure = match make().send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    tracing::debug!(status, attempt, "answer");
+                    if status == 200 {
+                        match read_limited(resp, limit).await {
+                            Ok((body, false)) => return Ok(body),
+                            Ok((_, true)) => {
+                                return Err(Error::InvalidResponse(format!(
+                                    "the answer is larger than {limit} bytes"
+                                )))
+                            }
+                            Err(e) => Retryable::Network(e),
+                        }
+                    } else {
+                        let retry_after = retry::retry_after(resp.headers());
+                        let body = read_limited(resp, MAX_ERROR_BYTES)
+                            .await
+                            .map(|(b, _)| b)
+                            .unwrap_or_default();
+                        let api = ApiError::new(status, &body, attempt);
+                        if !retry::retryable_status(status) {
+                            return Err(status_error(api, retry_after));
+                        }
+                        Retryable::Status(api, retry_after)
+                    }
+                }
+                Err(e) => Retryable::Network(e),
+            };
+            let delay = match failure {
+                Retryable::Network(e) => {
+                    if e.is_timeout() && !e.is_connect() {
+                        return Err(Error::Timeout {
+                            origin: self.inner.origin.clone(),
+                            timeout: self.inner.timeout,
+                        });
+                    }
+                    if attempt > self.inner.max_retries {
+                        return Err(Error::Connection {
+                            origin: self.inner.origin.clone(),
+                            message: describe_network_error(&e),
+                            attempts: attempt,
+                            source: Some(e),
+                        });
+                    }
+                    tracing::debug!(attempt, error = %describe_network_error(&e), "network error");
+                    self.inner.backoff.delay(attempt, None)
+                }
+                Retryable::Status(api, retry_after) => {
+                    if attempt > self.inner.max_retries
+                        || retry_after.is_some_and(|ra| ra > self.inner.backoff.max_retry_after)
+                    {
+                        return Err(status_error(api, retry_after));
+                    }
+                    self.inner.backoff.delay(attempt, retry_after)
+                }
+            };
+            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Maps a refused request to its error (PROTOCOL.md, "Errors").
+fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
+    match api.status {
+        400 => Error::InvalidRequest(api),
+        401 => Error::Authentication(api),
+        403 => Error::Forbidden(api),
+        404 => Error::NotFound(api),
+        429 => Error::RateLimit {
+            error: api,
+            retry_after,
+        },
+        500 | 502 | 504 => Error::Server(api),
+        503 => Error::ServiceUnavailable(api),
+        _ => Error::Api(api),
+    }
+}
+
+/// Reads at most `limit` bytes of a body; the flag says whether it was longer.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<(Bytes, bool), reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok((Bytes::new(), true));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf.freeze(), true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf.freeze(), false))
+}
+
+/// The causes of a transport error, without the top-level "error sending
+/// request for url (...)" wrapper.
+fn describe_network_error(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            e.to_string()
+        });
+    }
+    crate::error::sanitize(&parts.join(": "))
+}
+
+/// Opens a 200 answer: strict package parse (the downgrade guard), payload-id
+/// check, decryption, chat-completion parse, client-side `_metadata`.
+fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<ChatCompletion> {
+    let package = v1::Package::from_json(body).map_err(Error::Security)?;
+    if package
+        .payload_id
+        .as_deref()
+        .is_some_and(|id| id != payload_id)
+    {
+        return Err(Error::ResponseMismatch(
+            "the answer's payload_id is not the one this request sent",
+        ));
+    }
+    let plaintext = v1::open(&package, key).map_err(Error::Security)?;
+    let mut completion: ChatCompletion = serde_json::from_slice(plaintext.expose_secret())
+        .map_err(|e| {
+            // Never serde's message: it can quote the decrypted text.
+            Error::InvalidResponse(format!(
+                "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+    drop(plaintext);
+    let meta = &mut completion.metadata;
+    // The encrypted (authenticated) _metadata is the one to trust; the outer
+    // package fields are not authenticated.
+    if meta
+        .payload_id
+        .as_deref()
+        .is_some_and(|id| id != payload_id)
+    {
+        return Err(Error::ResponseMismatch(
+            "the decrypted answer belongs to another request (payload_id mismatch)",
+        ));
+    }
+    meta.payload_id = Some(payload_id.to_owned());
+    if meta.processed_at.is_none() {
+        meta.processed_at = package.processed_at;
+    }
+    meta.is_encrypted = Some(true);
+    meta.encryption_algorithm = Some(v1::ALGORITHM.to_owned());
+    Ok(completion)
+}

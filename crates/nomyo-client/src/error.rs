@@ -1,0 +1,394 @@
+//! The client's one error type.
+//!
+//! The variants mirror the reference Python client's exception classes
+//! (`AuthenticationError`, `InvalidRequestError`, `ForbiddenError`,
+//! `RateLimitError`, `ServerError`, `ServiceUnavailableError`,
+//! `APIConnectionError`, `SecurityError`, `APIError`), and add the failures
+//! that only this client detects: pin mismatches and changed server keys.
+//!
+//! | Python class | status | [`Error`] variant | retried |
+//! |---|---|---|---|
+//! | `InvalidRequestError` | 400 | [`Error::InvalidRequest`] | no |
+//! | `AuthenticationError` | 401 | [`Error::Authentication`] | no |
+//! | `ForbiddenError` | 403 | [`Error::Forbidden`] | no |
+//! | `APIError` | 404 | [`Error::NotFound`] | no |
+//! | `RateLimitError` | 429 | [`Error::RateLimit`] | yes |
+//! | `ServerError` / `APIError` | 500, 502, 504 | [`Error::Server`] | yes |
+//! | `ServiceUnavailableError` | 503 | [`Error::ServiceUnavailable`] | yes |
+//! | `APIError` | any other | [`Error::Api`] | no |
+//! | `APIConnectionError` | — | [`Error::Connection`], [`Error::Timeout`] | connection errors: yes |
+//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`] | no |
+//!
+//! No message ever contains a prompt, a completion, a key, a password or an
+//! API key. Text the server sends (`detail`) is truncated and stripped of
+//! control characters before it is shown.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nomyo_core::Fingerprint;
+
+/// What a server said when it refused a request: the HTTP status and the
+/// `detail` of its `{"detail": "..."}` body.
+#[derive(Clone)]
+pub struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) detail: String,
+    pub(crate) body: Option<serde_json::Value>,
+    pub(crate) attempts: u32,
+}
+
+/// Longest server `detail` we repeat.
+const MAX_DETAIL_CHARS: usize = 300;
+
+impl ApiError {
+    pub(crate) fn new(status: u16, body: &[u8], attempts: u32) -> Self {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let detail = match parsed.as_ref().and_then(|v| v.get("detail")) {
+            Some(serde_json::Value::String(s)) => sanitize(s),
+            Some(other) => sanitize(&other.to_string()),
+            None => match parsed.as_ref().and_then(|v| v.get("error")) {
+                // OpenAI-style {"error": {"message": ...}} from a proxy in between.
+                Some(e) => sanitize(
+                    e.get("message")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or(&e.to_string()),
+                ),
+                None => String::new(),
+            },
+        };
+        Self {
+            status,
+            detail,
+            body: parsed,
+            attempts,
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The server's `detail` message (truncated, control characters removed;
+    /// empty when the server sent none).
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The whole error body when it was JSON (the Python client's
+    /// `error_details`).
+    pub fn details(&self) -> Option<&serde_json::Value> {
+        self.body.as_ref()
+    }
+
+    /// How many times the request was sent before this answer (1 when it was
+    /// not retried).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn detail_or(&self, fallback: &'static str) -> &str {
+        if self.detail.is_empty() {
+            fallback
+        } else {
+            &self.detail
+        }
+    }
+
+    fn after_attempts(&self) -> String {
+        if self.attempts > 1 {
+            format!(" (after {} attempts)", self.attempts)
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("status", &self.status)
+            .field("detail", &self.detail)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Strips control characters and truncates text received from a server.
+pub(crate) fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() > MAX_DETAIL_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client is misconfigured (bad base URL, bad option).
+    #[error("{0}")]
+    Config(String),
+
+    /// A plain `http://` base URL without `allow_http`; refused before any
+    /// network I/O.
+    #[error("refusing the plain-HTTP URL {url}: API keys and server keys would travel unprotected; use https:// (or allow HTTP explicitly, for local development only)")]
+    InsecureUrl {
+        /// The URL (without credentials).
+        url: String,
+    },
+
+    /// The request cannot be sent as it is (checked before sending).
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+
+    /// HTTP 400: the server refused the request as malformed.
+    #[error("bad request: {}", .0.detail_or("the server refused the request"))]
+    InvalidRequest(ApiError),
+
+    /// HTTP 401: missing or wrong API key.
+    #[error("authentication failed: {}", .0.detail_or("invalid or missing API key"))]
+    Authentication(ApiError),
+
+    /// HTTP 403: e.g. the model is not allowed for the requested security tier.
+    #[error("forbidden: {}", .0.detail_or("model not allowed for the requested security tier"))]
+    Forbidden(ApiError),
+
+    /// HTTP 404: secure inference not enabled, or unknown model.
+    #[error("not found: {}", .0.detail_or("secure inference not enabled on this server"))]
+    NotFound(ApiError),
+
+    /// HTTP 429 after all retries.
+    #[error("rate limit exceeded: {}{}", .error.detail_or("too many requests"), .error.after_attempts())]
+    RateLimit {
+        /// The server's answer.
+        error: ApiError,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+
+    /// HTTP 500, 502 or 504 after all retries.
+    #[error("server error (HTTP {}): {}{}", .0.status, .0.detail_or("internal error"), .0.after_attempts())]
+    Server(ApiError),
+
+    /// HTTP 503 after all retries: the inference backend is unavailable or saturated.
+    #[error("service unavailable: {}{}", .0.detail_or("the inference backend is unavailable"), .0.after_attempts())]
+    ServiceUnavailable(ApiError),
+
+    /// Any other unexpected HTTP status (413, 3xx, ...).
+    #[error("unexpected answer from the server: {0}")]
+    Api(ApiError),
+
+    /// The server could not be reached, or the connection broke, after all retries.
+    #[error("cannot reach {origin}: {message}{}", attempts_suffix(*.attempts))]
+    Connection {
+        /// The server's origin.
+        origin: String,
+        /// What happened.
+        message: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The transport error.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+
+    /// The server did not answer within the configured timeout.
+    #[error("{origin} did not answer within {}s", .timeout.as_secs_f32())]
+    Timeout {
+        /// The server's origin.
+        origin: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+
+    /// The response failed a security check: malformed package, unsupported
+    /// version or algorithm (downgrade), or decryption failed. Deliberately coarse.
+    #[error("security check failed on the response: {0}")]
+    Security(#[source] nomyo_core::Error),
+
+    /// The response does not belong to this request.
+    #[error("security check failed: {0}")]
+    ResponseMismatch(&'static str),
+
+    /// The server's published key is unusable (not an RSA public key, too small).
+    #[error("the server's public key is unusable: {0}")]
+    InvalidServerKey(String),
+
+    /// The server's key matches none of the configured pins.
+    #[error("server key pin mismatch for {origin}: the server presents {found}, which matches none of the pinned keys ({}); refusing to send anything", join(.pins))]
+    PinMismatch {
+        /// The server's origin.
+        origin: String,
+        /// Fingerprint of the key the server presented.
+        found: Fingerprint,
+        /// The configured pins.
+        pins: Vec<Fingerprint>,
+    },
+
+    /// Trust on first use: the server's key differs from the one recorded
+    /// in the known-servers file.
+    #[error("THE SERVER KEY OF {origin} HAS CHANGED: {file}:{line} records {known}, the server now presents {found}. \
+        This happens when the operator rotates the key, or when someone intercepts the connection. \
+        If you have verified the new key with the operator, delete line {line} of {file} (or pin the new key) and try again.",
+        file = .file.display())]
+    ServerKeyChanged {
+        /// The server's origin.
+        origin: String,
+        /// The fingerprint on record.
+        known: Fingerprint,
+        /// The fingerprint the server presents now.
+        found: Fingerprint,
+        /// The known-servers file.
+        file: PathBuf,
+        /// The line (1-based) of the first record for this origin.
+        line: usize,
+    },
+
+    /// The known-servers file cannot be read, parsed or written.
+    #[error("known-servers file {}: {message}", .path.display())]
+    KnownServers {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (no secret material).
+        message: String,
+    },
+
+    /// The client key could not be generated, loaded or saved.
+    #[error("client key: {0}")]
+    ClientKey(#[source] nomyo_core::Error),
+
+    /// The decrypted response is not a chat completion.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+fn attempts_suffix(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+fn join(pins: &[Fingerprint]) -> String {
+    pins.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// The HTTP status behind this error, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        self.api_error().map(ApiError::status)
+    }
+
+    /// The server's answer behind this error, if any.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Error::InvalidRequest(e)
+            | Error::Authentication(e)
+            | Error::Forbidden(e)
+            | Error::NotFound(e)
+            | Error::RateLimit { error: e, .. }
+            | Error::Server(e)
+            | Error::ServiceUnavailable(e)
+            | Error::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a security failure (the Python client's
+    /// `SecurityError`, plus pins, changed keys and refused key files):
+    /// the CLI exits with code 4.
+    pub fn is_security(&self) -> bool {
+        match self {
+            Error::Security(_)
+            | Error::ResponseMismatch(_)
+            | Error::InvalidServerKey(_)
+            | Error::PinMismatch { .. }
+            | Error::ServerKeyChanged { .. } => true,
+            Error::ClientKey(e) => e.is_security(),
+            _ => false,
+        }
+    }
+
+    /// Whether the server refused the caller (401 or 403).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Authentication(_) | Error::Forbidden(_))
+    }
+
+    /// Whether the server or the network failed (after all retries): 429,
+    /// 5xx, connection errors, timeouts.
+    pub fn is_server_or_network(&self) -> bool {
+        matches!(
+            self,
+            Error::RateLimit { .. }
+                | Error::Server(_)
+                | Error::ServiceUnavailable(_)
+                | Error::Connection { .. }
+                | Error::Timeout { .. }
+        )
+    }
+}
+
+/// Result alias for the client.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_is_extracted_and_sanitised() {
+        let e = ApiError::new(400, br#"{"detail":"bad\nthing"}"#, 1);
+        assert_eq!(e.detail(), "bad thing");
+        assert_eq!(e.status(), 400);
+        let long = format!(r#"{{"detail":"{}"}}"#, "x".repeat(1000));
+        let e = ApiError::new(500, long.as_bytes(), 3);
+        assert_eq!(e.detail().chars().count(), MAX_DETAIL_CHARS + 1);
+        let e = ApiError::new(502, b"<html>bad gateway</html>", 1);
+        assert_eq!(e.detail(), "");
+        assert!(e.details().is_none());
+        let e = ApiError::new(422, br#"{"detail":[{"loc":["body"],"msg":"x"}]}"#, 1);
+        assert!(e.detail().contains("loc"));
+        let e = ApiError::new(429, br#"{"error":{"message":"slow down"}}"#, 1);
+        assert_eq!(e.detail(), "slow down");
+    }
+
+    #[test]
+    fn messages_are_actionable() {
+        let e = Error::Server(ApiError::new(502, b"", 3));
+        assert_eq!(
+            e.to_string(),
+            "server error (HTTP 502): internal error (after 3 attempts)"
+        );
+        let e = Error::Authentication(ApiError::new(401, br#"{"detail":"Invalid API key"}"#, 1));
+        assert_eq!(e.to_string(), "authentication failed: Invalid API key");
+        assert!(e.is_auth() && !e.is_security() && e.status() == Some(401));
+        let e = Error::Security(nomyo_core::Error::DecryptionFailed);
+        assert!(e.is_security());
+        assert_eq!(
+            e.to_string(),
+            "security check failed on the response: decryption failed"
+        );
+    }
+}
