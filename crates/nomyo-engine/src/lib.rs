@@ -1,0 +1,472 @@
+//! The embedded inference engine: a GGUF model run in-process with llama.cpp,
+//! served as a [`Backend`] so that `nomyo serve` needs no inference server and
+//! plaintext never leaves the endpoint's process.
+//!
+//! - The model loads on a background thread; [`Backend::is_ready`] is false until
+//!   it is loaded and warmed up ([`Engine::wait_ready`] waits for that).
+//! - Requests follow OpenAI chat semantics: the model's own chat template
+//!   ([`template`]), `temperature`, `top_p`, `seed`, `max_tokens`, `stop`, `n`,
+//!   `response_format` (JSON object or schema, through llama.cpp grammar
+//!   sampling), `frequency_penalty`, `presence_penalty`, `logit_bias`, true
+//!   `usage` counts; [`Backend::chat_stream`] yields `chat.completion.chunk`s as
+//!   tokens are produced.
+//! - One inference thread runs one request at a time; up to
+//!   [`EngineConfig::queue_capacity`] more wait, and further requests get
+//!   [`BackendError::Unavailable`] (503 with `Retry-After`). A client that goes
+//!   away cancels its request, queued or running.
+//! - Nothing here logs a prompt or a completion; llama.cpp's own log lines go to
+//!   `tracing` only when debug logging is enabled at start-up, and are dropped otherwise.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
+
+pub mod params;
+pub mod paths;
+pub mod response;
+pub mod template;
+pub mod text;
+mod worker;
+
+use response::{FinishReason, ResponseMeta};
+use worker::{Event, Job, WorkerConfig};
+
+/// Inference threads when none are configured.
+///
+/// One: on the 2-core machines this project targets, two threads were faster
+/// only on an idle machine and collapsed whenever another process was busy
+/// (llama.cpp's threads spin at barriers waiting for each other), while one
+/// thread held its speed; see BENCHMARKS.md.
+pub const DEFAULT_THREADS: usize = 1;
+/// Context size (prompt plus answer, in tokens) when none is configured.
+pub const DEFAULT_CONTEXT: u32 = 4096;
+/// Requests that may wait behind the running one when none is configured.
+pub const DEFAULT_QUEUE: usize = 8;
+/// Tokens per llama.cpp batch during prompt evaluation.
+const BATCH_SIZE: u32 = 512;
+
+/// How to run the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The GGUF file.
+    pub model_path: PathBuf,
+    /// The model id served (`/v1/models`, the `model` field of answers);
+    /// `None` = the file name without `.gguf`.
+    pub model_id: Option<String>,
+    /// llama.cpp compute threads; `None` = [`DEFAULT_THREADS`].
+    pub threads: Option<usize>,
+    /// Context size in tokens (prompt plus answer).
+    pub context_size: u32,
+    /// Requests that may wait while one runs; more are refused with 503.
+    pub queue_capacity: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for the model at `model_path`.
+    pub fn new(model_path: impl Into<PathBuf>) -> Self {
+        Self {
+            model_path: model_path.into(),
+            model_id: None,
+            threads: None,
+            context_size: DEFAULT_CONTEXT,
+            queue_capacity: DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The model file does not exist.
+    #[error(
+        "model file {} not found; fetch the default model with `{}` (from the repository), \
+         or give --model FILE.gguf",
+        .path.display(),
+        paths::FETCH_SCRIPT
+    )]
+    ModelMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The file is not a GGUF model.
+    #[error("{} is not a GGUF model file", .path.display())]
+    NotGguf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read model file {}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+    /// The inference thread could not be started.
+    #[error("cannot start the inference thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// llama.cpp could not load the model (details were printed on stderr).
+    #[error("the embedded model failed to load")]
+    LoadFailed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum State {
+    Loading = 0,
+    Ready = 1,
+    Failed = 2,
+}
+
+pub(crate) struct Shared {
+    state: AtomicU8,
+    ready_tx: watch::Sender<State>,
+}
+
+impl Shared {
+    fn state(&self) -> State {
+        match self.state.load(Ordering::SeqCst) {
+            1 => State::Ready,
+            2 => State::Failed,
+            _ => State::Loading,
+        }
+    }
+}
+
+/// The embedded model as a [`Backend`].
+pub struct Engine {
+    shared: Arc<Shared>,
+    jobs: SyncSender<Job>,
+    model_id: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model_id", &self.model_id)
+            .field("state", &self.shared.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `path` is a readable GGUF file (by its magic bytes), so that a
+/// wrong path fails at start-up with a clear message rather than in the background.
+fn check_model_file(path: &Path) -> Result<(), EngineError> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(EngineError::ModelMissing {
+                path: path.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(EngineError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut magic = [0u8; 4];
+    match f.read_exact(&mut magic) {
+        Ok(()) if &magic == b"GGUF" => Ok(()),
+        Ok(()) => Err(EngineError::NotGguf {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(EngineError::NotGguf {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(EngineError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+impl Engine {
+    /// Checks the configuration and the model file, then starts loading the
+    /// model on a background thread and returns at once (not ready yet).
+    pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let threads = config.threads.unwrap_or(DEFAULT_THREADS);
+        if !(1..=512).contains(&threads) {
+            return Err(EngineError::Config("threads must be from 1 to 512".into()));
+        }
+        if !(64..=1_048_576).contains(&config.context_size) {
+            return Err(EngineError::Config(
+                "context size must be from 64 to 1048576 tokens".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&config.queue_capacity) {
+            return Err(EngineError::Config(
+                "queue capacity must be from 1 to 10000".into(),
+            ));
+        }
+        check_model_file(&config.model_path)?;
+        let model_id = config.model_id.clone().unwrap_or_else(|| {
+            let name = config
+                .model_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "embedded".into());
+            name.strip_suffix(".gguf")
+                .map(str::to_owned)
+                .unwrap_or(name)
+        });
+
+        let (ready_tx, _) = watch::channel(State::Loading);
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(State::Loading as u8),
+            ready_tx,
+        });
+        let (jobs, rx) = sync_channel(config.queue_capacity);
+        let worker_config = WorkerConfig {
+            model_path: config.model_path.clone(),
+            threads: threads as i32,
+            context_size: config.context_size,
+            batch_size: BATCH_SIZE.min(config.context_size),
+        };
+        let worker_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("nomyo-engine".into())
+            .stack_size(8 << 20)
+            .spawn(move || worker::run(worker_config, worker_shared, rx))
+            .map_err(EngineError::Thread)?;
+        tracing::debug!(model = %model_id, threads, context = config.context_size, "embedded model loading");
+        Ok(Self {
+            shared,
+            jobs,
+            model_id,
+        })
+    }
+
+    /// Waits until the model is loaded (or failed to load).
+    pub async fn wait_ready(&self) -> Result<(), EngineError> {
+        let mut rx = self.shared.ready_tx.subscribe();
+        let state = *rx
+            .wait_for(|s| *s != State::Loading)
+            .await
+            .map_err(|_| EngineError::LoadFailed)?;
+        match state {
+            State::Ready => Ok(()),
+            _ => Err(EngineError::LoadFailed),
+        }
+    }
+
+    /// The model id this engine serves.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn submit(
+        &self,
+        request: params::GenerationRequest,
+        request_id: &str,
+    ) -> Result<UnboundedReceiver<Event>, BackendError> {
+        if self.shared.state() == State::Failed {
+            return Err(BackendError::Internal(
+                "embedded model failed to load".into(),
+            ));
+        }
+        let (events, rx) = unbounded_channel();
+        let job = Job {
+            request,
+            events,
+            request_id: request_id.to_owned(),
+            queued_at: Instant::now(),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!(request_id, "embedded model queue full");
+                Err(BackendError::Unavailable {
+                    retry_after: Some(Duration::from_secs(1)),
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(BackendError::Internal("inference thread stopped".into()))
+            }
+        }
+    }
+}
+
+fn worker_gone() -> BackendError {
+    BackendError::Internal("inference thread stopped".into())
+}
+
+#[async_trait::async_trait]
+impl Backend for Engine {
+    fn name(&self) -> &str {
+        "embedded"
+    }
+
+    fn models(&self) -> Vec<String> {
+        vec![self.model_id.clone()]
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.state() == State::Ready
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
+        let req = params::parse(&request.body, false)?;
+        let n = req.n as usize;
+        let mut rx = self.submit(req, &request.request_id)?;
+        let meta = ResponseMeta::new(&self.model_id);
+        let mut texts: Vec<Zeroizing<String>> =
+            (0..n).map(|_| Zeroizing::new(String::new())).collect();
+        let mut finishes = vec![FinishReason::Stop; n];
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Started => {}
+                Event::Delta(i, d) => {
+                    if let Some(t) = texts.get_mut(i as usize) {
+                        t.push_str(&d);
+                    }
+                }
+                Event::ChoiceDone(i, f) => {
+                    if let Some(slot) = finishes.get_mut(i as usize) {
+                        *slot = f;
+                    }
+                }
+                Event::Done(usage) => {
+                    let choices: Vec<(String, FinishReason)> = texts
+                        .iter()
+                        .zip(&finishes)
+                        .map(|(t, f)| (t.as_str().to_owned(), *f))
+                        .collect();
+                    return Ok(meta.completion(&choices, usage));
+                }
+                Event::Failed(e) => return Err(e),
+            }
+        }
+        Err(worker_gone())
+    }
+
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let req = params::parse(&request.body, true)?;
+        let include_usage = req.include_usage;
+        let mut rx = self.submit(req, &request.request_id)?;
+        // Wait until the prompt is accepted and evaluated, so that a bad request
+        // gets its own status instead of a stream that fails at once.
+        match rx.recv().await {
+            Some(Event::Started) => {}
+            Some(Event::Failed(e)) => return Err(e),
+            _ => return Err(worker_gone()),
+        }
+        let meta = ResponseMeta::new(&self.model_id);
+        let first = meta.chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+            include_usage,
+        );
+
+        struct St {
+            rx: UnboundedReceiver<Event>,
+            meta: ResponseMeta,
+            include_usage: bool,
+            done: bool,
+        }
+        let rest = futures::stream::unfold(
+            St {
+                rx,
+                meta,
+                include_usage,
+                done: false,
+            },
+            |mut st| async move {
+                if st.done {
+                    return None;
+                }
+                loop {
+                    let item = match st.rx.recv().await {
+                        Some(Event::Started) => continue,
+                        Some(Event::Delta(_, d)) => {
+                            Ok(st.meta.chunk(json!({"content": d}), None, st.include_usage))
+                        }
+                        Some(Event::ChoiceDone(_, f)) => {
+                            Ok(st.meta.chunk(json!({}), Some(f), st.include_usage))
+                        }
+                        Some(Event::Done(usage)) => {
+                            st.done = true;
+                            if st.include_usage {
+                                Ok(st.meta.usage_chunk(usage))
+                            } else {
+                                return None;
+                            }
+                        }
+                        Some(Event::Failed(e)) => {
+                            st.done = true;
+                            Err(e)
+                        }
+                        None => {
+                            st.done = true;
+                            Err(worker_gone())
+                        }
+                    };
+                    return Some((item, st));
+                }
+            },
+        );
+        Ok(futures::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_names_the_fetch_script() {
+        let e = Engine::start(EngineConfig::new("/nonexistent/model.gguf")).expect_err("missing");
+        assert!(matches!(e, EngineError::ModelMissing { .. }));
+        let msg = e.to_string();
+        assert!(msg.contains("scripts/fetch-model.sh"), "{msg}");
+        assert!(msg.contains("/nonexistent/model.gguf"), "{msg}");
+    }
+
+    #[test]
+    fn non_gguf_file_is_refused_at_start() {
+        let dir = std::env::temp_dir().join(format!("nomyo-engine-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let f = dir.join("not-a-model.gguf");
+        std::fs::write(&f, b"hello world").expect("write");
+        let e = Engine::start(EngineConfig::new(&f)).expect_err("not gguf");
+        assert!(matches!(e, EngineError::NotGguf { .. }), "{e}");
+        std::fs::write(&f, b"GG").expect("write");
+        assert!(matches!(
+            Engine::start(EngineConfig::new(&f)),
+            Err(EngineError::NotGguf { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let mut c = EngineConfig::new("/nonexistent.gguf");
+        c.threads = Some(0);
+        assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
+        let mut c = EngineConfig::new("/nonexistent.gguf");
+        c.queue_capacity = 0;
+        assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
+        let mut c = EngineConfig::new("/nonexistent.gguf");
+        c.context_size = 1;
+        assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
+    }
+}
