@@ -40,7 +40,11 @@ impl std::fmt::Debug for ChatRequest {
             .field("model", &self.model())
             .field(
                 "messages",
-                &self.body.get("messages").and_then(Value::as_array).map(Vec::len),
+                &self
+                    .body
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .map(Vec::len),
             )
             .finish_non_exhaustive()
     }
@@ -88,6 +92,11 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// The model ids this backend serves, for `/v1/models` and routing.
+    ///
+    /// The server reads this once, when it builds its routing table. An empty
+    /// list means "any model name": the server forwards whatever model the
+    /// tier allows and maps the backend's [`BackendError::ModelNotFound`] to 404
+    /// (an upstream whose model list could not be read at start-up).
     fn models(&self) -> Vec<String>;
 
     /// Whether it can take requests now (`/health` reports not-ready otherwise).
@@ -97,6 +106,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// One complete chat completion: returns the `chat.completion` object.
     async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError>;
+
+    /// The CUDA device this backend computes on, as the lowercase SHA-256 hex
+    /// of the device name (never the raw name), for `_metadata.cuda_device`
+    /// (PROTOCOL.md v1). `None` (the default) when the backend runs on no
+    /// CUDA device it knows of, e.g. a remote upstream.
+    fn cuda_device_hash(&self) -> Option<String> {
+        None
+    }
 
     /// A streamed chat completion. The default refuses.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {

@@ -1,0 +1,656 @@
+//! The `nomyo serve` configuration: the TOML file (`--config FILE`, annotated
+//! example: `nomyo.example.toml` at the repository root), the overlay of
+//! command-line flags (flags win over the file, the file over defaults), and
+//! its resolution into typed [`Settings`].
+//!
+//! The file names secrets only by path or environment variable; they are read
+//! during [`FileConfig::resolve`] and kept as hashes (API keys) or
+//! `SecretString`s (passwords, upstream keys).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nomyo_core::keys::RsaBits;
+use nomyo_core::{SecretString, SecurityTier};
+use secrecy::zeroize::Zeroizing;
+use serde::Deserialize;
+
+use crate::keystore::{KeySource, DEFAULT_GRACE};
+use crate::limits::Limits;
+use crate::policy::{ApiKeys, ModelSet, TierRule};
+use crate::upstream::UpstreamConfig;
+
+/// Default listen address (INTERFACES.md).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:12434";
+/// Default key directory.
+pub const DEFAULT_KEY_DIR: &str = "server_keys";
+
+/// A configuration problem, said so that a person can fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (positions and key names only).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// `[limits]`. Every field optional; absent = the default of [`Limits`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes (413).
+    pub max_body_bytes: Option<usize>,
+    /// Secure requests processed at once.
+    pub max_concurrency: Option<usize>,
+    /// Secure requests that may wait for a slot (then 503).
+    pub max_queue: Option<usize>,
+    /// Longest wait for a slot, seconds (then 503).
+    pub queue_timeout_secs: Option<u64>,
+    /// Longest a whole secure request may take, seconds (504).
+    pub request_timeout_secs: Option<u64>,
+    /// Longest the request body may take to arrive, seconds (408).
+    pub body_timeout_secs: Option<u64>,
+    /// Requests per minute per API key; 0 = unlimited (429).
+    pub rate_limit_per_minute: Option<u32>,
+    /// Burst for the rate limit; 0 = same as the rate.
+    pub rate_limit_burst: Option<u32>,
+    /// Seconds an `X-Payload-ID` and its package stay used (409 on reuse).
+    pub replay_window_secs: Option<u64>,
+    /// Most entries in the replay window.
+    pub replay_max_entries: Option<usize>,
+}
+
+impl LimitsConfig {
+    fn overlay(self, top: LimitsConfig) -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: top.max_body_bytes.or(self.max_body_bytes),
+            max_concurrency: top.max_concurrency.or(self.max_concurrency),
+            max_queue: top.max_queue.or(self.max_queue),
+            queue_timeout_secs: top.queue_timeout_secs.or(self.queue_timeout_secs),
+            request_timeout_secs: top.request_timeout_secs.or(self.request_timeout_secs),
+            body_timeout_secs: top.body_timeout_secs.or(self.body_timeout_secs),
+            rate_limit_per_minute: top.rate_limit_per_minute.or(self.rate_limit_per_minute),
+            rate_limit_burst: top.rate_limit_burst.or(self.rate_limit_burst),
+            replay_window_secs: top.replay_window_secs.or(self.replay_window_secs),
+            replay_max_entries: top.replay_max_entries.or(self.replay_max_entries),
+        }
+    }
+
+    fn resolve(&self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let secs = |v: Option<u64>, def: Duration, name: &str| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(def),
+                Some(0) => Err(invalid(format!("limits.{name} must be at least 1"))),
+                Some(s) => Ok(Duration::from_secs(s)),
+            }
+        };
+        let l = Limits {
+            max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
+            max_queue: self.max_queue.unwrap_or(d.max_queue),
+            queue_timeout: secs(
+                self.queue_timeout_secs,
+                d.queue_timeout,
+                "queue_timeout_secs",
+            )?,
+            request_timeout: secs(
+                self.request_timeout_secs,
+                d.request_timeout,
+                "request_timeout_secs",
+            )?,
+            body_timeout: secs(self.body_timeout_secs, d.body_timeout, "body_timeout_secs")?,
+            rate_per_minute: self.rate_limit_per_minute.unwrap_or(d.rate_per_minute),
+            rate_burst: self.rate_limit_burst.unwrap_or(d.rate_burst),
+            replay_window: secs(
+                self.replay_window_secs,
+                d.replay_window,
+                "replay_window_secs",
+            )?,
+            replay_capacity: self.replay_max_entries.unwrap_or(d.replay_capacity),
+        };
+        if l.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes must be at least 1024"));
+        }
+        if l.max_concurrency == 0 {
+            return Err(invalid("limits.max_concurrency must be at least 1"));
+        }
+        if l.replay_capacity < 2 {
+            return Err(invalid("limits.replay_max_entries must be at least 2"));
+        }
+        Ok(l)
+    }
+}
+
+/// What kind of backend a `[[backends]]` entry is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// An OpenAI-compatible server (`url`).
+    #[default]
+    Upstream,
+    /// The in-process model (`model`).
+    Embedded,
+}
+
+/// One `[[backends]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Name used by `[tiers.*].backends`, logs and metrics.
+    pub name: String,
+    /// `upstream` (default) or `embedded`.
+    #[serde(rename = "type", default)]
+    pub kind: BackendKind,
+    /// Upstream: base URL with the API prefix (`http://127.0.0.1:8080/v1`).
+    pub url: Option<String>,
+    /// Upstream: file whose first line is the upstream API key.
+    pub api_key_file: Option<PathBuf>,
+    /// Upstream: environment variable holding the upstream API key.
+    pub api_key_env: Option<String>,
+    /// Models served; absent = ask the upstream (`GET {url}/models`), or the
+    /// embedded engine, at start-up.
+    pub models: Option<Vec<String>>,
+    /// Upstream: whole-request timeout, seconds.
+    pub timeout_secs: Option<u64>,
+    /// Upstream: connect timeout, seconds.
+    pub connect_timeout_secs: Option<u64>,
+    /// Embedded: the GGUF model file.
+    pub model: Option<PathBuf>,
+    /// Embedded: inference threads.
+    pub threads: Option<usize>,
+}
+
+/// One `[tiers.NAME]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Backends that may serve this tier (absent = all).
+    pub backends: Option<Vec<String>>,
+    /// Models allowed on this tier; `"*"` = every model its backends serve.
+    pub models: Vec<String>,
+}
+
+/// The TOML file, and the flags overlaid on it. Every field is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--key-dir`.
+    pub key_dir: Option<PathBuf>,
+    /// `--key-password-file`.
+    pub key_password_file: Option<PathBuf>,
+    /// `--key-password-env`.
+    pub key_password_env: Option<String>,
+    /// `--key-bits` (for generated keys).
+    pub key_bits: Option<u32>,
+    /// `--ephemeral-key`: a fresh key in memory only, never saved.
+    pub ephemeral_key: Option<bool>,
+    /// `--key-grace`: seconds a rotated-out key still opens requests.
+    pub key_grace_secs: Option<u64>,
+    /// `--api-key-file`: one accepted API key per line.
+    pub api_key_file: Option<PathBuf>,
+    /// Accepted API keys as SHA-256 (`sha256:HEX`).
+    pub api_key_hashes: Option<Vec<String>>,
+    /// `--tls-cert` (PEM chain).
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve `GET /metrics` (default true).
+    pub metrics: Option<bool>,
+    /// `--shutdown-grace`: seconds in-flight requests get on SIGTERM.
+    pub shutdown_grace_secs: Option<u64>,
+    /// `--model`: the embedded model file (when no backend is configured).
+    pub model: Option<PathBuf>,
+    /// `--threads`: embedded inference threads.
+    pub threads: Option<usize>,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[[backends]]` (`--upstream URL` replaces them).
+    pub backends: Option<Vec<BackendConfig>>,
+    /// `[tiers.standard]`, `[tiers.high]`, `[tiers.maximum]`.
+    pub tiers: Option<BTreeMap<String, TierConfig>>,
+}
+
+/// The TLS files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Where the server key comes from.
+#[derive(Debug)]
+pub enum KeySetting {
+    /// A key directory (loaded, or generated and saved on first start).
+    Dir(KeySource),
+    /// A fresh in-memory key of this size.
+    Ephemeral(RsaBits),
+}
+
+/// A backend to build.
+#[derive(Debug)]
+pub enum BackendSpec {
+    /// An OpenAI-compatible upstream.
+    Upstream {
+        /// Name.
+        name: String,
+        /// Connection settings.
+        config: UpstreamConfig,
+    },
+    /// The embedded model (built by the CLI, which owns the engine).
+    Embedded {
+        /// Name.
+        name: String,
+        /// Model file; `None` = the engine's default.
+        model: Option<PathBuf>,
+        /// Threads; `None` = the engine's default.
+        threads: Option<usize>,
+        /// Models to advertise; `None` = what the engine reports.
+        models: Option<Vec<String>>,
+    },
+}
+
+/// The resolved, validated settings.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Server key.
+    pub key: KeySetting,
+    /// Grace period of a rotated-out key.
+    pub key_grace: Duration,
+    /// Accepted API keys (empty = open server).
+    pub api_keys: ApiKeys,
+    /// TLS, if any.
+    pub tls: Option<TlsFiles>,
+    /// Limits.
+    pub limits: Limits,
+    /// Serve `/metrics`.
+    pub metrics: bool,
+    /// Time in-flight requests get on shutdown.
+    pub shutdown_grace: Duration,
+    /// Backends, in order.
+    pub backends: Vec<BackendSpec>,
+    /// Tier rules (`None` = every tier allows everything).
+    pub tiers: Option<BTreeMap<SecurityTier, TierRule>>,
+}
+
+/// Reads the first line of a secret file.
+fn secret_file(path: &Path, what: &'static str) -> Result<SecretString, ConfigError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                what,
+                path: path.to_owned(),
+                source,
+            })?,
+        );
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(invalid(format!("{what} {} is empty", path.display())));
+    }
+    Ok(SecretString::from(line.to_owned()))
+}
+
+fn secret_env(var: &str, what: &str) -> Result<SecretString, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+        Ok(_) => Err(invalid(format!(
+            "environment variable {var} ({what}) is empty"
+        ))),
+        Err(_) => Err(invalid(format!(
+            "environment variable {var} ({what}) is not set"
+        ))),
+    }
+}
+
+fn optional_secret(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &'static str,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (file, env) {
+        (Some(f), None) => secret_file(f, what).map(Some),
+        (None, Some(v)) => secret_env(v, what).map(Some),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "give the {what} either from a file or from an environment variable, not both"
+        ))),
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file (unknown keys are errors: a typo must not
+    /// silently disable a limit).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            what: "config file",
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned() + &span_hint(text, e.span()))
+    }
+
+    /// `top`'s fields win where set (flags over the file).
+    pub fn overlay(self, top: FileConfig) -> FileConfig {
+        FileConfig {
+            listen: top.listen.or(self.listen),
+            key_dir: top.key_dir.or(self.key_dir),
+            key_password_file: top.key_password_file.or(self.key_password_file),
+            key_password_env: top.key_password_env.or(self.key_password_env),
+            key_bits: top.key_bits.or(self.key_bits),
+            ephemeral_key: top.ephemeral_key.or(self.ephemeral_key),
+            key_grace_secs: top.key_grace_secs.or(self.key_grace_secs),
+            api_key_file: top.api_key_file.or(self.api_key_file),
+            api_key_hashes: top.api_key_hashes.or(self.api_key_hashes),
+            tls_cert: top.tls_cert.or(self.tls_cert),
+            tls_key: top.tls_key.or(self.tls_key),
+            metrics: top.metrics.or(self.metrics),
+            shutdown_grace_secs: top.shutdown_grace_secs.or(self.shutdown_grace_secs),
+            model: top.model.or(self.model),
+            threads: top.threads.or(self.threads),
+            limits: self.limits.overlay(top.limits),
+            backends: top.backends.or(self.backends),
+            tiers: top.tiers.or(self.tiers),
+        }
+    }
+
+    /// Validates everything and reads the secrets it names.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let listen_s = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = SocketAddr::from_str(listen_s).map_err(|_| {
+            invalid(format!(
+                "listen address '{listen_s}' is not IP:PORT (e.g. 127.0.0.1:12434)"
+            ))
+        })?;
+
+        let bits = match self.key_bits.unwrap_or(4096) {
+            2048 => RsaBits::B2048,
+            3072 => RsaBits::B3072,
+            4096 => RsaBits::B4096,
+            other => {
+                return Err(invalid(format!(
+                    "key_bits must be 2048, 3072 or 4096, not {other}"
+                )))
+            }
+        };
+        let password = optional_secret(
+            self.key_password_file.as_deref(),
+            self.key_password_env.as_deref(),
+            "server key password",
+        )?;
+        let key = if self.ephemeral_key.unwrap_or(false) {
+            if self.key_dir.is_some() || password.is_some() {
+                return Err(invalid(
+                    "an ephemeral key is never saved: drop key_dir/--key-dir and the key password, or drop --ephemeral-key",
+                ));
+            }
+            KeySetting::Ephemeral(bits)
+        } else {
+            KeySetting::Dir(KeySource {
+                dir: self
+                    .key_dir
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_DIR)),
+                password,
+                bits,
+            })
+        };
+        let key_grace = self
+            .key_grace_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_GRACE);
+
+        let mut api_keys = ApiKeys::open();
+        if let Some(path) = &self.api_key_file {
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::Read {
+                    what: "API key file",
+                    path: path.clone(),
+                    source,
+                }
+            })?);
+            if api_keys.add_keys_from_text(&text) == 0 {
+                return Err(invalid(format!(
+                    "API key file {} holds no key (one key per line)",
+                    path.display()
+                )));
+            }
+        }
+        for (i, h) in self.api_key_hashes.iter().flatten().enumerate() {
+            api_keys
+                .add_hash(h)
+                .map_err(|m| invalid(format!("api_key_hashes[{i}]: {m}")))?;
+        }
+
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("TLS needs both --tls-cert and --tls-key")),
+        };
+
+        let limits = self.limits.resolve()?;
+
+        let backends = match self.backends {
+            Some(list) if !list.is_empty() => {
+                let mut out = Vec::new();
+                for b in list {
+                    out.push(resolve_backend(b)?);
+                }
+                out
+            }
+            _ => vec![BackendSpec::Embedded {
+                name: "embedded".into(),
+                model: self.model,
+                threads: self.threads,
+                models: None,
+            }],
+        };
+
+        let tiers = match self.tiers {
+            None => None,
+            Some(map) => {
+                let mut out = BTreeMap::new();
+                for (name, t) in map {
+                    let tier = SecurityTier::from_str(&name).map_err(|_| {
+                        invalid(format!(
+                            "[tiers.{name}]: a tier is one of standard, high, maximum"
+                        ))
+                    })?;
+                    if t.models.is_empty() {
+                        return Err(invalid(format!(
+                            "[tiers.{name}]: models is empty; list model names or \"*\""
+                        )));
+                    }
+                    out.insert(
+                        tier,
+                        TierRule {
+                            backends: t.backends.unwrap_or_default(),
+                            models: ModelSet::from_names(t.models),
+                        },
+                    );
+                }
+                Some(out)
+            }
+        };
+
+        Ok(Settings {
+            listen,
+            key,
+            key_grace,
+            api_keys,
+            tls,
+            limits,
+            metrics: self.metrics.unwrap_or(true),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30)),
+            backends,
+            tiers,
+        })
+    }
+}
+
+fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
+    if b.name.is_empty() {
+        return Err(invalid("a backend needs a name"));
+    }
+    match b.kind {
+        BackendKind::Upstream => {
+            let url = b.url.ok_or_else(|| {
+                invalid(format!(
+                    "backend '{}': an upstream needs url = \"http://HOST:PORT/v1\"",
+                    b.name
+                ))
+            })?;
+            let mut config = UpstreamConfig::new(url);
+            config.api_key = optional_secret(
+                b.api_key_file.as_deref(),
+                b.api_key_env.as_deref(),
+                "upstream API key",
+            )?;
+            config.models = b.models.unwrap_or_default();
+            if let Some(s) = b.timeout_secs {
+                config.timeout = Duration::from_secs(s.max(1));
+            }
+            if let Some(s) = b.connect_timeout_secs {
+                config.connect_timeout = Duration::from_secs(s.max(1));
+            }
+            Ok(BackendSpec::Upstream {
+                name: b.name,
+                config,
+            })
+        }
+        BackendKind::Embedded => Ok(BackendSpec::Embedded {
+            name: b.name,
+            model: b.model,
+            threads: b.threads,
+            models: b.models,
+        }),
+    }
+}
+
+/// " (line L, column C)" for a TOML error span.
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {col})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_resolves() {
+        let text = include_str!("../../../nomyo.example.toml");
+        let cfg = FileConfig::from_toml(text).unwrap();
+        // The example names secret files that do not exist here; drop them.
+        let cfg = FileConfig {
+            key_password_file: None,
+            key_password_env: None,
+            api_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            backends: cfg.backends.map(|bs| {
+                bs.into_iter()
+                    .map(|b| BackendConfig {
+                        api_key_file: None,
+                        api_key_env: None,
+                        ..b
+                    })
+                    .collect()
+            }),
+            ..cfg
+        };
+        let s = cfg.resolve().unwrap();
+        assert!(!s.backends.is_empty());
+        assert!(s.tiers.is_some());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let file = FileConfig::from_toml(
+            "listen = \"127.0.0.1:1\"\nkey_bits = 2048\n[limits]\nmax_queue = 3\nmax_concurrency = 5\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            listen: Some("127.0.0.1:2".into()),
+            limits: LimitsConfig {
+                max_queue: Some(7),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = file.overlay(flags).resolve().unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.limits.max_queue, 7);
+        assert_eq!(s.limits.max_concurrency, 5);
+        assert_eq!(s.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert!(matches!(s.key, KeySetting::Dir(ref k) if k.bits == RsaBits::B2048));
+        // With no backend anywhere, the embedded model serves.
+        assert!(matches!(s.backends[..], [BackendSpec::Embedded { .. }]));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_with_a_position() {
+        let e = FileConfig::from_toml("lisen = \"x\"\n").unwrap_err();
+        assert!(e.contains("lisen") && e.contains("line 1"), "{e}");
+        let bad = [
+            "listen = \"nope\"",
+            "key_bits = 1024",
+            "tls_cert = \"c.pem\"",
+            "[tiers.ultra]\nmodels = [\"*\"]",
+            "[tiers.high]\nmodels = []",
+            "[[backends]]\nname = \"a\"\n",
+            "api_key_hashes = [\"sha256:12\"]",
+            "[limits]\nmax_concurrency = 0",
+        ];
+        for t in bad {
+            let r = FileConfig::from_toml(t)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.resolve().map_err(|e| e.to_string()));
+            assert!(r.is_err(), "accepted: {t}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The one table that maps every server error to the wire.
+//!
+//! Each [`ApiError`] variant has exactly one HTTP status and one stable
+//! message (PROTOCOL.md v1, "Errors": plain JSON `{"detail": "..."}`, never
+//! encrypted). Internals (upstream status lines, I/O errors, backend detail
+//! strings) are logged where the error arises and never sent: error bodies
+//! travel in clear, so nothing from inside the encrypted channel (prompt,
+//! completion, upstream error text that may quote them) may appear here.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::backend::BackendError;
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A required header is absent (400).
+    MissingHeader(&'static str),
+    /// `X-Payload-ID` is not 1–128 characters of `[A-Za-z0-9._-]` (400).
+    InvalidPayloadId,
+    /// `X-Public-Key` is not a percent-encoded RSA public key PEM of at least 2048 bits (400).
+    InvalidPublicKey,
+    /// `X-Security-Tier` is not `standard`, `high` or `maximum` (400).
+    InvalidTier,
+    /// The request body is empty (400).
+    EmptyBody,
+    /// The body could not be read (client reset, bad chunking) (400).
+    UnreadableBody,
+    /// The package is malformed or names an unsupported version/algorithm (400).
+    /// The message comes from the core and describes structure only (field
+    /// names, lengths), never content.
+    MalformedPackage(String),
+    /// Wrong key, bad padding, tampered tag: one opaque error (400).
+    DecryptionFailed,
+    /// The decrypted payload is not a valid chat-completion request (400).
+    InvalidChatRequest(&'static str),
+    /// `"stream": true` on v1 (400).
+    StreamingUnsupported,
+    /// The backend refused the request as invalid (400). Its reason is logged only.
+    BackendRejected,
+    /// Missing or wrong API key (401). Deliberately does not say which.
+    Unauthorized,
+    /// The model is not allowed for the requested tier (403).
+    ModelForbidden,
+    /// No backend serves this model (404).
+    UnknownModel,
+    /// No such route (404).
+    NotFound,
+    /// Route exists, method does not (405).
+    MethodNotAllowed,
+    /// The body did not arrive in time (408).
+    BodyTimeout,
+    /// This `X-Payload-ID` or this exact package was already answered (409).
+    Replayed,
+    /// The body exceeds the configured limit (413).
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Per-key rate limit (429 + `Retry-After`).
+    RateLimited {
+        /// When the next request will be admitted.
+        retry_after: Duration,
+    },
+    /// A bug or an impossible state (500). The detail is logged only.
+    Internal(String),
+    /// The backend failed or answered garbage (502).
+    BackendFailed,
+    /// Every worker busy and the queue full, or the queue wait expired (503 + `Retry-After`).
+    Saturated,
+    /// No backend able to answer now (503, `Retry-After` when known).
+    BackendUnavailable {
+        /// Suggested wait.
+        retry_after: Option<Duration>,
+    },
+    /// The backend did not answer in time (504).
+    BackendTimeout,
+    /// The whole request exceeded the server's request timeout (504).
+    RequestTimeout,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            MissingHeader(_)
+            | InvalidPayloadId
+            | InvalidPublicKey
+            | InvalidTier
+            | EmptyBody
+            | UnreadableBody
+            | MalformedPackage(_)
+            | DecryptionFailed
+            | InvalidChatRequest(_)
+            | StreamingUnsupported
+            | BackendRejected => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            ModelForbidden => StatusCode::FORBIDDEN,
+            UnknownModel | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Replayed => StatusCode::CONFLICT,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BackendFailed => StatusCode::BAD_GATEWAY,
+            Saturated | BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            BackendTimeout | RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable message sent as `detail`.
+    pub fn detail(&self) -> Cow<'static, str> {
+        use ApiError::*;
+        match self {
+            MissingHeader(h) => Cow::Owned(format!("missing {h} header")),
+            InvalidPayloadId => "invalid X-Payload-ID header: expected 1 to 128 characters of A-Z a-z 0-9 . _ - (a UUID)".into(),
+            InvalidPublicKey => "invalid X-Public-Key header: expected the percent-encoded PEM of an RSA public key of at least 2048 bits".into(),
+            InvalidTier => "invalid X-Security-Tier header: must be one of standard, high, maximum".into(),
+            EmptyBody => "empty request body: expected a v1 package (JSON)".into(),
+            UnreadableBody => "the request body could not be read".into(),
+            MalformedPackage(m) => Cow::Owned(m.clone()),
+            DecryptionFailed => "decryption failed".into(),
+            InvalidChatRequest(why) => Cow::Owned(format!("invalid chat completion request: {why}")),
+            StreamingUnsupported => "streaming is not supported by protocol v1: send \"stream\": false (or use protocol v2)".into(),
+            BackendRejected => "the inference backend rejected the request as invalid".into(),
+            Unauthorized => "invalid or missing API key".into(),
+            ModelForbidden => "model not allowed for the requested security tier".into(),
+            UnknownModel => "unknown model".into(),
+            NotFound => "not found".into(),
+            MethodNotAllowed => "method not allowed".into(),
+            BodyTimeout => "the request body was not received in time".into(),
+            Replayed => "replayed request: this X-Payload-ID or package was already used; seal a fresh request".into(),
+            PayloadTooLarge { limit } => Cow::Owned(format!("request body too large (limit {limit} bytes)")),
+            RateLimited { .. } => "rate limit exceeded; retry after the time in Retry-After".into(),
+            Internal(_) => "internal server error".into(),
+            BackendFailed => "the inference backend failed".into(),
+            Saturated => "server busy; retry later".into(),
+            BackendUnavailable { .. } => "inference backend unavailable; retry later".into(),
+            BackendTimeout => "the inference backend timed out".into(),
+            RequestTimeout => "request timed out".into(),
+        }
+    }
+
+    /// The `Retry-After` hint, where one fits.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::Saturated => Some(Duration::from_secs(1)),
+            ApiError::BackendUnavailable { retry_after } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(5)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a client may retry the very same request (429 and 5xx, as the
+    /// reference client does). A request that failed this way does not use up
+    /// its `X-Payload-ID` in the replay window.
+    pub fn is_retryable(&self) -> bool {
+        let s = self.status();
+        s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        // The detail strings of `Upstream`, `Internal` and `InvalidRequest` are
+        // for logs; the caller logs them before converting.
+        match e {
+            BackendError::InvalidRequest(_) => ApiError::BackendRejected,
+            BackendError::ModelNotFound => ApiError::UnknownModel,
+            BackendError::Unavailable { retry_after } => {
+                ApiError::BackendUnavailable { retry_after }
+            }
+            BackendError::Timeout => ApiError::BackendTimeout,
+            BackendError::Upstream(_) => ApiError::BackendFailed,
+            BackendError::StreamingUnsupported => ApiError::StreamingUnsupported,
+            BackendError::Internal(d) => ApiError::Internal(d),
+            // `BackendError` is non-exhaustive; a future variant is a 502
+            // until it gets its own row here.
+            #[allow(unreachable_patterns)]
+            _ => ApiError::BackendFailed,
+        }
+    }
+}
+
+/// Seconds for `Retry-After`: rounded up, at least 1.
+fn retry_after_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            // Internal details are for the operator only.
+            tracing::error!(detail = %detail, "internal error");
+        }
+        let status = self.status();
+        let body = serde_json::json!({ "detail": self.detail() });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(d) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn retryable_matches_reference_client() {
+        assert!(ApiError::Saturated.is_retryable());
+        assert!(ApiError::RateLimited {
+            retry_after: Duration::from_secs(1)
+        }
+        .is_retryable());
+        assert!(ApiError::BackendFailed.is_retryable());
+        assert!(!ApiError::DecryptionFailed.is_retryable());
+        assert!(!ApiError::Replayed.is_retryable());
+        assert!(!ApiError::ModelForbidden.is_retryable());
+    }
+
+    #[test]
+    fn internal_detail_is_never_sent() {
+        let e = ApiError::Internal("secret upstream text".into());
+        assert_eq!(e.detail(), "internal server error");
+        let e: ApiError = BackendError::Upstream("prompt fragment".into()).into();
+        assert!(!e.detail().contains("prompt"));
+        let e: ApiError = BackendError::InvalidRequest("prompt fragment".into()).into();
+        assert!(!e.detail().contains("prompt"));
+    }
+}

@@ -1,0 +1,169 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text format, which
+//! Prometheus scrapes natively). Labels have bounded values only: matched
+//! route templates, status codes, backend names from the config, error kinds.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template (`/v1/chat/secure_completion`) or `unmatched`.
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template or `unmatched`.
+    pub route: String,
+}
+
+/// Labels of a backend error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// Backend name from the config.
+    pub backend: String,
+    /// `timeout`, `unavailable`, `failed`, `rejected`, `unknown_model`, `internal`.
+    pub kind: &'static str,
+}
+
+/// Labels of a refused secure request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `replay`, `rate_limited`, `saturated`, `unauthorized`, `decryption`.
+    pub reason: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Latency by route.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Backend errors by backend and kind.
+    pub backend_errors: Family<BackendLabels, Counter>,
+    /// Refusals of the secure route by reason.
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// Secure requests waiting for a slot.
+    pub queue_depth: Gauge,
+    /// Secure requests being processed.
+    pub in_flight: Gauge,
+    /// Key rotations since start.
+    pub key_rotations: Counter,
+    /// Secret buffers that could not be locked in RAM since start.
+    pub lock_failures: Gauge,
+    /// Entries in the replay window.
+    pub replay_entries: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nomyo");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let backend_errors = Family::<BackendLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let queue_depth = Gauge::default();
+        let in_flight = Gauge::default();
+        let key_rotations = Counter::default();
+        let lock_failures = Gauge::default();
+        let replay_entries = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Inference backend errors by backend and kind",
+            backend_errors.clone(),
+        );
+        registry.register(
+            "secure_refusals",
+            "Secure requests refused by policy, by reason",
+            refusals.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Secure requests waiting for a processing slot",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Secure requests being processed",
+            in_flight.clone(),
+        );
+        registry.register(
+            "key_rotations",
+            "Server key rotations since start",
+            key_rotations.clone(),
+        );
+        registry.register(
+            "secret_lock_failures",
+            "Secret buffers that could not be locked in RAM since start",
+            lock_failures.clone(),
+        );
+        registry.register(
+            "replay_window_entries",
+            "Request ids and packages remembered in the replay window",
+            replay_entries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            backend_errors,
+            refusals,
+            queue_depth,
+            in_flight,
+            key_rotations,
+            lock_failures,
+            replay_entries,
+        }
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,96 @@
+//! Operations: `GET /v1/models`, `GET /health`, `GET /metrics`.
+
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use nomyo_core::SecurityTier;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The ops routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+/// Models the caller may use, each with the tiers that allow it. Needs the
+/// API key when the server has keys; `X-Security-Tier` narrows the list to
+/// one tier.
+async fn models(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.inner
+        .api_keys
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    let only = match headers.get("x-security-tier") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| SecurityTier::from_str(s).ok())
+                .ok_or(ApiError::InvalidTier)?,
+        ),
+    };
+    let data: Vec<_> = st
+        .routing()
+        .listing(only)
+        .into_iter()
+        .map(|(id, tiers)| {
+            json!({
+                "id": id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "nomyo",
+                "security_tiers": tiers.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })).into_response())
+}
+
+/// 200 `{"status": "ok", ...}` when at least one backend is ready, else 503.
+/// Says nothing an outsider could use (no backend names or addresses).
+async fn health(State(st): State<AppState>) -> Response {
+    let backends = st.routing().backends();
+    let ready = backends.iter().filter(|b| b.backend.is_ready()).count();
+    let body = json!({
+        "status": if ready > 0 { "ok" } else { "unavailable" },
+        "protocols": ["v1"],
+        "backends": backends.len(),
+        "backends_ready": ready,
+        "key_fingerprint": st.keys().current().fingerprint().to_string(),
+    });
+    let status = if ready > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus / OpenMetrics text.
+async fn metrics(State(st): State<AppState>) -> Response {
+    if !st.inner.metrics_enabled {
+        return ApiError::NotFound.into_response();
+    }
+    let inner = &st.inner;
+    let m = &inner.metrics;
+    m.queue_depth.set(inner.gate.queue_depth() as i64);
+    m.lock_failures
+        .set(nomyo_core::secure_memory::lock_failures() as i64);
+    m.replay_entries.set(inner.replay.len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}

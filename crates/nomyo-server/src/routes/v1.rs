@@ -1,0 +1,470 @@
+//! Protocol v1 (PROTOCOL.md, "v1"): `GET /pki/public_key` and
+//! `POST /v1/chat/secure_completion`.
+//!
+//! A secure request goes through, in this order (cheap checks first, so that
+//! an unauthenticated or malformed request never costs an RSA operation):
+//!
+//! 1. API key (401), rate limit (429);
+//! 2. headers: `X-Payload-ID`, `X-Security-Tier`, `X-Public-Key` (400);
+//!    a used `X-Payload-ID` (409);
+//! 3. a processing slot (503 when the bounded queue is full or the wait expires);
+//! 4. the body, bounded in size (413) and time (408); the strict package parse (400);
+//! 5. RSA-OAEP + AES-GCM open on the blocking pool: one opaque 400 on failure;
+//! 6. the replay window claims the id and the package itself (409);
+//! 7. the plaintext request: JSON object, `model`, non-empty `messages`,
+//!    no `stream: true` (400); tier and model policy (403/404);
+//! 8. the backend (502/503/504), `_metadata`, seal to the client key.
+//!
+//! The whole request is bounded by the request timeout (504).
+
+use std::str::FromStr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use nomyo_core::keys::PublicKey;
+use nomyo_core::v1::{self, Package};
+use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
+use serde_json::{json, Map, Value};
+
+use crate::backend::{BackendError, ChatRequest};
+use crate::error::ApiError;
+use crate::keystore::KeySet;
+use crate::limits::{Claim, ReplayKey};
+use crate::metrics::BackendLabels;
+use crate::policy::Caller;
+use crate::state::AppState;
+
+/// `GET /pki/public_key`.
+pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
+/// `POST /v1/chat/secure_completion`.
+pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
+
+/// The v1 routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(PUBLIC_KEY_PATH, get(public_key))
+        .route(SECURE_COMPLETION_PATH, post(secure_completion))
+}
+
+/// The server's current RSA public key, PEM SPKI.
+async fn public_key(State(st): State<AppState>) -> Response {
+    let key = st.keys().current();
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            // A rotation must reach clients at once.
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        key.public_pem().clone(),
+    )
+        .into_response()
+}
+
+async fn secure_completion(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let timeout = st.limits().request_timeout;
+    match tokio::time::timeout(timeout, handle(&st, &headers, body)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => {
+            tracing::debug!("secure request timed out");
+            ApiError::RequestTimeout.into_response()
+        }
+    }
+}
+
+/// Holds the replay entries a request claimed. Dropped without
+/// [`ReplayGuard::keep`] (a retryable failure, a timeout, a client gone), it
+/// gives them back so that the client's retry of the same package works.
+struct ReplayGuard<'a> {
+    st: &'a AppState,
+    keys: [ReplayKey; 2],
+    keep: bool,
+}
+
+impl ReplayGuard<'_> {
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for ReplayGuard<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.st.inner.replay.release(&self.keys);
+        }
+    }
+}
+
+/// `X-Payload-ID`: 1–128 of `[A-Za-z0-9._-]` (a UUID in practice). Strict so
+/// that it can be logged and used as a key as is.
+fn payload_id(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let v = headers
+        .get("x-payload-id")
+        .ok_or(ApiError::MissingHeader("X-Payload-ID"))?;
+    let s = v.to_str().map_err(|_| ApiError::InvalidPayloadId)?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(ApiError::InvalidPayloadId)
+    }
+}
+
+fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>, ApiError> {
+    match headers.get("x-security-tier") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ApiError::InvalidTier)?;
+            SecurityTier::from_str(s)
+                .map(Some)
+                .map_err(|_| ApiError::InvalidTier)
+        }
+    }
+}
+
+fn client_key(headers: &HeaderMap) -> Result<PublicKey, ApiError> {
+    let v = headers
+        .get("x-public-key")
+        .ok_or(ApiError::MissingHeader("X-Public-Key"))?;
+    let s = v.to_str().map_err(|_| ApiError::InvalidPublicKey)?;
+    v1::decode_public_key_header(s).map_err(|_| ApiError::InvalidPublicKey)
+}
+
+fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
+    let mut buf = Vec::with_capacity(domain.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    buf.extend_from_slice(domain);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    Fingerprint::of_bytes(&buf).0
+}
+
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = st.limits().max_body_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if len == 0 {
+            return Err(ApiError::EmptyBody);
+        }
+    }
+    let collected = tokio::time::timeout(
+        st.limits().body_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout)?;
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => return Err(ApiError::UnreadableBody),
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    Ok(bytes)
+}
+
+/// Opens with the current key, then with retired keys still in their grace
+/// period. One opaque error whatever failed.
+fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
+    let mut first_err = None;
+    for key in set.openers(Instant::now()) {
+        match v1::open(package, key.private_key()) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(match first_err {
+        Some(nomyo_core::Error::PayloadTooLarge { .. }) => ApiError::PayloadTooLarge {
+            limit: v1::MAX_PLAINTEXT,
+        },
+        // A wrapped key whose length fits no key we hold is a structural
+        // error the core describes (the length is public).
+        Some(e @ nomyo_core::Error::Malformed(_)) => ApiError::MalformedPackage(e.to_string()),
+        _ => ApiError::DecryptionFailed,
+    })
+}
+
+/// Parses and checks the decrypted request (PROTOCOL.md v1, "Plaintext").
+fn chat_request(plaintext: &SecretBuf) -> Result<Map<String, Value>, ApiError> {
+    let body: Map<String, Value> = serde_json::from_slice(plaintext.expose_secret())
+        .map_err(|_| ApiError::InvalidChatRequest("the decrypted payload is not a JSON object"))?;
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => {}
+        _ => {
+            return Err(ApiError::InvalidChatRequest(
+                "model must be a non-empty string",
+            ))
+        }
+    }
+    match body.get("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => {}
+        _ => {
+            return Err(ApiError::InvalidChatRequest(
+                "messages must be a non-empty array",
+            ))
+        }
+    }
+    match body.get("stream") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => return Err(ApiError::StreamingUnsupported),
+        Some(_) => return Err(ApiError::InvalidChatRequest("stream must be a boolean")),
+    }
+    Ok(body)
+}
+
+fn backend_error_kind(e: &BackendError) -> &'static str {
+    match e {
+        BackendError::InvalidRequest(_) => "rejected",
+        BackendError::ModelNotFound => "unknown_model",
+        BackendError::Unavailable { .. } => "unavailable",
+        BackendError::Timeout => "timeout",
+        BackendError::Upstream(_) => "failed",
+        BackendError::StreamingUnsupported => "streaming",
+        BackendError::Internal(_) => "internal",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let inner = &st.inner;
+    // 1. Who, and how often.
+    let caller = inner
+        .api_keys
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
+    if let Some(rate) = &inner.rate {
+        rate.check(caller)
+            .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
+    }
+    // 2. Headers.
+    let id = payload_id(headers)?;
+    let tier_header = requested_tier(headers)?;
+    let client_key = client_key(headers)?;
+    let id_key = replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
+    if inner.replay.is_used(&[id_key]) {
+        inner.metrics.refused("replay");
+        return Err(ApiError::Replayed);
+    }
+    let span = tracing::debug_span!(
+        "secure_completion",
+        payload_id = %id,
+        caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
+    );
+
+    // 3. A processing slot.
+    let _slot = inner.gate.acquire().await.inspect_err(|_| {
+        inner.metrics.refused("saturated");
+        tracing::debug!(parent: &span, "saturated");
+    })?;
+    inner.metrics.in_flight.inc();
+    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _in_flight = InFlight(&inner.metrics.in_flight);
+
+    // 4. The package.
+    let bytes = read_body(st, headers, body).await?;
+    let package = Package::from_json(&bytes).map_err(|e| match e {
+        nomyo_core::Error::PayloadTooLarge { .. } => ApiError::PayloadTooLarge {
+            limit: inner.limits.max_body_bytes,
+        },
+        other => ApiError::MalformedPackage(other.to_string()),
+    })?;
+    let body_len = bytes.len();
+    drop(bytes);
+    let pkg_key = replay_key(
+        b"nomyo-v1-package\0",
+        &[&package.nonce, &package.tag, &package.encrypted_key],
+    );
+    if inner.replay.is_used(&[pkg_key]) {
+        inner.metrics.refused("replay");
+        return Err(ApiError::Replayed);
+    }
+
+    // 5. Open (RSA private-key operation) on the blocking pool.
+    let t_open = Instant::now();
+    let set = inner.keys.snapshot();
+    let plaintext = st
+        .blocking(move || open_with(&set, &package))
+        .await?
+        .inspect_err(|_| inner.metrics.refused("decryption"))?;
+    tracing::debug!(
+        parent: &span,
+        body_bytes = body_len,
+        plaintext_bytes = plaintext.len(),
+        open_ms = t_open.elapsed().as_secs_f64() * 1e3,
+        "package opened"
+    );
+
+    // 6. A package is valid once.
+    let guard = match inner.replay.claim(&[id_key, pkg_key]) {
+        Claim::Fresh => ReplayGuard {
+            st,
+            keys: [id_key, pkg_key],
+            keep: false,
+        },
+        Claim::Replayed => {
+            inner.metrics.refused("replay");
+            return Err(ApiError::Replayed);
+        }
+        Claim::Full => {
+            tracing::warn!("replay window full; refusing new requests until entries expire");
+            return Err(ApiError::Saturated);
+        }
+    };
+
+    let result = answer(st, &span, id, tier_header, client_key, plaintext).await;
+    match &result {
+        Err(e) if e.is_retryable() => drop(guard),
+        _ => guard.keep(),
+    }
+    result
+}
+
+/// Steps 7–8: policy, backend, `_metadata`, seal.
+async fn answer(
+    st: &AppState,
+    span: &tracing::Span,
+    id: &str,
+    tier_header: Option<SecurityTier>,
+    client_key: PublicKey,
+    plaintext: SecretBuf,
+) -> Result<Response, ApiError> {
+    let inner = &st.inner;
+    let body = chat_request(&plaintext)?;
+    // The truth for this request: whether its plaintext sat in locked memory.
+    let memory_locked = plaintext.is_locked();
+    drop(plaintext);
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let route = inner.routing.route(model, tier_header)?;
+    let backend = &route.backend;
+
+    let t_backend = Instant::now();
+    let request = ChatRequest {
+        body,
+        tier: route.tier,
+        request_id: id.to_owned(),
+    };
+    let mut completion = match backend.backend.chat(request).await {
+        Ok(v) => v,
+        Err(e) => {
+            let kind = backend_error_kind(&e);
+            inner
+                .metrics
+                .backend_errors
+                .get_or_create(&BackendLabels {
+                    backend: backend.name.clone(),
+                    kind,
+                })
+                .inc();
+            // Backend detail strings carry statuses and kinds, never content.
+            tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
+            return Err(e.into());
+        }
+    };
+    tracing::debug!(
+        parent: span,
+        backend = %backend.name,
+        tier = %route.tier,
+        backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
+        "backend answered"
+    );
+    let Some(obj) = completion.as_object_mut() else {
+        inner
+            .metrics
+            .backend_errors
+            .get_or_create(&BackendLabels {
+                backend: backend.name.clone(),
+                kind: "failed",
+            })
+            .inc();
+        tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
+        return Err(ApiError::BackendFailed);
+    };
+
+    // PROTOCOL.md v1, "Response": `_metadata` with true values.
+    let processed_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let protection = nomyo_core::secure_memory::memory_protection();
+    let cuda = backend.backend.cuda_device_hash();
+    obj.insert(
+        "_metadata".to_owned(),
+        json!({
+            "payload_id": id,
+            "processed_at": processed_at,
+            "is_encrypted": true,
+            "response_status": "success",
+            "security_tier": route.tier.as_str(),
+            "memory_protection": {
+                "platform": protection.platform,
+                "memory_locking": memory_locked,
+                "secure_zeroing": protection.secure_zeroing,
+                "core_dump_prevention": protection.core_dump_prevention,
+            },
+            "cuda_device": {
+                "available": cuda.is_some(),
+                "device_hash": cuda.unwrap_or_default(),
+            },
+        }),
+    );
+    let mut out = SecretBuf::new();
+    serde_json::to_writer(&mut out, &completion)
+        .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
+    drop(completion);
+
+    // Seal to the client's key (an RSA public-key operation: cheap, but kept
+    // off the async workers with the rest of the crypto).
+    let t_seal = Instant::now();
+    let id_owned = id.to_owned();
+    let package = st
+        .blocking(move || {
+            v1::seal(out.expose_secret(), &client_key).map(|mut p| {
+                p.payload_id = Some(id_owned);
+                p.processed_at = Some(processed_at);
+                p.to_json()
+            })
+        })
+        .await?
+        .map_err(|e| match e {
+            nomyo_core::Error::PayloadTooLarge { .. } => ApiError::BackendFailed,
+            other => ApiError::Internal(format!("sealing the response: {other}")),
+        })?;
+    tracing::debug!(
+        parent: span,
+        response_bytes = package.len(),
+        seal_ms = t_seal.elapsed().as_secs_f64() * 1e3,
+        "response sealed"
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        package,
+    )
+        .into_response())
+}

@@ -1,0 +1,319 @@
+//! Running the endpoint: building the state from [`Settings`], binding
+//! (plain or TLS through rustls), rotation on SIGHUP, graceful shutdown on
+//! SIGTERM / ctrl-c.
+//!
+//! The split into [`prepare`], [`bind`] and [`Bound::run`] lets the caller
+//! print `listening on ...` exactly when the socket accepts connections, with
+//! the real port when it asked for port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use hyper_util::rt::TokioTimer;
+
+use crate::backend::Backend;
+use crate::config::{BackendSpec, KeySetting, Settings, TlsFiles};
+use crate::keystore::{KeyOrigin, KeyStore};
+use crate::policy::ModelSet;
+use crate::state::AppState;
+use crate::upstream::UpstreamBackend;
+
+/// Why the server could not start, for a person.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The server key could not be loaded, generated or saved.
+    #[error("server key: {0}")]
+    Key(#[source] nomyo_core::Error),
+    /// A backend could not be set up.
+    #[error("backend '{name}': {message}")]
+    Backend {
+        /// Backend name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configuration is inconsistent (tier names an unknown backend...).
+    #[error("{0}")]
+    Config(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: cannot load certificate {cert} / key {key}: {message}")]
+    Tls {
+        /// Certificate file.
+        cert: PathBuf,
+        /// Key file.
+        key: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the embedded-engine factory is asked to build.
+#[derive(Clone, Debug)]
+pub struct EmbeddedParams {
+    /// Backend name.
+    pub name: String,
+    /// Model file (`--model`); `None` = the engine's default.
+    pub model: Option<PathBuf>,
+    /// Threads; `None` = the engine's default.
+    pub threads: Option<usize>,
+}
+
+/// A state ready to serve, and how the key came to be.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The state for [`crate::app`].
+    pub state: AppState,
+    /// Whether the key was loaded, generated and saved, or is ephemeral.
+    pub key_origin: KeyOrigin,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS files.
+    pub tls: Option<TlsFiles>,
+    /// Time in-flight requests get on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Loads or generates the key (on the blocking pool), builds the backends
+/// (`embedded` builds the in-process model, which the server crate does not
+/// depend on) and the policy.
+pub async fn prepare<F>(settings: Settings, mut embedded: F) -> Result<Prepared, StartError>
+where
+    F: FnMut(EmbeddedParams) -> Result<Arc<dyn Backend>, String>,
+{
+    let Settings {
+        listen,
+        key,
+        key_grace,
+        api_keys,
+        tls,
+        limits,
+        metrics,
+        shutdown_grace,
+        backends,
+        tiers,
+    } = settings;
+
+    let (store, origin) = tokio::task::spawn_blocking(move || match key {
+        KeySetting::Dir(src) => KeyStore::load_or_generate(src),
+        KeySetting::Ephemeral(bits) => nomyo_core::keys::PrivateKey::generate(bits)
+            .map(|k| (KeyStore::ephemeral(k), KeyOrigin::Ephemeral)),
+    })
+    .await
+    .map_err(|_| StartError::Key(nomyo_core::Error::Key("key task failed".into())))?
+    .map_err(StartError::Key)?;
+    let store = store.with_grace(key_grace);
+
+    let mut builder = AppState::builder(store)
+        .api_keys(api_keys)
+        .limits(limits)
+        .metrics_enabled(metrics)
+        .tiers(tiers);
+    for spec in backends {
+        match spec {
+            BackendSpec::Upstream { name, config } => {
+                let configured = !config.models.is_empty();
+                let b =
+                    UpstreamBackend::connect(config)
+                        .await
+                        .map_err(|e| StartError::Backend {
+                            name: name.clone(),
+                            message: e.to_string(),
+                        })?;
+                let models = b.models();
+                let set = if models.is_empty() {
+                    ModelSet::Any
+                } else {
+                    ModelSet::from_names(models)
+                };
+                tracing::info!(backend = %name, configured_models = configured, "upstream backend ready");
+                builder = builder.backend_with_models(name, Arc::new(b), set);
+            }
+            BackendSpec::Embedded {
+                name,
+                model,
+                threads,
+                models,
+            } => {
+                let b = embedded(EmbeddedParams {
+                    name: name.clone(),
+                    model,
+                    threads,
+                })
+                .map_err(|message| StartError::Backend {
+                    name: name.clone(),
+                    message,
+                })?;
+                builder = match models {
+                    Some(m) => builder.backend_with_models(name, b, ModelSet::from_names(m)),
+                    None => builder.backend(name, b),
+                };
+            }
+        }
+    }
+    let state = builder.build().map_err(StartError::Config)?;
+    Ok(Prepared {
+        state,
+        key_origin: origin,
+        listen,
+        tls,
+        shutdown_grace,
+    })
+}
+
+/// A bound socket, not yet serving (connections wait in the backlog).
+pub struct Bound {
+    listener: std::net::TcpListener,
+    local: SocketAddr,
+    tls: Option<RustlsConfig>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("local", &self.local)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Loads TLS (if any) and binds `addr`.
+pub async fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Bound, StartError> {
+    let tls = match tls {
+        None => None,
+        Some(f) => Some(
+            RustlsConfig::from_pem_file(&f.cert, &f.key)
+                .await
+                .map_err(|e| StartError::Tls {
+                    cert: f.cert.clone(),
+                    key: f.key.clone(),
+                    message: e.to_string(),
+                })?,
+        ),
+    };
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok(Bound {
+        listener,
+        local,
+        tls,
+    })
+}
+
+impl Bound {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local)
+    }
+
+    /// Serves `state` until `shutdown` completes, then stops accepting and
+    /// gives in-flight requests up to `grace` to finish. Also runs the
+    /// key/rate-limit housekeeping.
+    pub async fn run<S>(self, state: AppState, grace: Duration, shutdown: S) -> std::io::Result<()>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let maintenance = state.spawn_maintenance();
+        let handle = Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
+            h.graceful_shutdown(Some(grace));
+        });
+        let service = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = match self.tls {
+            None => {
+                let mut server = axum_server::from_tcp(self.listener).handle(handle);
+                tune(server.http_builder());
+                server.serve(service).await
+            }
+            Some(cfg) => {
+                let mut server = axum_server::from_tcp_rustls(self.listener, cfg).handle(handle);
+                tune(server.http_builder());
+                server.serve(service).await
+            }
+        };
+        maintenance.abort();
+        result
+    }
+}
+
+/// Slow clients may not hold a connection open without sending headers.
+fn tune(b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    b.http2().timer(TokioTimer::new());
+}
+
+/// Completes on SIGTERM or ctrl-c (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Rotates the server key on every SIGHUP (see [`KeyStore::rotate`]). The
+/// handler is installed before this returns, so a SIGHUP sent after it can
+/// never terminate the process.
+#[cfg(unix)]
+pub fn rotate_on_sighup(state: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match state.rotate_key().await {
+                Ok(fp) => {
+                    tracing::info!(fingerprint = %fp, "server key rotated (SIGHUP); the previous key opens requests during its grace period")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "server key rotation failed; keeping the current key")
+                }
+            }
+        }
+    }))
+}

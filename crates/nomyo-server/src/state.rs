@@ -1,0 +1,242 @@
+//! The shared state every handler sees, and its builder.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nomyo_core::SecurityTier;
+use tokio::sync::Semaphore;
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+use crate::keystore::KeyStore;
+use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
+use crate::metrics::Metrics;
+use crate::policy::{ApiKeys, ModelSet, NamedBackend, RateLimit, Routing, TierRule};
+
+/// Shared server state; cheap to clone (one `Arc`).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub keys: Arc<KeyStore>,
+    pub routing: Routing,
+    pub api_keys: ApiKeys,
+    pub rate: Option<RateLimit>,
+    pub gate: ConcurrencyGate,
+    pub replay: ReplayCache,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub metrics_enabled: bool,
+    /// Bounds the RSA operations running at once on the blocking pool
+    /// (one per core: more would only queue inside the CPU).
+    pub crypto: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// Starts building a state around a key store.
+    pub fn builder(keys: KeyStore) -> AppStateBuilder {
+        AppStateBuilder {
+            keys: Arc::new(keys),
+            backends: Vec::new(),
+            tiers: None,
+            api_keys: ApiKeys::open(),
+            limits: Limits::default(),
+            metrics_enabled: true,
+            crypto_threads: None,
+        }
+    }
+
+    /// The key store (for rotation).
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.inner.keys
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The routing table.
+    pub fn routing(&self) -> &Routing {
+        &self.inner.routing
+    }
+
+    /// Rotates the server key now (blocking work on the blocking pool) and
+    /// returns the new fingerprint.
+    pub async fn rotate_key(&self) -> nomyo_core::Result<nomyo_core::Fingerprint> {
+        let keys = Arc::clone(&self.inner.keys);
+        let fp = tokio::task::spawn_blocking(move || keys.rotate())
+            .await
+            .map_err(|_| nomyo_core::Error::Key("key rotation task failed".into()))??;
+        self.inner.metrics.key_rotations.inc();
+        Ok(fp)
+    }
+
+    /// Periodic housekeeping: drops retired keys past their grace period and
+    /// idle rate-limit state. Runs until the returned task is aborted.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let st = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let dropped = st.inner.keys.purge_expired();
+                if dropped > 0 {
+                    tracing::info!(
+                        dropped,
+                        "retired server keys erased after their grace period"
+                    );
+                }
+                if let Some(r) = &st.inner.rate {
+                    r.retain_recent();
+                }
+            }
+        })
+    }
+
+    /// Runs `f` on the blocking pool, at most one job per core at once. The
+    /// slot is held by the job itself, so a cancelled request cannot let
+    /// more jobs pile up than there are cores.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.crypto)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("crypto pool closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            f()
+        })
+        .await
+        .map_err(|_| ApiError::Internal("crypto task failed".into()))
+    }
+}
+
+/// Builds an [`AppState`].
+pub struct AppStateBuilder {
+    keys: Arc<KeyStore>,
+    backends: Vec<NamedBackend>,
+    tiers: Option<BTreeMap<SecurityTier, TierRule>>,
+    api_keys: ApiKeys,
+    limits: Limits,
+    metrics_enabled: bool,
+    crypto_threads: Option<usize>,
+}
+
+impl std::fmt::Debug for AppStateBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStateBuilder")
+            .field("backends", &self.backends)
+            .field("tiers", &self.tiers)
+            .field("api_keys", &self.api_keys)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppStateBuilder {
+    /// Adds a backend serving the models it reports ([`Backend::models`];
+    /// an empty list = any model name).
+    pub fn backend(self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
+        let models = backend.models();
+        let set = if models.is_empty() {
+            ModelSet::Any
+        } else {
+            ModelSet::from_names(models)
+        };
+        self.backend_with_models(name, backend, set)
+    }
+
+    /// Adds a backend serving exactly `models`.
+    pub fn backend_with_models(
+        mut self,
+        name: impl Into<String>,
+        backend: Arc<dyn Backend>,
+        models: ModelSet,
+    ) -> Self {
+        self.backends.push(NamedBackend {
+            name: name.into(),
+            backend,
+            models,
+        });
+        self
+    }
+
+    /// Sets one tier's rule. Once any tier is set, tiers never set are
+    /// disabled (every model 403 there); with none set, every tier allows
+    /// every backend and model.
+    pub fn tier(mut self, tier: SecurityTier, rule: TierRule) -> Self {
+        self.tiers
+            .get_or_insert_with(BTreeMap::new)
+            .insert(tier, rule);
+        self
+    }
+
+    /// Sets all tier rules at once (`None` = every tier open).
+    pub fn tiers(mut self, tiers: Option<BTreeMap<SecurityTier, TierRule>>) -> Self {
+        self.tiers = tiers;
+        self
+    }
+
+    /// Accepted API keys (none = open server).
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether `GET /metrics` is served (default yes).
+    pub fn metrics_enabled(mut self, on: bool) -> Self {
+        self.metrics_enabled = on;
+        self
+    }
+
+    /// RSA operations at once (default: the number of cores).
+    pub fn crypto_threads(mut self, n: usize) -> Self {
+        self.crypto_threads = Some(n.max(1));
+        self
+    }
+
+    /// Checks the configuration and builds the state.
+    pub fn build(self) -> Result<AppState, String> {
+        let routing = Routing::new(self.backends, self.tiers)?;
+        let threads = self.crypto_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
+        });
+        let limits = self.limits;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                keys: self.keys,
+                routing,
+                api_keys: self.api_keys,
+                rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),
+                gate: ConcurrencyGate::new(&limits),
+                replay: ReplayCache::new(limits.replay_window, limits.replay_capacity),
+                metrics: Metrics::new(),
+                metrics_enabled: self.metrics_enabled,
+                crypto: Arc::new(Semaphore::new(threads)),
+                limits,
+            }),
+        })
+    }
+}
