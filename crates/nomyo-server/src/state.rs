@@ -60,6 +60,11 @@ impl AppState {
         &self.inner.metrics
     }
 
+    /// Whether every caller is accepted (no API key configured).
+    pub fn is_open(&self) -> bool {
+        self.inner.api_keys.is_empty()
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits

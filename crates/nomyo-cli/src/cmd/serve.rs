@@ -1,13 +1,296 @@
-//! `nomyo serve`: the secure endpoint. (Being built: issue 3.)
+//! `nomyo serve`: the secure endpoint.
+//!
+//! Flags are turned into the same typed configuration as the TOML file
+//! (`nomyo_server::config::FileConfig`), laid over the file (flags win), then
+//! resolved once; everything else happens in `nomyo_server`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args as ClapArgs;
+use nomyo_server::backend::Backend;
+use nomyo_server::config::{BackendConfig, BackendKind, ConfigError, FileConfig, LimitsConfig};
+use nomyo_server::keystore::KeyOrigin;
+use nomyo_server::serve::{self, EmbeddedParams, StartError};
 
+use crate::cmd::embedded::{self, EmbeddedSettings};
 use crate::exit::{CliError, CliResult, Code};
 
-/// Run the secure endpoint.
+/// Run the secure endpoint (protocol v1) in front of OpenAI-compatible
+/// upstreams or the embedded model.
+///
+/// Prints `listening on http(s)://ADDR` on stdout once it accepts
+/// connections. SIGHUP rotates the server key (the old key still opens
+/// requests for --key-grace seconds); SIGTERM or ctrl-c stops accepting and
+/// lets in-flight requests finish (--shutdown-grace). Every flag has a config
+/// key (see nomyo.example.toml); flags win over the file, the file over the
+/// defaults.
 #[derive(ClapArgs, Debug)]
-pub struct Args {}
+#[command(next_help_heading = "Server")]
+pub struct Args {
+    /// TOML configuration file (annotated example: nomyo.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (the real one is printed).
+    /// [default: 127.0.0.1:12434]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Seconds in-flight requests get to finish on SIGTERM/ctrl-c. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    shutdown_grace: Option<u64>,
+    /// Do not serve GET /metrics.
+    #[arg(long)]
+    no_metrics: bool,
 
-pub fn run(_args: Args) -> CliResult {
-    Err(CliError::new(Code::Other, "serve is not available yet"))
+    /// Directory of the server key (private_key.pem, public_key.pem); a key is
+    /// generated and saved there (0600) on first start. [default: server_keys]
+    #[arg(long, value_name = "DIR", help_heading = "Server key")]
+    key_dir: Option<PathBuf>,
+    /// File whose first line is the password of the server key file.
+    #[arg(long, value_name = "F", group = "keypw", help_heading = "Server key")]
+    key_password_file: Option<PathBuf>,
+    /// Environment variable holding the password of the server key file.
+    #[arg(long, value_name = "VAR", group = "keypw", help_heading = "Server key")]
+    key_password_env: Option<String>,
+    /// Size of a generated server key: 4096, 3072 or 2048 (tests). [default: 4096]
+    #[arg(long, value_name = "BITS", help_heading = "Server key")]
+    key_bits: Option<u32>,
+    /// Use a fresh in-memory key, never saved (tests, benchmarks).
+    #[arg(long, conflicts_with_all = ["key_dir", "key_password_file", "key_password_env"], help_heading = "Server key")]
+    ephemeral_key: bool,
+    /// Seconds a rotated-out key still opens requests. [default: 300]
+    #[arg(long, value_name = "SECS", help_heading = "Server key")]
+    key_grace: Option<u64>,
+
+    /// OpenAI-compatible upstream base URL, e.g. http://127.0.0.1:8080/v1
+    /// (POST {URL}/chat/completions). Repeatable; replaces the config's backends.
+    #[arg(long, value_name = "URL", help_heading = "Backends")]
+    upstream: Vec<String>,
+    /// Model an --upstream serves (repeatable). Without it the upstream's
+    /// GET {URL}/models is read at start-up, else any model name is forwarded.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_model: Vec<String>,
+    /// File whose first line is the API key sent to the --upstream servers.
+    #[arg(
+        long,
+        value_name = "F",
+        group = "upkey",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_api_key_file: Option<PathBuf>,
+    /// Environment variable holding the API key sent to the --upstream servers.
+    #[arg(
+        long,
+        value_name = "VAR",
+        group = "upkey",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_api_key_env: Option<String>,
+    /// Timeout of one upstream request, seconds. [default: 300]
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_timeout: Option<u64>,
+    /// GGUF model for the embedded engine (used when no --upstream and no
+    /// config backend is given).
+    #[arg(long, value_name = "FILE.gguf", help_heading = "Backends")]
+    model: Option<PathBuf>,
+    /// Inference threads of the embedded engine.
+    #[arg(long, value_name = "N", help_heading = "Backends")]
+    threads: Option<usize>,
+
+    /// File of accepted API keys, one per line (kept only as SHA-256 hashes).
+    /// Without keys (here or in the config) every caller is accepted.
+    #[arg(long, value_name = "F", help_heading = "Access")]
+    api_key_file: Option<PathBuf>,
+    /// An accepted API key given as sha256:HEX (repeatable).
+    #[arg(long, value_name = "SHA256", help_heading = "Access")]
+    api_key_hash: Vec<String>,
+    /// Requests per minute per API key; 0 = unlimited (then 429). [default: 0]
+    #[arg(long, value_name = "N", help_heading = "Access")]
+    rate_limit: Option<u32>,
+    /// Burst allowance of the rate limit. [default: the rate]
+    #[arg(long, value_name = "N", help_heading = "Access")]
+    rate_burst: Option<u32>,
+
+    /// TLS certificate chain (PEM); serves https with --tls-key.
+    #[arg(long, value_name = "F", requires = "tls_key", help_heading = "TLS")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "F", requires = "tls_cert", help_heading = "TLS")]
+    tls_key: Option<PathBuf>,
+
+    /// Largest request body in bytes (then 413). [default: 16777216]
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    max_body_bytes: Option<usize>,
+    /// Secure requests processed at once. [default: 64]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    max_concurrency: Option<usize>,
+    /// Secure requests that may wait for a slot; beyond, 503. [default: 256]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    max_queue: Option<usize>,
+    /// Longest wait for a slot, seconds (then 503). [default: 10]
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    queue_timeout: Option<u64>,
+    /// Longest a whole secure request may take, seconds (then 504). [default: 300]
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    request_timeout: Option<u64>,
+    /// Seconds an X-Payload-ID (and its package) stays used; reuse gets 409. [default: 900]
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    replay_window: Option<u64>,
+}
+
+impl Args {
+    /// The flags as a configuration layer (only what was given).
+    fn as_config(&self) -> FileConfig {
+        let backends = if self.upstream.is_empty() {
+            None
+        } else {
+            let n = self.upstream.len();
+            Some(
+                self.upstream
+                    .iter()
+                    .enumerate()
+                    .map(|(i, url)| BackendConfig {
+                        name: if n == 1 {
+                            "upstream".to_owned()
+                        } else {
+                            format!("upstream-{}", i + 1)
+                        },
+                        kind: BackendKind::Upstream,
+                        url: Some(url.clone()),
+                        api_key_file: self.upstream_api_key_file.clone(),
+                        api_key_env: self.upstream_api_key_env.clone(),
+                        models: (!self.upstream_model.is_empty())
+                            .then(|| self.upstream_model.clone()),
+                        timeout_secs: self.upstream_timeout,
+                        connect_timeout_secs: None,
+                        model: None,
+                        threads: None,
+                    })
+                    .collect(),
+            )
+        };
+        FileConfig {
+            listen: self.listen.clone(),
+            key_dir: self.key_dir.clone(),
+            key_password_file: self.key_password_file.clone(),
+            key_password_env: self.key_password_env.clone(),
+            key_bits: self.key_bits,
+            ephemeral_key: self.ephemeral_key.then_some(true),
+            key_grace_secs: self.key_grace,
+            api_key_file: self.api_key_file.clone(),
+            api_key_hashes: (!self.api_key_hash.is_empty()).then(|| self.api_key_hash.clone()),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            metrics: self.no_metrics.then_some(false),
+            shutdown_grace_secs: self.shutdown_grace,
+            model: self.model.clone(),
+            threads: self.threads,
+            limits: LimitsConfig {
+                max_body_bytes: self.max_body_bytes,
+                max_concurrency: self.max_concurrency,
+                max_queue: self.max_queue,
+                queue_timeout_secs: self.queue_timeout,
+                request_timeout_secs: self.request_timeout,
+                body_timeout_secs: None,
+                rate_limit_per_minute: self.rate_limit,
+                rate_limit_burst: self.rate_burst,
+                replay_window_secs: self.replay_window,
+                replay_max_entries: None,
+            },
+            backends,
+            tiers: None,
+        }
+    }
+}
+
+fn config_error(e: ConfigError) -> CliError {
+    match e {
+        ConfigError::Read { .. } => CliError::new(Code::Other, e.to_string()),
+        _ => CliError::usage(e.to_string()),
+    }
+}
+
+fn start_error(e: StartError) -> CliError {
+    match &e {
+        StartError::Key(k) if k.is_security() => CliError::new(Code::Security, e.to_string()),
+        StartError::Config(_) => CliError::usage(e.to_string()),
+        _ => CliError::new(Code::Other, e.to_string()),
+    }
+}
+
+pub fn run(args: Args) -> CliResult {
+    let flags = args.as_config();
+    let config = match &args.config {
+        Some(path) => FileConfig::from_file(path)
+            .map_err(config_error)?
+            .overlay(flags),
+        None => flags,
+    };
+    let settings = config.resolve().map_err(config_error)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nomyo-serve")
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let embedded = |p: EmbeddedParams| -> Result<Arc<dyn Backend>, String> {
+            let settings = EmbeddedSettings {
+                model: p.model,
+                threads: p.threads,
+            };
+            embedded::backend(&settings).map_err(|e| e.message)
+        };
+        let prepared = serve::prepare(settings, embedded)
+            .await
+            .map_err(start_error)?;
+        let state = prepared.state;
+        let key = state.keys().current();
+        let origin = match prepared.key_origin {
+            KeyOrigin::Loaded => "loaded",
+            KeyOrigin::Generated => "generated and saved",
+            KeyOrigin::Ephemeral => "ephemeral, not saved",
+        };
+        tracing::info!(fingerprint = %key.fingerprint(), origin, "server key");
+        eprintln!("nomyo serve: server key {} ({origin})", key.fingerprint());
+        if state.is_open() {
+            tracing::warn!("no API keys configured: every caller is accepted");
+        }
+        #[cfg(unix)]
+        let _rotation = serve::rotate_on_sighup(state.clone()).map_err(|e| {
+            CliError::new(
+                Code::Other,
+                format!("cannot install the SIGHUP handler: {e}"),
+            )
+        })?;
+
+        let bound = serve::bind(prepared.listen, prepared.tls.as_ref())
+            .await
+            .map_err(start_error)?;
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {}", bound.url());
+            let _ = out.flush();
+        }
+        tracing::info!(addr = %bound.local_addr(), "listening");
+        bound
+            .run(state, prepared.shutdown_grace, serve::shutdown_signal())
+            .await
+            .map_err(|e| CliError::new(Code::Other, format!("server error: {e}")))?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }

@@ -1,0 +1,334 @@
+//! Shared test helpers: keys, sealing requests as the reference client does,
+//! an in-process backend double and an OpenAI-compatible upstream double
+//! (axum on 127.0.0.1:0). Test doubles live here, never in the product.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use nomyo_core::keys::{PrivateKey, RsaBits};
+use nomyo_core::v1::{self, Package};
+use nomyo_server::backend::{Backend, BackendError, ChatRequest};
+use nomyo_server::keystore::KeyStore;
+use nomyo_server::AppState;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// A 2048-bit server key shared by tests (the server key size does not
+/// matter for what these tests check; 2048 keeps them fast).
+pub fn server_key_pem() -> &'static str {
+    static K: OnceLock<String> = OnceLock::new();
+    K.get_or_init(|| {
+        let k = PrivateKey::generate(RsaBits::B2048).unwrap();
+        k.to_pkcs8_pem(None).unwrap().to_string()
+    })
+}
+
+/// A fresh copy of the shared server key.
+pub fn server_key() -> PrivateKey {
+    PrivateKey::from_pem(server_key_pem(), None, "test").unwrap()
+}
+
+/// The client's key pair.
+pub fn client_key() -> &'static PrivateKey {
+    static K: OnceLock<PrivateKey> = OnceLock::new();
+    K.get_or_init(|| PrivateKey::generate(RsaBits::B2048).unwrap())
+}
+
+/// A fresh UUIDv4, as the reference client sends.
+pub fn payload_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The chat request a test sends.
+pub fn chat(model: &str, prompt: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.1})
+}
+
+/// A sealed request: body bytes and headers, as nomyo 0.2.9 sends them.
+pub struct Sealed {
+    pub id: String,
+    pub body: Vec<u8>,
+    pub public_key_header: String,
+}
+
+pub fn seal_to(plaintext: &[u8], server: &nomyo_core::PublicKey) -> Sealed {
+    let p = v1::seal(plaintext, server).unwrap();
+    Sealed {
+        id: payload_id(),
+        body: p.to_json(),
+        public_key_header: v1::encode_public_key_header(&client_key().public_key().to_pem()),
+    }
+}
+
+pub fn seal_json(v: &Value) -> Sealed {
+    seal_to(&serde_json::to_vec(v).unwrap(), server_key().public_key())
+}
+
+impl Sealed {
+    /// The HTTP request with the usual headers.
+    pub fn request(&self, api_key: Option<&str>, tier: Option<&str>) -> Request<Body> {
+        let mut b = Request::post("/v1/chat/secure_completion")
+            .header("content-type", "application/octet-stream")
+            .header("x-payload-id", &self.id)
+            .header("x-public-key", &self.public_key_header);
+        if let Some(k) = api_key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(t) = tier {
+            b = b.header("x-security-tier", t);
+        }
+        b.body(Body::from(self.body.clone())).unwrap()
+    }
+}
+
+/// Opens a 200 response as the client does: checks the package and decrypts.
+pub fn open_response(body: &[u8]) -> (Package, Value) {
+    let pkg = Package::from_json(body).unwrap();
+    let plain = v1::open(&pkg, client_key()).unwrap();
+    (pkg, serde_json::from_slice(plain.expose_secret()).unwrap())
+}
+
+/// Sends one request through the router in-process.
+pub async fn oneshot(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+/// The `detail` of an error body.
+pub fn detail(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        panic!(
+            "error body is not JSON: {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    v["detail"].as_str().expect("detail string").to_owned()
+}
+
+/// An in-process backend double: answers "echo:<last message>"; behaviour by model name:
+/// `slow` sleeps 600 ms, `very-slow` 5 s, `busy-once` is unavailable once then answers,
+/// `broken` fails upstream, `not-object` returns a JSON array.
+pub struct EchoBackend {
+    pub models: Vec<String>,
+    pub calls: AtomicUsize,
+    pub busy_left: AtomicUsize,
+}
+
+impl EchoBackend {
+    pub fn new(models: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            models: models.iter().map(|s| s.to_string()).collect(),
+            calls: AtomicUsize::new(0),
+            busy_left: AtomicUsize::new(1),
+        })
+    }
+}
+
+pub fn completion(model: &str, content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    })
+}
+
+fn last_content(body: &serde_json::Map<String, Value>) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|a| a.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl Backend for EchoBackend {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn models(&self) -> Vec<String> {
+        self.models.clone()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let model = request.model().to_owned();
+        match model.as_str() {
+            "slow" => tokio::time::sleep(Duration::from_millis(600)).await,
+            "very-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+            "busy-once" => {
+                if self
+                    .busy_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    return Err(BackendError::Unavailable {
+                        retry_after: Some(Duration::from_secs(2)),
+                    });
+                }
+            }
+            "broken" => return Err(BackendError::Upstream("status 500".into())),
+            "not-object" => return Ok(json!([1, 2])),
+            _ => {}
+        }
+        Ok(completion(
+            &model,
+            &format!("echo:{}", last_content(&request.body)),
+        ))
+    }
+}
+
+/// A state with the shared server key and one echo backend serving `models`.
+pub fn state_with(models: &[&str]) -> nomyo_server::state::AppStateBuilder {
+    AppState::builder(KeyStore::ephemeral(server_key())).backend("echo", EchoBackend::new(models))
+}
+
+// ---------------------------------------------------------------------------
+// OpenAI-compatible upstream double
+// ---------------------------------------------------------------------------
+
+/// What the upstream double saw.
+#[derive(Default)]
+pub struct UpstreamSeen {
+    pub requests: AtomicUsize,
+    pub last_auth: std::sync::Mutex<Option<String>>,
+}
+
+async fn up_models() -> Json<Value> {
+    Json(
+        json!({"object": "list", "data": [{"id": "m"}, {"id": "slow"}, {"id": "fail"}, {"id": "busy"}, {"id": "gone"}, {"id": "garbage"}]}),
+    )
+}
+
+async fn up_chat(
+    State(seen): State<Arc<UpstreamSeen>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    *seen.last_auth.lock().unwrap() = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let prompt = body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    match model.as_str() {
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Json(completion(&model, "late")).into_response()
+        }
+        // An upstream error that quotes the prompt: must never reach the
+        // client (errors travel in clear) or the logs.
+        "fail" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("model crashed on: {prompt}"),
+        )
+            .into_response(),
+        "busy" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "7")],
+            format!("busy: {prompt}"),
+        )
+            .into_response(),
+        "gone" => (StatusCode::NOT_FOUND, format!("no such model for {prompt}")).into_response(),
+        "garbage" => (StatusCode::OK, format!("not json {prompt}")).into_response(),
+        "bad" => (StatusCode::BAD_REQUEST, format!("bad: {prompt}")).into_response(),
+        _ => Json(completion(&model, &format!("upstream-echo:{prompt}"))).into_response(),
+    }
+}
+
+/// Starts the upstream double; returns its base URL (`http://127.0.0.1:PORT/v1`).
+pub async fn start_upstream() -> (String, Arc<UpstreamSeen>) {
+    let seen = Arc::new(UpstreamSeen::default());
+    let app = Router::new()
+        .route("/v1/models", get(up_models))
+        .route("/v1/chat/completions", post(up_chat))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// Serves `app` on 127.0.0.1:0 through the product's own `serve` path;
+/// returns the address and a trigger that starts graceful shutdown.
+pub async fn serve_real(
+    state: AppState,
+    tls: Option<&nomyo_server::config::TlsFiles>,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let bound = nomyo_server::serve::bind("127.0.0.1:0".parse().unwrap(), tls)
+        .await
+        .unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bound.run(state, Duration::from_secs(10), async move {
+        let _ = rx.await;
+    }));
+    (addr, tx, task)
+}
+
+/// One raw HTTP/1.1 exchange over a fresh TCP connection; returns the status
+/// and the body (the server closes: `Connection: close`).
+pub async fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the server must answer, not hang")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// Headers of a raw secure request with a given body length.
+pub fn raw_head(extra: &[(&str, &str)], len: usize) -> String {
+    let mut h = String::from(
+        "POST /v1/chat/secure_completion HTTP/1.1\r\nHost: test\r\nConnection: close\r\n",
+    );
+    for (k, v) in extra {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+    h
+}
