@@ -71,7 +71,11 @@ async fn secure_completion(State(st): State<AppState>, headers: HeaderMap, body:
     let timeout = st.limits().request_timeout;
     match tokio::time::timeout(timeout, handle(&st, &headers, body)).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => e.into_response(),
+        Ok(Err(e)) => {
+            // Details are stable, structural messages: safe to log.
+            tracing::debug!(status = e.status().as_u16(), detail = %e.detail(), "secure request refused");
+            e.into_response()
+        }
         Err(_) => {
             tracing::debug!("secure request timed out");
             ApiError::RequestTimeout.into_response()
