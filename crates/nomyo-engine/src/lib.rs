@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -136,6 +136,9 @@ pub(crate) enum State {
 pub(crate) struct Shared {
     state: AtomicU8,
     ready_tx: watch::Sender<State>,
+    /// The loaded model, for tokenising off the inference thread (llama.cpp's
+    /// vocabulary is read-only once loaded).
+    model: OnceLock<Arc<llama_cpp_2::model::LlamaModel>>,
 }
 
 impl Shared {
@@ -232,6 +235,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             state: AtomicU8::new(State::Loading as u8),
             ready_tx,
+            model: OnceLock::new(),
         });
         let (jobs, rx) = sync_channel(config.queue_capacity);
         let worker_config = WorkerConfig {
@@ -265,6 +269,14 @@ impl Engine {
             State::Ready => Ok(()),
             _ => Err(EngineError::LoadFailed),
         }
+    }
+
+    /// How many tokens the model's tokenizer makes of `text` (special tokens
+    /// such as `<|im_start|>` parsed as such, no BOS added), as `usage` counts
+    /// them; `None` until the model is loaded.
+    pub fn count_tokens(&self, text: &str) -> Option<usize> {
+        let model = self.shared.model.get()?;
+        Some(model.vocab().tokenize(text.as_bytes(), false, true).len())
     }
 
     /// The model id this engine serves.

@@ -125,6 +125,8 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
         template,
         progress_printed,
     } = loaded;
+    let model = Arc::new(model);
+    let _ = shared.model.set(Arc::clone(&model));
 
     let ctx_params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(config.context_size))
@@ -167,7 +169,7 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
     shared.set_state(State::Ready);
 
     let gen = Generator {
-        model: &model,
+        model: &*model,
         template: &template,
         batch_size: config.batch_size,
     };
