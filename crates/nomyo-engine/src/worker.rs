@@ -169,7 +169,7 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
     shared.set_state(State::Ready);
 
     let gen = Generator {
-        model: &*model,
+        model: &model,
         template: &template,
         batch_size: config.batch_size,
     };
