@@ -17,6 +17,8 @@ writes, next to this script:
   fingerprint Python computes (sha256 over the DER SubjectPublicKeyInfo) and
   the `X-Public-Key` value `urllib.parse.quote(pem)` gives; and keys the loader
   must refuse (1024-bit, legacy OpenSSL-encrypted PEM), with the reason.
+- pem/: the same keys as PEM files, with fingerprints.txt and password.txt,
+  for the CLI's golden tests.
 - v1_packages.json: v1 packages sealed by Python the way
   `SecureCompletionClient._do_encrypt` seals them (same JSON shape, same
   `json.dumps` separators), with the AES key, nonce and plaintext recorded so
@@ -144,6 +146,23 @@ def main() -> None:
             indent=1,
         )
         f.write("\n")
+
+    # The same keys as plain files, for the CLI's golden tests
+    # (crates/nomyo-cli/tests), which read files as a user would.
+    pem_dir = os.path.join(HERE, "pem")
+    os.makedirs(pem_dir, exist_ok=True)
+    for old in os.listdir(pem_dir):
+        os.remove(os.path.join(pem_dir, old))
+    with open(os.path.join(pem_dir, "password.txt"), "w") as f:
+        f.write(PASSWORD + "\n")
+    with open(os.path.join(pem_dir, "fingerprints.txt"), "w") as f:
+        for k in keys:
+            with open(os.path.join(pem_dir, k["name"] + ".pem"), "w") as pf:
+                pf.write(k["private_pem"])
+            f.write(f"{k['name']} {k['fingerprint']}\n")
+    for r in refused:
+        with open(os.path.join(pem_dir, r["name"] + ".pem"), "w") as pf:
+            pf.write(r["pem"])
 
     # --- packages -----------------------------------------------------------
     chat = json.dumps(
