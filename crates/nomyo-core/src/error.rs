@@ -84,7 +84,9 @@ pub enum Error {
     },
 
     /// Saving would overwrite existing keys.
-    #[error("{0} already exists; refusing to overwrite an existing key (use --force to replace it)")]
+    #[error(
+        "{0} already exists; refusing to overwrite an existing key (use --force to replace it)"
+    )]
     AlreadyExists(String),
 
     /// A fingerprint string is not `sha256:` + 64 hex digits.

@@ -286,9 +286,12 @@ impl PrivateKey {
                 let mut iv = [0u8; 16];
                 aws_lc_rs::rand::fill(&mut salt).map_err(|_| Error::EncryptionFailed)?;
                 aws_lc_rs::rand::fill(&mut iv).map_err(|_| Error::EncryptionFailed)?;
-                let params =
-                    pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
-                        .map_err(|_| Error::EncryptionFailed)?;
+                let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
+                    PBKDF2_ITERATIONS,
+                    &salt,
+                    &iv,
+                )
+                .map_err(|_| Error::EncryptionFailed)?;
                 let info = PrivateKeyInfo::try_from(der.as_slice())
                     .map_err(|_| Error::Key("cannot encode private key".into()))?;
                 let doc = info
@@ -531,7 +534,9 @@ pub fn public_key_of_pem_file(path: &Path, password: Option<&SecretString>) -> R
     }
     // A private key: the same permission rule applies as for any use of it.
     check_private_permissions(path, LoadOptions::default())?;
-    Ok(PrivateKey::from_pem(&text, password, &path.display().to_string())?
-        .public_key()
-        .clone())
+    Ok(
+        PrivateKey::from_pem(&text, password, &path.display().to_string())?
+            .public_key()
+            .clone(),
+    )
 }

@@ -46,14 +46,23 @@ pub fn seal(plaintext: &[u8], recipient: &PublicKey) -> Result<Package> {
     );
     let mut ciphertext = plaintext.to_vec();
     let tag = aead
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut ciphertext)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut ciphertext,
+        )
         .map_err(|_| Error::EncryptionFailed)?;
 
     let oaep = OaepPublicEncryptingKey::new(recipient.inner().clone())
         .map_err(|_| Error::EncryptionFailed)?;
     let mut encrypted_key = vec![0u8; oaep.ciphertext_size()];
     let n = oaep
-        .encrypt(&OAEP_SHA256_MGF1SHA256, key.expose_secret(), &mut encrypted_key, None)
+        .encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            key.expose_secret(),
+            &mut encrypted_key,
+            None,
+        )
         .map_err(|_| Error::EncryptionFailed)?
         .len();
     encrypted_key.truncate(n);
@@ -119,9 +128,7 @@ pub fn open(package: &Package, key: &PrivateKey) -> Result<SecretBuf> {
         &package.tag,
         plaintext.expose_secret_mut(),
     )
-    .map_err(|_| {
-        Error::DecryptionFailed
-    })?;
+    .map_err(|_| Error::DecryptionFailed)?;
     Ok(plaintext)
 }
 
@@ -152,8 +159,11 @@ pub fn decode_public_key_header(value: &str) -> Result<PublicKey> {
     let pem = percent_decode_str(value)
         .decode_utf8()
         .map_err(|_| Error::Key("X-Public-Key is not valid percent-encoded UTF-8".into()))?;
-    PublicKey::from_pem(&pem)
-        .map_err(|e| Error::Key(format!("X-Public-Key does not hold a usable RSA public key: {e}")))
+    PublicKey::from_pem(&pem).map_err(|e| {
+        Error::Key(format!(
+            "X-Public-Key does not hold a usable RSA public key: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +182,10 @@ mod tests {
         let p = seal(b"{\"model\":\"m\"}", key().public_key()).unwrap();
         let back = Package::from_json(&p.to_json()).unwrap();
         assert_eq!(back, p);
-        assert_eq!(open(&back, key()).unwrap().expose_secret(), b"{\"model\":\"m\"}");
+        assert_eq!(
+            open(&back, key()).unwrap().expose_secret(),
+            b"{\"model\":\"m\"}"
+        );
     }
 
     #[test]

@@ -112,9 +112,9 @@ fn b64(field: &'static str, s: &str) -> Result<Vec<u8>> {
 
 fn fixed<const N: usize>(field: &'static str, s: &str) -> Result<[u8; N]> {
     let v = b64(field, s)?;
-    v.as_slice().try_into().map_err(|_| {
-        Error::Malformed(format!("{field} must be {N} bytes, found {}", v.len()))
-    })
+    v.as_slice()
+        .try_into()
+        .map_err(|_| Error::Malformed(format!("{field} must be {N} bytes, found {}", v.len())))
 }
 
 impl Package {
@@ -129,7 +129,8 @@ impl Package {
         if bytes.is_empty() {
             return Err(Error::Malformed("empty body".into()));
         }
-        let w: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| Error::Malformed(describe(&e)))?;
+        let w: Wire<'_> =
+            serde_json::from_slice(bytes).map_err(|e| Error::Malformed(describe(&e)))?;
         if w.version != VERSION {
             return Err(Error::UnsupportedVersion {
                 found: echo(&w.version),
@@ -170,7 +171,10 @@ impl Package {
             ),
         };
         Ok(Package {
-            ciphertext: b64("encrypted_payload.ciphertext", &w.encrypted_payload.ciphertext)?,
+            ciphertext: b64(
+                "encrypted_payload.ciphertext",
+                &w.encrypted_payload.ciphertext,
+            )?,
             nonce: fixed("encrypted_payload.nonce", &w.encrypted_payload.nonce)?,
             tag: fixed("encrypted_payload.tag", &w.encrypted_payload.tag)?,
             encrypted_key: b64("encrypted_aes_key", &w.encrypted_aes_key)?,
