@@ -16,12 +16,14 @@ use crate::error::{ApiError, Error, Result};
 use crate::keys::{ClientKey, KeySource};
 use crate::retry::{self, Backoff};
 use crate::trust::{KnownServers, Trust, TrustDecision};
-use crate::types::{ChatCompletion, ChatRequest};
+use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
 
 /// `GET` path of the server's v1 key (PROTOCOL.md, "Server public key").
 pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
 /// `POST` path of a v1 completion (PROTOCOL.md, "Request").
 pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
+/// `GET` path of the model list (INTERFACES.md).
+pub const MODELS_PATH: &str = "/v1/models";
 
 const X_PAYLOAD_ID: HeaderName = HeaderName::from_static("x-payload-id");
 const X_PUBLIC_KEY: HeaderName = HeaderName::from_static("x-public-key");
@@ -32,6 +34,8 @@ const X_SECURITY_TIER: HeaderName = HeaderName::from_static("x-security-tier");
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest public-key body read (an 8192-bit PEM is under 1.5 KiB).
 const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest model list read.
+const MAX_MODELS_BYTES: usize = 1024 * 1024;
 /// Largest error body read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
@@ -220,7 +224,7 @@ impl ClientBuilder {
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {
-                tracing::warn!(url = %url, "using plain HTTP: for local development only");
+                tracing::info!(url = %url, "using plain HTTP: for local development only");
             }
             "http" => {
                 return Err(Error::InsecureUrl {
@@ -245,6 +249,7 @@ impl ClientBuilder {
         };
         let key_url = endpoint(PUBLIC_KEY_PATH)?;
         let chat_url = endpoint(SECURE_COMPLETION_PATH)?;
+        let models_url = endpoint(MODELS_PATH)?;
 
         let known = if self.pins.is_empty() {
             self.known_servers.path()?
@@ -282,8 +287,8 @@ impl ClientBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .https_only(!self.allow_http)
             .user_agent(concat!("nomyo-rs/", env!("CARGO_PKG_VERSION")));
-        for cert in self.root_certificates {
-            http = http.add_root_certificate(cert);
+        if !self.root_certificates.is_empty() {
+            http = http.tls_certs_merge(self.root_certificates);
         }
         let http = http
             .build()
@@ -294,6 +299,7 @@ impl ClientBuilder {
                 origin,
                 key_url,
                 chat_url,
+                models_url,
                 http,
                 headers,
                 max_retries: self.max_retries,
@@ -365,6 +371,7 @@ struct Inner {
     origin: String,
     key_url: Url,
     chat_url: Url,
+    models_url: Url,
     http: reqwest::Client,
     /// Content-Type, Authorization (marked sensitive), X-Security-Tier.
     headers: HeaderMap,
@@ -490,6 +497,34 @@ impl Client {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
         Ok(Some(k))
+    }
+
+    /// The models the server offers the caller (`GET /v1/models`, with the
+    /// API key and tier headers). Not part of protocol v1: servers other than
+    /// `nomyo serve` may not offer it. The list travels in clear (over TLS).
+    pub async fn models(&self) -> Result<Vec<ModelInfo>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            data: Vec<ModelInfo>,
+        }
+        let mut headers = self.inner.headers.clone();
+        headers.remove(CONTENT_TYPE);
+        let body = self
+            .send_with_retries(
+                || {
+                    self.inner
+                        .http
+                        .get(self.inner.models_url.clone())
+                        .headers(headers.clone())
+                },
+                MAX_MODELS_BYTES,
+            )
+            .await?;
+        serde_json::from_slice::<List>(&body)
+            .map(|l| l.data)
+            .map_err(|_| {
+                Error::InvalidResponse("GET /v1/models did not return an OpenAI model list".into())
+            })
     }
 
     async fn fetch_server_public_key(&self) -> Result<PublicKey> {

@@ -50,7 +50,8 @@ pub mod trust;
 pub mod types;
 
 pub use client::{
-    Client, ClientBuilder, RequestOptions, ServerKey, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH,
+    Client, ClientBuilder, RequestOptions, ServerKey, MODELS_PATH, PUBLIC_KEY_PATH,
+    SECURE_COMPLETION_PATH,
 };
 pub use error::{ApiError, Error, Result};
 pub use keys::KeySource;
@@ -58,8 +59,10 @@ pub use retry::Backoff;
 pub use trust::{KnownServers, TrustDecision};
 pub use types::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,
-    FunctionDefinition, MemoryProtectionInfo, Metadata, Tool, ToolCall, Usage,
+    FunctionDefinition, MemoryProtectionInfo, Metadata, ModelInfo, Tool, ToolCall, Usage,
 };
 
 /// Re-exported from the core, so that users need not depend on it.
-pub use nomyo_core::{Fingerprint, PrivateKey, PublicKey, SecretString, SecurityTier};
+pub use nomyo_core::{Fingerprint, PrivateKey, PublicKey, SecretBuf, SecretString, SecurityTier};
+/// Re-exported: [`ChatRequest`] implements it, to wipe a prompt after use.
+pub use zeroize::Zeroize;

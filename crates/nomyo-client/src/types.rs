@@ -94,6 +94,31 @@ impl std::fmt::Debug for ChatRequest {
     }
 }
 
+impl Zeroize for ChatRequest {
+    /// Overwrites the messages (and every other string) with zeros, e.g.
+    /// once the request has been sent: a request holds the prompt.
+    fn zeroize(&mut self) {
+        for m in &mut self.messages {
+            m.zeroize();
+        }
+        self.messages.clear();
+        if let Some(s) = &mut self.user {
+            s.zeroize();
+        }
+        for v in [
+            &mut self.stop,
+            &mut self.tool_choice,
+            &mut self.response_format,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            wipe_value(v);
+        }
+        wipe_map(&mut self.extra);
+    }
+}
+
 impl ChatRequest {
     /// A request for `model` with no messages yet.
     pub fn new(model: impl Into<String>) -> Self {
@@ -200,6 +225,34 @@ impl std::fmt::Debug for ChatMessage {
             .field("content", &self.content)
             .field("tool_calls", &self.tool_calls.as_ref().map(Vec::len))
             .finish_non_exhaustive()
+    }
+}
+
+impl Zeroize for ChatMessage {
+    fn zeroize(&mut self) {
+        match &mut self.content {
+            Some(Content::Text(s)) => s.zeroize(),
+            Some(Content::Parts(parts)) => parts.iter_mut().for_each(wipe_value),
+            None => {}
+        }
+        for s in [
+            &mut self.name,
+            &mut self.reasoning_content,
+            &mut self.refusal,
+            &mut self.tool_call_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.zeroize();
+        }
+        for call in self.tool_calls.iter_mut().flatten() {
+            call.function.name.zeroize();
+            call.function.arguments.zeroize();
+            wipe_map(&mut call.function.extra);
+            wipe_map(&mut call.extra);
+        }
+        wipe_map(&mut self.extra);
     }
 }
 
@@ -383,6 +436,20 @@ impl ChatCompletion {
     pub fn text(&self) -> Option<&str> {
         self.choices.first().and_then(|c| c.message.text())
     }
+
+    /// The whole completion as JSON (with `_metadata`), serialised into
+    /// locked memory that is zeroed when dropped.
+    pub fn to_json(&self, pretty: bool) -> nomyo_core::SecretBuf {
+        let mut out = nomyo_core::SecretBuf::with_capacity(4096);
+        // Serialising these types into memory cannot fail: every map key is
+        // a string and no Serialize impl here returns an error.
+        let _ = if pretty {
+            serde_json::to_writer_pretty(&mut out, self)
+        } else {
+            serde_json::to_writer(&mut out, self)
+        };
+        out
+    }
 }
 
 impl Drop for ChatCompletion {
@@ -427,30 +494,7 @@ impl std::fmt::Debug for Choice {
 
 impl Choice {
     fn wipe(&mut self) {
-        let m = &mut self.message;
-        match &mut m.content {
-            Some(Content::Text(s)) => s.zeroize(),
-            Some(Content::Parts(parts)) => parts.iter_mut().for_each(wipe_value),
-            None => {}
-        }
-        for s in [
-            &mut m.name,
-            &mut m.reasoning_content,
-            &mut m.refusal,
-            &mut m.tool_call_id,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            s.zeroize();
-        }
-        for call in m.tool_calls.iter_mut().flatten() {
-            call.function.name.zeroize();
-            call.function.arguments.zeroize();
-            wipe_map(&mut call.function.extra);
-            wipe_map(&mut call.extra);
-        }
-        wipe_map(&mut m.extra);
+        self.message.zeroize();
         if let Some(v) = &mut self.logprobs {
             wipe_value(v);
         }
@@ -473,6 +517,19 @@ fn wipe_map(m: &mut Extra) {
         k.zeroize();
         wipe_value(&mut v);
     }
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The model id to put in [`ChatRequest::model`].
+    pub id: String,
+    /// The tiers that allow it (a nomyo-rs server extension; empty otherwise).
+    #[serde(default)]
+    pub security_tiers: Vec<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// Token counts.
@@ -644,6 +701,21 @@ mod tests {
         let back: ChatRequest = serde_json::from_value(v).unwrap();
         assert_eq!(back.n, Some(2));
         assert_eq!(back.extra["logprobs"], true);
+    }
+
+    #[test]
+    fn zeroize_request_and_json_output() {
+        let mut r = ChatRequest::new("m").message(ChatMessage::user("secret"));
+        r.zeroize();
+        assert!(r.messages.is_empty());
+        let c: ChatCompletion = serde_json::from_value(json!({
+            "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+            "_metadata": {"payload_id": "p"}
+        }))
+        .unwrap();
+        let out: Value = serde_json::from_slice(c.to_json(true).expose_secret()).unwrap();
+        assert_eq!(out["_metadata"]["payload_id"], "p");
+        assert_eq!(out["choices"][0]["message"]["content"], "hi");
     }
 
     #[test]

@@ -1,13 +1,427 @@
-//! `nomyo chat`: one encrypted chat completion. (Being built: issue 4.)
+//! `nomyo chat`: one end-to-end encrypted chat completion (INTERFACES.md).
+//!
+//! Arguments are resolved once into [`Settings`]; [`run`] then drives the
+//! client library. No protocol logic lives here.
 
-use clap::Args as ClapArgs;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, ValueEnum};
+use nomyo_client::{
+    ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, KnownServers, TrustDecision,
+    Zeroize,
+};
+use nomyo_core::{Fingerprint, SecretString, SecurityTier};
+use zeroize::Zeroizing;
 
 use crate::exit::{CliError, CliResult, Code};
+use crate::input::{optional_secret, secret_from_env};
+use crate::spinner::Spinner;
+
+/// Where `nomyo serve` listens by default (INTERFACES.md).
+pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
+
+const AFTER_HELP: &str = "\
+The server is --base-url, else $NOMYO_BASE_URL. With neither, chat talks to a
+local `nomyo serve` at http://127.0.0.1:12434, which, being plain HTTP, needs
+--allow-http: chat never downgrades to an unprotected connection on its own.
+
+The server's key is verified against --pin, or else trusted on first use and
+recorded in ~/.config/nomyo/known_servers (like ssh's known_hosts); a changed
+key is refused until you remove its line from that file.
+
+The API key comes from --api-key-file, --api-key-env, or $NOMYO_API_KEY.
+
+Exit codes: 0 ok; 2 usage; 3 refused by the server (401/403); 4 security failure
+(decryption, pin mismatch, changed server key, refused key file); 5 server or
+network failure after retries; 1 anything else.";
+
+/// Which protocol to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The best the server offers (v1 for now).
+    Auto,
+    /// NOMYO v1: AES-256-GCM + RSA-OAEP (PROTOCOL.md).
+    V1,
+    /// EHBP with a post-quantum suite (not available in this client yet).
+    V2,
+}
 
 /// One end-to-end encrypted chat completion.
 #[derive(ClapArgs, Debug)]
-pub struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The prompt. `-` or none reads it from standard input. Note that
+    /// arguments are visible to other local users (ps); pipe sensitive text.
+    #[arg(value_name = "PROMPT")]
+    prompt: Option<String>,
+    /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
+    /// http://127.0.0.1:12434 with --allow-http.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NOMYO_BASE_URL",
+        hide_env_values = true
+    )]
+    base_url: Option<String>,
+    /// Allow a plain http:// server (local development only: the API key and
+    /// the server key travel unprotected).
+    #[arg(long)]
+    allow_http: bool,
+    /// Read the API key from this environment variable (default: NOMYO_API_KEY, if set).
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// Read the API key from the first line of this file.
+    #[arg(long, value_name = "F")]
+    api_key_file: Option<PathBuf>,
+    /// Security tier requested (X-Security-Tier); default: the server's choice.
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    tier: Option<SecurityTier>,
+    /// Accept only a server key with this fingerprint (sha256:...); repeat for
+    /// several. Pins replace the known-servers check.
+    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
+    pins: Vec<Fingerprint>,
+    /// The model. Default: $NOMYO_MODEL, else the server's only model (GET /v1/models).
+    #[arg(short = 'm', long, value_name = "MODEL", env = "NOMYO_MODEL")]
+    model: Option<String>,
+    /// Use the client key pair in DIR (private_key.pem, public_key.pem) instead
+    /// of a fresh in-memory key. With a password and no key in DIR, a new
+    /// encrypted key is saved there. Existing keys are never overwritten.
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
+    /// The key directory's password, from the first line of this file.
+    #[arg(
+        long,
+        value_name = "F",
+        requires = "key_dir",
+        conflicts_with = "password_env"
+    )]
+    password_file: Option<PathBuf>,
+    /// The key directory's password, from this environment variable.
+    #[arg(long, value_name = "VAR", requires = "key_dir")]
+    password_env: Option<String>,
+    /// The known-servers file for trust on first use (default
+    /// ~/.config/nomyo/known_servers).
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+    /// Protocol: auto and v1 speak v1; v2 is not supported by this client yet.
+    #[arg(long, value_enum, default_value = "auto")]
+    protocol: Protocol,
+    /// Stream the answer (needs protocol v2; not supported yet).
+    #[arg(long)]
+    stream: bool,
+    /// Print the whole response JSON, `_metadata` included, instead of the text.
+    #[arg(long)]
+    json: bool,
+    /// Maximum tokens to generate.
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u32>,
+    /// Sampling temperature (0-2).
+    #[arg(long, value_name = "X")]
+    temperature: Option<f64>,
+    /// Seed for reproducible sampling.
+    #[arg(long, value_name = "N")]
+    seed: Option<i64>,
+    /// A system message before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Retries after 429/5xx answers and network errors.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_retries: u32,
+    /// Seconds to wait for an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    timeout: u64,
+}
 
-pub fn run(_args: Args) -> CliResult {
-    Err(CliError::new(Code::Other, "chat is not available yet"))
+fn parse_tier(s: &str) -> Result<SecurityTier, String> {
+    s.parse().map_err(|e: nomyo_core::Error| e.to_string())
+}
+
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    s.parse().map_err(|e: nomyo_core::Error| e.to_string())
+}
+
+/// The resolved command line.
+struct Settings {
+    base_url: String,
+    allow_http: bool,
+    api_key: Option<SecretString>,
+    tier: Option<SecurityTier>,
+    pins: Vec<Fingerprint>,
+    model: Option<String>,
+    key_source: KeySource,
+    /// Set when chat is about to create a key pair in this directory.
+    creating_key_in: Option<PathBuf>,
+    known_servers: KnownServers,
+    json: bool,
+    request: ChatRequest,
+    max_retries: u32,
+    timeout: Duration,
+}
+
+fn resolve(args: Args) -> CliResult<Settings> {
+    match args.protocol {
+        Protocol::Auto | Protocol::V1 => {}
+        Protocol::V2 => {
+            return Err(CliError::usage(
+                "protocol v2 is not supported by nomyo chat yet; use --protocol v1 (or auto)",
+            ))
+        }
+    }
+    if args.stream {
+        return Err(CliError::usage(
+            "--stream is not supported yet (protocol v1 cannot stream); leave it out",
+        ));
+    }
+    let base_url = match args.base_url.filter(|u| !u.trim().is_empty()) {
+        Some(u) => u,
+        None if args.allow_http => LOCAL_SERVER.to_owned(),
+        None => {
+            return Err(CliError::usage(format!(
+                "no server given: use --base-url URL or set NOMYO_BASE_URL \
+                 (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
+            )))
+        }
+    };
+    let api_key = match optional_secret(
+        args.api_key_file.as_deref(),
+        args.api_key_env.as_deref(),
+        "API key",
+    )? {
+        Some(k) => Some(k),
+        None => match std::env::var_os("NOMYO_API_KEY") {
+            Some(v) if !v.is_empty() => Some(secret_from_env("NOMYO_API_KEY", "API key")?),
+            _ => None,
+        },
+    };
+    let password = optional_secret(
+        args.password_file.as_deref(),
+        args.password_env.as_deref(),
+        "password",
+    )?;
+    let mut creating_key_in = None;
+    let key_source = match args.key_dir {
+        None => KeySource::Ephemeral,
+        Some(dir) => {
+            let has_key = dir.join(nomyo_core::keys::PRIVATE_KEY_FILE).exists();
+            if !has_key {
+                if password.is_none() {
+                    return Err(CliError::usage(format!(
+                        "{} holds no key: create one with `nomyo keygen --out {}`, or give \
+                         --password-file/--password-env to have chat create an encrypted one",
+                        dir.display(),
+                        dir.display()
+                    )));
+                }
+                creating_key_in = Some(dir.clone());
+            }
+            KeySource::Directory {
+                dir,
+                password,
+                create: true,
+            }
+        }
+    };
+    let known_servers = match args.known_servers {
+        Some(f) => KnownServers::File(f),
+        None => KnownServers::Default,
+    };
+
+    let prompt = read_prompt(args.prompt)?;
+    let mut request = ChatRequest::new(args.model.clone().unwrap_or_default());
+    if let Some(system) = args.system {
+        request = request.message(ChatMessage::system(system));
+    }
+    request = request.message(ChatMessage::user(prompt.as_str()));
+    request.max_tokens = args.max_tokens;
+    request.temperature = args.temperature;
+    request.seed = args.seed;
+    Ok(Settings {
+        base_url,
+        allow_http: args.allow_http,
+        api_key,
+        tier: args.tier,
+        pins: args.pins,
+        model: args.model.filter(|m| !m.is_empty()),
+        key_source,
+        creating_key_in,
+        known_servers,
+        json: args.json,
+        request,
+        max_retries: args.max_retries,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    })
+}
+
+/// The prompt from the argument, or from standard input for `-` or none.
+fn read_prompt(arg: Option<String>) -> CliResult<Zeroizing<String>> {
+    let mut text = match arg {
+        Some(p) if p != "-" => Zeroizing::new(p),
+        _ => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("nomyo: reading the prompt from standard input (end it with Ctrl-D)");
+            }
+            let mut s = Zeroizing::new(String::new());
+            stdin.lock().read_to_string(&mut s).map_err(|e| {
+                CliError::new(
+                    Code::Other,
+                    format!("cannot read the prompt from standard input: {e}"),
+                )
+            })?;
+            s
+        }
+    };
+    let trimmed = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(trimmed);
+    if text.trim().is_empty() {
+        return Err(CliError::usage("the prompt is empty"));
+    }
+    Ok(text)
+}
+
+/// Maps a client error to the documented exit codes.
+fn client_error(e: ClientError) -> CliError {
+    let code = if e.is_security() {
+        Code::Security
+    } else if e.is_auth() {
+        Code::Auth
+    } else if e.is_server_or_network() {
+        Code::Server
+    } else {
+        match e {
+            ClientError::Config(_)
+            | ClientError::InsecureUrl { .. }
+            | ClientError::InvalidInput(_) => Code::Usage,
+            _ => Code::Other,
+        }
+    };
+    let mut message = e.to_string();
+    match &e {
+        ClientError::ServerKeyChanged { origin, .. } => {
+            message.push_str(&format!(
+                "\nnomyo: to see the key the server presents now: nomyo fingerprint --server {origin}"
+            ));
+        }
+        ClientError::InsecureUrl { .. } => message.push_str(" (--allow-http)"),
+        _ => {}
+    }
+    CliError::new(code, message)
+}
+
+pub fn run(args: Args) -> CliResult {
+    let settings = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(chat(settings))
+}
+
+async fn chat(mut s: Settings) -> CliResult {
+    let mut builder = Client::builder()
+        .base_url(s.base_url.clone())
+        .allow_http(s.allow_http)
+        .max_retries(s.max_retries)
+        .timeout(s.timeout)
+        .key_source(s.key_source.clone())
+        .pins(s.pins.iter().copied())
+        .known_servers(s.known_servers.clone());
+    if let Some(k) = s.api_key.take() {
+        builder = builder.api_key(k);
+    }
+    if let Some(t) = s.tier {
+        builder = builder.security_tier(t);
+    }
+    let client = builder.build().map_err(client_error)?;
+    let spin = std::io::stderr().is_terminal();
+
+    let label = match s.key_source {
+        KeySource::Ephemeral => "generating a key and fetching the server key",
+        _ => "loading the key and fetching the server key",
+    };
+    let spinner = Spinner::start(label, spin);
+    let prepared = client.prepare().await;
+    spinner.stop();
+    let server_key = prepared.map_err(client_error)?;
+    if let Some(dir) = &s.creating_key_in {
+        eprintln!(
+            "nomyo: created a new client key pair in {} (private key encrypted with your password)",
+            dir.display()
+        );
+    }
+    if let TrustDecision::FirstUse { file } = server_key.trust() {
+        eprintln!(
+            "nomyo: first contact with {}: trusting its key {} (recorded in {})",
+            client.origin(),
+            server_key.fingerprint(),
+            file.display()
+        );
+    }
+
+    if s.model.is_none() {
+        s.request.model = pick_model(&client).await?;
+    }
+
+    let spinner = Spinner::start("waiting for the answer", spin);
+    let answer = client.create(&s.request).await;
+    spinner.stop();
+    s.request.zeroize();
+    let completion = answer.map_err(client_error)?;
+
+    let mut out = std::io::stdout().lock();
+    let written = if s.json {
+        let json = completion.to_json(true);
+        out.write_all(json.expose_secret())
+            .and_then(|()| out.write_all(b"\n"))
+    } else {
+        match completion.text() {
+            Some(text) => out.write_all(text.as_bytes()).and_then(|()| {
+                if text.ends_with('\n') {
+                    Ok(())
+                } else {
+                    out.write_all(b"\n")
+                }
+            }),
+            None => {
+                eprintln!("nomyo: the answer has no text (tool calls or empty); use --json to see all of it");
+                Ok(())
+            }
+        }
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // `nomyo chat ... | head -1`: the reader left; not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(
+            Code::Other,
+            format!("cannot write the answer: {e}"),
+        )),
+    }
+}
+
+/// Without -m: the server's only model.
+async fn pick_model(client: &Client) -> CliResult<String> {
+    let models = client.models().await.map_err(|e| {
+        let mut err = client_error(e);
+        if err.code == Code::Other {
+            err.message = format!("no model given (-m MODEL or NOMYO_MODEL), and the server's model list is unavailable: {}", err.message);
+        }
+        err
+    })?;
+    match models.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => Err(CliError::usage(
+            "no model given and the server lists none: use -m MODEL (or set NOMYO_MODEL)",
+        )),
+        several => {
+            let names: Vec<&str> = several.iter().take(10).map(|m| m.id.as_str()).collect();
+            Err(CliError::usage(format!(
+                "the server offers several models; choose one with -m: {}{}",
+                names.join(", "),
+                if several.len() > 10 { ", ..." } else { "" }
+            )))
+        }
+    }
 }

@@ -1,7 +1,53 @@
-//! `nomyo fingerprint --server URL` (needs the HTTP client).
+//! `nomyo fingerprint --server URL [--allow-http]`: the fingerprint of each
+//! key the server publishes, one line per key, labelled by protocol
+//! (`v1 sha256:...`). The keys are displayed, not trusted: nothing is
+//! recorded in the known-servers file.
+
+use std::time::Duration;
+
+use nomyo_client::{Client, KnownServers};
 
 use crate::exit::{CliError, CliResult, Code};
 
-pub fn run(_url: &str, _allow_http: bool) -> CliResult {
-    Err(CliError::new(Code::Other, "fingerprint --server is not available yet"))
+pub fn run(url: &str, allow_http: bool) -> CliResult {
+    let client = Client::builder()
+        .base_url(url)
+        .allow_http(allow_http)
+        .known_servers(KnownServers::Off)
+        .max_retries(1)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| {
+            let code = match e {
+                nomyo_client::Error::Config(_) | nomyo_client::Error::InsecureUrl { .. } => {
+                    Code::Usage
+                }
+                _ => Code::Other,
+            };
+            let hint = if matches!(e, nomyo_client::Error::InsecureUrl { .. }) {
+                " (--allow-http)"
+            } else {
+                ""
+            };
+            CliError::new(code, format!("{e}{hint}"))
+        })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    // v1: the RSA key of GET /pki/public_key. (v2 keys will follow, one line each.)
+    let key = runtime.block_on(client.server_key()).map_err(|e| {
+        let code = if e.is_security() {
+            Code::Security
+        } else if e.is_auth() {
+            Code::Auth
+        } else if e.is_server_or_network() {
+            Code::Server
+        } else {
+            Code::Other
+        };
+        CliError::new(code, e.to_string())
+    })?;
+    println!("v1 {}", key.fingerprint());
+    Ok(())
 }

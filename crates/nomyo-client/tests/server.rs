@@ -1,0 +1,379 @@
+//! The client against the real server (`nomyo_server::app`) over a socket on
+//! 127.0.0.1, with an in-process backend that answers at once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::shared_key;
+use nomyo_client::{
+    Backoff, ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, SecretString,
+    SecurityTier, TrustDecision,
+};
+use nomyo_core::keys::{PrivateKey, RsaBits};
+use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest};
+use nomyo_server::keystore::KeyStore;
+use nomyo_server::limits::Limits;
+use nomyo_server::policy::{ApiKeys, ModelSet, TierRule};
+use nomyo_server::AppState;
+use serde_json::{json, Value};
+
+/// Answers at once with the last user message echoed; can fail first.
+#[derive(Default)]
+struct Echo {
+    calls: AtomicUsize,
+    fail_first: Mutex<VecDeque<BackendError>>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn models(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+    async fn chat(&self, request: BackendRequest) -> Result<Value, BackendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.fail_first.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let prompt = request.body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        Ok(json!({
+            "id": "chatcmpl-echo", "object": "chat.completion", "created": 1764300000,
+            "model": request.model(),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": format!("echo: {prompt}")}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            "seed_seen": request.body.get("seed").cloned().unwrap_or(Value::Null),
+        }))
+    }
+}
+
+struct Server {
+    url: String,
+    state: AppState,
+    echo: Arc<Echo>,
+}
+
+fn server_private_key(slot: usize) -> PrivateKey {
+    // KeyStore takes ownership: reload the shared key from its PEM.
+    let pem = shared_key(slot).to_pkcs8_pem(None).unwrap();
+    PrivateKey::from_pem(&pem, None, "test").unwrap()
+}
+
+async fn start(
+    configure: impl FnOnce(nomyo_server::state::AppStateBuilder) -> nomyo_server::state::AppStateBuilder,
+) -> Server {
+    start_with_keys(KeyStore::ephemeral(server_private_key(1)), configure).await
+}
+
+async fn start_with_keys(
+    keys: KeyStore,
+    configure: impl FnOnce(nomyo_server::state::AppStateBuilder) -> nomyo_server::state::AppStateBuilder,
+) -> Server {
+    let echo = Arc::new(Echo::default());
+    let builder = AppState::builder(keys).backend_with_models(
+        "echo",
+        echo.clone(),
+        ModelSet::from_names(["echo"]),
+    );
+    let state = configure(builder).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = nomyo_server::app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Server {
+        url: format!("http://{addr}"),
+        state,
+        echo,
+    }
+}
+
+fn builder(s: &Server) -> ClientBuilder {
+    Client::builder()
+        .base_url(&s.url)
+        .allow_http(true)
+        .client_key(shared_key(0))
+        .known_servers(KnownServers::Off)
+        .backoff(Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(5),
+        })
+}
+
+fn ask(prompt: &str) -> ChatRequest {
+    ChatRequest::new("echo").message(ChatMessage::user(prompt))
+}
+
+#[tokio::test]
+async fn answers_with_server_metadata() {
+    let s = start(|b| b).await;
+    let client = builder(&s)
+        .security_tier(SecurityTier::High)
+        .build()
+        .unwrap();
+    let c = client.create(&ask("bonjour").seed(7)).await.unwrap();
+    assert_eq!(c.text(), Some("echo: bonjour"));
+    assert_eq!(c.extra["seed_seen"], 7);
+    let m = &c.metadata;
+    assert_eq!(m.security_tier.as_deref(), Some("high"));
+    assert_eq!(m.response_status.as_deref(), Some("success"));
+    assert_eq!(m.is_encrypted, Some(true));
+    assert!(m.payload_id.as_deref().is_some_and(|p| p.len() == 36));
+    assert!(m.processed_at.is_some());
+    let mp = m.memory_protection.as_ref().unwrap();
+    assert_eq!(mp.platform, std::env::consts::OS);
+    assert!(m.cuda_device.is_some());
+    // The model list the CLI uses when -m is not given.
+    let models = client.models().await.unwrap();
+    assert_eq!(
+        models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["echo"]
+    );
+}
+
+#[tokio::test]
+async fn each_refusal_is_its_typed_error() {
+    let mut keys = ApiKeys::open();
+    keys.add_key("sk-good");
+    let s = start(|b| {
+        b.api_keys(keys)
+            .tier(SecurityTier::Standard, TierRule::any())
+            .tier(
+                SecurityTier::Maximum,
+                TierRule {
+                    backends: vec![],
+                    models: ModelSet::from_names(["another-model"]),
+                },
+            )
+    })
+    .await;
+    let good = || builder(&s).api_key(SecretString::from("sk-good".to_owned()));
+
+    // 401: no key, wrong key.
+    for client in [
+        builder(&s).build().unwrap(),
+        builder(&s)
+            .api_key(SecretString::from("sk-bad".to_owned()))
+            .build()
+            .unwrap(),
+    ] {
+        let e = client.create(&ask("x")).await.unwrap_err();
+        assert!(matches!(e, Error::Authentication(_)), "{e:?}");
+        assert_eq!(e.status(), Some(401));
+        assert!(e.is_auth());
+    }
+    // 403: model not allowed on the maximum tier.
+    let e = good()
+        .security_tier(SecurityTier::Maximum)
+        .build()
+        .unwrap()
+        .create(&ask("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+    assert!(e.to_string().contains("tier"), "{e}");
+    // 404: unknown model.
+    let client = good().build().unwrap();
+    let e = client
+        .create(&ChatRequest::new("no-such-model").message(ChatMessage::user("x")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    // 400: the server refuses an empty message list (after decrypting it).
+    let e = client.create(&ChatRequest::new("echo")).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}");
+    assert!(e.to_string().contains("messages"), "{e}");
+    // None of these reached the backend, and the good request does.
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 0);
+    client.create(&ask("x")).await.unwrap();
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn backend_failures_are_retried_through_the_real_server() {
+    let s = start(|b| b).await;
+    s.echo.fail_first.lock().unwrap().extend([
+        BackendError::Unavailable {
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        BackendError::Upstream("boom".into()),
+    ]);
+    let client = builder(&s).build().unwrap();
+    let t = Instant::now();
+    let c = client.create(&ask("again")).await.unwrap();
+    assert_eq!(c.text(), Some("echo: again"));
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 3);
+    // The 503 carried Retry-After: 1, and the client waited for it.
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Exhausted: three 502s.
+    s.echo.fail_first.lock().unwrap().extend([
+        BackendError::Upstream("a".into()),
+        BackendError::Upstream("b".into()),
+        BackendError::Upstream("c".into()),
+    ]);
+    let e = client.create(&ask("again")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Server(_)) && e.status() == Some(502),
+        "{e:?}"
+    );
+    assert!(!e.to_string().contains("boom"));
+    // 504 from a backend timeout.
+    s.echo.fail_first.lock().unwrap().extend([
+        BackendError::Timeout,
+        BackendError::Timeout,
+        BackendError::Timeout,
+    ]);
+    let e = client.create(&ask("again")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Server(_)) && e.status() == Some(504),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_return_retry_after() {
+    let s = start(|b| {
+        b.limits(Limits {
+            rate_per_minute: 1,
+            rate_burst: 1,
+            ..Limits::default()
+        })
+    })
+    .await;
+    let client = builder(&s).build().unwrap();
+    client.create(&ask("one")).await.unwrap();
+    let t = Instant::now();
+    match client.create(&ask("two")).await {
+        Err(Error::RateLimit { retry_after, error }) => {
+            // ~60 s is more than this client waits: it returns at once.
+            assert!(
+                retry_after.unwrap() > Duration::from_secs(5),
+                "{retry_after:?}"
+            );
+            assert_eq!(error.status(), 429);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn pins_and_known_servers_against_the_server() {
+    let s = start(|b| b).await;
+    let fp = shared_key(1).public_key().fingerprint();
+    let wrong = shared_key(2).public_key().fingerprint();
+    let e = builder(&s)
+        .pin(wrong)
+        .build()
+        .unwrap()
+        .create(&ask("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PinMismatch { .. }), "{e:?}");
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 0);
+    builder(&s)
+        .pin(fp)
+        .build()
+        .unwrap()
+        .create(&ask("x"))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let tofu = || {
+        builder(&s)
+            .known_servers(KnownServers::File(file.clone()))
+            .build()
+            .unwrap()
+    };
+    let k = tofu().prepare().await.unwrap();
+    assert!(matches!(k.trust(), TrustDecision::FirstUse { .. }));
+    assert_eq!(k.fingerprint(), fp);
+    let k = tofu().prepare().await.unwrap();
+    assert!(matches!(k.trust(), TrustDecision::Known { .. }));
+}
+
+#[tokio::test]
+async fn key_rotation_on_the_server() {
+    // No grace: the old key stops opening requests at once.
+    let s = start_with_keys(
+        KeyStore::ephemeral(server_private_key(1)).with_grace(Duration::ZERO),
+        |b| b,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    // A client without a record of the key: refetches, reseals, carries on.
+    let open = builder(&s).build().unwrap();
+    // A client that trusted the first key on first use.
+    let tofu = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    open.create(&ask("before")).await.unwrap();
+    tofu.create(&ask("before")).await.unwrap();
+
+    let new_fp = s.state.rotate_key().await.unwrap();
+    s.state.keys().purge_expired();
+    assert_ne!(new_fp, shared_key(1).public_key().fingerprint());
+
+    let c = open.create(&ask("after")).await.unwrap();
+    assert_eq!(c.text(), Some("echo: after"));
+    assert_eq!(open.server_key().await.unwrap().fingerprint(), new_fp);
+
+    match tofu.create(&ask("after")).await {
+        Err(Error::ServerKeyChanged { found, known, .. }) => {
+            assert_eq!(found, new_fp);
+            assert_eq!(known, shared_key(1).public_key().fingerprint());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_client() {
+    let s = start(|b| b).await;
+    let client = builder(&s).build().unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move { c.create(&ask(&format!("n{i}"))).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let c = t.await.unwrap().unwrap();
+        assert_eq!(c.text().unwrap(), format!("echo: n{i}"));
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_4096_bit_client_key_against_a_4096_bit_server() {
+    let key = tokio::task::spawn_blocking(|| PrivateKey::generate(RsaBits::B4096).unwrap())
+        .await
+        .unwrap();
+    let s = start_with_keys(KeyStore::ephemeral(key), |b| b).await;
+    let client = Client::builder()
+        .base_url(&s.url)
+        .allow_http(true)
+        .known_servers(KnownServers::Off)
+        .build()
+        .unwrap();
+    let c = client.create(&ask("full size")).await.unwrap();
+    assert_eq!(c.text(), Some("echo: full size"));
+    assert_eq!(client.server_key().await.unwrap().public_key().bits(), 4096);
+    assert_eq!(client.client_public_key().await.unwrap().bits(), 4096);
+}
