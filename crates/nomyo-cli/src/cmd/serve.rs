@@ -27,7 +27,19 @@ use crate::exit::{CliError, CliResult, Code};
 /// key (see nomyo.example.toml); flags win over the file, the file over the
 /// defaults.
 #[derive(ClapArgs, Debug)]
-#[command(next_help_heading = "Server")]
+#[command(
+    next_help_heading = "Server",
+    after_help = "\
+Prints `listening on http(s)://ADDR` on stdout once it accepts connections.
+Signals: SIGHUP rotates the server key (reloads --key-dir, or generates and saves a
+new key if the directory still holds the current one; the old key keeps opening
+requests for --key-grace seconds). SIGTERM / ctrl-c stop accepting and let
+in-flight requests finish (--shutdown-grace).
+Routes: GET /pki/public_key, POST /v1/chat/secure_completion, GET /v1/models,
+GET /health, GET /metrics. Errors are JSON {\"detail\": ...}; a reused
+X-Payload-ID (or the same package again) gets 409 within --replay-window.
+Config: every flag has a key in the TOML file (see nomyo.example.toml); flags win."
+)]
 pub struct Args {
     /// TOML configuration file (annotated example: nomyo.example.toml).
     #[arg(long, value_name = "FILE")]
@@ -225,6 +237,13 @@ fn config_error(e: ConfigError) -> CliError {
 
 fn start_error(e: StartError) -> CliError {
     match &e {
+        // The core names the generic flags; serve's are --key-password-*.
+        StartError::Key(nomyo_core::Error::PasswordRequired(path)) => CliError::new(
+            Code::Security,
+            format!(
+                "server key {path} is password-protected; give its password with --key-password-file F or --key-password-env VAR"
+            ),
+        ),
         StartError::Key(k) if k.is_security() => CliError::new(Code::Security, e.to_string()),
         StartError::Config(_) => CliError::usage(e.to_string()),
         _ => CliError::new(Code::Other, e.to_string()),
