@@ -1,0 +1,568 @@
+//! `nomyo chat` and `nomyo fingerprint --server` as a user sees them, against
+//! a real `nomyo serve` (ephemeral 2048-bit key, port 0) in front of a fake
+//! OpenAI-compatible upstream: answers, `--json` with `_metadata`, prompts
+//! from stdin, environment variables, key directories with passwords, pins,
+//! known servers, and the exit codes of INTERFACES.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MARKER: &str = "prompt-marker-7f3a";
+
+/// A fake upstream: `GET /v1/models` lists `tiny`; `POST /v1/chat/completions`
+/// answers whether the prompt marker arrived, or fails with `fail_status`.
+struct Upstream {
+    url: String,
+    fail_status: Arc<Mutex<Option<u16>>>,
+}
+
+fn upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let fail_status = Arc::new(Mutex::new(None));
+    let fail = fail_status.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let fail = fail.clone();
+            std::thread::spawn(move || {
+                let _ = handle(stream, &fail);
+            });
+        }
+    });
+    Upstream { url, fail_status }
+}
+
+fn handle(stream: TcpStream, fail: &Mutex<Option<u16>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let request_line = line.trim().to_owned();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let body = String::from_utf8_lossy(&body);
+        let (status, reply) = if request_line.starts_with("GET /v1/models") {
+            (
+                200,
+                r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#.to_owned(),
+            )
+        } else if let Some(s) = *fail.lock().unwrap() {
+            (s, r#"{"error":{"message":"upstream down"}}"#.to_owned())
+        } else {
+            let saw = if body.contains(MARKER) { "yes" } else { "no" };
+            (
+                200,
+                format!(
+                    r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"upstream saw the prompt: {saw}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}}}"#
+                ),
+            )
+        };
+        write!(
+            out,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )?;
+        out.flush()?;
+    }
+}
+
+/// A running `nomyo serve`, killed on drop.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(upstream: &Upstream, extra: &[&str]) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nomyo"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral-key",
+            "--key-bits",
+            "2048",
+            "--upstream",
+            &upstream.url,
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nomyo serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "nomyo serve did not start");
+        let line = lines.next().expect("nomyo serve exited").unwrap();
+        if let Some(url) = line.strip_prefix("listening on ") {
+            let url = url.trim().to_owned();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Serve { child, url };
+        }
+    }
+}
+
+/// A clean environment: HOME in a temporary directory (for the default
+/// known-servers file), no NOMYO_* variables.
+struct Env {
+    home: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn known_servers(&self) -> PathBuf {
+        self.home.path().join(".config/nomyo/known_servers")
+    }
+
+    fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nomyo"));
+        c.args(args)
+            .env("HOME", self.home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("RUST_LOG")
+            .env_remove("NOMYO_API_KEY")
+            .env_remove("NOMYO_BASE_URL")
+            .env_remove("NOMYO_MODEL")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.cmd(args, env).output().expect("run nomyo")
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status; stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// `nomyo: ...`, one or two lines, no Debug dump.
+#[track_caller]
+fn human_error(o: &Output) -> String {
+    let e = stderr(o);
+    assert!(
+        e.starts_with("nomyo: ") || e.starts_with("error: "),
+        "stderr: {e}"
+    );
+    assert!(
+        e.lines().count() <= 2 || e.starts_with("error: "),
+        "more than two lines: {e}"
+    );
+    assert!(!e.contains(" { "), "Debug output: {e}");
+    e
+}
+
+/// A 2048-bit client key directory (fast), optionally password-protected.
+fn key_dir(env: &Env, password: Option<&str>) -> PathBuf {
+    let dir = env.home.path().join(format!("keys-{}", password.is_some()));
+    let mut args = vec!["keygen", "--bits", "2048", "--out", dir.to_str().unwrap()];
+    let pw_file = env.home.path().join("pw");
+    match password {
+        Some(p) => {
+            std::fs::write(&pw_file, format!("{p}\n")).unwrap();
+            args.extend(["--password-file", pw_file.to_str().unwrap()]);
+        }
+        None => args.push("--no-password"),
+    }
+    assert_exit(&env.run(&args), 0);
+    dir
+}
+
+fn chat_args<'a>(s: &'a Serve, dir: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "chat",
+        "--base-url",
+        &s.url,
+        "--allow-http",
+        "--key-dir",
+        dir.to_str().unwrap(),
+    ];
+    v.extend(rest);
+    v
+}
+
+#[test]
+fn answers_json_stdin_env_and_first_use_trust() {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    let env = Env::new();
+    let dir = key_dir(&env, None);
+
+    // The text answer; the model is the server's only one; first contact is recorded.
+    let prompt = format!("what did you see? {MARKER}");
+    let o = env.run(&chat_args(&s, &dir, &[&prompt]));
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
+    let err = stderr(&o);
+    assert!(
+        err.contains("first contact with") && err.contains("trusting its key sha256:"),
+        "{err}"
+    );
+    let known = std::fs::read_to_string(env.known_servers()).unwrap();
+    let origin = s.url.trim_end_matches('/');
+    assert!(known.starts_with(&format!("{origin} sha256:")), "{known}");
+
+    // `fingerprint --server` shows the same key, and records nothing.
+    let o = env.run(&["fingerprint", "--server", &s.url, "--allow-http"]);
+    assert_exit(&o, 0);
+    let fp = known.split_whitespace().nth(1).unwrap();
+    assert_eq!(stdout(&o), format!("v1 {fp}\n"));
+    let o = env.run(&["fingerprint", "--server", &s.url]);
+    assert_exit(&o, 2);
+    assert!(human_error(&o).contains("--allow-http"));
+
+    // Second contact: silent, key known.
+    let o = env.run(&chat_args(
+        &s,
+        &dir,
+        &[
+            "-m",
+            "tiny",
+            "--seed",
+            "3",
+            "--max-tokens",
+            "9",
+            "--temperature",
+            "0.1",
+            &prompt,
+        ],
+    ));
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o), "");
+
+    // --json: the whole response with _metadata.
+    let o = env.run(&chat_args(&s, &dir, &["--json", "--tier", "high", &prompt]));
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    for needle in [
+        "\"_metadata\"",
+        "\"payload_id\"",
+        "\"security_tier\": \"high\"",
+        "\"is_encrypted\": true",
+        "\"encryption_algorithm\": \"hybrid-aes256-rsa4096\"",
+        "\"memory_protection\"",
+        "\"total_tokens\": 8",
+        "upstream saw the prompt: yes",
+    ] {
+        assert!(out.contains(needle), "{needle} missing in {out}");
+    }
+
+    // The prompt from stdin, with `-` and with no argument.
+    for args in [chat_args(&s, &dir, &["-"]), chat_args(&s, &dir, &[])] {
+        let o = env.run_stdin(&args, &format!("piped {MARKER}\n"));
+        assert_exit(&o, 0);
+        assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
+    }
+    let o = env.run_stdin(&chat_args(&s, &dir, &["-"]), "  \n");
+    assert_exit(&o, 2);
+    assert!(human_error(&o).contains("empty"));
+
+    // NOMYO_BASE_URL and NOMYO_MODEL instead of flags.
+    let o = env.run_env(
+        &[
+            "chat",
+            "--allow-http",
+            "--key-dir",
+            dir.to_str().unwrap(),
+            &prompt,
+        ],
+        &[("NOMYO_BASE_URL", &s.url), ("NOMYO_MODEL", "tiny")],
+    );
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
+}
+
+#[test]
+fn ephemeral_client_key_by_default() {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    let env = Env::new();
+    let o = env.run(&["chat", "--base-url", &s.url, "--allow-http", MARKER]);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
+    // Nothing written but the known-servers record: the key lived in memory.
+    let entries: Vec<_> = std::fs::read_dir(env.home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, [".config"]);
+    let config: Vec<_> = std::fs::read_dir(env.home.path().join(".config/nomyo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(config, ["known_servers"]);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    for (args, needle) in [
+        (vec!["chat", "hi"], "--allow-http"),
+        (
+            vec!["chat", "--base-url", "http://127.0.0.1:9", "hi"],
+            "--allow-http",
+        ),
+        (
+            vec!["chat", "--allow-http", "--protocol", "v2", "hi"],
+            "not supported",
+        ),
+        (
+            vec!["chat", "--allow-http", "--stream", "hi"],
+            "not supported",
+        ),
+        (vec!["chat", "--base-url", "ftp://x", "hi"], "scheme"),
+        (vec!["chat", "--tier", "extreme", "hi"], "tier"),
+        (vec!["chat", "--pin", "sha256:12", "hi"], "fingerprint"),
+        (
+            vec!["chat", "--allow-http", "--key-dir", "/nonexistent/k", "hi"],
+            "nomyo keygen",
+        ),
+    ] {
+        let o = env.run(&args);
+        assert_exit(&o, 2);
+        let e = human_error(&o);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn refused_callers_exit_3() {
+    let up = upstream();
+    let env = Env::new();
+    let keys = env.home.path().join("api_keys");
+    std::fs::write(&keys, "sk-right\n").unwrap();
+    let s = serve(&up, &["--api-key-file", keys.to_str().unwrap()]);
+    let dir = key_dir(&env, None);
+
+    let o = env.run(&chat_args(&s, &dir, &["-m", "tiny", "hi"]));
+    assert_exit(&o, 3);
+    assert!(human_error(&o).contains("authentication failed"));
+
+    let wrong = env.home.path().join("wrong");
+    std::fs::write(&wrong, "sk-wrong\n").unwrap();
+    let o = env.run(&chat_args(
+        &s,
+        &dir,
+        &[
+            "-m",
+            "tiny",
+            "--api-key-file",
+            wrong.to_str().unwrap(),
+            "hi",
+        ],
+    ));
+    assert_exit(&o, 3);
+    assert!(!stderr(&o).contains("sk-wrong"));
+
+    // NOMYO_API_KEY when no flag is given; --api-key-env names another variable.
+    let o = env.run_env(
+        &chat_args(&s, &dir, &["-m", "tiny", MARKER]),
+        &[("NOMYO_API_KEY", "sk-right")],
+    );
+    assert_exit(&o, 0);
+    let o = env.run_env(
+        &chat_args(&s, &dir, &["-m", "tiny", "--api-key-env", "MY_KEY", MARKER]),
+        &[("MY_KEY", "sk-right"), ("NOMYO_API_KEY", "sk-wrong")],
+    );
+    assert_exit(&o, 0);
+}
+
+#[test]
+fn security_failures_exit_4() {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    let env = Env::new();
+    let dir = key_dir(&env, None);
+
+    // A pin that does not match.
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let o = env.run(&chat_args(&s, &dir, &["--pin", &pin, "hi"]));
+    assert_exit(&o, 4);
+    assert!(human_error(&o).contains("pin mismatch"));
+    assert!(
+        !env.known_servers().exists(),
+        "pins bypass the known-servers file"
+    );
+
+    // A known-servers record that does not match: the key "changed".
+    let origin = s.url.trim_end_matches('/');
+    std::fs::create_dir_all(env.known_servers().parent().unwrap()).unwrap();
+    std::fs::write(env.known_servers(), format!("{origin} {pin}\n")).unwrap();
+    let o = env.run(&chat_args(&s, &dir, &["hi"]));
+    assert_exit(&o, 4);
+    let e = human_error(&o);
+    assert!(e.contains("HAS CHANGED") && e.contains("line 1"), "{e}");
+    assert!(e.contains("nomyo fingerprint --server"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(env.known_servers()).unwrap(),
+        format!("{origin} {pin}\n")
+    );
+
+    // The right pin wins over the file.
+    let o = env.run(&["fingerprint", "--server", &s.url, "--allow-http"]);
+    let fp = stdout(&o).trim().strip_prefix("v1 ").unwrap().to_owned();
+    let o = env.run(&chat_args(&s, &dir, &["--pin", &fp, MARKER]));
+    assert_exit(&o, 0);
+}
+
+#[test]
+fn password_protected_key_directories() {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    let env = Env::new();
+    let dir = key_dir(&env, Some("open sesame"));
+    let before = std::fs::read(dir.join("private_key.pem")).unwrap();
+    let pw = env.home.path().join("pw");
+
+    let o = env.run(&chat_args(
+        &s,
+        &dir,
+        &["--password-file", pw.to_str().unwrap(), MARKER],
+    ));
+    assert_exit(&o, 0);
+    let o = env.run_env(
+        &chat_args(&s, &dir, &["--password-env", "KEYPW", MARKER]),
+        &[("KEYPW", "open sesame")],
+    );
+    assert_exit(&o, 0);
+
+    let o = env.run_env(
+        &chat_args(&s, &dir, &["--password-env", "KEYPW", "hi"]),
+        &[("KEYPW", "nope")],
+    );
+    assert_exit(&o, 4);
+    assert!(human_error(&o).contains("wrong password"));
+    let o = env.run(&chat_args(&s, &dir, &["hi"]));
+    assert_exit(&o, 4);
+    assert!(human_error(&o).contains("password-protected"));
+    assert_eq!(
+        std::fs::read(dir.join("private_key.pem")).unwrap(),
+        before,
+        "never overwritten"
+    );
+
+    // An empty directory with a password: chat creates an encrypted key.
+    let fresh = env.home.path().join("fresh");
+    let o = env.run(&chat_args(
+        &s,
+        &fresh,
+        &["--password-file", pw.to_str().unwrap(), MARKER],
+    ));
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("created a new client key pair"));
+    let pem = std::fs::read_to_string(fresh.join("private_key.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+}
+
+#[test]
+fn server_and_network_failures_exit_5_and_others_1() {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    let env = Env::new();
+    let dir = key_dir(&env, None);
+
+    *up.fail_status.lock().unwrap() = Some(500);
+    let o = env.run(&chat_args(
+        &s,
+        &dir,
+        &["-m", "tiny", "--max-retries", "0", "hi"],
+    ));
+    assert_exit(&o, 5);
+    assert!(human_error(&o).contains("server error (HTTP 502)"));
+    *up.fail_status.lock().unwrap() = None;
+
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let o = env.run(&[
+        "chat",
+        "--base-url",
+        &url,
+        "--allow-http",
+        "--max-retries",
+        "0",
+        "hi",
+    ]);
+    assert_exit(&o, 5);
+    assert!(human_error(&o).contains("cannot reach"));
+
+    // Unknown model: 404, exit 1.
+    let o = env.run(&chat_args(&s, &dir, &["-m", "no-such-model", "hi"]));
+    assert_exit(&o, 1);
+    assert!(human_error(&o).contains("not found"));
+}
