@@ -101,7 +101,7 @@ impl Drop for Serve {
 }
 
 fn serve(upstream: &Upstream, extra: &[&str]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nomyo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_nomyo"))
         .args([
             "serve",
             "--listen",
@@ -119,16 +119,21 @@ fn serve(upstream: &Upstream, extra: &[&str]) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nomyo serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Owned by the guard at once: killed and reaped whatever happens next.
+    let mut serve = Serve {
+        child,
+        url: String::new(),
+    };
+    let mut lines = BufReader::new(serve.child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "nomyo serve did not start");
         let line = lines.next().expect("nomyo serve exited").unwrap();
         if let Some(url) = line.strip_prefix("listening on ") {
-            let url = url.trim().to_owned();
+            serve.url = url.trim().to_owned();
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            return Serve { child, url };
+            return serve;
         }
     }
 }
