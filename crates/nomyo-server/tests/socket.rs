@@ -90,6 +90,16 @@ async fn raw_truncated(addr: std::net::SocketAddr, head: &str, part: &[u8]) -> u
         .unwrap_or(0)
 }
 
+/// (name, payload id header, public key header, tier header, body, expected status)
+type Case = (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+);
+
 #[tokio::test]
 async fn bad_input_matrix_over_raw_http() {
     let limits = nomyo_server::limits::Limits {
@@ -114,15 +124,7 @@ async fn bad_input_matrix_over_raw_http() {
     };
     let other_key = PrivateKey::generate(RsaBits::B2048).unwrap();
 
-    // (name, payload id header, public key header, tier header, body, expected status)
-    let mut cases: Vec<(
-        &str,
-        Option<String>,
-        Option<String>,
-        Option<&str>,
-        Vec<u8>,
-        u16,
-    )> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     let mut add = |name, (id, body): (String, Vec<u8>), status| {
         cases.push((name, Some(id), Some(pk.clone()), None, body, status));
     };

@@ -179,16 +179,15 @@ impl Backend for EchoBackend {
         match model.as_str() {
             "slow" => tokio::time::sleep(Duration::from_millis(600)).await,
             "very-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
-            "busy-once" => {
+            "busy-once"
                 if self
                     .busy_left
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    return Err(BackendError::Unavailable {
-                        retry_after: Some(Duration::from_secs(2)),
-                    });
-                }
+                    .is_ok() =>
+            {
+                return Err(BackendError::Unavailable {
+                    retry_after: Some(Duration::from_secs(2)),
+                });
             }
             "broken" => return Err(BackendError::Upstream("status 500".into())),
             "not-object" => return Ok(json!([1, 2])),
