@@ -272,8 +272,11 @@ mod tests {
         let held = gate.acquire().await.unwrap();
         let g2 = Arc::clone(&gate);
         let waiter = tokio::spawn(async move { g2.acquire().await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(gate.queue_depth(), 1);
+        let t = Instant::now();
+        while gate.queue_depth() < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Queue full: refused at once.
         assert!(matches!(gate.acquire().await, Err(ApiError::Saturated)));
         drop(held);

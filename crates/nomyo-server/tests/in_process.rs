@@ -260,8 +260,9 @@ async fn rate_limit_429_with_retry_after() {
     let mut keys = ApiKeys::open();
     keys.add_key("a");
     keys.add_key("b");
+    // One token a minute after the burst: no refill while the test runs.
     let limits = Limits {
-        rate_per_minute: 60,
+        rate_per_minute: 1,
         rate_burst: 2,
         ..Limits::default()
     };
@@ -284,6 +285,18 @@ async fn rate_limit_429_with_retry_after() {
     assert_eq!(s, StatusCode::OK);
 }
 
+/// Waits until `n` secure requests hold a processing slot.
+async fn wait_in_flight(st: &nomyo_server::AppState, n: i64) {
+    let t = std::time::Instant::now();
+    while st.metrics().in_flight.get() < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "request never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn saturation_503_with_retry_after() {
     let limits = Limits {
@@ -291,14 +304,15 @@ async fn saturation_503_with_retry_after() {
         max_queue: 0,
         ..Limits::default()
     };
-    let app = app(state_with(&["slow", "m"]).limits(limits).build().unwrap());
+    let st = state_with(&["slow", "m"]).limits(limits).build().unwrap();
+    let app = app(st.clone());
     let a2 = app.clone();
     let first = tokio::spawn(async move {
         oneshot(&a2, seal_json(&chat("slow", "x")).request(None, None))
             .await
             .0
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_in_flight(&st, 1).await;
     let (s, h, b) = oneshot(&app, seal_json(&chat("m", "x")).request(None, None)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h["retry-after"], "1");
@@ -394,7 +408,7 @@ async fn backend_failures_map_to_gateway_statuses() {
 #[tokio::test]
 async fn rotation_old_key_opens_during_grace_only() {
     use nomyo_server::keystore::KeyStore;
-    let store = KeyStore::ephemeral(server_key()).with_grace(Duration::from_millis(1500));
+    let store = KeyStore::ephemeral(server_key()).with_grace(Duration::from_secs(3));
     let st = nomyo_server::AppState::builder(store)
         .backend("echo", EchoBackend::new(&["m"]))
         .build()
@@ -417,7 +431,7 @@ async fn rotation_old_key_opens_during_grace_only() {
         let (s, _, _) = oneshot(&app, seal_to(&plain, k).request(None, None)).await;
         assert_eq!(s, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     let (s, _, b) = oneshot(&app, seal_to(&plain, &old_pub).request(None, None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(detail(&b), "decryption failed");

@@ -37,7 +37,7 @@ async fn post(client: &reqwest::Client, base: &str, sealed: &Sealed) -> (u16, Ve
 #[tokio::test]
 async fn round_trip_then_graceful_shutdown_finishes_in_flight() {
     let st = state_with(&["m", "slow"]).build().unwrap();
-    let (addr, stop, task) = serve_real(st, None).await;
+    let (addr, stop, task) = serve_real(st.clone(), None).await;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let pem = client
@@ -60,7 +60,14 @@ async fn round_trip_then_graceful_shutdown_finishes_in_flight() {
     let c2 = client.clone();
     let b2 = base.clone();
     let slow = tokio::spawn(async move { post(&c2, &b2, &seal_json(&chat("slow", "x"))).await.0 });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    while st.metrics().in_flight.get() < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "slow request never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.send(()).unwrap();
     assert_eq!(slow.await.unwrap(), 200);
     tokio::time::timeout(Duration::from_secs(15), task)
