@@ -710,6 +710,13 @@ impl Client {
                             timeout: self.inner.timeout,
                         });
                     }
+                    if is_tls_failure(&e) {
+                        return Err(Error::Tls {
+                            origin: self.inner.origin.clone(),
+                            message: describe_network_error(&e),
+                            source: Some(e),
+                        });
+                    }
                     if attempt > self.inner.max_retries {
                         return Err(Error::Connection {
                             origin: self.inner.origin.clone(),
@@ -771,6 +778,27 @@ async fn read_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok((buf.freeze(), false))
+}
+
+/// A failed TLS handshake (untrusted certificate, wrong name, no TLS):
+/// rustls reports it through tokio-rustls as an `InvalidData` I/O error
+/// while connecting. Retrying cannot help.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        cur = match s.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
+            // An io::Error's source() skips the error it wraps; look inside.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    false
 }
 
 /// The causes of a transport error, without the top-level "error sending

@@ -210,6 +210,19 @@ pub enum Error {
         source: Option<reqwest::Error>,
     },
 
+    /// The TLS handshake failed: the server's certificate is not trusted (or
+    /// TLS is not spoken there). Not retried.
+    #[error("TLS with {origin} failed: {message}")]
+    Tls {
+        /// The server's origin.
+        origin: String,
+        /// What the TLS layer said.
+        message: String,
+        /// The transport error.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+
     /// The server did not answer within the configured timeout.
     #[error("{origin} did not answer within {}s", .timeout.as_secs_f32())]
     Timeout {
@@ -317,7 +330,8 @@ impl Error {
     }
 
     /// Whether this is a security failure (the Python client's
-    /// `SecurityError`, plus pins, changed keys and refused key files):
+    /// `SecurityError`, plus pins, changed keys, refused key files and
+    /// untrusted TLS certificates):
     /// the CLI exits with code 4.
     pub fn is_security(&self) -> bool {
         match self {
@@ -325,7 +339,8 @@ impl Error {
             | Error::ResponseMismatch(_)
             | Error::InvalidServerKey(_)
             | Error::PinMismatch { .. }
-            | Error::ServerKeyChanged { .. } => true,
+            | Error::ServerKeyChanged { .. }
+            | Error::Tls { .. } => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -63,6 +63,7 @@ pub enum Answer {
 /// One request as the double received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -88,8 +89,8 @@ pub struct Double {
 }
 
 impl Double {
-    pub async fn start(key: Arc<PrivateKey>) -> Double {
-        let state = Arc::new(DoubleState {
+    fn new_state(key: Arc<PrivateKey>) -> Arc<DoubleState> {
+        Arc::new(DoubleState {
             key: RwLock::new(key),
             script: Mutex::new(VecDeque::new()),
             posts: Mutex::new(Vec::new()),
@@ -99,11 +100,19 @@ impl Double {
             drop_connections: AtomicUsize::new(0),
             answer: Mutex::new(Answer::Normal),
             api_key: Mutex::new(None),
-        });
-        let app = Router::new()
+        })
+    }
+
+    fn router(state: &Arc<DoubleState>) -> Router {
+        Router::new()
             .route("/pki/public_key", get(public_key))
             .route("/v1/chat/secure_completion", post(secure_completion))
-            .with_state(state.clone());
+            .with_state(state.clone())
+    }
+
+    pub async fn start(key: Arc<PrivateKey>) -> Double {
+        let state = Self::new_state(key);
+        let app = Self::router(&state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let counting = Counting {
@@ -112,6 +121,30 @@ impl Double {
         };
         tokio::spawn(async move {
             axum::serve(counting, app).await.unwrap();
+        });
+        Double { addr, state }
+    }
+
+    /// The same double over TLS (HTTP/2 and HTTP/1.1 offered by ALPN) with
+    /// this certificate and key (PEM). Counts TLS connections.
+    pub async fn start_tls(key: Arc<PrivateKey>, cert_pem: &str, key_pem: &str) -> Double {
+        let state = Self::new_state(key);
+        let app = Self::router(&state);
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert_pem.as_bytes().to_vec(),
+            key_pem.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = CountingTls {
+            inner: axum_server::tls_rustls::RustlsAcceptor::new(config),
+            state: state.clone(),
+        };
+        let server = axum_server::from_tcp(listener).acceptor(acceptor);
+        tokio::spawn(async move {
+            server.serve(app.into_make_service()).await.unwrap();
         });
         Double { addr, state }
     }
@@ -183,6 +216,30 @@ impl axum::serve::Listener for Counting {
     }
 }
 
+/// Counts connections before the TLS handshake.
+#[derive(Clone)]
+struct CountingTls {
+    inner: axum_server::tls_rustls::RustlsAcceptor,
+    state: Arc<DoubleState>,
+}
+
+impl<I, S> axum_server::accept::Accept<I, S> for CountingTls
+where
+    axum_server::tls_rustls::RustlsAcceptor: axum_server::accept::Accept<I, S>,
+{
+    type Stream =
+        <axum_server::tls_rustls::RustlsAcceptor as axum_server::accept::Accept<I, S>>::Stream;
+    type Service =
+        <axum_server::tls_rustls::RustlsAcceptor as axum_server::accept::Accept<I, S>>::Service;
+    type Future =
+        <axum_server::tls_rustls::RustlsAcceptor as axum_server::accept::Accept<I, S>>::Future;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        self.state.connections.fetch_add(1, Ordering::SeqCst);
+        self.inner.accept(stream, service)
+    }
+}
+
 async fn public_key(State(st): State<Arc<DoubleState>>) -> String {
     st.key_gets.fetch_add(1, Ordering::SeqCst);
     st.key.read().unwrap().public_key().to_pem()
@@ -198,10 +255,12 @@ fn detail(status: u16, d: &str) -> Response {
 
 async fn secure_completion(
     State(st): State<Arc<DoubleState>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     st.posts.lock().unwrap().push(Recorded {
+        version,
         headers: headers.clone(),
         body: body.clone(),
     });
