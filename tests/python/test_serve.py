@@ -380,3 +380,15 @@ def test_https_with_self_signed_certificate(tmp_path, nomyo_bin, upstream, monke
         r = create(c, messages=[{"role": "user", "content": "over TLS"}])
         assert r["choices"][0]["message"]["content"] == "echo: over TLS"
         assert r["_metadata"]["is_encrypted"] is True
+
+
+def test_fingerprint_server_matches_python(server, nomyo):
+    """`nomyo fingerprint --server` prints the v1 key's fingerprint as Python computes it."""
+    pem = urllib.request.urlopen(server.url + "/pki/public_key", timeout=10).read()
+    r = nomyo("fingerprint", "--server", server.url, "--allow-http")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert f"v1 {fingerprint_of_pem(pem)}" in lines, lines
+    # Without --allow-http a plain http:// URL is refused as a usage error.
+    r = nomyo("fingerprint", "--server", server.url)
+    assert r.returncode == 2, (r.returncode, r.stderr)
