@@ -3,6 +3,7 @@
 crates/nomyo-core/tests/vectors (run from anywhere; needs `cryptography` for
 one extra key encrypted with the password the private_key_pem target uses)."""
 
+import base64
 import json
 import os
 import urllib.parse
@@ -36,6 +37,27 @@ for r in keys["refused"]:
     if r["kind"] == "public":
         write("public_key_header", r["name"], urllib.parse.quote(r["pem"]).encode())
 
+
+# Raw DER seeds: selector bits 4-5 name the PEM label the target wraps them in
+# (0x10 PRIVATE KEY, 0x20 RSA PRIVATE KEY, 0x30 ENCRYPTED PRIVATE KEY); a low
+# nibble of 0 gives the password.
+LABELS = {"PRIVATE KEY": 0x11, "RSA PRIVATE KEY": 0x21, "ENCRYPTED PRIVATE KEY": 0x30}
+
+
+def der_seed(name, pem: str):
+    lines = pem.strip().splitlines()
+    label = lines[0][len("-----BEGIN "):-len("-----")]
+    if label in LABELS and not any(":" in l for l in lines):
+        write("private_key_pem", name + ".der", bytes([LABELS[label]]) + base64.b64decode("".join(lines[1:-1])))
+
+
+for k in keys["keys"]:
+    if k["bits"] <= 3072:
+        der_seed(k["name"], k["private_pem"])
+for r in keys["refused"]:
+    if r["kind"] == "private":
+        der_seed(r["name"], r["pem"])
+
 # Selector byte 0 gives the target's password, "fuzz password".
 k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 pem = k.private_bytes(
@@ -44,3 +66,4 @@ pem = k.private_bytes(
     serialization.BestAvailableEncryption(b"fuzz password"),
 )
 write("private_key_pem", "rsa2048-encrypted-fuzz-password", b"\x00" + pem)
+der_seed("rsa2048-encrypted-fuzz-password", pem.decode())
