@@ -139,10 +139,34 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 // Rate limits
 // ---------------------------------------------------------------------------
 
+/// Whose bucket a request draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// An API key (by index).
+    Key(u32),
+    /// An anonymous caller on an open server, by peer address (behind a
+    /// reverse proxy every caller shares the proxy's bucket).
+    Peer(std::net::IpAddr),
+    /// An anonymous caller whose address is unknown (in-process use).
+    Anonymous,
+}
+
+impl RateKey {
+    /// The bucket of `caller` connected from `peer`.
+    pub fn of(caller: Caller, peer: Option<std::net::IpAddr>) -> Self {
+        match (caller, peer) {
+            (Caller::Key(i), _) => RateKey::Key(i),
+            (Caller::Anonymous, Some(ip)) => RateKey::Peer(ip),
+            (Caller::Anonymous, None) => RateKey::Anonymous,
+        }
+    }
+}
+
 /// Per-caller rate limit (GCRA, the `governor` crate): `per_minute` requests
-/// per minute with bursts of `burst`. Anonymous callers share one bucket.
+/// per minute with bursts of `burst`, one bucket per API key (anonymous
+/// callers of an open server: one per peer address).
 pub struct RateLimit {
-    limiter: RateLimiter<Caller, DefaultKeyedStateStore<Caller>, DefaultClock>,
+    limiter: RateLimiter<RateKey, DefaultKeyedStateStore<RateKey>, DefaultClock>,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -162,8 +186,8 @@ impl RateLimit {
     }
 
     /// Admits one request or says when to retry.
-    pub fn check(&self, caller: Caller) -> Result<(), ApiError> {
-        self.limiter.check_key(&caller).map_err(|not_until| {
+    pub fn check(&self, key: RateKey) -> Result<(), ApiError> {
+        self.limiter.check_key(&key).map_err(|not_until| {
             let now = DefaultClock::default().now();
             ApiError::RateLimited {
                 retry_after: not_until.wait_time_from(now),
@@ -485,16 +509,28 @@ mod tests {
     #[test]
     fn rate_limit_refuses_past_burst() {
         let r = RateLimit::new(60, 2).unwrap();
-        assert!(r.check(Caller::Key(0)).is_ok());
-        assert!(r.check(Caller::Key(0)).is_ok());
-        match r.check(Caller::Key(0)) {
+        assert!(r.check(RateKey::Key(0)).is_ok());
+        assert!(r.check(RateKey::Key(0)).is_ok());
+        match r.check(RateKey::Key(0)) {
             Err(ApiError::RateLimited { retry_after }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1))
             }
             other => panic!("{other:?}"),
         }
         // Another caller has its own bucket.
-        assert!(r.check(Caller::Key(1)).is_ok());
+        assert!(r.check(RateKey::Key(1)).is_ok());
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            RateKey::of(Caller::Anonymous, ip("10.0.0.1")),
+            RateKey::Peer("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(RateKey::of(Caller::Key(3), ip("10.0.0.1")), RateKey::Key(3));
+        assert!(r
+            .check(RateKey::of(Caller::Anonymous, ip("10.0.0.1")))
+            .is_ok());
+        assert!(r
+            .check(RateKey::of(Caller::Anonymous, ip("10.0.0.2")))
+            .is_ok());
         assert!(RateLimit::new(0, 5).is_none());
     }
 

@@ -484,3 +484,50 @@ async fn bad_tls_files_are_a_clear_start_error() {
         .unwrap_err();
     assert!(e.to_string().contains("TLS"), "{e}");
 }
+
+/// One raw exchange from a chosen loopback source address.
+async fn raw_from(src: &str, addr: std::net::SocketAddr, head: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn open_server_rate_limits_each_peer_address() {
+    let limits = nomyo_server::limits::Limits {
+        rate_per_minute: 1,
+        rate_burst: 1,
+        ..Default::default()
+    };
+    let st = state_with(&["m"]).limits(limits).build().unwrap();
+    let (addr, _stop, _task) = serve_real(st, None).await;
+    let send = |src: &'static str| async move {
+        let g = seal_json(&chat("m", "x"));
+        let head = raw_head(
+            &[
+                ("X-Payload-ID", &g.id),
+                ("X-Public-Key", &g.public_key_header),
+            ],
+            g.body.len(),
+        );
+        raw_from(src, addr, &head, &g.body).await
+    };
+    assert_eq!(send("127.0.0.1").await, 200);
+    assert_eq!(send("127.0.0.1").await, 429);
+    // Another peer has its own bucket (all of 127/8 is loopback on Linux).
+    assert_eq!(send("127.0.0.2").await, 200);
+    assert_eq!(send("127.0.0.2").await, 429);
+}

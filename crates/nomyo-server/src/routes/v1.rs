@@ -17,14 +17,17 @@
 //!
 //! The whole request is bounded by the request timeout (504).
 
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -38,7 +41,7 @@ use crate::error::ApiError;
 use crate::keystore::KeySet;
 use crate::limits::{Claim, ReplayKey};
 use crate::metrics::BackendLabels;
-use crate::policy::Caller;
+use crate::policy::{Caller, RateKey};
 use crate::state::AppState;
 
 /// `GET /pki/public_key`.
@@ -67,9 +70,15 @@ async fn public_key(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn secure_completion(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn secure_completion(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let timeout = st.limits().request_timeout;
-    match tokio::time::timeout(timeout, handle(&st, &headers, body)).await {
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    match tokio::time::timeout(timeout, handle(&st, peer, &headers, body)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             // Details are stable, structural messages: safe to log.
@@ -250,7 +259,12 @@ fn backend_error_kind(e: &BackendError) -> &'static str {
     }
 }
 
-async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    st: &AppState,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let inner = &st.inner;
     // 1. Who, and how often.
     let caller = inner
@@ -258,7 +272,7 @@ async fn handle(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
         .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
     if let Some(rate) = &inner.rate {
-        rate.check(caller)
+        rate.check(RateKey::of(caller, peer))
             .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
     }
     // 2. Headers.
