@@ -49,7 +49,11 @@ use worker::{Event, Job, WorkerConfig};
 /// thread held its speed; see BENCHMARKS.md.
 pub const DEFAULT_THREADS: usize = 1;
 /// Context size (prompt plus answer, in tokens) when none is configured.
-pub const DEFAULT_CONTEXT: u32 = 4096;
+///
+/// 2048 is plenty for the small default model, and keeps memory low: the KV
+/// cache is allocated (and wiped after every request) for the whole context,
+/// about 23 KiB per token for SmolLM2-135M.
+pub const DEFAULT_CONTEXT: u32 = 2048;
 /// Requests that may wait behind the running one when none is configured.
 pub const DEFAULT_QUEUE: usize = 8;
 /// Tokens per llama.cpp batch during prompt evaluation.

@@ -2,7 +2,14 @@
 //! `engine` feature there is no in-process model.
 //!
 //! Contract used by `serve.rs`: `backend(settings)` returns the embedded model
-//! as a `Backend`, or an error a person can act on.
+//! as a `Backend`, or an error a person can act on. The model loads in the
+//! background: the backend reports not-ready (and `/health` says so) until then.
+//!
+//! Without `--model`, the model file is looked up in this order (see
+//! `nomyo_engine::paths`): `$NOMYO_MODEL`; `./models/SmolLM2-135M-Instruct.Q4_1.gguf`
+//! (where `scripts/fetch-model.sh` puts it in a checkout);
+//! `$XDG_DATA_HOME/nomyo/models/SmolLM2-135M-Instruct.Q4_1.gguf`
+//! (`~/.local/share/nomyo/models/...` by default).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,10 +27,75 @@ pub struct EmbeddedSettings {
     pub threads: Option<usize>,
 }
 
-/// The embedded model as a backend (placeholder until the engine crate exists).
+/// The embedded model as a backend; it starts loading in the background.
+#[cfg(feature = "engine")]
+pub fn backend(settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
+    use nomyo_engine::{paths, Engine, EngineConfig, EngineError};
+
+    let path = match &settings.model {
+        Some(p) => p.clone(),
+        None => paths::find_default_model().map_err(|searched| {
+            let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+            CliError::new(
+                Code::Other,
+                format!(
+                    "no model file found (looked for {}).\nFetch the default model with `{}` \
+                     (from the repository) or give --model FILE.gguf",
+                    list.join(", "),
+                    paths::FETCH_SCRIPT
+                ),
+            )
+        })?,
+    };
+    let mut config = EngineConfig::new(path);
+    config.threads = settings.threads;
+    match Engine::start(config) {
+        Ok(engine) => Ok(Arc::new(engine)),
+        Err(e @ EngineError::Config(_)) => Err(CliError::usage(e.to_string())),
+        Err(e) => Err(CliError::new(Code::Other, e.to_string())),
+    }
+}
+
+/// Without the `engine` feature there is no in-process model.
+#[cfg(not(feature = "engine"))]
 pub fn backend(_settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
     Err(CliError::new(
         Code::Other,
         "this build has no embedded model (feature `engine`); give --upstream URL",
     ))
+}
+
+#[cfg(all(test, feature = "engine"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_file_names_the_fetch_script() {
+        let settings = EmbeddedSettings {
+            model: Some("/nonexistent/dir/model.gguf".into()),
+            threads: None,
+        };
+        let err = backend(&settings).err().expect("missing model");
+        assert_eq!(err.code, Code::Other);
+        assert!(
+            err.message.contains("scripts/fetch-model.sh"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("/nonexistent/dir/model.gguf"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn zero_threads_is_a_usage_error() {
+        let settings = EmbeddedSettings {
+            model: Some("/nonexistent/dir/model.gguf".into()),
+            threads: Some(0),
+        };
+        let err = backend(&settings).err().expect("bad threads");
+        assert_eq!(err.code, Code::Usage);
+    }
 }
