@@ -28,6 +28,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod hpke_keys;
 pub mod keystore;
 pub mod limits;
 pub mod metrics;
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::v1::routes())
         .merge(routes::ops::routes())
+        .merge(routes::v2::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

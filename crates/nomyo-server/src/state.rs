@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::Backend;
 use crate::error::ApiError;
+use crate::hpke_keys::HpkeKeySet;
 use crate::keystore::KeyStore;
 use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct AppState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub keys: Arc<KeyStore>,
+    /// Protocol v2 HPKE keys.
+    pub hpke: HpkeKeySet,
     pub routing: Routing,
     pub api_keys: ApiKeys,
     pub rate: Option<RateLimit>,
@@ -41,6 +44,7 @@ impl AppState {
     pub fn builder(keys: KeyStore) -> AppStateBuilder {
         AppStateBuilder {
             keys: Arc::new(keys),
+            hpke: None,
             backends: Vec::new(),
             tiers: None,
             api_keys: ApiKeys::open(),
@@ -53,6 +57,11 @@ impl AppState {
     /// The key store (for rotation).
     pub fn keys(&self) -> &Arc<KeyStore> {
         &self.inner.keys
+    }
+
+    /// The protocol v2 HPKE key set.
+    pub fn hpke_keys(&self) -> &HpkeKeySet {
+        &self.inner.hpke
     }
 
     /// The metrics.
@@ -133,6 +142,7 @@ impl AppState {
 /// Builds an [`AppState`].
 pub struct AppStateBuilder {
     keys: Arc<KeyStore>,
+    hpke: Option<HpkeKeySet>,
     backends: Vec<NamedBackend>,
     tiers: Option<BTreeMap<SecurityTier, TierRule>>,
     api_keys: ApiKeys,
@@ -202,6 +212,12 @@ impl AppStateBuilder {
         self
     }
 
+    /// The protocol v2 HPKE keys (default: a fresh X25519 + X-Wing set).
+    pub fn hpke_keys(mut self, keys: HpkeKeySet) -> Self {
+        self.hpke = Some(keys);
+        self
+    }
+
     /// Limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -232,6 +248,7 @@ impl AppStateBuilder {
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys: self.keys,
+                hpke: self.hpke.unwrap_or_else(HpkeKeySet::generate),
                 routing,
                 api_keys: self.api_keys,
                 rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),

@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 pub mod ops;
 pub mod v1;
+pub mod v2;
 
 /// Unknown route: 404 `{"detail": "not found"}`.
 pub(crate) async fn not_found() -> Response {
