@@ -157,7 +157,7 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
     // graph, so the first request does not pay for it.
     warm_up(&model, &mut ctx);
     let elapsed = started.elapsed();
-    if progress_printed {
+    if progress_printed || elapsed >= Progress::QUIET_FOR {
         eprintln!("nomyo: model loaded in {:.1} s", elapsed.as_secs_f64());
     }
     tracing::info!(
@@ -225,7 +225,7 @@ fn load(config: &WorkerConfig) -> Result<Loaded, String> {
     let backend = backend()?;
     let progress = Arc::new(std::sync::Mutex::new(Progress {
         start: Instant::now(),
-        last_decile: -1,
+        last_decile: 0,
         printed: false,
     }));
     let p = Arc::clone(&progress);
