@@ -43,6 +43,18 @@ pub enum ApiError {
     StreamingUnsupported,
     /// The backend refused the request as invalid (400). Its reason is logged only.
     BackendRejected,
+    /// v2: a request on an EHBP route without `Ehbp-Encapsulated-Key` (400):
+    /// plaintext chat is never accepted.
+    EncryptionRequired,
+    /// v2: `Ehbp-Encapsulated-Key` is not hex or fits no suite (400).
+    InvalidEncapsulatedKey,
+    /// v2: `Nomyo-Key-Id` is not a number 0–255 (400).
+    InvalidKeyId,
+    /// v2: the key id names no current key (422, `application/problem+json`,
+    /// type `urn:ietf:params:ehbp:error:key-config`, EHBP §5.4.2).
+    UnknownKeyConfig,
+    /// v2: the tier requires the post-quantum suite (X-Wing) (403).
+    PostQuantumRequired,
     /// Missing or wrong API key (401). Deliberately does not say which.
     Unauthorized,
     /// The model is not allowed for the requested tier (403).
@@ -99,7 +111,12 @@ impl ApiError {
             | DecryptionFailed
             | InvalidChatRequest(_)
             | StreamingUnsupported
-            | BackendRejected => StatusCode::BAD_REQUEST,
+            | BackendRejected
+            | EncryptionRequired
+            | InvalidEncapsulatedKey
+            | InvalidKeyId => StatusCode::BAD_REQUEST,
+            UnknownKeyConfig => StatusCode::UNPROCESSABLE_ENTITY,
+            PostQuantumRequired => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ModelForbidden => StatusCode::FORBIDDEN,
             UnknownModel | NotFound => StatusCode::NOT_FOUND,
@@ -130,6 +147,11 @@ impl ApiError {
             InvalidChatRequest(why) => Cow::Owned(format!("invalid chat completion request: {why}")),
             StreamingUnsupported => "streaming is not supported by protocol v1: send \"stream\": false (or use protocol v2)".into(),
             BackendRejected => "the inference backend rejected the request as invalid".into(),
+            EncryptionRequired => "this route accepts only EHBP-encrypted requests (protocol v2): seal the body to a key from GET /.well-known/hpke-keys and send Ehbp-Encapsulated-Key; plaintext chat is never accepted".into(),
+            InvalidEncapsulatedKey => "invalid Ehbp-Encapsulated-Key header: expected the hex of a 32-byte (X25519) or 1120-byte (X-Wing) encapsulated key".into(),
+            InvalidKeyId => "invalid Nomyo-Key-Id header: expected a key id from 0 to 255".into(),
+            UnknownKeyConfig => "unknown or retired key id: fetch GET /.well-known/hpke-keys and seal the request again".into(),
+            PostQuantumRequired => "the requested security tier requires the post-quantum suite: seal the request with the X-Wing key config".into(),
             Unauthorized => "invalid or missing API key".into(),
             ModelForbidden => "model not allowed for the requested security tier".into(),
             UnknownModel => "unknown model".into(),
@@ -212,6 +234,21 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let status = self.status();
+        if let ApiError::UnknownKeyConfig = &self {
+            // EHBP §5.4.2: a problem document clients recognise by its type.
+            let body = serde_json::json!({
+                "type": nomyo_core::v2::KEY_CONFIG_PROBLEM_TYPE,
+                "title": "key configuration mismatch",
+                "status": status.as_u16(),
+                "detail": self.detail(),
+            });
+            return (
+                status,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
         let body = serde_json::json!({ "detail": self.detail() });
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(d) = self.retry_after() {

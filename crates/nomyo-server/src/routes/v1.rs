@@ -95,14 +95,14 @@ async fn secure_completion(
 /// Holds the replay entries a request claimed. Dropped without
 /// [`ReplayGuard::keep`] (a retryable failure, a timeout, a client gone), it
 /// gives them back so that the client's retry of the same package works.
-struct ReplayGuard<'a> {
-    st: &'a AppState,
-    keys: [ReplayKey; 2],
-    keep: bool,
+pub(crate) struct ReplayGuard<'a> {
+    pub(crate) st: &'a AppState,
+    pub(crate) keys: [ReplayKey; 2],
+    pub(crate) keep: bool,
 }
 
 impl ReplayGuard<'_> {
-    fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.keep = true;
     }
 }
@@ -132,7 +132,7 @@ fn payload_id(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>, ApiError> {
+pub(crate) fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>, ApiError> {
     match headers.get("x-security-tier") {
         None => Ok(None),
         Some(v) => {
@@ -152,7 +152,7 @@ fn client_key(headers: &HeaderMap) -> Result<PublicKey, ApiError> {
     v1::decode_public_key_header(s).map_err(|_| ApiError::InvalidPublicKey)
 }
 
-fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
+pub(crate) fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
     let mut buf = Vec::with_capacity(domain.len() + parts.iter().map(|p| p.len()).sum::<usize>());
     buf.extend_from_slice(domain);
     for p in parts {
@@ -161,7 +161,11 @@ fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
     Fingerprint::of_bytes(&buf).0
 }
 
-async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let limit = st.limits().max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -218,7 +222,10 @@ fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
 }
 
 /// Parses and checks the decrypted request (PROTOCOL.md v1, "Plaintext").
-fn chat_request(plaintext: &SecretBuf) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn chat_request(
+    plaintext: &SecretBuf,
+    allow_stream: bool,
+) -> Result<Map<String, Value>, ApiError> {
     let body: Map<String, Value> = serde_json::from_slice(plaintext.expose_secret())
         .map_err(|_| ApiError::InvalidChatRequest("the decrypted payload is not a JSON object"))?;
     match body.get("model") {
@@ -239,13 +246,14 @@ fn chat_request(plaintext: &SecretBuf) -> Result<Map<String, Value>, ApiError> {
     }
     match body.get("stream") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => return Err(ApiError::StreamingUnsupported),
+        Some(Value::Bool(true)) if !allow_stream => return Err(ApiError::StreamingUnsupported),
+        Some(Value::Bool(true)) => {}
         Some(_) => return Err(ApiError::InvalidChatRequest("stream must be a boolean")),
     }
     Ok(body)
 }
 
-fn backend_error_kind(e: &BackendError) -> &'static str {
+pub(crate) fn backend_error_kind(e: &BackendError) -> &'static str {
     match e {
         BackendError::InvalidRequest(_) => "rejected",
         BackendError::ModelNotFound => "unknown_model",
@@ -373,7 +381,7 @@ async fn answer(
     plaintext: SecretBuf,
 ) -> Result<Response, ApiError> {
     let inner = &st.inner;
-    let body = chat_request(&plaintext)?;
+    let body = chat_request(&plaintext, false)?;
     // The truth for this request: whether its plaintext sat in locked memory.
     let memory_locked = plaintext.is_locked();
     drop(plaintext);
@@ -425,32 +433,8 @@ async fn answer(
     };
 
     // PROTOCOL.md v1, "Response": `_metadata` with true values.
-    let processed_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let protection = nomyo_core::secure_memory::memory_protection();
-    let cuda = backend.backend.cuda_device_hash();
-    obj.insert(
-        "_metadata".to_owned(),
-        json!({
-            "payload_id": id,
-            "processed_at": processed_at,
-            "is_encrypted": true,
-            "response_status": "success",
-            "security_tier": route.tier.as_str(),
-            "memory_protection": {
-                "platform": protection.platform,
-                "memory_locking": memory_locked,
-                "secure_zeroing": protection.secure_zeroing,
-                "core_dump_prevention": protection.core_dump_prevention,
-            },
-            "cuda_device": {
-                "available": cuda.is_some(),
-                "device_hash": cuda.unwrap_or_default(),
-            },
-        }),
-    );
+    let (metadata, processed_at) = metadata(id, route.tier, memory_locked, &*backend.backend);
+    obj.insert("_metadata".to_owned(), metadata);
     let mut out = SecretBuf::new();
     serde_json::to_writer(&mut out, &completion)
         .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
@@ -485,4 +469,38 @@ async fn answer(
         package,
     )
         .into_response())
+}
+
+/// `_metadata` with true values (PROTOCOL.md v1, "Response"), and the
+/// `processed_at` it carries.
+pub(crate) fn metadata(
+    id: &str,
+    tier: SecurityTier,
+    memory_locked: bool,
+    backend: &dyn crate::backend::Backend,
+) -> (Value, i64) {
+    let processed_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let protection = nomyo_core::secure_memory::memory_protection();
+    let cuda = backend.cuda_device_hash();
+    let value = json!({
+        "payload_id": id,
+        "processed_at": processed_at,
+        "is_encrypted": true,
+        "response_status": "success",
+        "security_tier": tier.as_str(),
+        "memory_protection": {
+            "platform": protection.platform,
+            "memory_locking": memory_locked,
+            "secure_zeroing": protection.secure_zeroing,
+            "core_dump_prevention": protection.core_dump_prevention,
+        },
+        "cuda_device": {
+            "available": cuda.is_some(),
+            "device_hash": cuda.unwrap_or_default(),
+        },
+    });
+    (value, processed_at)
 }

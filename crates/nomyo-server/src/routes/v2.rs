@@ -1,21 +1,96 @@
 //! Protocol v2 (PROTOCOL.md, "v2"; EHBP v0.3.1): `GET /.well-known/hpke-keys`
 //! and EHBP on `POST /v1/chat/completions`.
+//!
+//! An encrypted request goes through, in this order (cheap checks first, so
+//! that an unauthenticated or malformed request never costs an HPKE operation):
+//!
+//! 1. API key (401), rate limit (429);
+//! 2. headers: `Ehbp-Encapsulated-Key` (absent: 400, plaintext chat is never
+//!    accepted; not hex or of no suite's length: 400); the key by
+//!    `Nomyo-Key-Id` (not a number: 400; unknown or retired: 422
+//!    `application/problem+json`, type `urn:ietf:params:ehbp:error:key-config`)
+//!    or else by the length of `enc` (32 → X25519, 1120 → X-Wing);
+//!    `X-Security-Tier` (400; `maximum` with X25519: 403); a used `enc` (409);
+//! 3. a processing slot (503);
+//! 4. the body, bounded in size (413) and time (408); frames decoded with the
+//!    body limit as the frame limit, every chunk opened in order on the
+//!    blocking pool. Every cryptographic or framing failure, including one on
+//!    the first chunk, is one opaque 400 `decryption failed`: with the key
+//!    chosen by an explicit id or by the `enc` length, a first chunk that does
+//!    not open cannot be told apart from tampering, and a 422 there would
+//!    tell an attacker which guess failed. 422 is reserved for a key id we do
+//!    not hold (before any crypto), which is exactly when a refetch helps;
+//! 5. the replay window claims the `enc` and the body (409);
+//! 6. the response context: a random 32-byte `Ehbp-Response-Nonce`. From here
+//!    on every answer, errors included, is sealed to the request (EHBP §5.2):
+//!    status and `Retry-After` stay plain, the `{"detail": ...}` body is
+//!    encrypted, so nothing about the request's content travels in clear.
+//!    (A request timeout still answers a plain 504: the nonce-less non-2xx
+//!    that EHBP clients pass through.)
+//! 7. the plaintext request: JSON object, `model`, non-empty `messages`,
+//!    `stream` a boolean (400); tier and model policy (403/404), the
+//!    post-quantum requirement of the tier (403);
+//! 8. the backend (502/503/504), `_metadata` (with `protocol` and `hpke`:
+//!    the suite actually used), sealed in chunks of at most 16 KiB.
+//!
+//! With `"stream": true` the answer is `text/event-stream`: each
+//! `chat.completion.chunk` is one SSE event `data: {json}\n\n`, sealed as its
+//! own chunk as soon as the backend produces it, then `data: [DONE]\n\n`
+//! sealed. A backend error mid-stream ends the body without `[DONE]`, so the
+//! client sees a cut stream. A backend that cannot stream answers through
+//! `chat()` and its complete answer goes out as one chunk event plus `[DONE]`.
+//! The first chunk event carries `_metadata`.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use nomyo_core::v2::KEYS_CONTENT_TYPE;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use futures::StreamExt;
+use nomyo_core::v2::framing::FrameDecoder;
+use nomyo_core::v2::keys::{Kem, ServerKeyPair};
+use nomyo_core::v2::request::{self, RequestOpener};
+use nomyo_core::v2::response::{random_response_nonce, ResponseSealer};
+use nomyo_core::v2::{
+    V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEYS_CONTENT_TYPE,
+};
+use nomyo_core::{SecretBuf, SecurityTier};
+use serde_json::{json, Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::v1::{
+    backend_error_kind, chat_request, metadata, read_body, replay_key, requested_tier, ReplayGuard,
+};
+use crate::backend::{BackendError, ChatRequest, ChunkStream};
+use crate::error::ApiError;
+use crate::hpke_keys::HpkeKeySet;
+use crate::limits::Claim;
+use crate::metrics::BackendLabels;
+use crate::policy::{Caller, NamedBackend, RateKey};
 use crate::state::AppState;
 
 /// `GET /.well-known/hpke-keys`.
 pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
+/// `POST /v1/chat/completions` (EHBP-encrypted only).
+pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
+/// The tier that requires the post-quantum suite.
+pub const POST_QUANTUM_TIER: SecurityTier = SecurityTier::Maximum;
+/// Plaintext bytes per sealed response chunk of a non-streamed answer.
+const RESPONSE_CHUNK: usize = 16 * 1024;
 
 /// The v2 routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route(HPKE_KEYS_PATH, get(hpke_keys))
+    Router::new()
+        .route(HPKE_KEYS_PATH, get(hpke_keys))
+        .route(CHAT_COMPLETIONS_PATH, post(chat_completions))
 }
 
 /// The key configs, X25519 first, then X-Wing.
@@ -28,4 +103,480 @@ async fn hpke_keys(State(st): State<AppState>) -> Response {
         st.hpke_keys().encoded().to_vec(),
     )
         .into_response()
+}
+
+async fn chat_completions(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let timeout = st.limits().request_timeout;
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    // The timeout covers the request up to the response head; a stream then
+    // runs as long as the backend produces.
+    match tokio::time::timeout(timeout, handle(&st, peer, &headers, body)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::debug!(status = e.status().as_u16(), detail = %e.detail(), "v2 request refused");
+            e.into_response()
+        }
+        Err(_) => {
+            tracing::debug!("v2 request timed out");
+            ApiError::RequestTimeout.into_response()
+        }
+    }
+}
+
+/// The key the request was sealed to: by `Nomyo-Key-Id`, else by `enc` length.
+fn select_key(
+    set: &HpkeKeySet,
+    headers: &HeaderMap,
+    enc: &[u8],
+) -> Result<Arc<ServerKeyPair>, ApiError> {
+    if let Some(v) = headers.get(HEADER_KEY_ID) {
+        let id: u8 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(ApiError::InvalidKeyId)?;
+        return set.by_id(id).cloned().ok_or(ApiError::UnknownKeyConfig);
+    }
+    let kem = Kem::from_enc_len(enc.len()).ok_or(ApiError::InvalidEncapsulatedKey)?;
+    set.by_kem(kem).cloned().ok_or(ApiError::UnknownKeyConfig)
+}
+
+/// Sets up HPKE and opens every frame in order. One opaque error for every
+/// cryptographic or framing failure; an `enc` of the wrong length for the
+/// chosen key is a header error.
+fn open_body(
+    key: &ServerKeyPair,
+    enc: &[u8],
+    body: &[u8],
+    max_frame: usize,
+) -> Result<(RequestOpener, SecretBuf), ApiError> {
+    let mut opener = RequestOpener::new(key, enc).map_err(|e| match e {
+        V2Error::InvalidEncapsulatedKey(_) => ApiError::InvalidEncapsulatedKey,
+        _ => ApiError::DecryptionFailed,
+    })?;
+    let mut frames = FrameDecoder::new(max_frame);
+    frames.push(body);
+    let mut plaintext = SecretBuf::new();
+    while let Some(frame) = frames
+        .next_frame()
+        .map_err(|_| ApiError::DecryptionFailed)?
+    {
+        let chunk = opener
+            .open_chunk(&frame)
+            .map_err(|_| ApiError::DecryptionFailed)?;
+        plaintext.extend_from_slice(chunk.expose_secret());
+    }
+    frames.finish().map_err(|_| ApiError::DecryptionFailed)?;
+    Ok((opener, plaintext))
+}
+
+async fn handle(
+    st: &AppState,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let inner = &st.inner;
+    // 1. Who, and how often.
+    let caller = inner
+        .api_keys
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
+    if let Some(rate) = &inner.rate {
+        rate.check(RateKey::of(caller, peer))
+            .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
+    }
+
+    // 2. Headers.
+    let enc_header = headers.get(HEADER_ENCAPSULATED_KEY).ok_or_else(|| {
+        inner.metrics.refused("plaintext");
+        ApiError::EncryptionRequired
+    })?;
+    let enc = enc_header
+        .to_str()
+        .ok()
+        .and_then(|s| request::parse_encapsulated_key(s).ok())
+        .ok_or(ApiError::InvalidEncapsulatedKey)?;
+    let key = select_key(st.hpke_keys(), headers, &enc)
+        .inspect_err(|_| inner.metrics.refused("key_config"))?;
+    let kem = key.kem();
+    let tier_header = requested_tier(headers)?;
+    if tier_header == Some(POST_QUANTUM_TIER) && !kem.is_post_quantum() {
+        inner.metrics.refused("post_quantum");
+        return Err(ApiError::PostQuantumRequired);
+    }
+    let enc_key = replay_key(b"nomyo-v2-enc\0", &[&enc]);
+    if inner.replay.is_used(&[enc_key]) {
+        inner.metrics.refused("replay");
+        return Err(ApiError::Replayed);
+    }
+    // A public, per-request id for logs and `_metadata`: not the enc itself.
+    let id = hex::encode(&enc_key[..8]);
+    let span = tracing::debug_span!(
+        "ehbp_completion",
+        request_id = %id,
+        suite = kem.name(),
+        key_id = key.key_id(),
+        caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
+    );
+
+    // 3. A processing slot.
+    let slot = inner.gate.acquire().await.inspect_err(|_| {
+        inner.metrics.refused("saturated");
+        tracing::debug!(parent: &span, "saturated");
+    })?;
+    inner.metrics.in_flight.inc();
+    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _in_flight = InFlight(&inner.metrics.in_flight);
+
+    // 4. The body, opened on the blocking pool.
+    let bytes = read_body(st, headers, body).await.map_err(|e| match e {
+        ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
+        other => other,
+    })?;
+    let body_key = replay_key(b"nomyo-v2-body\0", &[&enc, &bytes]);
+    let body_len = bytes.len();
+    let max_frame = inner.limits.max_body_bytes;
+    let t_open = Instant::now();
+    let (opener, plaintext) = st
+        .blocking(move || open_body(&key, &enc, &bytes, max_frame))
+        .await?
+        .inspect_err(|_| inner.metrics.refused("decryption"))?;
+    tracing::debug!(
+        parent: &span,
+        body_bytes = body_len,
+        plaintext_bytes = plaintext.len(),
+        open_ms = t_open.elapsed().as_secs_f64() * 1e3,
+        "request opened"
+    );
+
+    // 5. A request is valid once.
+    let guard = match inner.replay.claim(&[enc_key, body_key]) {
+        Claim::Fresh => ReplayGuard {
+            st,
+            keys: [enc_key, body_key],
+            keep: false,
+        },
+        Claim::Replayed => {
+            inner.metrics.refused("replay");
+            return Err(ApiError::Replayed);
+        }
+        Claim::Full => {
+            tracing::warn!("replay window full; refusing new requests until entries expire");
+            return Err(ApiError::Saturated);
+        }
+    };
+
+    // 6. The response context: from here every answer is sealed.
+    let nonce = random_response_nonce()
+        .map_err(|_| ApiError::Internal("no randomness for the response nonce".into()))?;
+    let mut sealer = opener
+        .response_sealer(&nonce)
+        .map_err(|_| ApiError::Internal("response key derivation failed".into()))?;
+    drop(opener);
+    let nonce_hex = hex::encode(nonce);
+
+    let result = answer(st, &span, &id, tier_header, &key_info(kem), plaintext).await;
+    match &result {
+        Err(e) if e.is_retryable() => drop(guard),
+        _ => guard.keep(),
+    }
+    match result {
+        Ok(Reply::Json(out)) => {
+            let mut sealed = Vec::with_capacity(out.len() + 64);
+            for part in out.expose_secret().chunks(RESPONSE_CHUNK) {
+                sealer
+                    .seal_chunk_into(part, &mut sealed)
+                    .map_err(|_| ApiError::Internal("sealing the response failed".into()))?;
+            }
+            tracing::debug!(parent: &span, response_bytes = sealed.len(), "response sealed");
+            Ok(sealed_response(
+                StatusCode::OK,
+                "application/json",
+                &nonce_hex,
+                Body::from(sealed),
+            ))
+        }
+        Ok(Reply::Stream {
+            chunks,
+            metadata,
+            backend,
+        }) => {
+            let state = StreamState {
+                chunks,
+                sealer,
+                metadata: Some(metadata),
+                done: false,
+                st: st.clone(),
+                backend,
+                _slot: slot,
+                span: span.clone(),
+            };
+            Ok(sealed_response(
+                StatusCode::OK,
+                "text/event-stream",
+                &nonce_hex,
+                Body::from_stream(futures::stream::unfold(state, next_event)),
+            ))
+        }
+        Err(e) => {
+            tracing::debug!(parent: &span, status = e.status().as_u16(), detail = %e.detail(), "v2 request refused (sealed)");
+            Ok(sealed_error(e, &mut sealer, &nonce_hex))
+        }
+    }
+}
+
+/// The suite of this request, for `_metadata.hpke`.
+fn key_info(kem: Kem) -> Value {
+    json!({
+        "kem": kem.name(),
+        "kdf": "hkdf-sha256",
+        "aead": "aes-256-gcm",
+        "post_quantum": kem.is_post_quantum(),
+    })
+}
+
+fn sealed_response(
+    status: StatusCode,
+    content_type: &str,
+    nonce_hex: &str,
+    body: Body,
+) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(nonce_hex) {
+        h.insert(HeaderName::from_static(HEADER_RESPONSE_NONCE), v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// An error after the response context exists: plain status and
+/// `Retry-After`, sealed `{"detail": ...}` (EHBP §5.2).
+fn sealed_error(e: ApiError, sealer: &mut ResponseSealer, nonce_hex: &str) -> Response {
+    if let ApiError::Internal(detail) = &e {
+        tracing::error!(detail = %detail, "internal error");
+    }
+    let body = json!({ "detail": e.detail() }).to_string();
+    match sealer.seal_chunk(body.as_bytes()) {
+        Ok(sealed) => {
+            let mut resp = sealed_response(
+                e.status(),
+                "application/json",
+                nonce_hex,
+                Body::from(sealed),
+            );
+            if let Some(retry) = e.into_response().headers().get(header::RETRY_AFTER) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry.clone());
+            }
+            resp
+        }
+        Err(_) => ApiError::Internal("sealing an error failed".into()).into_response(),
+    }
+}
+
+enum Reply {
+    Json(SecretBuf),
+    Stream {
+        chunks: ChunkStream,
+        metadata: Value,
+        backend: String,
+    },
+}
+
+fn count_backend_error(st: &AppState, backend: &str, kind: &'static str) {
+    st.inner
+        .metrics
+        .backend_errors
+        .get_or_create(&BackendLabels {
+            backend: backend.to_owned(),
+            kind,
+        })
+        .inc();
+}
+
+/// Steps 7–8: policy, backend, `_metadata`.
+async fn answer(
+    st: &AppState,
+    span: &tracing::Span,
+    id: &str,
+    tier_header: Option<SecurityTier>,
+    suite: &Value,
+    plaintext: SecretBuf,
+) -> Result<Reply, ApiError> {
+    let inner = &st.inner;
+    let body = chat_request(&plaintext, true)?;
+    let memory_locked = plaintext.is_locked();
+    drop(plaintext);
+    let stream = body.get("stream") == Some(&Value::Bool(true));
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let route = inner.routing.route(model, tier_header)?;
+    if route.tier == POST_QUANTUM_TIER && suite["post_quantum"] != Value::Bool(true) {
+        inner.metrics.refused("post_quantum");
+        return Err(ApiError::PostQuantumRequired);
+    }
+    let backend: &NamedBackend = &route.backend;
+    let (mut meta, _) = metadata(id, route.tier, memory_locked, &*backend.backend);
+    if let Some(m) = meta.as_object_mut() {
+        m.insert("protocol".to_owned(), json!("v2"));
+        m.insert("hpke".to_owned(), suite.clone());
+    }
+    let request = |body: Map<String, Value>| ChatRequest {
+        body,
+        tier: route.tier,
+        request_id: id.to_owned(),
+    };
+    let fail = |e: BackendError| -> ApiError {
+        let kind = backend_error_kind(&e);
+        count_backend_error(st, &backend.name, kind);
+        tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
+        e.into()
+    };
+    let t_backend = Instant::now();
+
+    if stream {
+        let chunks = match backend.backend.chat_stream(request(body.clone())).await {
+            Ok(s) => s,
+            Err(BackendError::StreamingUnsupported) => {
+                // One complete answer, sent as a single chunk event.
+                let completion = backend.backend.chat(request(body)).await.map_err(fail)?;
+                let chunk = completion_to_chunk(&completion).ok_or_else(|| {
+                    count_backend_error(st, &backend.name, "failed");
+                    ApiError::BackendFailed
+                })?;
+                futures::stream::iter([Ok(chunk)]).boxed()
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        tracing::debug!(
+            parent: span,
+            backend = %backend.name,
+            tier = %route.tier,
+            backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
+            "backend stream started"
+        );
+        return Ok(Reply::Stream {
+            chunks,
+            metadata: meta,
+            backend: backend.name.clone(),
+        });
+    }
+
+    let mut completion = backend.backend.chat(request(body)).await.map_err(fail)?;
+    tracing::debug!(
+        parent: span,
+        backend = %backend.name,
+        tier = %route.tier,
+        backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
+        "backend answered"
+    );
+    let Some(obj) = completion.as_object_mut() else {
+        count_backend_error(st, &backend.name, "failed");
+        tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
+        return Err(ApiError::BackendFailed);
+    };
+    obj.insert("_metadata".to_owned(), meta);
+    let mut out = SecretBuf::new();
+    serde_json::to_writer(&mut out, &completion)
+        .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
+    Ok(Reply::Json(out))
+}
+
+/// A complete `chat.completion` as one `chat.completion.chunk` (each
+/// choice's `message` becomes its `delta`). `None` if it is not an object.
+fn completion_to_chunk(completion: &Value) -> Option<Value> {
+    let obj = completion.as_object()?;
+    let choices: Vec<Value> = obj
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({
+                        "index": c.get("index").cloned().unwrap_or(json!(i)),
+                        "delta": c.get("message").cloned().unwrap_or(json!({})),
+                        "finish_reason": c.get("finish_reason").cloned().unwrap_or(Value::Null),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut chunk = json!({
+        "id": obj.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion.chunk",
+        "created": obj.get("created").cloned().unwrap_or(Value::Null),
+        "model": obj.get("model").cloned().unwrap_or(Value::Null),
+        "choices": choices,
+    });
+    if let (Some(usage), Some(c)) = (obj.get("usage"), chunk.as_object_mut()) {
+        c.insert("usage".to_owned(), usage.clone());
+    }
+    Some(chunk)
+}
+
+struct StreamState {
+    chunks: ChunkStream,
+    sealer: ResponseSealer,
+    metadata: Option<Value>,
+    done: bool,
+    st: AppState,
+    backend: String,
+    /// The processing slot is held until the stream ends.
+    _slot: OwnedSemaphorePermit,
+    span: tracing::Span,
+}
+
+/// The next sealed SSE event, or the end of the body (after `[DONE]`, or
+/// without it when the backend failed: a cut stream).
+async fn next_event(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, StreamState)> {
+    if s.done {
+        return None;
+    }
+    let mut event = SecretBuf::new();
+    match s.chunks.next().await {
+        Some(Ok(mut chunk)) => {
+            if let (Some(m), Some(obj)) = (s.metadata.take(), chunk.as_object_mut()) {
+                obj.insert("_metadata".to_owned(), m);
+            }
+            event.extend_from_slice(b"data: ");
+            if serde_json::to_writer(&mut event, &chunk).is_err() {
+                tracing::warn!(parent: &s.span, "stream chunk not serialisable; cutting the stream");
+                return None;
+            }
+            event.extend_from_slice(b"\n\n");
+        }
+        Some(Err(e)) => {
+            let kind = backend_error_kind(&e);
+            count_backend_error(&s.st, &s.backend, kind);
+            tracing::warn!(parent: &s.span, backend = %s.backend, kind, detail = ?e, "backend error mid-stream; cutting the stream");
+            return None;
+        }
+        None => {
+            s.done = true;
+            event.extend_from_slice(b"data: [DONE]\n\n");
+            tracing::debug!(parent: &s.span, "stream complete");
+        }
+    }
+    match s.sealer.seal_chunk(event.expose_secret()) {
+        Ok(sealed) => Some((Ok(Bytes::from(sealed)), s)),
+        Err(_) => {
+            tracing::error!(parent: &s.span, "sealing a stream event failed; cutting the stream");
+            None
+        }
+    }
 }

@@ -1,0 +1,406 @@
+//! Protocol v2 (EHBP) driven in-process, with `nomyo_core::v2` as the client:
+//! key discovery, both suites plain and streamed, tampering, reordering,
+//! key ids, the post-quantum tier, plaintext refusal, replay.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use common::*;
+use nomyo_core::v2::framing::{encode_frame, FrameDecoder};
+use nomyo_core::v2::keys::{Kem, KeyConfig};
+use nomyo_core::v2::request::RequestSealer;
+use nomyo_core::v2::response::parse_response_nonce;
+use nomyo_core::SecurityTier;
+use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
+use nomyo_server::keystore::KeyStore;
+use nomyo_server::policy::{ModelSet, TierRule};
+use nomyo_server::{app, AppState};
+use serde_json::{json, Value};
+
+/// A backend that streams `tokens` of the prompt's words; model `cut` fails
+/// after the first chunk. `chat()` echoes like [`EchoBackend`].
+struct StreamBackend;
+
+fn chunk(model: &str, content: &str) -> Value {
+    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+           "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+}
+
+#[async_trait::async_trait]
+impl Backend for StreamBackend {
+    fn name(&self) -> &str {
+        "stream"
+    }
+    fn models(&self) -> Vec<String> {
+        vec!["m".into(), "cut".into()]
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
+        Ok(completion(request.model(), "whole"))
+    }
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let model = request.model().to_owned();
+        let prompt = request.body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let mut items: Vec<Result<Value, BackendError>> = prompt
+            .split(' ')
+            .map(|w| Ok(chunk(&model, &format!("{w} "))))
+            .collect();
+        if model == "cut" {
+            items.truncate(1);
+            items.push(Err(BackendError::Upstream("died".into())));
+        }
+        Ok(Box::pin(futures::stream::iter(items)))
+    }
+}
+
+fn stream_state() -> nomyo_server::state::AppStateBuilder {
+    AppState::builder(KeyStore::ephemeral(server_key())).backend("stream", Arc::new(StreamBackend))
+}
+
+async fn key_configs(app: &axum::Router) -> Vec<KeyConfig> {
+    let (s, h, b) = oneshot(
+        app,
+        Request::get("/.well-known/hpke-keys")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/ohttp-keys");
+    KeyConfig::parse_list(&b).unwrap()
+}
+
+/// A sealed request: the body split into frames of `frame` plaintext bytes.
+struct V2Req {
+    sealer: RequestSealer,
+    enc_hex: String,
+    frames: Vec<Vec<u8>>,
+}
+
+fn seal(config: &KeyConfig, body: &Value, frame: usize) -> V2Req {
+    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
+    let plain = serde_json::to_vec(body).unwrap();
+    let frames = plain
+        .chunks(frame)
+        .map(|c| sealer.seal_chunk(c).unwrap())
+        .collect();
+    V2Req {
+        sealer,
+        enc_hex: hex::encode(enc),
+        frames,
+    }
+}
+
+impl V2Req {
+    fn request(&self, key_id: Option<u8>, tier: Option<&str>) -> Request<Body> {
+        self.request_with(self.frames.concat(), key_id, tier)
+    }
+    fn request_with(&self, body: Vec<u8>, key_id: Option<u8>, tier: Option<&str>) -> Request<Body> {
+        let mut b = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("ehbp-encapsulated-key", &self.enc_hex);
+        if let Some(id) = key_id {
+            b = b.header("nomyo-key-id", id.to_string());
+        }
+        if let Some(t) = tier {
+            b = b.header("x-security-tier", t);
+        }
+        b.body(Body::from(body)).unwrap()
+    }
+
+    /// Opens the response body; returns each chunk's plaintext.
+    fn open(&self, headers: &HeaderMap, body: &[u8]) -> Vec<Vec<u8>> {
+        let nonce = parse_response_nonce(
+            headers["ehbp-response-nonce"]
+                .to_str()
+                .expect("response nonce header"),
+        )
+        .unwrap();
+        let mut opener = self.sealer.response_opener(&nonce).unwrap();
+        let mut frames = FrameDecoder::new(1 << 20);
+        frames.push(body);
+        let mut out = Vec::new();
+        while let Some(f) = frames.next_frame().unwrap() {
+            out.push(opener.open_chunk(&f).unwrap().expose_secret().to_vec());
+        }
+        frames.finish().unwrap();
+        out
+    }
+
+    fn open_json(&self, headers: &HeaderMap, body: &[u8]) -> Value {
+        serde_json::from_slice(&self.open(headers, body).concat()).unwrap()
+    }
+}
+
+fn config(configs: &[KeyConfig], kem: Kem) -> KeyConfig {
+    configs.iter().find(|c| c.kem == kem).unwrap().clone()
+}
+
+#[tokio::test]
+async fn keys_x25519_first_then_xwing() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    assert_eq!(configs.len(), 2);
+    assert_eq!((configs[0].key_id, configs[0].kem), (0, Kem::X25519));
+    assert_eq!((configs[1].key_id, configs[1].kem), (1, Kem::XWing));
+}
+
+#[tokio::test]
+async fn round_trip_both_suites_with_and_without_key_id() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    for kem in [Kem::X25519, Kem::XWing] {
+        let cfg = config(&configs, kem);
+        for key_id in [None, Some(cfg.key_id)] {
+            // Small frames: the body arrives as many chunks.
+            let req = seal(&cfg, &chat("m", "hello v2"), 7);
+            assert!(req.frames.len() > 5);
+            let (s, h, b) = oneshot(&app, req.request(key_id, Some("high"))).await;
+            assert_eq!(s, StatusCode::OK, "{kem}: {}", String::from_utf8_lossy(&b));
+            assert_eq!(h["content-type"], "application/json");
+            let v = req.open_json(&h, &b);
+            assert_eq!(v["choices"][0]["message"]["content"], "echo:hello v2");
+            let m = &v["_metadata"];
+            assert_eq!(m["protocol"], "v2");
+            assert_eq!(m["hpke"]["kem"], kem.name());
+            assert_eq!(m["hpke"]["post_quantum"], kem.is_post_quantum());
+            assert_eq!(m["security_tier"], "high");
+            assert_eq!(m["is_encrypted"], true);
+        }
+    }
+}
+
+fn sse_events(chunks: &[Vec<u8>]) -> Vec<String> {
+    chunks
+        .iter()
+        .map(|c| {
+            let s = String::from_utf8(c.clone()).unwrap();
+            assert!(s.starts_with("data: ") && s.ends_with("\n\n"), "{s:?}");
+            s["data: ".len()..s.len() - 2].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streamed_both_suites_one_sealed_chunk_per_event() {
+    let app = app(stream_state().build().unwrap());
+    let configs = key_configs(&app).await;
+    for kem in [Kem::X25519, Kem::XWing] {
+        let mut body = chat("m", "one two three");
+        body["stream"] = json!(true);
+        let req = seal(&config(&configs, kem), &body, 64 * 1024);
+        let (s, h, b) = oneshot(&app, req.request(None, None)).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(h["content-type"], "text/event-stream");
+        let events = sse_events(&req.open(&h, &b));
+        assert_eq!(events.len(), 4, "3 chunks + [DONE]");
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = events[..3]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let text: String = chunks
+            .iter()
+            .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "one two three ");
+        assert_eq!(chunks[0]["_metadata"]["hpke"]["kem"], kem.name());
+    }
+}
+
+#[tokio::test]
+async fn backend_error_mid_stream_cuts_without_done() {
+    let app = app(stream_state().build().unwrap());
+    let configs = key_configs(&app).await;
+    let mut body = chat("cut", "one two three");
+    body["stream"] = json!(true);
+    let req = seal(&config(&configs, Kem::XWing), &body, 1024);
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let events = sse_events(&req.open(&h, &b));
+    assert_eq!(events.len(), 1);
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+}
+
+#[tokio::test]
+async fn non_streaming_backend_falls_back_to_one_chunk_event() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    let mut body = chat("m", "hi");
+    body["stream"] = json!(true);
+    let req = seal(&config(&configs, Kem::X25519), &body, 1024);
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let events = sse_events(&req.open(&h, &b));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], "[DONE]");
+    let c: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(c["object"], "chat.completion.chunk");
+    assert_eq!(c["choices"][0]["delta"]["content"], "echo:hi");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn tampered_and_reordered_chunks_are_one_opaque_400() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    for kem in [Kem::X25519, Kem::XWing] {
+        let cfg = config(&configs, kem);
+        // Tampered: flip one ciphertext bit of the second frame.
+        let req = seal(&cfg, &chat("m", "tamper me"), 8);
+        let mut frames = req.frames.clone();
+        frames[1][6] ^= 1;
+        let (s, h, b) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(detail(&b), "decryption failed");
+        assert!(h.get("ehbp-response-nonce").is_none());
+        // Reordered.
+        let req = seal(&cfg, &chat("m", "reorder me"), 8);
+        let mut frames = req.frames.clone();
+        frames.swap(0, 1);
+        let (s, _, b) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(detail(&b), "decryption failed");
+        // Truncated inside a frame.
+        let req = seal(&cfg, &chat("m", "cut me"), 8);
+        let mut body = req.frames.concat();
+        body.truncate(body.len() - 3);
+        let (s, _, b) = oneshot(&app, req.request_with(body, None, None)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(detail(&b), "decryption failed");
+        // A frame longer than the body limit announced.
+        let mut body = Vec::new();
+        encode_frame(&[0u8; 8], &mut body);
+        body[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let (s, _, _) = oneshot(&app, req.request_with(body, None, None)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn unknown_key_id_is_422_problem_json() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    let req = seal(&config(&configs, Kem::X25519), &chat("m", "x"), 1024);
+    let (s, h, b) = oneshot(&app, req.request(Some(9), None)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h["content-type"], "application/problem+json");
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["type"], "urn:ietf:params:ehbp:error:key-config");
+    assert!(v["title"].as_str().is_some_and(|t| !t.is_empty()));
+    // A key id that is not a number is a plain 400.
+    let mut r = req.request(None, None);
+    r.headers_mut()
+        .insert("nomyo-key-id", "zero".parse().unwrap());
+    let (s, _, _) = oneshot(&app, r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A key id of the other suite: the enc does not fit that key.
+    let (s, _, b) = oneshot(&app, req.request(Some(1), None)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(detail(&b).contains("Ehbp-Encapsulated-Key"));
+}
+
+#[tokio::test]
+async fn maximum_tier_requires_xwing() {
+    let st = state_with(&["m", "secret"])
+        .tier(
+            SecurityTier::Maximum,
+            TierRule {
+                backends: vec![],
+                models: ModelSet::from_names(["m", "secret"]),
+            },
+        )
+        .tier(
+            SecurityTier::Standard,
+            TierRule {
+                backends: vec![],
+                models: ModelSet::from_names(["m"]),
+            },
+        )
+        .tier(
+            SecurityTier::High,
+            TierRule {
+                backends: vec![],
+                models: ModelSet::from_names(["m"]),
+            },
+        )
+        .build()
+        .unwrap();
+    let app = app(st);
+    let configs = key_configs(&app).await;
+    let x = config(&configs, Kem::X25519);
+    let xw = config(&configs, Kem::XWing);
+    // Asked for in the header: refused before any decryption, in clear.
+    let req = seal(&x, &chat("m", "x"), 1024);
+    let (s, _, b) = oneshot(&app, req.request(None, Some("maximum"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(detail(&b).contains("X-Wing"), "{}", detail(&b));
+    // Reached by default (only maximum serves "secret"): refused sealed.
+    let req = seal(&x, &chat("secret", "x"), 1024);
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let v = req.open_json(&h, &b);
+    assert!(v["detail"].as_str().unwrap().contains("X-Wing"));
+    // X-Wing passes.
+    let req = seal(&xw, &chat("secret", "pq"), 1024);
+    let (s, h, b) = oneshot(&app, req.request(None, Some("maximum"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = req.open_json(&h, &b);
+    assert_eq!(v["choices"][0]["message"]["content"], "echo:pq");
+    assert_eq!(v["_metadata"]["security_tier"], "maximum");
+}
+
+#[tokio::test]
+async fn plaintext_and_stripped_key_are_400() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    // Plain OpenAI request.
+    let r = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&chat("m", "x")).unwrap()))
+        .unwrap();
+    let (s, _, b) = oneshot(&app, r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(detail(&b).contains("plaintext"), "{}", detail(&b));
+    // A sealed request with the header stripped.
+    let configs = key_configs(&app).await;
+    let req = seal(&config(&configs, Kem::XWing), &chat("m", "x"), 1024);
+    let mut r = req.request(None, None);
+    r.headers_mut().remove("ehbp-encapsulated-key");
+    let (s, _, b) = oneshot(&app, r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(detail(&b).contains("Ehbp-Encapsulated-Key"));
+    // Not hex.
+    let mut r = req.request(None, None);
+    r.headers_mut()
+        .insert("ehbp-encapsulated-key", "zz".parse().unwrap());
+    let (s, _, _) = oneshot(&app, r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn replay_is_409_and_errors_after_open_are_sealed() {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    let req = seal(&config(&configs, Kem::X25519), &chat("m", "once"), 1024);
+    let (s, _, _) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(detail(&b).contains("replayed"));
+    // Unknown model: known only after decryption, so the 404 is sealed.
+    let req = seal(&config(&configs, Kem::XWing), &chat("nope", "x"), 1024);
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        serde_json::from_slice::<Value>(&b).is_err(),
+        "body is sealed"
+    );
+    assert_eq!(req.open_json(&h, &b)["detail"], "unknown model");
+}
