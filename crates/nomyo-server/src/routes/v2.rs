@@ -452,7 +452,11 @@ async fn answer(
         let chunks = match backend.backend.chat_stream(request(body.clone())).await {
             Ok(s) => s,
             Err(BackendError::StreamingUnsupported) => {
-                // One complete answer, sent as a single chunk event.
+                // One complete answer, sent as a single chunk event. The
+                // backend is asked for a plain completion, not a stream.
+                let mut body = body;
+                body.remove("stream");
+                body.remove("stream_options");
                 let completion = backend.backend.chat(request(body)).await.map_err(fail)?;
                 let chunk = completion_to_chunk(&completion).ok_or_else(|| {
                     count_backend_error(st, &backend.name, "failed");

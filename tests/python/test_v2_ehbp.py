@@ -1,0 +1,110 @@
+"""The published EHBP client `tinfoil-ehbp` (an independent implementation of
+protocol v2's request and response encryption) against `nomyo serve`, in front
+of the OpenAI-compatible upstream double. Everything on 127.0.0.1, OS ports.
+
+The client reads only the first key config (X25519), sends 64 KiB request
+frames, and decrypts the bound response itself: a correct answer proves the
+server's HPKE, framing and response keys match the spec, not just our client.
+"""
+
+import json
+import uuid
+
+import pytest
+from ehbp import Client, KeyConfigMismatchError
+from server_process import NomyoServer
+from test_serve import config_toml
+from upstream_double import UpstreamDouble
+
+API_KEY = "v2-key-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    u = UpstreamDouble()
+    yield u
+    u.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_upstream(upstream):
+    upstream.reset()
+    yield
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, nomyo_bin, upstream):
+    d = tmp_path_factory.mktemp("serve_v2")
+    (d / "nomyo.toml").write_text(config_toml(upstream))
+    (d / "api_keys").write_text(API_KEY + "\n")
+    with NomyoServer(
+        nomyo_bin,
+        ["--config", d / "nomyo.toml", "--key-dir", d / "server_keys", "--api-key-file", d / "api_keys"],
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ehbp(server):
+    c = Client.discover(server.url)
+    yield c
+    c.close()
+
+
+def chat(prompt, **kw):
+    return {"model": "small-model", "messages": [{"role": "user", "content": prompt}], **kw}
+
+
+def test_plain_request(ehbp, upstream):
+    prompt = "Capital of France? é\u4e2d " + "x" * 70000  # more than one 64 KiB request frame
+    r = ehbp.post("/v1/chat/completions", json_body=chat(prompt, temperature=0.5), headers=AUTH)
+    assert r.status_code == 200, r.content
+    assert "ehbp-response-nonce" in r.headers
+    v = r.json()
+    assert v["object"] == "chat.completion"
+    assert v["choices"][0]["message"]["content"] == f"echo: {prompt}"
+    meta = v["_metadata"]
+    assert meta["protocol"] == "v2"
+    assert meta["hpke"]["kem"] == "x25519" and meta["hpke"]["post_quantum"] is False
+    assert meta["security_tier"] == "standard"
+    # The upstream got the decrypted request with its parameters.
+    assert len(upstream.requests) == 1
+    assert upstream.requests[0]["body"]["messages"][0]["content"] == prompt
+    assert upstream.requests[0]["body"]["temperature"] == 0.5
+
+
+def test_streamed_request(ehbp, upstream):
+    with ehbp.stream("POST", "/v1/chat/completions", json_body=chat("stream me", stream=True), headers=AUTH) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        text = b"".join(r.iter_bytes()).decode()
+    events = [e[len("data: "):] for e in text.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert content == "echo: stream me"
+    assert chunks[0]["_metadata"]["hpke"]["kem"] == "x25519"
+    # The upstream cannot stream: it was asked for one plain completion.
+    assert len(upstream.requests) == 1
+    assert upstream.requests[0]["body"].get("stream") is None
+
+
+def test_unknown_key_id_is_a_key_config_mismatch(ehbp, upstream):
+    with pytest.raises(KeyConfigMismatchError):
+        ehbp.post("/v1/chat/completions", json_body=chat("x"), headers={**AUTH, "Nomyo-Key-Id": "200"})
+    assert upstream.requests == []
+
+
+def test_maximum_tier_refuses_x25519(ehbp, upstream):
+    r = ehbp.post("/v1/chat/completions", json_body=chat("x"), headers={**AUTH, "X-Security-Tier": "maximum"})
+    assert r.status_code == 403
+    assert "X-Wing" in json.loads(r.content)["detail"]
+    assert upstream.requests == []
+
+
+def test_wrong_api_key_is_401(ehbp, upstream):
+    r = ehbp.post("/v1/chat/completions", json_body=chat("x"), headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    assert upstream.requests == []
