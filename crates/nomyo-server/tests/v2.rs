@@ -404,3 +404,73 @@ async fn replay_is_409_and_errors_after_open_are_sealed() {
     );
     assert_eq!(req.open_json(&h, &b)["detail"], "unknown model");
 }
+
+/// A backend whose stream is fed by the test, one chunk at a time.
+struct ChannelBackend(std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Value>>>);
+
+#[async_trait::async_trait]
+impl Backend for ChannelBackend {
+    fn name(&self) -> &str {
+        "channel"
+    }
+    fn models(&self) -> Vec<String> {
+        vec!["m".into()]
+    }
+    async fn chat(&self, _request: ChatRequest) -> Result<Value, BackendError> {
+        Err(BackendError::Internal("not used".into()))
+    }
+    async fn chat_stream(&self, _request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let rx = self.0.lock().unwrap().take().unwrap();
+        Ok(Box::pin(futures::StreamExt::map(
+            tokio_stream_from(rx),
+            Ok::<Value, BackendError>,
+        )))
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Value>,
+) -> impl futures::Stream<Item = Value> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn first_event_arrives_before_the_backend_finishes() {
+    use http_body_util::BodyExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let backend = Arc::new(ChannelBackend(std::sync::Mutex::new(Some(rx))));
+    let app = app(AppState::builder(KeyStore::ephemeral(server_key()))
+        .backend("channel", backend)
+        .build()
+        .unwrap());
+    let configs = key_configs(&app).await;
+    let mut body = chat("m", "x");
+    body["stream"] = json!(true);
+    let req = seal(&config(&configs, Kem::XWing), &body, 1024);
+    tx.send(chunk("m", "first")).await.unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req.request(None, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    // The first sealed event is readable while the backend has not finished.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("first event not sent before the stream ended")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    let events = sse_events(&req.open(&headers, &first));
+    let c: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(c["choices"][0]["delta"]["content"], "first");
+    tx.send(chunk("m", "second")).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    // The response opener continues the sequence: open everything together.
+    let all = [first.to_vec(), rest.to_vec()].concat();
+    let events = sse_events(&req.open(&headers, &all));
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2], "[DONE]");
+}
