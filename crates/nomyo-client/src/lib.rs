@@ -20,6 +20,55 @@
 //!   [`SecretBuf`](nomyo_core::SecretBuf), the answer is decrypted into one,
 //!   and a [`ChatCompletion`] wipes its strings when dropped.
 //!
+//! A complete round trip (this example runs as a test: a `nomyo_server`
+//! with an instant echo backend stands in for a NOMYO endpoint):
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use nomyo_server::backend::{Backend, BackendError, ChatRequest as Plain};
+//! # struct Echo;
+//! # #[async_trait::async_trait]
+//! # impl Backend for Echo {
+//! #     fn name(&self) -> &str { "echo" }
+//! #     fn models(&self) -> Vec<String> { vec!["echo".into()] }
+//! #     async fn chat(&self, r: Plain) -> Result<serde_json::Value, BackendError> {
+//! #         let last = r.body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+//! #         Ok(serde_json::json!({"object": "chat.completion", "model": "echo",
+//! #             "choices": [{"index": 0, "finish_reason": "stop",
+//! #                 "message": {"role": "assistant", "content": format!("echo: {last}")}}]}))
+//! #     }
+//! # }
+//! # async fn start_server() -> (String, nomyo_client::Fingerprint) {
+//! #     use nomyo_core::keys::{PrivateKey, RsaBits};
+//! #     let key = PrivateKey::generate(RsaBits::B2048).unwrap();
+//! #     let fp = key.public_key().fingerprint();
+//! #     let state = nomyo_server::AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(key))
+//! #         .backend("echo", Arc::new(Echo)).build().unwrap();
+//! #     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let url = format!("http://{}", l.local_addr().unwrap());
+//! #     tokio::spawn(async move { axum::serve(l, nomyo_server::app(state)).await });
+//! #     (url, fp)
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), nomyo_client::Error> {
+//! # let (url, server_fingerprint) = start_server().await;
+//! use nomyo_client::{ChatMessage, ChatRequest, Client};
+//!
+//! let client = Client::builder()
+//!     .base_url(&url) // e.g. https://api.nomyo.ai
+//!     .allow_http(true) // this demo server is local plain HTTP
+//!     .pin(server_fingerprint) // only this server key is accepted
+//!     .build()?;
+//! let request = ChatRequest::new("echo").message(ChatMessage::user("Hello!"));
+//! let answer = client.create(&request).await?;
+//! assert_eq!(answer.text(), Some("echo: Hello!"));
+//! assert_eq!(answer.metadata.is_encrypted, Some(true));
+//! assert_eq!(answer.metadata.security_tier.as_deref(), Some("standard"));
+//! # Ok(()) }
+//! ```
+//!
+//! Against a real endpoint, with an API key and a tier:
+//!
 //! ```no_run
 //! use nomyo_client::{ChatMessage, ChatRequest, Client};
 //! use nomyo_core::{SecretString, SecurityTier};
@@ -34,9 +83,10 @@
 //!     .create(&ChatRequest::new("Qwen/Qwen3-0.6B").message(ChatMessage::user("Hello!")))
 //!     .await?;
 //! println!("{}", answer.text().unwrap_or_default());
-//! println!("served on tier {:?}", answer.metadata.security_tier);
 //! # Ok(()) }
 //! ```
+//!
+//! `examples/chat.rs` is a small command-line program on top of this.
 //!
 //! Errors mirror the Python client's exception classes; see [`Error`].
 

@@ -1,0 +1,88 @@
+//! Per-request latency of this client against a v1 server, sequential, for
+//! BENCHMARKS.md (run by `benches/compare_v1.py`, which also times the
+//! Python client against the same server).
+//!
+//! ```text
+//! cargo run --release -p nomyo-client --example bench_v1 -- \
+//!     --base-url http://127.0.0.1:12434 --allow-http --model M --requests 200 --first 10
+//! ```
+//!
+//! Prints one JSON object: `first_ms` (each fresh client's first request,
+//! RSA-4096 key generation and server-key fetch included) and, for one
+//! warmed-up client, `median_ms`, `p95_ms`, `mean_ms` over `--requests`.
+
+use std::time::Instant;
+
+use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut base_url = None;
+    let mut allow_http = false;
+    let mut model = "small-model".to_owned();
+    let mut requests = 200usize;
+    let mut first = 10usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--base-url" => base_url = args.next(),
+            "--allow-http" => allow_http = true,
+            "--model" => model = args.next().ok_or("--model needs a value")?,
+            "--requests" => requests = args.next().ok_or("--requests needs a value")?.parse()?,
+            "--first" => first = args.next().ok_or("--first needs a value")?.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let base_url = base_url.ok_or("--base-url is required")?;
+    let build = || {
+        Client::builder()
+            .base_url(&base_url)
+            .allow_http(allow_http)
+            .known_servers(KnownServers::Off)
+            .build()
+    };
+    let request = ChatRequest::new(model).message(ChatMessage::user("Say hello."));
+
+    // First requests of fresh clients: key generation + key fetch + request.
+    let mut first_ms = Vec::with_capacity(first);
+    for _ in 0..first {
+        let client = build()?;
+        let t = Instant::now();
+        client.create(&request).await?;
+        first_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Steady state: one client, sequential requests.
+    let client = build()?;
+    client.create(&request).await?;
+    let mut ms = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        client.create(&request).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+    ms.sort_by(f64::total_cmp);
+    let mut first_sorted = first_ms.clone();
+    first_sorted.sort_by(f64::total_cmp);
+    let out = serde_json::json!({
+        "client": "nomyo-client (Rust)",
+        "requests": requests,
+        "median_ms": percentile(&ms, 50.0),
+        "p95_ms": percentile(&ms, 95.0),
+        "mean_ms": mean,
+        "first_ms": first_ms,
+        "first_median_ms": percentile(&first_sorted, 50.0),
+    });
+    println!("{out}");
+    Ok(())
+}
