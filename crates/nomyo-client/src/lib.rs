@@ -17,7 +17,7 @@
 //!   resending the same sealed bytes.
 //! - **Password-protected key directories** that are never overwritten.
 //! - **Plaintext in locked memory**: the request is serialised into a
-//!   [`SecretBuf`](nomyo_core::SecretBuf), the answer is decrypted into one,
+//!   [`SecretBuf`], the answer is decrypted into one,
 //!   and a [`ChatCompletion`] wipes its strings when dropped.
 //!
 //! A complete round trip (this example runs as a test: a `nomyo_server`
