@@ -108,3 +108,25 @@ def test_wrong_api_key_is_401(ehbp, upstream):
     r = ehbp.post("/v1/chat/completions", json_body=chat("x"), headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
     assert upstream.requests == []
+
+
+def test_hpke_keys_persist_in_the_key_dir(tmp_path, nomyo_bin, upstream):
+    import os
+    import stat
+    import urllib.request
+
+    (tmp_path / "nomyo.toml").write_text(config_toml(upstream))
+    args = ["--config", tmp_path / "nomyo.toml", "--key-dir", tmp_path / "keys"]
+    seen = []
+    for _ in range(2):
+        with NomyoServer(nomyo_bin, args) as s:
+            with urllib.request.urlopen(s.url + "/.well-known/hpke-keys", timeout=10) as r:
+                assert r.headers["content-type"] == "application/ohttp-keys"
+                seen.append(r.read())
+    assert seen[0] == seen[1]
+    # X25519 config first: key_id 0, KEM 0x0020.
+    assert seen[0][:3] == b"\x00\x00\x20"
+    for f in ("hpke_x25519.key", "hpke_xwing.key"):
+        st = os.stat(tmp_path / "keys" / f)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_size == 32

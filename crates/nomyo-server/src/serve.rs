@@ -18,6 +18,7 @@ use hyper_util::rt::TokioTimer;
 
 use crate::backend::Backend;
 use crate::config::{BackendSpec, KeySetting, Settings, TlsFiles};
+use crate::hpke_keys::HpkeKeySet;
 use crate::keystore::{KeyOrigin, KeyStore};
 use crate::policy::ModelSet;
 use crate::state::AppState;
@@ -108,6 +109,13 @@ where
         tiers,
     } = settings;
 
+    // Protocol v2 HPKE keys live beside the RSA key, unless that key is
+    // password-protected (the raw HPKE files would then be the weaker link)
+    // or ephemeral: then they are fresh in memory at every start.
+    let hpke_dir = match &key {
+        KeySetting::Dir(src) if src.password.is_none() => Some(src.dir.clone()),
+        _ => None,
+    };
     let (store, origin) = tokio::task::spawn_blocking(move || match key {
         KeySetting::Dir(src) => KeyStore::load_or_generate(src),
         KeySetting::Ephemeral(bits) => nomyo_core::keys::PrivateKey::generate(bits)
@@ -117,8 +125,24 @@ where
     .map_err(|_| StartError::Key(nomyo_core::Error::Key("key task failed".into())))?
     .map_err(StartError::Key)?;
     let store = store.with_grace(key_grace);
+    let hpke = match hpke_dir {
+        Some(dir) => {
+            let (set, generated) =
+                tokio::task::spawn_blocking(move || HpkeKeySet::load_or_generate(&dir))
+                    .await
+                    .map_err(|_| StartError::Key(nomyo_core::Error::Key("key task failed".into())))?
+                    .map_err(|e| StartError::Key(nomyo_core::Error::Key(e)))?;
+            tracing::info!(generated, "protocol v2 HPKE keys ready (key directory)");
+            set
+        }
+        None => {
+            tracing::info!("protocol v2 HPKE keys generated in memory (not saved)");
+            HpkeKeySet::generate()
+        }
+    };
 
     let mut builder = AppState::builder(store)
+        .hpke_keys(hpke)
         .api_keys(api_keys)
         .limits(limits)
         .metrics_enabled(metrics)
