@@ -571,3 +571,104 @@ fn server_and_network_failures_exit_5_and_others_1() {
     assert_exit(&o, 1);
     assert!(human_error(&o).contains("not found"));
 }
+
+/// A python3 with `cryptography` (NOMYO_PYTHON, the repository's .venv, or
+/// python3); `None` skips the test, except under CI.
+fn python() -> Option<String> {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let found = [
+        std::env::var("NOMYO_PYTHON").ok(),
+        Some(format!("{repo}/.venv/bin/python")),
+        Some("python3".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| {
+        Command::new(p)
+            .args(["-c", "import cryptography"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: a python3 with `cryptography` is required (set NOMYO_PYTHON)"
+        );
+        eprintln!("skipped: no python3 with `cryptography`");
+    }
+    found
+}
+
+/// `nomyo chat` against an independent v1 server written in Python from
+/// PROTOCOL.md (crates/nomyo-client/tests/python/v1_server.py).
+#[test]
+fn chat_with_an_independent_python_v1_server() {
+    let Some(py) = python() else { return };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../nomyo-client/tests/python/v1_server.py"
+    );
+    let child = Command::new(py)
+        .args([script, "--bits", "2048"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Serve {
+        child,
+        url: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    server.url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let env = Env::new();
+    let o = env.run(&[
+        "chat",
+        "--base-url",
+        &server.url,
+        "--allow-http",
+        "-m",
+        "any",
+        "--tier",
+        "high",
+        "--json",
+        "hello from the CLI",
+    ]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("\"content\": \"python saw: hello from the CLI\""),
+        "{out}"
+    );
+    assert!(out.contains("\"security_tier\": \"high\""), "{out}");
+    assert!(
+        out.contains("\"encryption_algorithm\": \"hybrid-aes256-rsa4096\""),
+        "{out}"
+    );
+    // The key it presented is now on record; a pin of it works too.
+    let known = std::fs::read_to_string(env.known_servers()).unwrap();
+    let fp = known.split_whitespace().nth(1).unwrap().to_owned();
+    let o = env.run(&[
+        "chat",
+        "--base-url",
+        &server.url,
+        "--allow-http",
+        "-m",
+        "any",
+        "--pin",
+        &fp,
+        "again",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "python saw: again\n");
+}
