@@ -40,7 +40,8 @@ def server(tmp_path_factory, nomyo_bin, upstream):
     (d / "api_keys").write_text(API_KEY + "\n")
     with NomyoServer(
         nomyo_bin,
-        ["--config", d / "nomyo.toml", "--key-dir", d / "server_keys", "--api-key-file", d / "api_keys"],
+        ["--config", d / "nomyo.toml", "--key-dir", d / "server_keys", "--api-key-file", d / "api_keys", "-vv"],
+        env={"RUST_LOG": "trace"},
     ) as s:
         yield s
 
@@ -89,6 +90,23 @@ def test_streamed_request(ehbp, upstream):
     # The upstream cannot stream: it was asked for one plain completion.
     assert len(upstream.requests) == 1
     assert upstream.requests[0]["body"].get("stream") is None
+
+
+def test_canary_never_in_server_logs(server, ehbp, upstream):
+    import time
+
+    canary = "canary-" + uuid.uuid4().hex
+    for body in (chat(canary), chat(canary, stream=True)):
+        r = ehbp.post("/v1/chat/completions", json_body=body, headers=AUTH)
+        assert r.status_code == 200
+        assert canary in r.content.decode()
+    # The requests were logged (by id), just not their content.
+    meta = json.loads(ehbp.post("/v1/chat/completions", json_body=chat("x"), headers=AUTH).content)["_metadata"]
+    time.sleep(0.3)
+    logs = server.output()
+    assert meta["payload_id"] in logs, "request not in the logs; is -vv honoured?"
+    assert canary not in logs
+    assert API_KEY not in logs
 
 
 def test_unknown_key_id_is_a_key_config_mismatch(ehbp, upstream):
