@@ -27,7 +27,7 @@ pub const MODELS_PATH: &str = "/v1/models";
 
 const X_PAYLOAD_ID: HeaderName = HeaderName::from_static("x-payload-id");
 const X_PUBLIC_KEY: HeaderName = HeaderName::from_static("x-public-key");
-const X_SECURITY_TIER: HeaderName = HeaderName::from_static("x-security-tier");
+pub(crate) const X_SECURITY_TIER: HeaderName = HeaderName::from_static("x-security-tier");
 
 /// Largest success body read: a 10 MiB plaintext (the protocol limit) is
 /// about 13.4 MiB as base64 in a package.
@@ -74,6 +74,7 @@ pub struct ClientBuilder {
     pins: Vec<Fingerprint>,
     known_servers: KnownServers,
     root_certificates: Vec<Certificate>,
+    protocol: crate::v2::Protocol,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -106,6 +107,7 @@ impl Default for ClientBuilder {
             pins: Vec::new(),
             known_servers: KnownServers::default(),
             root_certificates: Vec::new(),
+            protocol: crate::v2::Protocol::default(),
         }
     }
 }
@@ -202,6 +204,13 @@ impl ClientBuilder {
         Ok(self)
     }
 
+    /// The protocol to speak (default [`Protocol::V1`](crate::Protocol::V1));
+    /// see [`Protocol`](crate::Protocol).
+    pub fn protocol(mut self, protocol: crate::v2::Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// Checks the configuration and builds the client. Performs no network
     /// I/O: keys are generated and fetched on first use (or by
     /// [`Client::prepare`]).
@@ -250,6 +259,11 @@ impl ClientBuilder {
         let key_url = endpoint(PUBLIC_KEY_PATH)?;
         let chat_url = endpoint(SECURE_COMPLETION_PATH)?;
         let models_url = endpoint(MODELS_PATH)?;
+        let v2 = crate::v2::V2State::new(
+            endpoint(crate::v2::HPKE_KEYS_PATH)?,
+            endpoint(crate::v2::COMPLETIONS_PATH)?,
+            self.protocol,
+        );
 
         let known = if self.pins.is_empty() {
             self.known_servers.path()?
@@ -313,6 +327,7 @@ impl ClientBuilder {
                     pins: self.pins,
                     known,
                 },
+                v2,
             }),
         })
     }
@@ -364,27 +379,29 @@ impl RequestOptions {
 /// offers it), one client key and one cached server key.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    origin: String,
+pub(crate) struct Inner {
+    pub(crate) origin: String,
     key_url: Url,
     chat_url: Url,
     models_url: Url,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Content-Type, Authorization (marked sensitive), X-Security-Tier.
-    headers: HeaderMap,
-    max_retries: u32,
-    backoff: Backoff,
-    timeout: Duration,
+    pub(crate) headers: HeaderMap,
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Duration,
     key_source: KeySource,
     client_key: OnceCell<Arc<ClientKey>>,
     server_key: RwLock<Option<Arc<ServerKey>>>,
     /// Serialises fetches of the server key, so that concurrent first
     /// requests fetch it once.
     server_key_fetch: Mutex<()>,
-    trust: Trust,
+    pub(crate) trust: Trust,
+    /// Protocol v2 state: the key configs and the protocol decision.
+    pub(crate) v2: crate::v2::V2State,
 }
 
 impl fmt::Debug for Client {
@@ -586,6 +603,9 @@ impl Client {
         request: &ChatRequest,
         options: &RequestOptions,
     ) -> Result<ChatCompletion> {
+        if self.uses_v2().await? {
+            return self.create_v2(request, options).await;
+        }
         if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
             return Err(Error::InvalidInput(
                 "streaming (\"stream\": true) is not supported by protocol v1".into(),
@@ -744,7 +764,7 @@ impl Client {
 }
 
 /// Maps a refused request to its error (PROTOCOL.md, "Errors").
-fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
+pub(crate) fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
     match api.status {
         400 => Error::InvalidRequest(api),
         401 => Error::Authentication(api),
@@ -761,7 +781,7 @@ fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
 }
 
 /// Reads at most `limit` bytes of a body; the flag says whether it was longer.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<(Bytes, bool), reqwest::Error> {
@@ -783,7 +803,7 @@ async fn read_limited(
 /// A failed TLS handshake (untrusted certificate, wrong name, no TLS):
 /// rustls reports it through tokio-rustls as an `InvalidData` I/O error
 /// while connecting. Retrying cannot help.
-fn is_tls_failure(e: &reqwest::Error) -> bool {
+pub(crate) fn is_tls_failure(e: &reqwest::Error) -> bool {
     if !e.is_connect() {
         return false;
     }
@@ -803,7 +823,7 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
 
 /// The causes of a transport error, without the top-level "error sending
 /// request for url (...)" wrapper.
-fn describe_network_error(e: &reqwest::Error) -> String {
+pub(crate) fn describe_network_error(e: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = cur {

@@ -291,6 +291,12 @@ pub enum Error {
     /// The decrypted response is not a chat completion.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+
+    /// Protocol v2: the answer is not encrypted to this request (no or a bad
+    /// `Ehbp-Response-Nonce`), a chunk failed to decrypt, or the body was
+    /// cut. Never retried; nothing of the answer is returned.
+    #[error("security check failed on the v2 response: {0}")]
+    V2Security(#[source] nomyo_core::v2::V2Error),
 }
 
 fn attempts_suffix(attempts: u32) -> String {
@@ -340,7 +346,8 @@ impl Error {
             | Error::InvalidServerKey(_)
             | Error::PinMismatch { .. }
             | Error::ServerKeyChanged { .. }
-            | Error::Tls { .. } => true,
+            | Error::Tls { .. }
+            | Error::V2Security(_) => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,
         }

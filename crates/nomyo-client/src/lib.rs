@@ -98,6 +98,7 @@ mod keys;
 mod retry;
 pub mod trust;
 pub mod types;
+mod v2;
 
 pub use client::{
     Client, ClientBuilder, RequestOptions, ServerKey, MODELS_PATH, PUBLIC_KEY_PATH,
@@ -110,6 +111,10 @@ pub use trust::{KnownServers, TrustDecision};
 pub use types::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,
     FunctionDefinition, MemoryProtectionInfo, Metadata, ModelInfo, Tool, ToolCall, Usage,
+};
+pub use v2::{
+    ChatCompletionChunk, ChunkChoice, ChunkStream, Delta, HpkeKeys, Protocol, COMPLETIONS_PATH,
+    HPKE_KEYS_PATH,
 };
 
 /// Re-exported from the core, so that users need not depend on it.

@@ -1,0 +1,765 @@
+//! Protocol v2 (EHBP with an X-Wing suite, PROTOCOL.md "v2"): key discovery,
+//! sealed requests, request-bound responses and encrypted streaming.
+//!
+//! - The key configs come from `GET /.well-known/hpke-keys`
+//!   (`application/ohttp-keys`), are cached, and the X-Wing config is
+//!   preferred over X25519. The chosen config's fingerprint
+//!   ([`KeyConfig::fingerprint`]) is verified like the v1 key: against the
+//!   pins, or the known-servers file under the label `ORIGIN#v2-KEM`, so that
+//!   a server's v1 and v2 keys never clash.
+//! - `POST /v1/chat/completions` carries `Ehbp-Encapsulated-Key`,
+//!   `Nomyo-Key-Id` and the body sealed in frames of 64 KiB of plaintext.
+//! - Every 2xx answer must carry `Ehbp-Response-Nonce`; without it the
+//!   answer is refused ([`Error::V2Security`]): fail closed. A non-2xx
+//!   with a nonce has its error body decrypted.
+//! - A 422 `urn:ietf:params:ehbp:error:key-config` refetches the keys and
+//!   retries once; 429/5xx and network errors are retried like v1.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use nomyo_core::v2::framing::FrameDecoder;
+use nomyo_core::v2::keys::{Kem, KeyConfig};
+use nomyo_core::v2::request::RequestSealer;
+use nomyo_core::v2::response::{parse_response_nonce, ResponseOpener, TAG_LEN};
+use nomyo_core::v2::{
+    V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEYS_CONTENT_TYPE,
+    KEY_CONFIG_PROBLEM_TYPE,
+};
+use nomyo_core::{Fingerprint, SecretBuf};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, OnceCell};
+use zeroize::Zeroizing;
+
+use crate::client::{
+    describe_network_error, is_tls_failure, read_limited, status_error, Client, RequestOptions,
+    X_SECURITY_TIER,
+};
+use crate::error::{ApiError, Error, Result};
+use crate::retry;
+use crate::trust::TrustDecision;
+use crate::types::{ChatCompletion, ChatRequest};
+
+/// `GET` path of the server's HPKE key configs (PROTOCOL.md, "v2").
+pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
+/// `POST` path of a v2 (EHBP) completion.
+pub const COMPLETIONS_PATH: &str = "/v1/chat/completions";
+
+/// Plaintext bytes per sealed request frame.
+const FRAME_PLAINTEXT: usize = 64 * 1024;
+/// Largest response frame accepted (the server seals at most 16 KiB per
+/// chunk; one streamed event is one chunk).
+const MAX_FRAME: usize = 1024 * 1024 + TAG_LEN;
+/// Largest non-streamed answer read (framed ciphertext).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest key list read.
+const MAX_KEYS_BYTES: usize = 64 * 1024;
+/// Largest error body read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Largest SSE event accepted while waiting for its end.
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Which protocol a [`Client`] speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// v2 when the server publishes `/.well-known/hpke-keys` (decided once
+    /// per client and cached), otherwise v1.
+    Auto,
+    /// Protocol v1 (RSA-OAEP + AES-GCM packages). The default, for
+    /// compatibility with existing deployments and pins.
+    #[default]
+    V1,
+    /// Protocol v2 (EHBP, X-Wing preferred, else X25519).
+    V2,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Protocol::Auto),
+            "v1" => Ok(Protocol::V1),
+            "v2" => Ok(Protocol::V2),
+            _ => Err(Error::Config(
+                "unknown protocol: use auto, v1 or v2".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The server's v2 key configs, verified and cached by the client.
+#[derive(Clone, Debug)]
+pub struct HpkeKeys {
+    configs: Vec<KeyConfig>,
+    chosen: usize,
+    fingerprint: Fingerprint,
+    trust: TrustDecision,
+}
+
+impl HpkeKeys {
+    /// Every config the server published, in its order.
+    pub fn configs(&self) -> &[KeyConfig] {
+        &self.configs
+    }
+    /// The config requests are sealed to (X-Wing when offered).
+    pub fn config(&self) -> &KeyConfig {
+        &self.configs[self.chosen]
+    }
+    /// The chosen config's `sha256:` fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    /// How the chosen config came to be trusted.
+    pub fn trust(&self) -> &TrustDecision {
+        &self.trust
+    }
+}
+
+/// The label under which a v2 key is recorded in the known-servers file.
+fn trust_label(origin: &str, kem: Kem) -> String {
+    format!("{origin}#v2-{}", kem.name())
+}
+
+/// Per-client v2 state.
+pub(crate) struct V2State {
+    keys_url: Url,
+    completions_url: Url,
+    protocol: Protocol,
+    keys: RwLock<Option<Arc<HpkeKeys>>>,
+    fetch: Mutex<()>,
+    auto: OnceCell<bool>,
+}
+
+impl V2State {
+    pub(crate) fn new(keys_url: Url, completions_url: Url, protocol: Protocol) -> Self {
+        Self {
+            keys_url,
+            completions_url,
+            protocol,
+            keys: RwLock::new(None),
+            fetch: Mutex::new(()),
+            auto: OnceCell::new(),
+        }
+    }
+    fn cached(&self) -> Option<Arc<HpkeKeys>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn store(&self, k: Arc<HpkeKeys>) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(k);
+    }
+}
+
+fn v2_err(e: V2Error) -> Error {
+    Error::V2Security(e)
+}
+
+/// One typed streamed chunk (`chat.completion.chunk`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    /// The completion's id.
+    #[serde(default)]
+    pub id: String,
+    /// `chat.completion.chunk`.
+    #[serde(default)]
+    pub object: String,
+    /// Unix time of creation.
+    #[serde(default)]
+    pub created: i64,
+    /// The model that answered.
+    #[serde(default)]
+    pub model: String,
+    /// The deltas.
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    /// The server's `_metadata` (on the first chunk).
+    #[serde(rename = "_metadata", default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl fmt::Debug for ChatCompletionChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatCompletionChunk")
+            .field("id", &self.id)
+            .field("model", &self.model)
+            .field("choices", &self.choices)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatCompletionChunk {
+    /// The first choice's content delta, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.choices.first()?.delta.content.as_deref()
+    }
+}
+
+/// One choice of a streamed chunk.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    /// Its index.
+    #[serde(default)]
+    pub index: u32,
+    /// What this chunk adds.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Set on the last chunk of a choice.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+impl fmt::Debug for ChunkChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkChoice")
+            .field("index", &self.index)
+            .field(
+                "content_chars",
+                &self.delta.content.as_ref().map(|c| c.len()),
+            )
+            .field("finish_reason", &self.finish_reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The increment of a streamed choice.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// `assistant` on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// New text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool-call fragments, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+}
+
+/// An async stream of decrypted chunks. It ends normally only after
+/// `data: [DONE]` was decrypted; a cut or tampered stream yields an error
+/// as its last item.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + Send>>;
+
+impl Client {
+    /// Whether requests use protocol v2 (for [`Protocol::Auto`]: probes
+    /// `/.well-known/hpke-keys` once and caches the answer).
+    pub async fn uses_v2(&self) -> Result<bool> {
+        let v2 = &self.inner.v2;
+        match v2.protocol {
+            Protocol::V1 => Ok(false),
+            Protocol::V2 => Ok(true),
+            Protocol::Auto => v2
+                .auto
+                .get_or_try_init(|| async {
+                    let _guard = v2.fetch.lock().await;
+                    match self.fetch_hpke_keys().await? {
+                        Some(keys) => {
+                            v2.store(keys);
+                            tracing::debug!(origin = %self.inner.origin, "auto: protocol v2");
+                            Ok(true)
+                        }
+                        None => {
+                            tracing::debug!(origin = %self.inner.origin, "auto: protocol v1");
+                            Ok(false)
+                        }
+                    }
+                })
+                .await
+                .copied(),
+        }
+    }
+
+    /// The server's v2 key configs: fetched and verified the first time,
+    /// cached afterwards.
+    pub async fn hpke_keys(&self) -> Result<Arc<HpkeKeys>> {
+        let v2 = &self.inner.v2;
+        if let Some(k) = v2.cached() {
+            return Ok(k);
+        }
+        let _guard = v2.fetch.lock().await;
+        if let Some(k) = v2.cached() {
+            return Ok(k);
+        }
+        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
+            Error::InvalidServerKey(format!(
+                "{} does not publish {HPKE_KEYS_PATH}: it does not speak protocol v2",
+                self.inner.origin
+            ))
+        })?;
+        v2.store(keys.clone());
+        Ok(keys)
+    }
+
+    /// After a 422 key-config answer: refetch, verify and cache the keys.
+    async fn refresh_hpke_keys(&self, stale: &Arc<HpkeKeys>) -> Result<Arc<HpkeKeys>> {
+        let v2 = &self.inner.v2;
+        let _guard = v2.fetch.lock().await;
+        if let Some(current) = v2.cached() {
+            if !Arc::ptr_eq(&current, stale) {
+                return Ok(current);
+            }
+        }
+        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
+            Error::InvalidServerKey(format!(
+                "{} no longer publishes {HPKE_KEYS_PATH}",
+                self.inner.origin
+            ))
+        })?;
+        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %keys.fingerprint, "v2 keys refetched");
+        v2.store(keys.clone());
+        Ok(keys)
+    }
+
+    /// `GET /.well-known/hpke-keys`, parsed and verified; `None` on 404.
+    async fn fetch_hpke_keys(&self) -> Result<Option<Arc<HpkeKeys>>> {
+        let started = Instant::now();
+        let url = self.inner.v2.keys_url.clone();
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.network_error(e, 1))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            let retry_after = retry::retry_after(resp.headers());
+            let body = read_limited(resp, MAX_ERROR_BYTES)
+                .await
+                .map(|(b, _)| b)
+                .unwrap_or_default();
+            return Err(status_error(ApiError::new(status, &body, 1), retry_after));
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if content_type != KEYS_CONTENT_TYPE {
+            return Err(Error::InvalidServerKey(format!(
+                "{HPKE_KEYS_PATH} is not {KEYS_CONTENT_TYPE}"
+            )));
+        }
+        let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
+            .await
+            .map_err(|e| self.network_error(e, 1))?;
+        if too_long {
+            return Err(Error::InvalidServerKey("the key list is too large".into()));
+        }
+        let configs =
+            KeyConfig::parse_list(&body).map_err(|e| Error::InvalidServerKey(e.to_string()))?;
+        let pick = |kem| {
+            configs
+                .iter()
+                .position(|c| c.kem == kem && c.supports_our_suite())
+        };
+        let chosen = pick(Kem::XWing)
+            .or_else(|| pick(Kem::X25519))
+            .ok_or_else(|| {
+                Error::InvalidServerKey(
+                    "no key config with X-Wing or X25519 and HKDF-SHA256/AES-256-GCM".into(),
+                )
+            })?;
+        let config = &configs[chosen];
+        let fingerprint = config.fingerprint();
+        let trust = self
+            .inner
+            .trust
+            .verify(&trust_label(&self.inner.origin, config.kem), fingerprint)?;
+        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
+        Ok(Some(Arc::new(HpkeKeys {
+            configs,
+            chosen,
+            fingerprint,
+            trust,
+        })))
+    }
+
+    fn network_error(&self, e: reqwest::Error, attempts: u32) -> Error {
+        if e.is_timeout() && !e.is_connect() {
+            return Error::Timeout {
+                origin: self.inner.origin.clone(),
+                timeout: self.inner.timeout,
+            };
+        }
+        if is_tls_failure(&e) {
+            return Error::Tls {
+                origin: self.inner.origin.clone(),
+                message: describe_network_error(&e),
+                source: Some(e),
+            };
+        }
+        Error::Connection {
+            origin: self.inner.origin.clone(),
+            message: describe_network_error(&e),
+            attempts,
+            source: Some(e),
+        }
+    }
+
+    /// Seals and sends `plaintext`; returns the 2xx response and its opener.
+    ///
+    /// Retries (429/5xx, network errors) seal the body again with a fresh
+    /// HPKE context: each context is single-use, and its response keys are
+    /// bound to its `enc`, so resending the old bytes would be refused as a
+    /// replay and could not be answered to us anyway.
+    async fn exchange_v2(
+        &self,
+        plaintext: &SecretBuf,
+        options: &RequestOptions,
+    ) -> Result<(reqwest::Response, ResponseOpener, Kem)> {
+        let mut keys = self.hpke_keys().await?;
+        let mut refetched = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let config = keys.config();
+            let (enc, mut sealer) = RequestSealer::new(config).map_err(v2_err)?;
+            let mut body = Vec::with_capacity(plaintext.len() + 64);
+            for c in plaintext.expose_secret().chunks(FRAME_PLAINTEXT) {
+                body.extend_from_slice(&sealer.seal_chunk(c).map_err(v2_err)?);
+            }
+            let mut h = self.inner.headers.clone();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                HeaderName::from_static(HEADER_ENCAPSULATED_KEY),
+                HeaderValue::from_str(&hex::encode(&enc))
+                    .map_err(|_| Error::Config("bad encapsulated key".into()))?,
+            );
+            h.insert(
+                HeaderName::from_static(HEADER_KEY_ID),
+                HeaderValue::from(u16::from(config.key_id)),
+            );
+            if let Some(tier) = options.security_tier {
+                h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
+            }
+            tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
+            let sent = self
+                .inner
+                .http
+                .post(self.inner.v2.completions_url.clone())
+                .headers(h)
+                .body(body)
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    tracing::debug!(status, attempt, "v2 answer");
+                    let nonce = resp
+                        .headers()
+                        .get(HEADER_RESPONSE_NONCE)
+                        .map(|v| v.to_str().map(str::to_owned));
+                    if resp.status().is_success() {
+                        let Some(nonce) = nonce else {
+                            return Err(v2_err(V2Error::MissingResponseNonce));
+                        };
+                        let nonce = nonce.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
+                        let nonce = parse_response_nonce(&nonce).map_err(v2_err)?;
+                        let opener = sealer.response_opener(&nonce).map_err(v2_err)?;
+                        return Ok((resp, opener, config.kem));
+                    }
+                    let retry_after = retry::retry_after(resp.headers());
+                    let raw = read_limited(resp, MAX_ERROR_BYTES)
+                        .await
+                        .map(|(b, _)| b)
+                        .unwrap_or_default();
+                    let plain: Zeroizing<Vec<u8>> = match nonce {
+                        Some(n) => {
+                            let n = n.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
+                            let n = parse_response_nonce(&n).map_err(v2_err)?;
+                            let mut opener = sealer.response_opener(&n).map_err(v2_err)?;
+                            let body = open_all(&mut opener, &raw)?;
+                            Zeroizing::new(body.expose_secret().to_vec())
+                        }
+                        None => Zeroizing::new(raw.to_vec()),
+                    };
+                    let api = ApiError::new(status, &plain, attempt);
+                    if status == 422 && is_key_config_problem(&plain) {
+                        if refetched {
+                            return Err(status_error(api, retry_after));
+                        }
+                        keys = self.refresh_hpke_keys(&keys).await?;
+                        refetched = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    if !retry::retryable_status(status) {
+                        return Err(status_error(api, retry_after));
+                    }
+                    if attempt > self.inner.max_retries
+                        || retry_after.is_some_and(|ra| ra > self.inner.backoff.max_retry_after)
+                    {
+                        return Err(status_error(api, retry_after));
+                    }
+                    self.inner.backoff.delay(attempt, retry_after)
+                }
+                Err(e) => {
+                    let retryable = (!e.is_timeout() || e.is_connect()) && !is_tls_failure(&e);
+                    if !retryable || attempt > self.inner.max_retries {
+                        return Err(self.network_error(e, attempt));
+                    }
+                    self.inner.backoff.delay(attempt, None)
+                }
+            };
+            tracing::debug!(attempt, delay_ms = failure.as_millis() as u64, "retrying");
+            tokio::time::sleep(failure).await;
+        }
+    }
+
+    /// One v2 chat completion (called by [`Client::create`] when the client
+    /// speaks v2). Returns the same typed [`ChatCompletion`] as v1.
+    pub(crate) async fn create_v2(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<ChatCompletion> {
+        if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
+            return Err(Error::InvalidInput(
+                "\"stream\": true needs Client::create_stream".into(),
+            ));
+        }
+        let started = Instant::now();
+        let plaintext = serialise(request)?;
+        let (resp, mut opener, kem) = self.exchange_v2(&plaintext, options).await?;
+        let (body, too_long) = read_limited(resp, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| self.network_error(e, 1))?;
+        if too_long {
+            return Err(Error::InvalidResponse(format!(
+                "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        let plain = open_all(&mut opener, &body)?;
+        let mut completion: ChatCompletion = serde_json::from_slice(plain.expose_secret())
+            .map_err(|e| {
+                Error::InvalidResponse(format!(
+                    "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+        drop(plain);
+        completion.metadata.is_encrypted = Some(true);
+        completion.metadata.encryption_algorithm = Some(format!("ehbp-{}", kem.name()));
+        tracing::debug!(
+            answer_bytes = body.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "v2 completion received"
+        );
+        Ok(completion)
+    }
+
+    /// A streamed v2 chat completion: `"stream": true` is set, the request
+    /// sealed and sent, and each sealed response frame decrypted as it
+    /// arrives. The stream is complete only when `data: [DONE]` was
+    /// decrypted; a body that ends before it, or any frame that fails,
+    /// yields an error (and then nothing more).
+    ///
+    /// Needs protocol v2 (or [`Protocol::Auto`] against a v2 server): v1
+    /// cannot stream.
+    pub async fn create_stream(&self, request: &ChatRequest) -> Result<ChunkStream> {
+        self.create_stream_with(request, &RequestOptions::default())
+            .await
+    }
+
+    /// [`Client::create_stream`] with per-request options.
+    pub async fn create_stream_with(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<ChunkStream> {
+        if !self.uses_v2().await? {
+            return Err(Error::InvalidInput(
+                "streaming needs protocol v2; protocol v1 cannot stream".into(),
+            ));
+        }
+        let mut r = request.clone();
+        r.extra
+            .insert("stream".to_owned(), serde_json::Value::Bool(true));
+        let plaintext = serialise(&r)?;
+        zeroize::Zeroize::zeroize(&mut r);
+        let (resp, opener, _kem) = self.exchange_v2(&plaintext, options).await?;
+        drop(plaintext);
+        let state = StreamState {
+            body: resp.bytes_stream().boxed(),
+            frames: FrameDecoder::new(MAX_FRAME),
+            opener,
+            text: Zeroizing::new(Vec::new()),
+            ready: VecDeque::new(),
+            done: false,
+            finished: false,
+        };
+        Ok(futures::stream::unfold(state, next_chunk).boxed())
+    }
+}
+
+fn serialise(request: &ChatRequest) -> Result<SecretBuf> {
+    let mut plaintext = SecretBuf::with_capacity(4096);
+    serde_json::to_writer(&mut plaintext, request)
+        .map_err(|_| Error::InvalidInput("the request cannot be serialised as JSON".into()))?;
+    Ok(plaintext)
+}
+
+/// Opens every frame of a complete body, in order.
+fn open_all(opener: &mut ResponseOpener, body: &[u8]) -> Result<SecretBuf> {
+    let mut frames = FrameDecoder::new(MAX_FRAME);
+    frames.push(body);
+    let mut out = SecretBuf::with_capacity(body.len());
+    let mut n = 0usize;
+    while let Some(frame) = frames.next_frame().map_err(v2_err)? {
+        let p = opener.open_chunk(&frame).map_err(v2_err)?;
+        out.extend_from_slice(p.expose_secret());
+        n += 1;
+    }
+    frames.finish().map_err(v2_err)?;
+    if n == 0 {
+        return Err(v2_err(V2Error::FramingTruncated));
+    }
+    Ok(out)
+}
+
+fn is_key_config_problem(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .is_some_and(|t| t == KEY_CONFIG_PROBLEM_TYPE)
+}
+
+struct StreamState {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    frames: FrameDecoder,
+    opener: ResponseOpener,
+    /// Decrypted bytes not yet parsed into events.
+    text: Zeroizing<Vec<u8>>,
+    ready: VecDeque<Result<ChatCompletionChunk>>,
+    /// `data: [DONE]` was decrypted.
+    done: bool,
+    /// Nothing more is yielded.
+    finished: bool,
+}
+
+impl StreamState {
+    fn fail(&mut self, e: Error) {
+        self.ready.push_back(Err(e));
+    }
+
+    /// Decrypts the frames buffered so far and parses complete events.
+    fn drain_frames(&mut self) -> Result<()> {
+        while let Some(frame) = self.frames.next_frame().map_err(v2_err)? {
+            let p = self.opener.open_chunk(&frame).map_err(v2_err)?;
+            if self.done {
+                return Err(Error::InvalidResponse(
+                    "the stream continued after data: [DONE]".into(),
+                ));
+            }
+            self.text.extend_from_slice(p.expose_secret());
+            self.parse_events()?;
+        }
+        if self.text.len() > MAX_EVENT_BYTES {
+            return Err(Error::InvalidResponse(
+                "a stream event is larger than the limit".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn parse_events(&mut self) -> Result<()> {
+        while let Some(end) = self.text.windows(2).position(|w| w == b"\n\n") {
+            let event: Zeroizing<Vec<u8>> = Zeroizing::new(self.text[..end].to_vec());
+            self.text.drain(..end + 2);
+            let event = std::str::from_utf8(&event)
+                .map_err(|_| Error::InvalidResponse("a stream event is not UTF-8".into()))?;
+            for line in event.lines() {
+                let line = line.trim_end_matches('\r');
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue; // comments, event names, ids
+                };
+                let data = data.trim_start();
+                if self.done {
+                    return Err(Error::InvalidResponse(
+                        "the stream continued after data: [DONE]".into(),
+                    ));
+                }
+                if data == "[DONE]" {
+                    self.done = true;
+                    continue;
+                }
+                let chunk: ChatCompletionChunk = serde_json::from_str(data).map_err(|e| {
+                    Error::InvalidResponse(format!(
+                        "a decrypted stream event is not a chat.completion.chunk (JSON error at column {})",
+                        e.column()
+                    ))
+                })?;
+                if chunk.object != "chat.completion.chunk" {
+                    return Err(Error::InvalidResponse(
+                        "a decrypted stream event is not a chat.completion.chunk".into(),
+                    ));
+                }
+                self.ready.push_back(Ok(chunk));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatCompletionChunk>, StreamState)> {
+    loop {
+        if let Some(item) = s.ready.pop_front() {
+            if item.is_err() {
+                s.ready.clear();
+                s.finished = true;
+            }
+            return Some((item, s));
+        }
+        if s.finished {
+            return None;
+        }
+        match s.body.next().await {
+            Some(Ok(bytes)) => {
+                s.frames.push(&bytes);
+                if let Err(e) = s.drain_frames() {
+                    s.fail(e);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %describe_network_error(&e), "v2 stream interrupted");
+                s.fail(Error::InvalidResponse(
+                    "the encrypted stream was interrupted before data: [DONE]".into(),
+                ));
+            }
+            None => {
+                if let Err(e) = s.frames.finish() {
+                    s.fail(v2_err(e));
+                } else if !s.done {
+                    s.fail(Error::InvalidResponse(
+                        "the encrypted stream ended before data: [DONE]: the answer is incomplete"
+                            .into(),
+                    ));
+                } else if !s.text.iter().all(u8::is_ascii_whitespace) {
+                    s.fail(Error::InvalidResponse(
+                        "the stream ended inside an event".into(),
+                    ));
+                }
+                if s.ready.is_empty() {
+                    s.finished = true;
+                }
+            }
+        }
+    }
+}
