@@ -11,11 +11,17 @@ use crate::exit::{CliError, CliResult, Code};
 /// Reads a secret from a file: the first line, without its line ending.
 pub fn secret_from_file(path: &Path, what: &str) -> CliResult<SecretString> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        CliError::new(Code::Other, format!("cannot read {what} file {}: {e}", path.display()))
+        CliError::new(
+            Code::Other,
+            format!("cannot read {what} file {}: {e}", path.display()),
+        )
     })?);
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
-        return Err(CliError::usage(format!("{what} file {} is empty", path.display())));
+        return Err(CliError::usage(format!(
+            "{what} file {} is empty",
+            path.display()
+        )));
     }
     Ok(SecretString::from(line.to_owned()))
 }
@@ -24,8 +30,12 @@ pub fn secret_from_file(path: &Path, what: &str) -> CliResult<SecretString> {
 pub fn secret_from_env(var: &str, what: &str) -> CliResult<SecretString> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-        Ok(_) => Err(CliError::usage(format!("environment variable {var} ({what}) is empty"))),
-        Err(_) => Err(CliError::usage(format!("environment variable {var} ({what}) is not set"))),
+        Ok(_) => Err(CliError::usage(format!(
+            "environment variable {var} ({what}) is empty"
+        ))),
+        Err(_) => Err(CliError::usage(format!(
+            "environment variable {var} ({what}) is not set"
+        ))),
     }
 }
 

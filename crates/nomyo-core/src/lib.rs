@@ -20,6 +20,9 @@
 //! # Ok::<(), nomyo_core::Error>(())
 //! ```
 
+// Tests may unwrap: a panic there is a test failure with a location.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod error;
 pub mod keys;
 pub mod secure_memory;

@@ -354,6 +354,8 @@ fn memlock_limit() -> Option<u64> {
     if rl.rlim_cur == libc::RLIM_INFINITY {
         None
     } else {
+        // rlim_t is u64 on Linux but not everywhere.
+        #[allow(clippy::unnecessary_cast)]
         Some(rl.rlim_cur as u64)
     }
 }

@@ -2,6 +2,9 @@
 //! tinfoilsh/encrypted-http-body-protocol; shared by its Go, JS, Python, Rust
 //! and Swift implementations), plus v2 attack tests against ourselves.
 
+// Tests may unwrap: a panic there is a test failure with a location.
+#![allow(clippy::unwrap_used)]
+
 use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, ServerKeyPair};
 use nomyo_core::v2::request::{RequestOpener, RequestSealer};

@@ -3,6 +3,9 @@
 //! for DHKEM(X25519) and X-Wing, with HKDF-SHA256 and AES-256-GCM, info
 //! "ehbp request". Rust must derive the same public keys and open every case.
 
+// Tests may unwrap: a panic there is a test failure with a location.
+#![allow(clippy::unwrap_used)]
+
 use nomyo_core::v2::keys::{Kem, ServerKeyPair};
 use nomyo_core::v2::request::RequestOpener;
 use nomyo_core::v2::V2Error;

@@ -11,7 +11,11 @@ use crate::input::optional_secret;
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// A PEM public or private key file.
-    #[arg(value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "server",
+        conflicts_with = "server"
+    )]
     file: Option<PathBuf>,
     /// Password of an encrypted private key, from this file.
     #[arg(long, value_name = "F", conflicts_with = "password_env")]
@@ -34,7 +38,11 @@ pub fn run(args: Args) -> CliResult {
     let Some(file) = args.file else {
         return Err(CliError::usage("give a key FILE or --server URL"));
     };
-    let password = optional_secret(args.password_file.as_deref(), args.password_env.as_deref(), "password")?;
+    let password = optional_secret(
+        args.password_file.as_deref(),
+        args.password_env.as_deref(),
+        "password",
+    )?;
     let public = nomyo_core::keys::public_key_of_pem_file(&file, password.as_ref())?;
     println!("{}", public.fingerprint());
     Ok(())

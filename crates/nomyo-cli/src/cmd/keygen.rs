@@ -34,7 +34,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let password = optional_secret(args.password_file.as_deref(), args.password_env.as_deref(), "password")?;
+    let password = optional_secret(
+        args.password_file.as_deref(),
+        args.password_env.as_deref(),
+        "password",
+    )?;
     if password.is_none() && !args.no_password {
         return Err(CliError::usage(
             "give a password for the private key (--password-file F or --password-env VAR), or --no-password to save it unencrypted",
@@ -44,10 +48,17 @@ pub fn run(args: Args) -> CliResult {
         2048 => RsaBits::B2048,
         3072 => RsaBits::B3072,
         4096 => RsaBits::B4096,
-        other => return Err(CliError::usage(format!("--bits must be 2048, 3072 or 4096, not {other}"))),
+        other => {
+            return Err(CliError::usage(format!(
+                "--bits must be 2048, 3072 or 4096, not {other}"
+            )))
+        }
     };
     if !args.force {
-        for f in [nomyo_core::keys::PRIVATE_KEY_FILE, nomyo_core::keys::PUBLIC_KEY_FILE] {
+        for f in [
+            nomyo_core::keys::PRIVATE_KEY_FILE,
+            nomyo_core::keys::PUBLIC_KEY_FILE,
+        ] {
             let p = args.out.join(f);
             if p.exists() {
                 return Err(nomyo_core::Error::AlreadyExists(p.display().to_string()).into());
@@ -60,7 +71,15 @@ pub fn run(args: Args) -> CliResult {
     let key = key?;
     let saved = save_key_pair(&args.out, &key, password.as_ref(), args.force)?;
     tracing::debug!(bits = key.bits(), dir = %args.out.display(), "key pair saved");
-    println!("private key: {} (mode 0600{})", saved.private_key.display(), if password.is_some() { ", password-protected" } else { ", UNENCRYPTED" });
+    println!(
+        "private key: {} (mode 0600{})",
+        saved.private_key.display(),
+        if password.is_some() {
+            ", password-protected"
+        } else {
+            ", UNENCRYPTED"
+        }
+    );
     println!("public key:  {}", saved.public_key.display());
     println!("{}", key.public_key().fingerprint());
     Ok(())

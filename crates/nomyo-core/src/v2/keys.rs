@@ -210,7 +210,8 @@ impl KeyConfig {
 
 pub(crate) enum ServerSecret {
     X25519(<X25519HkdfSha256 as KemTrait>::PrivateKey),
-    XWing(<XWing as KemTrait>::PrivateKey),
+    // Boxed: an X-Wing decapsulation key is ~1.7 KB, an X25519 one 32 bytes.
+    XWing(Box<<XWing as KemTrait>::PrivateKey>),
 }
 
 /// A server's HPKE key pair and its published config. `Debug` shows only the
@@ -250,7 +251,7 @@ impl ServerKeyPair {
                 let (sk, pk) = XWing::gen_keypair();
                 Self {
                     config: config_for(key_id, kem, pk.to_bytes().to_vec()),
-                    secret: ServerSecret::XWing(sk),
+                    secret: ServerSecret::XWing(Box::new(sk)),
                 }
             }
         }
@@ -275,7 +276,7 @@ impl ServerKeyPair {
                 let pk = XWing::sk_to_pk(&sk);
                 Self {
                     config: config_for(key_id, kem, pk.to_bytes().to_vec()),
-                    secret: ServerSecret::XWing(sk),
+                    secret: ServerSecret::XWing(Box::new(sk)),
                 }
             }
         })

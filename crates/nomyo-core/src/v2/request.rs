@@ -25,9 +25,10 @@ enum ReceiverCtx {
     XWing(AeadCtxR<AesGcm256, HkdfSha256, XWing>),
 }
 
-fn setup_sender<K: KemTrait>(
-    public_key: &[u8],
-) -> Result<(Vec<u8>, AeadCtxS<AesGcm256, HkdfSha256, K>), V2Error> {
+/// The sender context of our only suite (HKDF-SHA256, AES-256-GCM) over KEM `K`.
+type SenderOf<K> = AeadCtxS<AesGcm256, HkdfSha256, K>;
+
+fn setup_sender<K: KemTrait>(public_key: &[u8]) -> Result<(Vec<u8>, SenderOf<K>), V2Error> {
     let pk = K::PublicKey::from_bytes(public_key)
         .map_err(|_| V2Error::InvalidKeyConfig("bad public key".into()))?;
     let (enc, ctx) =
