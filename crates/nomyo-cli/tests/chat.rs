@@ -286,7 +286,10 @@ fn answers_json_stdin_env_and_first_use_trust() {
     let o = env.run(&["fingerprint", "--server", &s.url, "--allow-http"]);
     assert_exit(&o, 0);
     let fp = known.split_whitespace().nth(1).unwrap();
-    assert_eq!(stdout(&o), format!("v1 {fp}\n"));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(format!("v1 {fp}").as_str()));
+    assert!(lines.all(|l| l.starts_with("v2 ")), "{out}");
     let o = env.run(&["fingerprint", "--server", &s.url]);
     assert_exit(&o, 2);
     assert!(human_error(&o).contains("--allow-http"));
@@ -383,8 +386,8 @@ fn usage_errors_exit_2() {
             "--allow-http",
         ),
         (
-            vec!["chat", "--allow-http", "--protocol", "v2", "hi"],
-            "not supported",
+            vec!["chat", "--allow-http", "--protocol", "v1", "--stream", "hi"],
+            "v1 cannot stream",
         ),
         (
             vec!["chat", "--allow-http", "--stream", "hi"],
@@ -480,7 +483,13 @@ fn security_failures_exit_4() {
 
     // The right pin wins over the file.
     let o = env.run(&["fingerprint", "--server", &s.url, "--allow-http"]);
-    let fp = stdout(&o).trim().strip_prefix("v1 ").unwrap().to_owned();
+    let fp = stdout(&o)
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("v1 ")
+        .unwrap()
+        .to_owned();
     let o = env.run(&chat_args(&s, &dir, &["--pin", &fp, MARKER]));
     assert_exit(&o, 0);
 }

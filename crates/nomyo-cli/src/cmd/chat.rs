@@ -40,12 +40,22 @@ network failure after retries; 1 anything else.";
 /// Which protocol to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
-    /// The best the server offers (v1 for now).
+    /// v2 when the server publishes /.well-known/hpke-keys, else v1.
     Auto,
     /// NOMYO v1: AES-256-GCM + RSA-OAEP (PROTOCOL.md).
     V1,
-    /// EHBP with a post-quantum suite (not available in this client yet).
+    /// EHBP with a post-quantum suite (X-Wing preferred, else X25519).
     V2,
+}
+
+impl Protocol {
+    fn to_client(self) -> nomyo_client::Protocol {
+        match self {
+            Protocol::Auto => nomyo_client::Protocol::Auto,
+            Protocol::V1 => nomyo_client::Protocol::V1,
+            Protocol::V2 => nomyo_client::Protocol::V2,
+        }
+    }
 }
 
 /// One end-to-end encrypted chat completion.
@@ -105,10 +115,12 @@ pub struct Args {
     /// ~/.config/nomyo/known_servers).
     #[arg(long, value_name = "FILE")]
     known_servers: Option<PathBuf>,
-    /// Protocol: auto and v1 speak v1; v2 is not supported by this client yet.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Protocol: v1, v2 (EHBP, post-quantum X-Wing preferred), or auto (v2
+    /// when the server publishes its HPKE keys, else v1).
+    #[arg(long, value_enum, default_value = "v1")]
     protocol: Protocol,
-    /// Stream the answer (needs protocol v2; not supported yet).
+    /// Print the answer's tokens as they arrive (needs protocol v2; with
+    /// --json, one chunk JSON per line).
     #[arg(long)]
     stream: bool,
     /// Print the whole response JSON, `_metadata` included, instead of the text.
@@ -158,21 +170,16 @@ struct Settings {
     request: ChatRequest,
     max_retries: u32,
     timeout: Duration,
+    protocol: Protocol,
+    stream: bool,
 }
 
+const V1_CANNOT_STREAM: &str =
+    "--stream is not supported by protocol v1 (v1 cannot stream): use --protocol v2 or auto";
+
 fn resolve(args: Args) -> CliResult<Settings> {
-    match args.protocol {
-        Protocol::Auto | Protocol::V1 => {}
-        Protocol::V2 => {
-            return Err(CliError::usage(
-                "protocol v2 is not supported by nomyo chat yet; use --protocol v1 (or auto)",
-            ))
-        }
-    }
-    if args.stream {
-        return Err(CliError::usage(
-            "--stream is not supported yet (protocol v1 cannot stream); leave it out",
-        ));
+    if args.stream && args.protocol == Protocol::V1 {
+        return Err(CliError::usage(V1_CANNOT_STREAM));
     }
     let base_url = match args.base_url.filter(|u| !u.trim().is_empty()) {
         Some(u) => u,
@@ -251,6 +258,8 @@ fn resolve(args: Args) -> CliResult<Settings> {
         request,
         max_retries: args.max_retries,
         timeout: Duration::from_secs(args.timeout.max(1)),
+        protocol: args.protocol,
+        stream: args.stream,
     })
 }
 
@@ -327,7 +336,8 @@ async fn chat(mut s: Settings) -> CliResult {
         .timeout(s.timeout)
         .key_source(s.key_source.clone())
         .pins(s.pins.iter().copied())
-        .known_servers(s.known_servers.clone());
+        .known_servers(s.known_servers.clone())
+        .protocol(s.protocol.to_client());
     if let Some(k) = s.api_key.take() {
         builder = builder.api_key(k);
     }
@@ -336,6 +346,22 @@ async fn chat(mut s: Settings) -> CliResult {
     }
     let client = builder.build().map_err(client_error)?;
     let spin = std::io::stderr().is_terminal();
+
+    let spinner = Spinner::start(
+        "contacting the server",
+        spin && s.protocol == Protocol::Auto,
+    );
+    let v2 = client.uses_v2().await;
+    spinner.stop();
+    if v2.map_err(client_error)? {
+        return chat_v2(client, s, spin).await;
+    }
+    if s.stream {
+        return Err(CliError::usage(format!(
+            "{} does not publish protocol v2 keys; {V1_CANNOT_STREAM}",
+            client.origin()
+        )));
+    }
 
     let label = match s.key_source {
         KeySource::Ephemeral => "generating a key and fetching the server key",
@@ -369,9 +395,13 @@ async fn chat(mut s: Settings) -> CliResult {
     spinner.stop();
     s.request.zeroize();
     let completion = answer.map_err(client_error)?;
+    print_completion(&completion, s.json)
+}
 
+/// Prints a complete answer: its text, or with `--json` the whole JSON.
+fn print_completion(completion: &nomyo_client::ChatCompletion, json: bool) -> CliResult {
     let mut out = std::io::stdout().lock();
-    let written = if s.json {
+    let written = if json {
         let json = completion.to_json(true);
         out.write_all(json.expose_secret())
             .and_then(|()| out.write_all(b"\n"))
@@ -399,6 +429,80 @@ async fn chat(mut s: Settings) -> CliResult {
             format!("cannot write the answer: {e}"),
         )),
     }
+}
+
+/// Protocol v2: verify the key configs, then one plain or streamed answer.
+async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
+    let spinner = Spinner::start("fetching the server's keys", spin);
+    let keys = client.hpke_keys().await;
+    spinner.stop();
+    let keys = keys.map_err(client_error)?;
+    if let TrustDecision::FirstUse { file } = keys.trust() {
+        eprintln!(
+            "nomyo: first contact with {} (v2): trusting its {} key {} (recorded in {})",
+            client.origin(),
+            keys.config().kem,
+            keys.fingerprint(),
+            file.display()
+        );
+    }
+    if s.model.is_none() {
+        s.request.model = pick_model(&client).await?;
+    }
+    if !s.stream {
+        let spinner = Spinner::start("waiting for the answer", spin);
+        let answer = client.create(&s.request).await;
+        spinner.stop();
+        s.request.zeroize();
+        return print_completion(&answer.map_err(client_error)?, s.json);
+    }
+    let spinner = Spinner::start("waiting for the first token", spin);
+    let stream = client.create_stream(&s.request).await;
+    spinner.stop();
+    s.request.zeroize();
+    let mut stream = stream.map_err(client_error)?;
+    let mut out = std::io::stdout().lock();
+    let mut ends_with_newline = true;
+    let write_err =
+        |e: std::io::Error| CliError::new(Code::Other, format!("cannot write the answer: {e}"));
+    while let Some(item) = futures::StreamExt::next(&mut stream).await {
+        let chunk = match item {
+            Ok(c) => c,
+            Err(e) => {
+                if !ends_with_newline {
+                    let _ = out.write_all(b"\n");
+                    let _ = out.flush();
+                }
+                return Err(client_error(e));
+            }
+        };
+        let written = if s.json {
+            let line = Zeroizing::new(serde_json::to_string(&chunk).unwrap_or_default());
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+        } else {
+            match chunk.text() {
+                Some(t) if !t.is_empty() => {
+                    ends_with_newline = t.ends_with('\n');
+                    out.write_all(t.as_bytes())
+                }
+                _ => Ok(()),
+            }
+        };
+        match written.and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(write_err(e)),
+        }
+    }
+    if !ends_with_newline && !s.json {
+        match out.write_all(b"\n").and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(write_err(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Without -m: the server's only model.

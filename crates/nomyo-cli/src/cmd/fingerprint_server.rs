@@ -1,11 +1,12 @@
 //! `nomyo fingerprint --server URL [--allow-http]`: the fingerprint of each
 //! key the server publishes, one line per key, labelled by protocol
-//! (`v1 sha256:...`). The keys are displayed, not trusted: nothing is
+//! (`v1 sha256:...`, then `v2 KEM key_id=N sha256:...` for each HPKE key
+//! config of `/.well-known/hpke-keys`, when the server publishes it). The keys are displayed, not trusted: nothing is
 //! recorded in the known-servers file.
 
 use std::time::Duration;
 
-use nomyo_client::{Client, KnownServers};
+use nomyo_client::{Client, KnownServers, Protocol};
 
 use crate::exit::{CliError, CliResult, Code};
 
@@ -14,6 +15,7 @@ pub fn run(url: &str, allow_http: bool) -> CliResult {
         .base_url(url)
         .allow_http(allow_http)
         .known_servers(KnownServers::Off)
+        .protocol(Protocol::Auto)
         .max_retries(1)
         .timeout(Duration::from_secs(30))
         .build()
@@ -35,8 +37,17 @@ pub fn run(url: &str, allow_http: bool) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
-    // v1: the RSA key of GET /pki/public_key. (v2 keys will follow, one line each.)
-    let key = runtime.block_on(client.server_key()).map_err(|e| {
+    // v1: the RSA key of GET /pki/public_key; v2: every published key config.
+    let fetched = runtime.block_on(async {
+        let v1 = client.server_key().await?;
+        let v2 = if client.uses_v2().await? {
+            Some(client.hpke_keys().await?)
+        } else {
+            None
+        };
+        Ok::<_, nomyo_client::Error>((v1, v2))
+    });
+    let (key, v2) = fetched.map_err(|e| {
         let code = if e.is_security() {
             Code::Security
         } else if e.is_auth() {
@@ -49,5 +60,13 @@ pub fn run(url: &str, allow_http: bool) -> CliResult {
         CliError::new(code, e.to_string())
     })?;
     println!("v1 {}", key.fingerprint());
+    for config in v2.iter().flat_map(|k| k.configs()) {
+        println!(
+            "v2 {} key_id={} {}",
+            config.kem,
+            config.key_id,
+            config.fingerprint()
+        );
+    }
     Ok(())
 }
