@@ -89,19 +89,34 @@ struct Server {
     url: String,
     app: Arc<RwLock<Router>>,
     strip_nonce: Arc<AtomicBool>,
+    tamper: Arc<AtomicBool>,
 }
 
 async fn start(state: AppState) -> Server {
     let app = Arc::new(RwLock::new(nomyo_server::app(state)));
     let strip_nonce = Arc::new(AtomicBool::new(false));
-    let (a, s) = (app.clone(), strip_nonce.clone());
+    let tamper = Arc::new(AtomicBool::new(false));
+    let (a, s, t) = (app.clone(), strip_nonce.clone(), tamper.clone());
     let front = Router::new().fallback(move |req: Request| {
         let inner = a.read().unwrap().clone();
         let strip = s.load(Ordering::SeqCst);
+        let flip = t.load(Ordering::SeqCst);
         async move {
             let mut resp = inner.oneshot(req).await.unwrap();
             if strip {
                 resp.headers_mut().remove("ehbp-response-nonce");
+            }
+            if flip {
+                // Flip one bit of the last sealed byte (a GCM tag).
+                let (parts, body) = resp.into_parts();
+                let mut b = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap()
+                    .to_vec();
+                if let Some(last) = b.last_mut() {
+                    *last ^= 1;
+                }
+                resp = axum::response::Response::from_parts(parts, axum::body::Body::from(b));
             }
             resp
         }
@@ -113,6 +128,7 @@ async fn start(state: AppState) -> Server {
         url: format!("http://{addr}"),
         app,
         strip_nonce,
+        tamper,
     }
 }
 
@@ -329,4 +345,21 @@ async fn v1_client_cannot_stream() {
     let client = builder(&s).protocol(Protocol::V1).build().unwrap();
     let err = client.create_stream(&ask("m", "x")).await.err().unwrap();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn tampered_response_fails_plain_and_streamed() {
+    let s = start(state(None)).await;
+    s.tamper.store(true, Ordering::SeqCst);
+    let client = builder(&s).build().unwrap();
+    let err = client.create(&ask("m", "hello")).await.unwrap_err();
+    assert!(matches!(err, Error::V2Security(_)), "{err:?}");
+    let mut stream = client.create_stream(&ask("m", "one two")).await.unwrap();
+    let mut items = Vec::new();
+    while let Some(i) = stream.next().await {
+        items.push(i);
+    }
+    // Whatever came before, the stream ends in an error, never complete.
+    let last = items.pop().unwrap();
+    assert!(matches!(last, Err(Error::V2Security(_))), "{last:?}");
 }
