@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Prints one JSON object: `first_ms` (each fresh client's first request,
-//! RSA-4096 key generation and server-key fetch included) and, for one
-//! warmed-up client, `median_ms`, `p95_ms`, `mean_ms` over `--requests`.
+//! RSA-4096 key generation and server-key fetch included), `keygen_ms` (the
+//! RSA-4096 key generation alone, as many times) and, for one warmed-up
+//! client, `median_ms`, `p95_ms`, `mean_ms` over `--requests`.
 
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = "small-model".to_owned();
     let mut requests = 200usize;
     let mut first = 10usize;
+    let mut keygen_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -39,8 +41,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--model" => model = args.next().ok_or("--model needs a value")?,
             "--requests" => requests = args.next().ok_or("--requests needs a value")?.parse()?,
             "--first" => first = args.next().ok_or("--first needs a value")?.parse()?,
+            // Only time N RSA-4096 key generations.
+            "--keygen" => {
+                keygen_only = Some(
+                    args.next()
+                        .ok_or("--keygen needs a value")?
+                        .parse::<usize>()?,
+                )
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
+    }
+    if let Some(n) = keygen_only {
+        let mut ms: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                nomyo_core::PrivateKey::generate(nomyo_core::keys::RsaBits::B4096)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            serde_json::json!({"keygen_median_ms": percentile(&ms, 50.0), "keygen_ms": ms})
+        );
+        return Ok(());
     }
     let base_url = base_url.ok_or("--base-url is required")?;
     let build = || {
@@ -60,6 +85,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.create(&request).await?;
         first_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+
+    // RSA-4096 key generation alone (the part of the first request that
+    // dominates it).
+    let mut keygen_ms = Vec::with_capacity(first);
+    for _ in 0..first {
+        let t = Instant::now();
+        nomyo_core::PrivateKey::generate(nomyo_core::keys::RsaBits::B4096)?;
+        keygen_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    keygen_ms.sort_by(f64::total_cmp);
 
     // Steady state: one client, sequential requests.
     let client = build()?;
@@ -82,6 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mean_ms": mean,
         "first_ms": first_ms,
         "first_median_ms": percentile(&first_sorted, 50.0),
+        "keygen_median_ms": percentile(&keygen_ms, 50.0),
     });
     println!("{out}");
     Ok(())
