@@ -251,6 +251,7 @@ impl PrivateKey {
                 };
                 let enc = EncryptedPrivateKeyInfo::from_der(doc.as_bytes())
                     .map_err(|_| Error::Key(format!("{name}: malformed encrypted private key")))?;
+                check_kdf_cost(&enc, name)?;
                 let plain = enc
                     .decrypt(password.expose_secret().as_bytes())
                     .map_err(|_| Error::WrongPassword(name.to_owned()))?;
@@ -326,6 +327,35 @@ impl fmt::Debug for PrivateKey {
             self.bits(),
             self.public.fingerprint()
         )
+    }
+}
+
+/// Most PBKDF2 iterations accepted when opening a key file: ours use 600,000,
+/// Python's `BestAvailableEncryption` 2,048, OpenSSL's default 2,048. A hostile
+/// file could otherwise ask for 4 billion and hang the process.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+
+/// Refuses key-derivation parameters that would take unbounded time or memory.
+fn check_kdf_cost(enc: &EncryptedPrivateKeyInfo<'_>, name: &str) -> Result<()> {
+    use pkcs5::pbes2::Kdf;
+    let too_costly = || {
+        Error::Key(format!(
+            "{name}: the key file's password derivation parameters are too costly (refused as a denial-of-service guard)"
+        ))
+    };
+    match &enc.encryption_algorithm {
+        pkcs5::EncryptionScheme::Pbes2(params) => match &params.kdf {
+            Kdf::Pbkdf2(p) if p.iteration_count > MAX_PBKDF2_ITERATIONS => Err(too_costly()),
+            // scrypt: at most N = 2^20 with r = 8, p = 1 (1 GiB); OpenSSL defaults to 2^14.
+            Kdf::Scrypt(p)
+                if p.cost_parameter > (1 << 20)
+                    || u64::from(p.block_size) * u64::from(p.parallelization) > 16 =>
+            {
+                Err(too_costly())
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -539,4 +569,34 @@ pub fn public_key_of_pem_file(path: &Path, password: Option<&SecretString>) -> R
             .public_key()
             .clone(),
     )
+}
+
+#[cfg(test)]
+mod kdf_cost_tests {
+    use super::*;
+    use der::EncodePem;
+
+    #[test]
+    fn hostile_iteration_count_refused_before_derivation() {
+        let key = PrivateKey::generate(RsaBits::B2048).unwrap();
+        let der = key.key.as_der().unwrap();
+        let info = PrivateKeyInfo::try_from(der.as_ref()).unwrap();
+        let salt = [1u8; 16];
+        let iv = [2u8; 16];
+        // Encrypt cheaply, then claim 4 billion iterations in the parameters:
+        // the check must refuse it at once instead of deriving for hours.
+        let params = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(1, &salt, &iv).unwrap();
+        let doc = info.encrypt_with_params(params, b"pw").unwrap();
+        let mut enc = EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).unwrap();
+        let mut hostile = pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(1, &salt, &iv).unwrap();
+        if let pkcs5::pbes2::Kdf::Pbkdf2(p) = &mut hostile.kdf {
+            p.iteration_count = u32::MAX;
+        }
+        enc.encryption_algorithm = pkcs5::EncryptionScheme::Pbes2(hostile);
+        let pem = enc.to_pem(LineEnding::LF).unwrap();
+        let start = std::time::Instant::now();
+        let err = PrivateKey::from_pem(&pem, Some(&SecretString::from("pw")), "k.pem").unwrap_err();
+        assert!(err.to_string().contains("too costly"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
 }
