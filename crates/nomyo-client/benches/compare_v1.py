@@ -7,7 +7,7 @@ upstream. Each part runs in its own process so that no client shares a
 Python interpreter (and its GIL) with the upstream or the harness.
 
     cargo build --release -p nomyo-cli --no-default-features
-    cargo build --release -p nomyo-client --example bench_v1
+    cargo build --release -p nomyo-client --example bench_v1 --example instant_upstream
     /tmp/pyv/bin/python crates/nomyo-client/benches/compare_v1.py \
         --python /tmp/pyv/bin/python --requests 200 --first 10
 
@@ -160,6 +160,11 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="interpreter with nomyo==0.2.9")
     ap.add_argument("--nomyo", default=os.path.join(REPO, "target/release/nomyo"))
     ap.add_argument("--rust-bench", default=os.path.join(REPO, "target/release/examples/bench_v1"))
+    ap.add_argument(
+        "--upstream",
+        default=os.path.join(REPO, "target/release/examples/instant_upstream"),
+        help="instant upstream binary (falls back to a Python http.server one if absent)",
+    )
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--first", type=int, default=10)
     ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
@@ -172,7 +177,8 @@ def main():
 
     procs = []
     try:
-        up, up_url = start_line([sys.executable, __file__, "--upstream-only"], r"^(http://\S+)")
+        upstream_cmd = [a.upstream] if os.path.exists(a.upstream) else [sys.executable, __file__, "--upstream-only"]
+        up, up_url = start_line(upstream_cmd, r"^(http://\S+)")
         procs.append(up)
         srv, url = start_line(
             [a.nomyo, "serve", "--listen", "127.0.0.1:0", "--ephemeral-key", "--upstream", up_url, "--upstream-model", MODEL],

@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut requests = 200usize;
     let mut first = 10usize;
     let mut keygen_only = None;
+    let mut crypto_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -41,6 +42,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--model" => model = args.next().ok_or("--model needs a value")?,
             "--requests" => requests = args.next().ok_or("--requests needs a value")?.parse()?,
             "--first" => first = args.next().ok_or("--first needs a value")?.parse()?,
+            // Only time N v1 seal + open with RSA-4096 keys (the crypto floor).
+            "--crypto" => {
+                crypto_only = Some(
+                    args.next()
+                        .ok_or("--crypto needs a value")?
+                        .parse::<usize>()?,
+                )
+            }
             // Only time N RSA-4096 key generations.
             "--keygen" => {
                 keygen_only = Some(
@@ -51,6 +60,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             other => return Err(format!("unknown argument {other}").into()),
         }
+    }
+    if let Some(n) = crypto_only {
+        use nomyo_core::v1;
+        let key = nomyo_core::PrivateKey::generate(nomyo_core::keys::RsaBits::B4096)?;
+        let body = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"}}]}"#;
+        let (mut seal_ms, mut open_ms) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t = Instant::now();
+            let p = v1::seal(body, key.public_key())?;
+            let wire = p.to_json();
+            seal_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            v1::open(&v1::Package::from_json(&wire)?, &key)?;
+            open_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        seal_ms.sort_by(f64::total_cmp);
+        open_ms.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            serde_json::json!({"seal_median_ms": percentile(&seal_ms, 50.0), "open_median_ms": percentile(&open_ms, 50.0)})
+        );
+        return Ok(());
     }
     if let Some(n) = keygen_only {
         let mut ms: Vec<f64> = (0..n)
