@@ -101,7 +101,27 @@ pub(crate) struct ReplayGuard<'a> {
     pub(crate) keep: bool,
 }
 
-impl ReplayGuard<'_> {
+impl<'a> ReplayGuard<'a> {
+    /// Claims both keys of a request in the replay window: a request is valid
+    /// once. Shared by v1 (payload id, package) and v2 (enc, body).
+    pub(crate) fn claim(st: &'a AppState, keys: [ReplayKey; 2]) -> Result<Self, ApiError> {
+        match st.inner.replay.claim(&keys) {
+            Claim::Fresh => Ok(ReplayGuard {
+                st,
+                keys,
+                keep: false,
+            }),
+            Claim::Replayed => {
+                st.inner.metrics.refused("replay");
+                Err(ApiError::Replayed)
+            }
+            Claim::Full => {
+                tracing::warn!("replay window full; refusing new requests until entries expire");
+                Err(ApiError::Saturated)
+            }
+        }
+    }
+
     pub(crate) fn keep(mut self) {
         self.keep = true;
     }
@@ -347,21 +367,7 @@ async fn handle(
     );
 
     // 6. A package is valid once.
-    let guard = match inner.replay.claim(&[id_key, pkg_key]) {
-        Claim::Fresh => ReplayGuard {
-            st,
-            keys: [id_key, pkg_key],
-            keep: false,
-        },
-        Claim::Replayed => {
-            inner.metrics.refused("replay");
-            return Err(ApiError::Replayed);
-        }
-        Claim::Full => {
-            tracing::warn!("replay window full; refusing new requests until entries expire");
-            return Err(ApiError::Saturated);
-        }
-    };
+    let guard = ReplayGuard::claim(st, [id_key, pkg_key])?;
 
     let result = answer(st, &span, id, tier_header, client_key, plaintext).await;
     match &result {

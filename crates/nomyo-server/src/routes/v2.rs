@@ -72,7 +72,6 @@ use super::v1::{
 use crate::backend::{BackendError, ChatRequest, ChunkStream};
 use crate::error::ApiError;
 use crate::hpke_keys::HpkeKeySet;
-use crate::limits::Claim;
 use crate::metrics::BackendLabels;
 use crate::policy::{Caller, NamedBackend, RateKey};
 use crate::state::AppState;
@@ -261,21 +260,7 @@ async fn handle(
     );
 
     // 5. A request is valid once.
-    let guard = match inner.replay.claim(&[enc_key, body_key]) {
-        Claim::Fresh => ReplayGuard {
-            st,
-            keys: [enc_key, body_key],
-            keep: false,
-        },
-        Claim::Replayed => {
-            inner.metrics.refused("replay");
-            return Err(ApiError::Replayed);
-        }
-        Claim::Full => {
-            tracing::warn!("replay window full; refusing new requests until entries expire");
-            return Err(ApiError::Saturated);
-        }
-    };
+    let guard = ReplayGuard::claim(st, [enc_key, body_key])?;
 
     // 6. The response context: from here every answer is sealed.
     let nonce = random_response_nonce()
