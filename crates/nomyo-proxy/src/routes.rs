@@ -1,0 +1,376 @@
+//! The OpenAI-compatible routes and the local access policy.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use nomyo_client::{ChatRequest, RequestOptions};
+use nomyo_core::SecurityTier;
+use serde_json::{json, Value};
+
+use crate::error::ProxyError;
+use crate::{sse, ProxyState, MAX_REQUEST_BYTES, TIER_HEADER};
+
+pub(crate) fn router(state: ProxyState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// A short id for this request, in logs and the `x-request-id` header
+/// (which the OpenAI SDKs expose as `_request_id`).
+fn request_id() -> String {
+    format!("proxy-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `host` (a Host header value, with or without a port) names this
+/// machine's loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8080
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The local access policy, before any route.
+///
+/// With an access token: every route but `/health` needs it. Without one
+/// (loopback): the Host must be a loopback name, which stops DNS rebinding
+/// (a web page whose host name resolves to 127.0.0.1), and a POST body must
+/// be `application/json`, which a cross-site form cannot send without a
+/// CORS preflight that this proxy never grants.
+async fn guard(State(st): State<ProxyState>, req: Request, next: Next) -> Response {
+    let h = req.headers();
+    if st.has_access_token() {
+        if req.uri().path() != "/health"
+            && !st.authorised(h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+        {
+            tracing::debug!(path = %req.uri().path(), "refused: missing or wrong access token");
+            return ProxyError::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "missing or wrong proxy access token: send it as the API key (Authorization: Bearer TOKEN)",
+            )
+            .into_response();
+        }
+    } else {
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            tracing::debug!("refused: Host is not a loopback name");
+            return ProxyError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "this proxy only answers requests addressed to localhost/127.0.0.1 \
+                 (start it with an access token to serve other host names)",
+            )
+            .into_response();
+        }
+    }
+    if req.method() == Method::POST {
+        let json = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return ProxyError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "the request body must be JSON with Content-Type: application/json",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> ProxyError {
+    ProxyError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown route: this proxy serves POST /v1/chat/completions, GET /v1/models and GET /health",
+    )
+}
+
+async fn method_not_allowed() -> ProxyError {
+    ProxyError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method not allowed on this route",
+    )
+}
+
+/// `GET /v1/models`: the server's list, in OpenAI's shape.
+async fn models(State(st): State<ProxyState>) -> Response {
+    let id = request_id();
+    let started = Instant::now();
+    match st.client.models().await {
+        Ok(models) => {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|m| {
+                    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({"id": m.id}));
+                    if let Value::Object(o) = &mut v {
+                        o.entry("object").or_insert(json!("model"));
+                        o.entry("created").or_insert(json!(0));
+                        o.entry("owned_by").or_insert(json!("nomyo"));
+                    }
+                    v
+                })
+                .collect();
+            tracing::debug!(request_id = %id, count = data.len(), ms = started.elapsed().as_millis() as u64, "models listed");
+            with_id(
+                Json(json!({"object": "list", "data": data})).into_response(),
+                &id,
+            )
+        }
+        Err(e) => fail(&id, started, &e),
+    }
+}
+
+fn with_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn fail(id: &str, started: Instant, e: &nomyo_client::Error) -> Response {
+    let p = ProxyError::from(e);
+    tracing::debug!(request_id = %id, status = p.status.as_u16(), kind = p.kind, ms = started.elapsed().as_millis() as u64, "request failed");
+    with_id(p.into_response(), id)
+}
+
+/// The per-request tier: the header, else the proxy's default.
+fn tier(st: &ProxyState, headers: &HeaderMap) -> Result<Option<SecurityTier>, ProxyError> {
+    match headers.get(TIER_HEADER) {
+        None => Ok(st.default_tier),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<SecurityTier>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ProxyError::bad_request(format!("{TIER_HEADER} must be standard, high or maximum"))
+            }),
+    }
+}
+
+/// Parses the body; the request's bytes are overwritten once parsed, when
+/// this handler holds the only reference to them.
+fn parse_request(body: Bytes) -> Result<ChatRequest, ProxyError> {
+    let parsed = serde_json::from_slice::<ChatRequest>(&body);
+    if let Ok(mut b) = body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
+    }
+    // serde's messages can quote the offending value (a piece of the
+    // prompt): say where, not what.
+    parsed.map_err(|e| {
+        ProxyError::bad_request(format!(
+            "the body is not a valid chat-completion request ({} at line {} column {}): \
+             it needs \"model\" and \"messages\" in the OpenAI format",
+            match e.classify() {
+                serde_json::error::Category::Data => "unexpected field type or value",
+                serde_json::error::Category::Eof => "incomplete JSON",
+                _ => "invalid JSON",
+            },
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// `POST /v1/chat/completions`, plain or streamed.
+async fn chat_completions(
+    State(st): State<ProxyState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id();
+    let started = Instant::now();
+    let resp = match handle_chat(&st, &headers, body, &id, started).await {
+        Ok(r) => r,
+        Err(p) => {
+            tracing::debug!(request_id = %id, status = p.status.as_u16(), kind = p.kind, ms = started.elapsed().as_millis() as u64, "request failed");
+            p.into_response()
+        }
+    };
+    with_id(resp, &id)
+}
+
+async fn handle_chat(
+    st: &ProxyState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    id: &str,
+    started: Instant,
+) -> Result<Response, ProxyError> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ProxyError::new(
+                status,
+                "invalid_request_error",
+                format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
+            )
+        } else {
+            ProxyError::new(
+                status,
+                "invalid_request_error",
+                "cannot read the request body",
+            )
+        }
+    })?;
+    let body_bytes = body.len();
+    let mut request = parse_request(body)?;
+    let stream = match request.extra.remove("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ProxyError::bad_request("\"stream\" must be true or false")),
+    };
+    let mut options = RequestOptions::default();
+    if let Some(t) = tier(st, headers)? {
+        options = options.security_tier(t);
+    }
+    tracing::debug!(request_id = %id, body_bytes, stream, messages = request.messages.len(), "chat request");
+
+    let v2 = st
+        .client
+        .uses_v2()
+        .await
+        .map_err(|e| ProxyError::from(&e))?;
+    if !stream {
+        let answer = st.client.create_with(&request, &options).await;
+        zeroize::Zeroize::zeroize(&mut request);
+        let completion = answer.map_err(|e| ProxyError::from(&e))?;
+        let json = completion.to_json(false);
+        drop(completion);
+        tracing::debug!(request_id = %id, v2, answer_bytes = json.len(), ms = started.elapsed().as_millis() as u64, "chat answered");
+        let mut resp = Response::new(Body::from(json.expose_secret().to_vec()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(resp);
+    }
+
+    if !v2 {
+        // v1 cannot stream: one complete answer, sent as the events a
+        // streaming server would have produced.
+        let include_usage = request
+            .extra
+            .remove("stream_options")
+            .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
+            .unwrap_or(false);
+        let answer = st.client.create_with(&request, &options).await;
+        zeroize::Zeroize::zeroize(&mut request);
+        let completion = answer.map_err(|e| ProxyError::from(&e))?;
+        let events = sse::from_completion(&completion, include_usage);
+        drop(completion);
+        tracing::debug!(request_id = %id, events = events.len(), ms = started.elapsed().as_millis() as u64, "v1 answer sent as an event stream");
+        let body = futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
+        return Ok(sse_response(Body::from_stream(body)));
+    }
+
+    let chunks = st.client.create_stream_with(&request, &options).await;
+    zeroize::Zeroize::zeroize(&mut request);
+    let chunks = chunks.map_err(|e| ProxyError::from(&e))?;
+    tracing::debug!(request_id = %id, ms = started.elapsed().as_millis() as u64, "v2 stream started");
+    let id = id.to_owned();
+    let events = futures::stream::unfold(
+        (chunks, false, 0usize),
+        move |(mut chunks, finished, n)| {
+            let id = id.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                let event = match chunks.next().await {
+                    Some(Ok(chunk)) => return Some((sse::event(&chunk), (chunks, false, n + 1))),
+                    Some(Err(e)) => {
+                        let p = ProxyError::from(&e);
+                        tracing::debug!(request_id = %id, chunks = n, kind = p.kind, ms = started.elapsed().as_millis() as u64, "v2 stream failed");
+                        sse::error_event(&p)
+                    }
+                    None => {
+                        tracing::debug!(request_id = %id, chunks = n, ms = started.elapsed().as_millis() as u64, "v2 stream complete");
+                        Bytes::from_static(sse::DONE)
+                    }
+                };
+                Some((event, (chunks, true, n)))
+            }
+        },
+    )
+    .map(Ok::<_, Infallible>);
+    Ok(sse_response(Body::from_stream(events)))
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST:1",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:9",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:80",
+            "0.0.0.0:8080",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}
