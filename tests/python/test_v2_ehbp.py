@@ -144,7 +144,54 @@ def test_hpke_keys_persist_in_the_key_dir(tmp_path, nomyo_bin, upstream):
     assert seen[0] == seen[1]
     # X25519 config first: key_id 0, KEM 0x0020.
     assert seen[0][:3] == b"\x00\x00\x20"
-    for f in ("hpke_x25519.key", "hpke_xwing.key"):
-        st = os.stat(tmp_path / "keys" / f)
-        assert stat.S_IMODE(st.st_mode) == 0o600
-        assert st.st_size == 32
+    # One file, both private keys with their ids: "NHPK" 0x01, then 2 x (id, kem, 32 bytes).
+    st = os.stat(tmp_path / "keys" / "hpke_keys.key")
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_size == 5 + 2 * 35
+
+
+def test_rotation_gives_422_then_success_after_refetch(tmp_path, nomyo_bin, upstream):
+    """SIGHUP rotates the HPKE keys: the old config still works during the
+    grace period, then tinfoil-ehbp (which sends no Nomyo-Key-Id) gets the
+    EHBP 422 key-config problem; a client that refetches the keys succeeds."""
+    import signal
+    import time
+    import urllib.request
+
+    (tmp_path / "nomyo.toml").write_text(config_toml(upstream))
+    args = ["--config", tmp_path / "nomyo.toml", "--ephemeral-key", "--key-bits", "2048", "--hpke-grace", "2s"]
+
+    def keys(url):
+        with urllib.request.urlopen(url + "/.well-known/hpke-keys", timeout=10) as r:
+            return r.read()
+
+    with NomyoServer(nomyo_bin, args) as s:
+        before = keys(s.url)
+        old = Client.discover(s.url)
+        assert old.post("/v1/chat/completions", json_body=chat("before")).status_code == 200
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while keys(s.url) == before:
+            assert time.monotonic() < deadline, "keys not rotated after SIGHUP"
+            time.sleep(0.05)
+        rotated_at = time.monotonic()
+        after = keys(s.url)
+        assert after[0] != before[0], "new key ids"
+        # In grace: the old config still opens.
+        r = old.post("/v1/chat/completions", json_body=chat("in grace"))
+        assert time.monotonic() - rotated_at < 2, "too slow to test the grace period"
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "echo: in grace"
+        # After it: the old key is erased, 422 key-config problem.
+        time.sleep(2.3 - (time.monotonic() - rotated_at))
+        upstream.reset()
+        with pytest.raises(KeyConfigMismatchError):
+            old.post("/v1/chat/completions", json_body=chat("too late"))
+        assert upstream.requests == []
+        old.close()
+        # The client refetches the keys and retries: success.
+        new = Client.discover(s.url)
+        r = new.post("/v1/chat/completions", json_body=chat("after refetch"))
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "echo: after refetch"
+        new.close()

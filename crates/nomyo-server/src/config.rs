@@ -7,7 +7,7 @@
 //! during [`FileConfig::resolve`] and kept as hashes (API keys) or
 //! `SecretString`s (passwords, upstream keys).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,6 +18,7 @@ use nomyo_core::{SecretString, SecurityTier};
 use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 
+use crate::hpke_keys;
 use crate::keystore::{KeySource, DEFAULT_GRACE};
 use crate::limits::Limits;
 use crate::policy::{ApiKeys, ModelSet, TierRule};
@@ -148,6 +149,79 @@ impl LimitsConfig {
     }
 }
 
+/// `[hpke]`: the protocol v2 keys' rotation. Durations are written
+/// `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HpkeConfig {
+    /// `--hpke-rotate-every`: new HPKE keys this often; `"off"` = only on
+    /// SIGHUP. Default `"24h"`.
+    pub rotate_every: Option<String>,
+    /// `--hpke-grace`: how long a rotated-out HPKE key still opens requests
+    /// before it is erased. Default `"10m"`; shorter than `rotate_every`.
+    pub grace: Option<String>,
+}
+
+impl HpkeConfig {
+    fn overlay(self, top: HpkeConfig) -> HpkeConfig {
+        HpkeConfig {
+            rotate_every: top.rotate_every.or(self.rotate_every),
+            grace: top.grace.or(self.grace),
+        }
+    }
+
+    fn resolve(&self) -> Result<(Option<Duration>, Duration), ConfigError> {
+        let every = match self.rotate_every.as_deref().map(str::trim) {
+            None => Some(hpke_keys::DEFAULT_ROTATE_EVERY),
+            Some("off" | "never") => None,
+            Some(s) => match parse_duration(s) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => {
+                    return Err(invalid(format!(
+                        "hpke.rotate_every '{s}' is not a duration like \"24h\", \"30m\" or \"off\""
+                    )))
+                }
+            },
+        };
+        let grace = match self.grace.as_deref() {
+            None => hpke_keys::DEFAULT_GRACE,
+            Some(s) => parse_duration(s).ok_or_else(|| {
+                invalid(format!(
+                    "hpke.grace '{s}' is not a duration like \"10m\" or \"30s\""
+                ))
+            })?,
+        };
+        if let Some(every) = every {
+            if grace >= every {
+                return Err(invalid(format!(
+                    "hpke.grace ({}) must be shorter than hpke.rotate_every ({})",
+                    self.grace.as_deref().unwrap_or("10m"),
+                    self.rotate_every.as_deref().unwrap_or("24h"),
+                )));
+            }
+        }
+        Ok((every, grace))
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"` (one number, one
+/// unit; a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms_per = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms_per).map(Duration::from_millis)
+}
+
 /// What kind of backend a `[[backends]]` entry is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,6 +269,9 @@ pub struct TierConfig {
     pub backends: Option<Vec<String>>,
     /// Models allowed on this tier; `"*"` = every model its backends serve.
     pub models: Vec<String>,
+    /// Protocol v2 requests on this tier must use the post-quantum suite
+    /// (X-Wing); X25519 gets 403. Default: true for `maximum`, false otherwise.
+    pub require_post_quantum: Option<bool>,
 }
 
 /// The TOML file, and the flags overlaid on it. Every field is optional.
@@ -234,6 +311,9 @@ pub struct FileConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[hpke]`: protocol v2 key rotation.
+    #[serde(default)]
+    pub hpke: HpkeConfig,
     /// `[[backends]]` (`--upstream URL` replaces them).
     pub backends: Option<Vec<BackendConfig>>,
     /// `[tiers.standard]`, `[tiers.high]`, `[tiers.maximum]`.
@@ -304,6 +384,12 @@ pub struct Settings {
     pub backends: Vec<BackendSpec>,
     /// Tier rules (`None` = every tier allows everything).
     pub tiers: Option<BTreeMap<SecurityTier, TierRule>>,
+    /// Rotate the HPKE keys this often (`None`: only on SIGHUP).
+    pub hpke_rotate_every: Option<Duration>,
+    /// How long a rotated-out HPKE key still opens requests.
+    pub hpke_grace: Duration,
+    /// Tiers whose v2 requests must use the post-quantum suite.
+    pub post_quantum_tiers: BTreeSet<SecurityTier>,
 }
 
 /// Reads the first line of a secret file.
@@ -389,6 +475,7 @@ impl FileConfig {
             model: top.model.or(self.model),
             threads: top.threads.or(self.threads),
             limits: self.limits.overlay(top.limits),
+            hpke: self.hpke.overlay(top.hpke),
             backends: top.backends.or(self.backends),
             tiers: top.tiers.or(self.tiers),
         }
@@ -468,6 +555,8 @@ impl FileConfig {
         };
 
         let limits = self.limits.resolve()?;
+        let (hpke_rotate_every, hpke_grace) = self.hpke.resolve()?;
+        let mut post_quantum_tiers = BTreeSet::from([SecurityTier::Maximum]);
 
         let backends = match self.backends {
             Some(list) if !list.is_empty() => {
@@ -495,6 +584,15 @@ impl FileConfig {
                             "[tiers.{name}]: a tier is one of standard, high, maximum"
                         ))
                     })?;
+                    match t.require_post_quantum {
+                        Some(true) => {
+                            post_quantum_tiers.insert(tier);
+                        }
+                        Some(false) => {
+                            post_quantum_tiers.remove(&tier);
+                        }
+                        None => {}
+                    }
                     if t.models.is_empty() {
                         return Err(invalid(format!(
                             "[tiers.{name}]: models is empty; list model names or \"*\""
@@ -523,6 +621,9 @@ impl FileConfig {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30)),
             backends,
             tiers,
+            hpke_rotate_every,
+            hpke_grace,
+            post_quantum_tiers,
         })
     }
 }
@@ -606,6 +707,12 @@ mod tests {
         let s = cfg.resolve().unwrap();
         assert!(!s.backends.is_empty());
         assert!(s.tiers.is_some());
+        assert_eq!(s.hpke_rotate_every, Some(Duration::from_secs(86_400)));
+        assert_eq!(s.hpke_grace, Duration::from_secs(600));
+        assert_eq!(
+            s.post_quantum_tiers,
+            BTreeSet::from([SecurityTier::Maximum])
+        );
     }
 
     #[test]
@@ -645,6 +752,12 @@ mod tests {
             "[[backends]]\nname = \"a\"\n",
             "api_key_hashes = [\"sha256:12\"]",
             "[limits]\nmax_concurrency = 0",
+            "[hpke]\nrotate_every = \"soon\"",
+            "[hpke]\nrotate_every = \"0s\"",
+            "[hpke]\ngrace = \"5 parsecs\"",
+            "[hpke]\nrotate_every = \"1h\"\ngrace = \"2h\"",
+            "[hpke]\nrotat_every = \"1h\"",
+            "[tiers.high]\nmodels = [\"*\"]\nrequire_post_quantum = \"yes\"",
         ];
         for t in bad {
             let r = FileConfig::from_toml(t)
@@ -652,5 +765,49 @@ mod tests {
                 .and_then(|c| c.resolve().map_err(|e| e.to_string()));
             assert!(r.is_err(), "accepted: {t}");
         }
+    }
+
+    #[test]
+    fn hpke_rotation_and_post_quantum_tiers() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("h"), None);
+        // Defaults: daily rotation, 10 minutes of grace, maximum requires PQ.
+        let s = FileConfig::default().resolve().unwrap();
+        assert_eq!(s.hpke_rotate_every, Some(Duration::from_secs(86_400)));
+        assert_eq!(s.hpke_grace, Duration::from_secs(600));
+        assert_eq!(
+            s.post_quantum_tiers,
+            BTreeSet::from([SecurityTier::Maximum])
+        );
+        // Configured, and flags over the file.
+        let file = FileConfig::from_toml(
+            "[hpke]\nrotate_every = \"1h\"\ngrace = \"30s\"\n\
+             [tiers.maximum]\nmodels = [\"*\"]\nrequire_post_quantum = false\n\
+             [tiers.high]\nmodels = [\"*\"]\nrequire_post_quantum = true\n\
+             [tiers.standard]\nmodels = [\"*\"]\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            hpke: HpkeConfig {
+                grace: Some("2m".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = file.clone().overlay(flags).resolve().unwrap();
+        assert_eq!(s.hpke_rotate_every, Some(Duration::from_secs(3600)));
+        assert_eq!(s.hpke_grace, Duration::from_secs(120));
+        assert_eq!(s.post_quantum_tiers, BTreeSet::from([SecurityTier::High]));
+        let off = FileConfig::from_toml("[hpke]\nrotate_every = \"off\"\ngrace = \"0s\"")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (off.hpke_rotate_every, off.hpke_grace),
+            (None, Duration::ZERO)
+        );
     }
 }

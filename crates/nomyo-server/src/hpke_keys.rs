@@ -1,31 +1,64 @@
-//! The server's HPKE key set for protocol v2 (PROTOCOL.md, "v2"): one
-//! X25519 config (the EHBP reference suite, published first because EHBP
-//! clients read only the first config) and one X-Wing config (post-quantum).
+//! The server's HPKE keys for protocol v2 (PROTOCOL.md, "v2"): one X25519
+//! config (the EHBP reference suite, published first because EHBP clients
+//! read only the first config) and one X-Wing config (post-quantum), and
+//! their rotation.
 //!
-//! The set is generated in memory at start (a first request never waits for
-//! key generation: both KEMs generate in well under a millisecond), or loaded
-//! from / saved to the server's key directory ([`HpkeKeySet::load_or_generate`],
-//! `hpke_x25519.key` and `hpke_xwing.key`: the raw 32-byte private keys,
-//! mode 0600, written atomically) so that clients' cached configs survive a
-//! restart.
+//! # Rotation and forward secrecy
+//!
+//! [`HpkeKeyStore::rotate`] generates a new pair of keys with new key ids and
+//! publishes them at once; the previous pair still opens requests for the
+//! grace period (a client may have sealed to it just before), then
+//! [`HpkeKeyStore::purge_expired`] drops it. Dropping the last reference
+//! erases the private key: the `hpke` crate's private keys wrap
+//! `x25519_dalek::StaticSecret` and `x_wing::DecapsulationKey`, both
+//! zeroize-on-drop (the crate enables their `zeroize` features). A request
+//! for a dropped key id gets 422 and the client refetches the keys.
+//!
+//! Key ids are `u8`. Each rotation takes the next ids after the last ones
+//! handed out, skipping any id still live (current or in grace), so an id
+//! comes back only after 128 rotations, and a live id never.
+//!
+//! # On disk
+//!
+//! With a key directory (`hpke_keys.key`, mode 0600) the current pair is
+//! saved so that clients' cached configs survive a restart. A rotation
+//! replaces the file atomically with the new keys only (the retired keys,
+//! still in memory for the grace period, are never written again); the old
+//! file's content is overwritten with zeros before it is unlinked (best
+//! effort: a journaling or copy-on-write file system or an SSD may keep old
+//! blocks). File layout: `NHPK` `0x01`, then per key
+//! `key_id (1) | kem_id (2, big-endian) | private key (32)`, X25519 first.
+//!
+//! The set is generated in memory at start when there is no key directory;
+//! both KEMs generate in well under a millisecond.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
-use nomyo_core::SecretBuf;
+use nomyo_core::{Fingerprint, SecretBuf};
 
-/// `key_id` of the X25519 config at start.
+/// `key_id` of the X25519 config of a fresh set.
 pub const X25519_KEY_ID: u8 = 0;
-/// `key_id` of the X-Wing config at start.
+/// `key_id` of the X-Wing config of a fresh set.
 pub const XWING_KEY_ID: u8 = 1;
 
-/// File of the X25519 private key in the key directory.
-pub const X25519_KEY_FILE: &str = "hpke_x25519.key";
-/// File of the X-Wing private key (its 32-byte seed) in the key directory.
-pub const XWING_KEY_FILE: &str = "hpke_xwing.key";
+/// The key file in the key directory.
+pub const KEY_FILE: &str = "hpke_keys.key";
+/// Magic and version at the start of [`KEY_FILE`].
+const MAGIC: &[u8; 5] = b"NHPK\x01";
+/// Length of a private key in the file (both KEMs: the X25519 scalar, the X-Wing seed).
+const SECRET_LEN: usize = 32;
+const RECORD_LEN: usize = 1 + 2 + SECRET_LEN;
 
-/// The current HPKE key pairs, X25519 first. `Debug` shows configs only.
+/// Default interval between rotations.
+pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Default time a rotated-out key still opens requests.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
+
+/// A set of HPKE key pairs, X25519 first. `Debug` shows configs only.
 #[derive(Debug, Clone)]
 pub struct HpkeKeySet {
     keys: Vec<Arc<ServerKeyPair>>,
@@ -35,9 +68,13 @@ pub struct HpkeKeySet {
 impl HpkeKeySet {
     /// A fresh X25519 key (id 0) and a fresh X-Wing key (id 1).
     pub fn generate() -> Self {
+        Self::generate_with_ids(X25519_KEY_ID, XWING_KEY_ID)
+    }
+
+    fn generate_with_ids(x25519: u8, xwing: u8) -> Self {
         Self::from_pairs(vec![
-            ServerKeyPair::generate(X25519_KEY_ID, Kem::X25519),
-            ServerKeyPair::generate(XWING_KEY_ID, Kem::XWing),
+            ServerKeyPair::generate(x25519, Kem::X25519),
+            ServerKeyPair::generate(xwing, Kem::XWing),
         ])
     }
 
@@ -53,36 +90,76 @@ impl HpkeKeySet {
         }
     }
 
-    /// Loads the two keys from `dir`, or generates the missing ones and saves
-    /// them there (0600). Returns the set and whether anything was generated.
-    /// Errors name the file, never its content. Blocking.
+    /// Loads the set from `dir/hpke_keys.key`, or generates one and saves it
+    /// there (0600). Returns the set and whether it was generated. Errors
+    /// name the file, never its content. Blocking.
     pub fn load_or_generate(dir: &Path) -> Result<(Self, bool), String> {
-        let mut generated = false;
-        let mut pairs = Vec::with_capacity(2);
-        for (file, key_id, kem) in [
-            (X25519_KEY_FILE, X25519_KEY_ID, Kem::X25519),
-            (XWING_KEY_FILE, XWING_KEY_ID, Kem::XWing),
-        ] {
-            let path = dir.join(file);
-            let pair = if path.exists() {
-                let bytes = SecretBuf::from_slice(
-                    &std::fs::read(&path)
-                        .map_err(|e| format!("reading {}: {e}", path.display()))?,
-                );
-                ServerKeyPair::from_secret_bytes(key_id, kem, bytes.expose_secret())
-                    .map_err(|_| format!("{} is not a valid {kem} private key", path.display()))?
-            } else {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                let pair = ServerKeyPair::generate(key_id, kem);
-                nomyo_core::keys::write_atomic(&path, pair.secret_bytes().expose_secret(), 0o600)
-                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                generated = true;
-                pair
-            };
+        let path = dir.join(KEY_FILE);
+        // A copy left by a rotation interrupted before it erased it.
+        let stale = stale_copy(&path);
+        if stale.exists() {
+            shred_and_remove(&stale);
+        }
+        if path.exists() {
+            let bytes = SecretBuf::from_slice(
+                &std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+            );
+            let set = Self::decode(bytes.expose_secret())
+                .map_err(|m| format!("{}: {m}", path.display()))?;
+            return Ok((set, false));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let set = Self::generate();
+        set.save(&path)?;
+        Ok((set, true))
+    }
+
+    /// The file encoding (secret: only for the 0600 key file).
+    fn encode_secret(&self) -> SecretBuf {
+        let mut out = SecretBuf::new();
+        out.extend_from_slice(MAGIC);
+        for k in &self.keys {
+            out.extend_from_slice(&[k.key_id()]);
+            out.extend_from_slice(&k.kem().id().to_be_bytes());
+            out.extend_from_slice(k.secret_bytes().expose_secret());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let body = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or("not an HPKE key file (bad header)")?;
+        if body.is_empty() || body.len() % RECORD_LEN != 0 {
+            return Err("truncated HPKE key file".into());
+        }
+        let mut pairs = Vec::new();
+        for rec in body.chunks_exact(RECORD_LEN) {
+            let key_id = rec[0];
+            let kem_id = u16::from_be_bytes([rec[1], rec[2]]);
+            let kem = Kem::from_id(kem_id).ok_or_else(|| format!("unknown KEM 0x{kem_id:04x}"))?;
+            let pair = ServerKeyPair::from_secret_bytes(key_id, kem, &rec[3..])
+                .map_err(|_| format!("invalid {kem} private key (key id {key_id})"))?;
             pairs.push(pair);
         }
-        Ok((Self::from_pairs(pairs), generated))
+        let kems: Vec<Kem> = pairs.iter().map(ServerKeyPair::kem).collect();
+        if kems != [Kem::X25519, Kem::XWing] || pairs[0].key_id() == pairs[1].key_id() {
+            return Err("expected one X25519 and one X-Wing key with distinct key ids".into());
+        }
+        Ok(Self::from_pairs(pairs))
+    }
+
+    /// Writes the set to `path` (0600): atomically replaces the previous
+    /// file, whose content is then overwritten with zeros and unlinked.
+    fn save(&self, path: &Path) -> Result<(), String> {
+        let stale = stale_copy(path);
+        let had_old = path.exists() && std::fs::hard_link(path, &stale).is_ok();
+        nomyo_core::keys::write_atomic(path, self.encode_secret().expose_secret(), 0o600)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        if had_old {
+            shred_and_remove(&stale);
+        }
+        Ok(())
     }
 
     /// The `application/ohttp-keys` body: every config, in order.
@@ -104,11 +181,306 @@ impl HpkeKeySet {
     pub fn configs(&self) -> Vec<KeyConfig> {
         self.keys.iter().map(|k| k.config().clone()).collect()
     }
+
+    /// The key ids, in order.
+    pub fn key_ids(&self) -> Vec<u8> {
+        self.keys.iter().map(|k| k.key_id()).collect()
+    }
+
+    /// `key_id`s and fingerprints, for logs.
+    fn describe(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("{}#{} {}", k.kem(), k.key_id(), k.config().fingerprint()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn stale_copy(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".old");
+    path.with_file_name(name)
+}
+
+/// Overwrites a file with zeros, syncs and unlinks it. Best effort.
+fn shred_and_remove(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let zeros = vec![0u8; usize::try_from(meta.len()).unwrap_or(0).min(1 << 20)];
+            let _ = f.write_all(&zeros);
+            let _ = f.sync_all();
+        }
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), error = %e, "could not remove an old HPKE key file");
+    }
+}
+
+/// A retired key: opens requests until `until`, then is dropped (erased).
+#[derive(Debug)]
+struct Retired {
+    key: Arc<ServerKeyPair>,
+    until: Instant,
+}
+
+/// What handlers see: the published set and the keys in grace.
+#[derive(Debug)]
+pub struct HpkeSnapshot {
+    current: HpkeKeySet,
+    retired: Vec<Retired>,
+}
+
+impl HpkeSnapshot {
+    /// The published set.
+    pub fn current(&self) -> &HpkeKeySet {
+        &self.current
+    }
+
+    /// The key with this id that may open a request at `now`: a current key,
+    /// or a retired one still in its grace period.
+    pub fn by_id(&self, key_id: u8, now: Instant) -> Option<Arc<ServerKeyPair>> {
+        self.current.by_id(key_id).cloned().or_else(|| {
+            self.retired
+                .iter()
+                .find(|r| r.key.key_id() == key_id && r.until > now)
+                .map(|r| Arc::clone(&r.key))
+        })
+    }
+
+    /// Every key of this KEM that may open a request at `now`: the current
+    /// one first, then the retired ones in grace, newest first.
+    pub fn by_kem(&self, kem: Kem, now: Instant) -> Vec<Arc<ServerKeyPair>> {
+        let current = self.current.keys.iter().filter(|k| k.kem() == kem).cloned();
+        let retired = self
+            .retired
+            .iter()
+            .rev()
+            .filter(|r| r.key.kem() == kem && r.until > now)
+            .map(|r| Arc::clone(&r.key));
+        current.chain(retired).collect()
+    }
+
+    fn is_live(&self, key_id: u8) -> bool {
+        self.current.by_id(key_id).is_some()
+            || self.retired.iter().any(|r| r.key.key_id() == key_id)
+    }
+}
+
+/// Two key ids that are not live, trying `next`, `next + 1`, ... (wrapping),
+/// and the id to start from next time.
+fn next_free_ids(snapshot: &HpkeSnapshot, mut next: u8) -> Option<([u8; 2], u8)> {
+    let mut ids = [0u8; 2];
+    let mut found = 0;
+    for _ in 0..=u8::MAX {
+        let id = next;
+        next = next.wrapping_add(1);
+        if !snapshot.is_live(id) {
+            ids[found] = id;
+            found += 1;
+            if found == 2 {
+                return Some((ids, next));
+            }
+        }
+    }
+    None
+}
+
+/// The outcome of a rotation, for logs and tests.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The new key ids (X25519, X-Wing).
+    pub key_ids: Vec<u8>,
+    /// Fingerprints of the new configs, in order.
+    pub fingerprints: Vec<Fingerprint>,
+    /// The key ids now in grace.
+    pub retired_ids: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct StoreState {
+    snapshot: Arc<HpkeSnapshot>,
+    /// The next key id to try.
+    next_id: u8,
+}
+
+/// The HPKE keys that open requests, and their rotation. Cheap lookups (one
+/// read lock and an `Arc` clone); rotation and purging swap the snapshot.
+#[derive(Debug)]
+pub struct HpkeKeyStore {
+    state: RwLock<StoreState>,
+    /// Saved here after each rotation, if set.
+    dir: Option<PathBuf>,
+    grace: Duration,
+    /// One rotation at a time (the file write happens under it).
+    rotating: Mutex<()>,
+}
+
+impl HpkeKeyStore {
+    /// A store around `current`, kept in memory only; retired keys get
+    /// [`DEFAULT_GRACE`].
+    pub fn new(current: HpkeKeySet) -> Self {
+        let next_id = current
+            .key_ids()
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .wrapping_add(1);
+        Self {
+            state: RwLock::new(StoreState {
+                snapshot: Arc::new(HpkeSnapshot {
+                    current,
+                    retired: Vec::new(),
+                }),
+                next_id,
+            }),
+            dir: None,
+            grace: DEFAULT_GRACE,
+            rotating: Mutex::new(()),
+        }
+    }
+
+    /// Saves every rotation's keys to `dir` (the set given to [`Self::new`]
+    /// must already be saved there, e.g. by [`HpkeKeySet::load_or_generate`]).
+    pub fn with_dir(mut self, dir: PathBuf) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// How long a rotated-out key still opens requests.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The keys as of now.
+    pub fn snapshot(&self) -> Arc<HpkeSnapshot> {
+        Arc::clone(&self.read().snapshot)
+    }
+
+    /// The published set.
+    pub fn current(&self) -> HpkeKeySet {
+        self.snapshot().current.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, StoreState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StoreState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Generates new keys with new ids, saves them (if the store has a
+    /// directory) and publishes them; the previous ones enter their grace
+    /// period. If saving fails nothing changes. Blocking (file I/O).
+    pub fn rotate(&self) -> Result<Rotation, String> {
+        let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let (snapshot, next) = {
+            let s = self.read();
+            (Arc::clone(&s.snapshot), s.next_id)
+        };
+        let (ids, next) = next_free_ids(&snapshot, next)
+            .ok_or("no free HPKE key id: too many keys in their grace period")?;
+        let set = HpkeKeySet::generate_with_ids(ids[0], ids[1]);
+        if let Some(dir) = &self.dir {
+            set.save(&dir.join(KEY_FILE))?;
+        }
+        let now = Instant::now();
+        let until = now + self.grace;
+        let mut st = self.write();
+        let mut retired: Vec<Retired> = st
+            .snapshot
+            .retired
+            .iter()
+            .filter(|r| r.until > now)
+            .map(|r| Retired {
+                key: Arc::clone(&r.key),
+                until: r.until,
+            })
+            .collect();
+        let retired_ids: Vec<u8> = st.snapshot.current.key_ids();
+        retired.extend(st.snapshot.current.keys.iter().map(|k| Retired {
+            key: Arc::clone(k),
+            until,
+        }));
+        let rotation = Rotation {
+            key_ids: set.key_ids(),
+            fingerprints: set.keys.iter().map(|k| k.config().fingerprint()).collect(),
+            retired_ids,
+        };
+        tracing::info!(
+            keys = %set.describe(),
+            retired = ?rotation.retired_ids,
+            grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
+            saved = self.dir.is_some(),
+            "HPKE keys rotated"
+        );
+        st.snapshot = Arc::new(HpkeSnapshot {
+            current: set,
+            retired,
+        });
+        st.next_id = next;
+        Ok(rotation)
+    }
+
+    /// Drops the retired keys whose grace period is over; their private keys
+    /// are erased once the last in-flight request using them lets go.
+    /// Returns how many were dropped.
+    pub fn purge_expired(&self) -> usize {
+        let now = Instant::now();
+        {
+            let s = self.read();
+            if !s.snapshot.retired.iter().any(|r| r.until <= now) {
+                return 0;
+            }
+        }
+        let mut st = self.write();
+        let before = st.snapshot.retired.len();
+        let dropped: Vec<u8> = st
+            .snapshot
+            .retired
+            .iter()
+            .filter(|r| r.until <= now)
+            .map(|r| r.key.key_id())
+            .collect();
+        let retired = st
+            .snapshot
+            .retired
+            .iter()
+            .filter(|r| r.until > now)
+            .map(|r| Retired {
+                key: Arc::clone(&r.key),
+                until: r.until,
+            })
+            .collect::<Vec<_>>();
+        st.snapshot = Arc::new(HpkeSnapshot {
+            current: st.snapshot.current.clone(),
+            retired,
+        });
+        let n = before - st.snapshot.retired.len();
+        drop(st);
+        tracing::info!(key_ids = ?dropped, "retired HPKE keys dropped after their grace period");
+        n
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "nomyo-hpke-test-{}-{}",
+            std::process::id(),
+            hex::encode(nomyo_core::v2::response::random_response_nonce().unwrap())
+        ))
+    }
 
     #[test]
     fn x25519_first_then_xwing() {
@@ -122,27 +494,148 @@ mod tests {
         assert_eq!(set.by_kem(Kem::X25519).unwrap().key_id(), 0);
     }
 
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn saved_0600_and_reloaded_identically() {
-        let dir = std::env::temp_dir().join(format!(
-            "nomyo-hpke-test-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
+        let dir = temp_dir();
         let (a, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();
         assert!(generated);
         #[cfg(unix)]
-        for f in [X25519_KEY_FILE, XWING_KEY_FILE] {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "{f}");
-        }
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
         let (b, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();
         assert!(!generated);
         assert_eq!(a.encoded(), b.encoded());
-        std::fs::write(dir.join(XWING_KEY_FILE), b"short").unwrap();
-        let err = HpkeKeySet::load_or_generate(&dir).unwrap_err();
-        assert!(err.contains(XWING_KEY_FILE), "{err}");
+        for bad in [&b"short"[..], &[0u8; 75][..]] {
+            std::fs::write(dir.join(KEY_FILE), bad).unwrap();
+            let err = HpkeKeySet::load_or_generate(&dir).unwrap_err();
+            assert!(err.contains(KEY_FILE), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_publishes_new_ids_keeps_old_in_grace_then_drops_and_erases() {
+        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::from_secs(60));
+        let old = store.current();
+        let old_x = Arc::downgrade(old.by_id(0).unwrap());
+        let r = store.rotate().unwrap();
+        assert_eq!(r.key_ids, vec![2, 3]);
+        assert_eq!(r.retired_ids, vec![0, 1]);
+        let snap = store.snapshot();
+        let parsed = KeyConfig::parse_list(snap.current().encoded()).unwrap();
+        assert_eq!((parsed[0].key_id, parsed[0].kem), (2, Kem::X25519));
+        assert_eq!((parsed[1].key_id, parsed[1].kem), (3, Kem::XWing));
+        assert_eq!(r.fingerprints[0], parsed[0].fingerprint());
+        // In grace: the old ids still open, the current key is tried first.
+        let now = Instant::now();
+        assert!(snap.by_id(0, now).is_some() && snap.by_id(1, now).is_some());
+        let xs: Vec<u8> = snap
+            .by_kem(Kem::X25519, now)
+            .iter()
+            .map(|k| k.key_id())
+            .collect();
+        assert_eq!(xs, vec![2, 0]);
+        // Past the grace (as seen by a lookup): not usable any more.
+        let later = now + Duration::from_secs(61);
+        assert!(snap.by_id(0, later).is_none());
+        assert_eq!(snap.by_kem(Kem::X25519, later).len(), 1);
+        drop((snap, old));
+        assert!(old_x.upgrade().is_some(), "still in grace: kept");
+        // A store with zero grace drops them at the first purge.
+        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::ZERO);
+        let weak = Arc::downgrade(store.current().by_id(1).unwrap());
+        store.rotate().unwrap();
+        assert_eq!(store.purge_expired(), 2);
+        assert!(store.snapshot().by_id(1, Instant::now()).is_none());
+        // The last reference is gone: the private key was dropped, hence zeroized.
+        assert!(weak.upgrade().is_none());
+        assert_eq!(store.purge_expired(), 0);
+    }
+
+    /// A snapshot whose live ids are `current` and `retired` (X25519 keys:
+    /// X-Wing key generation is slow in unoptimised test builds).
+    fn snapshot_with(current: [u8; 2], retired: &[u8]) -> HpkeSnapshot {
+        let far = Instant::now() + Duration::from_secs(3600);
+        HpkeSnapshot {
+            current: HpkeKeySet::from_pairs(
+                current
+                    .iter()
+                    .map(|&id| ServerKeyPair::generate(id, Kem::X25519))
+                    .collect(),
+            ),
+            retired: retired
+                .iter()
+                .map(|&id| Retired {
+                    key: Arc::new(ServerKeyPair::generate(id, Kem::X25519)),
+                    until: far,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn key_ids_never_reuse_a_live_id_and_wrap() {
+        // Counting on from the last ids handed out.
+        let s = snapshot_with([0, 1], &[]);
+        assert_eq!(next_free_ids(&s, 2), Some(([2, 3], 4)));
+        // Wrapping past 255, skipping the live ids.
+        let s = snapshot_with([254, 255], &[0, 2]);
+        assert_eq!(next_free_ids(&s, 254), Some(([1, 3], 4)));
+        // Every id but one live: no pair to hand out, so no reuse.
+        let all_but_7: Vec<u8> = (2..=255).filter(|&i| i != 7).collect();
+        let s = snapshot_with([0, 1], &all_but_7);
+        assert_eq!(next_free_ids(&s, 0), None);
+        // Real rotations: successive ids, never one that is live.
+        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::from_secs(3600));
+        let mut seen = std::collections::HashSet::from([0u8, 1]);
+        for _ in 0..3 {
+            let r = store.rotate().unwrap();
+            for id in r.key_ids {
+                assert!(seen.insert(id), "id {id} reused while live");
+            }
+        }
+        assert_eq!(store.current().key_ids(), vec![6, 7]);
+    }
+
+    #[test]
+    fn rotation_rewrites_the_file_with_the_new_keys_only() {
+        let dir = temp_dir();
+        let (set, _) = HpkeKeySet::load_or_generate(&dir).unwrap();
+        let old_file = std::fs::read(dir.join(KEY_FILE)).unwrap();
+        let old_secrets: Vec<Vec<u8>> = set
+            .keys
+            .iter()
+            .map(|k| k.secret_bytes().expose_secret().to_vec())
+            .collect();
+        let store = HpkeKeyStore::new(set).with_dir(dir.clone());
+        store.rotate().unwrap();
+        let file = std::fs::read(dir.join(KEY_FILE)).unwrap();
+        assert_ne!(file, old_file);
+        assert_eq!(file.len(), MAGIC.len() + 2 * RECORD_LEN);
+        for s in &old_secrets {
+            assert!(
+                !file.windows(SECRET_LEN).any(|w| w == s.as_slice()),
+                "old key left in the file"
+            );
+        }
+        #[cfg(unix)]
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        // Nothing else in the directory (no temporary, no stale copy).
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![KEY_FILE.to_owned()]);
+        // A restart loads exactly the new keys, with their ids.
+        let (reloaded, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();
+        assert!(!generated);
+        assert_eq!(reloaded.encoded(), store.current().encoded());
+        assert_eq!(reloaded.key_ids(), vec![2, 3]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

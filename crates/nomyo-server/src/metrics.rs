@@ -58,6 +58,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Key rotations since start.
     pub key_rotations: Counter,
+    /// Protocol v2 HPKE key rotations since start.
+    pub hpke_key_rotations: Counter,
     /// Secret buffers that could not be locked in RAM since start.
     pub lock_failures: Gauge,
     /// Entries in the replay window.
@@ -93,6 +95,7 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
         let key_rotations = Counter::default();
+        let hpke_key_rotations = Counter::default();
         let lock_failures = Gauge::default();
         let replay_entries = Gauge::default();
         registry.register(
@@ -131,6 +134,11 @@ impl Metrics {
             key_rotations.clone(),
         );
         registry.register(
+            "hpke_key_rotations",
+            "Protocol v2 HPKE key rotations since start",
+            hpke_key_rotations.clone(),
+        );
+        registry.register(
             "secret_lock_failures",
             "Secret buffers that could not be locked in RAM since start",
             lock_failures.clone(),
@@ -149,6 +157,7 @@ impl Metrics {
             queue_depth,
             in_flight,
             key_rotations,
+            hpke_key_rotations,
             lock_failures,
             replay_entries,
         }

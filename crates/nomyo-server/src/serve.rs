@@ -18,7 +18,7 @@ use hyper_util::rt::TokioTimer;
 
 use crate::backend::Backend;
 use crate::config::{BackendSpec, KeySetting, Settings, TlsFiles};
-use crate::hpke_keys::HpkeKeySet;
+use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore};
 use crate::keystore::{KeyOrigin, KeyStore};
 use crate::policy::ModelSet;
 use crate::state::AppState;
@@ -107,6 +107,9 @@ where
         shutdown_grace,
         backends,
         tiers,
+        hpke_rotate_every,
+        hpke_grace,
+        post_quantum_tiers,
     } = settings;
 
     // Protocol v2 HPKE keys live beside the RSA key, unless that key is
@@ -127,22 +130,36 @@ where
     let store = store.with_grace(key_grace);
     let hpke = match hpke_dir {
         Some(dir) => {
+            let d = dir.clone();
             let (set, generated) =
-                tokio::task::spawn_blocking(move || HpkeKeySet::load_or_generate(&dir))
+                tokio::task::spawn_blocking(move || HpkeKeySet::load_or_generate(&d))
                     .await
                     .map_err(|_| StartError::Key(nomyo_core::Error::Key("key task failed".into())))?
                     .map_err(|e| StartError::Key(nomyo_core::Error::Key(e)))?;
-            tracing::info!(generated, "protocol v2 HPKE keys ready (key directory)");
-            set
+            tracing::info!(generated, key_ids = ?set.key_ids(), "protocol v2 HPKE keys ready (key directory)");
+            HpkeKeyStore::new(set).with_dir(dir)
         }
         None => {
             tracing::info!("protocol v2 HPKE keys generated in memory (not saved)");
-            HpkeKeySet::generate()
+            HpkeKeyStore::new(HpkeKeySet::generate())
         }
     };
+    let hpke = hpke.with_grace(hpke_grace);
+    match hpke_rotate_every {
+        Some(every) => tracing::info!(
+            every_secs = every.as_secs_f64(),
+            grace_secs = hpke_grace.as_secs_f64(),
+            "HPKE keys rotate on a schedule"
+        ),
+        None => tracing::warn!(
+            "HPKE key rotation is off: v2 has no forward secrecy beyond SIGHUP rotations"
+        ),
+    }
 
     let mut builder = AppState::builder(store)
-        .hpke_keys(hpke)
+        .hpke_store(hpke)
+        .hpke_rotation(hpke_rotate_every)
+        .post_quantum_tiers(post_quantum_tiers)
         .api_keys(api_keys)
         .limits(limits)
         .metrics_enabled(metrics)
@@ -322,9 +339,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Rotates the server key on every SIGHUP (see [`KeyStore::rotate`]). The
-/// handler is installed before this returns, so a SIGHUP sent after it can
-/// never terminate the process.
+/// Rotates the server key (see [`KeyStore::rotate`]) and the protocol v2
+/// HPKE keys on every SIGHUP. The handler is installed before this returns,
+/// so a SIGHUP sent after it can never terminate the process.
 #[cfg(unix)]
 pub fn rotate_on_sighup(state: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -336,6 +353,14 @@ pub fn rotate_on_sighup(state: AppState) -> std::io::Result<tokio::task::JoinHan
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "server key rotation failed; keeping the current key")
+                }
+            }
+            match state.rotate_hpke_keys().await {
+                Ok(r) => {
+                    tracing::info!(key_ids = ?r.key_ids, retired = ?r.retired_ids, "HPKE keys rotated (SIGHUP)")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "HPKE key rotation failed; keeping the current keys")
                 }
             }
         }

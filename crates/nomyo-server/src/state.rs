@@ -1,6 +1,6 @@
 //! The shared state every handler sees, and its builder.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::hpke_keys::HpkeKeySet;
+use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore, Rotation};
 use crate::keystore::KeyStore;
 use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
 use crate::metrics::Metrics;
@@ -25,7 +25,11 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub keys: Arc<KeyStore>,
     /// Protocol v2 HPKE keys.
-    pub hpke: HpkeKeySet,
+    pub hpke: Arc<HpkeKeyStore>,
+    /// Rotate the HPKE keys this often (`None` = never, except on SIGHUP).
+    pub hpke_rotate_every: Option<Duration>,
+    /// Tiers whose v2 requests must use the post-quantum suite.
+    pub post_quantum_tiers: BTreeSet<SecurityTier>,
     pub routing: Routing,
     pub api_keys: ApiKeys,
     pub rate: Option<RateLimit>,
@@ -45,6 +49,8 @@ impl AppState {
         AppStateBuilder {
             keys: Arc::new(keys),
             hpke: None,
+            hpke_rotate_every: None,
+            post_quantum_tiers: BTreeSet::from([SecurityTier::Maximum]),
             backends: Vec::new(),
             tiers: None,
             api_keys: ApiKeys::open(),
@@ -59,9 +65,39 @@ impl AppState {
         &self.inner.keys
     }
 
-    /// The protocol v2 HPKE key set.
-    pub fn hpke_keys(&self) -> &HpkeKeySet {
+    /// The protocol v2 HPKE keys published now.
+    pub fn hpke_keys(&self) -> HpkeKeySet {
+        self.inner.hpke.current()
+    }
+
+    /// The protocol v2 HPKE key store (current and retired keys).
+    pub fn hpke_store(&self) -> &Arc<HpkeKeyStore> {
         &self.inner.hpke
+    }
+
+    /// Whether v2 requests on `tier` must use the post-quantum suite (X-Wing).
+    pub fn requires_post_quantum(&self, tier: SecurityTier) -> bool {
+        self.inner.post_quantum_tiers.contains(&tier)
+    }
+
+    /// Rotates the HPKE keys now (new key ids, published at once; the
+    /// previous keys open requests for the grace period, then are dropped and
+    /// erased). File I/O runs on the blocking pool.
+    pub async fn rotate_hpke_keys(&self) -> Result<Rotation, String> {
+        let store = Arc::clone(&self.inner.hpke);
+        let rotation = tokio::task::spawn_blocking(move || store.rotate())
+            .await
+            .map_err(|_| "HPKE key rotation task failed".to_owned())??;
+        self.inner.metrics.hpke_key_rotations.inc();
+        // Erase the retired keys as soon as their grace ends (the 1 s
+        // maintenance tick is the backstop).
+        let store = Arc::clone(&self.inner.hpke);
+        let grace = store.grace();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace + Duration::from_millis(1)).await;
+            store.purge_expired();
+        });
+        Ok(rotation)
     }
 
     /// The metrics.
@@ -96,14 +132,38 @@ impl AppState {
     }
 
     /// Periodic housekeeping: drops retired keys past their grace period and
-    /// idle rate-limit state. Runs until the returned task is aborted.
+    /// idle rate-limit state, and rotates the HPKE keys on their schedule.
+    /// Runs until the returned task is aborted.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let st = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let every = st.inner.hpke_rotate_every;
+            let mut rotation = every.map(|d| {
+                let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             loop {
-                tick.tick().await;
+                let rotate = async {
+                    match rotation.as_mut() {
+                        Some(i) => {
+                            i.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rotate => {
+                        if let Err(e) = st.rotate_hpke_keys().await {
+                            tracing::error!(error = %e, "scheduled HPKE key rotation failed; keeping the current keys");
+                        }
+                        continue;
+                    }
+                }
+                st.inner.hpke.purge_expired();
                 let dropped = st.inner.keys.purge_expired();
                 if dropped > 0 {
                     tracing::info!(
@@ -142,7 +202,9 @@ impl AppState {
 /// Builds an [`AppState`].
 pub struct AppStateBuilder {
     keys: Arc<KeyStore>,
-    hpke: Option<HpkeKeySet>,
+    hpke: Option<HpkeKeyStore>,
+    hpke_rotate_every: Option<Duration>,
+    post_quantum_tiers: BTreeSet<SecurityTier>,
     backends: Vec<NamedBackend>,
     tiers: Option<BTreeMap<SecurityTier, TierRule>>,
     api_keys: ApiKeys,
@@ -212,9 +274,39 @@ impl AppStateBuilder {
         self
     }
 
-    /// The protocol v2 HPKE keys (default: a fresh X25519 + X-Wing set).
+    /// The protocol v2 HPKE keys, in memory only (default: a fresh X25519 +
+    /// X-Wing set).
     pub fn hpke_keys(mut self, keys: HpkeKeySet) -> Self {
-        self.hpke = Some(keys);
+        self.hpke = Some(HpkeKeyStore::new(keys));
+        self
+    }
+
+    /// The protocol v2 HPKE key store (with its directory and grace).
+    pub fn hpke_store(mut self, store: HpkeKeyStore) -> Self {
+        self.hpke = Some(store);
+        self
+    }
+
+    /// Rotate the HPKE keys this often (default: never on a schedule).
+    pub fn hpke_rotation(mut self, every: Option<Duration>) -> Self {
+        self.hpke_rotate_every = every;
+        self
+    }
+
+    /// Whether v2 requests on `tier` must use the post-quantum suite
+    /// (default: `maximum` does, the others do not).
+    pub fn require_post_quantum(mut self, tier: SecurityTier, required: bool) -> Self {
+        if required {
+            self.post_quantum_tiers.insert(tier);
+        } else {
+            self.post_quantum_tiers.remove(&tier);
+        }
+        self
+    }
+
+    /// The tiers whose v2 requests must use the post-quantum suite.
+    pub fn post_quantum_tiers(mut self, tiers: BTreeSet<SecurityTier>) -> Self {
+        self.post_quantum_tiers = tiers;
         self
     }
 
@@ -248,7 +340,12 @@ impl AppStateBuilder {
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys: self.keys,
-                hpke: self.hpke.unwrap_or_else(HpkeKeySet::generate),
+                hpke: Arc::new(
+                    self.hpke
+                        .unwrap_or_else(|| HpkeKeyStore::new(HpkeKeySet::generate())),
+                ),
+                hpke_rotate_every: self.hpke_rotate_every.filter(|d| !d.is_zero()),
+                post_quantum_tiers: self.post_quantum_tiers,
                 routing,
                 api_keys: self.api_keys,
                 rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),

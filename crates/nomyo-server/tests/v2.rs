@@ -261,10 +261,26 @@ async fn tampered_and_reordered_chunks_are_one_opaque_400() {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(detail(&b), "decryption failed");
         assert!(h.get("ehbp-response-nonce").is_none());
-        // Reordered.
+        // Reordered, naming the key: tampering, 400.
         let req = seal(&cfg, &chat("m", "reorder me"), 8);
         let mut frames = req.frames.clone();
         frames.swap(0, 1);
+        let (s, _, b) = oneshot(
+            &app,
+            req.request_with(frames.concat(), Some(cfg.key_id), None),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(detail(&b), "decryption failed");
+        // Without a key id, a first frame that opens under no live key is
+        // what a stale config looks like (EHBP §5.4.2): 422, refetch.
+        let (s, h, _) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(h["content-type"], "application/problem+json");
+        // A later frame tampered: 400 either way.
+        let req = seal(&cfg, &chat("m", "reorder me"), 8);
+        let mut frames = req.frames.clone();
+        frames.swap(1, 2);
         let (s, _, b) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(detail(&b), "decryption failed");
@@ -473,4 +489,156 @@ async fn first_event_arrives_before_the_backend_finishes() {
     let events = sse_events(&req.open(&headers, &all));
     assert_eq!(events.len(), 3);
     assert_eq!(events[2], "[DONE]");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
+    use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
+    // A long grace for the in-grace checks (unoptimised X-Wing is slow on a
+    // busy machine), then a short one for the expiry.
+    let st = state_with(&["m"])
+        .hpke_store(
+            HpkeKeyStore::new(HpkeKeySet::generate())
+                .with_grace(std::time::Duration::from_secs(120)),
+        )
+        .build()
+        .unwrap();
+    let app = app(st.clone());
+    let old = key_configs(&app).await;
+    let r = st.rotate_hpke_keys().await.unwrap();
+    assert_eq!(r.key_ids, vec![2, 3]);
+    assert_eq!(r.retired_ids, vec![0, 1]);
+    // The new keys are published at once, X25519 first.
+    let new = key_configs(&app).await;
+    assert_eq!(
+        new.iter().map(|c| (c.key_id, c.kem)).collect::<Vec<_>>(),
+        vec![(2, Kem::X25519), (3, Kem::XWing)]
+    );
+    assert_ne!(new[0].public_key, old[0].public_key);
+    // During the grace period the old keys still open, by id and by enc length.
+    for cfg in &old {
+        for key_id in [Some(cfg.key_id), None] {
+            let req = seal(cfg, &chat("m", "in grace"), 1024);
+            let (s, h, b) = oneshot(&app, req.request(key_id, None)).await;
+            assert_eq!(s, StatusCode::OK, "{:?} {key_id:?}: {}", cfg, detail(&b));
+            assert_eq!(
+                req.open_json(&h, &b)["choices"][0]["message"]["content"],
+                "echo:in grace"
+            );
+        }
+    }
+    // After it, they are gone: 422 problem+json, with or without the id.
+    let grace = std::time::Duration::from_millis(100);
+    let st = state_with(&["m"])
+        .hpke_store(HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(grace))
+        .build()
+        .unwrap();
+    let app = nomyo_server::app(st.clone());
+    let old = key_configs(&app).await;
+    st.rotate_hpke_keys().await.unwrap();
+    let new = key_configs(&app).await;
+    tokio::time::sleep(grace + std::time::Duration::from_millis(200)).await;
+    for cfg in &old {
+        for key_id in [Some(cfg.key_id), None] {
+            let req = seal(cfg, &chat("m", "too late"), 1024);
+            let (s, h, b) = oneshot(&app, req.request(key_id, None)).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{:?} {key_id:?}", cfg);
+            assert_eq!(h["content-type"], "application/problem+json");
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["type"], "urn:ietf:params:ehbp:error:key-config");
+        }
+    }
+    // The client refetches and succeeds with the new keys.
+    for cfg in &new {
+        let req = seal(cfg, &chat("m", "refetched"), 1024);
+        let (s, h, b) = oneshot(&app, req.request(Some(cfg.key_id), None)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            req.open_json(&h, &b)["_metadata"]["hpke"]["kem"],
+            cfg.kem.name()
+        );
+    }
+    let (_, _, m) = oneshot(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        metric(
+            &String::from_utf8(m).unwrap(),
+            "nomyo_hpke_key_rotations_total"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn keys_rotate_on_their_schedule() {
+    use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
+    let st = state_with(&["m"])
+        .hpke_store(
+            HpkeKeyStore::new(HpkeKeySet::generate())
+                .with_grace(std::time::Duration::from_millis(50)),
+        )
+        .hpke_rotation(Some(std::time::Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let app = app(st.clone());
+    let first = key_configs(&app).await;
+    let task = st.spawn_maintenance();
+    // Not before the first interval.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(key_configs(&app).await, first);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    task.abort();
+    let later = key_configs(&app).await;
+    assert_ne!(later, first);
+    assert!(later[0].key_id >= 4, "at least two rotations: {later:?}");
+    assert_eq!((later[0].kem, later[1].kem), (Kem::X25519, Kem::XWing));
+    // The first keys are past their grace: refused.
+    let req = seal(&first[1], &chat("m", "old"), 1024);
+    let (s, _, _) = oneshot(&app, req.request(Some(first[1].key_id), None)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn post_quantum_requirement_is_per_tier_config() {
+    let all = || TierRule {
+        backends: vec![],
+        models: ModelSet::from_names(["m"]),
+    };
+    let st = state_with(&["m"])
+        .tier(SecurityTier::Standard, all())
+        .tier(SecurityTier::High, all())
+        .tier(SecurityTier::Maximum, all())
+        .require_post_quantum(SecurityTier::High, true)
+        .require_post_quantum(SecurityTier::Maximum, false)
+        .build()
+        .unwrap();
+    assert!(st.requires_post_quantum(SecurityTier::High));
+    assert!(!st.requires_post_quantum(SecurityTier::Maximum));
+    let app = app(st);
+    let configs = key_configs(&app).await;
+    let x = config(&configs, Kem::X25519);
+    // Configured to require PQ: X25519 refused.
+    let req = seal(&x, &chat("m", "x"), 1024);
+    let (s, _, b) = oneshot(&app, req.request(None, Some("high"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(detail(&b).contains("X-Wing"), "{}", detail(&b));
+    // Not configured to (maximum turned off, standard by default): accepted.
+    for tier in ["maximum", "standard"] {
+        let req = seal(&x, &chat("m", tier), 1024);
+        let (s, h, b) = oneshot(&app, req.request(None, Some(tier))).await;
+        assert_eq!(s, StatusCode::OK, "{tier}: {}", String::from_utf8_lossy(&b));
+        let v = req.open_json(&h, &b);
+        assert_eq!(v["_metadata"]["security_tier"], tier);
+    }
+    // X-Wing passes the PQ tier.
+    let req = seal(&config(&configs, Kem::XWing), &chat("m", "pq"), 1024);
+    let (s, _, _) = oneshot(&app, req.request(None, Some("high"))).await;
+    assert_eq!(s, StatusCode::OK);
 }

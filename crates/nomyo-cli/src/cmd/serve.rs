@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use clap::Args as ClapArgs;
 use nomyo_server::backend::Backend;
-use nomyo_server::config::{BackendConfig, BackendKind, ConfigError, FileConfig, LimitsConfig};
+use nomyo_server::config::{
+    BackendConfig, BackendKind, ConfigError, FileConfig, HpkeConfig, LimitsConfig,
+};
 use nomyo_server::keystore::KeyOrigin;
 use nomyo_server::serve::{self, EmbeddedParams, StartError};
 
@@ -22,7 +24,7 @@ use crate::exit::{CliError, CliResult, Code};
 ///
 /// Prints `listening on http(s)://ADDR` on stdout once it accepts
 /// connections. SIGHUP rotates the server key (the old key still opens
-/// requests for --key-grace seconds); SIGTERM or ctrl-c stops accepting and
+/// requests for --key-grace seconds) and the v2 HPKE keys (--hpke-grace); SIGTERM or ctrl-c stops accepting and
 /// lets in-flight requests finish (--shutdown-grace). Every flag has a config
 /// key (see nomyo.example.toml); flags win over the file, the file over the
 /// defaults.
@@ -33,8 +35,10 @@ use crate::exit::{CliError, CliResult, Code};
 Prints `listening on http(s)://ADDR` on stdout once it accepts connections.
 Signals: SIGHUP rotates the server key (reloads --key-dir, or generates and saves a
 new key if the directory still holds the current one; the old key keeps opening
-requests for --key-grace seconds). SIGTERM / ctrl-c stop accepting and let
-in-flight requests finish (--shutdown-grace).
+requests for --key-grace seconds) and the protocol v2 HPKE keys (new key ids; the
+old ones open requests for --hpke-grace, then are erased). The HPKE keys also rotate
+every --hpke-rotate-every. SIGTERM / ctrl-c stop accepting and let in-flight
+requests finish (--shutdown-grace).
 Routes: GET /pki/public_key, POST /v1/chat/secure_completion, GET /v1/models,
 GET /health, GET /metrics. Errors are JSON {\"detail\": ...}; a reused
 X-Payload-ID (or the same package again) gets 409 within --replay-window.
@@ -74,6 +78,14 @@ pub struct Args {
     /// Seconds a rotated-out key still opens requests. [default: 300]
     #[arg(long, value_name = "SECS", help_heading = "Server key")]
     key_grace: Option<u64>,
+    /// Rotate the protocol v2 HPKE keys this often (e.g. 24h, 30m, 90s, 500ms),
+    /// or "off" (SIGHUP only). Rotation is what makes v2 forward secret. [default: 24h]
+    #[arg(long, value_name = "DURATION", help_heading = "Server key")]
+    hpke_rotate_every: Option<String>,
+    /// How long a rotated-out HPKE key still opens requests before it is
+    /// erased; shorter than --hpke-rotate-every. [default: 10m]
+    #[arg(long, value_name = "DURATION", help_heading = "Server key")]
+    hpke_grace: Option<String>,
 
     /// OpenAI-compatible upstream base URL, e.g. http://127.0.0.1:8080/v1
     /// (POST {URL}/chat/completions). Repeatable; replaces the config's backends.
@@ -143,6 +155,14 @@ pub struct Args {
     #[arg(long, value_name = "F", requires = "tls_cert", help_heading = "TLS")]
     tls_key: Option<PathBuf>,
 
+    /// Limits (boxed: keeps the `Command` enum small).
+    #[command(flatten)]
+    limits: Box<LimitsArgs>,
+}
+
+/// The `Limits` flags of `nomyo serve`.
+#[derive(ClapArgs, Debug)]
+struct LimitsArgs {
     /// Largest request body in bytes (then 413). [default: 16777216]
     #[arg(long, value_name = "BYTES", help_heading = "Limits")]
     max_body_bytes: Option<usize>,
@@ -211,16 +231,20 @@ impl Args {
             model: self.model.clone(),
             threads: self.threads,
             limits: LimitsConfig {
-                max_body_bytes: self.max_body_bytes,
-                max_concurrency: self.max_concurrency,
-                max_queue: self.max_queue,
-                queue_timeout_secs: self.queue_timeout,
-                request_timeout_secs: self.request_timeout,
+                max_body_bytes: self.limits.max_body_bytes,
+                max_concurrency: self.limits.max_concurrency,
+                max_queue: self.limits.max_queue,
+                queue_timeout_secs: self.limits.queue_timeout,
+                request_timeout_secs: self.limits.request_timeout,
                 body_timeout_secs: None,
                 rate_limit_per_minute: self.rate_limit,
                 rate_limit_burst: self.rate_burst,
-                replay_window_secs: self.replay_window,
+                replay_window_secs: self.limits.replay_window,
                 replay_max_entries: None,
+            },
+            hpke: HpkeConfig {
+                rotate_every: self.hpke_rotate_every.clone(),
+                grace: self.hpke_grace.clone(),
             },
             backends,
             tiers: None,

@@ -7,19 +7,23 @@
 //! 1. API key (401), rate limit (429);
 //! 2. headers: `Ehbp-Encapsulated-Key` (absent: 400, plaintext chat is never
 //!    accepted; not hex or of no suite's length: 400); the key by
-//!    `Nomyo-Key-Id` (not a number: 400; unknown or retired: 422
-//!    `application/problem+json`, type `urn:ietf:params:ehbp:error:key-config`)
-//!    or else by the length of `enc` (32 → X25519, 1120 → X-Wing);
-//!    `X-Security-Tier` (400; `maximum` with X25519: 403); a used `enc` (409);
+//!    `Nomyo-Key-Id` (not a number: 400; unknown, or retired and past its
+//!    grace period: 422 `application/problem+json`, type
+//!    `urn:ietf:params:ehbp:error:key-config`) or else by the length of `enc`
+//!    (32 → X25519, 1120 → X-Wing: the current key of that KEM, then the
+//!    retired ones still in their grace period);
+//!    `X-Security-Tier` (400; a tier that requires post-quantum with
+//!    X25519: 403); a used `enc` (409);
 //! 3. a processing slot (503);
 //! 4. the body, bounded in size (413) and time (408); frames decoded with the
 //!    body limit as the frame limit, every chunk opened in order on the
-//!    blocking pool. Every cryptographic or framing failure, including one on
-//!    the first chunk, is one opaque 400 `decryption failed`: with the key
-//!    chosen by an explicit id or by the `enc` length, a first chunk that does
-//!    not open cannot be told apart from tampering, and a 422 there would
-//!    tell an attacker which guess failed. 422 is reserved for a key id we do
-//!    not hold (before any crypto), which is exactly when a refetch helps;
+//!    blocking pool. Every cryptographic or framing failure is one opaque 400
+//!    `decryption failed`, with one exception that EHBP §5.4.2 asks for: a
+//!    request without `Nomyo-Key-Id` whose first chunk opens under none of
+//!    the live keys of its KEM was most likely sealed to a key rotated out
+//!    and erased (EHBP clients name no key id), so it gets the 422 that
+//!    makes the client refetch the keys and send again. With an explicit key
+//!    id that we hold, the same failure is tampering: 400;
 //! 5. the replay window claims the `enc` and the body (409);
 //! 6. the response context: a random 32-byte `Ehbp-Response-Nonce`. From here
 //!    on every answer, errors included, is sealed to the request (EHBP §5.2):
@@ -29,7 +33,7 @@
 //!    that EHBP clients pass through.)
 //! 7. the plaintext request: JSON object, `model`, non-empty `messages`,
 //!    `stream` a boolean (400); tier and model policy (403/404), the
-//!    post-quantum requirement of the tier (403);
+//!    post-quantum requirement of the tier (`require_post_quantum`, 403);
 //! 8. the backend (502/503/504), `_metadata` (with `protocol` and `hpke`:
 //!    the suite actually used), sealed in chunks of at most 16 KiB.
 //!
@@ -71,7 +75,7 @@ use super::v1::{
 };
 use crate::backend::{BackendError, ChatRequest, ChunkStream};
 use crate::error::ApiError;
-use crate::hpke_keys::HpkeKeySet;
+use crate::hpke_keys::HpkeSnapshot;
 use crate::metrics::BackendLabels;
 use crate::policy::{Caller, NamedBackend, RateKey};
 use crate::state::AppState;
@@ -80,7 +84,8 @@ use crate::state::AppState;
 pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
 /// `POST /v1/chat/completions` (EHBP-encrypted only).
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
-/// The tier that requires the post-quantum suite.
+/// The tier that requires the post-quantum suite unless configured otherwise
+/// (`[tiers.maximum] require_post_quantum`).
 pub const POST_QUANTUM_TIER: SecurityTier = SecurityTier::Maximum;
 /// Plaintext bytes per sealed response chunk of a non-streamed answer.
 const RESPONSE_CHUNK: usize = 16 * 1024;
@@ -127,40 +132,79 @@ async fn chat_completions(
     }
 }
 
-/// The key the request was sealed to: by `Nomyo-Key-Id`, else by `enc` length.
-fn select_key(
-    set: &HpkeKeySet,
+/// The keys the request may have been sealed to, in the order to try them.
+struct Candidates {
+    keys: Vec<Arc<ServerKeyPair>>,
+    /// Named by `Nomyo-Key-Id` (exactly one key).
+    by_id: bool,
+}
+
+/// By `Nomyo-Key-Id` (a current key, or a retired one in grace), else by
+/// `enc` length (the current key of that KEM, then those in grace).
+fn select_keys(
+    snap: &HpkeSnapshot,
     headers: &HeaderMap,
     enc: &[u8],
-) -> Result<Arc<ServerKeyPair>, ApiError> {
+) -> Result<Candidates, ApiError> {
+    let now = Instant::now();
     if let Some(v) = headers.get(HEADER_KEY_ID) {
         let id: u8 = v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or(ApiError::InvalidKeyId)?;
-        return set.by_id(id).cloned().ok_or(ApiError::UnknownKeyConfig);
+        let key = snap.by_id(id, now).ok_or(ApiError::UnknownKeyConfig)?;
+        return Ok(Candidates {
+            keys: vec![key],
+            by_id: true,
+        });
     }
     let kem = Kem::from_enc_len(enc.len()).ok_or(ApiError::InvalidEncapsulatedKey)?;
-    set.by_kem(kem).cloned().ok_or(ApiError::UnknownKeyConfig)
+    let keys = snap.by_kem(kem, now);
+    if keys.is_empty() {
+        return Err(ApiError::UnknownKeyConfig);
+    }
+    Ok(Candidates { keys, by_id: false })
 }
 
-/// Sets up HPKE and opens every frame in order. One opaque error for every
-/// cryptographic or framing failure; an `enc` of the wrong length for the
-/// chosen key is a header error.
+/// Sets up HPKE with the first candidate key that opens the first frame,
+/// then opens every further frame in order. One opaque error for every
+/// cryptographic or framing failure (an `enc` of the wrong length for the
+/// chosen key is a header error), except a first frame that no candidate
+/// chosen by `enc` length opens: 422, the client's config is stale.
 fn open_body(
-    key: &ServerKeyPair,
+    candidates: &Candidates,
     enc: &[u8],
     body: &[u8],
     max_frame: usize,
 ) -> Result<(RequestOpener, SecretBuf), ApiError> {
-    let mut opener = RequestOpener::new(key, enc).map_err(|e| match e {
-        V2Error::InvalidEncapsulatedKey(_) => ApiError::InvalidEncapsulatedKey,
-        _ => ApiError::DecryptionFailed,
-    })?;
     let mut frames = FrameDecoder::new(max_frame);
     frames.push(body);
+    let first = frames
+        .next_frame()
+        .map_err(|_| ApiError::DecryptionFailed)?
+        .ok_or(ApiError::DecryptionFailed)?;
+    let mut opened = None;
+    for key in &candidates.keys {
+        let mut opener = RequestOpener::new(key, enc).map_err(|e| match e {
+            V2Error::InvalidEncapsulatedKey(_) => ApiError::InvalidEncapsulatedKey,
+            _ => ApiError::DecryptionFailed,
+        })?;
+        if let Ok(chunk) = opener.open_chunk(&first) {
+            opened = Some((opener, chunk));
+            break;
+        }
+    }
+    let Some((mut opener, chunk)) = opened else {
+        return Err(if candidates.by_id {
+            ApiError::DecryptionFailed
+        } else {
+            ApiError::UnknownKeyConfig
+        });
+    };
     let mut plaintext = SecretBuf::new();
+    plaintext.extend_from_slice(chunk.expose_secret());
+    drop(chunk);
     while let Some(frame) = frames
         .next_frame()
         .map_err(|_| ApiError::DecryptionFailed)?
@@ -201,11 +245,11 @@ async fn handle(
         .ok()
         .and_then(|s| request::parse_encapsulated_key(s).ok())
         .ok_or(ApiError::InvalidEncapsulatedKey)?;
-    let key = select_key(st.hpke_keys(), headers, &enc)
+    let candidates = select_keys(&st.hpke_store().snapshot(), headers, &enc)
         .inspect_err(|_| inner.metrics.refused("key_config"))?;
-    let kem = key.kem();
+    let kem = candidates.keys[0].kem();
     let tier_header = requested_tier(headers)?;
-    if tier_header == Some(POST_QUANTUM_TIER) && !kem.is_post_quantum() {
+    if tier_header.is_some_and(|t| st.requires_post_quantum(t)) && !kem.is_post_quantum() {
         inner.metrics.refused("post_quantum");
         return Err(ApiError::PostQuantumRequired);
     }
@@ -220,7 +264,7 @@ async fn handle(
         "ehbp_completion",
         request_id = %id,
         suite = kem.name(),
-        key_id = key.key_id(),
+        key_id = candidates.keys[0].key_id(),
         caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
     );
 
@@ -248,9 +292,14 @@ async fn handle(
     let max_frame = inner.limits.max_body_bytes;
     let t_open = Instant::now();
     let (opener, plaintext) = st
-        .blocking(move || open_body(&key, &enc, &bytes, max_frame))
+        .blocking(move || open_body(&candidates, &enc, &bytes, max_frame))
         .await?
-        .inspect_err(|_| inner.metrics.refused("decryption"))?;
+        .inspect_err(|e| {
+            inner.metrics.refused(match e {
+                ApiError::UnknownKeyConfig => "key_config",
+                _ => "decryption",
+            })
+        })?;
     tracing::debug!(
         parent: &span,
         body_bytes = body_len,
@@ -410,7 +459,7 @@ async fn answer(
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let route = inner.routing.route(model, tier_header)?;
-    if route.tier == POST_QUANTUM_TIER && suite["post_quantum"] != Value::Bool(true) {
+    if st.requires_post_quantum(route.tier) && suite["post_quantum"] != Value::Bool(true) {
         inner.metrics.refused("post_quantum");
         return Err(ApiError::PostQuantumRequired);
     }
