@@ -62,6 +62,20 @@ class UpstreamDouble:
                     return
                 last = [m for m in body["messages"] if m.get("role") == "user"][-1]["content"]
                 content = f"echo: {last}"
+                message = {"role": "assistant", "content": content}
+                finish_reason = "stop"
+                forced = body.get("tool_choice")
+                if isinstance(forced, dict) and forced.get("type") == "function":
+                    # A forced tool call (for tool-calling clients): call it with {}.
+                    name = forced["function"]["name"]
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "call_double_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
+                        ],
+                    }
+                    finish_reason = "tool_calls"
                 self._send(
                     200,
                     {
@@ -70,7 +84,7 @@ class UpstreamDouble:
                         "created": int(time.time()),
                         "model": body["model"],
                         "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                            {"index": 0, "message": message, "finish_reason": finish_reason}
                         ],
                         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
                     },
