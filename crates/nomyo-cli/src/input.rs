@@ -54,3 +54,15 @@ pub fn optional_secret(
         ))),
     }
 }
+
+/// The endpoint API key: `--api-key-file F` / `--api-key-env VAR`, else
+/// `$NOMYO_API_KEY` when set (INTERFACES.md, "Conventions"), else none.
+pub fn api_key(file: Option<&Path>, env: Option<&str>) -> CliResult<Option<SecretString>> {
+    match optional_secret(file, env, "API key")? {
+        Some(k) => Ok(Some(k)),
+        None => match std::env::var_os("NOMYO_API_KEY") {
+            Some(v) if !v.is_empty() => Ok(Some(secret_from_env("NOMYO_API_KEY", "API key")?)),
+            _ => Ok(None),
+        },
+    }
+}

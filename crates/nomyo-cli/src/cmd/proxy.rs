@@ -1,0 +1,242 @@
+//! `nomyo proxy`: a plain OpenAI-compatible API on loopback, every request
+//! forwarded end-to-end encrypted (INTERFACES.md; crate `nomyo-proxy`).
+//!
+//! Arguments are resolved once into [`Settings`]; [`run`] builds the client
+//! exactly as `nomyo chat` does and serves `nomyo_proxy::app`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use nomyo_client::{Client, KnownServers, TrustDecision};
+use nomyo_core::{Fingerprint, SecretString, SecurityTier};
+
+use super::chat::{client_error, parse_fingerprint, parse_tier, resolve_base_url, Protocol};
+use crate::exit::{CliError, CliResult, Code};
+use crate::input::optional_secret;
+
+const AFTER_HELP: &str = "\
+Point any OpenAI SDK at it by changing only the base URL, e.g. in Python:
+  client = openai.OpenAI(base_url=\"http://127.0.0.1:8080/v1\", api_key=\"unused\")
+or: curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '{\"model\": \"M\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'
+
+Routes: POST /v1/chat/completions (with and without \"stream\": true), GET /v1/models,
+GET /health. Every other request field (tools, tool_choice, response_format, seed, ...)
+is forwarded unchanged; the answer is the endpoint's, decrypted, with its _metadata.
+Each request is sealed with protocol v2 when the server publishes its HPKE keys
+(--protocol auto), else v1. Protocol v1 CANNOT STREAM: a streamed request to a v1
+server is answered as a well-formed event stream built from the complete answer
+(everything arrives at once, then data: [DONE]).
+
+Errors are OpenAI-shaped ({\"error\": {\"message\", \"type\", \"code\"}}) with the endpoint's
+status (401, 403, 404, 429 with Retry-After, 400, 5xx), so SDKs raise their own
+exception types; a pin mismatch or a changed server key is 502 nomyo_security_error.
+The tier is --tier, or per request the X-Nomyo-Tier header.
+
+Safe by default: listens on loopback only and answers only requests addressed to
+localhost/127.0.0.1 with a JSON body (no DNS rebinding, no cross-site form posts).
+Listening elsewhere needs --allow-remote AND an access token, which callers then
+send as their API key (Authorization: Bearer TOKEN). The endpoint's API key comes
+from --api-key-file, --api-key-env or $NOMYO_API_KEY and never leaves the proxy.
+Nothing of a prompt or an answer is logged (-v logs ids, sizes, statuses, timings).
+
+The server's key is verified as `nomyo chat` does: against --pin (for v2, pin the
+key `nomyo fingerprint --server URL` lists for v2), or else trusted on first use and
+recorded in ~/.config/nomyo/known_servers.";
+
+/// Serve a local OpenAI-compatible API that forwards end-to-end encrypted.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Address to listen on (loopback; port 0 picks a free port, printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Allow a non-loopback --listen address (needs an access token).
+    #[arg(long)]
+    allow_remote: bool,
+    /// Callers must send this token (first line of F) as their API key.
+    #[arg(long, value_name = "F", conflicts_with = "access_token_env")]
+    access_token_file: Option<PathBuf>,
+    /// Callers must send this token (from environment variable VAR) as their API key.
+    #[arg(long, value_name = "VAR")]
+    access_token_env: Option<String>,
+    /// The endpoint's base URL (https://...). Default: $NOMYO_BASE_URL, else
+    /// http://127.0.0.1:12434 with --allow-http.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NOMYO_BASE_URL",
+        hide_env_values = true
+    )]
+    base_url: Option<String>,
+    /// Allow a plain http:// endpoint (local development only: the API key and
+    /// the server key travel unprotected).
+    #[arg(long)]
+    allow_http: bool,
+    /// Read the endpoint API key from this environment variable (default: NOMYO_API_KEY, if set).
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// Read the endpoint API key from the first line of this file.
+    #[arg(long, value_name = "F")]
+    api_key_file: Option<PathBuf>,
+    /// Security tier for requests without an X-Nomyo-Tier header; default:
+    /// the server's choice.
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    tier: Option<SecurityTier>,
+    /// Accept only a server key with this fingerprint (sha256:...); repeat for
+    /// several. Pins replace the known-servers check.
+    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
+    pins: Vec<Fingerprint>,
+    /// The known-servers file for trust on first use (default
+    /// ~/.config/nomyo/known_servers).
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+    /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1), v1 or v2.
+    #[arg(long, value_enum, default_value = "auto")]
+    protocol: Protocol,
+    /// Retries after 429/5xx answers and network errors. Default 0: the
+    /// caller's SDK retries (and honours Retry-After) itself.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_retries: u32,
+    /// Seconds to wait for the endpoint's answer.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    timeout: u64,
+}
+
+/// The resolved command line.
+struct Settings {
+    listen: SocketAddr,
+    access_token: Option<SecretString>,
+    base_url: String,
+    allow_http: bool,
+    api_key: Option<SecretString>,
+    tier: Option<SecurityTier>,
+    pins: Vec<Fingerprint>,
+    known_servers: KnownServers,
+    protocol: Protocol,
+    max_retries: u32,
+    timeout: Duration,
+}
+
+fn resolve(args: Args) -> CliResult<Settings> {
+    let listen: SocketAddr = args.listen.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--listen {}: expected IP:PORT, e.g. 127.0.0.1:8080",
+            args.listen
+        ))
+    })?;
+    let access_token = optional_secret(
+        args.access_token_file.as_deref(),
+        args.access_token_env.as_deref(),
+        "access token",
+    )?;
+    nomyo_proxy::check_listen(listen, args.allow_remote, access_token.is_some())
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(Settings {
+        listen,
+        access_token,
+        base_url: resolve_base_url(args.base_url, args.allow_http)?,
+        allow_http: args.allow_http,
+        api_key: crate::input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?,
+        tier: args.tier,
+        pins: args.pins,
+        known_servers: match args.known_servers {
+            Some(f) => KnownServers::File(f),
+            None => KnownServers::Default,
+        },
+        protocol: args.protocol,
+        max_retries: args.max_retries,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    })
+}
+
+/// Runs the proxy until SIGTERM or ctrl-c.
+pub fn run(args: Args) -> CliResult {
+    let settings = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(proxy(settings))
+}
+
+async fn proxy(mut s: Settings) -> CliResult {
+    let mut builder = Client::builder()
+        .base_url(s.base_url.clone())
+        .allow_http(s.allow_http)
+        .max_retries(s.max_retries)
+        .timeout(s.timeout)
+        .pins(s.pins.iter().copied())
+        .known_servers(s.known_servers.clone())
+        .protocol(s.protocol.to_client());
+    if let Some(k) = s.api_key.take() {
+        builder = builder.api_key(k);
+    }
+    let client = builder.build().map_err(client_error)?;
+    verify_server(&client).await?;
+
+    let mut state = nomyo_proxy::ProxyState::new(client);
+    if let Some(t) = s.tier {
+        state = state.default_tier(t);
+    }
+    if let Some(token) = s.access_token.take() {
+        state = state.access_token(&token);
+    }
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .map_err(|e| CliError::new(Code::Other, format!("cannot listen on {}: {e}", s.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot listen on {}: {e}", s.listen)))?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = out.flush();
+    }
+    nomyo_proxy::serve(listener, state, nomyo_server::serve::shutdown_signal())
+        .await
+        .map_err(|e| CliError::new(Code::Other, format!("the proxy stopped: {e}")))
+}
+
+/// Checks the server's key before accepting callers, so that a pin
+/// mismatch or a changed key stops the proxy at once (exit 4) instead of
+/// failing every request. An unreachable server is only a warning: the
+/// proxy tries again on each request.
+async fn verify_server(client: &Client) -> CliResult {
+    let checked = async {
+        if client.uses_v2().await? {
+            let keys = client.hpke_keys().await?;
+            Ok::<_, nomyo_client::Error>(("v2", keys.fingerprint(), keys.trust().clone()))
+        } else {
+            let key = client.prepare().await?;
+            Ok(("v1", key.fingerprint(), key.trust().clone()))
+        }
+    }
+    .await;
+    match checked {
+        Ok((protocol, fingerprint, trust)) => {
+            if let TrustDecision::FirstUse { file } = &trust {
+                eprintln!(
+                    "nomyo proxy: first contact with {}: trusting its key {fingerprint} (recorded in {})",
+                    client.origin(),
+                    file.display()
+                );
+            }
+            eprintln!(
+                "nomyo proxy: forwarding to {} with protocol {protocol} (server key {fingerprint})",
+                client.origin()
+            );
+            Ok(())
+        }
+        Err(e) if e.is_security() || e.is_auth() || !e.is_server_or_network() => {
+            Err(client_error(e))
+        }
+        Err(e) => {
+            eprintln!("nomyo proxy: warning: {e}; starting anyway, each request will try again");
+            Ok(())
+        }
+    }
+}
