@@ -87,9 +87,43 @@ def test_streamed_request(ehbp, upstream):
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert content == "echo: stream me"
     assert chunks[0]["_metadata"]["hpke"]["kem"] == "x25519"
-    # The upstream cannot stream: it was asked for one plain completion.
+    # The upstream was asked to stream, once; this double ignores "stream" and
+    # answers one JSON completion, which the server sends as one chunk.
     assert len(upstream.requests) == 1
-    assert upstream.requests[0]["body"].get("stream") is None
+    assert upstream.requests[0]["body"].get("stream") is True
+    assert len(chunks) == 1
+
+
+def test_streamed_from_a_streaming_upstream(tmp_path, nomyo_bin):
+    """The upstream streams word by word, 0.3 s apart: tinfoil-ehbp decrypts
+    each chunk as it arrives, the first long before the last is sent."""
+    import time
+
+    up = UpstreamDouble(streaming=True, chunk_delay=0.3)
+    try:
+        (tmp_path / "nomyo.toml").write_text(config_toml(up))
+        args = ["--config", tmp_path / "nomyo.toml", "--ephemeral-key", "--key-bits", "2048"]
+        with NomyoServer(nomyo_bin, args) as s:
+            c = Client.discover(s.url)
+            prompt = "one two three four five"
+            arrivals, text = [], ""
+            start = time.monotonic()
+            with c.stream("POST", "/v1/chat/completions", json_body=chat(prompt, stream=True)) as r:
+                assert r.status_code == 200
+                for piece in r.iter_bytes():
+                    arrivals.append(time.monotonic() - start)
+                    text += piece.decode()
+            c.close()
+        events = [e[len("data: "):] for e in text.split("\n\n") if e]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(ch["choices"][0]["delta"]["content"] for ch in chunks) == f"echo: {prompt}"
+        assert len(chunks) == len(f"echo: {prompt}".split(" "))
+        assert up.requests[0]["body"]["stream"] is True
+        # 6 chunks 0.3 s apart: the first arrived well before the stream ended.
+        assert arrivals[0] < arrivals[-1] - 1.0, arrivals
+    finally:
+        up.close()
 
 
 def test_canary_never_in_server_logs(server, ehbp, upstream):

@@ -5,19 +5,33 @@
 //! connect and total timeouts. Upstream failures become [`BackendError`]s
 //! whose detail strings hold statuses and error kinds only: never the
 //! upstream's response body, which may quote the prompt.
+//!
+//! Streaming ([`Backend::chat_stream`]) posts the request with
+//! `"stream": true` and parses the upstream's server-sent events as the bytes
+//! arrive ([`SseParser`]), yielding each `chat.completion.chunk` at once, so
+//! the first token reaches the client while the upstream still generates.
+//! The stream ends cleanly only after the upstream's `data: [DONE]`; an
+//! upstream that closes the connection before it, fails mid-way, sends an
+//! in-stream `{"error": ...}` event or something that is not a JSON object
+//! ends the stream with an error (the client sees a cut stream). An upstream
+//! that ignores `"stream"` and answers one JSON completion is turned into a
+//! single chunk.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use nomyo_core::{ExposeSecret, SecretString};
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
+use secrecy::zeroize::Zeroizing;
 use serde_json::Value;
 
-use crate::backend::{Backend, BackendError, ChatRequest};
+use crate::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 
 /// Largest upstream answer read (a chat completion is far smaller).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest single server-sent event (one chunk is a few hundred bytes).
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// How to reach one upstream.
 pub struct UpstreamConfig {
@@ -248,50 +262,354 @@ impl Backend for UpstreamBackend {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let resp = req.send().await.map_err(map_send_error)?;
-        let status = resp.status();
-        if !status.is_success() {
-            let hint = retry_after(&resp);
-            // Drain nothing: the body may quote the prompt. Dropping the
-            // response closes or recycles the connection.
-            return Err(match status {
-                StatusCode::BAD_REQUEST
-                | StatusCode::UNPROCESSABLE_ENTITY
-                | StatusCode::PAYLOAD_TOO_LARGE => {
-                    BackendError::InvalidRequest(format!("upstream status {}", status.as_u16()))
-                }
-                StatusCode::NOT_FOUND => BackendError::ModelNotFound,
-                StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => BackendError::Timeout,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    BackendError::Unavailable { retry_after: hint }
-                }
-                s => BackendError::Upstream(format!("upstream status {}", s.as_u16())),
-            });
+        check_status(&resp)?;
+        read_json_object(resp).await
+    }
+
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let mut body = request.body;
+        body.insert("stream".to_owned(), Value::Bool(true));
+        // The serialised request is plaintext; it lives only until sent.
+        let body = Zeroizing::new(
+            serde_json::to_vec(&body)
+                .map_err(|e| BackendError::Internal(format!("serialising the request: {e}")))?,
+        );
+        let mut req = self
+            .client
+            .post(&self.completions_url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
+            .body(body.to_vec());
+        drop(body);
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
         }
-        if let Some(len) = resp.content_length() {
-            if len > MAX_RESPONSE_BYTES as u64 {
-                return Err(BackendError::Upstream(format!(
-                    "upstream answer of {len} bytes exceeds the limit"
-                )));
-            }
+        let resp = req.send().await.map_err(map_send_error)?;
+        check_status(&resp)?;
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if !is_sse {
+            // It ignored "stream": one complete answer, as one chunk.
+            let completion = read_json_object(resp).await?;
+            let chunk = crate::routes::v2::completion_to_chunk(&completion).ok_or_else(|| {
+                BackendError::Upstream("upstream answer is not a JSON object".into())
+            })?;
+            tracing::debug!(backend = %self.name, "upstream answered a stream request with one JSON completion");
+            return Ok(Box::pin(futures::stream::iter([Ok(chunk)])));
         }
-        let mut buf = nomyo_core::SecretBuf::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(map_send_error)?;
-            if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(BackendError::Upstream(
-                    "upstream answer exceeds the size limit".into(),
-                ));
-            }
-            buf.extend_from_slice(&chunk);
+        let state = SseStream {
+            body: Box::pin(resp.bytes_stream()),
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            pending: std::collections::VecDeque::new(),
+            received: 0,
+            finished: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, SseStream::next)))
+    }
+}
+
+/// Maps a non-2xx upstream status (the body is never read: it may quote the prompt).
+fn check_status(resp: &reqwest::Response) -> Result<(), BackendError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let hint = retry_after(resp);
+    // Drain nothing: the body may quote the prompt. Dropping the
+    // response closes or recycles the connection.
+    Err(match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::PAYLOAD_TOO_LARGE => {
+            BackendError::InvalidRequest(format!("upstream status {}", status.as_u16()))
         }
-        let value: Value = serde_json::from_slice(buf.expose_secret())
-            .map_err(|_| BackendError::Upstream("upstream answer is not JSON".into()))?;
-        if !value.is_object() {
+        StatusCode::NOT_FOUND => BackendError::ModelNotFound,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => BackendError::Timeout,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            BackendError::Unavailable { retry_after: hint }
+        }
+        s => BackendError::Upstream(format!("upstream status {}", s.as_u16())),
+    })
+}
+
+/// Reads a whole JSON object answer, bounded in size.
+async fn read_json_object(resp: reqwest::Response) -> Result<Value, BackendError> {
+    if let Some(len) = resp.content_length() {
+        if len > MAX_RESPONSE_BYTES as u64 {
+            return Err(BackendError::Upstream(format!(
+                "upstream answer of {len} bytes exceeds the limit"
+            )));
+        }
+    }
+    let mut buf = nomyo_core::SecretBuf::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(map_send_error)?;
+        if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(BackendError::Upstream(
-                "upstream answer is not a JSON object".into(),
+                "upstream answer exceeds the size limit".into(),
             ));
         }
-        Ok(value)
+        buf.extend_from_slice(&chunk);
+    }
+    let value: Value = serde_json::from_slice(buf.expose_secret())
+        .map_err(|_| BackendError::Upstream("upstream answer is not JSON".into()))?;
+    if !value.is_object() {
+        return Err(BackendError::Upstream(
+            "upstream answer is not a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// An upstream event stream being turned into chunks.
+struct SseStream {
+    body: ByteStream,
+    parser: SseParser,
+    pending: std::collections::VecDeque<Result<Value, BackendError>>,
+    received: usize,
+    /// `[DONE]` seen, or an error yielded: nothing more.
+    finished: bool,
+}
+
+impl SseStream {
+    async fn next(mut self) -> Option<(Result<Value, BackendError>, Self)> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                if item.is_err() {
+                    self.finished = true;
+                    self.pending.clear();
+                }
+                return Some((item, self));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => {
+                    self.received += bytes.len();
+                    if self.received > MAX_RESPONSE_BYTES {
+                        self.pending.push_back(Err(BackendError::Upstream(
+                            "upstream stream exceeds the size limit".into(),
+                        )));
+                        continue;
+                    }
+                    let mut events = Vec::new();
+                    if let Err(e) = self.parser.push(&bytes, &mut events) {
+                        self.pending.push_back(Err(e));
+                        continue;
+                    }
+                    for data in events {
+                        if self.parser_done(&data) {
+                            break;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %describe(&e), "upstream stream failed mid-way");
+                    self.pending.push_back(Err(map_send_error(e)));
+                }
+                None => {
+                    // EOF. A final event without its blank line still counts.
+                    if let Some(data) = self.parser.finish() {
+                        self.parser_done(&data);
+                    }
+                    if !self.finished {
+                        // Yield what came, then report the missing [DONE].
+                        self.pending.push_back(Err(BackendError::Upstream(
+                            "upstream stream ended before data: [DONE]".into(),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one event's data; returns true once the stream is over (`[DONE]`
+    /// or an error).
+    fn parser_done(&mut self, data: &str) -> bool {
+        if self.finished || self.pending.back().is_some_and(Result::is_err) {
+            return true;
+        }
+        if data.trim() == "[DONE]" {
+            self.finished = true;
+            return true;
+        }
+        match serde_json::from_str::<Value>(data) {
+            Ok(v) if v.get("error").is_some() && v.get("choices").is_none() => {
+                // Its message may quote the prompt: not logged.
+                self.pending.push_back(Err(BackendError::Upstream(
+                    "upstream reported an error mid-stream".into(),
+                )));
+                true
+            }
+            Ok(v) if v.is_object() => {
+                self.pending.push_back(Ok(v));
+                false
+            }
+            _ => {
+                self.pending.push_back(Err(BackendError::Upstream(
+                    "upstream stream event is not a JSON object".into(),
+                )));
+                true
+            }
+        }
+    }
+}
+
+/// An incremental parser of `text/event-stream` (the WHATWG server-sent
+/// events grammar, as far as chat streams use it): lines end in LF, CRLF or
+/// CR; a blank line dispatches the event; `data:` lines are joined with LF;
+/// comments (`:`) and the `event`, `id` and `retry` fields are ignored. Bytes
+/// are buffered only up to the end of the current line; an event larger than
+/// the limit is an error. Buffers are zeroed on drop (they hold plaintext).
+pub struct SseParser {
+    line: Zeroizing<Vec<u8>>,
+    data: Zeroizing<Vec<u8>>,
+    has_data: bool,
+    /// The previous byte was a CR: an LF right after it ends nothing more.
+    after_cr: bool,
+    max_event: usize,
+}
+
+impl std::fmt::Debug for SseParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseParser").finish_non_exhaustive()
+    }
+}
+
+impl SseParser {
+    /// A parser refusing events over `max_event` bytes.
+    pub fn new(max_event: usize) -> Self {
+        Self {
+            line: Zeroizing::new(Vec::new()),
+            data: Zeroizing::new(Vec::new()),
+            has_data: false,
+            after_cr: false,
+            max_event,
+        }
+    }
+
+    /// Feeds bytes; appends the data of every event completed by them.
+    pub fn push(&mut self, bytes: &[u8], events: &mut Vec<String>) -> Result<(), BackendError> {
+        for &b in bytes {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    self.end_line(events)?;
+                }
+                _ => {
+                    if self.line.len() + self.data.len() >= self.max_event {
+                        return Err(BackendError::Upstream(
+                            "upstream stream event exceeds the size limit".into(),
+                        ));
+                    }
+                    self.line.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At end of input: the data of an event left without its blank line.
+    pub fn finish(&mut self) -> Option<String> {
+        let mut events = Vec::new();
+        if !self.line.is_empty() {
+            let _ = self.end_line(&mut events);
+        }
+        let _ = self.end_line(&mut events);
+        events.pop()
+    }
+
+    fn end_line(&mut self, events: &mut Vec<String>) -> Result<(), BackendError> {
+        if self.line.is_empty() {
+            if self.has_data {
+                self.has_data = false;
+                let data = std::mem::take(&mut *self.data);
+                let text = String::from_utf8(data).map_err(|e| {
+                    let mut bytes = e.into_bytes();
+                    secrecy::zeroize::Zeroize::zeroize(&mut bytes);
+                    BackendError::Upstream("upstream stream event is not UTF-8".into())
+                })?;
+                events.push(text);
+            }
+            return Ok(());
+        }
+        let line = std::mem::take(&mut *self.line);
+        let line = Zeroizing::new(line);
+        let (field, value) = match line.iter().position(|&c| c == b':') {
+            Some(0) => return Ok(()), // comment
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (&line[..], &b""[..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in_pieces(input: &[u8], piece: usize) -> (Vec<String>, Option<String>) {
+        let mut p = SseParser::new(1024);
+        let mut events = Vec::new();
+        for part in input.chunks(piece) {
+            p.push(part, &mut events).unwrap();
+        }
+        let rest = p.finish();
+        (events, rest)
+    }
+
+    #[test]
+    fn sse_events_whatever_the_split_and_line_endings() {
+        let input = b": comment\r\nevent: message\r\ndata: {\"a\":1}\r\n\r\nid: 7\ndata:{\"b\":\ndata: 2}\n \n\n\rdata: x\r\rdata: [DONE]\n\n";
+        for piece in 1..input.len() {
+            let (events, rest) = parse_in_pieces(input, piece);
+            assert_eq!(
+                events,
+                vec!["{\"a\":1}", "{\"b\":\n2}", "x", "[DONE]"],
+                "split every {piece} bytes"
+            );
+            assert_eq!(rest, None);
+        }
+        // CR LF split across two pushes is one line end, not two.
+        let (events, _) = parse_in_pieces(b"data: a\r\ndata: b\r\n\r\n", 8);
+        assert_eq!(events, vec!["a\nb"]);
+        // An event without its blank line is returned by finish().
+        let (events, rest) = parse_in_pieces(b"data: [DONE]", 3);
+        assert!(events.is_empty());
+        assert_eq!(rest.as_deref(), Some("[DONE]"));
+    }
+
+    #[test]
+    fn sse_oversized_event_and_bad_utf8_are_errors() {
+        let mut p = SseParser::new(16);
+        let mut events = Vec::new();
+        assert!(p.push(b"data: 0123456789abcdef\n", &mut events).is_err());
+        let mut p = SseParser::new(16);
+        assert!(p.push(b"data: \xff\xfe\n\n", &mut events).is_err());
+        assert!(events.is_empty());
     }
 }

@@ -536,7 +536,7 @@ async fn answer(
 
 /// A complete `chat.completion` as one `chat.completion.chunk` (each
 /// choice's `message` becomes its `delta`). `None` if it is not an object.
-fn completion_to_chunk(completion: &Value) -> Option<Value> {
+pub(crate) fn completion_to_chunk(completion: &Value) -> Option<Value> {
     let obj = completion.as_object()?;
     let choices: Vec<Value> = obj
         .get("choices")
