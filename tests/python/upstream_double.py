@@ -4,8 +4,12 @@ and `GET /v1/models` on 127.0.0.1, port chosen by the OS.
 It answers "echo: <last user message>" so a test can tell that the prompt
 crossed the server intact, records every request it received (body and
 headers), and can be scripted to fail: `fail_next(503, n)` makes the next n
-chat requests answer that status. It lives in tests only; the product's real
-backends are llama.cpp-class servers and the embedded engine.
+chat requests answer that status. With `streaming=True` a request with
+`"stream": true` is answered as an OpenAI server-sent-event stream (one
+`chat.completion.chunk` per word of the answer, `chunk_delay` seconds apart,
+then `data: [DONE]`); otherwise `"stream"` is ignored and one JSON completion
+is sent. It lives in tests only; the product's real backends are
+llama.cpp-class servers and the embedded engine.
 """
 
 import json
@@ -15,8 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class UpstreamDouble:
-    def __init__(self, models=("small-model", "big-model")):
+    def __init__(self, models=("small-model", "big-model"), streaming=False, chunk_delay=0.0):
         self.models = list(models)
+        self.streaming = streaming
+        self.chunk_delay = chunk_delay
         self.requests = []  # [{"path", "headers", "body"}] for chat requests
         self._failures = []  # statuses to answer, in order
         self._lock = threading.Lock()
@@ -37,6 +43,40 @@ class UpstreamDouble:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _stream(self, model, content):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def write(data):
+                    event = f"data: {data}\n\n".encode()
+                    self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                    self.wfile.flush()
+
+                words = content.split(" ")
+                for i, word in enumerate(words):
+                    piece = word if i == len(words) - 1 else word + " "
+                    chunk = {
+                        "id": f"chatcmpl-double-{len(double.requests)}",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"content": piece},
+                                "finish_reason": "stop" if i == len(words) - 1 else None,
+                            }
+                        ],
+                    }
+                    write(json.dumps(chunk))
+                    if double.chunk_delay:
+                        time.sleep(double.chunk_delay)
+                write("[DONE]")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             def do_GET(self):
                 if self.path == "/v1/models":
@@ -76,6 +116,9 @@ class UpstreamDouble:
                         ],
                     }
                     finish_reason = "tool_calls"
+                if double.streaming and body.get("stream") is True and message.get("content"):
+                    self._stream(body["model"], message["content"])
+                    return
                 self._send(
                     200,
                     {
