@@ -47,6 +47,8 @@ pub const XWING_KEY_ID: u8 = 1;
 
 /// The key file in the key directory.
 pub const KEY_FILE: &str = "hpke_keys.key";
+/// Key files of earlier builds (one raw key each); erased when found.
+const LEGACY_KEY_FILES: [&str; 2] = ["hpke_x25519.key", "hpke_xwing.key"];
 /// Magic and version at the start of [`KEY_FILE`].
 const MAGIC: &[u8; 5] = b"NHPK\x01";
 /// Length of a private key in the file (both KEMs: the X25519 scalar, the X-Wing seed).
@@ -99,6 +101,12 @@ impl HpkeKeySet {
         let stale = stale_copy(&path);
         if stale.exists() {
             shred_and_remove(&stale);
+        }
+        for legacy in LEGACY_KEY_FILES.map(|f| dir.join(f)) {
+            if legacy.exists() {
+                tracing::info!(file = %legacy.display(), "erasing an HPKE key file of an earlier format");
+                shred_and_remove(&legacy);
+            }
         }
         if path.exists() {
             let bytes = SecretBuf::from_slice(
@@ -302,6 +310,9 @@ struct StoreState {
     snapshot: Arc<HpkeSnapshot>,
     /// The next key id to try.
     next_id: u8,
+    /// When the current keys were made (for the first scheduled rotation
+    /// after a restart with saved keys).
+    born: Instant,
 }
 
 /// The HPKE keys that open requests, and their rotation. Cheap lookups (one
@@ -333,6 +344,7 @@ impl HpkeKeyStore {
                     retired: Vec::new(),
                 }),
                 next_id,
+                born: Instant::now(),
             }),
             dir: None,
             grace: DEFAULT_GRACE,
@@ -356,6 +368,22 @@ impl HpkeKeyStore {
     /// The grace period.
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// The current keys are already this old (saved keys loaded at start:
+    /// the age of their file), so that a server restarted more often than
+    /// it rotates still rotates on time.
+    pub fn with_age(self, age: Duration) -> Self {
+        {
+            let mut st = self.write();
+            st.born = Instant::now().checked_sub(age).unwrap_or(st.born);
+        }
+        self
+    }
+
+    /// How long ago the current keys were made.
+    pub fn current_age(&self) -> Duration {
+        self.read().born.elapsed()
     }
 
     /// The keys as of now.
@@ -426,6 +454,7 @@ impl HpkeKeyStore {
             retired,
         });
         st.next_id = next;
+        st.born = now;
         Ok(rotation)
     }
 
@@ -503,8 +532,14 @@ mod tests {
     #[test]
     fn saved_0600_and_reloaded_identically() {
         let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(LEGACY_KEY_FILES[0]), [7u8; 32]).unwrap();
         let (a, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();
         assert!(generated);
+        assert!(
+            !dir.join(LEGACY_KEY_FILES[0]).exists(),
+            "old-format key erased"
+        );
         #[cfg(unix)]
         assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
         let (b, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();

@@ -136,8 +136,13 @@ where
                     .await
                     .map_err(|_| StartError::Key(nomyo_core::Error::Key("key task failed".into())))?
                     .map_err(|e| StartError::Key(nomyo_core::Error::Key(e)))?;
-            tracing::info!(generated, key_ids = ?set.key_ids(), "protocol v2 HPKE keys ready (key directory)");
-            HpkeKeyStore::new(set).with_dir(dir)
+            let age = std::fs::metadata(dir.join(crate::hpke_keys::KEY_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            tracing::info!(generated, key_ids = ?set.key_ids(), age_secs = age.as_secs(), "protocol v2 HPKE keys ready (key directory)");
+            HpkeKeyStore::new(set).with_dir(dir).with_age(age)
         }
         None => {
             tracing::info!("protocol v2 HPKE keys generated in memory (not saved)");

@@ -141,7 +141,9 @@ impl AppState {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let every = st.inner.hpke_rotate_every;
             let mut rotation = every.map(|d| {
-                let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+                // Saved keys loaded at start are as old as their file.
+                let first = d.saturating_sub(st.inner.hpke.current_age());
+                let mut i = tokio::time::interval_at(tokio::time::Instant::now() + first, d);
                 i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 i
             });

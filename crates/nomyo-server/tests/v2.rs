@@ -642,3 +642,24 @@ async fn post_quantum_requirement_is_per_tier_config() {
     let (s, _, _) = oneshot(&app, req.request(None, Some("high"))).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn saved_keys_older_than_the_interval_rotate_at_start() {
+    use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
+    let every = std::time::Duration::from_secs(3600);
+    let st = state_with(&["m"])
+        .hpke_store(HpkeKeyStore::new(HpkeKeySet::generate()).with_age(every))
+        .hpke_rotation(Some(every))
+        .build()
+        .unwrap();
+    let app = app(st.clone());
+    let first = key_configs(&app).await;
+    let task = st.spawn_maintenance();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while key_configs(&app).await == first {
+        assert!(std::time::Instant::now() < deadline, "not rotated at start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert_eq!(key_configs(&app).await[0].key_id, 2);
+}
