@@ -1,0 +1,151 @@
+//! The per-request cryptographic ceilings of a server, measured with
+//! nomyo-core's public API, printed as one JSON object (for `bench/run.sh`):
+//!
+//! - `rsa4096_open`: `v1::open` of a small package to an RSA-4096 key: one
+//!   RSA-OAEP-SHA256 private-key operation (which is almost all of its cost)
+//!   plus a 256-byte AES-256-GCM open. A v1 server does one per request.
+//! - `hpke_open_x25519` / `hpke_open_xwing`: `RequestOpener::new` (HPKE
+//!   decapsulation and key schedule) plus opening one 256-byte frame. A v2
+//!   server does one per request.
+//!
+//! Each is run on one thread and on all cores at once (one thread per core,
+//! each on its own inputs), for `--seconds` each (default 2), after a short
+//! warm-up. Inputs are sealed ahead of time and reused round-robin, so only
+//! the opening side is timed.
+//!
+//! `cargo run --release -p nomyo-core --example ceiling -- [--seconds S]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use nomyo_core::keys::{PrivateKey, RsaBits};
+use nomyo_core::v1::{self, Package};
+use nomyo_core::v2::framing::FrameDecoder;
+use nomyo_core::v2::keys::{Kem, ServerKeyPair};
+use nomyo_core::v2::request::{RequestOpener, RequestSealer};
+
+/// Distinct sealed inputs per thread (cycled).
+const INPUTS: usize = 16;
+/// Plaintext size of every sealed input.
+const PLAINTEXT: usize = 256;
+
+/// Runs `op` in a loop on `threads` threads for `secs`; returns ops per second.
+fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize) + Sync) -> f64 {
+    let warm = Duration::from_secs_f64((secs / 5.0).min(0.5));
+    let run = Duration::from_secs_f64(secs);
+    let counts: Vec<(u64, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let op = &op;
+                scope.spawn(move || {
+                    let start = Instant::now();
+                    let mut i = t * 7;
+                    while start.elapsed() < warm {
+                        op(state, i);
+                        i += 1;
+                    }
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < run {
+                        op(state, i);
+                        i += 1;
+                        n += 1;
+                    }
+                    (n, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    counts
+        .iter()
+        .map(|(n, d)| *n as f64 / d.as_secs_f64())
+        .sum()
+}
+
+/// Sealed v2 requests to `key`: (enc, first frame's ciphertext).
+fn sealed_v2(key: &ServerKeyPair) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..INPUTS)
+        .map(|_| {
+            let (enc, mut sealer) = RequestSealer::new(key.config()).unwrap();
+            let framed = sealer.seal_chunk(&[b'a'; PLAINTEXT]).unwrap();
+            let mut dec = FrameDecoder::new(1 << 20);
+            dec.push(&framed);
+            (enc, dec.next_frame().unwrap().unwrap())
+        })
+        .collect()
+}
+
+fn main() {
+    let mut secs = 2.0f64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => {
+                secs = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|s: &f64| *s > 0.0)
+                    .expect("--seconds needs a positive number")
+            }
+            _ => {
+                eprintln!("usage: ceiling [--seconds S]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let rsa = PrivateKey::generate(RsaBits::B4096).unwrap();
+    let packages: Vec<Package> = (0..INPUTS)
+        .map(|_| {
+            let json = v1::seal(&[b'a'; PLAINTEXT], rsa.public_key())
+                .unwrap()
+                .to_json();
+            Package::from_json(&json).unwrap()
+        })
+        .collect();
+    let rsa_open = |(k, p): &(PrivateKey, Vec<Package>), i: usize| {
+        let plain = v1::open(&p[i % p.len()], k).unwrap();
+        assert_eq!(plain.len(), PLAINTEXT);
+        black_box(plain);
+    };
+    let rsa_state = (rsa, packages);
+
+    let hpke_open = |(k, s): &(ServerKeyPair, Vec<(Vec<u8>, Vec<u8>)>), i: usize| {
+        let (enc, ct) = &s[i % s.len()];
+        let mut opener = RequestOpener::new(k, enc).unwrap();
+        let plain = opener.open_chunk(ct).unwrap();
+        assert_eq!(plain.len(), PLAINTEXT);
+        black_box(plain);
+    };
+    let x25519 = ServerKeyPair::generate(1, Kem::X25519);
+    let x25519 = {
+        let s = sealed_v2(&x25519);
+        (x25519, s)
+    };
+    let xwing = ServerKeyPair::generate(2, Kem::XWing);
+    let xwing = {
+        let s = sealed_v2(&xwing);
+        (xwing, s)
+    };
+
+    let row = |one: f64, all: f64| serde_json::json!({"ops_per_s_1": one, "ops_per_s_all": all});
+    let rsa_1 = measure(&rsa_state, 1, secs, rsa_open);
+    let rsa_all = measure(&rsa_state, cores, secs, rsa_open);
+    let x_1 = measure(&x25519, 1, secs, hpke_open);
+    let x_all = measure(&x25519, cores, secs, hpke_open);
+    let w_1 = measure(&xwing, 1, secs, hpke_open);
+    let w_all = measure(&xwing, cores, secs, hpke_open);
+    let out = serde_json::json!({
+        "cores": cores,
+        "seconds_per_measurement": secs,
+        "plaintext_bytes": PLAINTEXT,
+        "rsa4096_open": row(rsa_1, rsa_all),
+        "hpke_open_x25519": row(x_1, x_all),
+        "hpke_open_xwing": row(w_1, w_all),
+    });
+    println!("{out}");
+}
