@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey, PublicEncryptingKey};
+use aws_lc_rs::signature::{self as lc_signature, UnparsedPublicKey};
 use der::pem::LineEnding;
 use der::{Decode, Encode, SecretDocument};
 use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo};
@@ -154,7 +155,33 @@ impl PublicKey {
     pub(crate) fn inner(&self) -> &PublicEncryptingKey {
         &self.key
     }
+
+    /// Verifies an RSA-PSS signature over `message` (SHA-256, MGF1-SHA-256,
+    /// salt length 32: what [`PrivateKey::sign_pss_sha256`] makes), with
+    /// aws-lc. Any failure (wrong key, altered message, malformed or
+    /// truncated signature) is the same [`BadSignature`].
+    pub fn verify_pss_sha256(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+    ) -> std::result::Result<(), BadSignature> {
+        UnparsedPublicKey::new(&lc_signature::RSA_PSS_2048_8192_SHA256, &self.der)
+            .verify(message, signature)
+            .map_err(|_| BadSignature)
+    }
 }
+
+/// An RSA signature did not verify (deliberately without detail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadSignature;
+
+impl fmt::Display for BadSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the signature does not verify")
+    }
+}
+
+impl std::error::Error for BadSignature {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -316,6 +343,32 @@ impl PrivateKey {
 
     pub(crate) fn inner(&self) -> &PrivateDecryptingKey {
         &self.key
+    }
+
+    /// Signs `message` with RSA-PSS (SHA-256, MGF1-SHA-256, salt length 32
+    /// bytes, the digest length), with aws-lc. The signature is as long as
+    /// the modulus (512 bytes for RSA-4096). Callers must domain-separate
+    /// `message` (see [`crate::keys_signature`]) and sign only data they
+    /// chose: the same key opens v1 packages (OAEP), and the combination is
+    /// safe only while neither use becomes an oracle for the other (the
+    /// server never signs attacker-chosen bytes, and decryption never
+    /// reveals a raw RSA result).
+    pub fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let failed = || Error::Key("RSA-PSS signing failed".into());
+        // aws-lc's signing key type is separate from its decrypting one:
+        // load the same key (PKCS#8, held in zeroized memory) into one.
+        let der = self.key.as_der().map_err(|_| failed())?;
+        let pkcs8 = Zeroizing::new(der.as_ref().to_vec());
+        let pair = lc_signature::RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| failed())?;
+        let mut sig = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &lc_signature::RSA_PSS_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            message,
+            &mut sig,
+        )
+        .map_err(|_| failed())?;
+        Ok(sig)
     }
 }
 

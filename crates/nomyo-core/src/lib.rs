@@ -8,6 +8,7 @@
 //! - [`v1`]: the NOMYO v1 package (AES-256-GCM + RSA-OAEP-SHA256), both directions.
 //! - [`v2`]: EHBP (HPKE, RFC 9180) with X25519 and the post-quantum X-Wing suite.
 //! - [`keys`]: RSA key generation, PKCS#8 / PBES2 files, fingerprints.
+//! - [`keys_signature`]: the server's RSA key signs its v2 key lists.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
 //!
 //! ```
@@ -25,6 +26,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod keys_signature;
 pub mod secure_memory;
 pub mod tier;
 pub mod v1;
