@@ -31,12 +31,25 @@
 //!
 //! The set is generated in memory at start when there is no key directory;
 //! both KEMs generate in well under a millisecond.
+//!
+//! # Signed key lists
+//!
+//! Clients cannot pin or record keys that change every day, so the server's
+//! long-lived v1 RSA key signs each published list ([`SignedKeyList`],
+//! header `Nomyo-Keys-Signature`, [`nomyo_core::keys_signature`]); a client
+//! that trusts the v1 key accepts every list it signed. The signature is
+//! made once per key list and RSA key (at start, after each rotation of
+//! either), not per request.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use nomyo_core::keys::PrivateKey;
+use nomyo_core::keys_signature::KeysSignature;
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
 use nomyo_core::{Fingerprint, SecretBuf};
 
@@ -202,6 +215,62 @@ impl HpkeKeySet {
             .map(|k| format!("{}#{} {}", k.kem(), k.key_id(), k.config().fingerprint()))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The published key list with its signature by the server's v1 RSA key
+/// (`Nomyo-Keys-Signature`, [`nomyo_core::keys_signature`]): clients that
+/// trust the v1 key (pinned or recorded) thereby trust every rotation of
+/// the HPKE keys. Made once per (key list, RSA key) pair; `Debug` shows
+/// the signer only.
+pub struct SignedKeyList {
+    body: Bytes,
+    signer: Fingerprint,
+    header: HeaderValue,
+}
+
+impl SignedKeyList {
+    /// Signs `set`'s `application/ohttp-keys` body with `key` (RSA-PSS;
+    /// about a millisecond for RSA-4096: run it on a blocking thread).
+    pub fn sign(set: &HpkeKeySet, key: &PrivateKey) -> Result<Self, String> {
+        let sig = KeysSignature::sign(key, set.encoded())
+            .map_err(|_| "signing the HPKE key list failed".to_owned())?;
+        let header = HeaderValue::from_str(&sig.to_header_value())
+            .map_err(|_| "the key-list signature is not a valid header value".to_owned())?;
+        Ok(Self {
+            body: Bytes::copy_from_slice(set.encoded()),
+            signer: sig.key_fingerprint(),
+            header,
+        })
+    }
+
+    /// The body as served (exactly the signed bytes).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Fingerprint of the RSA key that signed it.
+    pub fn signer(&self) -> Fingerprint {
+        self.signer
+    }
+
+    /// The `Nomyo-Keys-Signature` header value.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// Whether this is the signature of `set` by the key `signer`.
+    pub fn is_for(&self, set: &HpkeKeySet, signer: Fingerprint) -> bool {
+        self.signer == signer && self.body.as_ref() == set.encoded()
+    }
+}
+
+impl std::fmt::Debug for SignedKeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedKeyList")
+            .field("signer", &self.signer)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore, Rotation};
+use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore, Rotation, SignedKeyList};
 use crate::keystore::KeyStore;
 use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
 use crate::metrics::Metrics;
@@ -26,6 +26,9 @@ pub(crate) struct Inner {
     pub keys: Arc<KeyStore>,
     /// Protocol v2 HPKE keys.
     pub hpke: Arc<HpkeKeyStore>,
+    /// The published HPKE key list signed by the current RSA key (remade
+    /// when either changes).
+    pub signed_keys: std::sync::RwLock<Option<Arc<SignedKeyList>>>,
     /// Rotate the HPKE keys this often (`None` = never, except on SIGHUP).
     pub hpke_rotate_every: Option<Duration>,
     /// Tiers whose v2 requests must use the post-quantum suite.
@@ -75,6 +78,61 @@ impl AppState {
         &self.inner.hpke
     }
 
+    /// The published HPKE key list with its `Nomyo-Keys-Signature` by the
+    /// current RSA key. Cached: signed again only when the HPKE keys or the
+    /// RSA key changed since (the rotations re-sign at once; this is the
+    /// backstop), on the blocking pool.
+    pub async fn signed_hpke_keys(&self) -> Result<Arc<SignedKeyList>, ApiError> {
+        let set = self.inner.hpke.current();
+        let rsa = self.inner.keys.current();
+        if let Some(c) = self.cached_signed_keys() {
+            if c.is_for(&set, rsa.fingerprint()) {
+                return Ok(c);
+            }
+        }
+        let signed = self
+            .blocking(move || SignedKeyList::sign(&set, rsa.private_key()))
+            .await?
+            .map_err(ApiError::Internal)?;
+        Ok(self.store_signed_keys(signed))
+    }
+
+    fn cached_signed_keys(&self) -> Option<Arc<SignedKeyList>> {
+        self.inner
+            .signed_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps `signed` unless a list signed meanwhile is the current one.
+    fn store_signed_keys(&self, signed: SignedKeyList) -> Arc<SignedKeyList> {
+        let signed = Arc::new(signed);
+        let mut g = self
+            .inner
+            .signed_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let set = self.inner.hpke.current();
+        let rsa = self.inner.keys.current().fingerprint();
+        match g.as_ref() {
+            Some(c) if c.is_for(&set, rsa) && !signed.is_for(&set, rsa) => Arc::clone(c),
+            _ => {
+                tracing::debug!(signer = %signed.signer(), "HPKE key list signed");
+                *g = Some(Arc::clone(&signed));
+                signed
+            }
+        }
+    }
+
+    /// Signs the current key list now (after a rotation), so that the
+    /// first client to fetch it does not wait for the signature.
+    async fn resign_hpke_keys(&self) {
+        if let Err(e) = self.signed_hpke_keys().await {
+            tracing::error!(error = %e, "signing the HPKE key list failed; retried on the next fetch");
+        }
+    }
+
     /// Whether v2 requests on `tier` must use the post-quantum suite (X-Wing).
     pub fn requires_post_quantum(&self, tier: SecurityTier) -> bool {
         self.inner.post_quantum_tiers.contains(&tier)
@@ -89,6 +147,7 @@ impl AppState {
             .await
             .map_err(|_| "HPKE key rotation task failed".to_owned())??;
         self.inner.metrics.hpke_key_rotations.inc();
+        self.resign_hpke_keys().await;
         // Erase the retired keys as soon as their grace ends (the 1 s
         // maintenance tick is the backstop).
         let store = Arc::clone(&self.inner.hpke);
@@ -128,6 +187,8 @@ impl AppState {
             .await
             .map_err(|_| nomyo_core::Error::Key("key rotation task failed".into()))??;
         self.inner.metrics.key_rotations.inc();
+        // The v2 key list is vouched for by the current RSA key.
+        self.resign_hpke_keys().await;
         Ok(fp)
     }
 
@@ -339,13 +400,19 @@ impl AppStateBuilder {
                 .unwrap_or(2)
         });
         let limits = self.limits;
+        let hpke = self
+            .hpke
+            .unwrap_or_else(|| HpkeKeyStore::new(HpkeKeySet::generate()));
+        // Signed once at start (a few milliseconds of RSA), not per request.
+        let signed = SignedKeyList::sign(&hpke.current(), self.keys.current().private_key())
+            .map(Arc::new)
+            .map_err(|e| tracing::error!(error = %e, "signing the HPKE key list failed; retried on the first fetch"))
+            .ok();
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys: self.keys,
-                hpke: Arc::new(
-                    self.hpke
-                        .unwrap_or_else(|| HpkeKeyStore::new(HpkeKeySet::generate())),
-                ),
+                hpke: Arc::new(hpke),
+                signed_keys: std::sync::RwLock::new(signed),
                 hpke_rotate_every: self.hpke_rotate_every.filter(|d| !d.is_zero()),
                 post_quantum_tiers: self.post_quantum_tiers,
                 routing,

@@ -663,3 +663,73 @@ async fn saved_keys_older_than_the_interval_rotate_at_start() {
     task.abort();
     assert_eq!(key_configs(&app).await[0].key_id, 2);
 }
+
+async fn signed_keys(app: &axum::Router) -> (Vec<u8>, String) {
+    let (s, h, b) = oneshot(
+        app,
+        Request::get("/.well-known/hpke-keys")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let sig = h[nomyo_core::keys_signature::HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (b, sig)
+}
+
+/// The key list carries `Nomyo-Keys-Signature` by the current RSA key over
+/// the exact body; it is made once per key set (the same header on every
+/// fetch, though PSS is randomised), and made again after an HPKE rotation
+/// and after an RSA key rotation (then by the new key).
+#[tokio::test]
+async fn key_list_is_signed_by_the_rsa_key_and_resigned_on_rotation() {
+    use nomyo_core::keys_signature::{KeysSignature, KeysSignatureError};
+    let st = state_with(&["m"]).build().unwrap();
+    let app = app(st.clone());
+    let rsa = server_key();
+    let (body, header) = signed_keys(&app).await;
+    assert!(
+        header.starts_with(&format!(
+            "rsa-pss-sha256;key={};sig=",
+            rsa.public_key().fingerprint()
+        )),
+        "{header}"
+    );
+    let sig = KeysSignature::parse(&header).unwrap();
+    assert_eq!(sig.verify(rsa.public_key(), &body), Ok(()));
+    assert_eq!(body, st.hpke_keys().encoded());
+    // Cached: the same signature again (a fresh PSS signature would differ).
+    assert_eq!(signed_keys(&app).await, (body.clone(), header.clone()));
+
+    // HPKE rotation: a new list, signed anew.
+    st.rotate_hpke_keys().await.unwrap();
+    let (body2, header2) = signed_keys(&app).await;
+    assert_ne!(body2, body);
+    assert_ne!(header2, header);
+    let sig2 = KeysSignature::parse(&header2).unwrap();
+    assert_eq!(sig2.verify(rsa.public_key(), &body2), Ok(()));
+    // The old signature does not vouch for the new list.
+    assert_eq!(
+        sig.verify(rsa.public_key(), &body2),
+        Err(KeysSignatureError::BadSignature)
+    );
+
+    // RSA rotation: the same list, now signed by the new key.
+    let new_fp = st.rotate_key().await.unwrap();
+    let (body3, header3) = signed_keys(&app).await;
+    assert_eq!(body3, body2);
+    let sig3 = KeysSignature::parse(&header3).unwrap();
+    assert_eq!(sig3.key_fingerprint(), new_fp);
+    let new_key = st.keys().current();
+    assert_eq!(
+        sig3.verify(new_key.private_key().public_key(), &body3),
+        Ok(())
+    );
+    assert!(matches!(
+        sig3.verify(rsa.public_key(), &body3),
+        Err(KeysSignatureError::WrongKey { .. })
+    ));
+}

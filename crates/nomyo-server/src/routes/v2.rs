@@ -1,6 +1,10 @@
 //! Protocol v2 (PROTOCOL.md, "v2"; EHBP v0.3.1): `GET /.well-known/hpke-keys`
 //! and EHBP on `POST /v1/chat/completions`.
 //!
+//! The key list carries `Nomyo-Keys-Signature`: RSA-PSS by the server's v1
+//! key over the exact body ([`nomyo_core::keys_signature`]), so that clients
+//! that trust the v1 key trust every rotation of the HPKE keys.
+//!
 //! An encrypted request goes through, in this order (cheap checks first, so
 //! that an unauthenticated or malformed request never costs an HPKE operation):
 //!
@@ -59,6 +63,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures::StreamExt;
+use nomyo_core::keys_signature;
 use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, ServerKeyPair};
 use nomyo_core::v2::request::{self, RequestOpener};
@@ -97,16 +102,27 @@ pub fn routes() -> Router<AppState> {
         .route(CHAT_COMPLETIONS_PATH, post(chat_completions))
 }
 
-/// The key configs, X25519 first, then X-Wing.
+/// The key configs, X25519 first, then X-Wing, with their signature by the
+/// server's RSA key in `Nomyo-Keys-Signature` (the body is exactly the
+/// signed bytes).
 async fn hpke_keys(State(st): State<AppState>) -> Response {
-    (
+    let signed = match st.signed_hpke_keys().await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let mut resp = (
         [
             (header::CONTENT_TYPE, KEYS_CONTENT_TYPE),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        st.hpke_keys().encoded().to_vec(),
+        signed.body().clone(),
     )
-        .into_response()
+        .into_response();
+    resp.headers_mut().insert(
+        HeaderName::from_static(keys_signature::HEADER),
+        signed.header().clone(),
+    );
+    resp
 }
 
 async fn chat_completions(
