@@ -488,7 +488,10 @@ impl Client {
     /// key is verified like a first one (pins, or the known-servers file,
     /// where a changed key is [`Error::ServerKeyChanged`]) and replaces the
     /// cached one. `Ok(None)` when the key is unchanged.
-    async fn refresh_server_key(&self, stale: &Arc<ServerKey>) -> Result<Option<Arc<ServerKey>>> {
+    pub(crate) async fn refresh_server_key(
+        &self,
+        stale: &Arc<ServerKey>,
+    ) -> Result<Option<Arc<ServerKey>>> {
         let _guard = self.inner.server_key_fetch.lock().await;
         if let Some(current) = self.cached_server_key() {
             if !Arc::ptr_eq(&current, stale) {

@@ -17,7 +17,7 @@
 //! | `ServiceUnavailableError` | 503 | [`Error::ServiceUnavailable`] | yes |
 //! | `APIError` | any other | [`Error::Api`] | no |
 //! | `APIConnectionError` | — | [`Error::Connection`], [`Error::Timeout`] | connection errors: yes |
-//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`] | no |
+//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`] | no |
 //!
 //! No message ever contains a prompt, a completion, a key, a password or an
 //! API key. Text the server sends (`detail`) is truncated and stripped of
@@ -297,6 +297,21 @@ pub enum Error {
     /// cut. Never retried; nothing of the answer is returned.
     #[error("security check failed on the v2 response: {0}")]
     V2Security(#[source] nomyo_core::v2::V2Error),
+
+    /// Protocol v2: the server's key list carries a `Nomyo-Keys-Signature`
+    /// that is malformed, made by another key than the server's trusted v1
+    /// key, or that does not verify over the list (altered keys or
+    /// signature). The keys are not used; nothing is sent.
+    #[error(
+        "security check failed on the v2 keys of {origin}: {reason}; refusing to send anything"
+    )]
+    KeysSignature {
+        /// The server's origin.
+        origin: String,
+        /// What failed.
+        #[source]
+        reason: nomyo_core::keys_signature::KeysSignatureError,
+    },
 }
 
 fn attempts_suffix(attempts: u32) -> String {
@@ -347,7 +362,8 @@ impl Error {
             | Error::PinMismatch { .. }
             | Error::ServerKeyChanged { .. }
             | Error::Tls { .. }
-            | Error::V2Security(_) => true,
+            | Error::V2Security(_)
+            | Error::KeysSignature { .. } => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,
         }

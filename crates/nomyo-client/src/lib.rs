@@ -11,6 +11,13 @@
 //!   recorded in a [known-servers file](KnownServers) (like ssh's
 //!   `known_hosts`); a changed key is refused with
 //!   [`Error::ServerKeyChanged`], saying how to accept it.
+//! - **Protocol v2 keys trusted through the server key.** A NOMYO server
+//!   rotates its HPKE keys (forward secrecy) and signs each key list with
+//!   its long-lived v1 key (`Nomyo-Keys-Signature`, RSA-PSS-SHA256). The
+//!   client verifies that signature with the v1 key, itself verified as
+//!   above, so rotations need no new record and a v1 pin covers v2; a bad
+//!   signature is [`Error::KeysSignature`]. Unsigned lists (third-party EHBP
+//!   servers) are pinned or recorded by their config fingerprint instead.
 //! - **One fetch of the server key** per client, refetched only when the
 //!   server rotates it, and **one connection pool** (HTTP/2 where offered).
 //! - **Retries** with jittered exponential backoff that honour `Retry-After`,

@@ -3,10 +3,30 @@
 //!
 //! - The key configs come from `GET /.well-known/hpke-keys`
 //!   (`application/ohttp-keys`), are cached, and the X-Wing config is
-//!   preferred over X25519. The chosen config's fingerprint
-//!   ([`KeyConfig::fingerprint`]) is verified like the v1 key: against the
-//!   pins, or the known-servers file under the label `ORIGIN#v2-KEM`, so that
-//!   a server's v1 and v2 keys never clash.
+//!   preferred over X25519.
+//! - **How the keys are trusted.** A NOMYO server rotates its HPKE keys
+//!   (daily by default, for forward secrecy), so they cannot be pinned or
+//!   recorded. Instead its long-lived v1 RSA key signs every list it
+//!   publishes (`Nomyo-Keys-Signature`, RSA-PSS-SHA256 over a
+//!   domain-separated copy of the exact body,
+//!   [`nomyo_core::keys_signature`]), as a TLS certificate key vouches for
+//!   ephemeral keys. When the header is present the client fetches the v1
+//!   key (`GET /pki/public_key`, the same cached key v1 uses), verifies it
+//!   exactly as for v1 (pins, or the known-servers file under `ORIGIN`),
+//!   checks the signature with it, and then accepts the list, recording
+//!   nothing for the HPKE keys: every rotation just works, and a pin of the
+//!   v1 fingerprint covers v2 too. A malformed signature, one by another
+//!   key, or one that does not cover the body is
+//!   [`Error::KeysSignature`] (a security error: nothing is sent). If the
+//!   list names a key other than the cached v1 key (the server rotated it),
+//!   the v1 key is refetched once and verified like a first one (a changed
+//!   key is [`Error::ServerKeyChanged`]).
+//! - A server that does not sign its list (a third-party EHBP server) has
+//!   the chosen config's fingerprint ([`KeyConfig::fingerprint`]) verified
+//!   instead: against the pins, or the known-servers file under the label
+//!   `ORIGIN#v2-KEM`, so that a server's v1 and v2 keys never clash. A pin
+//!   of a config fingerprint is also honoured for a signed list (it is
+//!   then accepted without the signature).
 //! - `POST /v1/chat/completions` carries `Ehbp-Encapsulated-Key`,
 //!   `Nomyo-Key-Id` and the body sealed in frames of 64 KiB of plaintext.
 //! - Every 2xx answer must carry `Ehbp-Response-Nonce`; without it the
@@ -23,6 +43,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use nomyo_core::keys_signature::{self, KeysSignature, KeysSignatureError};
 use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, KeyConfig};
 use nomyo_core::v2::request::RequestSealer;
@@ -40,7 +61,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{
     describe_network_error, is_tls_failure, read_limited, status_error, Client, RequestOptions,
-    X_SECURITY_TIER,
+    ServerKey, X_SECURITY_TIER,
 };
 use crate::error::{ApiError, Error, Result};
 use crate::retry;
@@ -102,6 +123,7 @@ pub struct HpkeKeys {
     chosen: usize,
     fingerprint: Fingerprint,
     trust: TrustDecision,
+    signed_by: Option<Fingerprint>,
 }
 
 impl HpkeKeys {
@@ -117,9 +139,17 @@ impl HpkeKeys {
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
-    /// How the chosen config came to be trusted.
+    /// How the keys came to be trusted: for a signed list, how the v1 key
+    /// that signed it is trusted ([`HpkeKeys::signed_by`]); otherwise how
+    /// the chosen config's own fingerprint is.
     pub fn trust(&self) -> &TrustDecision {
         &self.trust
+    }
+    /// The fingerprint of the server's v1 key whose signature over the list
+    /// was verified (`None`: an unsigned list, trusted by its config
+    /// fingerprint, or a signed one accepted by a pin of the config).
+    pub fn signed_by(&self) -> Option<Fingerprint> {
+        self.signed_by
     }
 }
 
@@ -355,6 +385,7 @@ impl Client {
                 "{HPKE_KEYS_PATH} is not {KEYS_CONTENT_TYPE}"
             )));
         }
+        let signature = resp.headers().get(keys_signature::HEADER).cloned();
         let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
             .await
             .map_err(|e| self.network_error(e, 1))?;
@@ -377,17 +408,57 @@ impl Client {
             })?;
         let config = &configs[chosen];
         let fingerprint = config.fingerprint();
-        let trust = self
-            .inner
-            .trust
-            .verify(&trust_label(&self.inner.origin, config.kem), fingerprint)?;
-        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
+        let (trust, signed_by) = match signature {
+            // A pin of this very config: trusted as configured.
+            _ if self.inner.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
+            Some(value) => {
+                let server = self.verify_keys_signature(&value, &body).await?;
+                (server.trust().clone(), Some(server.fingerprint()))
+            }
+            None => (
+                self.inner
+                    .trust
+                    .verify(&trust_label(&self.inner.origin, config.kem), fingerprint)?,
+                None,
+            ),
+        };
+        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, signed_by = ?signed_by, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
         Ok(Some(Arc::new(HpkeKeys {
             configs,
             chosen,
             fingerprint,
             trust,
+            signed_by,
         })))
+    }
+
+    /// Checks `Nomyo-Keys-Signature` over the key list `body` with the
+    /// server's v1 key, verified as for v1 (pins or the known-servers file);
+    /// returns that key. A list signed by another key than the cached one
+    /// refetches the v1 key once (the server may have rotated it).
+    async fn verify_keys_signature(
+        &self,
+        value: &HeaderValue,
+        body: &[u8],
+    ) -> Result<Arc<ServerKey>> {
+        let refuse = |reason| Error::KeysSignature {
+            origin: self.inner.origin.clone(),
+            reason,
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| refuse(KeysSignatureError::Malformed("not ASCII")))?;
+        let signature = KeysSignature::parse(text).map_err(refuse)?;
+        let mut server = self.server_key().await?;
+        if signature.key_fingerprint() != server.fingerprint() {
+            if let Some(new) = self.refresh_server_key(&server).await? {
+                server = new;
+            }
+        }
+        signature
+            .verify(server.public_key(), body)
+            .map_err(refuse)?;
+        Ok(server)
     }
 
     fn network_error(&self, e: reqwest::Error, attempts: u32) -> Error {

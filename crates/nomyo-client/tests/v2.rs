@@ -1,12 +1,15 @@
 //! The client's protocol v2 (EHBP) against the real server
 //! (`nomyo_server::app`) over a socket on 127.0.0.1: both suites, streaming
 //! (complete and cut), a stripped `Ehbp-Response-Nonce`, a 422 after a key
-//! change, pins, and `Protocol::Auto`.
+//! change, pins, `Protocol::Auto`, and the trust of key lists signed by the
+//! server's v1 key (`Nomyo-Keys-Signature`): rotations accepted without a
+//! record, tampered lists and foreign signatures refused, unsigned lists
+//! trusted on first use as before.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,11 +22,15 @@ use nomyo_client::{
     TrustDecision,
 };
 use nomyo_core::keys::PrivateKey;
+use nomyo_core::keys_signature::{KeysSignature, KeysSignatureError};
 use nomyo_core::v2::keys::{Kem, ServerKeyPair};
 use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest, ChunkStream};
-use nomyo_server::hpke_keys::HpkeKeySet;
+use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::AppState;
+
+const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
+const SIG_HEADER: &str = "nomyo-keys-signature";
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -83,30 +90,72 @@ fn state(hpke: Option<HpkeKeySet>) -> AppState {
     b.build().unwrap()
 }
 
+/// What a man in the middle does to `GET /.well-known/hpke-keys` answers.
+#[derive(Clone, Default)]
+struct KeysRewrite {
+    /// Serve this body instead.
+    body: Option<Vec<u8>>,
+    /// `Some(None)`: drop `Nomyo-Keys-Signature`; `Some(Some(v))`: send `v`.
+    signature: Option<Option<String>>,
+}
+
 /// A server whose app can be swapped (a key change) and whose answers can
-/// lose their `Ehbp-Response-Nonce` (a stripping proxy).
+/// lose their `Ehbp-Response-Nonce` (a stripping proxy), or whose key list
+/// can be rewritten.
 struct Server {
     url: String,
     app: Arc<RwLock<Router>>,
     strip_nonce: Arc<AtomicBool>,
     tamper: Arc<AtomicBool>,
+    keys: Arc<RwLock<KeysRewrite>>,
+    /// `POST /v1/chat/completions` requests that reached the front.
+    posts: Arc<AtomicUsize>,
 }
 
 async fn start(state: AppState) -> Server {
     let app = Arc::new(RwLock::new(nomyo_server::app(state)));
     let strip_nonce = Arc::new(AtomicBool::new(false));
     let tamper = Arc::new(AtomicBool::new(false));
-    let (a, s, t) = (app.clone(), strip_nonce.clone(), tamper.clone());
+    let keys = Arc::new(RwLock::new(KeysRewrite::default()));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (a, s, t, k, p) = (
+        app.clone(),
+        strip_nonce.clone(),
+        tamper.clone(),
+        keys.clone(),
+        posts.clone(),
+    );
     let front = Router::new().fallback(move |req: Request| {
         let inner = a.read().unwrap().clone();
         let strip = s.load(Ordering::SeqCst);
         let flip = t.load(Ordering::SeqCst);
+        let is_keys = req.uri().path() == HPKE_KEYS_PATH;
+        if req.method() == axum::http::Method::POST {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+        let rewrite = k.read().unwrap().clone();
         async move {
             let mut resp = inner.oneshot(req).await.unwrap();
+            if is_keys {
+                match rewrite.signature {
+                    Some(None) => {
+                        resp.headers_mut().remove(SIG_HEADER);
+                    }
+                    Some(Some(v)) => {
+                        resp.headers_mut().insert(SIG_HEADER, v.parse().unwrap());
+                    }
+                    None => {}
+                }
+                if let Some(body) = rewrite.body {
+                    let (parts, _) = resp.into_parts();
+                    resp =
+                        axum::response::Response::from_parts(parts, axum::body::Body::from(body));
+                }
+            }
             if strip {
                 resp.headers_mut().remove("ehbp-response-nonce");
             }
-            if flip {
+            if flip && !is_keys {
                 // Flip one bit of the last sealed byte (a GCM tag).
                 let (parts, body) = resp.into_parts();
                 let mut b = axum::body::to_bytes(body, usize::MAX)
@@ -129,6 +178,8 @@ async fn start(state: AppState) -> Server {
         app,
         strip_nonce,
         tamper,
+        keys,
+        posts,
     }
 }
 
@@ -267,18 +318,30 @@ async fn key_change_gives_422_then_refetch_and_success() {
 }
 
 #[tokio::test]
-async fn pins_apply_to_v2_configs() {
+async fn pins_apply_to_v2_keys() {
     let s = start(state(None)).await;
     let probe = builder(&s).build().unwrap();
     let xwing = probe.hpke_keys().await.unwrap().fingerprint();
-
-    // A pin that matches no config: refused before anything is sent.
     let v1_fp = shared_key(1).public_key().fingerprint();
-    let client = builder(&s).pin(v1_fp).build().unwrap();
+
+    // A pin that matches neither the v1 key nor a config: refused before
+    // anything is sent.
+    let other = shared_key(2).public_key().fingerprint();
+    let client = builder(&s).pin(other).build().unwrap();
     let err = client.create(&ask("m", "secret")).await.unwrap_err();
     assert!(matches!(err, Error::PinMismatch { .. }), "{err:?}");
     assert!(err.is_security());
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0);
 
+    // The v1 pin covers the signed v2 keys.
+    let client = builder(&s).pin(v1_fp).build().unwrap();
+    let c = client.create(&ask("m", "pinned v1")).await.unwrap();
+    assert_eq!(c.text(), Some("echo: pinned v1"));
+    let keys = client.hpke_keys().await.unwrap();
+    assert_eq!(keys.trust(), &TrustDecision::Pinned);
+    assert_eq!(keys.signed_by(), Some(v1_fp));
+
+    // A pin of the config itself is still honoured.
     let client = builder(&s).pin(xwing).build().unwrap();
     let c = client.create(&ask("m", "pinned")).await.unwrap();
     assert_eq!(c.text(), Some("echo: pinned"));
@@ -286,11 +349,53 @@ async fn pins_apply_to_v2_configs() {
         client.hpke_keys().await.unwrap().trust(),
         &TrustDecision::Pinned
     );
+
+    // Against an unsigned list (a third-party EHBP server) a v1 pin proves
+    // nothing: refused.
+    s.keys.write().unwrap().signature = Some(None);
+    let client = builder(&s).pin(v1_fp).build().unwrap();
+    let err = client.create(&ask("m", "secret")).await.unwrap_err();
+    assert!(matches!(err, Error::PinMismatch { .. }), "{err:?}");
 }
 
+/// A signed list is trusted through the v1 key: one record, `ORIGIN`
+/// (shared with v1 clients), never one per HPKE config.
 #[tokio::test]
-async fn known_servers_keep_v1_and_v2_keys_apart() {
+async fn signed_v2_keys_record_only_the_v1_key() {
     let s = start(state(None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let v2 = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    v2.create(&ask("m", "v2 first")).await.unwrap();
+    let keys = v2.hpke_keys().await.unwrap();
+    assert!(matches!(keys.trust(), TrustDecision::FirstUse { .. }));
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    assert_eq!(keys.signed_by(), Some(v1_fp));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, format!("{} {v1_fp}\n", s.url), "{text}");
+    // A v1 client of the same origin finds the key recorded.
+    let v1 = builder(&s)
+        .protocol(Protocol::V1)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    v1.create(&ask("m", "v1 next")).await.unwrap();
+    assert!(matches!(
+        v1.server_key().await.unwrap().trust(),
+        TrustDecision::Known { .. }
+    ));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+/// An unsigned list (a third-party EHBP server): the config fingerprint is
+/// trusted on first use under `ORIGIN#v2-KEM`, apart from the v1 key.
+#[tokio::test]
+async fn known_servers_keep_v1_and_unsigned_v2_keys_apart() {
+    let s = start(state(None)).await;
+    s.keys.write().unwrap().signature = Some(None);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("known_servers");
     let v1 = builder(&s)
@@ -304,10 +409,9 @@ async fn known_servers_keep_v1_and_v2_keys_apart() {
         .build()
         .unwrap();
     v2.create(&ask("m", "v2 next")).await.unwrap();
-    assert!(matches!(
-        v2.hpke_keys().await.unwrap().trust(),
-        TrustDecision::FirstUse { .. }
-    ));
+    let keys = v2.hpke_keys().await.unwrap();
+    assert!(matches!(keys.trust(), TrustDecision::FirstUse { .. }));
+    assert_eq!(keys.signed_by(), None);
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         text.lines().filter(|l| !l.starts_with('#')).count(),
@@ -362,4 +466,260 @@ async fn tampered_response_fails_plain_and_streamed() {
     // Whatever came before, the stream ends in an error, never complete.
     let last = items.pop().unwrap();
     assert!(matches!(last, Err(Error::V2Security(_))), "{last:?}");
+}
+
+/// A server with a real HPKE key store whose retired keys are dropped at
+/// the first purge (no grace), as after a rotation's grace has expired.
+fn rotating_state() -> AppState {
+    let pem = shared_key(1).to_pkcs8_pem(None).unwrap();
+    let key = PrivateKey::from_pem(&pem, None, "test").unwrap();
+    AppState::builder(KeyStore::ephemeral(key))
+        .backend("words", Arc::new(Words))
+        .hpke_store(HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::ZERO))
+        .build()
+        .unwrap()
+}
+
+/// The server rotates its HPKE keys (and the old ones are erased): clients
+/// with the default trust (a known-servers file) and with a v1 pin keep
+/// working through the 422 refetch, new clients too, and nothing about the
+/// HPKE keys is ever recorded.
+#[tokio::test]
+async fn rotation_is_accepted_through_the_signing_key() {
+    let st = rotating_state();
+    let s = start(st.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    let tofu = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    let pinned = builder(&s).pin(v1_fp).build().unwrap();
+    for c in [&tofu, &pinned] {
+        c.create(&ask("m", "before")).await.unwrap();
+    }
+    let recorded = std::fs::read_to_string(&file).unwrap();
+    let first = tofu.hpke_keys().await.unwrap();
+    for round in 0..2 {
+        st.rotate_hpke_keys().await.unwrap();
+        assert_eq!(st.hpke_store().purge_expired(), 2, "old keys erased");
+        for c in [&tofu, &pinned] {
+            let a = c
+                .create(&ask("m", &format!("after {round}")))
+                .await
+                .unwrap();
+            assert_eq!(a.text(), Some(format!("echo: after {round}").as_str()));
+        }
+    }
+    let now = tofu.hpke_keys().await.unwrap();
+    assert_ne!(
+        now.fingerprint(),
+        first.fingerprint(),
+        "keys were refetched"
+    );
+    assert_eq!(now.config().key_id, st.hpke_keys().key_ids()[1]);
+    assert_eq!(now.signed_by(), Some(v1_fp));
+    // Trusted through the v1 key verified at first contact (and cached).
+    assert!(
+        matches!(now.trust(), TrustDecision::FirstUse { .. }),
+        "{:?}",
+        now.trust()
+    );
+    assert_eq!(
+        pinned.hpke_keys().await.unwrap().trust(),
+        &TrustDecision::Pinned
+    );
+    // A new client after the rotations: the same single record.
+    let fresh = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    fresh.create(&ask("m", "fresh")).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), recorded);
+    assert!(!recorded.contains("#v2"), "{recorded}");
+}
+
+/// Without the signature (a third-party EHBP server) a rotation looks like
+/// any key change to a recorded config: refused, as before.
+#[tokio::test]
+async fn unsigned_rotation_is_a_key_change() {
+    let st = rotating_state();
+    let s = start(st.clone()).await;
+    s.keys.write().unwrap().signature = Some(None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let client = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    client.create(&ask("m", "before")).await.unwrap();
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("#v2-x-wing"));
+    st.rotate_hpke_keys().await.unwrap();
+    st.hpke_store().purge_expired();
+    let err = client.create(&ask("m", "after")).await.unwrap_err();
+    assert!(matches!(err, Error::ServerKeyChanged { .. }), "{err:?}");
+}
+
+/// Changes one base64 character of the `sig=` parameter (another valid
+/// signature length, other bytes).
+fn corrupt_sig(header: &str) -> String {
+    let at = header.find("sig=").unwrap() + 4 + 20;
+    let mut b = header.as_bytes().to_vec();
+    b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(b).unwrap()
+}
+
+/// Someone in the middle substitutes their own key configs and keeps the
+/// server's signature (or alters the signature): refused as a security
+/// error, before anything is sent, with or without a pin.
+#[tokio::test]
+async fn tampered_key_list_is_refused() {
+    let s = start(state(None)).await;
+    let foreign = HpkeKeySet::from_pairs(vec![
+        ServerKeyPair::generate(0, Kem::X25519),
+        ServerKeyPair::generate(1, Kem::XWing),
+    ]);
+    s.keys.write().unwrap().body = Some(foreign.encoded().to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    for client in [
+        builder(&s)
+            .known_servers(KnownServers::File(file.clone()))
+            .build()
+            .unwrap(),
+        builder(&s).pin(v1_fp).build().unwrap(),
+    ] {
+        let err = client.create(&ask("m", "secret")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::KeysSignature {
+                    reason: KeysSignatureError::BadSignature,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_security());
+        assert!(err.to_string().contains("does not verify"), "{err}");
+    }
+    // The real list with a corrupted signature.
+    s.keys.write().unwrap().body = None;
+    let real = start(state(None)).await;
+    let body = reqwest::get(format!("{}{HPKE_KEYS_PATH}", real.url))
+        .await
+        .unwrap();
+    let header = body.headers()[SIG_HEADER].to_str().unwrap().to_owned();
+    let bad = corrupt_sig(&header);
+    assert_ne!(
+        KeysSignature::parse(&bad).unwrap(),
+        KeysSignature::parse(&header).unwrap()
+    );
+    s.keys.write().unwrap().signature = Some(Some(bad));
+    let client = builder(&s).pin(v1_fp).build().unwrap();
+    let err = client.create(&ask("m", "secret")).await.unwrap_err();
+    assert!(matches!(err, Error::KeysSignature { .. }), "{err:?}");
+    // A malformed header is refused too (fail closed, not "unsigned").
+    s.keys.write().unwrap().signature = Some(Some("rsa-pss-sha256;key=x".into()));
+    let client = builder(&s).pin(v1_fp).build().unwrap();
+    let err = client.create(&ask("m", "secret")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::KeysSignature {
+                reason: KeysSignatureError::Malformed(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
+    // The known-servers file got the (genuine) v1 key only.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, format!("{} {v1_fp}\n", s.url));
+}
+
+/// A list signed by another RSA key, named as such or claiming to be the
+/// server's: refused (the client refetches the v1 key once, finds it
+/// unchanged, and does not trust the other key).
+#[tokio::test]
+async fn signature_by_another_key_is_refused() {
+    let s = start(state(None)).await;
+    let body = reqwest::get(format!("{}{HPKE_KEYS_PATH}", s.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let intruder = shared_key(3);
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    let named = KeysSignature::sign(&intruder, &body)
+        .unwrap()
+        .to_header_value();
+    let claimed = named.replace(
+        &intruder.public_key().fingerprint().to_string(),
+        &v1_fp.to_string(),
+    );
+    assert_ne!(claimed, named);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    for (header, expect_wrong_key) in [(named, true), (claimed, false)] {
+        s.keys.write().unwrap().signature = Some(Some(header));
+        for client in [
+            builder(&s)
+                .known_servers(KnownServers::File(file.clone()))
+                .build()
+                .unwrap(),
+            builder(&s).pin(v1_fp).build().unwrap(),
+            builder(&s).build().unwrap(),
+        ] {
+            let err = client.create(&ask("m", "secret")).await.unwrap_err();
+            match &err {
+                Error::KeysSignature {
+                    reason: KeysSignatureError::WrongKey { expected, found },
+                    ..
+                } => {
+                    assert!(expect_wrong_key, "{err:?}");
+                    assert_eq!(*expected, v1_fp);
+                    assert_eq!(*found, intruder.public_key().fingerprint());
+                }
+                Error::KeysSignature {
+                    reason: KeysSignatureError::BadSignature,
+                    ..
+                } => assert!(!expect_wrong_key, "{err:?}"),
+                other => panic!("expected a signature error, got {other:?}"),
+            }
+            assert!(err.is_security());
+        }
+    }
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
+}
+
+/// The server rotates its RSA key: its key list is now signed by the new
+/// key, which a client that recorded the old one refuses as a changed key
+/// (exactly as v1 does), and a client pinning both keys accepts.
+#[tokio::test]
+async fn rsa_rotation_is_checked_like_v1() {
+    let st = rotating_state();
+    let s = start(st.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let client = builder(&s)
+        .known_servers(KnownServers::File(file.clone()))
+        .build()
+        .unwrap();
+    client.create(&ask("m", "before")).await.unwrap();
+    let old = shared_key(1).public_key().fingerprint();
+    let new = st.rotate_key().await.unwrap();
+    st.rotate_hpke_keys().await.unwrap();
+    st.hpke_store().purge_expired();
+    let err = client.create(&ask("m", "after")).await.unwrap_err();
+    assert!(matches!(err, Error::ServerKeyChanged { .. }), "{err:?}");
+    let both = builder(&s).pins([old, new]).build().unwrap();
+    both.create(&ask("m", "pinned both")).await.unwrap();
+    assert_eq!(both.hpke_keys().await.unwrap().signed_by(), Some(new));
 }
