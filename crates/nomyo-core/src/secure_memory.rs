@@ -240,6 +240,11 @@ impl Drop for SecretBuf {
             if self.locked {
                 libc::munlock(self.ptr.as_ptr().cast(), self.cap);
             }
+            // Undo MADV_DONTDUMP (the bytes are zero now): a mark left on
+            // freed pages keeps their mappings split, and a long-running
+            // process would collect mappings up to vm.max_map_count.
+            #[cfg(target_os = "linux")]
+            libc::madvise(self.ptr.as_ptr().cast(), self.cap, libc::MADV_DODUMP);
             alloc::dealloc(self.ptr.as_ptr(), layout);
         }
     }
