@@ -75,6 +75,7 @@ pub struct ClientBuilder {
     known_servers: KnownServers,
     root_certificates: Vec<Certificate>,
     protocol: crate::v2::Protocol,
+    v2_kem: Option<nomyo_core::v2::keys::Kem>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -108,6 +109,7 @@ impl Default for ClientBuilder {
             known_servers: KnownServers::default(),
             root_certificates: Vec::new(),
             protocol: crate::v2::Protocol::default(),
+            v2_kem: None,
         }
     }
 }
@@ -211,6 +213,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Protocol v2: use only the server's key config with this KEM (default:
+    /// X-Wing if offered, else X25519). For benchmarks and tests of one suite.
+    pub fn v2_kem(mut self, kem: nomyo_core::v2::keys::Kem) -> Self {
+        self.v2_kem = Some(kem);
+        self
+    }
+
     /// Checks the configuration and builds the client. Performs no network
     /// I/O: keys are generated and fetched on first use (or by
     /// [`Client::prepare`]).
@@ -263,6 +272,7 @@ impl ClientBuilder {
             endpoint(crate::v2::HPKE_KEYS_PATH)?,
             endpoint(crate::v2::COMPLETIONS_PATH)?,
             self.protocol,
+            self.v2_kem,
         );
 
         let known = if self.pins.is_empty() {

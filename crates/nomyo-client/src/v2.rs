@@ -163,17 +163,25 @@ pub(crate) struct V2State {
     keys_url: Url,
     completions_url: Url,
     protocol: Protocol,
+    /// Only this KEM's config (else X-Wing preferred over X25519).
+    kem: Option<Kem>,
     keys: RwLock<Option<Arc<HpkeKeys>>>,
     fetch: Mutex<()>,
     auto: OnceCell<bool>,
 }
 
 impl V2State {
-    pub(crate) fn new(keys_url: Url, completions_url: Url, protocol: Protocol) -> Self {
+    pub(crate) fn new(
+        keys_url: Url,
+        completions_url: Url,
+        protocol: Protocol,
+        kem: Option<Kem>,
+    ) -> Self {
         Self {
             keys_url,
             completions_url,
             protocol,
+            kem,
             keys: RwLock::new(None),
             fetch: Mutex::new(()),
             auto: OnceCell::new(),
@@ -399,13 +407,15 @@ impl Client {
                 .iter()
                 .position(|c| c.kem == kem && c.supports_our_suite())
         };
-        let chosen = pick(Kem::XWing)
-            .or_else(|| pick(Kem::X25519))
-            .ok_or_else(|| {
-                Error::InvalidServerKey(
-                    "no key config with X-Wing or X25519 and HKDF-SHA256/AES-256-GCM".into(),
-                )
-            })?;
+        let chosen = match self.inner.v2.kem {
+            Some(kem) => pick(kem),
+            None => pick(Kem::XWing).or_else(|| pick(Kem::X25519)),
+        }
+        .ok_or_else(|| {
+            Error::InvalidServerKey(
+                "no key config with X-Wing or X25519 and HKDF-SHA256/AES-256-GCM".into(),
+            )
+        })?;
         let config = &configs[chosen];
         let fingerprint = config.fingerprint();
         let (trust, signed_by) = match signature {

@@ -65,8 +65,11 @@ fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize)
         .sum()
 }
 
-/// Sealed v2 requests to `key`: (enc, first frame's ciphertext).
-fn sealed_v2(key: &ServerKeyPair) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A sealed v2 request: (enc, its first frame's ciphertext).
+type Sealed = (Vec<u8>, Vec<u8>);
+
+/// Sealed v2 requests to `key`.
+fn sealed_v2(key: &ServerKeyPair) -> Vec<Sealed> {
     (0..INPUTS)
         .map(|_| {
             let (enc, mut sealer) = RequestSealer::new(key.config()).unwrap();
@@ -114,7 +117,7 @@ fn main() {
     };
     let rsa_state = (rsa, packages);
 
-    let hpke_open = |(k, s): &(ServerKeyPair, Vec<(Vec<u8>, Vec<u8>)>), i: usize| {
+    let hpke_open = |(k, s): &(ServerKeyPair, Vec<Sealed>), i: usize| {
         let (enc, ct) = &s[i % s.len()];
         let mut opener = RequestOpener::new(k, enc).unwrap();
         let plain = opener.open_chunk(ct).unwrap();

@@ -146,11 +146,11 @@ pub struct Args {
     timeout: u64,
 }
 
-fn parse_tier(s: &str) -> Result<SecurityTier, String> {
+pub(crate) fn parse_tier(s: &str) -> Result<SecurityTier, String> {
     s.parse().map_err(|e: nomyo_core::Error| e.to_string())
 }
 
-fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
     s.parse().map_err(|e: nomyo_core::Error| e.to_string())
 }
 
@@ -291,7 +291,7 @@ fn read_prompt(arg: Option<String>) -> CliResult<Zeroizing<String>> {
 }
 
 /// Maps a client error to the documented exit codes.
-fn client_error(e: ClientError) -> CliError {
+pub(crate) fn client_error(e: ClientError) -> CliError {
     let code = if e.is_security() {
         Code::Security
     } else if e.is_auth() {
@@ -506,7 +506,7 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
 }
 
 /// Without -m: the server's only model.
-async fn pick_model(client: &Client) -> CliResult<String> {
+pub(crate) async fn pick_model(client: &Client) -> CliResult<String> {
     let models = client.models().await.map_err(|e| {
         let mut err = client_error(e);
         if err.code == Code::Other {

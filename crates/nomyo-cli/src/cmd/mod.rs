@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod chat;
 #[allow(dead_code)]
 pub mod embedded;

@@ -1,0 +1,662 @@
+//! `nomyo bench`: a bounded load generator for the secure endpoint
+//! (INTERFACES.md).
+//!
+//! One [`Client`] is shared by `--concurrency` tokio tasks. Warm-up requests
+//! (key fetch, connection set-up, the server's first-request costs) run
+//! first and are left out of the statistics. The run stops after
+//! `--requests` requests or `--duration` seconds. `--protocol plain` sends
+//! the same chat unencrypted to an OpenAI-compatible URL (`POST
+//! {URL}/chat/completions`), to measure what the encryption costs.
+//!
+//! Retries are off: every failed request counts, by kind (`http_<status>`,
+//! `network`, `timeout`, `security`, `other`), and any failure makes the
+//! command exit non-zero. Prompts and answers are never printed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args as ClapArgs, ValueEnum};
+use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError, KnownServers};
+use nomyo_core::v2::keys::Kem;
+use nomyo_core::{ExposeSecret, Fingerprint, SecretString, SecurityTier};
+
+use super::chat::{client_error, parse_fingerprint, parse_tier, pick_model, LOCAL_SERVER};
+use crate::exit::{CliError, CliResult, Code};
+use crate::input;
+
+const AFTER_HELP: &str = "\
+The server is --base-url, else $NOMYO_BASE_URL, else a local `nomyo serve` at
+http://127.0.0.1:12434 (plain HTTP needs --allow-http). With --protocol plain,
+--base-url is an OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1)
+and the chat goes to {URL}/chat/completions unencrypted.
+
+The server's key is checked as in `nomyo chat`: --pin, else the known-servers
+file (--known-servers, default ~/.config/nomyo/known_servers).
+
+Exit codes: 0 every request succeeded; 2 usage; 3 refused during warm-up
+(401/403); 4 security failure during warm-up; 5 a measured request failed, or
+the server/network failed during warm-up; 1 anything else.";
+
+/// Which protocol to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchProtocol {
+    /// NOMYO v1 (RSA-OAEP + AES-GCM) on /v1/chat/secure_completion.
+    V1,
+    /// EHBP on /v1/chat/completions (X-Wing preferred; see --kem).
+    V2,
+    /// No encryption: the same chat to an OpenAI-compatible {URL}/chat/completions.
+    Plain,
+}
+
+/// Which v2 key config to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KemChoice {
+    /// X-Wing if the server offers it, else X25519.
+    Auto,
+    /// DHKEM(X25519, HKDF-SHA256).
+    X25519,
+    /// X-Wing (ML-KEM-768 + X25519).
+    Xwing,
+}
+
+/// Load the secure endpoint and print latency and throughput.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The server's base URL. Default: $NOMYO_BASE_URL, else
+    /// http://127.0.0.1:12434 with --allow-http.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NOMYO_BASE_URL",
+        hide_env_values = true
+    )]
+    base_url: Option<String>,
+    /// Allow a plain http:// server (local benchmarks only).
+    #[arg(long)]
+    allow_http: bool,
+    /// Read the API key from this environment variable (default: NOMYO_API_KEY, if set).
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// Read the API key from the first line of this file.
+    #[arg(long, value_name = "F")]
+    api_key_file: Option<PathBuf>,
+    /// Protocol: v1, v2, or plain (no encryption, straight to an
+    /// OpenAI-compatible URL, for comparison).
+    #[arg(long, value_enum, default_value = "v1")]
+    protocol: BenchProtocol,
+    /// v2 key config: auto (X-Wing preferred), x25519 or xwing.
+    #[arg(long, value_enum, default_value = "auto")]
+    kem: KemChoice,
+    /// Requests in flight at once (tasks sharing one client).
+    #[arg(short, long, value_name = "N", default_value_t = 1)]
+    concurrency: usize,
+    /// Stop after N measured requests. [default: 100, unless --duration]
+    #[arg(short = 'n', long, value_name = "N", conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Stop after S seconds of measurement (requests in flight finish).
+    #[arg(short, long, value_name = "S")]
+    duration: Option<f64>,
+    /// Warm-up requests before measuring (not counted). [default: the concurrency]
+    #[arg(long, value_name = "N")]
+    warmup: Option<u64>,
+    /// Stream the answers (protocol v2) and report time to first token.
+    #[arg(long)]
+    stream: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Size of the prompt in tokens (about one token per word).
+    #[arg(long, value_name = "N", conflicts_with = "body_bytes")]
+    prompt_tokens: Option<usize>,
+    /// Size of the plaintext request body in bytes (the prompt is padded to it).
+    #[arg(long, value_name = "BYTES")]
+    body_bytes: Option<usize>,
+    /// Maximum tokens to generate (max_tokens in the request).
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u32>,
+    /// The model. Default: $NOMYO_MODEL, else the server's only model.
+    #[arg(short = 'm', long, value_name = "MODEL", env = "NOMYO_MODEL")]
+    model: Option<String>,
+    /// Security tier requested (X-Security-Tier).
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    tier: Option<SecurityTier>,
+    /// Accept only a server key with this fingerprint (repeatable).
+    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
+    pins: Vec<Fingerprint>,
+    /// The known-servers file for trust on first use.
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+    /// Seconds one request may take before it counts as a timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
+}
+
+/// How the measured phase ends.
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    Requests(u64),
+    Duration(Duration),
+}
+
+/// Sends one request the way the chosen protocol does.
+enum Sender {
+    Secure { client: Client, stream: bool },
+    Plain(PlainSender),
+}
+
+/// The unencrypted comparison: the same JSON straight to the upstream.
+struct PlainSender {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<SecretString>,
+    body: bytes::Bytes,
+}
+
+/// One request's outcome.
+struct Sample {
+    latency: Duration,
+    ttft: Option<Duration>,
+}
+
+/// What went wrong with one request, by kind.
+struct Failure {
+    kind: String,
+    message: String,
+    exit: Code,
+}
+
+impl Failure {
+    fn from_client(e: ClientError) -> Self {
+        let kind = if let Some(s) = e.status() {
+            format!("http_{s}")
+        } else if e.is_security() {
+            "security".to_owned()
+        } else {
+            match e {
+                ClientError::Timeout { .. } => "timeout".to_owned(),
+                ClientError::Connection { .. } => "network".to_owned(),
+                _ => "other".to_owned(),
+            }
+        };
+        let cli = client_error(e);
+        Self {
+            kind,
+            message: cli.message,
+            exit: cli.code,
+        }
+    }
+}
+
+impl Sender {
+    async fn one(&self, request: &ChatRequest) -> Result<Sample, Failure> {
+        let start = Instant::now();
+        match self {
+            Sender::Secure {
+                client,
+                stream: false,
+            } => {
+                let answer = client.create(request).await.map_err(Failure::from_client)?;
+                drop(answer);
+                Ok(Sample {
+                    latency: start.elapsed(),
+                    ttft: None,
+                })
+            }
+            Sender::Secure {
+                client,
+                stream: true,
+            } => {
+                let mut stream = client
+                    .create_stream(request)
+                    .await
+                    .map_err(Failure::from_client)?;
+                let mut ttft = None;
+                while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                    let chunk = item.map_err(Failure::from_client)?;
+                    if ttft.is_none() && chunk.text().is_some_and(|t| !t.is_empty()) {
+                        ttft = Some(start.elapsed());
+                    }
+                }
+                let latency = start.elapsed();
+                Ok(Sample {
+                    latency,
+                    ttft: Some(ttft.unwrap_or(latency)),
+                })
+            }
+            Sender::Plain(p) => p.one().await.map(|latency| Sample {
+                latency,
+                ttft: None,
+            }),
+        }
+    }
+}
+
+impl PlainSender {
+    async fn one(&self) -> Result<Duration, Failure> {
+        let start = Instant::now();
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.body.clone());
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k.expose_secret());
+        }
+        let net = |e: reqwest::Error| Failure {
+            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
+            message: format!("cannot reach {}: {}", self.url, e.without_url()),
+            exit: Code::Server,
+        };
+        let resp = req.send().await.map_err(net)?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(net)?;
+        if !(200..300).contains(&status) {
+            return Err(Failure {
+                kind: format!("http_{status}"),
+                message: format!("{} answered HTTP {status}", self.url),
+                exit: Code::Server,
+            });
+        }
+        // Parse the answer like a client would (and check it is one).
+        let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure {
+            kind: "other".to_owned(),
+            message: format!("{} answered something that is not JSON", self.url),
+            exit: Code::Server,
+        })?;
+        if parsed.get("choices").is_none() {
+            return Err(Failure {
+                kind: "other".to_owned(),
+                message: format!("{} answered JSON without choices", self.url),
+                exit: Code::Server,
+            });
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Everything the measured phase collected.
+#[derive(Default)]
+struct Collected {
+    latencies: Vec<Duration>,
+    ttfts: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    first_error: Option<String>,
+}
+
+/// Nearest-rank percentile of sorted values, in ms.
+fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len()) - 1;
+    Some(sorted[i].as_secs_f64() * 1e3)
+}
+
+/// The prompt for the requested size.
+fn prompt_text(prompt_tokens: Option<usize>, body_bytes: Option<usize>, overhead: usize) -> String {
+    const WORDS: [&str; 8] = [
+        "alpha ", "bravo ", "charlie ", "delta ", "echo ", "foxtrot ", "golf ", "hotel ",
+    ];
+    if let Some(n) = prompt_tokens {
+        let mut s = String::with_capacity(n * 7);
+        for i in 0..n {
+            s.push_str(WORDS[i % WORDS.len()]);
+        }
+        return s.trim_end().to_owned();
+    }
+    if let Some(b) = body_bytes {
+        let want = b.saturating_sub(overhead).max(1);
+        let mut s = String::with_capacity(want + 8);
+        let mut i = 0;
+        while s.len() < want {
+            s.push_str(WORDS[i % WORDS.len()]);
+            i += 1;
+        }
+        s.truncate(want);
+        return s;
+    }
+    "Say hello.".to_owned()
+}
+
+/// Builds the request; with --body-bytes its JSON is that many bytes.
+fn build_request(args: &Args, model: &str) -> (ChatRequest, usize) {
+    let make = |prompt: String| {
+        let mut r = ChatRequest::new(model).message(ChatMessage::user(prompt));
+        r.max_tokens = args.max_tokens;
+        if args.stream {
+            r = r.with("stream", serde_json::Value::Bool(true));
+        }
+        r
+    };
+    let size = |r: &ChatRequest| serde_json::to_vec(r).map_or(0, |v| v.len());
+    // The JSON around an empty prompt (the padding is plain ASCII: no escaping).
+    let overhead = size(&make(String::new()));
+    let request = make(prompt_text(args.prompt_tokens, args.body_bytes, overhead));
+    let bytes = size(&request);
+    (request, bytes)
+}
+
+pub fn run(args: Args) -> CliResult {
+    if args.concurrency == 0 {
+        return Err(CliError::usage("--concurrency must be at least 1"));
+    }
+    if args.stream && args.protocol != BenchProtocol::V2 {
+        return Err(CliError::usage(
+            "--stream needs --protocol v2 (v1 cannot stream; plain is not measured streamed)",
+        ));
+    }
+    if args.kem != KemChoice::Auto && args.protocol != BenchProtocol::V2 {
+        return Err(CliError::usage("--kem applies to --protocol v2 only"));
+    }
+    let bound = match (args.requests, args.duration) {
+        (_, Some(d)) if !(d.is_finite() && d > 0.0 && d <= 86_400.0) => {
+            return Err(CliError::usage(
+                "--duration must be a number of seconds between 0 and 86400",
+            ))
+        }
+        (_, Some(d)) => Bound::Duration(Duration::from_secs_f64(d)),
+        (Some(0), None) => return Err(CliError::usage("--requests must be at least 1")),
+        (Some(n), None) => Bound::Requests(n),
+        (None, None) => Bound::Requests(100),
+    };
+    if args.body_bytes.is_some_and(|b| b > 64 * 1024 * 1024) {
+        return Err(CliError::usage("--body-bytes is limited to 64 MiB"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(bench(args, bound))
+}
+
+async fn bench(args: Args, bound: Bound) -> CliResult {
+    let base_url = match args.base_url.clone().filter(|u| !u.trim().is_empty()) {
+        Some(u) => u,
+        None if args.allow_http && args.protocol != BenchProtocol::Plain => LOCAL_SERVER.to_owned(),
+        None => {
+            return Err(CliError::usage(
+                "no server given: use --base-url URL or set NOMYO_BASE_URL",
+            ))
+        }
+    };
+    let api_key = input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?;
+    let timeout = Duration::from_secs(args.timeout.max(1));
+
+    let (sender, model) = if args.protocol == BenchProtocol::Plain {
+        let model = args
+            .model
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| CliError::usage("--protocol plain needs --model (or NOMYO_MODEL)"))?;
+        if base_url.starts_with("http://") && !args.allow_http {
+            return Err(CliError::usage(format!(
+                "refusing the plain-HTTP URL {base_url} without --allow-http"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(args.concurrency.max(8))
+            .build()
+            .map_err(|e| CliError::new(Code::Other, format!("cannot build HTTP client: {e}")))?;
+        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        let sender = Sender::Plain(PlainSender {
+            http,
+            url,
+            api_key,
+            body: bytes::Bytes::new(),
+        });
+        (sender, model)
+    } else {
+        let mut builder = Client::builder()
+            .base_url(base_url.clone())
+            .allow_http(args.allow_http)
+            .max_retries(0)
+            .timeout(timeout)
+            .pins(args.pins.iter().copied())
+            .known_servers(match &args.known_servers {
+                Some(f) => KnownServers::File(f.clone()),
+                None => KnownServers::Default,
+            })
+            .protocol(match args.protocol {
+                BenchProtocol::V2 => nomyo_client::Protocol::V2,
+                _ => nomyo_client::Protocol::V1,
+            });
+        match args.kem {
+            KemChoice::Auto => {}
+            KemChoice::X25519 => builder = builder.v2_kem(Kem::X25519),
+            KemChoice::Xwing => builder = builder.v2_kem(Kem::XWing),
+        }
+        if let Some(k) = api_key {
+            builder = builder.api_key(k);
+        }
+        if let Some(t) = args.tier {
+            builder = builder.security_tier(t);
+        }
+        let client = builder.build().map_err(client_error)?;
+        let model = match args.model.clone().filter(|m| !m.is_empty()) {
+            Some(m) => m,
+            None => pick_model(&client).await?,
+        };
+        (
+            Sender::Secure {
+                client,
+                stream: args.stream,
+            },
+            model,
+        )
+    };
+    let (request, body_bytes) = build_request(&args, &model);
+    let sender = Arc::new(match sender {
+        Sender::Plain(mut p) => {
+            let json = serde_json::to_vec(&request)
+                .map_err(|e| CliError::new(Code::Other, format!("cannot encode request: {e}")))?;
+            p.body = bytes::Bytes::from(json);
+            Sender::Plain(p)
+        }
+        s => s,
+    });
+    let request = Arc::new(request);
+
+    // Warm-up: key fetches, connections, first-request costs. A failure here
+    // is reported as `nomyo chat` would report it.
+    let warmup = args.warmup.unwrap_or(args.concurrency as u64);
+    let mut tasks = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicU64::new(0));
+    for _ in 0..args.concurrency.min(warmup.max(1) as usize) {
+        let (sender, request, next) = (sender.clone(), request.clone(), next.clone());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < warmup {
+                sender.one(&request).await?;
+            }
+            Ok::<(), Failure>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(f)) = r {
+            tasks.abort_all();
+            return Err(CliError::new(
+                f.exit,
+                format!("warm-up request failed ({}): {}", f.kind, f.message),
+            ));
+        }
+    }
+
+    // The measured phase.
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = match bound {
+        Bound::Duration(d) => Some(started + d),
+        Bound::Requests(_) => None,
+    };
+    for _ in 0..args.concurrency {
+        let (sender, request, next, collected) = (
+            sender.clone(),
+            request.clone(),
+            next.clone(),
+            collected.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let done = match (bound, deadline) {
+                    (Bound::Requests(n), _) => next.fetch_add(1, Ordering::Relaxed) >= n,
+                    (_, Some(d)) => Instant::now() >= d,
+                    _ => false,
+                };
+                if done {
+                    break;
+                }
+                let outcome = sender.one(&request).await;
+                let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
+                match outcome {
+                    Ok(s) => {
+                        c.latencies.push(s.latency);
+                        if let Some(t) = s.ttft {
+                            c.ttfts.push(t);
+                        }
+                    }
+                    Err(f) => {
+                        *c.errors.entry(f.kind.clone()).or_default() += 1;
+                        if c.first_error.is_none() {
+                            c.first_error = Some(format!("{}: {}", f.kind, f.message));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+    c.latencies.sort_unstable();
+    c.ttfts.sort_unstable();
+    let ok = c.latencies.len() as u64;
+    let failed: u64 = c.errors.values().sum();
+    let total = ok + failed;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mean_ms = if ok == 0 {
+        None
+    } else {
+        Some(c.latencies.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / ok as f64)
+    };
+    let (rss, hwm) = self_memory_kib();
+    let mut out = serde_json::json!({
+        "protocol": format!("{:?}", args.protocol).to_lowercase(),
+        "kem": match (args.protocol, args.kem) {
+            (BenchProtocol::V2, KemChoice::X25519) => "x25519",
+            (BenchProtocol::V2, KemChoice::Xwing) => "xwing",
+            (BenchProtocol::V2, KemChoice::Auto) => "auto",
+            _ => "none",
+        },
+        "concurrency": args.concurrency,
+        "warmup": warmup,
+        "body_bytes": body_bytes,
+        "requests": total,
+        "ok": ok,
+        "errors": c.errors,
+        "elapsed_s": secs,
+        "requests_per_s": total as f64 / secs,
+        "ok_per_s": ok as f64 / secs,
+        "p50_ms": percentile_ms(&c.latencies, 50.0),
+        "p95_ms": percentile_ms(&c.latencies, 95.0),
+        "p99_ms": percentile_ms(&c.latencies, 99.0),
+        "mean_ms": mean_ms,
+        "max_ms": c.latencies.last().map(|d| d.as_secs_f64() * 1e3),
+        "client_rss_kib": rss,
+        "client_hwm_kib": hwm,
+    });
+    if args.stream {
+        out["ttft_p50_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 50.0));
+        out["ttft_p95_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 95.0));
+    }
+    if args.json {
+        println!("{out}");
+    } else {
+        print_text(&out);
+    }
+    if failed > 0 {
+        let first = c.first_error.unwrap_or_default();
+        return Err(CliError::new(
+            Code::Server,
+            format!("{failed} of {total} requests failed (first: {first})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The human-readable summary.
+fn print_text(o: &serde_json::Value) {
+    let ms = |k: &str| o[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "{} requests ({} ok) in {:.2} s at concurrency {}: {:.1} req/s",
+        o["requests"],
+        o["ok"],
+        o["elapsed_s"].as_f64().unwrap_or(0.0),
+        o["concurrency"],
+        o["requests_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency ms: p50 {}  p95 {}  p99 {}  mean {}  max {}",
+        ms("p50_ms"),
+        ms("p95_ms"),
+        ms("p99_ms"),
+        ms("mean_ms"),
+        ms("max_ms")
+    );
+    if o.get("ttft_p50_ms").is_some() {
+        println!(
+            "time to first token ms: p50 {}  p95 {}",
+            ms("ttft_p50_ms"),
+            ms("ttft_p95_ms")
+        );
+    }
+    if let Some(e) = o["errors"].as_object().filter(|e| !e.is_empty()) {
+        let list: Vec<String> = e.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("errors: {}", list.join(", "));
+    }
+}
+
+/// This process's resident set and its peak (Linux `/proc/self/status`), KiB.
+fn self_memory_kib() -> (Option<u64>, Option<u64>) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&v, 50.0), Some(50.0));
+        assert_eq!(percentile_ms(&v, 99.0), Some(99.0));
+        assert_eq!(percentile_ms(&v[..1], 95.0), Some(1.0));
+        assert_eq!(percentile_ms(&[], 50.0), None);
+    }
+
+    #[test]
+    fn body_bytes_sets_the_request_size() {
+        for want in [1024usize, 65_536, 1 << 20] {
+            let text = prompt_text(None, Some(want), 100);
+            assert_eq!(text.len(), want - 100);
+        }
+        let words = prompt_text(Some(10), None, 0);
+        assert_eq!(words.split_whitespace().count(), 10);
+    }
+}
