@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One command for every table in BENCHMARKS.md (issue #8):
+#
+#   bench/run.sh            # build (release, once), then measure (~10 min)
+#
+# It builds the release `nomyo` (with the embedded engine: minutes on a first
+# build), the `ceiling` example (nomyo-core) and the instant upstream
+# (nomyo-client), then runs bench/suite.py, which starts `nomyo serve` on
+# 127.0.0.1 in front of the instant upstream and measures, in one run, with
+# warm-ups and REPS repetitions (median): server throughput v1 / v2-X25519 /
+# v2-X-Wing at concurrency 1/8/64 beside the RSA-4096 and HPKE ceilings; the
+# Rust client vs Python nomyo 0.2.9 per request; the cost of encryption (vs
+# plaintext straight to the upstream); RSS of server and client; latency and
+# throughput as the body grows 1 KiB -> 1 MiB. bench/engine_vs_llamacpp.sh is
+# appended when present and executable.
+#
+# Output: bench/results/<UTC date-time>.md, and the section between the
+# bench markers in BENCHMARKS.md is replaced by it.
+#
+# Environment: PYTHON (an interpreter with nomyo==0.2.9; default: a venv in
+# target/bench-venv, created with pip on first use), REPS (default 3),
+# SECONDS_PER_POINT (default 3), SKIP_BUILD=1 (use the existing binaries),
+# ENGINE_TIMEOUT (seconds for bench/engine_vs_llamacpp.sh, default 1800).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    cargo build --release -p nomyo-cli
+    cargo build --release -p nomyo-core --example ceiling
+    cargo build --release -p nomyo-client --example instant_upstream
+fi
+
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=target/bench-venv/bin/python
+    if [ ! -x "$PYTHON" ]; then
+        python3 -m venv target/bench-venv
+        "$PYTHON" -m pip install --quiet nomyo==0.2.9
+    fi
+fi
+
+cmd="bench/run.sh"
+[ -n "${REPS:-}" ] && cmd="REPS=$REPS $cmd"
+exec python3 bench/suite.py \
+    --python "$PYTHON" \
+    --reps "${REPS:-3}" \
+    --seconds "${SECONDS_PER_POINT:-3}" \
+    --engine-timeout "${ENGINE_TIMEOUT:-1800}" \
+    --command "$cmd" \
+    "$@"

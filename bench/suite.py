@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""The benchmark suite behind bench/run.sh (issue #8). Run bench/run.sh, not this.
+
+In one run on one machine: starts the instant upstream and `nomyo serve`
+(RSA-4096 ephemeral key) on 127.0.0.1, with the server side (server and
+upstream) pinned to CPU 0 and every load generator on the other CPUs (when
+there are at least two), and measures with `nomyo bench --json`:
+
+- the per-request ceilings (crates/nomyo-core/examples/ceiling.rs);
+- server throughput v1 / v2-X25519 / v2-X-Wing at concurrency 1, 8, 64;
+- per-request latency of the Rust client vs Python nomyo 0.2.9
+  (crates/nomyo-client/benches/compare_v1.py --python-client);
+- the cost of encryption (secure endpoint vs plaintext straight to the upstream);
+- RSS of the server (idle, under load, peak) and of the clients;
+- latency and throughput as the request body grows from 1 KiB to 1 MiB.
+
+Each point is run REPS times, interleaved (every configuration once per
+repetition), and the median is reported with the range. Writes
+bench/results/<UTC date-time>.md and replaces the section between
+<!-- bench:begin --> and <!-- bench:end --> in BENCHMARKS.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+NOMYO = os.path.join(REPO, "target/release/nomyo")
+CEILING = os.path.join(REPO, "target/release/examples/ceiling")
+UPSTREAM = os.path.join(REPO, "target/release/examples/instant_upstream")
+COMPARE = os.path.join(REPO, "crates/nomyo-client/benches/compare_v1.py")
+ENGINE_VS_LLAMACPP = os.path.join(REPO, "bench/engine_vs_llamacpp.sh")
+MODEL = "bench-model"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+CPUS = os.cpu_count() or 1
+PINNED = CPUS >= 2 and os.path.exists("/usr/bin/taskset")
+SERVER_PIN = ["taskset", "-c", "0"] if PINNED else []
+CLIENT_PIN = ["taskset", "-c", f"1-{CPUS - 1}"] if PINNED else []
+
+problems = []
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.{digits}f}"
+
+
+def rng(xs, digits=1):
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return ""
+    return f" ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
+
+
+def vm(pid):
+    """VmRSS and VmHWM of a process, KiB."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                for k in ("VmRSS", "VmHWM"):
+                    if line.startswith(k + ":"):
+                        out[k] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def start_line(cmd, pattern, timeout=180):
+    """Starts cmd; returns (process, first stdout match of pattern)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{cmd} exited before printing its address")
+        m = re.search(pattern, line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+            return p, m.group(1)
+    p.kill()
+    raise RuntimeError(f"{cmd} did not start")
+
+
+def run_measured(cmd, timeout=900):
+    """Runs cmd; returns (returncode, stdout, stderr, peak RSS KiB of the child)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                # The whole process group: a script's children too.
+                os.killpg(p.pid, 9)
+                pid, status, usage = os.wait4(p.pid, 0)
+                problems.append(f"`{' '.join(map(str, cmd))}` killed after {timeout:.0f} s")
+                break
+            time.sleep(0.02)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return p.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss
+
+
+class Suite:
+    def __init__(self, a):
+        self.a = a
+        self.tmp = tempfile.mkdtemp(prefix="nomyo-bench-")
+        self.known = os.path.join(self.tmp, "known_servers")
+        self.procs = []
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def start(self):
+        up, self.upstream = start_line(SERVER_PIN + [UPSTREAM], r"^(http://\S+)")
+        self.procs.append(up)
+        srv, self.url = start_line(
+            SERVER_PIN
+            + [NOMYO, "serve", "--listen", "127.0.0.1:0", "--ephemeral-key",
+               "--upstream", self.upstream, "--upstream-model", MODEL],
+            r"listening on (https?://\S+)",
+        )
+        self.procs.append(srv)
+        self.server = srv
+        time.sleep(1.0)
+        self.idle = vm(srv.pid)
+        log(f"server {self.url} (pid {srv.pid}) idle {self.idle}")
+
+    def bench(self, proto, *args, url=None):
+        """One `nomyo bench --json` run; returns its JSON (None on failure)."""
+        cmd = CLIENT_PIN + [NOMYO, "bench", "--base-url", url or self.url, "--allow-http",
+                            "--model", MODEL, "--known-servers", self.known, "--json",
+                            "--timeout", "120"]
+        if proto == "plain":
+            cmd += ["--protocol", "plain"]
+        elif proto == "v1":
+            cmd += ["--protocol", "v1"]
+        else:
+            cmd += ["--protocol", "v2", "--kem", proto.split("-")[1]]
+        cmd += [str(x) for x in args]
+        rc, out, err, maxrss = run_measured(cmd)
+        try:
+            v = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            problems.append(f"`{' '.join(cmd[len(CLIENT_PIN):])}` failed (exit {rc}): {err.strip()[:300]}")
+            return None
+        if rc != 0:
+            problems.append(f"{proto} {' '.join(map(str, args))}: exit {rc}, errors {v.get('errors')}")
+        v["maxrss_kib"] = maxrss
+        return v
+
+
+def ceilings(a):
+    runs = []
+    for i in range(a.reps):
+        rc, out, err, _ = run_measured([CEILING, "--seconds", str(a.ceiling_seconds)])
+        if rc != 0:
+            problems.append(f"ceiling failed: {err.strip()[:300]}")
+            continue
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        log(f"ceiling {i + 1}/{a.reps}: {runs[-1]}")
+    out = {}
+    for k in ("rsa4096_open", "hpke_open_x25519", "hpke_open_xwing"):
+        for t in ("ops_per_s_1", "ops_per_s_all"):
+            out[(k, t)] = [r[k][t] for r in runs]
+    return out
+
+
+PROTOS = ["v1", "v2-x25519", "v2-xwing"]
+PROTO_NAME = {"v1": "v1 (RSA-4096)", "v2-x25519": "v2 X25519", "v2-xwing": "v2 X-Wing",
+              "plain": "plaintext (no encryption)"}
+CEIL_KEY = {"v1": "rsa4096_open", "v2-x25519": "hpke_open_x25519", "v2-xwing": "hpke_open_xwing"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", required=True, help="interpreter with nomyo==0.2.9")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput point")
+    ap.add_argument("--ceiling-seconds", type=float, default=1.5)
+    ap.add_argument("--latency-requests", type=int, default=300)
+    ap.add_argument("--python-requests", type=int, default=100)
+    ap.add_argument("--engine-timeout", type=float, default=1800,
+                    help="seconds bench/engine_vs_llamacpp.sh may take (it builds llama.cpp on first use)")
+    ap.add_argument("--command", default="bench/run.sh")
+    ap.add_argument("--no-write", action="store_true", help="print the section only")
+    a = ap.parse_args()
+    for f in (NOMYO, CEILING, UPSTREAM):
+        if not os.path.exists(f):
+            sys.exit(f"missing {f}: run bench/run.sh (it builds it)")
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = os.getloadavg()
+    t0 = time.monotonic()
+
+    log("ceilings")
+    ceil = ceilings(a)
+
+    s = Suite(a)
+    try:
+        s.start()
+        res = run_all(s, a)
+    finally:
+        s.close()
+    load_end = os.getloadavg()
+    elapsed = time.monotonic() - t0
+
+    md = report(a, started, load_start, load_end, elapsed, ceil, s, res)
+    if os.path.exists(ENGINE_VS_LLAMACPP) and os.access(ENGINE_VS_LLAMACPP, os.X_OK):
+        log("engine vs llama.cpp")
+        rc, out, err, _ = run_measured([ENGINE_VS_LLAMACPP], timeout=a.engine_timeout)
+        md += "\n### Embedded engine vs llama.cpp (bench/engine_vs_llamacpp.sh)\n\n"
+        md += out.strip() + "\n" if rc == 0 else f"Failed (exit {rc}): {err.strip()[:500]}\n"
+    else:
+        md += ("\n### Embedded engine vs llama.cpp\n\nNot in this run: "
+               "`bench/engine_vs_llamacpp.sh` is absent.\n")
+    if problems:
+        md += "\n### Problems during this run\n\n" + "".join(f"- {p}\n" for p in problems)
+
+    print(md)
+    if a.no_write:
+        return
+    stamp = started.strftime("%Y-%m-%dT%H-%M-%SZ")
+    os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
+    path = os.path.join(REPO, "bench/results", f"{stamp}.md")
+    with open(path, "w") as f:
+        f.write(md)
+    bm = os.path.join(REPO, "BENCHMARKS.md")
+    text = open(bm).read() if os.path.exists(bm) else "# Benchmarks\n"
+    block = f"{BEGIN}\n{md.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        lines = text.split("\n", 1)
+        text = lines[0] + "\n\n" + block + "\n" + (lines[1] if len(lines) > 1 else "")
+    with open(bm, "w") as f:
+        f.write(text)
+    log(f"wrote {os.path.relpath(path, REPO)} and BENCHMARKS.md")
+
+
+def run_all(s, a):
+    r = {"tp": {}, "lat": {}, "py": [], "rust_c1": [], "body": {}, "load_rss": []}
+    sampling = {"on": False}
+
+    def sampler():
+        while True:
+            if sampling["on"]:
+                r["load_rss"].append(vm(s.server.pid).get("VmRSS"))
+            time.sleep(0.2)
+
+    threading.Thread(target=sampler, daemon=True).start()
+
+    # Warm the whole path once (key fetches, pools) and record the trust.
+    for p in PROTOS:
+        s.bench(p, "-n", "20")
+
+    log("throughput")
+    sampling["on"] = True
+    for rep in range(a.reps):
+        for p in PROTOS:
+            for c in (1, 8, 64):
+                v = s.bench(p, "-c", c, "--duration", a.seconds, "--warmup", max(c, 8))
+                r["tp"].setdefault((p, c), []).append(v)
+        log(f"throughput rep {rep + 1}/{a.reps} done")
+    sampling["on"] = False
+    r["after_load"] = vm(s.server.pid)
+
+    log("latency: encryption cost and Rust vs Python")
+    for rep in range(a.reps):
+        for p in ["plain"] + PROTOS:
+            url = s.upstream if p == "plain" else None
+            v = s.bench(p, "-n", a.latency_requests, "--warmup", 20, url=url)
+            r["lat"].setdefault(p, []).append(v)
+        rc, out, err, maxrss = run_measured(
+            CLIENT_PIN + [a.python, COMPARE, "--python-client", s.url,
+                          "--requests", str(a.python_requests), "--first", "1"])
+        if rc == 0:
+            py = json.loads(out.strip().splitlines()[-1])
+            py["maxrss_kib"] = maxrss
+            r["py"].append(py)
+        else:
+            problems.append(f"Python client failed (exit {rc}): {err.strip()[-300:]}")
+        log(f"latency rep {rep + 1}/{a.reps} done")
+
+    log("body size")
+    sizes = [1024, 16 * 1024, 128 * 1024, 1024 * 1024]
+    for rep in range(a.reps):
+        for size in sizes:
+            for p in ["plain", "v1", "v2-xwing"]:
+                url = s.upstream if p == "plain" else None
+                n = 40 if size < 1024 * 1024 else 20
+                lat = s.bench(p, "-n", n, "--warmup", 3, "--body-bytes", size, url=url)
+                tp = s.bench(p, "-c", 8, "--duration", max(1.0, a.seconds / 2), "--warmup", 8,
+                             "--body-bytes", size, url=url)
+                r["body"].setdefault((size, p), []).append((lat, tp))
+        log(f"body rep {rep + 1}/{a.reps} done")
+    r["end"] = vm(s.server.pid)
+    return r
+
+
+def get(vs, key):
+    return [v.get(key) if v else None for v in vs]
+
+
+def report(a, started, load_start, load_end, elapsed, ceil, s, r):
+    L = []
+    w = L.append
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit, dirty = "?", ""
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    w(f"## Run of {started.strftime('%Y-%m-%d %H:%M')} UTC (`{a.command}`)")
+    w("")
+    w(f"- Command: `{a.command}` (REPS={a.reps}, {a.seconds:g} s per throughput point); "
+      f"commit {commit}{' with local changes' if dirty else ''}; {rustc}; release profile.")
+    w(f"- Machine: {CPUS} CPUs ({cpu}); load average {load_start[0]:.2f} / {load_start[1]:.2f} / "
+      f"{load_start[2]:.2f} at the start, {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} "
+      f"at the end; the run took {elapsed / 60:.1f} min.")
+    if PINNED:
+        w(f"- Placement: `nomyo serve` and the instant upstream pinned to CPU 0; every load "
+          f"generator (`nomyo bench`, the Python client) to CPUs 1–{CPUS - 1}. So the server "
+          "has one core, and its ceiling is the **one-thread** ceiling.")
+    else:
+        w("- Placement: not pinned (one CPU or no taskset); the ceiling is the one-thread ceiling.")
+    w(f"- Every number is the median of {a.reps} repetitions (range in brackets), run "
+      "interleaved; ratios are computed from those medians. Server: RSA-4096 ephemeral key, "
+      "`examples/instant_upstream.rs` as the upstream (no model).")
+    w("")
+
+    # Ceilings.
+    w("### Ceilings: the per-request crypto alone (`crates/nomyo-core/examples/ceiling.rs`)")
+    w("")
+    w("| operation (one per request on the server) | 1 thread ops/s | all cores ops/s |")
+    w("|---|---:|---:|")
+    names = {"rsa4096_open": "v1 open: RSA-4096 OAEP decrypt + AES-GCM (256 B)",
+             "hpke_open_x25519": "v2 open: HPKE X25519 setup + 1 frame (256 B)",
+             "hpke_open_xwing": "v2 open: HPKE X-Wing setup + 1 frame (256 B)"}
+    for k, name in names.items():
+        one, all_ = ceil[(k, "ops_per_s_1")], ceil[(k, "ops_per_s_all")]
+        w(f"| {name} | {fmt(median(one))}{rng(one)} | {fmt(median(all_))}{rng(all_)} |")
+    w("")
+
+    # Throughput.
+    w("### Server throughput (instant upstream), beside the ceiling")
+    w("")
+    w("`nomyo bench --protocol P -c C --duration S` (one shared client, C tasks). *Fraction* = "
+      "server requests/s ÷ the one-thread ceiling of its open operation.")
+    w("")
+    w("| protocol | concurrency | requests/s | p50 ms | p99 ms | ceiling (1 thread) | fraction of ceiling |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    tp_med = {}
+    for p in PROTOS:
+        c1 = median(ceil[(CEIL_KEY[p], "ops_per_s_1")])
+        for c in (1, 8, 64):
+            vs = r["tp"].get((p, c), [])
+            rps = get(vs, "requests_per_s")
+            m = median(rps)
+            tp_med[(p, c)] = m
+            frac = m / c1 if m and c1 else None
+            w(f"| {PROTO_NAME[p]} | {c} | {fmt(m)}{rng(rps)} | {fmt(median(get(vs, 'p50_ms')), 2)} | "
+              f"{fmt(median(get(vs, 'p99_ms')), 2)} | {fmt(c1)} | {fmt(frac * 100 if frac else None)}% |")
+    w("")
+
+    # Latency / encryption cost.
+    w("### Per-request latency (sequential, c=1) and the cost of encryption")
+    w("")
+    w(f"`nomyo bench -c 1 -n {a.latency_requests}` against the same server; *plaintext* is the "
+      "same chat JSON straight to the upstream with no encryption (`--protocol plain`). "
+      "*Added* = p50 − plaintext p50.")
+    w("")
+    w("| path | p50 ms | p95 ms | mean ms | added vs plaintext (p50) ms |")
+    w("|---|---:|---:|---:|---:|")
+    plain50 = median(get(r["lat"].get("plain", []), "p50_ms"))
+    lat50 = {}
+    for p in ["plain"] + PROTOS:
+        vs = r["lat"].get(p, [])
+        p50 = get(vs, "p50_ms")
+        lat50[p] = median(p50)
+        added = lat50[p] - plain50 if lat50[p] is not None and plain50 is not None else None
+        w(f"| {PROTO_NAME[p]} | {fmt(lat50[p], 3)}{rng(p50, 3)} | {fmt(median(get(vs, 'p95_ms')), 3)} | "
+          f"{fmt(median(get(vs, 'mean_ms')), 3)} | {'' if p == 'plain' else fmt(added, 3)} |")
+    w("")
+
+    # Rust vs Python.
+    w("### Client per request: Rust (`nomyo bench`, nomyo-client) vs Python `nomyo` 0.2.9")
+    w("")
+    w(f"Protocol v1, sequential, same server. Python: "
+      f"`crates/nomyo-client/benches/compare_v1.py --python-client URL --requests {a.python_requests}` "
+      "(one warmed-up `SecureChatCompletion`, inside one event loop).")
+    w("")
+    py50 = [p["median_ms"] for p in r["py"]]
+    py95 = [p["p95_ms"] for p in r["py"]]
+    rust50 = get(r["lat"].get("v1", []), "p50_ms")
+    rust95 = get(r["lat"].get("v1", []), "p95_ms")
+    ratios = [p / q for p, q in zip(py50, rust50) if p and q]
+    w("| client | p50 ms | p95 ms | peak RSS MiB |")
+    w("|---|---:|---:|---:|")
+    rust_rss = [v["maxrss_kib"] / 1024 for v in r["lat"].get("v1", []) if v]
+    py_rss = [p["maxrss_kib"] / 1024 for p in r["py"]]
+    w(f"| Rust nomyo-client v1 | {fmt(median(rust50), 2)}{rng(rust50, 2)} | {fmt(median(rust95), 2)} | "
+      f"{fmt(median(rust_rss))} |")
+    w(f"| Python nomyo 0.2.9 v1 | {fmt(median(py50), 2)}{rng(py50, 2)} | {fmt(median(py95), 2)} | "
+      f"{fmt(median(py_rss))} |")
+    v2r = get(r["lat"].get("v2-xwing", []), "p50_ms")
+    w(f"| Rust nomyo-client v2 X-Wing (no Python peer speaks it) | {fmt(median(v2r), 2)}{rng(v2r, 2)} | "
+      f"{fmt(median(get(r['lat'].get('v2-xwing', []), 'p95_ms')), 2)} | |")
+    w("")
+    py_ratio = median(ratios)
+    w(f"Python / Rust (v1, p50, per repetition): {', '.join(f'{x:.1f}x' for x in ratios)}; "
+      f"median **{fmt(py_ratio)}x**.")
+    w("")
+
+    # Memory.
+    w("### Memory (VmRSS / VmHWM from /proc)")
+    w("")
+    mib = lambda k: f"{k / 1024:.1f}" if k else "–"
+    load_rss = [x for x in r["load_rss"] if x]
+    client64 = [v["maxrss_kib"] for p in PROTOS for v in r["tp"].get((p, 64), []) if v]
+    w("| process | state | RSS MiB |")
+    w("|---|---|---:|")
+    w(f"| nomyo serve (no model) | idle, 1 s after start | {mib(s.idle.get('VmRSS'))} |")
+    w(f"| nomyo serve | under the throughput load (c ≤ 64), median / max of samples | "
+      f"{mib(median(load_rss))} / {mib(max(load_rss) if load_rss else None)} |")
+    w(f"| nomyo serve | peak (VmHWM) after the throughput load | {mib(r['after_load'].get('VmHWM'))} |")
+    w(f"| nomyo serve | peak (VmHWM) after 1 MiB bodies | {mib(r['end'].get('VmHWM'))} |")
+    w(f"| nomyo bench (Rust client, 64 tasks) | peak, median over protocols and runs | "
+      f"{mib(median(client64))} |")
+    w(f"| Python nomyo 0.2.9 (sequential) | peak | {mib(median([p['maxrss_kib'] for p in r['py']]))} |")
+    w("")
+    w("The proxy (`nomyo proxy`) is not in this run.")
+    w("")
+
+    # Body size.
+    w("### As the request body grows (1 KiB → 1 MiB)")
+    w("")
+    w("`--body-bytes B`: the plaintext chat JSON is B bytes. Latency: c=1 p50; throughput: c=8.")
+    w("")
+    w("| body | plaintext p50 ms | v1 p50 ms | v2 X-Wing p50 ms | plaintext req/s | v1 req/s | v2 X-Wing req/s |")
+    w("|---:|---:|---:|---:|---:|---:|---:|")
+    for size in sorted({k[0] for k in r["body"]}):
+        cells_l, cells_t = [], []
+        for p in ("plain", "v1", "v2-xwing"):
+            pairs = r["body"].get((size, p), [])
+            lat = [x[0] for x in pairs]
+            tp = [x[1] for x in pairs]
+            cells_l.append(fmt(median(get(lat, "p50_ms")), 2))
+            cells_t.append(fmt(median(get(tp, "requests_per_s"))))
+        label = f"{size // 1024} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
+        w(f"| {label} | " + " | ".join(cells_l + cells_t) + " |")
+    w("")
+
+    # Targets.
+    w("### Targets")
+    w("")
+    w("| target | measured | met? |")
+    w("|---|---|---|")
+    v1_64 = tp_med.get(("v1", 64))
+    rsa1 = median(ceil[("rsa4096_open", "ops_per_s_1")])
+    frac = v1_64 / rsa1 if v1_64 and rsa1 else None
+    xw_64, x_64 = tp_med.get(("v2-xwing", 64)), tp_med.get(("v2-x25519", 64))
+
+    def verdict(ok):
+        return "–" if ok is None else ("**met**" if ok else "**missed**")
+
+    w(f"| Rust client ≥ 10× faster per request than nomyo 0.2.9 | {fmt(py_ratio)}x (p50, v1) | "
+      f"{verdict(py_ratio >= 10 if py_ratio else None)} |")
+    w(f"| server v1 ≥ 85% of the RSA ceiling at c=64 | {fmt(frac * 100 if frac else None)}% "
+      f"({fmt(v1_64)} of {fmt(rsa1)} req/s) | {verdict(frac >= 0.85 if frac else None)} |")
+    for name, m in (("X-Wing", xw_64), ("X25519", x_64)):
+        ratio = m / v1_64 if m and v1_64 else None
+        w(f"| v2 ({name}) ≥ 5× v1 throughput (c=64) | {fmt(ratio)}x ({fmt(m)} vs {fmt(v1_64)} req/s) | "
+          f"{verdict(ratio >= 5 if ratio else None)} |")
+    for p in ("v2-xwing", "v2-x25519"):
+        added = lat50.get(p) - plain50 if lat50.get(p) is not None and plain50 is not None else None
+        w(f"| encryption adds < 1 ms per request ({PROTO_NAME[p]}, p50 vs plaintext) | "
+          f"{fmt(added, 3)} ms | {verdict(added < 1 if added is not None else None)} |")
+    idle = s.idle.get("VmRSS")
+    w(f"| server RSS < 30 MiB idle without a model | {mib(idle)} MiB | "
+      f"{verdict(idle < 30 * 1024 if idle else None)} |")
+    w("| embedded engine ≥ 0.95× llama.cpp | see below | |")
+    w("")
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    main()
