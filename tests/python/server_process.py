@@ -17,9 +17,9 @@ class ServerFailed(RuntimeError):
 
 
 class NomyoServer:
-    def __init__(self, nomyo_bin, args, env=None, start_timeout=120, command="serve"):
+    def __init__(self, nomyo_bin, args, env=None, start_timeout=120, command="serve", listen="127.0.0.1:0"):
         # command="proxy" runs `nomyo proxy`, which prints the same line.
-        self.args = [nomyo_bin, command, "--listen", "127.0.0.1:0", *map(str, args)]
+        self.args = [nomyo_bin, command, "--listen", listen, *map(str, args)]
         self.stdout_lines = []
         self.stderr_lines = []
         self._ready = threading.Event()

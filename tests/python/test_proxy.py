@@ -276,6 +276,41 @@ def test_remote_listen_needs_flag_and_token(nomyo_bin):
     assert "--allow-remote" in p.stderr
 
 
+def test_a_pin_mismatch_stops_the_proxy_at_start(nomyo_bin, server):
+    wrong = "sha256:" + "ab" * 32
+    p = subprocess.run(
+        [nomyo_bin, "proxy", "--listen", "127.0.0.1:0", "--base-url", server.url, "--allow-http", "--pin", wrong],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 4, p.stderr
+    assert "pin mismatch" in p.stderr and wrong in p.stderr
+    assert "listening on" not in p.stdout
+
+
+def test_remote_listen_with_an_access_token(nomyo_bin, workdir, server):
+    token = "local-" + uuid.uuid4().hex
+    with NomyoServer(
+        nomyo_bin,
+        [
+            "--base-url", server.url, "--allow-http", "--known-servers", workdir / "known_servers",
+            "--api-key-file", workdir / "client_key", "--allow-remote", "--access-token-env", "PROXY_TOKEN",
+        ],
+        command="proxy",
+        listen="0.0.0.0:0",
+        env={"PROXY_TOKEN": token},
+    ) as p:
+        # Bound to 0.0.0.0; reached here through 127.0.0.1.
+        port = p.url.rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}/v1"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
+        ok = openai.OpenAI(base_url=base, api_key=token, max_retries=0)
+        r = ok.chat.completions.create(model="small-model", messages=[{"role": "user", "content": "token"}])
+        assert r.choices[0].message.content == "echo: token"
+
+
 def test_nothing_of_the_content_is_logged(proxy):
     # Runs after test_plain (file order): the canary prompt and its echo went
     # through this proxy with trace logging on.
