@@ -61,7 +61,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use nomyo_client::Client;
-use nomyo_core::{SecretString, SecurityTier};
+use nomyo_client::{SecretString, SecurityTier};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

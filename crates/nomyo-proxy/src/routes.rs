@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use nomyo_client::SecurityTier;
 use nomyo_client::{ChatRequest, RequestOptions};
-use nomyo_core::SecurityTier;
 use serde_json::{json, Value};
 
 use crate::error::ProxyError;
