@@ -220,6 +220,9 @@ pub struct ChatCompletionChunk {
     /// The server's `_metadata` (on the first chunk).
     #[serde(rename = "_metadata", default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// Every other field (`usage`, `system_fingerprint`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: crate::types::Extra,
 }
 
 impl fmt::Debug for ChatCompletionChunk {
@@ -251,6 +254,9 @@ pub struct ChunkChoice {
     /// Set on the last chunk of a choice.
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Every other field (`logprobs`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: crate::types::Extra,
 }
 
 impl fmt::Debug for ChunkChoice {
@@ -278,6 +284,9 @@ pub struct Delta {
     /// Tool-call fragments, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<serde_json::Value>,
+    /// Every other field (`reasoning_content`, `refusal`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: crate::types::Extra,
 }
 
 /// An async stream of decrypted chunks. It ends normally only after
