@@ -33,6 +33,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// One end-to-end encrypted chat completion.
     Chat(cmd::chat::Args),
+    /// Serve a local OpenAI-compatible API that forwards every request end-to-end encrypted.
+    Proxy(cmd::proxy::Args),
     /// Load the secure endpoint: requests/s, latency percentiles, errors by kind.
     Bench(cmd::bench::Args),
 }
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Fingerprint(a) => cmd::fingerprint::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Chat(a) => cmd::chat::run(a),
+        Command::Proxy(a) => cmd::proxy::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

@@ -16,7 +16,7 @@ use nomyo_core::{Fingerprint, SecretString, SecurityTier};
 use zeroize::Zeroizing;
 
 use crate::exit::{CliError, CliResult, Code};
-use crate::input::{optional_secret, secret_from_env};
+use crate::input::optional_secret;
 use crate::spinner::Spinner;
 
 /// Where `nomyo serve` listens by default (INTERFACES.md).
@@ -49,7 +49,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn to_client(self) -> nomyo_client::Protocol {
+    pub(crate) fn to_client(self) -> nomyo_client::Protocol {
         match self {
             Protocol::Auto => nomyo_client::Protocol::Auto,
             Protocol::V1 => nomyo_client::Protocol::V1,
@@ -181,27 +181,8 @@ fn resolve(args: Args) -> CliResult<Settings> {
     if args.stream && args.protocol == Protocol::V1 {
         return Err(CliError::usage(V1_CANNOT_STREAM));
     }
-    let base_url = match args.base_url.filter(|u| !u.trim().is_empty()) {
-        Some(u) => u,
-        None if args.allow_http => LOCAL_SERVER.to_owned(),
-        None => {
-            return Err(CliError::usage(format!(
-                "no server given: use --base-url URL or set NOMYO_BASE_URL \
-                 (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
-            )))
-        }
-    };
-    let api_key = match optional_secret(
-        args.api_key_file.as_deref(),
-        args.api_key_env.as_deref(),
-        "API key",
-    )? {
-        Some(k) => Some(k),
-        None => match std::env::var_os("NOMYO_API_KEY") {
-            Some(v) if !v.is_empty() => Some(secret_from_env("NOMYO_API_KEY", "API key")?),
-            _ => None,
-        },
-    };
+    let base_url = resolve_base_url(args.base_url, args.allow_http)?;
+    let api_key = crate::input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?;
     let password = optional_secret(
         args.password_file.as_deref(),
         args.password_env.as_deref(),
@@ -261,6 +242,19 @@ fn resolve(args: Args) -> CliResult<Settings> {
         protocol: args.protocol,
         stream: args.stream,
     })
+}
+
+/// `--base-url` (or `$NOMYO_BASE_URL`), else the local `nomyo serve` when
+/// plain HTTP is allowed (shared by chat and proxy).
+pub(crate) fn resolve_base_url(arg: Option<String>, allow_http: bool) -> CliResult<String> {
+    match arg.filter(|u| !u.trim().is_empty()) {
+        Some(u) => Ok(u),
+        None if allow_http => Ok(LOCAL_SERVER.to_owned()),
+        None => Err(CliError::usage(format!(
+            "no server given: use --base-url URL or set NOMYO_BASE_URL \
+             (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
+        ))),
+    }
 }
 
 /// The prompt from the argument, or from standard input for `-` or none.

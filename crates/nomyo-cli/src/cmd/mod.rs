@@ -7,4 +7,5 @@ pub mod embedded;
 pub mod fingerprint;
 mod fingerprint_server;
 pub mod keygen;
+pub mod proxy;
 pub mod serve;
