@@ -8,6 +8,10 @@
 //!   decapsulation and key schedule) plus opening one 256-byte frame. A v2
 //!   server does one per request.
 //!
+//! `ops_per_s_*` count wall time (what the machine did, other load
+//! included); `ops_per_cpu_s_*` divide by the measuring threads' own CPU time
+//! (what one fully available core would do, whatever else runs).
+//!
 //! Each is run on one thread and on all cores at once (one thread per core,
 //! each on its own inputs), for `--seconds` each (default 2), after a short
 //! warm-up. Inputs are sealed ahead of time and reused round-robin, so only
@@ -31,11 +35,27 @@ const INPUTS: usize = 16;
 /// Plaintext size of every sealed input.
 const PLAINTEXT: usize = 256;
 
-/// Runs `op` in a loop on `threads` threads for `secs`; returns ops per second.
-fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize) + Sync) -> f64 {
+/// CPU time (user + system) of the calling thread so far, from
+/// `/proc/thread-self/stat` (Linux; `USER_HZ` = 100), or `None` elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Ops per second of wall time, summed over threads, and ops per CPU-second
+/// (load-independent: what one fully available core would do).
+struct Rate {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+/// Runs `op` in a loop on `threads` threads for `secs`.
+fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize) + Sync) -> Rate {
     let warm = Duration::from_secs_f64((secs / 5.0).min(0.5));
     let run = Duration::from_secs_f64(secs);
-    let counts: Vec<(u64, Duration)> = std::thread::scope(|scope| {
+    let counts: Vec<(u64, Duration, Option<f64>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let op = &op;
@@ -46,6 +66,7 @@ fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize)
                         op(state, i);
                         i += 1;
                     }
+                    let cpu0 = thread_cpu_seconds();
                     let start = Instant::now();
                     let mut n = 0u64;
                     while start.elapsed() < run {
@@ -53,16 +74,26 @@ fn measure<S: Sync>(state: &S, threads: usize, secs: f64, op: impl Fn(&S, usize)
                         i += 1;
                         n += 1;
                     }
-                    (n, start.elapsed())
+                    let cpu = match (cpu0, thread_cpu_seconds()) {
+                        (Some(a), Some(b)) if b > a => Some(b - a),
+                        _ => None,
+                    };
+                    (n, start.elapsed(), cpu)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    counts
+    let wall = counts
         .iter()
-        .map(|(n, d)| *n as f64 / d.as_secs_f64())
-        .sum()
+        .map(|(n, d, _)| *n as f64 / d.as_secs_f64())
+        .sum();
+    let ops: u64 = counts.iter().map(|(n, _, _)| n).sum();
+    let cpu: Option<f64> = counts.iter().map(|(_, _, c)| *c).sum();
+    Rate {
+        wall,
+        cpu: cpu.map(|c| ops as f64 / c),
+    }
 }
 
 /// A sealed v2 request: (enc, its first frame's ciphertext).
@@ -135,7 +166,14 @@ fn main() {
         (xwing, s)
     };
 
-    let row = |one: f64, all: f64| serde_json::json!({"ops_per_s_1": one, "ops_per_s_all": all});
+    let row = |one: Rate, all: Rate| {
+        serde_json::json!({
+            "ops_per_s_1": one.wall,
+            "ops_per_s_all": all.wall,
+            "ops_per_cpu_s_1": one.cpu,
+            "ops_per_cpu_s_all": all.cpu,
+        })
+    };
     let rsa_1 = measure(&rsa_state, 1, secs, rsa_open);
     let rsa_all = measure(&rsa_state, cores, secs, rsa_open);
     let x_1 = measure(&x25519, 1, secs, hpke_open);
