@@ -246,6 +246,9 @@ def test_errors_are_the_sdks_own_exceptions(nomyo_bin, workdir, server, proxy, u
 def test_models_list(proxy):
     ids = [m.id for m in sdk(proxy).models.list()]
     assert {"small-model", "big-model"} <= set(ids)
+    assert sdk(proxy).models.retrieve("small-model").id == "small-model"
+    with pytest.raises(openai.NotFoundError):
+        sdk(proxy).models.retrieve("no-such-model")
 
 
 def test_curl(proxy):

@@ -52,7 +52,7 @@ impl ProxyError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
-    fn code(mut self, code: &'static str) -> Self {
+    pub(crate) fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }

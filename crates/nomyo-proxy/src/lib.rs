@@ -16,6 +16,7 @@
 //! |---|---|
 //! | `POST /v1/chat/completions` | `chat.completion` JSON, or with `"stream": true` server-sent events `data: {chunk}` ending with `data: [DONE]` |
 //! | `GET /v1/models` | `{"object": "list", "data": [{"id", "object": "model", ...}]}` |
+//! | `GET /v1/models/{model}` | one entry of that list, or 404 |
 //! | `GET /health` | `{"status": "ok"}` |
 //!
 //! Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`)

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ pub(crate) fn router(state: ProxyState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{model}", get(model))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -116,7 +117,7 @@ async fn not_found() -> ProxyError {
     ProxyError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
-        "unknown route: this proxy serves POST /v1/chat/completions, GET /v1/models and GET /health",
+        "unknown route: this proxy serves POST /v1/chat/completions, GET /v1/models[/MODEL] and GET /health",
     )
 }
 
@@ -134,18 +135,7 @@ async fn models(State(st): State<ProxyState>) -> Response {
     let started = Instant::now();
     match st.client.models().await {
         Ok(models) => {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|m| {
-                    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({"id": m.id}));
-                    if let Value::Object(o) = &mut v {
-                        o.entry("object").or_insert(json!("model"));
-                        o.entry("created").or_insert(json!(0));
-                        o.entry("owned_by").or_insert(json!("nomyo"));
-                    }
-                    v
-                })
-                .collect();
+            let data: Vec<Value> = models.iter().map(openai_model).collect();
             tracing::debug!(request_id = %id, count = data.len(), ms = started.elapsed().as_millis() as u64, "models listed");
             with_id(
                 Json(json!({"object": "list", "data": data})).into_response(),
@@ -154,6 +144,40 @@ async fn models(State(st): State<ProxyState>) -> Response {
         }
         Err(e) => fail(&id, started, &e),
     }
+}
+
+/// `GET /v1/models/{model}`: one entry of the list, or 404.
+async fn model(State(st): State<ProxyState>, Path(wanted): Path<String>) -> Response {
+    let id = request_id();
+    let started = Instant::now();
+    match st.client.models().await {
+        Ok(models) => match models.iter().find(|m| m.id == wanted) {
+            Some(m) => with_id(Json(openai_model(m)).into_response(), &id),
+            None => with_id(
+                ProxyError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "the endpoint does not offer this model (GET /v1/models lists them)",
+                )
+                .code("model_not_found")
+                .into_response(),
+                &id,
+            ),
+        },
+        Err(e) => fail(&id, started, &e),
+    }
+}
+
+/// A model entry in OpenAI's shape (`object`, `created`, `owned_by` added
+/// when the endpoint leaves them out).
+fn openai_model(m: &nomyo_client::ModelInfo) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({"id": m.id}));
+    if let Value::Object(o) = &mut v {
+        o.entry("object").or_insert(json!("model"));
+        o.entry("created").or_insert(json!(0));
+        o.entry("owned_by").or_insert(json!("nomyo"));
+    }
+    v
 }
 
 fn with_id(mut resp: Response, id: &str) -> Response {

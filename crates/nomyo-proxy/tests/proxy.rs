@@ -610,6 +610,16 @@ async fn models_are_listed_in_openai_shape() {
     let data = v["data"].as_array().unwrap();
     assert!(data.iter().any(|m| m["id"] == "m"));
     assert!(data.iter().all(|m| m["object"] == "model"));
+    let one: Value = reqwest::get(format!("{url}/v1/models/m"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["id"], "m");
+    assert_eq!(one["object"], "model");
+    let resp = reqwest::get(format!("{url}/v1/models/nope")).await.unwrap();
+    assert_eq!(error_of(resp).await.0, 404);
     let resp = reqwest::get(format!("{url}/health")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }

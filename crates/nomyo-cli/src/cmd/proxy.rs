@@ -24,7 +24,7 @@ or: curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application
       -d '{\"model\": \"M\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'
 
 Routes: POST /v1/chat/completions (with and without \"stream\": true), GET /v1/models,
-GET /health. Every other request field (tools, tool_choice, response_format, seed, ...)
+GET /v1/models/MODEL, GET /health. Every other request field (tools, tool_choice, response_format, seed, ...)
 is forwarded unchanged; the answer is the endpoint's, decrypted, with its _metadata.
 Each request is sealed with protocol v2 when the server publishes its HPKE keys
 (--protocol auto), else v1. Protocol v1 CANNOT STREAM: a streamed request to a v1
