@@ -328,6 +328,7 @@ impl ClientBuilder {
                 headers,
                 max_retries: self.max_retries,
                 backoff: self.backoff,
+                tier: self.tier,
                 timeout: self.timeout,
                 key_source: self.key_source,
                 client_key: OnceCell::new(),
@@ -403,6 +404,9 @@ pub(crate) struct Inner {
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Duration,
+    /// The client's default tier (also in `headers`), checked against the
+    /// tier the server says, inside the sealed answer, that it served.
+    pub(crate) tier: Option<SecurityTier>,
     key_source: KeySource,
     client_key: OnceCell<Arc<ClientKey>>,
     server_key: RwLock<Option<Arc<ServerKey>>>,
@@ -436,6 +440,11 @@ enum Retryable {
 }
 
 impl Client {
+    /// The tier a request asks for: its own option, else the client's.
+    pub(crate) fn requested_tier(&self, options: &RequestOptions) -> Option<SecurityTier> {
+        options.security_tier.or(self.inner.tier)
+    }
+
     /// A builder.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
@@ -677,6 +686,10 @@ impl Client {
                                 Error::InvalidResponse("decryption was interrupted".into())
                             })??;
                     tracing::debug!(%payload_id, answer_bytes = answer_len, ms = started.elapsed().as_millis() as u64, "completion received");
+                    check_served_tier(
+                        self.requested_tier(options),
+                        completion.metadata.security_tier.as_deref(),
+                    )?;
                     return Ok(completion);
                 }
                 Err(Error::InvalidRequest(api)) if !resealed => {
@@ -777,6 +790,27 @@ impl Client {
 }
 
 /// Maps a refused request to its error (PROTOCOL.md, "Errors").
+/// Refuses an answer served at a lower tier than the request asked for.
+///
+/// `X-Security-Tier` travels outside the encryption, so anyone on the path
+/// can lower it; the server reports the tier it applied inside the sealed
+/// `_metadata`, which nobody on the path can change. Asking for `high` or
+/// `maximum` and getting an answer that does not say so (or says less) is a
+/// security failure, not an answer.
+pub(crate) fn check_served_tier(
+    requested: Option<SecurityTier>,
+    served: Option<&str>,
+) -> Result<()> {
+    let Some(requested) = requested.filter(|t| *t > SecurityTier::Standard) else {
+        return Ok(());
+    };
+    let served = served.and_then(|s| s.parse::<SecurityTier>().ok());
+    match served {
+        Some(s) if s >= requested => Ok(()),
+        _ => Err(Error::TierDowngrade { requested, served }),
+    }
+}
+
 pub(crate) fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
     match api.status {
         400 => Error::InvalidRequest(api),
@@ -899,4 +933,30 @@ fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<Chat
     meta.is_encrypted = Some(true);
     meta.encryption_algorithm = Some(v1::ALGORITHM.to_owned());
     Ok(completion)
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_or_missing_served_tier_is_refused_when_more_than_standard_was_asked() {
+        use SecurityTier::*;
+        assert!(check_served_tier(None, None).is_ok());
+        assert!(check_served_tier(Some(Standard), None).is_ok());
+        assert!(check_served_tier(Some(Standard), Some("standard")).is_ok());
+        assert!(check_served_tier(Some(High), Some("high")).is_ok());
+        assert!(check_served_tier(Some(High), Some("maximum")).is_ok());
+        assert!(check_served_tier(Some(Maximum), Some("maximum")).is_ok());
+        for (asked, served) in [
+            (High, Some("standard")),
+            (Maximum, Some("high")),
+            (Maximum, None),
+            (High, Some("HIGH; maximum")),
+        ] {
+            let err = check_served_tier(Some(asked), served).unwrap_err();
+            assert!(err.is_security(), "{asked:?} {served:?}");
+            assert!(matches!(err, Error::TierDowngrade { .. }));
+        }
+    }
 }

@@ -17,7 +17,7 @@
 //! | `ServiceUnavailableError` | 503 | [`Error::ServiceUnavailable`] | yes |
 //! | `APIError` | any other | [`Error::Api`] | no |
 //! | `APIConnectionError` | — | [`Error::Connection`], [`Error::Timeout`] | connection errors: yes |
-//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`] | no |
+//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`], [`Error::TierDowngrade`] | no |
 //!
 //! No message ever contains a prompt, a completion, a key, a password or an
 //! API key. Text the server sends (`detail`) is truncated and stripped of
@@ -298,6 +298,21 @@ pub enum Error {
     #[error("security check failed on the v2 response: {0}")]
     V2Security(#[source] nomyo_core::v2::V2Error),
 
+    /// The sealed answer says it was served at a lower security tier than
+    /// the request asked for (or does not say which): the tier header was
+    /// lowered on the way, or the server ignored it. The answer is dropped.
+    #[error(
+        "security check failed: {requested} tier requested, but the answer was served at {}; \
+         the X-Security-Tier header may have been changed in transit",
+        .served.map_or("an unstated tier".to_owned(), |t| format!("the {t} tier"))
+    )]
+    TierDowngrade {
+        /// The tier the request asked for.
+        requested: nomyo_core::SecurityTier,
+        /// The tier the answer's `_metadata` names, if any.
+        served: Option<nomyo_core::SecurityTier>,
+    },
+
     /// Protocol v2: the server's key list carries a `Nomyo-Keys-Signature`
     /// that is malformed, made by another key than the server's trusted v1
     /// key, or that does not verify over the list (altered keys or
@@ -363,6 +378,7 @@ impl Error {
             | Error::ServerKeyChanged { .. }
             | Error::Tls { .. }
             | Error::V2Security(_)
+            | Error::TierDowngrade { .. }
             | Error::KeysSignature { .. } => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,

@@ -52,7 +52,7 @@ use nomyo_core::v2::{
     V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEYS_CONTENT_TYPE,
     KEY_CONFIG_PROBLEM_TYPE,
 };
-use nomyo_core::{Fingerprint, SecretBuf};
+use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -569,6 +569,7 @@ impl Client {
                         .await
                         .map(|(b, _)| b)
                         .unwrap_or_default();
+                    let sealed = nonce.is_some();
                     let plain: Zeroizing<Vec<u8>> = match nonce {
                         Some(n) => {
                             let n = n.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
@@ -580,6 +581,25 @@ impl Client {
                         None => Zeroizing::new(raw.to_vec()),
                     };
                     let api = ApiError::new(status, &plain, attempt);
+                    // A 400 the server could not seal (no response nonce)
+                    // means it could not open the request: it may have new
+                    // keys under the ids we cached (a restart without saved
+                    // keys). Refetch once; the new list is verified like a
+                    // first one (a changed server key is refused).
+                    if status == 400 && !sealed && !refetched {
+                        match self.refresh_hpke_keys(&keys).await {
+                            Ok(fresh) if fresh.fingerprint != keys.fingerprint => {
+                                keys = fresh;
+                                refetched = true;
+                                attempt -= 1;
+                                continue;
+                            }
+                            Ok(_) => return Err(status_error(api, retry_after)),
+                            Err(e) if e.is_security() => return Err(e),
+                            // The refetch itself failed: report the original answer.
+                            Err(_) => return Err(status_error(api, retry_after)),
+                        }
+                    }
                     if status == 422 && is_key_config_problem(&plain) {
                         if refetched {
                             return Err(status_error(api, retry_after));
@@ -645,6 +665,10 @@ impl Client {
                 ))
             })?;
         drop(plain);
+        crate::client::check_served_tier(
+            self.requested_tier(options),
+            completion.metadata.security_tier.as_deref(),
+        )?;
         completion.metadata.is_encrypted = Some(true);
         completion.metadata.encryption_algorithm = Some(format!("ehbp-{}", kem.name()));
         tracing::debug!(
@@ -694,6 +718,9 @@ impl Client {
             ready: VecDeque::new(),
             done: false,
             finished: false,
+            tier_unchecked: self
+                .requested_tier(options)
+                .filter(|t| *t > SecurityTier::Standard),
         };
         Ok(futures::stream::unfold(state, next_chunk).boxed())
     }
@@ -742,6 +769,9 @@ struct StreamState {
     done: bool,
     /// Nothing more is yielded.
     finished: bool,
+    /// A tier above `standard` was requested and the first chunk's sealed
+    /// `_metadata` has not been checked against it yet.
+    tier_unchecked: Option<SecurityTier>,
 }
 
 impl StreamState {
@@ -800,6 +830,14 @@ impl StreamState {
                     return Err(Error::InvalidResponse(
                         "a decrypted stream event is not a chat.completion.chunk".into(),
                     ));
+                }
+                if let Some(requested) = self.tier_unchecked.take() {
+                    let served = chunk
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.get("security_tier"))
+                        .and_then(|t| t.as_str());
+                    crate::client::check_served_tier(Some(requested), served)?;
                 }
                 self.ready.push_back(Ok(chunk));
             }

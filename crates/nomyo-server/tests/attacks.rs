@@ -724,28 +724,30 @@ async fn server_key_change_mid_session_is_refused() {
 
 /// A server restarted with freshly generated HPKE keys reuses key ids 0 and
 /// 1 (`HpkeKeySet::generate`). A v2 client that cached the old configs names
-/// key id 1; the server cannot open the request and answers 400 "decryption
-/// failed" (correct: with a key id it holds, that is what tampering looks
-/// like). The client fails closed but never refetches the keys, so it cannot
-/// notice the key change (or recover) until it is rebuilt.
+/// key id 1; the server cannot open the request and answers an unsealed 400
+/// "decryption failed" (correct: with a key id it holds, that is what
+/// tampering looks like). The client then refetches the key list once, finds
+/// it signed by a different server key, and refuses it as a changed key.
 #[tokio::test]
-#[ignore = "bug: a v2 client with cached keys gets 400 forever after the server regenerates its HPKE keys under the same key ids; it should refetch once (as v1 does after a 400) and then refuse with ServerKeyChanged"]
 async fn server_key_change_with_reused_key_ids_is_noticed_by_a_cached_v2_client() {
     let k = key_change((0, 1)).await;
     let err = k.cached[1].create(&ask("after")).await.unwrap_err();
     assert!(matches!(err, Error::ServerKeyChanged { .. }), "{err:?}");
+    assert!(err.is_security());
 }
 
-/// The fail-closed half of the case above, which holds today: the cached v2
-/// client gets an error, never an answer, and nothing is decrypted under the
-/// wrong key.
+/// Both cached clients (v1 and v2) fail closed after the key change: an
+/// error, never an answer, and nothing decrypted under the wrong key.
 #[tokio::test]
 async fn server_key_change_with_reused_key_ids_fails_closed() {
     let k = key_change((0, 1)).await;
-    let err = k.cached[1].create(&ask("after")).await.unwrap_err();
-    assert_eq!(err.status(), Some(400), "{err:?}");
-    let err = k.cached[0].create(&ask("after")).await.unwrap_err();
-    assert!(matches!(err, Error::ServerKeyChanged { .. }), "{err:?}");
+    for (c, proto) in k.cached.iter().zip(["v1", "v2"]) {
+        let err = c.create(&ask("after")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::ServerKeyChanged { .. }),
+            "{proto}: {err:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -825,7 +827,9 @@ async fn tier_header_tampering_never_grants_a_tier_the_policy_refuses() {
 
 /// A man in the middle lowers `X-Security-Tier` from `maximum` to
 /// `standard` for a model both tiers allow: the server applies `standard`
-/// and says so in the sealed `_metadata.security_tier` (authenticated in v2).
+/// and says so in the sealed `_metadata.security_tier` (authenticated in v2),
+/// which the client reads and refuses (next test); a model only `maximum`
+/// allows is refused by the server, never served lower.
 #[tokio::test]
 async fn tier_header_downgrade_is_visible_in_the_sealed_metadata() {
     let (b, _) = tiered_state();
@@ -835,19 +839,27 @@ async fn tier_header_downgrade_is_visible_in_the_sealed_metadata() {
     for proto in [Protocol::V1, Protocol::V2] {
         let c = p.client().protocol(proto).build().unwrap();
         let public = ChatRequest::new("public").message(ChatMessage::user("x"));
-        let answer = c.create_with(&public, &opts).await.unwrap();
-        assert_eq!(answer.metadata.security_tier.as_deref(), Some("standard"));
-        // A model only `maximum` allows is refused, never served lower.
+        let err = c.create_with(&public, &opts).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TierDowngrade {
+                    served: Some(SecurityTier::Standard),
+                    ..
+                }
+            ),
+            "{proto:?}: {err:?}"
+        );
         let secret = ChatRequest::new("secret").message(ChatMessage::user("x"));
         let err = c.create_with(&secret, &opts).await.unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)), "{proto:?}: {err:?}");
     }
 }
 
-/// What the client should do with the downgrade above: refuse an answer
-/// served on a lower tier than it asked for. It does not yet.
+/// What the client does with the downgrade above: the sealed
+/// `_metadata.security_tier` says `standard`, the request asked for
+/// `maximum`, so the answer is refused as a security failure.
 #[tokio::test]
-#[ignore = "bug: nomyo-client accepts an answer whose sealed _metadata.security_tier is lower than the tier it requested (a stripped or lowered X-Security-Tier goes unnoticed)"]
 async fn tier_header_downgrade_is_refused_by_the_client() {
     let (b, _) = tiered_state();
     let p = start_proxy(b.build().unwrap()).await;
@@ -856,8 +868,36 @@ async fn tier_header_downgrade_is_refused_by_the_client() {
     for proto in [Protocol::V1, Protocol::V2] {
         let c = p.client().protocol(proto).build().unwrap();
         let public = ChatRequest::new("public").message(ChatMessage::user("x"));
-        assert!(c.create_with(&public, &opts).await.is_err(), "{proto:?}");
+        let err = c.create_with(&public, &opts).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TierDowngrade {
+                    requested: SecurityTier::Maximum,
+                    served: Some(SecurityTier::Standard)
+                }
+            ),
+            "{proto:?}: {err:?}"
+        );
+        assert!(err.is_security());
     }
+}
+
+/// The same downgrade on a v2 stream: the first chunk's sealed `_metadata`
+/// names the lower tier, so the stream yields the security error and no text.
+#[tokio::test]
+async fn tier_header_downgrade_on_a_stream_is_refused_by_the_client() {
+    let (b, _) = tiered_state();
+    let p = start_proxy(b.build().unwrap()).await;
+    p.set(Mode::RewriteTier("standard"));
+    let opts = RequestOptions::default().security_tier(SecurityTier::Maximum);
+    let c = p.client().protocol(Protocol::V2).build().unwrap();
+    let public = ChatRequest::new("public").message(ChatMessage::user("x"));
+    let mut stream = c.create_stream_with(&public, &opts).await.unwrap();
+    let first = futures::StreamExt::next(&mut stream).await.unwrap();
+    let err = first.unwrap_err();
+    assert!(matches!(err, Error::TierDowngrade { .. }), "{err:?}");
+    assert!(futures::StreamExt::next(&mut stream).await.is_none());
 }
 
 // ---------------------------------------------------------------------------
