@@ -20,7 +20,8 @@
 # Environment: PYTHON (an interpreter with nomyo==0.2.9; default: a venv in
 # target/bench-venv, created with pip on first use), REPS (default 3),
 # SECONDS_PER_POINT (default 3), SKIP_BUILD=1 (use the existing binaries),
-# ENGINE_TIMEOUT (seconds for bench/engine_vs_llamacpp.sh, default 1800).
+# ENGINE_TIMEOUT (seconds for bench/engine_vs_llamacpp.sh, default 1800),
+# ENGINE=0 (skip bench/engine_vs_llamacpp.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,10 +41,15 @@ fi
 
 cmd="bench/run.sh"
 [ -n "${REPS:-}" ] && cmd="REPS=$REPS $cmd"
+extra=()
+if [ "${ENGINE:-1}" = 0 ]; then
+    extra+=(--no-engine)
+    cmd="ENGINE=0 $cmd"
+fi
 exec python3 bench/suite.py \
     --python "$PYTHON" \
     --reps "${REPS:-3}" \
     --seconds "${SECONDS_PER_POINT:-3}" \
     --engine-timeout "${ENGINE_TIMEOUT:-1800}" \
     --command "$cmd" \
-    "$@"
+    "${extra[@]}" "$@"

@@ -44,7 +44,8 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 CPUS = os.cpu_count() or 1
 PINNED = CPUS >= 2 and os.path.exists("/usr/bin/taskset")
 SERVER_PIN = ["taskset", "-c", "0"] if PINNED else []
-CLIENT_PIN = ["taskset", "-c", f"1-{CPUS - 1}"] if PINNED else []
+CLIENT_CPUS = "1" if CPUS == 2 else f"1-{CPUS - 1}"
+CLIENT_PIN = ["taskset", "-c", CLIENT_CPUS] if PINNED else []
 
 problems = []
 
@@ -85,6 +86,16 @@ def vm(pid):
     except OSError:
         pass
     return out
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def start_line(cmd, pattern, timeout=180):
@@ -165,7 +176,9 @@ class Suite:
         else:
             cmd += ["--protocol", "v2", "--kem", proto.split("-")[1]]
         cmd += [str(x) for x in args]
+        cpu0 = cpu_seconds(self.server.pid)
         rc, out, err, maxrss = run_measured(cmd)
+        cpu1 = cpu_seconds(self.server.pid)
         try:
             v = json.loads(out.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -174,6 +187,10 @@ class Suite:
         if rc != 0:
             problems.append(f"{proto} {' '.join(map(str, args))}: exit {rc}, errors {v.get('errors')}")
         v["maxrss_kib"] = maxrss
+        if proto != "plain" and cpu0 is not None and cpu1 is not None:
+            # Over the whole command, warm-up included.
+            n = v["requests"] + v.get("warmup", 0)
+            v["server_cpu_ms_per_req"] = (cpu1 - cpu0) * 1e3 / n if n else None
         return v
 
 
@@ -188,8 +205,8 @@ def ceilings(a):
         log(f"ceiling {i + 1}/{a.reps}: {runs[-1]}")
     out = {}
     for k in ("rsa4096_open", "hpke_open_x25519", "hpke_open_xwing"):
-        for t in ("ops_per_s_1", "ops_per_s_all"):
-            out[(k, t)] = [r[k][t] for r in runs]
+        for t in ("ops_per_s_1", "ops_per_s_all", "ops_per_cpu_s_1"):
+            out[(k, t)] = [r[k].get(t) for r in runs]
     return out
 
 
@@ -209,6 +226,7 @@ def main():
     ap.add_argument("--python-requests", type=int, default=100)
     ap.add_argument("--engine-timeout", type=float, default=1800,
                     help="seconds bench/engine_vs_llamacpp.sh may take (it builds llama.cpp on first use)")
+    ap.add_argument("--no-engine", action="store_true", help="skip bench/engine_vs_llamacpp.sh")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--no-write", action="store_true", help="print the section only")
     a = ap.parse_args()
@@ -233,7 +251,9 @@ def main():
     elapsed = time.monotonic() - t0
 
     md = report(a, started, load_start, load_end, elapsed, ceil, s, res)
-    if os.path.exists(ENGINE_VS_LLAMACPP) and os.access(ENGINE_VS_LLAMACPP, os.X_OK):
+    if a.no_engine:
+        md += ("\n### Embedded engine vs llama.cpp\n\nNot in this run (`ENGINE=0`).\n")
+    elif os.path.exists(ENGINE_VS_LLAMACPP) and os.access(ENGINE_VS_LLAMACPP, os.X_OK):
         log("engine vs llama.cpp")
         rc, out, err, _ = run_measured([ENGINE_VS_LLAMACPP], timeout=a.engine_timeout)
         md += "\n### Embedded engine vs llama.cpp (bench/engine_vs_llamacpp.sh)\n\n"
@@ -357,7 +377,7 @@ def report(a, started, load_start, load_end, elapsed, ceil, s, r):
       f"at the end; the run took {elapsed / 60:.1f} min.")
     if PINNED:
         w(f"- Placement: `nomyo serve` and the instant upstream pinned to CPU 0; every load "
-          f"generator (`nomyo bench`, the Python client) to CPUs 1–{CPUS - 1}. So the server "
+          f"generator (`nomyo bench`, the Python client) to CPU(s) {CLIENT_CPUS}. So the server "
           "has one core, and its ceiling is the **one-thread** ceiling.")
     else:
         w("- Placement: not pinned (one CPU or no taskset); the ceiling is the one-thread ceiling.")
@@ -369,14 +389,19 @@ def report(a, started, load_start, load_end, elapsed, ceil, s, r):
     # Ceilings.
     w("### Ceilings: the per-request crypto alone (`crates/nomyo-core/examples/ceiling.rs`)")
     w("")
-    w("| operation (one per request on the server) | 1 thread ops/s | all cores ops/s |")
-    w("|---|---:|---:|")
+    w("*CPU ms/op*: the measuring thread's own CPU time per operation (independent of the "
+      "machine's other load).")
+    w("")
+    w("| operation (one per request on the server) | 1 thread ops/s | all cores ops/s | CPU ms/op |")
+    w("|---|---:|---:|---:|")
     names = {"rsa4096_open": "v1 open: RSA-4096 OAEP decrypt + AES-GCM (256 B)",
              "hpke_open_x25519": "v2 open: HPKE X25519 setup + 1 frame (256 B)",
              "hpke_open_xwing": "v2 open: HPKE X-Wing setup + 1 frame (256 B)"}
     for k, name in names.items():
         one, all_ = ceil[(k, "ops_per_s_1")], ceil[(k, "ops_per_s_all")]
-        w(f"| {name} | {fmt(median(one))}{rng(one)} | {fmt(median(all_))}{rng(all_)} |")
+        cpu = median(ceil[(k, "ops_per_cpu_s_1")])
+        w(f"| {name} | {fmt(median(one))}{rng(one)} | {fmt(median(all_))}{rng(all_)} | "
+          f"{fmt(1e3 / cpu if cpu else None, 3)} |")
     w("")
 
     # Throughput.
@@ -385,19 +410,33 @@ def report(a, started, load_start, load_end, elapsed, ceil, s, r):
     w("`nomyo bench --protocol P -c C --duration S` (one shared client, C tasks). *Fraction* = "
       "server requests/s ÷ the one-thread ceiling of its open operation.")
     w("")
-    w("| protocol | concurrency | requests/s | p50 ms | p99 ms | ceiling (1 thread) | fraction of ceiling |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
+    w("*Server CPU ms/request*: the server's CPU time (/proc/PID/stat) over each whole "
+      "`nomyo bench` command, warm-up included, per request. *CPU fraction* = the open "
+      "operation's CPU ms/op ÷ the server's CPU ms/request: the share of the server's own CPU "
+      "that the unavoidable crypto takes, which the machine's other load does not skew.")
+    w("")
+    w("| protocol | concurrency | requests/s | p50 ms | p99 ms | ceiling (1 thread) | fraction of ceiling "
+      "| server CPU ms/request | CPU fraction |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     tp_med = {}
+    cpu_frac = {}
+    cpu_med = {}
     for p in PROTOS:
         c1 = median(ceil[(CEIL_KEY[p], "ops_per_s_1")])
+        ccpu = median(ceil[(CEIL_KEY[p], "ops_per_cpu_s_1")])
         for c in (1, 8, 64):
             vs = r["tp"].get((p, c), [])
             rps = get(vs, "requests_per_s")
             m = median(rps)
             tp_med[(p, c)] = m
             frac = m / c1 if m and c1 else None
+            scpu = median(get(vs, "server_cpu_ms_per_req"))
+            cf = (1e3 / ccpu) / scpu if ccpu and scpu else None
+            cpu_frac[(p, c)] = cf
+            cpu_med[(p, c)] = scpu
             w(f"| {PROTO_NAME[p]} | {c} | {fmt(m)}{rng(rps)} | {fmt(median(get(vs, 'p50_ms')), 2)} | "
-              f"{fmt(median(get(vs, 'p99_ms')), 2)} | {fmt(c1)} | {fmt(frac * 100 if frac else None)}% |")
+              f"{fmt(median(get(vs, 'p99_ms')), 2)} | {fmt(c1)} | {fmt(frac * 100 if frac else None)}% | "
+              f"{fmt(scpu, 3)} | {fmt(cf * 100 if cf else None)}% |")
     w("")
 
     # Latency / encryption cost.
@@ -501,13 +540,19 @@ def report(a, started, load_start, load_end, elapsed, ceil, s, r):
     def verdict(ok):
         return "–" if ok is None else ("**met**" if ok else "**missed**")
 
-    w(f"| Rust client ≥ 10× faster per request than nomyo 0.2.9 | {fmt(py_ratio)}x (p50, v1) | "
+    w(f"| Rust client ≥ 10× faster per request than nomyo 0.2.9 | {fmt(py_ratio, 2)}x (p50, v1) | "
       f"{verdict(py_ratio >= 10 if py_ratio else None)} |")
+    cf64 = cpu_frac.get(("v1", 64))
     w(f"| server v1 ≥ 85% of the RSA ceiling at c=64 | {fmt(frac * 100 if frac else None)}% "
-      f"({fmt(v1_64)} of {fmt(rsa1)} req/s) | {verdict(frac >= 0.85 if frac else None)} |")
+      f"({fmt(v1_64)} of {fmt(rsa1)} req/s); by CPU time {fmt(cf64 * 100 if cf64 else None)}% | "
+      f"{verdict(frac >= 0.85 if frac else None)} |")
     for name, m in (("X-Wing", xw_64), ("X25519", x_64)):
         ratio = m / v1_64 if m and v1_64 else None
-        w(f"| v2 ({name}) ≥ 5× v1 throughput (c=64) | {fmt(ratio)}x ({fmt(m)} vs {fmt(v1_64)} req/s) | "
+        key = "v2-xwing" if name == "X-Wing" else "v2-x25519"
+        a1, a2 = cpu_med.get(("v1", 64)), cpu_med.get((key, 64))
+        by_cpu = a1 / a2 if a1 and a2 else None
+        w(f"| v2 ({name}) ≥ 5× v1 throughput (c=64) | {fmt(ratio, 2)}x ({fmt(m)} vs {fmt(v1_64)} req/s); "
+          f"by server CPU per request {fmt(by_cpu, 2)}x | "
           f"{verdict(ratio >= 5 if ratio else None)} |")
     for p in ("v2-xwing", "v2-x25519"):
         added = lat50.get(p) - plain50 if lat50.get(p) is not None and plain50 is not None else None
