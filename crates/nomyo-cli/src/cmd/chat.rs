@@ -432,13 +432,22 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
     spinner.stop();
     let keys = keys.map_err(client_error)?;
     if let TrustDecision::FirstUse { file } = keys.trust() {
-        eprintln!(
-            "nomyo: first contact with {} (v2): trusting its {} key {} (recorded in {})",
-            client.origin(),
-            keys.config().kem,
-            keys.fingerprint(),
-            file.display()
-        );
+        // A signed key list is trusted through the server's v1 key, which is
+        // what was recorded; an unsigned one through the config itself.
+        match keys.signed_by() {
+            Some(v1) => eprintln!(
+                "nomyo: first contact with {}: trusting its server key {v1}, which signs its v2 keys (recorded in {})",
+                client.origin(),
+                file.display()
+            ),
+            None => eprintln!(
+                "nomyo: first contact with {} (v2): trusting its {} key {} (recorded in {})",
+                client.origin(),
+                keys.config().kem,
+                keys.fingerprint(),
+                file.display()
+            ),
+        }
     }
     if s.model.is_none() {
         s.request.model = pick_model(&client).await?;

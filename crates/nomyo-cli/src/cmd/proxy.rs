@@ -43,9 +43,10 @@ send as their API key (Authorization: Bearer TOKEN). The endpoint's API key come
 from --api-key-file, --api-key-env or $NOMYO_API_KEY and never leaves the proxy.
 Nothing of a prompt or an answer is logged (-v logs ids, sizes, statuses, timings).
 
-The server's key is verified as `nomyo chat` does: against --pin (for v2, pin the
-key `nomyo fingerprint --server URL` lists for v2), or else trusted on first use and
-recorded in ~/.config/nomyo/known_servers.";
+The server's key is verified as `nomyo chat` does: against --pin (the server's v1
+key, which signs the v2 key list of a `nomyo serve`; for an unsigned third-party v2
+server, the key `nomyo fingerprint --server URL` lists for v2), or else trusted on
+first use and recorded in ~/.config/nomyo/known_servers.";
 
 /// Serve a local OpenAI-compatible API that forwards end-to-end encrypted.
 #[derive(ClapArgs, Debug)]
@@ -209,7 +210,9 @@ async fn verify_server(client: &Client) -> CliResult {
     let checked = async {
         if client.uses_v2().await? {
             let keys = client.hpke_keys().await?;
-            Ok::<_, nomyo_client::Error>(("v2", keys.fingerprint(), keys.trust().clone()))
+            // A signed key list is trusted (and recorded) through the v1 key.
+            let fingerprint = keys.signed_by().unwrap_or(keys.fingerprint());
+            Ok::<_, nomyo_client::Error>(("v2", fingerprint, keys.trust().clone()))
         } else {
             let key = client.prepare().await?;
             Ok(("v1", key.fingerprint(), key.trust().clone()))
