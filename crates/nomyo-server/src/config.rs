@@ -22,6 +22,7 @@ use crate::hpke_keys;
 use crate::keystore::{KeySource, DEFAULT_GRACE};
 use crate::limits::Limits;
 use crate::policy::{ApiKeys, ModelSet, TierRule};
+use crate::pool::PoolConfig;
 use crate::upstream::UpstreamConfig;
 
 /// Default listen address (INTERFACES.md).
@@ -244,6 +245,20 @@ pub struct BackendConfig {
     pub kind: BackendKind,
     /// Upstream: base URL with the API prefix (`http://127.0.0.1:8080/v1`).
     pub url: Option<String>,
+    /// Upstream pool: several base URLs serving the same models (instead of
+    /// `url`); requests go to the least busy healthy one, with failover.
+    pub urls: Option<Vec<String>>,
+    /// Upstream pool: requests in flight per endpoint (absent = no cap).
+    pub max_concurrency_per_endpoint: Option<usize>,
+    /// Upstream pool: seconds between active probes (`GET {url}/models`);
+    /// 0 = none. Default 5.
+    pub health_check_interval_secs: Option<u64>,
+    /// Upstream pool: consecutive failures that open an endpoint's circuit
+    /// breaker. Default 3.
+    pub breaker_failures: Option<u32>,
+    /// Upstream pool: seconds an open breaker waits before a trial request.
+    /// Default 10.
+    pub breaker_cooldown_secs: Option<u64>,
     /// Upstream: file whose first line is the upstream API key.
     pub api_key_file: Option<PathBuf>,
     /// Upstream: environment variable holding the upstream API key.
@@ -347,6 +362,13 @@ pub enum BackendSpec {
         name: String,
         /// Connection settings.
         config: UpstreamConfig,
+    },
+    /// Several OpenAI-compatible upstreams serving the same models.
+    Pool {
+        /// Name.
+        name: String,
+        /// Endpoints and routing settings.
+        config: PoolConfig,
     },
     /// The embedded model (built by the CLI, which owns the engine).
     Embedded {
@@ -634,26 +656,69 @@ fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
     }
     match b.kind {
         BackendKind::Upstream => {
-            let url = b.url.ok_or_else(|| {
-                invalid(format!(
-                    "backend '{}': an upstream needs url = \"http://HOST:PORT/v1\"",
-                    b.name
-                ))
-            })?;
-            let mut config = UpstreamConfig::new(url);
-            config.api_key = optional_secret(
+            let pool_settings = b.max_concurrency_per_endpoint.is_some()
+                || b.health_check_interval_secs.is_some()
+                || b.breaker_failures.is_some()
+                || b.breaker_cooldown_secs.is_some();
+            let (urls, pool) = match (b.url, b.urls) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "backend '{}': give either url or urls, not both",
+                        b.name
+                    )))
+                }
+                (Some(url), None) => (vec![url], pool_settings),
+                (None, Some(urls)) if !urls.is_empty() => (urls, true),
+                _ => {
+                    return Err(invalid(format!(
+                        "backend '{}': an upstream needs url = \"http://HOST:PORT/v1\" (or urls = [...] for several)",
+                        b.name
+                    )))
+                }
+            };
+            let api_key = optional_secret(
                 b.api_key_file.as_deref(),
                 b.api_key_env.as_deref(),
                 "upstream API key",
             )?;
-            config.models = b.models.unwrap_or_default();
-            if let Some(s) = b.timeout_secs {
-                config.timeout = Duration::from_secs(s.max(1));
+            let models = b.models.unwrap_or_default();
+            let mut endpoints: Vec<UpstreamConfig> = urls
+                .into_iter()
+                .map(|url| {
+                    let mut config = UpstreamConfig::new(url);
+                    config.api_key = api_key.clone();
+                    config.models = models.clone();
+                    if let Some(s) = b.timeout_secs {
+                        config.timeout = Duration::from_secs(s.max(1));
+                    }
+                    if let Some(s) = b.connect_timeout_secs {
+                        config.connect_timeout = Duration::from_secs(s.max(1));
+                    }
+                    config
+                })
+                .collect();
+            if !pool {
+                if let Some(config) = endpoints.pop() {
+                    return Ok(BackendSpec::Upstream {
+                        name: b.name,
+                        config,
+                    });
+                }
             }
-            if let Some(s) = b.connect_timeout_secs {
-                config.connect_timeout = Duration::from_secs(s.max(1));
+            let mut config = PoolConfig::new(endpoints);
+            if let Some(n) = b.max_concurrency_per_endpoint {
+                config.max_concurrency_per_endpoint = n;
             }
-            Ok(BackendSpec::Upstream {
+            if let Some(s) = b.health_check_interval_secs {
+                config.health_check_interval = Duration::from_secs(s);
+            }
+            if let Some(n) = b.breaker_failures {
+                config.breaker_failures = n.max(1);
+            }
+            if let Some(s) = b.breaker_cooldown_secs {
+                config.breaker_cooldown = Duration::from_secs(s);
+            }
+            Ok(BackendSpec::Pool {
                 name: b.name,
                 config,
             })
@@ -706,6 +771,14 @@ mod tests {
         };
         let s = cfg.resolve().unwrap();
         assert!(!s.backends.is_empty());
+        let pool = s.backends.iter().find_map(|b| match b {
+            BackendSpec::Pool { name, config } if name == "gpu-pool" => Some(config),
+            _ => None,
+        });
+        let pool = pool.expect("the example has a pool");
+        assert_eq!(pool.endpoints.len(), 2);
+        assert_eq!(pool.max_concurrency_per_endpoint, 8);
+        assert_eq!(pool.breaker_failures, 3);
         assert!(s.tiers.is_some());
         assert_eq!(s.hpke_rotate_every, Some(Duration::from_secs(86_400)));
         assert_eq!(s.hpke_grace, Duration::from_secs(600));
@@ -713,6 +786,39 @@ mod tests {
             s.post_quantum_tiers,
             BTreeSet::from([SecurityTier::Maximum])
         );
+    }
+
+    #[test]
+    fn upstream_url_stays_plain_urls_make_a_pool_both_is_an_error() {
+        let backends = |extra: &str| {
+            FileConfig::from_toml(&format!(
+                "ephemeral_key = true\n[[backends]]\nname = \"u\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve()
+            .map(|s| s.backends)
+        };
+        let one = backends("url = \"http://127.0.0.1:1/v1\"\n").unwrap();
+        assert!(matches!(&one[..], [BackendSpec::Upstream { .. }]));
+        let pool = backends("urls = [\"http://127.0.0.1:1/v1\", \"http://127.0.0.1:2/v1\"]\nhealth_check_interval_secs = 0\nbreaker_cooldown_secs = 7\n").unwrap();
+        match &pool[..] {
+            [BackendSpec::Pool { config, .. }] => {
+                assert_eq!(config.endpoints.len(), 2);
+                assert!(config.health_check_interval.is_zero());
+                assert_eq!(config.breaker_cooldown, Duration::from_secs(7));
+            }
+            other => panic!("expected a pool: {other:?}"),
+        }
+        // A single url with pool settings: a pool of one.
+        let one_pool =
+            backends("url = \"http://127.0.0.1:1/v1\"\nmax_concurrency_per_endpoint = 2\n")
+                .unwrap();
+        assert!(matches!(&one_pool[..], [BackendSpec::Pool { .. }]));
+        let both =
+            backends("url = \"http://127.0.0.1:1/v1\"\nurls = [\"http://127.0.0.1:2/v1\"]\n")
+                .unwrap_err();
+        assert!(both.to_string().contains("either url or urls"), "{both}");
+        assert!(backends("urls = []\n").is_err());
     }
 
     #[test]

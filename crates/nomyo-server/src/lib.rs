@@ -33,6 +33,7 @@ pub mod keystore;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -41,6 +41,42 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Labels of one endpoint of an upstream pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The pool's backend name from the config.
+    pub backend: String,
+    /// The endpoint's URL without user info or query.
+    pub endpoint: String,
+}
+
+/// Labels of one endpoint's finished requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointOutcomeLabels {
+    /// The pool's backend name from the config.
+    pub backend: String,
+    /// The endpoint's URL without user info or query.
+    pub endpoint: String,
+    /// `ok`, `rejected` (a client error), `failed` (before any answer byte;
+    /// failed over), `cut` (a stream failed after its first chunk),
+    /// `cancelled` (the caller went away).
+    pub outcome: &'static str,
+}
+
+/// Per-endpoint metrics of upstream pools ([`crate::pool::PoolBackend`]).
+/// Cloning shares the same series; the state builder registers them.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointMetrics {
+    /// Requests in flight per endpoint.
+    pub in_flight: Family<EndpointLabels, Gauge>,
+    /// Finished attempts per endpoint and outcome.
+    pub requests: Family<EndpointOutcomeLabels, Counter>,
+    /// Breaker state per endpoint: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<EndpointLabels, Gauge>,
+    /// Times each endpoint's breaker opened.
+    pub breaker_opened: Family<EndpointLabels, Counter>,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +100,8 @@ pub struct Metrics {
     pub lock_failures: Gauge,
     /// Entries in the replay window.
     pub replay_entries: Gauge,
+    /// Per-endpoint metrics of upstream pools.
+    pub endpoints: EndpointMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +124,12 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
+        Self::with_endpoints(EndpointMetrics::default())
+    }
+
+    /// A fresh registry with every metric registered, the pools' endpoint
+    /// metrics being `endpoints` (shared with the pools that update them).
+    pub fn with_endpoints(endpoints: EndpointMetrics) -> Self {
         let mut registry = Registry::with_prefix("nomyo");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -148,7 +192,28 @@ impl Metrics {
             "Request ids and packages remembered in the replay window",
             replay_entries.clone(),
         );
+        registry.register(
+            "upstream_endpoint_in_flight",
+            "Requests in flight per upstream pool endpoint",
+            endpoints.in_flight.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_requests",
+            "Finished requests per upstream pool endpoint, by outcome",
+            endpoints.requests.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_breaker_state",
+            "Circuit breaker per upstream pool endpoint: 0 closed, 1 open, 2 half-open",
+            endpoints.breaker_state.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_breaker_opened",
+            "Times the circuit breaker of an upstream pool endpoint opened",
+            endpoints.breaker_opened.clone(),
+        );
         Self {
+            endpoints,
             registry,
             requests,
             latency,

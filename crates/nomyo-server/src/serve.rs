@@ -189,6 +189,19 @@ where
                 tracing::info!(backend = %name, configured_models = configured, "upstream backend ready");
                 builder = builder.backend_with_models(name, Arc::new(b), set);
             }
+            BackendSpec::Pool { name, config } => {
+                let b = crate::pool::PoolBackend::connect(
+                    name.clone(),
+                    config,
+                    builder.endpoint_metrics(),
+                )
+                .await
+                .map_err(|e| StartError::Backend {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+                builder = builder.backend(name, Arc::new(b));
+            }
             BackendSpec::Embedded {
                 name,
                 model,

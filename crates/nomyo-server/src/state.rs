@@ -60,6 +60,7 @@ impl AppState {
             limits: Limits::default(),
             metrics_enabled: true,
             crypto_threads: None,
+            endpoint_metrics: crate::metrics::EndpointMetrics::default(),
         }
     }
 
@@ -274,6 +275,7 @@ pub struct AppStateBuilder {
     limits: Limits,
     metrics_enabled: bool,
     crypto_threads: Option<usize>,
+    endpoint_metrics: crate::metrics::EndpointMetrics,
 }
 
 impl std::fmt::Debug for AppStateBuilder {
@@ -288,6 +290,12 @@ impl std::fmt::Debug for AppStateBuilder {
 }
 
 impl AppStateBuilder {
+    /// The per-endpoint metrics the built state exports: hand them to the
+    /// [`crate::pool::PoolBackend`]s added to this builder.
+    pub fn endpoint_metrics(&self) -> crate::metrics::EndpointMetrics {
+        self.endpoint_metrics.clone()
+    }
+
     /// Adds a backend serving the models it reports ([`Backend::models`];
     /// an empty list = any model name).
     pub fn backend(self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
@@ -420,7 +428,7 @@ impl AppStateBuilder {
                 rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),
                 gate: ConcurrencyGate::new(&limits),
                 replay: ReplayCache::new(limits.replay_window, limits.replay_capacity),
-                metrics: Metrics::new(),
+                metrics: Metrics::with_endpoints(self.endpoint_metrics),
                 metrics_enabled: self.metrics_enabled,
                 crypto: Arc::new(Semaphore::new(threads)),
                 limits,

@@ -166,6 +166,30 @@ impl UpstreamBackend {
         })
     }
 
+    /// The base URL (with the API prefix, no trailing slash), as configured.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// An active health probe: `GET {url}/models` within `timeout`. `Ok` when
+    /// the upstream answers with any status below 500 (it is up, even if it
+    /// does not list models); `Err` with a kind (never a body) on a connect
+    /// error, a timeout or a 5xx.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let mut req = self
+            .client
+            .get(format!("{}/models", self.base))
+            .timeout(timeout);
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let resp = req.send().await.map_err(|e| describe(&e))?;
+        if resp.status().is_server_error() {
+            return Err(format!("status {}", resp.status().as_u16()));
+        }
+        Ok(())
+    }
+
     async fn discover_models(&self) -> Result<Vec<String>, String> {
         let mut req = self
             .client

@@ -1,0 +1,609 @@
+//! Routing over several upstream endpoints that serve the same models: the
+//! [`PoolBackend`].
+//!
+//! Each endpoint is an [`UpstreamBackend`] (one per URL). A request goes to
+//! the admissible endpoint with the fewest requests in flight (ties: round
+//! robin), where admissible means: it serves the model, its circuit breaker
+//! lets requests through, and it is below its concurrency cap.
+//!
+//! Health is tracked two ways:
+//! - passively: `breaker_failures` consecutive failures (connect errors,
+//!   timeouts, 5xx, 429/503, unreadable answers) open the endpoint's breaker
+//!   for `breaker_cooldown`; after it, one trial request is let through
+//!   (half-open): success closes the breaker, failure opens it again;
+//! - actively: every `health_check_interval` each endpoint gets
+//!   `GET {url}/models`; an answer below 500 closes its breaker, a connect
+//!   error, timeout or 5xx opens it.
+//!
+//! Failover: a request whose endpoint fails before any answer byte reached the
+//! client (a non-streamed request: any retryable failure, since the answer is
+//! read whole before it is sealed; a streamed one: a failure before its first
+//! chunk) is retried on another endpoint, each endpoint at most once. Once a
+//! stream yielded its first chunk it is never retried: a later failure cuts it.
+//! Client errors (400, 404, 422) are returned as they are, never retried.
+//!
+//! Metrics (`nomyo_upstream_endpoint_*`) are labelled by the pool's name and
+//! each endpoint's URL with any user info and query removed.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::backend::{Backend, BackendError, ChatRequest, ChunkStream};
+use crate::metrics::{EndpointLabels, EndpointMetrics, EndpointOutcomeLabels};
+use crate::upstream::{UpstreamBackend, UpstreamConfig, UpstreamSetupError};
+
+/// How to build a pool.
+#[derive(Debug)]
+pub struct PoolConfig {
+    /// One entry per endpoint (URL, API key, timeouts; `models` empty = ask it).
+    pub endpoints: Vec<UpstreamConfig>,
+    /// Requests in flight per endpoint; beyond it the endpoint is skipped, and
+    /// when every endpoint is full the request gets 503. `0` = no cap.
+    pub max_concurrency_per_endpoint: usize,
+    /// Interval of the active probes; zero = no probes (passive tracking only).
+    pub health_check_interval: Duration,
+    /// Timeout of one probe.
+    pub health_check_timeout: Duration,
+    /// Consecutive failures that open an endpoint's breaker (at least 1).
+    pub breaker_failures: u32,
+    /// How long an open breaker stays open before a trial request.
+    pub breaker_cooldown: Duration,
+}
+
+impl PoolConfig {
+    /// Defaults for these endpoints: no cap, probes every 5 s (2 s timeout),
+    /// breaker opens after 3 consecutive failures for 10 s.
+    pub fn new(endpoints: Vec<UpstreamConfig>) -> Self {
+        Self {
+            endpoints,
+            max_concurrency_per_endpoint: 0,
+            health_check_interval: Duration::from_secs(5),
+            health_check_timeout: Duration::from_secs(2),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A circuit breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breaker {
+    /// Requests pass; this many consecutive failures so far.
+    Closed(u32),
+    /// Requests are refused until then.
+    Open(Instant),
+    /// One trial request is (`true`) or may be (`false`) in flight.
+    HalfOpen(bool),
+}
+
+impl Breaker {
+    fn gauge(self) -> i64 {
+        match self {
+            Breaker::Closed(_) => 0,
+            Breaker::Open(_) => 1,
+            Breaker::HalfOpen(_) => 2,
+        }
+    }
+}
+
+/// Mutable per-endpoint state, under the pool's lock.
+#[derive(Debug)]
+struct EndpointState {
+    in_flight: usize,
+    breaker: Breaker,
+}
+
+struct Endpoint {
+    backend: UpstreamBackend,
+    /// URL without credentials, for logs and metric labels.
+    label: String,
+    /// Models it serves; empty = any.
+    models: Vec<String>,
+}
+
+struct Inner {
+    name: String,
+    endpoints: Vec<Endpoint>,
+    state: Mutex<(Vec<EndpointState>, usize)>,
+    cap: usize,
+    breaker_failures: u32,
+    cooldown: Duration,
+    metrics: EndpointMetrics,
+}
+
+/// A backend routing over several OpenAI-compatible upstreams serving the
+/// same models (see the module documentation).
+pub struct PoolBackend {
+    inner: Arc<Inner>,
+    models: Vec<String>,
+    probes: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PoolBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBackend")
+            .field("name", &self.inner.name)
+            .field(
+                "endpoints",
+                &self
+                    .inner
+                    .endpoints
+                    .iter()
+                    .map(|e| &e.label)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PoolBackend {
+    fn drop(&mut self) {
+        if let Some(p) = self.probes.take() {
+            p.abort();
+        }
+    }
+}
+
+/// `url` without user info or query (for labels and logs).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "invalid-url".to_owned(),
+    }
+}
+
+/// How a finished attempt counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Answered.
+    Ok,
+    /// The endpoint answered with a client error (not its fault, not retried).
+    Rejected,
+    /// Failed before any answer byte (counts against the breaker; retried).
+    Failed,
+    /// A stream failed after its first chunk (counts against the breaker).
+    Cut,
+    /// The caller went away.
+    Cancelled,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Cut => "cut",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Whether an endpoint's error is its own failure (retry elsewhere, count
+/// against its breaker) rather than a verdict on the request.
+fn is_endpoint_failure(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::Unavailable { .. } | BackendError::Timeout | BackendError::Upstream(_)
+    )
+}
+
+/// A reserved slot on one endpoint: releases it and records the outcome on drop.
+struct Slot {
+    inner: Arc<Inner>,
+    idx: usize,
+    outcome: Outcome,
+}
+
+impl Slot {
+    fn set(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.finish(self.idx, self.outcome);
+    }
+}
+
+impl Inner {
+    fn labels(&self, idx: usize) -> EndpointLabels {
+        EndpointLabels {
+            backend: self.name.clone(),
+            endpoint: self.endpoints[idx].label.clone(),
+        }
+    }
+
+    fn set_breaker(&self, st: &mut EndpointState, idx: usize, b: Breaker) {
+        let was_open = matches!(st.breaker, Breaker::Open(_));
+        st.breaker = b;
+        self.metrics
+            .breaker_state
+            .get_or_create(&self.labels(idx))
+            .set(b.gauge());
+        if matches!(b, Breaker::Open(_)) && !was_open {
+            self.metrics
+                .breaker_opened
+                .get_or_create(&self.labels(idx))
+                .inc();
+            tracing::debug!(backend = %self.name, endpoint = %self.endpoints[idx].label, "endpoint breaker opened");
+        }
+    }
+
+    /// Picks and reserves an endpoint for `model` among those not in `tried`.
+    fn acquire(self: &Arc<Self>, model: &str, tried: &[bool]) -> Result<Slot, BackendError> {
+        let now = Instant::now();
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (states, rr) = &mut *guard;
+        let n = states.len();
+        let mut best: Option<usize> = None;
+        let mut any_healthy = false;
+        let mut soonest: Option<Duration> = None;
+        for k in 0..n {
+            let i = (*rr + k) % n;
+            if tried[i] {
+                continue;
+            }
+            let ep = &self.endpoints[i];
+            if !ep.models.is_empty() && !ep.models.iter().any(|m| m == model) {
+                continue;
+            }
+            let st = &states[i];
+            let passes = match st.breaker {
+                Breaker::Closed(_) => true,
+                Breaker::Open(until) => {
+                    if now >= until {
+                        true
+                    } else {
+                        let left = until - now;
+                        soonest = Some(soonest.map_or(left, |s| s.min(left)));
+                        false
+                    }
+                }
+                Breaker::HalfOpen(trial) => !trial,
+            };
+            if !passes {
+                continue;
+            }
+            any_healthy = true;
+            if self.cap != 0 && st.in_flight >= self.cap {
+                continue;
+            }
+            if best.is_none_or(|b| st.in_flight < states[b].in_flight) {
+                best = Some(i);
+            }
+        }
+        let Some(i) = best else {
+            // Nothing admissible: all full (retry soon) or all broken (retry
+            // when the first cool-down ends).
+            let retry = if any_healthy {
+                Duration::from_secs(1)
+            } else {
+                soonest
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_secs(1))
+            };
+            return Err(BackendError::Unavailable {
+                retry_after: Some(Duration::from_secs(retry.as_secs_f64().ceil() as u64)),
+            });
+        };
+        *rr = (i + 1) % n;
+        let st = &mut states[i];
+        st.in_flight += 1;
+        match st.breaker {
+            Breaker::Open(_) => self.set_breaker(st, i, Breaker::HalfOpen(true)),
+            Breaker::HalfOpen(false) => st.breaker = Breaker::HalfOpen(true),
+            _ => {}
+        }
+        drop(guard);
+        self.metrics.in_flight.get_or_create(&self.labels(i)).inc();
+        Ok(Slot {
+            inner: Arc::clone(self),
+            idx: i,
+            outcome: Outcome::Cancelled,
+        })
+    }
+
+    fn finish(&self, idx: usize, outcome: Outcome) {
+        self.metrics
+            .in_flight
+            .get_or_create(&self.labels(idx))
+            .dec();
+        self.metrics
+            .requests
+            .get_or_create(&EndpointOutcomeLabels {
+                backend: self.name.clone(),
+                endpoint: self.endpoints[idx].label.clone(),
+                outcome: outcome.label(),
+            })
+            .inc();
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut guard.0[idx];
+        st.in_flight = st.in_flight.saturating_sub(1);
+        match (outcome, st.breaker) {
+            (Outcome::Ok | Outcome::Rejected, Breaker::Closed(_) | Breaker::HalfOpen(_)) => {
+                self.set_breaker(st, idx, Breaker::Closed(0));
+            }
+            (Outcome::Failed | Outcome::Cut, Breaker::Closed(n)) => {
+                let n = n + 1;
+                let b = if n >= self.breaker_failures {
+                    Breaker::Open(Instant::now() + self.cooldown)
+                } else {
+                    Breaker::Closed(n)
+                };
+                self.set_breaker(st, idx, b);
+            }
+            (Outcome::Failed | Outcome::Cut, Breaker::HalfOpen(_)) => {
+                self.set_breaker(st, idx, Breaker::Open(Instant::now() + self.cooldown));
+            }
+            // The trial was abandoned: let another one through.
+            (Outcome::Cancelled, Breaker::HalfOpen(true)) => st.breaker = Breaker::HalfOpen(false),
+            _ => {}
+        }
+    }
+
+    /// Applies a probe's verdict.
+    fn probed(&self, idx: usize, healthy: bool) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut guard.0[idx];
+        match (healthy, st.breaker) {
+            (true, Breaker::Open(_) | Breaker::HalfOpen(false)) => {
+                tracing::debug!(backend = %self.name, endpoint = %self.endpoints[idx].label, "probe ok: endpoint breaker closed");
+                self.set_breaker(st, idx, Breaker::Closed(0));
+            }
+            (false, Breaker::Closed(_) | Breaker::HalfOpen(false)) => {
+                self.set_breaker(st, idx, Breaker::Open(Instant::now() + self.cooldown));
+            }
+            (false, Breaker::Open(_)) => {
+                // Still down: keep it out for another cool-down.
+                st.breaker = Breaker::Open(Instant::now() + self.cooldown);
+            }
+            _ => {}
+        }
+    }
+
+    fn any_ready(&self) -> bool {
+        let now = Instant::now();
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.iter().any(|s| match s.breaker {
+            Breaker::Closed(_) | Breaker::HalfOpen(_) => true,
+            Breaker::Open(until) => now >= until,
+        })
+    }
+}
+
+fn copy_request(r: &ChatRequest) -> ChatRequest {
+    ChatRequest {
+        body: r.body.clone(),
+        tier: r.tier,
+        request_id: r.request_id.clone(),
+    }
+}
+
+impl PoolBackend {
+    /// Builds the pool: each endpoint without configured models is asked for
+    /// its list (as [`UpstreamBackend::connect`] does), then probes start
+    /// (on the current Tokio runtime) if enabled.
+    pub async fn connect(
+        name: impl Into<String>,
+        cfg: PoolConfig,
+        metrics: EndpointMetrics,
+    ) -> Result<Self, UpstreamSetupError> {
+        let name = name.into();
+        if cfg.endpoints.is_empty() {
+            return Err(UpstreamSetupError::BadUrl(String::new()));
+        }
+        let backends =
+            futures::future::join_all(cfg.endpoints.into_iter().map(UpstreamBackend::connect))
+                .await;
+        let mut endpoints = Vec::new();
+        for b in backends {
+            let backend = b?;
+            endpoints.push(Endpoint {
+                label: redact_url(backend.base_url()),
+                models: backend.models(),
+                backend,
+            });
+        }
+        // The union; any endpoint accepting any model makes the pool do so.
+        let models = if endpoints.iter().any(|e| e.models.is_empty()) {
+            Vec::new()
+        } else {
+            let mut m: Vec<String> = endpoints.iter().flat_map(|e| e.models.clone()).collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let states = endpoints
+            .iter()
+            .map(|_| EndpointState {
+                in_flight: 0,
+                breaker: Breaker::Closed(0),
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            name,
+            endpoints,
+            state: Mutex::new((states, 0)),
+            cap: cfg.max_concurrency_per_endpoint,
+            breaker_failures: cfg.breaker_failures.max(1),
+            cooldown: cfg.breaker_cooldown,
+            metrics,
+        });
+        for i in 0..inner.endpoints.len() {
+            inner
+                .metrics
+                .breaker_state
+                .get_or_create(&inner.labels(i))
+                .set(0);
+            inner
+                .metrics
+                .in_flight
+                .get_or_create(&inner.labels(i))
+                .set(0);
+        }
+        let probes = (!cfg.health_check_interval.is_zero()).then(|| {
+            tokio::spawn(probe_loop(
+                Arc::downgrade(&inner),
+                cfg.health_check_interval,
+                cfg.health_check_timeout,
+            ))
+        });
+        tracing::info!(backend = %inner.name, endpoints = inner.endpoints.len(), "upstream pool ready");
+        Ok(Self {
+            inner,
+            models,
+            probes,
+        })
+    }
+
+    /// The endpoints' labels (URLs without credentials), in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .endpoints
+            .iter()
+            .map(|e| e.label.clone())
+            .collect()
+    }
+}
+
+async fn probe_loop(pool: Weak<Inner>, every: Duration, timeout: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let results =
+            futures::future::join_all(inner.endpoints.iter().map(|e| e.backend.probe(timeout)))
+                .await;
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = &r {
+                tracing::debug!(backend = %inner.name, endpoint = %inner.endpoints[i].label, error = %e, "probe failed");
+            }
+            inner.probed(i, r.is_ok());
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PoolBackend {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn models(&self) -> Vec<String> {
+        self.models.clone()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.any_ready()
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
+        let mut tried = vec![false; self.inner.endpoints.len()];
+        let mut last: Option<BackendError> = None;
+        loop {
+            let mut slot = match self.inner.acquire(request.model(), &tried) {
+                Ok(s) => s,
+                Err(e) => return Err(last.unwrap_or(e)),
+            };
+            tried[slot.idx] = true;
+            let ep = &self.inner.endpoints[slot.idx];
+            match ep.backend.chat(copy_request(&request)).await {
+                Ok(v) => {
+                    slot.outcome = Outcome::Ok;
+                    return Ok(v);
+                }
+                Err(e) if is_endpoint_failure(&e) => {
+                    slot.outcome = Outcome::Failed;
+                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = %e, "endpoint failed; trying another");
+                    last = Some(e);
+                }
+                Err(e) => {
+                    slot.outcome = Outcome::Rejected;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let mut tried = vec![false; self.inner.endpoints.len()];
+        let mut last: Option<BackendError> = None;
+        loop {
+            let mut slot = match self.inner.acquire(request.model(), &tried) {
+                Ok(s) => s,
+                Err(e) => return Err(last.unwrap_or(e)),
+            };
+            tried[slot.idx] = true;
+            let ep = &self.inner.endpoints[slot.idx];
+            let first = match ep.backend.chat_stream(copy_request(&request)).await {
+                Ok(mut stream) => match stream.next().await {
+                    Some(Ok(chunk)) => Ok(Some((chunk, stream))),
+                    None => Ok(None),
+                    Some(Err(e)) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match first {
+                Ok(None) => {
+                    slot.outcome = Outcome::Ok;
+                    return Ok(Box::pin(futures::stream::empty()));
+                }
+                Ok(Some((chunk, rest))) => {
+                    // From here on the answer is the client's: no retry.
+                    let state = (Some(chunk), rest, slot);
+                    return Ok(Box::pin(futures::stream::unfold(
+                        state,
+                        |(first, mut rest, mut slot)| async move {
+                            if let Some(c) = first {
+                                return Some((Ok(c), (None, rest, slot)));
+                            }
+                            match rest.next().await {
+                                Some(Ok(c)) => Some((Ok(c), (None, rest, slot))),
+                                Some(Err(e)) => {
+                                    slot.outcome = if is_endpoint_failure(&e) {
+                                        Outcome::Cut
+                                    } else {
+                                        Outcome::Rejected
+                                    };
+                                    // Ends the stream after this item.
+                                    let done: ChunkStream = Box::pin(futures::stream::empty());
+                                    Some((Err(e), (None, done, slot)))
+                                }
+                                None => {
+                                    if slot.outcome == Outcome::Cancelled {
+                                        slot.set(Outcome::Ok);
+                                    }
+                                    None
+                                }
+                            }
+                        },
+                    )));
+                }
+                Err(e) if is_endpoint_failure(&e) => {
+                    slot.outcome = Outcome::Failed;
+                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = %e, "endpoint failed before its first chunk; trying another");
+                    last = Some(e);
+                }
+                Err(e) => {
+                    slot.outcome = Outcome::Rejected;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
