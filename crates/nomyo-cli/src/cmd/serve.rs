@@ -88,7 +88,9 @@ pub struct Args {
     hpke_grace: Option<String>,
 
     /// OpenAI-compatible upstream base URL, e.g. http://127.0.0.1:8080/v1
-    /// (POST {URL}/chat/completions). Repeatable; replaces the config's backends.
+    /// (POST {URL}/chat/completions). Repeatable: several URLs serving the
+    /// same models form one pool (least busy healthy endpoint, failover);
+    /// replaces the config's backends.
     #[arg(long, value_name = "URL", help_heading = "Backends")]
     upstream: Vec<String>,
     /// Model an --upstream serves (repeatable). Without it the upstream's
@@ -126,6 +128,24 @@ pub struct Args {
         help_heading = "Backends"
     )]
     upstream_timeout: Option<u64>,
+    /// Requests in flight per --upstream endpoint; beyond every endpoint's
+    /// cap requests get 503. Makes the upstreams a pool. [default: no cap]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_max_concurrency: Option<usize>,
+    /// Seconds between health probes (GET {URL}/models) of the --upstream
+    /// endpoints; 0 = none. Makes the upstreams a pool. [default: 5]
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "upstream",
+        help_heading = "Backends"
+    )]
+    upstream_health_interval: Option<u64>,
     /// GGUF model for the embedded engine (used when no --upstream and no
     /// config backend is given).
     #[arg(long, value_name = "FILE.gguf", help_heading = "Backends")]
@@ -189,30 +209,28 @@ impl Args {
         let backends = if self.upstream.is_empty() {
             None
         } else {
-            let n = self.upstream.len();
-            Some(
-                self.upstream
-                    .iter()
-                    .enumerate()
-                    .map(|(i, url)| BackendConfig {
-                        name: if n == 1 {
-                            "upstream".to_owned()
-                        } else {
-                            format!("upstream-{}", i + 1)
-                        },
-                        kind: BackendKind::Upstream,
-                        url: Some(url.clone()),
-                        api_key_file: self.upstream_api_key_file.clone(),
-                        api_key_env: self.upstream_api_key_env.clone(),
-                        models: (!self.upstream_model.is_empty())
-                            .then(|| self.upstream_model.clone()),
-                        timeout_secs: self.upstream_timeout,
-                        connect_timeout_secs: None,
-                        model: None,
-                        threads: None,
-                    })
-                    .collect(),
-            )
+            // One URL: a plain upstream, as always; several: one pool.
+            let (url, urls) = match &self.upstream[..] {
+                [one] => (Some(one.clone()), None),
+                many => (None, Some(many.to_vec())),
+            };
+            Some(vec![BackendConfig {
+                name: "upstream".to_owned(),
+                kind: BackendKind::Upstream,
+                url,
+                urls,
+                max_concurrency_per_endpoint: self.upstream_max_concurrency,
+                health_check_interval_secs: self.upstream_health_interval,
+                breaker_failures: None,
+                breaker_cooldown_secs: None,
+                api_key_file: self.upstream_api_key_file.clone(),
+                api_key_env: self.upstream_api_key_env.clone(),
+                models: (!self.upstream_model.is_empty()).then(|| self.upstream_model.clone()),
+                timeout_secs: self.upstream_timeout,
+                connect_timeout_secs: None,
+                model: None,
+                threads: None,
+            }])
         };
         FileConfig {
             listen: self.listen.clone(),
@@ -336,4 +354,46 @@ pub fn run(args: Args) -> CliResult {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use nomyo_server::config::BackendSpec;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn backends(argv: &[&str]) -> Vec<BackendSpec> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .expect("flags parse");
+        cli.args.as_config().resolve().expect("resolves").backends
+    }
+
+    #[test]
+    fn one_upstream_stays_plain_and_several_form_one_pool() {
+        let one = backends(&["--upstream", "http://127.0.0.1:1/v1"]);
+        assert!(matches!(&one[..], [BackendSpec::Upstream { name, .. }] if name == "upstream"));
+        let two = backends(&[
+            "--upstream",
+            "http://127.0.0.1:1/v1",
+            "--upstream",
+            "http://127.0.0.1:2/v1",
+            "--upstream-max-concurrency",
+            "3",
+        ]);
+        match &two[..] {
+            [BackendSpec::Pool { name, config }] => {
+                assert_eq!(name, "upstream");
+                assert_eq!(config.endpoints.len(), 2);
+                assert_eq!(config.endpoints[1].url, "http://127.0.0.1:2/v1");
+                assert_eq!(config.max_concurrency_per_endpoint, 3);
+            }
+            other => panic!("expected one pool, got {other:?}"),
+        }
+    }
 }
