@@ -183,7 +183,8 @@ impl UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        // Without the URL: probe failures are logged every few seconds.
+        let resp = req.send().await.map_err(|e| describe(&e.without_url()))?;
         if resp.status().is_server_error() {
             return Err(format!("status {}", resp.status().as_u16()));
         }

@@ -602,3 +602,64 @@ async fn real_llama_servers_fail_over_when_one_dies() {
     assert!(after.iter().all(Result::is_ok));
     assert!(ok(&m, &b_url) >= 4 + (answers.len() as u64) / 2);
 }
+
+#[tokio::test]
+async fn an_open_breaker_lets_one_trial_through_after_its_cool_down() {
+    let a = start("a").await;
+    a.ctl.chat_status.store(500, Ordering::SeqCst);
+    let (p, m) = pool(&[&a], |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_millis(300);
+    })
+    .await;
+    assert!(matches!(
+        p.chat(req(0)).await,
+        Err(BackendError::Upstream(_))
+    ));
+    assert_eq!(breaker(&m, &a), 1);
+    assert!(!p.is_ready());
+    // Open: refused without asking A.
+    match p.chat(req(1)).await {
+        Err(BackendError::Unavailable { retry_after }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(a.hits(), 1);
+    // After the cool-down one trial goes through; it fails: open again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(p.is_ready());
+    assert!(p.chat(req(2)).await.is_err());
+    assert_eq!(a.hits(), 2);
+    assert_eq!(breaker(&m, &a), 1);
+    assert!(p.chat(req(3)).await.is_err());
+    assert_eq!(a.hits(), 2);
+    // The next trial succeeds: closed.
+    a.ctl.chat_status.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    p.chat(req(4)).await.unwrap();
+    assert_eq!(breaker(&m, &a), 0);
+    assert_eq!(m.breaker_opened.get_or_create(&labels(&a)).get(), 2);
+    p.chat(req(5)).await.unwrap();
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_admits_a_single_trial() {
+    let a = start("a").await;
+    a.ctl.chat_status.store(502, Ordering::SeqCst);
+    let (p, m) = pool(&[&a], |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_millis(200);
+    })
+    .await;
+    assert!(p.chat(req(0)).await.is_err());
+    a.ctl.chat_status.store(0, Ordering::SeqCst);
+    a.ctl.delay_ms.store(300, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (trial, other) = tokio::join!(p.chat(req(1)), p.chat(req(2)));
+    assert!(trial.is_ok());
+    assert!(matches!(other, Err(BackendError::Unavailable { .. })));
+    assert_eq!(a.hits(), 2);
+    assert_eq!(breaker(&m, &a), 0);
+}
