@@ -5,7 +5,7 @@
 //! interleaved so that drift hits both alike.
 //!
 //! ```text
-//! cargo run --release -p nomyo-proxy --example bench -- [REQUESTS]
+//! cargo run --release -p nomyo-proxy --example proxy_latency -- [REQUESTS]
 //! ```
 //!
 //! Prints, per protocol and mode, the median / p90 / p99 per-request time
