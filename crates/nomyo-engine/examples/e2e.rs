@@ -107,7 +107,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_tokens(tokens as u32)
         .with("logit_bias", json!({"2": -100}));
 
-    let (mut direct, mut t_v1, mut t_v2, mut t_v2s, mut ttft) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut direct, mut t_v1, mut t_v2, mut t_v2s, mut ttft) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut completion_tokens = 0;
     // Round 0 warms every path up (keys fetched, connections open) and is not counted.
     for round in 0..=runs {
