@@ -19,17 +19,8 @@ use nomyo_engine::{Engine, EngineConfig};
 use nomyo_server::backend::{Backend, ChatRequest};
 use serde_json::{json, Value};
 
-const PARAGRAPH: &str =
-    "The lighthouse keeper climbed the stairs every evening to light the lamp, \
-    watching the ships pass the rocky coast while the wind carried the smell of salt and rain. ";
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, story_prompt};
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -61,11 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine.wait_ready().await?;
     let load_s = t_load.elapsed().as_secs_f64();
 
-    let paragraph_words = PARAGRAPH.split_whitespace().count();
-    let prompt: String = PARAGRAPH.repeat(words.div_ceil(paragraph_words).max(1));
     let body = json!({
         "model": engine.model_id(),
-        "messages": [{"role": "user", "content": format!("{prompt}\nContinue this story.")}],
+        "messages": [{"role": "user", "content": story_prompt(words)}],
         "temperature": 0,
         "max_tokens": tokens,
         // Ban the end-of-turn token (SmolLM2's <|im_end|> is id 2) so that

@@ -25,17 +25,8 @@ use nomyo_engine::{Engine, EngineConfig};
 use nomyo_server::backend::{Backend, ChatRequest};
 use serde_json::{json, Value};
 
-const PARAGRAPH: &str =
-    "The lighthouse keeper climbed the stairs every evening to light the lamp, \
-    watching the ships pass the rocky coast while the wind carried the smell of salt and rain. ";
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, story_prompt};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -91,9 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let v1 = client_for(Protocol::V1)?;
     let v2 = client_for(Protocol::V2)?;
 
-    let paragraph_words = PARAGRAPH.split_whitespace().count();
-    let prompt: String = PARAGRAPH.repeat(words.div_ceil(paragraph_words).max(1));
-    let content = format!("{prompt}\nContinue this story.");
+    let content = story_prompt(words);
     let body = json!({
         "model": model_id,
         "messages": [{"role": "user", "content": content}],
