@@ -419,3 +419,55 @@ fn fingerprint_other_failures() {
     let e = assert_human_error(&o);
     assert!(e.contains("openssl pkcs8"), "{e}");
 }
+
+#[test]
+fn keygen_server_writes_a_replica_key_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("server_keys");
+    let d = dir.to_str().unwrap();
+    // Replicas keep the HPKE keys beside the server key: no password.
+    let o = nomyo(&["keygen", "--out", d, "--bits", "2048", "--server"]);
+    assert_exit(&o, 2);
+    assert!(!dir.exists(), "nothing written on a usage error");
+
+    let o = nomyo(&[
+        "keygen",
+        "--out",
+        d,
+        "--bits",
+        "2048",
+        "--server",
+        "--no-password",
+    ]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("HPKE keys:   "), "{out}");
+    assert!(out.contains("key ids [0, 1]"), "{out}");
+    let hpke = dir.join("hpke_keys.key");
+    assert_eq!(mode(&hpke), 0o600);
+    assert_eq!(mode(&dir.join("private_key.pem")), 0o600);
+    // What a replica loads is exactly what keygen wrote.
+    let (set, generated) = nomyo_server::hpke_keys::HpkeKeySet::load_or_generate(&dir).unwrap();
+    assert!(!generated);
+    assert_eq!(set.key_ids(), vec![0, 1]);
+    let before = std::fs::read(&hpke).unwrap();
+
+    // Never overwritten without --force; replaced with it.
+    let again = [
+        "keygen",
+        "--out",
+        d,
+        "--bits",
+        "2048",
+        "--server",
+        "--no-password",
+    ];
+    let o = nomyo(&again);
+    assert_exit(&o, 1);
+    assert_human_error(&o);
+    assert_eq!(std::fs::read(&hpke).unwrap(), before);
+    let o = nomyo(&[&again[..], &["--force"]].concat());
+    assert_exit(&o, 0);
+    assert_ne!(std::fs::read(&hpke).unwrap(), before);
+    assert_eq!(mode(&hpke), 0o600);
+}

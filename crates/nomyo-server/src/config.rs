@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nomyo_core::keys::RsaBits;
-use nomyo_core::{SecretString, SecurityTier};
+use nomyo_core::{ExposeSecret, SecretString, SecurityTier};
 use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 
@@ -205,6 +205,111 @@ impl HpkeConfig {
     }
 }
 
+/// `[cluster]`: several replicas behind one load balancer, sharing one key
+/// directory (a shared volume or a secret mount) and one replay window.
+/// (`Debug` leaves out the store URL, which may hold a password.)
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `--key-reload-every`: re-read the key directory this often and use
+    /// the keys another replica or an operator wrote there (`"off"` = never).
+    /// When set, SIGHUP reloads instead of rotating, and the HPKE keys rotate
+    /// on a schedule only if `[hpke] rotate_every` is set explicitly (on the
+    /// one replica that rotates). Default off.
+    pub key_reload_every: Option<String>,
+    /// `--replay-redis-url`: keep the replay window in this Redis/Valkey
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://` for TLS), shared
+    /// by every replica. Prefer `replay_redis_url_env` when the URL holds a
+    /// password.
+    pub replay_redis_url: Option<String>,
+    /// `--replay-redis-url-env`: environment variable holding that URL.
+    pub replay_redis_url_env: Option<String>,
+    /// Key prefix in the shared store (several deployments in one Redis).
+    /// Default `"nomyo:replay:"`.
+    pub replay_redis_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("key_reload_every", &self.key_reload_every)
+            .field(
+                "replay_redis_url",
+                &self.replay_redis_url.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("replay_redis_url_env", &self.replay_redis_url_env)
+            .field("replay_redis_prefix", &self.replay_redis_prefix)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    fn overlay(self, top: ClusterConfig) -> ClusterConfig {
+        ClusterConfig {
+            key_reload_every: top.key_reload_every.or(self.key_reload_every),
+            replay_redis_url: top.replay_redis_url.or(self.replay_redis_url),
+            replay_redis_url_env: top.replay_redis_url_env.or(self.replay_redis_url_env),
+            replay_redis_prefix: top.replay_redis_prefix.or(self.replay_redis_prefix),
+        }
+    }
+
+    fn resolve(self) -> Result<ClusterSettings, ConfigError> {
+        let key_reload_every = match self.key_reload_every.as_deref().map(str::trim) {
+            None | Some("off" | "never") => None,
+            Some(s) => match parse_duration(s) {
+                Some(d) if d >= Duration::from_millis(100) => Some(d),
+                _ => {
+                    return Err(invalid(format!(
+                        "cluster.key_reload_every '{s}' is not a duration of at least 100ms like \"10s\" or \"off\""
+                    )))
+                }
+            },
+        };
+        let replay_redis_url = match (self.replay_redis_url, self.replay_redis_url_env) {
+            (Some(url), None) => Some(SecretString::from(url)),
+            (None, Some(var)) => Some(secret_env(&var, "replay store URL")?),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give the replay store URL either directly or from an environment variable, not both",
+                ))
+            }
+        };
+        if let Some(url) = &replay_redis_url {
+            let u = url.expose_secret();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(invalid(
+                    "the replay store URL must start with redis:// or rediss://",
+                ));
+            }
+        }
+        let replay_redis_prefix = self
+            .replay_redis_prefix
+            .unwrap_or_else(|| crate::replay::DEFAULT_PREFIX.to_owned());
+        if replay_redis_prefix.is_empty() || replay_redis_prefix.len() > 128 {
+            return Err(invalid(
+                "cluster.replay_redis_prefix must be 1 to 128 characters",
+            ));
+        }
+        Ok(ClusterSettings {
+            key_reload_every,
+            replay_redis_url,
+            replay_redis_prefix,
+        })
+    }
+}
+
+/// The resolved `[cluster]` settings.
+#[derive(Debug, Default)]
+pub struct ClusterSettings {
+    /// Re-read the key directory this often (`None` = never).
+    pub key_reload_every: Option<Duration>,
+    /// The shared replay store, if any (a secret: it may hold a password).
+    pub replay_redis_url: Option<SecretString>,
+    /// Key prefix in the shared store.
+    pub replay_redis_prefix: String,
+}
+
 /// Parses `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"` (one number, one
 /// unit; a bare number is seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -234,6 +339,26 @@ pub enum BackendKind {
     Embedded,
 }
 
+/// One `[[backends.endpoints]]` entry: an upstream endpoint of a pool with
+/// its own key, models and cap.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Base URL with the API prefix (`http://10.0.0.7:8000/v1`).
+    pub url: String,
+    /// File whose first line is this endpoint's API key (default: the
+    /// backend's key).
+    pub api_key_file: Option<PathBuf>,
+    /// Environment variable holding this endpoint's API key.
+    pub api_key_env: Option<String>,
+    /// Models this endpoint serves (default: the backend's `models`, else
+    /// asked from the endpoint at start-up).
+    pub models: Option<Vec<String>>,
+    /// Requests in flight at most on this endpoint (default: the backend's
+    /// `max_concurrency_per_endpoint`; 0 = no cap).
+    pub max_concurrency: Option<usize>,
+}
+
 /// One `[[backends]]` entry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +373,12 @@ pub struct BackendConfig {
     /// Upstream pool: several base URLs serving the same models (instead of
     /// `url`); requests go to the least busy healthy one, with failover.
     pub urls: Option<Vec<String>>,
+    /// Upstream pool: endpoints with their own settings (instead of `url` /
+    /// `urls`): `[[backends.endpoints]]` with `url` and optionally
+    /// `api_key_file`/`api_key_env`, `models`, `max_concurrency` (each
+    /// defaults to the backend's). Requests for a model go only to the
+    /// endpoints serving it.
+    pub endpoints: Option<Vec<EndpointConfig>>,
     /// Upstream pool: requests in flight per endpoint (absent = no cap).
     pub max_concurrency_per_endpoint: Option<usize>,
     /// Upstream pool: seconds between active probes (`GET {url}/models`);
@@ -329,6 +460,9 @@ pub struct FileConfig {
     /// `[hpke]`: protocol v2 key rotation.
     #[serde(default)]
     pub hpke: HpkeConfig,
+    /// `[cluster]`: replicas sharing keys and the replay window.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// `[[backends]]` (`--upstream URL` replaces them).
     pub backends: Option<Vec<BackendConfig>>,
     /// `[tiers.standard]`, `[tiers.high]`, `[tiers.maximum]`.
@@ -412,6 +546,8 @@ pub struct Settings {
     pub hpke_grace: Duration,
     /// Tiers whose v2 requests must use the post-quantum suite.
     pub post_quantum_tiers: BTreeSet<SecurityTier>,
+    /// Replicas: key directory following, shared replay store.
+    pub cluster: ClusterSettings,
 }
 
 /// Reads the first line of a secret file.
@@ -498,6 +634,7 @@ impl FileConfig {
             threads: top.threads.or(self.threads),
             limits: self.limits.overlay(top.limits),
             hpke: self.hpke.overlay(top.hpke),
+            cluster: self.cluster.overlay(top.cluster),
             backends: top.backends.or(self.backends),
             tiers: top.tiers.or(self.tiers),
         }
@@ -577,7 +714,24 @@ impl FileConfig {
         };
 
         let limits = self.limits.resolve()?;
-        let (hpke_rotate_every, hpke_grace) = self.hpke.resolve()?;
+        let cluster = self.cluster.resolve()?;
+        if cluster.key_reload_every.is_some() && !matches!(key, KeySetting::Dir(_)) {
+            return Err(invalid(
+                "cluster.key_reload_every follows a key directory: it cannot be used with an ephemeral key",
+            ));
+        }
+        // A replica that follows the shared key directory does not rotate the
+        // HPKE keys on its own schedule unless told to (one replica rotates,
+        // the others follow); otherwise every replica would write its own.
+        let hpke = if cluster.key_reload_every.is_some() && self.hpke.rotate_every.is_none() {
+            HpkeConfig {
+                rotate_every: Some("off".into()),
+                ..self.hpke
+            }
+        } else {
+            self.hpke
+        };
+        let (hpke_rotate_every, hpke_grace) = hpke.resolve()?;
         let mut post_quantum_tiers = BTreeSet::from([SecurityTier::Maximum]);
 
         let backends = match self.backends {
@@ -646,7 +800,19 @@ impl FileConfig {
             hpke_rotate_every,
             hpke_grace,
             post_quantum_tiers,
+            cluster,
         })
+    }
+}
+
+/// An endpoint given only by its URL (`url` / `urls`).
+fn plain_endpoint(url: String) -> EndpointConfig {
+    EndpointConfig {
+        url,
+        api_key_file: None,
+        api_key_env: None,
+        models: None,
+        max_concurrency: None,
     }
 }
 
@@ -660,18 +826,21 @@ fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
                 || b.health_check_interval_secs.is_some()
                 || b.breaker_failures.is_some()
                 || b.breaker_cooldown_secs.is_some();
-            let (urls, pool) = match (b.url, b.urls) {
-                (Some(_), Some(_)) => {
+            let (eps, pool) = match (b.url, b.urls, b.endpoints) {
+                (Some(url), None, None) => (vec![plain_endpoint(url)], pool_settings),
+                (None, Some(urls), None) if !urls.is_empty() => {
+                    (urls.into_iter().map(plain_endpoint).collect(), true)
+                }
+                (None, None, Some(eps)) if !eps.is_empty() => (eps, true),
+                (None, None, None) | (None, Some(_), None) | (None, None, Some(_)) => {
                     return Err(invalid(format!(
-                        "backend '{}': give either url or urls, not both",
+                        "backend '{}': an upstream needs url = \"http://HOST:PORT/v1\" (or urls = [...], or [[backends.endpoints]], for several)",
                         b.name
                     )))
                 }
-                (Some(url), None) => (vec![url], pool_settings),
-                (None, Some(urls)) if !urls.is_empty() => (urls, true),
                 _ => {
                     return Err(invalid(format!(
-                        "backend '{}': an upstream needs url = \"http://HOST:PORT/v1\" (or urls = [...] for several)",
+                        "backend '{}': give one of url, urls or [[backends.endpoints]], not several",
                         b.name
                     )))
                 }
@@ -682,21 +851,30 @@ fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
                 "upstream API key",
             )?;
             let models = b.models.unwrap_or_default();
-            let mut endpoints: Vec<UpstreamConfig> = urls
-                .into_iter()
-                .map(|url| {
-                    let mut config = UpstreamConfig::new(url);
-                    config.api_key = api_key.clone();
-                    config.models = models.clone();
-                    if let Some(s) = b.timeout_secs {
-                        config.timeout = Duration::from_secs(s.max(1));
-                    }
-                    if let Some(s) = b.connect_timeout_secs {
-                        config.connect_timeout = Duration::from_secs(s.max(1));
-                    }
-                    config
-                })
-                .collect();
+            let mut endpoints: Vec<UpstreamConfig> = Vec::with_capacity(eps.len());
+            let mut caps = Vec::with_capacity(eps.len());
+            for (i, ep) in eps.into_iter().enumerate() {
+                let mut config = UpstreamConfig::new(ep.url);
+                config.api_key = match optional_secret(
+                    ep.api_key_file.as_deref(),
+                    ep.api_key_env.as_deref(),
+                    "upstream API key",
+                )
+                .map_err(|e| invalid(format!("backend '{}' endpoint {}: {e}", b.name, i + 1)))?
+                {
+                    Some(k) => Some(k),
+                    None => api_key.clone(),
+                };
+                config.models = ep.models.unwrap_or_else(|| models.clone());
+                if let Some(s) = b.timeout_secs {
+                    config.timeout = Duration::from_secs(s.max(1));
+                }
+                if let Some(s) = b.connect_timeout_secs {
+                    config.connect_timeout = Duration::from_secs(s.max(1));
+                }
+                endpoints.push(config);
+                caps.push(ep.max_concurrency);
+            }
             if !pool {
                 if let Some(config) = endpoints.pop() {
                     return Ok(BackendSpec::Upstream {
@@ -706,6 +884,7 @@ fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
                 }
             }
             let mut config = PoolConfig::new(endpoints);
+            config.endpoint_caps = caps;
             if let Some(n) = b.max_concurrency_per_endpoint {
                 config.max_concurrency_per_endpoint = n;
             }
@@ -817,8 +996,40 @@ mod tests {
         let both =
             backends("url = \"http://127.0.0.1:1/v1\"\nurls = [\"http://127.0.0.1:2/v1\"]\n")
                 .unwrap_err();
-        assert!(both.to_string().contains("either url or urls"), "{both}");
+        assert!(both.to_string().contains("not several"), "{both}");
         assert!(backends("urls = []\n").is_err());
+        // [[backends.endpoints]]: per-endpoint keys, models and caps.
+        std::env::set_var("NOMYO_TEST_EP_KEY", "k1");
+        let eps = backends(
+            "models = [\"m\"]\nmax_concurrency_per_endpoint = 2\n\
+             [[backends.endpoints]]\nurl = \"http://127.0.0.1:1/v1\"\nmodels = [\"m\", \"x\"]\n\
+             api_key_env = \"NOMYO_TEST_EP_KEY\"\nmax_concurrency = 9\n\
+             [[backends.endpoints]]\nurl = \"http://127.0.0.1:2/v1\"\n",
+        )
+        .unwrap();
+        match &eps[..] {
+            [BackendSpec::Pool { config, .. }] => {
+                assert_eq!(config.endpoints[0].models, vec!["m", "x"]);
+                assert_eq!(config.endpoints[1].models, vec!["m"]);
+                assert!(config.endpoints[0].api_key.is_some());
+                assert!(config.endpoints[1].api_key.is_none());
+                assert_eq!(config.endpoint_caps, vec![Some(9), None]);
+                assert_eq!(config.max_concurrency_per_endpoint, 2);
+                // Debug never shows the key.
+                assert!(!format!("{config:?}").contains("k1"));
+            }
+            other => panic!("expected one pool, got {other:?}"),
+        }
+        let mixed = backends(
+            "url = \"http://127.0.0.1:1/v1\"\n[[backends.endpoints]]\nurl = \"http://127.0.0.1:2/v1\"\n",
+        )
+        .unwrap_err();
+        assert!(mixed.to_string().contains("not several"), "{mixed}");
+        let unknown = FileConfig::from_toml(
+            "[[backends]]\nname = \"p\"\n[[backends.endpoints]]\nurl = \"http://h/v1\"\ncap = 3\n",
+        )
+        .unwrap_err();
+        assert!(unknown.contains("cap"), "{unknown}");
     }
 
     #[test]

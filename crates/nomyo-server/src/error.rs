@@ -85,6 +85,9 @@ pub enum ApiError {
     BackendFailed,
     /// Every worker busy and the queue full, or the queue wait expired (503 + `Retry-After`).
     Saturated,
+    /// The shared replay store (Redis) could not be asked; replay
+    /// protection fails closed (503 + `Retry-After`).
+    ReplayStoreUnavailable,
     /// No backend able to answer now (503, `Retry-After` when known).
     BackendUnavailable {
         /// Suggested wait.
@@ -127,7 +130,9 @@ impl ApiError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BackendFailed => StatusCode::BAD_GATEWAY,
-            Saturated | BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Saturated | ReplayStoreUnavailable | BackendUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             BackendTimeout | RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -164,6 +169,7 @@ impl ApiError {
             Internal(_) => "internal server error".into(),
             BackendFailed => "the inference backend failed".into(),
             Saturated => "server busy; retry later".into(),
+            ReplayStoreUnavailable => "replay protection is unavailable right now; retry later".into(),
             BackendUnavailable { .. } => "inference backend unavailable; retry later".into(),
             BackendTimeout => "the inference backend timed out".into(),
             RequestTimeout => "request timed out".into(),
@@ -174,7 +180,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
-            ApiError::Saturated => Some(Duration::from_secs(1)),
+            ApiError::Saturated | ApiError::ReplayStoreUnavailable => Some(Duration::from_secs(1)),
             ApiError::BackendUnavailable { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(5)))
             }

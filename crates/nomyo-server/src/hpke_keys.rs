@@ -121,18 +121,28 @@ impl HpkeKeySet {
                 shred_and_remove(&legacy);
             }
         }
-        if path.exists() {
-            let bytes = SecretBuf::from_slice(
-                &std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?,
-            );
-            let set = Self::decode(bytes.expose_secret())
-                .map_err(|m| format!("{}: {m}", path.display()))?;
+        if let Some(set) = Self::load(dir)? {
             return Ok((set, false));
         }
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let set = Self::generate();
         set.save(&path)?;
         Ok((set, true))
+    }
+
+    /// Loads the set from `dir/hpke_keys.key` if that file exists; reads
+    /// only (a read-only secret mount is fine). Errors name the file, never
+    /// its content. Blocking.
+    pub fn load(dir: &Path) -> Result<Option<Self>, String> {
+        let path = dir.join(KEY_FILE);
+        let raw = match std::fs::read(&path) {
+            Ok(raw) => SecretBuf::from_slice(&raw),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        Self::decode(raw.expose_secret())
+            .map(Some)
+            .map_err(|m| format!("{}: {m}", path.display()))
     }
 
     /// The file encoding (secret: only for the 0600 key file).
@@ -488,6 +498,35 @@ impl HpkeKeyStore {
         if let Some(dir) = &self.dir {
             set.save(&dir.join(KEY_FILE))?;
         }
+        let rotation = self.install(set, "rotated");
+        self.write().next_id = next;
+        Ok(rotation)
+    }
+
+    /// Follows the key file another process (a replica that rotates, or an
+    /// operator) wrote: if `dir/hpke_keys.key` holds other keys than the
+    /// current ones, they become current and the previous ones enter their
+    /// grace period. `None` when nothing changed (or the store has no
+    /// directory). Never writes. Blocking (file I/O).
+    pub fn reload(&self) -> Result<Option<Rotation>, String> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(set) = HpkeKeySet::load(dir)? else {
+            return Ok(None);
+        };
+        if set.encoded() == self.current().encoded() {
+            return Ok(None);
+        }
+        let next = set.key_ids().into_iter().max().unwrap_or(0).wrapping_add(1);
+        let rotation = self.install(set, "reloaded from the key file");
+        self.write().next_id = next;
+        Ok(Some(rotation))
+    }
+
+    /// Publishes `set`; the current keys enter their grace period.
+    fn install(&self, set: HpkeKeySet, how: &'static str) -> Rotation {
         let now = Instant::now();
         let until = now + self.grace;
         let mut st = self.write();
@@ -516,15 +555,14 @@ impl HpkeKeyStore {
             retired = ?rotation.retired_ids,
             grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
             saved = self.dir.is_some(),
-            "HPKE keys rotated"
+            "HPKE keys {how}"
         );
         st.snapshot = Arc::new(HpkeSnapshot {
             current: set,
             retired,
         });
-        st.next_id = next;
         st.born = now;
-        Ok(rotation)
+        rotation
     }
 
     /// Drops the retired keys whose grace period is over; their private keys
@@ -740,6 +778,30 @@ mod tests {
         assert!(!generated);
         assert_eq!(reloaded.encoded(), store.current().encoded());
         assert_eq!(reloaded.key_ids(), vec![2, 3]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reload_follows_a_file_written_by_another_store() {
+        let dir = temp_dir();
+        let (set, _) = HpkeKeySet::load_or_generate(&dir).unwrap();
+        let a = HpkeKeyStore::new(set.clone()).with_dir(dir.clone());
+        let b = HpkeKeyStore::new(set).with_dir(dir.clone());
+        assert!(b.reload().unwrap().is_none(), "nothing changed yet");
+        let old_ids = b.current().key_ids();
+        let r = a.rotate().unwrap();
+        let followed = b.reload().unwrap().expect("b follows a's rotation");
+        assert_eq!(followed.key_ids, r.key_ids);
+        assert_eq!(b.current().encoded(), a.current().encoded());
+        // The previous keys still open requests in their grace period.
+        for id in old_ids {
+            assert!(b.snapshot().by_id(id, Instant::now()).is_some());
+        }
+        assert!(b.reload().unwrap().is_none());
+        // A store reloading never writes.
+        let before = std::fs::read(dir.join(KEY_FILE)).unwrap();
+        b.reload().unwrap();
+        assert_eq!(std::fs::read(dir.join(KEY_FILE)).unwrap(), before);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

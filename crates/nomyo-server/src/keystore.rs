@@ -288,6 +288,28 @@ impl KeyStore {
     }
 }
 
+impl KeyStore {
+    /// Follows the key directory (a replica that rotates, or an operator,
+    /// wrote a new key there): if `DIR/private_key.pem` holds another key than
+    /// the current one, it becomes current and the previous one enters its
+    /// grace period. Never generates or writes. `None` when nothing changed
+    /// or the store has no directory. Blocking.
+    pub fn reload(&self) -> nomyo_core::Result<Option<Fingerprint>> {
+        let Some(src) = &self.source else {
+            return Ok(None);
+        };
+        let path = src.dir.join(PRIVATE_KEY_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let key = load(&path, src.password.as_ref())?;
+        if key.public_key().fingerprint() == self.current().fingerprint() {
+            return Ok(None);
+        }
+        Ok(Some(self.install(key)))
+    }
+}
+
 fn load(path: &Path, password: Option<&SecretString>) -> nomyo_core::Result<PrivateKey> {
     load_private_key_file(path, password, LoadOptions::default())
 }

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
+pub mod replay;
 pub mod routes;
 pub mod serve;
 pub mod state;

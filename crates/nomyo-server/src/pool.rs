@@ -43,6 +43,10 @@ pub struct PoolConfig {
     /// Requests in flight per endpoint; beyond it the endpoint is skipped, and
     /// when every endpoint is full the request gets 503. `0` = no cap.
     pub max_concurrency_per_endpoint: usize,
+    /// Per-endpoint caps overriding `max_concurrency_per_endpoint`, in the
+    /// order of `endpoints` (`None` or a missing entry = the pool's cap;
+    /// `Some(0)` = no cap): a big GPU server next to a small one.
+    pub endpoint_caps: Vec<Option<usize>>,
     /// Interval of the active probes; zero = no probes (passive tracking only).
     pub health_check_interval: Duration,
     /// Timeout of one probe.
@@ -60,6 +64,7 @@ impl PoolConfig {
         Self {
             endpoints,
             max_concurrency_per_endpoint: 0,
+            endpoint_caps: Vec::new(),
             health_check_interval: Duration::from_secs(5),
             health_check_timeout: Duration::from_secs(2),
             breaker_failures: 3,
@@ -102,13 +107,14 @@ struct Endpoint {
     label: String,
     /// Models it serves; empty = any.
     models: Vec<String>,
+    /// Requests in flight at most; 0 = no cap.
+    cap: usize,
 }
 
 struct Inner {
     name: String,
     endpoints: Vec<Endpoint>,
     state: Mutex<(Vec<EndpointState>, usize)>,
-    cap: usize,
     breaker_failures: u32,
     cooldown: Duration,
     metrics: EndpointMetrics,
@@ -276,7 +282,7 @@ impl Inner {
                 continue;
             }
             any_healthy = true;
-            if self.cap != 0 && st.in_flight >= self.cap {
+            if ep.cap != 0 && st.in_flight >= ep.cap {
                 continue;
             }
             if best.is_none_or(|b| st.in_flight < states[b].in_flight) {
@@ -407,11 +413,18 @@ impl PoolBackend {
             futures::future::join_all(cfg.endpoints.into_iter().map(UpstreamBackend::connect))
                 .await;
         let mut endpoints = Vec::new();
-        for b in backends {
+        for (i, b) in backends.into_iter().enumerate() {
             let backend = b?;
+            let cap = cfg
+                .endpoint_caps
+                .get(i)
+                .copied()
+                .flatten()
+                .unwrap_or(cfg.max_concurrency_per_endpoint);
             endpoints.push(Endpoint {
                 label: redact_url(backend.base_url()),
                 models: backend.models(),
+                cap,
                 backend,
             });
         }
@@ -435,7 +448,6 @@ impl PoolBackend {
             name,
             endpoints,
             state: Mutex::new((states, 0)),
-            cap: cfg.max_concurrency_per_endpoint,
             breaker_failures: cfg.breaker_failures.max(1),
             cooldown: cfg.breaker_cooldown,
             metrics,

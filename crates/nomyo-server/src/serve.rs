@@ -110,6 +110,7 @@ where
         hpke_rotate_every,
         hpke_grace,
         post_quantum_tiers,
+        cluster,
     } = settings;
 
     // Protocol v2 HPKE keys live beside the RSA key, unless that key is
@@ -119,6 +120,14 @@ where
         KeySetting::Dir(src) if src.password.is_none() => Some(src.dir.clone()),
         _ => None,
     };
+    if cluster.key_reload_every.is_some() && hpke_dir.is_none() {
+        return Err(StartError::Config(
+            "cluster.key_reload_every shares the key directory between replicas, but the \
+             protocol v2 HPKE keys are saved there only when the server key has no password: \
+             drop the key password (protect the directory or secret mount instead) or the reload"
+                .into(),
+        ));
+    }
     let (store, origin) = tokio::task::spawn_blocking(move || match key {
         KeySetting::Dir(src) => KeyStore::load_or_generate(src),
         KeySetting::Ephemeral(bits) => nomyo_core::keys::PrivateKey::generate(bits)
@@ -161,9 +170,30 @@ where
         ),
     }
 
+    if let Some(every) = cluster.key_reload_every {
+        tracing::info!(
+            every_secs = every.as_secs_f64(),
+            "following the key directory (replica mode): keys written there by another replica or an operator are used; SIGHUP reloads"
+        );
+    }
+    let shared_replay = match &cluster.replay_redis_url {
+        None => None,
+        Some(url) => Some(
+            crate::replay::RedisReplay::connect(
+                url,
+                limits.replay_window,
+                crate::replay::DEFAULT_TIMEOUT,
+            )
+            .await
+            .map_err(StartError::Config)?
+            .with_prefix(cluster.replay_redis_prefix.clone()),
+        ),
+    };
+
     let mut builder = AppState::builder(store)
         .hpke_store(hpke)
         .hpke_rotation(hpke_rotate_every)
+        .key_reload(cluster.key_reload_every)
         .post_quantum_tiers(post_quantum_tiers)
         .api_keys(api_keys)
         .limits(limits)
@@ -223,6 +253,9 @@ where
                 };
             }
         }
+    }
+    if let Some(shared) = shared_replay {
+        builder = builder.shared_replay(shared);
     }
     let state = builder.build().map_err(StartError::Config)?;
     Ok(Prepared {
@@ -358,13 +391,23 @@ pub async fn shutdown_signal() {
 }
 
 /// Rotates the server key (see [`KeyStore::rotate`]) and the protocol v2
-/// HPKE keys on every SIGHUP. The handler is installed before this returns,
+/// HPKE keys on every SIGHUP; a replica that follows its key directory
+/// ([`AppState::follows_key_dir`]) reloads it instead. The handler is installed before this returns,
 /// so a SIGHUP sent after it can never terminate the process.
 #[cfg(unix)]
 pub fn rotate_on_sighup(state: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            if state.follows_key_dir() {
+                match state.reload_keys().await {
+                    Ok(changed) => tracing::info!(changed, "key directory reloaded (SIGHUP)"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reloading the key directory failed; keeping the current keys")
+                    }
+                }
+                continue;
+            }
             match state.rotate_key().await {
                 Ok(fp) => {
                     tracing::info!(fingerprint = %fp, "server key rotated (SIGHUP); the previous key opens requests during its grace period")

@@ -14,6 +14,7 @@ use crate::keystore::KeyStore;
 use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
 use crate::metrics::Metrics;
 use crate::policy::{ApiKeys, ModelSet, NamedBackend, RateLimit, Routing, TierRule};
+use crate::replay::{RedisReplay, ReplayStore};
 
 /// Shared server state; cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -33,11 +34,13 @@ pub(crate) struct Inner {
     pub hpke_rotate_every: Option<Duration>,
     /// Tiers whose v2 requests must use the post-quantum suite.
     pub post_quantum_tiers: BTreeSet<SecurityTier>,
+    /// Re-read the key directory this often (replica mode).
+    pub key_reload_every: Option<Duration>,
     pub routing: Routing,
     pub api_keys: ApiKeys,
     pub rate: Option<RateLimit>,
     pub gate: ConcurrencyGate,
-    pub replay: ReplayCache,
+    pub replay: ReplayStore,
     pub limits: Limits,
     pub metrics: Metrics,
     pub metrics_enabled: bool,
@@ -53,6 +56,7 @@ impl AppState {
             keys: Arc::new(keys),
             hpke: None,
             hpke_rotate_every: None,
+            key_reload_every: None,
             post_quantum_tiers: BTreeSet::from([SecurityTier::Maximum]),
             backends: Vec::new(),
             tiers: None,
@@ -61,6 +65,7 @@ impl AppState {
             metrics_enabled: true,
             crypto_threads: None,
             endpoint_metrics: crate::metrics::EndpointMetrics::default(),
+            shared_replay: None,
         }
     }
 
@@ -160,6 +165,58 @@ impl AppState {
         Ok(rotation)
     }
 
+    /// Whether this server follows its key directory (replica mode).
+    pub fn follows_key_dir(&self) -> bool {
+        self.inner.key_reload_every.is_some()
+    }
+
+    /// Re-reads the key directory and uses the keys another replica or an
+    /// operator wrote there: a new server key and/or new HPKE keys become
+    /// current, the previous ones open requests for their grace period.
+    /// Never writes. Returns whether anything changed. File I/O and key
+    /// parsing run on the blocking pool.
+    pub async fn reload_keys(&self) -> Result<bool, String> {
+        let keys = Arc::clone(&self.inner.keys);
+        let hpke = Arc::clone(&self.inner.hpke);
+        let (v1, v2) = tokio::task::spawn_blocking(move || (keys.reload(), hpke.reload()))
+            .await
+            .map_err(|_| "key reload task failed".to_owned())?;
+        let mut changed = false;
+        let mut failed = Vec::new();
+        match v1 {
+            Ok(Some(fp)) => {
+                self.inner.metrics.key_rotations.inc();
+                tracing::info!(fingerprint = %fp, "server key reloaded from the key directory; the previous key opens requests during its grace period");
+                changed = true;
+            }
+            Ok(None) => {}
+            Err(e) => failed.push(format!("server key: {e}")),
+        }
+        match v2 {
+            Ok(Some(r)) => {
+                self.inner.metrics.hpke_key_rotations.inc();
+                tracing::info!(key_ids = ?r.key_ids, retired = ?r.retired_ids, "HPKE keys reloaded from the key directory");
+                changed = true;
+                let store = Arc::clone(&self.inner.hpke);
+                let grace = store.grace();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace + Duration::from_millis(1)).await;
+                    store.purge_expired();
+                });
+            }
+            Ok(None) => {}
+            Err(e) => failed.push(format!("HPKE keys: {e}")),
+        }
+        if changed {
+            self.resign_hpke_keys().await;
+        }
+        if failed.is_empty() {
+            Ok(changed)
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -209,7 +266,20 @@ impl AppState {
                 i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 i
             });
+            let mut reload = st.inner.key_reload_every.map(|d| {
+                let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             loop {
+                let follow = async {
+                    match reload.as_mut() {
+                        Some(i) => {
+                            i.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 let rotate = async {
                     match rotation.as_mut() {
                         Some(i) => {
@@ -223,6 +293,12 @@ impl AppState {
                     _ = rotate => {
                         if let Err(e) = st.rotate_hpke_keys().await {
                             tracing::error!(error = %e, "scheduled HPKE key rotation failed; keeping the current keys");
+                        }
+                        continue;
+                    }
+                    _ = follow => {
+                        if let Err(e) = st.reload_keys().await {
+                            tracing::error!(error = %e, "reloading the key directory failed; keeping the current keys");
                         }
                         continue;
                     }
@@ -268,6 +344,7 @@ pub struct AppStateBuilder {
     keys: Arc<KeyStore>,
     hpke: Option<HpkeKeyStore>,
     hpke_rotate_every: Option<Duration>,
+    key_reload_every: Option<Duration>,
     post_quantum_tiers: BTreeSet<SecurityTier>,
     backends: Vec<NamedBackend>,
     tiers: Option<BTreeMap<SecurityTier, TierRule>>,
@@ -276,6 +353,7 @@ pub struct AppStateBuilder {
     metrics_enabled: bool,
     crypto_threads: Option<usize>,
     endpoint_metrics: crate::metrics::EndpointMetrics,
+    shared_replay: Option<RedisReplay>,
 }
 
 impl std::fmt::Debug for AppStateBuilder {
@@ -364,6 +442,14 @@ impl AppStateBuilder {
         self
     }
 
+    /// Follow the key directory: re-read it this often and use the keys
+    /// another replica or an operator wrote (default: never). See
+    /// [`AppState::reload_keys`].
+    pub fn key_reload(mut self, every: Option<Duration>) -> Self {
+        self.key_reload_every = every;
+        self
+    }
+
     /// Whether v2 requests on `tier` must use the post-quantum suite
     /// (default: `maximum` does, the others do not).
     pub fn require_post_quantum(mut self, tier: SecurityTier, required: bool) -> Self {
@@ -390,6 +476,13 @@ impl AppStateBuilder {
     /// Whether `GET /metrics` is served (default yes).
     pub fn metrics_enabled(mut self, on: bool) -> Self {
         self.metrics_enabled = on;
+        self
+    }
+
+    /// Keeps the replay window in a store shared by the replicas instead of
+    /// in this process (see [`crate::replay`]).
+    pub fn shared_replay(mut self, store: RedisReplay) -> Self {
+        self.shared_replay = Some(store);
         self
     }
 
@@ -422,12 +515,19 @@ impl AppStateBuilder {
                 hpke: Arc::new(hpke),
                 signed_keys: std::sync::RwLock::new(signed),
                 hpke_rotate_every: self.hpke_rotate_every.filter(|d| !d.is_zero()),
+                key_reload_every: self.key_reload_every.filter(|d| !d.is_zero()),
                 post_quantum_tiers: self.post_quantum_tiers,
                 routing,
                 api_keys: self.api_keys,
                 rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),
                 gate: ConcurrencyGate::new(&limits),
-                replay: ReplayCache::new(limits.replay_window, limits.replay_capacity),
+                replay: match self.shared_replay {
+                    Some(shared) => ReplayStore::Shared(shared),
+                    None => ReplayStore::Local(ReplayCache::new(
+                        limits.replay_window,
+                        limits.replay_capacity,
+                    )),
+                },
                 metrics: Metrics::with_endpoints(self.endpoint_metrics),
                 metrics_enabled: self.metrics_enabled,
                 crypto: Arc::new(Semaphore::new(threads)),

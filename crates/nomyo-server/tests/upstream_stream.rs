@@ -122,15 +122,7 @@ fn delta(content: &str) -> Value {
 }
 
 async fn x25519_config(app: &axum::Router) -> KeyConfig {
-    let (s, _, b) = oneshot(
-        app,
-        Request::get("/.well-known/hpke-keys")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-    KeyConfig::parse_list(&b)
+    KeyConfig::parse_list(&fetch_hpke_keys(app).await)
         .unwrap()
         .into_iter()
         .find(|c| c.kem == Kem::X25519)

@@ -65,16 +65,7 @@ fn stream_state() -> nomyo_server::state::AppStateBuilder {
 }
 
 async fn key_configs(app: &axum::Router) -> Vec<KeyConfig> {
-    let (s, h, b) = oneshot(
-        app,
-        Request::get("/.well-known/hpke-keys")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["content-type"], "application/ohttp-keys");
-    KeyConfig::parse_list(&b).unwrap()
+    KeyConfig::parse_list(&fetch_hpke_keys(app).await).unwrap()
 }
 
 /// A sealed request: the body split into frames of `frame` plaintext bytes.

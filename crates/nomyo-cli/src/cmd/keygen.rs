@@ -31,6 +31,13 @@ pub struct Args {
     /// Key size in bits (4096, the NOMYO default; 2048 and 3072 for tests).
     #[arg(long, default_value_t = 4096)]
     bits: u32,
+    /// A server key directory for `nomyo serve` replicas: also write the
+    /// protocol v2 HPKE keys (DIR/hpke_keys.key, 0600), so that every replica
+    /// given this directory (shared volume or secret) publishes the same keys.
+    /// Replicas keep the HPKE keys beside the server key, so this needs
+    /// --no-password.
+    #[arg(long, requires = "no_password")]
+    server: bool,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -55,10 +62,14 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     if !args.force {
+        let hpke = args.server.then_some(nomyo_server::hpke_keys::KEY_FILE);
         for f in [
             nomyo_core::keys::PRIVATE_KEY_FILE,
             nomyo_core::keys::PUBLIC_KEY_FILE,
-        ] {
+        ]
+        .into_iter()
+        .chain(hpke)
+        {
             let p = args.out.join(f);
             if p.exists() {
                 return Err(nomyo_core::Error::AlreadyExists(p.display().to_string()).into());
@@ -81,6 +92,24 @@ pub fn run(args: Args) -> CliResult {
         }
     );
     println!("public key:  {}", saved.public_key.display());
+    if args.server {
+        let path = args.out.join(nomyo_server::hpke_keys::KEY_FILE);
+        if args.force && path.exists() {
+            std::fs::remove_file(&path).map_err(|e| {
+                CliError::new(
+                    crate::exit::Code::Other,
+                    format!("cannot replace {}: {e}", path.display()),
+                )
+            })?;
+        }
+        let (set, _) = nomyo_server::hpke_keys::HpkeKeySet::load_or_generate(&args.out)
+            .map_err(|m| CliError::new(crate::exit::Code::Other, m))?;
+        println!(
+            "HPKE keys:   {} (mode 0600, X25519 and X-Wing, key ids {:?})",
+            path.display(),
+            set.key_ids()
+        );
+    }
     println!("{}", key.public_key().fingerprint());
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::Args as ClapArgs;
 use nomyo_server::backend::Backend;
 use nomyo_server::config::{
-    BackendConfig, BackendKind, ConfigError, FileConfig, HpkeConfig, LimitsConfig,
+    BackendConfig, BackendKind, ClusterConfig, ConfigError, FileConfig, HpkeConfig, LimitsConfig,
 };
 use nomyo_server::keystore::KeyOrigin;
 use nomyo_server::serve::{self, EmbeddedParams, StartError};
@@ -178,6 +178,43 @@ pub struct Args {
     /// Limits (boxed: keeps the `Command` enum small).
     #[command(flatten)]
     limits: Box<LimitsArgs>,
+
+    /// Replicas (boxed: keeps the `Command` enum small).
+    #[command(flatten)]
+    cluster: Box<ClusterArgs>,
+}
+
+/// The replica flags of `nomyo serve` (`Debug` leaves out the store URL,
+/// which may hold a password).
+#[derive(ClapArgs)]
+struct ClusterArgs {
+    /// Replica mode: re-read --key-dir this often (e.g. 10s) and use the keys
+    /// another replica or an operator wrote there; SIGHUP then reloads instead
+    /// of rotating, and the HPKE keys rotate on a schedule only with an explicit
+    /// --hpke-rotate-every (give it to exactly one replica). "off" = never.
+    /// [default: off]
+    #[arg(long, value_name = "DURATION", help_heading = "Replicas")]
+    key_reload_every: Option<String>,
+    /// Keep the replay window in this Redis/Valkey, shared by every replica, so
+    /// that a request accepted by one is refused (409) by all:
+    /// redis://HOST:PORT[/DB] (rediss:// for TLS). Unreachable at start: exit;
+    /// later: 503 until it is back. Prefer --replay-redis-url-env when the URL
+    /// holds a password. [default: in this process only]
+    #[arg(
+        long,
+        value_name = "URL",
+        group = "replay_store",
+        help_heading = "Replicas"
+    )]
+    replay_redis_url: Option<String>,
+    /// Environment variable holding the --replay-redis-url.
+    #[arg(
+        long,
+        value_name = "VAR",
+        group = "replay_store",
+        help_heading = "Replicas"
+    )]
+    replay_redis_url_env: Option<String>,
 }
 
 /// The `Limits` flags of `nomyo serve`.
@@ -203,6 +240,19 @@ struct LimitsArgs {
     replay_window: Option<u64>,
 }
 
+impl std::fmt::Debug for ClusterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterArgs")
+            .field("key_reload_every", &self.key_reload_every)
+            .field(
+                "replay_redis_url",
+                &self.replay_redis_url.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("replay_redis_url_env", &self.replay_redis_url_env)
+            .finish()
+    }
+}
+
 impl Args {
     /// The flags as a configuration layer (only what was given).
     fn as_config(&self) -> FileConfig {
@@ -219,6 +269,7 @@ impl Args {
                 kind: BackendKind::Upstream,
                 url,
                 urls,
+                endpoints: None,
                 max_concurrency_per_endpoint: self.upstream_max_concurrency,
                 health_check_interval_secs: self.upstream_health_interval,
                 breaker_failures: None,
@@ -263,6 +314,12 @@ impl Args {
             hpke: HpkeConfig {
                 rotate_every: self.hpke_rotate_every.clone(),
                 grace: self.hpke_grace.clone(),
+            },
+            cluster: ClusterConfig {
+                key_reload_every: self.cluster.key_reload_every.clone(),
+                replay_redis_url: self.cluster.replay_redis_url.clone(),
+                replay_redis_url_env: self.cluster.replay_redis_url_env.clone(),
+                replay_redis_prefix: None,
             },
             backends,
             tiers: None,

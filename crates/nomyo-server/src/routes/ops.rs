@@ -84,7 +84,9 @@ async fn metrics(State(st): State<AppState>) -> Response {
     m.queue_depth.set(inner.gate.queue_depth() as i64);
     m.lock_failures
         .set(nomyo_core::secure_memory::lock_failures() as i64);
-    m.replay_entries.set(inner.replay.len() as i64);
+    if let Some(n) = inner.replay.local_len() {
+        m.replay_entries.set(n as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -104,8 +104,8 @@ pub(crate) struct ReplayGuard<'a> {
 impl<'a> ReplayGuard<'a> {
     /// Claims both keys of a request in the replay window: a request is valid
     /// once. Shared by v1 (payload id, package) and v2 (enc, body).
-    pub(crate) fn claim(st: &'a AppState, keys: [ReplayKey; 2]) -> Result<Self, ApiError> {
-        match st.inner.replay.claim(&keys) {
+    pub(crate) async fn claim(st: &'a AppState, keys: [ReplayKey; 2]) -> Result<Self, ApiError> {
+        match st.inner.replay.claim(&keys).await? {
             Claim::Fresh => Ok(ReplayGuard {
                 st,
                 keys,
@@ -308,7 +308,7 @@ async fn handle(
     let tier_header = requested_tier(headers)?;
     let client_key = client_key(headers)?;
     let id_key = replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
-    if inner.replay.is_used(&[id_key]) {
+    if inner.replay.seen_locally(&[id_key]) {
         inner.metrics.refused("replay");
         return Err(ApiError::Replayed);
     }
@@ -346,7 +346,7 @@ async fn handle(
         b"nomyo-v1-package\0",
         &[&package.nonce, &package.tag, &package.encrypted_key],
     );
-    if inner.replay.is_used(&[pkg_key]) {
+    if inner.replay.seen_locally(&[pkg_key]) {
         inner.metrics.refused("replay");
         return Err(ApiError::Replayed);
     }
@@ -367,7 +367,7 @@ async fn handle(
     );
 
     // 6. A package is valid once.
-    let guard = ReplayGuard::claim(st, [id_key, pkg_key])?;
+    let guard = ReplayGuard::claim(st, [id_key, pkg_key]).await?;
 
     let result = answer(st, &span, id, tier_header, client_key, plaintext).await;
     match &result {

@@ -270,7 +270,7 @@ async fn handle(
         return Err(ApiError::PostQuantumRequired);
     }
     let enc_key = replay_key(b"nomyo-v2-enc\0", &[&enc]);
-    if inner.replay.is_used(&[enc_key]) {
+    if inner.replay.seen_locally(&[enc_key]) {
         inner.metrics.refused("replay");
         return Err(ApiError::Replayed);
     }
@@ -325,7 +325,7 @@ async fn handle(
     );
 
     // 5. A request is valid once.
-    let guard = ReplayGuard::claim(st, [enc_key, body_key])?;
+    let guard = ReplayGuard::claim(st, [enc_key, body_key]).await?;
 
     // 6. The response context: from here every answer is sealed.
     let nonce = random_response_nonce()

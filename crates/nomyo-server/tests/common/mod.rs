@@ -114,6 +114,31 @@ pub async fn oneshot(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap
     (status, headers, body)
 }
 
+/// `GET /pki/public_key` of an in-process server: its v1 key.
+pub async fn fetch_public_key(app: &Router) -> nomyo_core::PublicKey {
+    let (s, _, b) = oneshot(
+        app,
+        Request::get("/pki/public_key").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    nomyo_core::PublicKey::from_pem(std::str::from_utf8(&b).unwrap()).unwrap()
+}
+
+/// `GET /.well-known/hpke-keys` of an in-process server: the raw key list.
+pub async fn fetch_hpke_keys(app: &Router) -> Vec<u8> {
+    let (s, h, b) = oneshot(
+        app,
+        Request::get("/.well-known/hpke-keys")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/ohttp-keys");
+    b
+}
+
 /// The `detail` of an error body.
 pub fn detail(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {

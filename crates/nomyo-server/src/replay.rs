@@ -1,0 +1,243 @@
+//! Where the replay window lives: in this process ([`ReplayCache`]), or in a
+//! Redis server shared by every replica ([`RedisReplay`]).
+//!
+//! With one process the local cache is exact and free. Behind a load
+//! balancer, each replica's local cache only knows the requests that replica
+//! saw: a captured request replayed to *another* replica would be answered a
+//! second time. A shared store closes that gap: every replica claims a
+//! request's keys in the same Redis with one atomic script (all keys free →
+//! all set with the window as expiry), so a request is valid once across the
+//! fleet. If the store cannot be reached the request is refused (503, retry
+//! later): replay protection fails closed, never open.
+//!
+//! Only SHA-256 hashes of public request bytes (`X-Payload-ID`, the package's
+//! nonce/tag/wrapped key, the v2 `enc` and body) are stored, under a prefix,
+//! with the window as their time to live; nothing secret reaches Redis.
+
+use std::time::{Duration, Instant};
+
+use nomyo_core::{ExposeSecret, SecretString};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::ApiError;
+use crate::limits::{Claim, ReplayCache, ReplayKey};
+
+/// Default key prefix in the shared store.
+pub const DEFAULT_PREFIX: &str = "nomyo:replay:";
+
+/// How long one store operation may take before the request is refused.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Claims every key or none: returns 1 when all were free (and are now set
+/// with a time to live of ARGV[1] ms), 0 when any was already set.
+const CLAIM_SCRIPT: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
+end
+return 1
+";
+
+/// The replay window of this server: local or shared.
+#[derive(Debug)]
+pub enum ReplayStore {
+    /// In this process only (the default; exact for a single server).
+    Local(ReplayCache),
+    /// In a Redis server shared by the replicas.
+    Shared(RedisReplay),
+}
+
+impl ReplayStore {
+    /// Whether any key is already used, when that can be known without a
+    /// round trip (local store); a shared store answers `false` here and
+    /// decides in [`Self::claim`]. A cheap check before decrypting.
+    pub fn seen_locally(&self, keys: &[ReplayKey]) -> bool {
+        match self {
+            ReplayStore::Local(c) => c.is_used(keys),
+            ReplayStore::Shared(_) => false,
+        }
+    }
+
+    /// Marks all keys used, atomically (all or none).
+    pub async fn claim(&self, keys: &[ReplayKey]) -> Result<Claim, ApiError> {
+        match self {
+            ReplayStore::Local(c) => Ok(c.claim(keys)),
+            ReplayStore::Shared(r) => r.claim(keys).await,
+        }
+    }
+
+    /// Gives claimed keys back (the request failed in a way the client may
+    /// retry). For the shared store this is sent in the background; if it
+    /// is lost, the keys simply expire with the window.
+    pub fn release(&self, keys: &[ReplayKey]) {
+        match self {
+            ReplayStore::Local(c) => c.release(keys),
+            ReplayStore::Shared(r) => r.release(keys),
+        }
+    }
+
+    /// Entries held in this process (`None` for the shared store).
+    pub fn local_len(&self) -> Option<usize> {
+        match self {
+            ReplayStore::Local(c) => Some(c.len()),
+            ReplayStore::Shared(_) => None,
+        }
+    }
+
+    /// "local" or "redis".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplayStore::Local(_) => "local",
+            ReplayStore::Shared(_) => "redis",
+        }
+    }
+}
+
+/// The replay window in a shared Redis (or Valkey) server.
+pub struct RedisReplay {
+    conn: ConnectionManager,
+    script: redis::Script,
+    window: Duration,
+    prefix: String,
+    timeout: Duration,
+    /// `host:port` of the store, for logs (never the URL: it may hold a
+    /// password).
+    addr: String,
+}
+
+impl std::fmt::Debug for RedisReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisReplay")
+            .field("addr", &self.addr)
+            .field("prefix", &self.prefix)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisReplay {
+    /// Connects to the store at `url` (`redis://[:PASSWORD@]HOST:PORT[/DB]`,
+    /// or `rediss://` for TLS). Fails if it cannot be reached now, so that a
+    /// misconfigured replica does not start; later outages refuse requests
+    /// (503) until the connection is back. Errors never contain the URL.
+    pub async fn connect(
+        url: &SecretString,
+        window: Duration,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|e| format!("replay store URL is not a redis:// URL ({})", e.category()))?;
+        let addr = client.get_connection_info().addr().to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2);
+        let t = Instant::now();
+        let mut conn = tokio::time::timeout(
+            timeout * 2,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| format!("replay store {addr} did not answer within {timeout:?}"))?
+        .map_err(|e| format!("replay store {addr} unreachable: {}", describe(&e)))?;
+        // Prove the server works (and that AUTH, if any, was accepted).
+        let _: () = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("replay store {addr} refused PING: {}", describe(&e)))?;
+        tracing::info!(
+            store = %addr,
+            window_secs = window.as_secs(),
+            connect_ms = t.elapsed().as_secs_f64() * 1e3,
+            "shared replay store connected"
+        );
+        Ok(Self {
+            conn,
+            script: redis::Script::new(CLAIM_SCRIPT),
+            window,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout,
+            addr,
+        })
+    }
+
+    /// Uses `prefix` for the keys (several deployments sharing one Redis).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    fn key(&self, k: &ReplayKey) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + 64);
+        s.push_str(&self.prefix);
+        s.push_str(&hex::encode(k));
+        s
+    }
+
+    async fn claim(&self, keys: &[ReplayKey]) -> Result<Claim, ApiError> {
+        let mut inv = self.script.prepare_invoke();
+        for k in keys {
+            inv.key(self.key(k));
+        }
+        let ttl_ms = u64::try_from(self.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        inv.arg(ttl_ms);
+        let mut conn = self.conn.clone();
+        let t = Instant::now();
+        let res = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
+        match res {
+            Ok(Ok(1)) => {
+                tracing::trace!(
+                    store_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "replay keys claimed"
+                );
+                Ok(Claim::Fresh)
+            }
+            Ok(Ok(_)) => Ok(Claim::Replayed),
+            Ok(Err(e)) => {
+                tracing::error!(store = %self.addr, error = %describe(&e), "shared replay store failed; refusing the request");
+                Err(ApiError::ReplayStoreUnavailable)
+            }
+            Err(_) => {
+                tracing::error!(store = %self.addr, timeout_ms = self.timeout.as_millis() as u64, "shared replay store timed out; refusing the request");
+                Err(ApiError::ReplayStoreUnavailable)
+            }
+        }
+    }
+
+    fn release(&self, keys: &[ReplayKey]) {
+        let names: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let mut conn = self.conn.clone();
+        let timeout = self.timeout;
+        let addr = self.addr.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(&names);
+            let del = cmd.query_async::<i64>(&mut conn);
+            match tokio::time::timeout(timeout, del).await {
+                Ok(Ok(_)) => {}
+                _ => tracing::warn!(store = %addr, "releasing replay keys failed; they expire with the window"),
+            }
+        });
+    }
+}
+
+/// A redis error without its detail text, which can echo the server's reply.
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection failed".into()
+    } else {
+        e.category().to_owned()
+    }
+}
