@@ -9,18 +9,15 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
 use nomyo_client::{
-    ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, KnownServers, TrustDecision,
-    Zeroize,
+    ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, TrustDecision, Zeroize,
 };
-use nomyo_core::{Fingerprint, SecretString, SecurityTier};
+use nomyo_core::SecurityTier;
 use zeroize::Zeroizing;
 
+use super::connect::{ConnectArgs, Connection};
 use crate::exit::{CliError, CliResult, Code};
 use crate::input::optional_secret;
 use crate::spinner::Spinner;
-
-/// Where `nomyo serve` listens by default (INTERFACES.md).
-pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
 
 const AFTER_HELP: &str = "\
 The server is --base-url, else $NOMYO_BASE_URL. With neither, chat talks to a
@@ -66,32 +63,12 @@ pub struct Args {
     /// arguments are visible to other local users (ps); pipe sensitive text.
     #[arg(value_name = "PROMPT")]
     prompt: Option<String>,
-    /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
-    /// http://127.0.0.1:12434 with --allow-http.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "NOMYO_BASE_URL",
-        hide_env_values = true
-    )]
-    base_url: Option<String>,
-    /// Allow a plain http:// server (local development only: the API key and
-    /// the server key travel unprotected).
-    #[arg(long)]
-    allow_http: bool,
-    /// Read the API key from this environment variable (default: NOMYO_API_KEY, if set).
-    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
-    api_key_env: Option<String>,
-    /// Read the API key from the first line of this file.
-    #[arg(long, value_name = "F")]
-    api_key_file: Option<PathBuf>,
+    /// The server and how its key is trusted.
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Security tier requested (X-Security-Tier); default: the server's choice.
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
     tier: Option<SecurityTier>,
-    /// Accept only a server key with this fingerprint (sha256:...); repeat for
-    /// several. Pins replace the known-servers check.
-    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
-    pins: Vec<Fingerprint>,
     /// The model. Default: $NOMYO_MODEL, else the server's only model (GET /v1/models).
     #[arg(short = 'm', long, value_name = "MODEL", env = "NOMYO_MODEL")]
     model: Option<String>,
@@ -111,10 +88,6 @@ pub struct Args {
     /// The key directory's password, from this environment variable.
     #[arg(long, value_name = "VAR", requires = "key_dir")]
     password_env: Option<String>,
-    /// The known-servers file for trust on first use (default
-    /// ~/.config/nomyo/known_servers).
-    #[arg(long, value_name = "FILE")]
-    known_servers: Option<PathBuf>,
     /// Protocol: v1, v2 (EHBP, post-quantum X-Wing preferred), or auto (v2
     /// when the server publishes its HPKE keys, else v1).
     #[arg(long, value_enum, default_value = "v1")]
@@ -150,22 +123,16 @@ pub(crate) fn parse_tier(s: &str) -> Result<SecurityTier, String> {
     s.parse().map_err(|e: nomyo_core::Error| e.to_string())
 }
 
-pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
-    s.parse().map_err(|e: nomyo_core::Error| e.to_string())
-}
+pub(crate) use super::connect::{parse_fingerprint, LOCAL_SERVER};
 
 /// The resolved command line.
 struct Settings {
-    base_url: String,
-    allow_http: bool,
-    api_key: Option<SecretString>,
+    connection: Connection,
     tier: Option<SecurityTier>,
-    pins: Vec<Fingerprint>,
     model: Option<String>,
     key_source: KeySource,
     /// Set when chat is about to create a key pair in this directory.
     creating_key_in: Option<PathBuf>,
-    known_servers: KnownServers,
     json: bool,
     request: ChatRequest,
     max_retries: u32,
@@ -181,8 +148,7 @@ fn resolve(args: Args) -> CliResult<Settings> {
     if args.stream && args.protocol == Protocol::V1 {
         return Err(CliError::usage(V1_CANNOT_STREAM));
     }
-    let base_url = resolve_base_url(args.base_url, args.allow_http)?;
-    let api_key = crate::input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?;
+    let connection = args.connect.resolve()?;
     let password = optional_secret(
         args.password_file.as_deref(),
         args.password_env.as_deref(),
@@ -211,10 +177,6 @@ fn resolve(args: Args) -> CliResult<Settings> {
             }
         }
     };
-    let known_servers = match args.known_servers {
-        Some(f) => KnownServers::File(f),
-        None => KnownServers::Default,
-    };
 
     let prompt = read_prompt(args.prompt)?;
     let mut request = ChatRequest::new(args.model.clone().unwrap_or_default());
@@ -226,15 +188,11 @@ fn resolve(args: Args) -> CliResult<Settings> {
     request.temperature = args.temperature;
     request.seed = args.seed;
     Ok(Settings {
-        base_url,
-        allow_http: args.allow_http,
-        api_key,
+        connection,
         tier: args.tier,
-        pins: args.pins,
         model: args.model.filter(|m| !m.is_empty()),
         key_source,
         creating_key_in,
-        known_servers,
         json: args.json,
         request,
         max_retries: args.max_retries,
@@ -242,19 +200,6 @@ fn resolve(args: Args) -> CliResult<Settings> {
         protocol: args.protocol,
         stream: args.stream,
     })
-}
-
-/// `--base-url` (or `$NOMYO_BASE_URL`), else the local `nomyo serve` when
-/// plain HTTP is allowed (shared by chat and proxy).
-pub(crate) fn resolve_base_url(arg: Option<String>, allow_http: bool) -> CliResult<String> {
-    match arg.filter(|u| !u.trim().is_empty()) {
-        Some(u) => Ok(u),
-        None if allow_http => Ok(LOCAL_SERVER.to_owned()),
-        None => Err(CliError::usage(format!(
-            "no server given: use --base-url URL or set NOMYO_BASE_URL \
-             (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
-        ))),
-    }
 }
 
 /// The prompt from the argument, or from standard input for `-` or none.
@@ -323,18 +268,13 @@ pub fn run(args: Args) -> CliResult {
 }
 
 async fn chat(mut s: Settings) -> CliResult {
-    let mut builder = Client::builder()
-        .base_url(s.base_url.clone())
-        .allow_http(s.allow_http)
+    let mut builder = s
+        .connection
+        .client_builder()
         .max_retries(s.max_retries)
         .timeout(s.timeout)
         .key_source(s.key_source.clone())
-        .pins(s.pins.iter().copied())
-        .known_servers(s.known_servers.clone())
         .protocol(s.protocol.to_client());
-    if let Some(k) = s.api_key.take() {
-        builder = builder.api_key(k);
-    }
     if let Some(t) = s.tier {
         builder = builder.security_tier(t);
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod connect;
 #[allow(dead_code)]
 pub mod embedded;
 pub mod fingerprint;

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use nomyo_client::{Client, KnownServers, TrustDecision};
-use nomyo_core::{Fingerprint, SecretString, SecurityTier};
+use nomyo_client::{Client, TrustDecision};
+use nomyo_core::{SecretString, SecurityTier};
 
-use super::chat::{client_error, parse_fingerprint, parse_tier, resolve_base_url, Protocol};
+use super::chat::{client_error, parse_tier, Protocol};
+use super::connect::{ConnectArgs, Connection};
 use crate::exit::{CliError, CliResult, Code};
 use crate::input::optional_secret;
 
@@ -64,37 +65,13 @@ pub struct Args {
     /// Callers must send this token (from environment variable VAR) as their API key.
     #[arg(long, value_name = "VAR")]
     access_token_env: Option<String>,
-    /// The endpoint's base URL (https://...). Default: $NOMYO_BASE_URL, else
-    /// http://127.0.0.1:12434 with --allow-http.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "NOMYO_BASE_URL",
-        hide_env_values = true
-    )]
-    base_url: Option<String>,
-    /// Allow a plain http:// endpoint (local development only: the API key and
-    /// the server key travel unprotected).
-    #[arg(long)]
-    allow_http: bool,
-    /// Read the endpoint API key from this environment variable (default: NOMYO_API_KEY, if set).
-    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
-    api_key_env: Option<String>,
-    /// Read the endpoint API key from the first line of this file.
-    #[arg(long, value_name = "F")]
-    api_key_file: Option<PathBuf>,
+    /// The endpoint and how its key is trusted.
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Security tier for requests without an X-Nomyo-Tier header; default:
     /// the server's choice.
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
     tier: Option<SecurityTier>,
-    /// Accept only a server key with this fingerprint (sha256:...); repeat for
-    /// several. Pins replace the known-servers check.
-    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
-    pins: Vec<Fingerprint>,
-    /// The known-servers file for trust on first use (default
-    /// ~/.config/nomyo/known_servers).
-    #[arg(long, value_name = "FILE")]
-    known_servers: Option<PathBuf>,
     /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1), v1 or v2.
     #[arg(long, value_enum, default_value = "auto")]
     protocol: Protocol,
@@ -111,12 +88,8 @@ pub struct Args {
 struct Settings {
     listen: SocketAddr,
     access_token: Option<SecretString>,
-    base_url: String,
-    allow_http: bool,
-    api_key: Option<SecretString>,
+    connection: Connection,
     tier: Option<SecurityTier>,
-    pins: Vec<Fingerprint>,
-    known_servers: KnownServers,
     protocol: Protocol,
     max_retries: u32,
     timeout: Duration,
@@ -139,15 +112,8 @@ fn resolve(args: Args) -> CliResult<Settings> {
     Ok(Settings {
         listen,
         access_token,
-        base_url: resolve_base_url(args.base_url, args.allow_http)?,
-        allow_http: args.allow_http,
-        api_key: crate::input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?,
+        connection: args.connect.resolve()?,
         tier: args.tier,
-        pins: args.pins,
-        known_servers: match args.known_servers {
-            Some(f) => KnownServers::File(f),
-            None => KnownServers::Default,
-        },
         protocol: args.protocol,
         max_retries: args.max_retries,
         timeout: Duration::from_secs(args.timeout.max(1)),
@@ -165,18 +131,14 @@ pub fn run(args: Args) -> CliResult {
 }
 
 async fn proxy(mut s: Settings) -> CliResult {
-    let mut builder = Client::builder()
-        .base_url(s.base_url.clone())
-        .allow_http(s.allow_http)
+    let client = s
+        .connection
+        .client_builder()
         .max_retries(s.max_retries)
         .timeout(s.timeout)
-        .pins(s.pins.iter().copied())
-        .known_servers(s.known_servers.clone())
-        .protocol(s.protocol.to_client());
-    if let Some(k) = s.api_key.take() {
-        builder = builder.api_key(k);
-    }
-    let client = builder.build().map_err(client_error)?;
+        .protocol(s.protocol.to_client())
+        .build()
+        .map_err(client_error)?;
     verify_server(&client).await?;
 
     let mut state = nomyo_proxy::ProxyState::new(client);

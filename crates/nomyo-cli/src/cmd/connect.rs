@@ -1,0 +1,122 @@
+//! How the client commands (`chat`, `proxy`) reach a NOMYO endpoint: its URL,
+//! plain-HTTP consent, the API key, and how its key is trusted (pins or
+//! known-servers). One set of flags, resolved once, turned into a
+//! [`ClientBuilder`] the command completes with its own settings.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use nomyo_client::{Client, ClientBuilder, KnownServers};
+use nomyo_core::{Fingerprint, SecretString};
+
+use crate::exit::{CliError, CliResult};
+
+/// Where `nomyo serve` listens by default (INTERFACES.md); the default
+/// server with --allow-http.
+pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
+
+/// The connection flags shared by the client commands.
+#[derive(ClapArgs, Debug)]
+pub struct ConnectArgs {
+    /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
+    /// http://127.0.0.1:12434 with --allow-http.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NOMYO_BASE_URL",
+        hide_env_values = true
+    )]
+    base_url: Option<String>,
+    /// Allow a plain http:// server (local development only: the API key and
+    /// the server key travel unprotected).
+    #[arg(long)]
+    allow_http: bool,
+    /// Read the server's API key from this environment variable (default:
+    /// NOMYO_API_KEY, if set).
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// Read the server's API key from the first line of this file.
+    #[arg(long, value_name = "F")]
+    api_key_file: Option<PathBuf>,
+    /// Accept only a server key with this fingerprint (sha256:...); repeat for
+    /// several. Pins replace the known-servers check.
+    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
+    pins: Vec<Fingerprint>,
+    /// The known-servers file for trust on first use (default
+    /// ~/.config/nomyo/known_servers).
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+}
+
+/// The resolved connection (the API key read from its file or variable).
+pub struct Connection {
+    base_url: String,
+    allow_http: bool,
+    api_key: Option<SecretString>,
+    pins: Vec<Fingerprint>,
+    known_servers: KnownServers,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("base_url", &self.base_url)
+            .field("allow_http", &self.allow_http)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("pins", &self.pins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectArgs {
+    /// Resolves the flags: the URL (or the local default with
+    /// --allow-http) and the API key.
+    pub fn resolve(self) -> CliResult<Connection> {
+        Ok(Connection {
+            base_url: resolve_base_url(self.base_url, self.allow_http)?,
+            allow_http: self.allow_http,
+            api_key: crate::input::api_key(
+                self.api_key_file.as_deref(),
+                self.api_key_env.as_deref(),
+            )?,
+            pins: self.pins,
+            known_servers: match self.known_servers {
+                Some(f) => KnownServers::File(f),
+                None => KnownServers::Default,
+            },
+        })
+    }
+}
+
+impl Connection {
+    /// A client builder for this server: URL, plain-HTTP consent, API key,
+    /// pins and known-servers; the caller adds retries, timeouts, protocol...
+    pub fn client_builder(&self) -> ClientBuilder {
+        let mut b = Client::builder()
+            .base_url(self.base_url.clone())
+            .allow_http(self.allow_http)
+            .pins(self.pins.iter().copied())
+            .known_servers(self.known_servers.clone());
+        if let Some(k) = &self.api_key {
+            b = b.api_key(k.clone());
+        }
+        b
+    }
+}
+
+/// `--base-url` (or `$NOMYO_BASE_URL`), else the local `nomyo serve` when
+/// plain HTTP is allowed.
+pub(crate) fn resolve_base_url(arg: Option<String>, allow_http: bool) -> CliResult<String> {
+    match arg.filter(|u| !u.trim().is_empty()) {
+        Some(u) => Ok(u),
+        None if allow_http => Ok(LOCAL_SERVER.to_owned()),
+        None => Err(CliError::usage(format!(
+            "no server given: use --base-url URL or set NOMYO_BASE_URL \
+             (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
+        ))),
+    }
+}
+
+pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    s.parse().map_err(|e: nomyo_core::Error| e.to_string())
+}
