@@ -486,6 +486,14 @@ pub fn load_public_key_file(path: &Path) -> Result<PublicKey> {
     PublicKey::from_pem(&pem)
 }
 
+/// Refuses a secret key file (of any format) that group or others can read,
+/// with the message [`load_private_key_file`] gives ([`Error::InsecurePermissions`]:
+/// the file, its mode and `chmod 600`). For key files this module does not
+/// parse itself, such as the server's HPKE key file.
+pub fn check_secret_file_permissions(path: &Path) -> Result<()> {
+    check_private_permissions(path, LoadOptions::default())
+}
+
 #[cfg(unix)]
 fn check_private_permissions(path: &Path, opts: LoadOptions) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -525,7 +533,10 @@ pub struct SavedKeys {
 /// Each file is written to a temporary file created with its final mode, synced
 /// and renamed into place, so the private key is never readable by others, and
 /// a crash or full disk never leaves a half-written key. Existing keys are never
-/// replaced unless `overwrite` is set.
+/// replaced unless `overwrite` is set: then each file is put in place only if
+/// its name is still free at that moment ([`write_new`]), so of two processes
+/// saving into one empty directory at once exactly one wins and the other gets
+/// [`Error::AlreadyExists`] (and can load the winner's key).
 pub fn save_key_pair(
     dir: &Path,
     key: &PrivateKey,
@@ -543,8 +554,9 @@ pub fn save_key_pair(
     }
     create_dir_private(dir)?;
     let private_pem = key.to_pkcs8_pem(password)?;
-    write_atomic(&private_path, private_pem.as_bytes(), 0o600)?;
-    write_atomic(&public_path, key.public_key().to_pem().as_bytes(), 0o644)?;
+    let write = if overwrite { write_atomic } else { write_new };
+    write(&private_path, private_pem.as_bytes(), 0o600)?;
+    write(&public_path, key.public_key().to_pem().as_bytes(), 0o644)?;
     sync_dir(dir);
     Ok(SavedKeys {
         private_key: private_path,
@@ -569,6 +581,51 @@ fn create_dir_private(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` through a temporary file with mode `mode` from its
 /// creation, fsync and rename. The temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_via_temp(path, bytes, mode, |tmp, path| fs::rename(tmp, path))
+}
+
+/// Like [`write_atomic`], but never replaces an existing file: the complete,
+/// synced temporary file is hard-linked to `path`, which fails if the name is
+/// taken (create-new semantics, atomic even against another process doing
+/// the same), then the temporary name is removed. `path` thus either does
+/// not exist or holds all of `bytes`. A taken name gives
+/// [`Error::AlreadyExists`]. On a file system without hard links the name is
+/// checked, then the file renamed into place (not atomic against a
+/// concurrent writer there).
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut taken = false;
+    let result = write_via_temp(path, bytes, mode, |tmp, path| {
+        let linked = match fs::hard_link(tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                taken = true;
+                Err(e)
+            }
+            Err(_) if !path.exists() => fs::rename(tmp, path),
+            Err(_) => {
+                taken = true;
+                Err(std::io::ErrorKind::AlreadyExists.into())
+            }
+            Ok(()) => Ok(()),
+        };
+        // Linked, renamed or refused: the temporary name goes either way.
+        let _ = fs::remove_file(tmp);
+        linked
+    });
+    match result {
+        Err(_) if taken => Err(Error::AlreadyExists(path.display().to_string())),
+        r => r,
+    }
+}
+
+/// Creates a temporary file next to `path` with mode `mode`, writes and
+/// syncs `bytes`, then calls `place(tmp, path)`. The temporary file is
+/// removed on any failure (a full disk or a file size limit included).
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut rnd = [0u8; 8];
     aws_lc_rs::rand::fill(&mut rnd).map_err(|_| Error::EncryptionFailed)?;
@@ -594,7 +651,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         }
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        drop(f);
+        place(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);

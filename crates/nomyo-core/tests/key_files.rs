@@ -151,3 +151,35 @@ fn world_readable_key_refused_with_chmod_hint() {
     std::fs::set_permissions(&saved.private_key, std::fs::Permissions::from_mode(0o400)).unwrap();
     load_private_key_file(&saved.private_key, None, LoadOptions::default()).unwrap();
 }
+
+#[test]
+fn write_new_never_replaces_and_leaves_no_temporary_file() {
+    use nomyo_core::keys::{check_secret_file_permissions, write_new};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.key");
+    // Racing writers: exactly one wins, the file holds all of its bytes.
+    let winners: Vec<_> = (0..8u8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || write_new(&path, &[i; 4096], 0o600).is_ok().then_some(i))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![winners[0]; 4096]);
+    assert_eq!(mode(&path), 0o600);
+    let err = write_new(&path, b"other", 0o600).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![winners[0]; 4096]);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "temporary files left: {names:?}");
+    // The permission check other key files use.
+    check_secret_file_permissions(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let msg = check_secret_file_permissions(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("0644") && msg.contains("chmod 600"), "{msg}");
+}

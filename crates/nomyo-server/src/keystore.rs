@@ -167,14 +167,30 @@ impl KeyStore {
     /// Loads `DIR/private_key.pem`, or generates a key and saves it there
     /// (private key 0600, PBES2-encrypted when a password is given) if the
     /// directory holds no key yet. Blocking.
+    ///
+    /// Two processes starting at once on one empty directory (replicas) end
+    /// up with the same key: the save only succeeds for the first one
+    /// ([`save_key_pair`] without overwrite puts each file in place only if
+    /// its name is free), and the other loads what the first one wrote.
     pub fn load_or_generate(source: KeySource) -> nomyo_core::Result<(Self, KeyOrigin)> {
         let path = source.dir.join(PRIVATE_KEY_FILE);
         let (key, origin) = if path.exists() {
             (load(&path, source.password.as_ref())?, KeyOrigin::Loaded)
         } else {
             let key = PrivateKey::generate(source.bits)?;
-            save_key_pair(&source.dir, &key, source.password.as_ref(), false)?;
-            (key, KeyOrigin::Generated)
+            match save_key_pair(&source.dir, &key, source.password.as_ref(), false) {
+                Ok(_) => (key, KeyOrigin::Generated),
+                // Another process saved its key first: use that one.
+                Err(nomyo_core::Error::AlreadyExists(_)) if path.exists() => {
+                    drop(key);
+                    tracing::info!(
+                        file = %path.display(),
+                        "another process saved a server key first; loading it"
+                    );
+                    (load(&path, source.password.as_ref())?, KeyOrigin::Loaded)
+                }
+                Err(e) => return Err(e),
+            }
         };
         let bits = source.bits;
         Ok((Self::with(ServerKey::new(key), Some(source), bits), origin))
@@ -371,5 +387,61 @@ mod tests {
         assert_ne!(f, s1.current().fingerprint());
         let (s3, _) = KeyStore::load_or_generate(src()).unwrap();
         assert_eq!(s3.current().fingerprint(), f);
+    }
+
+    #[test]
+    fn concurrent_first_starts_on_one_empty_dir_share_one_key() {
+        // Several stores generating into one empty directory at the same
+        // moment: exactly one key is saved, and every store holds it.
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let key_dir = dir.path().join("k");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (key_dir, barrier) = (key_dir.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        KeyStore::load_or_generate(KeySource {
+                            dir: key_dir,
+                            password: None,
+                            bits: RsaBits::B2048,
+                        })
+                        .unwrap()
+                    })
+                })
+                .collect();
+            let stores: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let (on_disk, _) = KeyStore::load_or_generate(src_of(&key_dir)).unwrap();
+            let want = on_disk.current().fingerprint();
+            for (s, _) in &stores {
+                assert_eq!(s.current().fingerprint(), want);
+            }
+            let generated = stores
+                .iter()
+                .filter(|(_, o)| *o == KeyOrigin::Generated)
+                .count();
+            assert_eq!(generated, 1);
+            // The public key file belongs to the same key.
+            let public = nomyo_core::keys::load_public_key_file(
+                &key_dir.join(nomyo_core::keys::PUBLIC_KEY_FILE),
+            )
+            .unwrap();
+            assert_eq!(public.fingerprint(), want);
+            // No temporary file left behind.
+            let names: Vec<_> = std::fs::read_dir(&key_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+        }
+    }
+
+    fn src_of(dir: &Path) -> KeySource {
+        KeySource {
+            dir: dir.to_owned(),
+            password: None,
+            bits: RsaBits::B2048,
+        }
     }
 }
