@@ -539,6 +539,9 @@ fn seed_for_choice(seed: u32, i: u32) -> u32 {
 impl Shared {
     pub(crate) fn set_state(&self, state: State) {
         self.state.store(state as u8, Ordering::SeqCst);
-        let _ = self.ready_tx.send(state);
+        // `send` would drop the value when nobody is subscribed yet (a model
+        // that fails, or loads, before the first `wait_ready`), which would
+        // then wait forever: store it regardless.
+        self.ready_tx.send_replace(state);
     }
 }

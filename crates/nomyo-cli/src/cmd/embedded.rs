@@ -50,9 +50,33 @@ pub fn backend(settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
     let mut config = EngineConfig::new(path);
     config.threads = settings.threads;
     match Engine::start(config) {
-        Ok(engine) => Ok(Arc::new(engine)),
+        Ok(engine) => {
+            let engine = Arc::new(engine);
+            exit_if_load_fails(Arc::clone(&engine));
+            Ok(engine)
+        }
         Err(e @ EngineError::Config(_)) => Err(CliError::usage(e.to_string())),
         Err(e) => Err(CliError::new(Code::Other, e.to_string())),
+    }
+}
+
+/// The model loads in the background, after `nomyo serve` has started
+/// listening. If it fails (a truncated or corrupt GGUF, too little memory),
+/// nothing could ever be served: exit non-zero, as a backend that fails at
+/// start-up does, so that a supervisor sees the failure instead of a server
+/// that answers 503 forever. The engine has printed the reason on stderr.
+#[cfg(feature = "engine")]
+fn exit_if_load_fails(engine: Arc<nomyo_engine::Engine>) {
+    let watcher = std::thread::Builder::new()
+        .name("nomyo-engine-load".into())
+        .spawn(move || {
+            if futures::executor::block_on(engine.wait_ready()).is_err() {
+                eprintln!("nomyo serve: exiting: the embedded model failed to load");
+                std::process::exit(Code::Other as i32);
+            }
+        });
+    if let Err(e) = watcher {
+        tracing::warn!(error = %e, "cannot watch the embedded model's loading");
     }
 }
 
