@@ -11,6 +11,11 @@
 //! Retries are off: every failed request counts, by kind (`http_<status>`,
 //! `network`, `timeout`, `security`, `other`), and any failure makes the
 //! command exit non-zero. Prompts and answers are never printed.
+//!
+//! `--cancel-streams F` (with `--stream`) drops that fraction of the measured
+//! streams right after their first chunk, as a client that goes away would:
+//! they are counted as `cancelled`, neither as answers nor as errors (a soak
+//! test uses it to check that the server frees what a cancelled stream held).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,6 +111,11 @@ pub struct Args {
     /// Stream the answers (protocol v2) and report time to first token.
     #[arg(long)]
     stream: bool,
+    /// With --stream: drop this fraction (0 to 1) of the measured streams
+    /// after their first chunk, as a client going away would; counted as
+    /// `cancelled`, not as errors.
+    #[arg(long, value_name = "FRACTION", requires = "stream", value_parser = parse_fraction)]
+    cancel_streams: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -160,6 +170,22 @@ struct PlainSender {
 struct Sample {
     latency: Duration,
     ttft: Option<Duration>,
+    /// Dropped by us after the first chunk (`--cancel-streams`).
+    cancelled: bool,
+}
+
+/// `--cancel-streams`: a number from 0 to 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 1")),
+    }
+}
+
+/// Whether the `i`-th measured request (from 0) is one to cancel: spreads
+/// `fraction` of them evenly (0.25 cancels every 4th).
+fn cancel_this(i: u64, fraction: f64) -> bool {
+    fraction > 0.0 && ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()
 }
 
 /// What went wrong with one request, by kind.
@@ -192,7 +218,8 @@ impl Failure {
 }
 
 impl Sender {
-    async fn one(&self, request: &ChatRequest) -> Result<Sample, Failure> {
+    /// Sends one request; with `cancel`, a stream is dropped after its first chunk.
+    async fn one(&self, request: &ChatRequest, cancel: bool) -> Result<Sample, Failure> {
         let start = Instant::now();
         match self {
             Sender::Secure {
@@ -204,6 +231,7 @@ impl Sender {
                 Ok(Sample {
                     latency: start.elapsed(),
                     ttft: None,
+                    cancelled: false,
                 })
             }
             Sender::Secure {
@@ -220,16 +248,28 @@ impl Sender {
                     if ttft.is_none() && chunk.text().is_some_and(|t| !t.is_empty()) {
                         ttft = Some(start.elapsed());
                     }
+                    if cancel {
+                        // Go away mid-stream: the response (and its
+                        // connection) is dropped with the stream.
+                        drop(stream);
+                        return Ok(Sample {
+                            latency: start.elapsed(),
+                            ttft: None,
+                            cancelled: true,
+                        });
+                    }
                 }
                 let latency = start.elapsed();
                 Ok(Sample {
                     latency,
                     ttft: Some(ttft.unwrap_or(latency)),
+                    cancelled: false,
                 })
             }
             Sender::Plain(p) => p.one().await.map(|latency| Sample {
                 latency,
                 ttft: None,
+                cancelled: false,
             }),
         }
     }
@@ -282,6 +322,7 @@ impl PlainSender {
 #[derive(Default)]
 struct Collected {
     latencies: Vec<Duration>,
+    cancelled: u64,
     ttfts: Vec<Duration>,
     errors: BTreeMap<String, u64>,
     first_error: Option<String>,
@@ -472,7 +513,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         let (sender, request, next) = (sender.clone(), request.clone(), next.clone());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < warmup {
-                sender.one(&request).await?;
+                sender.one(&request, false).await?;
             }
             Ok::<(), Failure>(())
         });
@@ -491,6 +532,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     let collected = Arc::new(Mutex::new(Collected::default()));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let cancel_fraction = args.cancel_streams.unwrap_or(0.0);
     let deadline = match bound {
         Bound::Duration(d) => Some(started + d),
         Bound::Requests(_) => None,
@@ -504,17 +546,19 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         );
         tasks.spawn(async move {
             loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let done = match (bound, deadline) {
-                    (Bound::Requests(n), _) => next.fetch_add(1, Ordering::Relaxed) >= n,
+                    (Bound::Requests(n), _) => i >= n,
                     (_, Some(d)) => Instant::now() >= d,
                     _ => false,
                 };
                 if done {
                     break;
                 }
-                let outcome = sender.one(&request).await;
+                let outcome = sender.one(&request, cancel_this(i, cancel_fraction)).await;
                 let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
+                    Ok(s) if s.cancelled => c.cancelled += 1,
                     Ok(s) => {
                         c.latencies.push(s.latency);
                         if let Some(t) = s.ttft {
@@ -539,7 +583,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     c.ttfts.sort_unstable();
     let ok = c.latencies.len() as u64;
     let failed: u64 = c.errors.values().sum();
-    let total = ok + failed;
+    let total = ok + c.cancelled + failed;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let mean_ms = if ok == 0 {
         None
@@ -560,6 +604,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         "body_bytes": body_bytes,
         "requests": total,
         "ok": ok,
+        "cancelled": c.cancelled,
         "errors": c.errors,
         "elapsed_s": secs,
         "requests_per_s": total as f64 / secs,
@@ -594,8 +639,12 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
 /// The human-readable summary.
 fn print_text(o: &serde_json::Value) {
     let ms = |k: &str| o[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
+    let cancelled = match o["cancelled"].as_u64() {
+        Some(n) if n > 0 => format!(", {n} cancelled"),
+        _ => String::new(),
+    };
     println!(
-        "{} requests ({} ok) in {:.2} s at concurrency {}: {:.1} req/s",
+        "{} requests ({} ok{cancelled}) in {:.2} s at concurrency {}: {:.1} req/s",
         o["requests"],
         o["ok"],
         o["elapsed_s"].as_f64().unwrap_or(0.0),
@@ -658,5 +707,20 @@ mod tests {
         }
         let words = prompt_text(Some(10), None, 0);
         assert_eq!(words.split_whitespace().count(), 10);
+    }
+
+    #[test]
+    fn cancel_fraction_is_spread_evenly() {
+        let count = |f: f64| (0..1000).filter(|&i| cancel_this(i, f)).count();
+        assert_eq!(count(0.0), 0);
+        assert_eq!(count(0.25), 250);
+        assert_eq!(count(0.3), 300);
+        assert_eq!(count(1.0), 1000);
+        let quarter: Vec<u64> = (0..8).filter(|&i| cancel_this(i, 0.25)).collect();
+        assert_eq!(quarter, vec![3, 7]);
+        assert!(parse_fraction("0.5").is_ok());
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("NaN").is_err());
     }
 }

@@ -1,0 +1,330 @@
+//! Shared by `soak.rs` and `faults.rs`: an OpenAI-compatible upstream double
+//! (instant, or slow/holding on request), a real `nomyo serve` process, and
+//! readers for its metrics and `/proc` figures. Same shape as the helpers of
+//! `bench.rs`, plus streamed answers sent chunk by chunk.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The API key the servers started here accept.
+pub const API_KEY: &str = "soak-faults-key-7e21";
+
+/// In a prompt: the upstream sends one streamed chunk, then holds the
+/// stream open (for [`HOLD_FOR`]) without finishing it.
+pub const HOLD_STREAM: &str = "HOLD-STREAM";
+/// In a prompt: the upstream waits [`HOLD_FOR`] before answering.
+pub const SLOW: &str = "SLOW-ANSWER";
+/// How long a held or slow answer is held.
+pub const HOLD_FOR: Duration = Duration::from_secs(30);
+/// Content chunks of a normal streamed answer (sent 1 ms apart).
+pub const STREAM_CHUNKS: usize = 4;
+
+/// An OpenAI-compatible upstream on 127.0.0.1 (a thread per connection,
+/// keep-alive): `GET /v1/models` lists `tiny`; `POST /v1/chat/completions`
+/// answers at once (or as the prompt markers above say) and is counted.
+pub struct Upstream {
+    /// `http://127.0.0.1:PORT/v1`.
+    pub url: String,
+    /// Chat requests received.
+    pub posts: Arc<AtomicU64>,
+}
+
+/// Starts an [`Upstream`] whose answers say "hi".
+pub fn upstream() -> Upstream {
+    upstream_answering("hi")
+}
+
+/// Starts an [`Upstream`] whose answers (plain, and the first chunk of a
+/// stream) say `answer` (plain ASCII, no JSON escaping needed).
+pub fn upstream_answering(answer: &str) -> Upstream {
+    let answer: Arc<str> = Arc::from(answer);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let posts = Arc::new(AtomicU64::new(0));
+    let counter = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (counter, answer) = (counter.clone(), answer.clone());
+            std::thread::spawn(move || {
+                let _ = handle(stream, &counter, &answer);
+            });
+        }
+    });
+    Upstream { url, posts }
+}
+
+fn chunk_event(text: Option<&str>) -> String {
+    let (delta, finish) = match text {
+        Some(t) => (
+            format!(r#"{{"role":"assistant","content":"{t}"}}"#),
+            "null".to_owned(),
+        ),
+        None => ("{}".to_owned(), r#""stop""#.to_owned()),
+    };
+    format!(
+        "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1764300000,\"model\":\"tiny\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+    )
+}
+
+fn write_chunk(out: &mut TcpStream, data: &str) -> std::io::Result<()> {
+    write!(out, "{:x}\r\n{data}\r\n", data.len())?;
+    out.flush()
+}
+
+fn handle(stream: TcpStream, posts: &AtomicU64, answer: &str) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let body = String::from_utf8_lossy(&body);
+        if line.starts_with("GET /v1/models") {
+            let reply = r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                reply.len()
+            )?;
+            out.flush()?;
+            continue;
+        }
+        posts.fetch_add(1, Ordering::SeqCst);
+        if body.contains(SLOW) {
+            std::thread::sleep(HOLD_FOR);
+        }
+        if body.contains(r#""stream":true"#) {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )?;
+            out.flush()?;
+            if body.contains(HOLD_STREAM) {
+                write_chunk(&mut out, &chunk_event(Some("partial")))?;
+                std::thread::sleep(HOLD_FOR);
+                return Ok(());
+            }
+            write_chunk(&mut out, &chunk_event(Some(answer)))?;
+            for i in 1..STREAM_CHUNKS {
+                write_chunk(&mut out, &chunk_event(Some(&format!(" w{i}"))))?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            write_chunk(&mut out, &chunk_event(None))?;
+            write_chunk(&mut out, "data: [DONE]\n\n")?;
+            write!(out, "0\r\n\r\n")?;
+            out.flush()?;
+        } else {
+            let reply = format!(
+                r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"{answer}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+            );
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                reply.len()
+            )?;
+            out.flush()?;
+        }
+    }
+}
+
+/// The `nomyo` binary under test.
+pub fn nomyo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nomyo"))
+}
+
+/// A running `nomyo serve`, killed on drop; its stderr is collected.
+pub struct Serve {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Everything it wrote on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Waits until stderr contains `needle`; false after `within`.
+    pub fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory with an API key file holding [`API_KEY`].
+pub fn api_key_file(dir: &Path) -> PathBuf {
+    let keys = dir.join("api_keys");
+    std::fs::write(&keys, format!("{API_KEY}\n")).unwrap();
+    keys
+}
+
+/// Starts `cmd` (a `nomyo serve ...` command, possibly wrapped in `sh -c`)
+/// and waits for `listening on URL`. `None` if it exits first; its stderr
+/// is then in the second value.
+pub fn start(mut cmd: Command) -> Result<Serve, (Option<i32>, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nomyo serve");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    std::thread::spawn(move || for _ in lines {});
+                    return Ok(Serve {
+                        child,
+                        url: url.trim().to_owned(),
+                        stderr,
+                    });
+                }
+            }
+            _ => {
+                let status = child.wait().unwrap();
+                let _ = reader.join();
+                let text = stderr.lock().unwrap().clone();
+                return Err((status.code(), text));
+            }
+        }
+    }
+}
+
+/// `nomyo serve` on 127.0.0.1:0 in front of `upstream`, with the API key
+/// file in `dir`, plus `extra` flags (`--ephemeral-key` or `--key-dir`, ...).
+pub fn serve_cmd(upstream: &Upstream, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = nomyo();
+    cmd.arg("serve");
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(["--upstream", &upstream.url])
+        .arg("--api-key-file")
+        .arg(api_key_file(dir))
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("NOMYO_LOG");
+    cmd
+}
+
+/// One `GET path` over a fresh HTTP/1.1 connection: (status, body).
+pub fn http_get_bytes(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked answer to GET {path}"
+    );
+    (status, raw[split..].to_vec())
+}
+
+/// [`http_get_bytes`] with a text body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (status, body) = http_get_bytes(addr, path);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A metric's value from `GET /metrics` (the first sample of that name).
+pub fn metric(addr: &str, name: &str) -> f64 {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name || k.starts_with(&format!("{name}{{"))).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
+}
+
+/// Open file descriptors of process `pid` (Linux `/proc`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Resident set of process `pid`, KiB (Linux `/proc`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
