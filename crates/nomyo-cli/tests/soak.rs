@@ -19,6 +19,8 @@
 //!   cargo test -p nomyo-cli --test soak -- --nocapture
 //! ```
 
+// Linux: /proc, setrlimit through sh, signals.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
