@@ -341,7 +341,6 @@ fn loose_key_permissions_at_start_refused_with_the_fix() {
 }
 
 #[test]
-#[ignore = "needs the HPKE key file's permissions checked at load (hpke_keys.rs, the lead's file)"]
 fn loose_hpke_key_file_permissions_at_start_refused_with_the_fix() {
     let up = upstream();
     let dir = tempfile::tempdir().unwrap();

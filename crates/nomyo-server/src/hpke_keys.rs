@@ -126,12 +126,23 @@ impl HpkeKeySet {
         }
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let set = Self::generate();
-        set.save(&path)?;
-        Ok((set, true))
+        // Create-new: of two replicas starting at once on one empty
+        // directory, one saves its keys and the other loads them.
+        match nomyo_core::keys::write_new(&path, set.encode_secret().expose_secret(), 0o600) {
+            Ok(()) => Ok((set, true)),
+            Err(nomyo_core::Error::AlreadyExists(_)) => {
+                tracing::info!(file = %path.display(), "another process saved HPKE keys first; loading them");
+                let loaded = Self::load(dir)?
+                    .ok_or_else(|| format!("{} vanished while loading it", path.display()))?;
+                Ok((loaded, false))
+            }
+            Err(e) => Err(format!("writing {}: {e}", path.display())),
+        }
     }
 
-    /// Loads the set from `dir/hpke_keys.key` if that file exists; reads
-    /// only (a read-only secret mount is fine). Errors name the file, never
+    /// Loads the set from `dir/hpke_keys.key` if that file exists and is
+    /// not readable by group or others (0600 or 0400); reads only (a
+    /// read-only secret mount is fine). Errors name the file, never
     /// its content. Blocking.
     pub fn load(dir: &Path) -> Result<Option<Self>, String> {
         let path = dir.join(KEY_FILE);
@@ -140,6 +151,9 @@ impl HpkeKeySet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
+        // Like the server key: a group- or world-readable key file may
+        // already have been copied; refuse it and say how to fix it.
+        nomyo_core::keys::check_secret_file_permissions(&path).map_err(|e| e.to_string())?;
         Self::decode(raw.expose_secret())
             .map(Some)
             .map_err(|m| format!("{}: {m}", path.display()))
@@ -779,6 +793,37 @@ mod tests {
         assert_eq!(reloaded.encoded(), store.current().encoded());
         assert_eq!(reloaded.key_ids(), vec![2, 3]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_starts_on_one_empty_dir_share_one_key_set() {
+        // Replicas starting at the same moment on an empty directory: one
+        // saves, the others load what it saved; all hold the same keys.
+        for _ in 0..3 {
+            let dir = temp_dir();
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (dir, barrier) = (dir.clone(), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        HpkeKeySet::load_or_generate(&dir).unwrap()
+                    })
+                })
+                .collect();
+            let sets: Vec<(HpkeKeySet, bool)> =
+                handles.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(sets.iter().filter(|(_, generated)| *generated).count(), 1);
+            for (set, _) in &sets {
+                assert_eq!(set.encoded(), sets[0].0.encoded());
+            }
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, vec![KEY_FILE.to_owned()], "no temporary left");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
