@@ -18,19 +18,18 @@
 //! test uses it to check that the server frees what a cancelled stream held).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, ValueEnum};
-use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError, KnownServers};
+use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError};
 use nomyo_core::v2::keys::Kem;
-use nomyo_core::{ExposeSecret, Fingerprint, SecretString, SecurityTier};
+use nomyo_core::{ExposeSecret, SecretString, SecurityTier};
 
-use super::chat::{client_error, parse_fingerprint, parse_tier, pick_model, LOCAL_SERVER};
+use super::chat::{client_error, parse_tier, pick_model};
+use super::connect::ConnectArgs;
 use crate::exit::{CliError, CliResult, Code};
-use crate::input;
 
 const AFTER_HELP: &str = "\
 The server is --base-url, else $NOMYO_BASE_URL, else a local `nomyo serve` at
@@ -71,24 +70,10 @@ pub enum KemChoice {
 #[derive(ClapArgs, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// The server's base URL. Default: $NOMYO_BASE_URL, else
-    /// http://127.0.0.1:12434 with --allow-http.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "NOMYO_BASE_URL",
-        hide_env_values = true
-    )]
-    base_url: Option<String>,
-    /// Allow a plain http:// server (local benchmarks only).
-    #[arg(long)]
-    allow_http: bool,
-    /// Read the API key from this environment variable (default: NOMYO_API_KEY, if set).
-    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
-    api_key_env: Option<String>,
-    /// Read the API key from the first line of this file.
-    #[arg(long, value_name = "F")]
-    api_key_file: Option<PathBuf>,
+    /// The server (with --protocol plain: the upstream) and how its key is
+    /// trusted.
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Protocol: v1, v2, or plain (no encryption, straight to an
     /// OpenAI-compatible URL, for comparison).
     #[arg(long, value_enum, default_value = "v1")]
@@ -134,12 +119,6 @@ pub struct Args {
     /// Security tier requested (X-Security-Tier).
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
     tier: Option<SecurityTier>,
-    /// Accept only a server key with this fingerprint (repeatable).
-    #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
-    pins: Vec<Fingerprint>,
-    /// The known-servers file for trust on first use.
-    #[arg(long, value_name = "FILE")]
-    known_servers: Option<PathBuf>,
     /// Seconds one request may take before it counts as a timeout.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
@@ -416,16 +395,13 @@ pub fn run(args: Args) -> CliResult {
 }
 
 async fn bench(args: Args, bound: Bound) -> CliResult {
-    let base_url = match args.base_url.clone().filter(|u| !u.trim().is_empty()) {
-        Some(u) => u,
-        None if args.allow_http && args.protocol != BenchProtocol::Plain => LOCAL_SERVER.to_owned(),
-        None => {
-            return Err(CliError::usage(
-                "no server given: use --base-url URL or set NOMYO_BASE_URL",
-            ))
-        }
-    };
-    let api_key = input::api_key(args.api_key_file.as_deref(), args.api_key_env.as_deref())?;
+    if args.protocol == BenchProtocol::Plain && !args.connect.has_base_url() {
+        return Err(CliError::usage(
+            "no server given: use --base-url URL or set NOMYO_BASE_URL (with --protocol plain: the upstream's URL)",
+        ));
+    }
+    let conn = args.connect.clone().resolve()?;
+    let base_url = conn.base_url().to_owned();
     let timeout = Duration::from_secs(args.timeout.max(1));
 
     let (sender, model) = if args.protocol == BenchProtocol::Plain {
@@ -434,7 +410,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
             .clone()
             .filter(|m| !m.is_empty())
             .ok_or_else(|| CliError::usage("--protocol plain needs --model (or NOMYO_MODEL)"))?;
-        if base_url.starts_with("http://") && !args.allow_http {
+        if base_url.starts_with("http://") && !conn.allow_http() {
             return Err(CliError::usage(format!(
                 "refusing the plain-HTTP URL {base_url} without --allow-http"
             )));
@@ -449,21 +425,15 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         let sender = Sender::Plain(PlainSender {
             http,
             url,
-            api_key,
+            api_key: conn.api_key().cloned(),
             body: bytes::Bytes::new(),
         });
         (sender, model)
     } else {
-        let mut builder = Client::builder()
-            .base_url(base_url.clone())
-            .allow_http(args.allow_http)
+        let mut builder = conn
+            .client_builder()
             .max_retries(0)
             .timeout(timeout)
-            .pins(args.pins.iter().copied())
-            .known_servers(match &args.known_servers {
-                Some(f) => KnownServers::File(f.clone()),
-                None => KnownServers::Default,
-            })
             .protocol(match args.protocol {
                 BenchProtocol::V2 => nomyo_client::Protocol::V2,
                 _ => nomyo_client::Protocol::V1,
@@ -472,9 +442,6 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
             KemChoice::Auto => {}
             KemChoice::X25519 => builder = builder.v2_kem(Kem::X25519),
             KemChoice::Xwing => builder = builder.v2_kem(Kem::XWing),
-        }
-        if let Some(k) = api_key {
-            builder = builder.api_key(k);
         }
         if let Some(t) = args.tier {
             builder = builder.security_tier(t);

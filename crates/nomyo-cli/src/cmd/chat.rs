@@ -123,8 +123,6 @@ pub(crate) fn parse_tier(s: &str) -> Result<SecurityTier, String> {
     s.parse().map_err(|e: nomyo_core::Error| e.to_string())
 }
 
-pub(crate) use super::connect::{parse_fingerprint, LOCAL_SERVER};
-
 /// The resolved command line.
 struct Settings {
     connection: Connection,

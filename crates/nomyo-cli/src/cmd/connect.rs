@@ -16,7 +16,7 @@ use crate::exit::{CliError, CliResult};
 pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
 
 /// The connection flags shared by the client commands.
-#[derive(ClapArgs, Debug)]
+#[derive(ClapArgs, Clone, Debug)]
 pub struct ConnectArgs {
     /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
     /// http://127.0.0.1:12434 with --allow-http.
@@ -69,6 +69,13 @@ impl std::fmt::Debug for Connection {
 }
 
 impl ConnectArgs {
+    /// Whether a base URL was given (flag or `$NOMYO_BASE_URL`).
+    pub fn has_base_url(&self) -> bool {
+        self.base_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+    }
+
     /// Resolves the flags: the URL (or the local default with
     /// --allow-http) and the API key.
     pub fn resolve(self) -> CliResult<Connection> {
@@ -89,6 +96,21 @@ impl ConnectArgs {
 }
 
 impl Connection {
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Whether plain http:// was allowed.
+    pub fn allow_http(&self) -> bool {
+        self.allow_http
+    }
+
+    /// The API key, if one was given.
+    pub fn api_key(&self) -> Option<&SecretString> {
+        self.api_key.as_ref()
+    }
+
     /// A client builder for this server: URL, plain-HTTP consent, API key,
     /// pins and known-servers; the caller adds retries, timeouts, protocol...
     pub fn client_builder(&self) -> ClientBuilder {
