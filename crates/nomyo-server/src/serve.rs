@@ -360,12 +360,27 @@ impl Bound {
     }
 }
 
-/// Slow clients may not hold a connection open without sending headers.
+/// HTTP/2 streams one connection may open at once.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Largest HTTP/2 header list accepted (decoded), as HTTP/1's header limit.
+pub const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Slow clients may not hold a connection open without sending headers;
+/// HTTP/2 limits are explicit: streams per connection, header list size,
+/// and the reset-flood guard (a client that opens and resets streams
+/// faster than they are served, the "rapid reset" attack, gets GOAWAY).
 fn tune(b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
-    b.http2().timer(TokioTimer::new());
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Duration::from_secs(60))
+        .keep_alive_timeout(Duration::from_secs(20));
 }
 
 /// Completes on SIGTERM or ctrl-c (SIGINT).
