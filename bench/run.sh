@@ -11,8 +11,9 @@
 # v2-X-Wing at concurrency 1/8/64 beside the RSA-4096 and HPKE ceilings; the
 # Rust client vs Python nomyo 0.2.9 per request; the cost of encryption (vs
 # plaintext straight to the upstream); RSS of server and client; latency and
-# throughput as the body grows 1 KiB -> 1 MiB. bench/engine_vs_llamacpp.sh is
-# appended when present and executable.
+# throughput as the body grows 1 KiB -> 1 MiB; the core's per-operation costs
+# (short criterion runs of crates/nomyo-core/benches, ~1 min) beside Python.
+# bench/engine_vs_llamacpp.sh is appended when present and executable.
 #
 # Output: bench/results/<UTC date-time>.md, and the section between the
 # bench markers in BENCHMARKS.md is replaced by it.
@@ -21,7 +22,8 @@
 # target/bench-venv, created with pip on first use), REPS (default 3),
 # SECONDS_PER_POINT (default 3), SKIP_BUILD=1 (use the existing binaries),
 # ENGINE_TIMEOUT (seconds for bench/engine_vs_llamacpp.sh, default 1800),
-# ENGINE=0 (skip bench/engine_vs_llamacpp.sh).
+# ENGINE=0 (skip bench/engine_vs_llamacpp.sh), CORE=0 (skip the criterion table;
+# `bench/run.sh --core-only` prints that table alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release -p nomyo-cli
     cargo build --release -p nomyo-core --example ceiling
     cargo build --release -p nomyo-client --example instant_upstream
+    cargo bench -p nomyo-core --bench v1 --bench v2 --no-run
 fi
 
 if [ -z "${PYTHON:-}" ]; then
@@ -46,6 +49,7 @@ if [ "${ENGINE:-1}" = 0 ]; then
     extra+=(--no-engine)
     cmd="ENGINE=0 $cmd"
 fi
+[ "${CORE:-1}" = 0 ] && extra+=(--no-core) && cmd="CORE=0 $cmd"
 exec python3 bench/suite.py \
     --python "$PYTHON" \
     --reps "${REPS:-3}" \

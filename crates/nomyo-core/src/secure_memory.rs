@@ -8,19 +8,184 @@
 //! `RLIMIT_MEMLOCK` bytes (8 MiB by default), so a buffer that cannot be locked
 //! still works, is still zeroed on drop and excluded from core dumps, and
 //! [`SecretBuf::is_locked`] and [`MemoryProtection`] say what really happened.
+//!
+//! # The pool of locked regions
+//!
+//! Locking costs system calls: `mlock` and `madvise(MADV_DONTDUMP)` when a
+//! region is allocated, `munlock` and `madvise(MADV_DODUMP)` when it is freed,
+//! each taking the kernel's mmap lock and splitting or merging the mapping. A
+//! request used to pay that for each of its 4–5 buffers (BENCHMARKS.md: 7.6%
+//! of a v2 server's CPU). So regions of 1, 2, 4, 8 or 16 pages are kept in a
+//! small process-wide pool when their buffer is dropped, and handed to the
+//! next buffer of that size class:
+//!
+//! - a region enters the pool only after every byte its buffer ever held was
+//!   overwritten with zeros (volatile writes), so a reused region is all zeros,
+//!   exactly like a fresh `alloc_zeroed` one;
+//! - it stays locked and `MADV_DONTDUMP` while pooled; only regions whose
+//!   `mlock` succeeded are pooled, so a reused region is truthfully locked and
+//!   a buffer that could not be locked still says so;
+//! - when the pool of a class is empty a fresh region is allocated and locked
+//!   as before; when it is full the region is unlocked and freed as before;
+//! - the pool holds at most 64 + 32 + 16 + 8 + 4 regions of 1, 2, 4, 8 and 16
+//!   pages (1.25 MiB with 4 KiB pages) of `RLIMIT_MEMLOCK`, and fills only as
+//!   buffers are released.
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-/// Count of buffers whose `mlock` failed since start (for reports and metrics).
-static LOCK_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Size classes of pooled regions: 1, 2, 4, 8 and 16 pages.
+const CLASSES: usize = 5;
+/// Regions kept per size class.
+const KEEP: [usize; CLASSES] = [64, 32, 16, 8, 4];
+
+/// The process-wide pool every [`SecretBuf`] allocates from.
+static POOL: Pool = Pool::new(KEEP, os_lock);
+
+/// `mlock(2)` of a page-aligned range; `true` on success.
+fn os_lock(ptr: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: the caller passes a live, page-aligned allocation it owns.
+    unsafe { libc::mlock(ptr.as_ptr().cast(), len) == 0 }
+}
+
+/// A region's address, owned by the pool while it is idle there.
+struct Idle(NonNull<u8>);
+// SAFETY: an idle region is owned by the pool alone (no other pointer to it
+// is used until it is handed out again, to exactly one buffer).
+unsafe impl Send for Idle {}
+
+/// Locked, zeroed, `MADV_DONTDUMP` regions kept for reuse, by size class.
+struct Pool {
+    idle: [Mutex<Vec<Idle>>; CLASSES],
+    keep: [usize; CLASSES],
+    lock: fn(NonNull<u8>, usize) -> bool,
+    /// Fresh regions whose lock failed (for reports and metrics).
+    failures: AtomicU64,
+    /// Regions handed out again from the pool.
+    reused: AtomicU64,
+    /// Regions newly allocated (and locked).
+    fresh: AtomicU64,
+}
+
+impl Pool {
+    const fn new(keep: [usize; CLASSES], lock: fn(NonNull<u8>, usize) -> bool) -> Self {
+        Self {
+            idle: [const { Mutex::new(Vec::new()) }; CLASSES],
+            keep,
+            lock,
+            failures: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            fresh: AtomicU64::new(0),
+        }
+    }
+
+    /// The size class of a region of `size` bytes, if it is pooled.
+    fn class(size: usize) -> Option<usize> {
+        let pages = size / page_size();
+        (pages.is_power_of_two() && pages <= 1 << (CLASSES - 1) && pages * page_size() == size)
+            .then(|| pages.trailing_zeros() as usize)
+    }
+
+    fn slot(&self, class: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A poisoned lock still guards a consistent Vec (push/pop only).
+        self.idle[class]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A zeroed region of `size` bytes (a multiple of the page size): from
+    /// the pool when one is idle (locked), else fresh. Returns it and whether
+    /// it is locked.
+    fn take(&self, size: usize) -> (NonNull<u8>, bool) {
+        if let Some(class) = Self::class(size) {
+            if let Some(Idle(ptr)) = self.slot(class).pop() {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                return (ptr, true);
+            }
+        }
+        let layout = SecretBuf::layout(size);
+        // SAFETY: layout has non-zero size (at least one page) and a valid alignment.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout);
+        };
+        self.fresh.fetch_add(1, Ordering::Relaxed);
+        let locked = (self.lock)(ptr, layout.size());
+        if !locked {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is page-aligned and owned by us; MADV_DONTDUMP only
+        // changes core-dump inclusion. Failure is harmless (core dumps are also
+        // disabled process-wide by `harden_process`).
+        unsafe {
+            libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_DONTDUMP);
+        }
+        (ptr, locked)
+    }
+
+    /// Takes back a region of `size` bytes whose every byte is zero: pooled
+    /// if it is locked and its class has room, else unlocked and freed.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from [`Pool::take`] with this `size`, is all zeros, and is
+    /// not used by the caller afterwards.
+    unsafe fn give(&self, ptr: NonNull<u8>, size: usize, locked: bool) {
+        if locked {
+            if let Some(class) = Self::class(size) {
+                let mut idle = self.slot(class);
+                if idle.len() < self.keep[class] {
+                    idle.push(Idle(ptr));
+                    return;
+                }
+            }
+        }
+        // SAFETY: same region as allocated; unlocking an unlocked range is harmless.
+        unsafe {
+            if locked {
+                libc::munlock(ptr.as_ptr().cast(), size);
+            }
+            // Undo MADV_DONTDUMP (the bytes are zero now): a mark left on
+            // freed pages keeps their mappings split, and a long-running
+            // process would collect mappings up to vm.max_map_count.
+            #[cfg(target_os = "linux")]
+            libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DODUMP);
+            alloc::dealloc(ptr.as_ptr(), SecretBuf::layout(size));
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            reused: self.reused.load(Ordering::Relaxed),
+            fresh: self.fresh.load(Ordering::Relaxed),
+            idle: (0..CLASSES).map(|c| self.slot(c).len()).sum(),
+        }
+    }
+}
+
+/// Counters of the pool of locked regions (module documentation), since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Regions handed to a buffer again from the pool (no system call).
+    pub reused: u64,
+    /// Regions newly allocated, locked and marked `MADV_DONTDUMP`.
+    pub fresh: u64,
+    /// Regions idle in the pool now (locked, zeroed).
+    pub idle: usize,
+}
+
+/// The pool's counters.
+pub fn pool_stats() -> PoolStats {
+    POOL.stats()
+}
 
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
@@ -39,12 +204,17 @@ fn page_size() -> usize {
 ///
 /// Its memory is page-aligned, `mlock`ed where the limit allows, marked
 /// `MADV_DONTDUMP`, and overwritten with zeros (volatile writes) before it is
-/// freed or reallocated. It has no `Clone`, and its `Debug` prints only its length.
+/// freed, reallocated or returned to the pool of locked regions (module
+/// documentation). It has no `Clone`, and its `Debug` prints only its length.
 pub struct SecretBuf {
     ptr: NonNull<u8>,
     len: usize,
     cap: usize,
+    /// The most bytes this region has held: every byte at or beyond it has
+    /// never been written and is still zero.
+    dirty: usize,
     locked: bool,
+    pool: &'static Pool,
 }
 
 // SAFETY: SecretBuf owns its allocation exclusively (like Vec<u8>); the raw
@@ -56,17 +226,30 @@ unsafe impl Sync for SecretBuf {}
 impl SecretBuf {
     /// An empty buffer; allocates nothing.
     pub fn new() -> Self {
+        Self::new_in(&POOL)
+    }
+
+    const fn new_in(pool: &'static Pool) -> Self {
         Self {
             ptr: NonNull::dangling(),
             len: 0,
             cap: 0,
+            dirty: 0,
             locked: false,
+            pool,
         }
     }
 
     /// An empty buffer with room for at least `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         let mut b = Self::new();
+        b.reserve(capacity);
+        b
+    }
+
+    #[cfg(test)]
+    fn with_capacity_in(pool: &'static Pool, capacity: usize) -> Self {
+        let mut b = Self::new_in(pool);
         b.reserve(capacity);
         b
     }
@@ -98,7 +281,8 @@ impl SecretBuf {
         if self.cap == 0 {
             return &[];
         }
-        // SAFETY: ptr is valid for `cap >= len` bytes, all initialised (alloc_zeroed).
+        // SAFETY: ptr is valid for `cap >= len` bytes, all initialised
+        // (alloc_zeroed, or zeroed before it entered the pool).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -140,6 +324,7 @@ impl SecretBuf {
             );
         }
         self.len += bytes.len();
+        self.dirty = self.dirty.max(self.len);
     }
 
     /// Sets the length to `new_len`; new bytes are zero, removed bytes are zeroed.
@@ -149,6 +334,7 @@ impl SecretBuf {
             // Bytes in [len, cap) are always zero (alloc_zeroed and zeroing on
             // truncate), so only the length moves.
             self.len = new_len;
+            self.dirty = self.dirty.max(self.len);
         } else {
             self.truncate(new_len);
         }
@@ -172,7 +358,7 @@ impl SecretBuf {
             return;
         }
         let new_cap = needed.max(self.cap.saturating_mul(2)).max(64);
-        let mut fresh = Self::alloc_region(new_cap);
+        let mut fresh = Self::alloc_region(self.pool, new_cap);
         if self.len > 0 {
             // SAFETY: fresh has cap >= needed > self.len; distinct allocations.
             unsafe {
@@ -180,40 +366,32 @@ impl SecretBuf {
             }
         }
         fresh.len = self.len;
-        // The old region is zeroed, unlocked and freed by Drop.
+        fresh.dirty = self.len;
+        // The old region is zeroed and pooled, or unlocked and freed, by Drop.
         std::mem::swap(self, &mut fresh);
     }
 
+    /// The layout of a region for `cap` bytes: whole pages; up to 16 pages,
+    /// a power of two of them (the pool's size classes).
     fn layout(cap: usize) -> Layout {
         let page = page_size();
-        let size = cap.div_ceil(page).saturating_mul(page);
-        Layout::from_size_align(size, page).expect("SecretBuf layout")
+        let mut pages = cap.div_ceil(page);
+        if pages <= 1 << (CLASSES - 1) {
+            pages = pages.next_power_of_two();
+        }
+        Layout::from_size_align(pages.saturating_mul(page), page).expect("SecretBuf layout")
     }
 
-    fn alloc_region(cap: usize) -> Self {
-        let layout = Self::layout(cap);
-        // SAFETY: layout has non-zero size (cap >= 64) and a valid alignment.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout);
-        };
-        // SAFETY: [ptr, ptr + layout.size()) is a live allocation owned by us.
-        let locked = unsafe { libc::mlock(ptr.as_ptr().cast(), layout.size()) } == 0;
-        if !locked {
-            LOCK_FAILURES.fetch_add(1, Ordering::Relaxed);
-        }
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range is page-aligned and owned by us; MADV_DONTDUMP only
-        // changes core-dump inclusion. Failure is harmless (core dumps are also
-        // disabled process-wide by `harden_process`).
-        unsafe {
-            libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_DONTDUMP);
-        }
+    fn alloc_region(pool: &'static Pool, cap: usize) -> Self {
+        let size = Self::layout(cap).size();
+        let (ptr, locked) = pool.take(size);
         Self {
             ptr,
             len: 0,
-            cap: layout.size(),
+            cap: size,
+            dirty: 0,
             locked,
+            pool,
         }
     }
 }
@@ -229,24 +407,14 @@ impl Drop for SecretBuf {
         if self.cap == 0 {
             return;
         }
-        // Zero the whole region, not only `len`: volatile writes that the
-        // optimiser cannot remove (zeroize).
-        // SAFETY: ptr is valid for cap bytes, exclusively owned.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) };
-        all.zeroize();
-        let layout = Self::layout(self.cap);
-        // SAFETY: same region as allocated; unlocking an unlocked range is harmless.
-        unsafe {
-            if self.locked {
-                libc::munlock(self.ptr.as_ptr().cast(), self.cap);
-            }
-            // Undo MADV_DONTDUMP (the bytes are zero now): a mark left on
-            // freed pages keeps their mappings split, and a long-running
-            // process would collect mappings up to vm.max_map_count.
-            #[cfg(target_os = "linux")]
-            libc::madvise(self.ptr.as_ptr().cast(), self.cap, libc::MADV_DODUMP);
-            alloc::dealloc(self.ptr.as_ptr(), layout);
-        }
+        // Zero every byte the region ever held (beyond `dirty` it was never
+        // written): volatile writes that the optimiser cannot remove (zeroize).
+        // SAFETY: ptr is valid for cap >= dirty bytes, exclusively owned.
+        let used = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.dirty) };
+        used.zeroize();
+        // SAFETY: the region came from this pool's `take` with size `cap`, is
+        // all zeros now, and this buffer never touches it again.
+        unsafe { self.pool.give(self.ptr, self.cap, self.locked) };
     }
 }
 
@@ -299,7 +467,7 @@ pub fn harden_process() -> HardeningReport {
     HardeningReport {
         protection: MemoryProtection {
             platform: platform().to_owned(),
-            memory_locking: probe_mlock() && LOCK_FAILURES.load(Ordering::Relaxed) == 0,
+            memory_locking: probe_mlock() && lock_failures() == 0,
             secure_zeroing: true,
             core_dump_prevention: core_off,
         },
@@ -312,7 +480,7 @@ pub fn harden_process() -> HardeningReport {
 pub fn memory_protection() -> MemoryProtection {
     MemoryProtection {
         platform: platform().to_owned(),
-        memory_locking: probe_mlock() && LOCK_FAILURES.load(Ordering::Relaxed) == 0,
+        memory_locking: probe_mlock() && lock_failures() == 0,
         secure_zeroing: true,
         core_dump_prevention: CORE_DUMPS_OFF.get().copied().unwrap_or(false),
     }
@@ -320,7 +488,7 @@ pub fn memory_protection() -> MemoryProtection {
 
 /// How many secret buffers could not be locked since start.
 pub fn lock_failures() -> u64 {
-    LOCK_FAILURES.load(Ordering::Relaxed)
+    POOL.failures.load(Ordering::Relaxed)
 }
 
 fn platform() -> &'static str {
@@ -433,6 +601,128 @@ mod tests {
         let b = SecretBuf::from_slice(&[7u8; 32]);
         if memlock_limit().is_none_or(|l| l >= 65536) {
             assert!(b.is_locked());
+        }
+    }
+
+    fn pretend_lock(_: NonNull<u8>, _: usize) -> bool {
+        true
+    }
+
+    fn fail_lock(_: NonNull<u8>, _: usize) -> bool {
+        false
+    }
+
+    fn all_zero(b: &mut SecretBuf) -> bool {
+        let cap = b.cap;
+        b.resize(cap);
+        b.expose_secret().iter().all(|&x| x == 0)
+    }
+
+    #[test]
+    fn a_reused_region_is_zeroed_and_locked() {
+        static P: Pool = Pool::new([1; CLASSES], pretend_lock);
+        let mut a = SecretBuf::with_capacity_in(&P, 100);
+        a.extend_from_slice(b"the secret prompt");
+        a.resize(300);
+        a.expose_secret_mut()[299] = 0xAA;
+        let addr = a.ptr;
+        drop(a);
+        assert_eq!(P.stats().idle, 1);
+        let mut b = SecretBuf::with_capacity_in(&P, 10);
+        assert_eq!(b.ptr, addr, "the pooled region is handed out again");
+        assert!(b.is_empty());
+        assert!(b.is_locked());
+        assert!(all_zero(&mut b), "a reused region must read as zeros");
+        assert_eq!(
+            P.stats(),
+            PoolStats {
+                reused: 1,
+                fresh: 1,
+                idle: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_exhausted_pool_falls_back_to_fresh_locked_regions() {
+        static P: Pool = Pool::new([1; CLASSES], os_lock);
+        let a = SecretBuf::with_capacity_in(&P, 32);
+        let b = SecretBuf::with_capacity_in(&P, 32);
+        drop(a);
+        drop(b);
+        // One kept, the other unlocked and freed.
+        assert_eq!(P.stats().idle, 1);
+        let mut c = SecretBuf::with_capacity_in(&P, 32);
+        let mut d = SecretBuf::with_capacity_in(&P, 32);
+        assert_eq!(
+            P.stats(),
+            PoolStats {
+                reused: 1,
+                fresh: 3,
+                idle: 0
+            }
+        );
+        assert!(all_zero(&mut c) && all_zero(&mut d));
+        if memlock_limit().is_none_or(|l| l >= 65536) {
+            assert!(c.is_locked() && d.is_locked());
+            assert_eq!(P.failures.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn a_failed_lock_is_reported_and_never_pooled() {
+        static P: Pool = Pool::new([4; CLASSES], fail_lock);
+        let mut a = SecretBuf::with_capacity_in(&P, 32);
+        a.extend_from_slice(b"key material");
+        assert!(!a.is_locked());
+        assert_eq!(P.failures.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert_eq!(P.stats().idle, 0, "an unlocked region must not be pooled");
+        let b = SecretBuf::with_capacity_in(&P, 32);
+        assert!(!b.is_locked(), "a fresh region whose lock failed says so");
+        assert_eq!(P.failures.load(Ordering::Relaxed), 2);
+        assert_eq!(P.stats().reused, 0);
+    }
+
+    #[test]
+    fn growth_pools_the_old_regions_zeroed_and_keeps_contents() {
+        static P: Pool = Pool::new([4; CLASSES], pretend_lock);
+        let page = page_size();
+        let mut b = SecretBuf::new_in(&P);
+        for i in 0..3 * page / 100 {
+            b.extend_from_slice(&[(i % 250) as u8 + 1; 100]);
+        }
+        // 1, 2 then 4 pages: the first two are idle now.
+        assert_eq!(b.cap, 4 * page);
+        assert_eq!(P.stats().idle, 2);
+        assert_eq!(b.expose_secret()[100], 2);
+        for cap in [page, 2 * page] {
+            let mut r = SecretBuf::with_capacity_in(&P, cap);
+            assert_eq!(r.cap, cap);
+            assert!(all_zero(&mut r), "an outgrown region must be zeroed");
+        }
+        assert_eq!(P.stats().reused, 2);
+        // Above 16 pages: page-rounded, never pooled.
+        let big = SecretBuf::with_capacity_in(&P, 17 * page);
+        assert_eq!(big.cap, 17 * page);
+        let idle = P.stats().idle;
+        drop(big);
+        assert_eq!(P.stats().idle, idle);
+    }
+
+    #[test]
+    fn churn_through_the_process_pool_never_shows_old_bytes() {
+        for i in 0..200u32 {
+            let mut a = SecretBuf::from_slice(&[0xA5; 3000]);
+            a.extend_from_slice(&i.to_le_bytes());
+            drop(a);
+            let mut b = SecretBuf::zeroed(16);
+            assert!(all_zero(&mut b));
+            assert!(b.is_locked() || lock_failures() > 0);
+        }
+        if lock_failures() == 0 {
+            // Locked regions are pooled, so this loop reused some.
+            assert!(pool_stats().reused > 0);
         }
     }
 
