@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from upstream_double import UpstreamDouble
+
 ROOT = Path(__file__).resolve().parents[2]
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -145,3 +147,12 @@ def py_open(package_bytes: bytes, private_key) -> bytes:
     assert len(aes_key) == 32
     ct = strict_b64(p["encrypted_payload"]["ciphertext"])
     return AESGCM(aes_key).decrypt(nonce, ct + tag, None)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """An OpenAI-compatible upstream double on 127.0.0.1 (upstream_double.py),
+    one per test module."""
+    u = UpstreamDouble()
+    yield u
+    u.close()

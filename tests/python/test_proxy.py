@@ -47,13 +47,6 @@ models = ["*"]
 """
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    u = UpstreamDouble()
-    yield u
-    u.close()
-
-
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream):
     upstream.reset()

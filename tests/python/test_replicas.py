@@ -23,7 +23,6 @@ import httpx
 import pytest
 from nomyo import SecureChatCompletion
 from server_process import NomyoServer
-from upstream_double import UpstreamDouble
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*HTTP instead of HTTPS:UserWarning")
 
@@ -58,13 +57,6 @@ def redis_url():
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = UpstreamDouble()
-    yield u
-    u.close()
 
 
 @pytest.fixture(scope="module")

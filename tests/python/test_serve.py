@@ -73,13 +73,6 @@ models = ["small-model"]
 
 
 @pytest.fixture(scope="module")
-def upstream():
-    u = UpstreamDouble()
-    yield u
-    u.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, nomyo_bin, upstream):
     """One `nomyo serve` with an API key, tiers, and trace logging (for the canary)."""
     d = tmp_path_factory.mktemp("serve")

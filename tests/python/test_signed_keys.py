@@ -28,18 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from server_process import NomyoServer
 from test_serve import config_toml
-from upstream_double import UpstreamDouble
 
 CONTEXT = b"nomyo v2 hpke-keys\x00"
 HEADER = "Nomyo-Keys-Signature"
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = UpstreamDouble()
-    yield u
-    u.close()
 
 
 def get(url):

@@ -20,13 +20,6 @@ API_KEY = "v2-key-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    u = UpstreamDouble()
-    yield u
-    u.close()
-
-
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream):
     upstream.reset()
