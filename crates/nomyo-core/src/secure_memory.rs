@@ -27,6 +27,9 @@
 //!   a buffer that could not be locked still says so;
 //! - when the pool of a class is empty a fresh region is allocated and locked
 //!   as before; when it is full the region is unlocked and freed as before;
+//! - pooled regions count against `RLIMIT_MEMLOCK`: when a fresh region cannot
+//!   be locked, the idle ones are unlocked and freed and the lock is tried once
+//!   more, so the pool never makes locking fail where it used to succeed;
 //! - the pool holds at most 64 + 32 + 16 + 8 + 4 regions of 1, 2, 4, 8 and 16
 //!   pages (1.25 MiB with 4 KiB pages) of `RLIMIT_MEMLOCK`, and fills only as
 //!   buffers are released.
@@ -55,6 +58,14 @@ fn os_lock(ptr: NonNull<u8>, len: usize) -> bool {
     unsafe { libc::mlock(ptr.as_ptr().cast(), len) == 0 }
 }
 
+/// `munlock(2)`; unlocking a range that is not locked is harmless.
+fn os_unlock(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller passes a live, page-aligned allocation it owns.
+    unsafe {
+        libc::munlock(ptr.as_ptr().cast(), len);
+    }
+}
+
 /// A region's address, owned by the pool while it is idle there.
 struct Idle(NonNull<u8>);
 // SAFETY: an idle region is owned by the pool alone (no other pointer to it
@@ -66,6 +77,7 @@ struct Pool {
     idle: [Mutex<Vec<Idle>>; CLASSES],
     keep: [usize; CLASSES],
     lock: fn(NonNull<u8>, usize) -> bool,
+    unlock: fn(NonNull<u8>, usize),
     /// Fresh regions whose lock failed (for reports and metrics).
     failures: AtomicU64,
     /// Regions handed out again from the pool.
@@ -80,10 +92,17 @@ impl Pool {
             idle: [const { Mutex::new(Vec::new()) }; CLASSES],
             keep,
             lock,
+            unlock: os_unlock,
             failures: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             fresh: AtomicU64::new(0),
         }
+    }
+
+    #[cfg(test)]
+    const fn with_unlock(mut self, unlock: fn(NonNull<u8>, usize)) -> Self {
+        self.unlock = unlock;
+        self
     }
 
     /// The size class of a region of `size` bytes, if it is pooled.
@@ -117,7 +136,12 @@ impl Pool {
             alloc::handle_alloc_error(layout);
         };
         self.fresh.fetch_add(1, Ordering::Relaxed);
-        let locked = (self.lock)(ptr, layout.size());
+        let mut locked = (self.lock)(ptr, layout.size());
+        // Idle pooled regions count against RLIMIT_MEMLOCK: give their locks
+        // back before calling this one a failure.
+        if !locked && self.drain() > 0 {
+            locked = (self.lock)(ptr, layout.size());
+        }
         if !locked {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -148,11 +172,21 @@ impl Pool {
                 }
             }
         }
-        // SAFETY: same region as allocated; unlocking an unlocked range is harmless.
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release(ptr, size, locked) };
+    }
+
+    /// Unlocks and frees a zeroed region.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Pool::give`].
+    unsafe fn release(&self, ptr: NonNull<u8>, size: usize, locked: bool) {
+        if locked {
+            (self.unlock)(ptr, size);
+        }
+        // SAFETY: same region as allocated, owned by the caller.
         unsafe {
-            if locked {
-                libc::munlock(ptr.as_ptr().cast(), size);
-            }
             // Undo MADV_DONTDUMP (the bytes are zero now): a mark left on
             // freed pages keeps their mappings split, and a long-running
             // process would collect mappings up to vm.max_map_count.
@@ -160,6 +194,21 @@ impl Pool {
             libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DODUMP);
             alloc::dealloc(ptr.as_ptr(), SecretBuf::layout(size));
         }
+    }
+
+    /// Unlocks and frees every idle region; returns how many there were.
+    fn drain(&self) -> usize {
+        let mut n = 0;
+        for class in 0..CLASSES {
+            let idle = std::mem::take(&mut *self.slot(class));
+            let size = page_size() << class;
+            for Idle(ptr) in idle {
+                // SAFETY: idle regions are zeroed, locked and owned by the pool alone.
+                unsafe { self.release(ptr, size, true) };
+                n += 1;
+            }
+        }
+        n
     }
 
     fn stats(&self) -> PoolStats {
@@ -682,6 +731,40 @@ mod tests {
         assert!(!b.is_locked(), "a fresh region whose lock failed says so");
         assert_eq!(P.failures.load(Ordering::Relaxed), 2);
         assert_eq!(P.stats().reused, 0);
+    }
+
+    #[test]
+    fn idle_regions_give_their_locks_back_when_a_lock_fails() {
+        // A lock limit of two regions, as RLIMIT_MEMLOCK would impose.
+        static BUDGET: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(2);
+        fn lock(_: NonNull<u8>, _: usize) -> bool {
+            BUDGET
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    (b > 0).then(|| b - 1)
+                })
+                .is_ok()
+        }
+        fn unlock(_: NonNull<u8>, _: usize) {
+            BUDGET.fetch_add(1, Ordering::SeqCst);
+        }
+        static P: Pool = Pool::new([4; CLASSES], lock).with_unlock(unlock);
+        let a = SecretBuf::with_capacity_in(&P, 32);
+        let b = SecretBuf::with_capacity_in(&P, 32);
+        assert!(a.is_locked() && b.is_locked());
+        drop(a);
+        drop(b);
+        // Both idle and still holding the budget; a 2-page buffer needs a lock.
+        assert_eq!(P.stats().idle, 2);
+        let c = SecretBuf::with_capacity_in(&P, 2 * page_size());
+        assert!(c.is_locked(), "the idle regions must give their locks back");
+        assert_eq!(P.failures.load(Ordering::Relaxed), 0);
+        assert_eq!(P.stats().idle, 0);
+        // Now the limit really is reached: reported, not hidden.
+        let d = SecretBuf::with_capacity_in(&P, 2 * page_size());
+        let e = SecretBuf::with_capacity_in(&P, 2 * page_size());
+        assert!(d.is_locked());
+        assert!(!e.is_locked());
+        assert_eq!(P.failures.load(Ordering::Relaxed), 1);
     }
 
     #[test]
