@@ -169,8 +169,8 @@ def test_hpke_keys_persist_in_the_key_dir(tmp_path, nomyo_bin, upstream):
                 assert r.headers["content-type"] == "application/ohttp-keys"
                 seen.append(r.read())
     assert seen[0] == seen[1]
-    # X25519 config first: key_id 0, KEM 0x0020.
-    assert seen[0][:3] == b"\x00\x00\x20"
+    # X25519 config first: an even key id, KEM 0x0020; X-Wing next with the next id.
+    assert seen[0][0] % 2 == 0 and seen[0][1:3] == b"\x00\x20"
     # One file, both private keys with their ids: "NHPK" 0x01, then 2 x (id, kem, 32 bytes).
     st = os.stat(tmp_path / "keys" / "hpke_keys.key")
     assert stat.S_IMODE(st.st_mode) == 0o600

@@ -442,14 +442,15 @@ fn keygen_server_writes_a_replica_key_directory() {
     assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(out.contains("HPKE keys:   "), "{out}");
-    assert!(out.contains("key ids [0, 1]"), "{out}");
+    assert!(out.contains("key ids ["), "{out}");
     let hpke = dir.join("hpke_keys.key");
     assert_eq!(mode(&hpke), 0o600);
     assert_eq!(mode(&dir.join("private_key.pem")), 0o600);
     // What a replica loads is exactly what keygen wrote.
     let (set, generated) = nomyo_server::hpke_keys::HpkeKeySet::load_or_generate(&dir).unwrap();
     assert!(!generated);
-    assert_eq!(set.key_ids(), vec![0, 1]);
+    let ids = set.key_ids();
+    assert!(out.contains(&format!("key ids {ids:?}")), "{out}");
     let before = std::fs::read(&hpke).unwrap();
 
     // Never overwritten without --force; replaced with it.
@@ -470,4 +471,24 @@ fn keygen_server_writes_a_replica_key_directory() {
     assert_exit(&o, 0);
     assert_ne!(std::fs::read(&hpke).unwrap(), before);
     assert_eq!(mode(&hpke), 0o600);
+    // The new set's ids are not the old ones: clients holding the old
+    // configs get 422 (unknown key) and refetch, never another key's 400.
+    let (new, _) = nomyo_server::hpke_keys::HpkeKeySet::load_or_generate(&dir).unwrap();
+    for id in new.key_ids() {
+        assert!(
+            !ids.contains(&id),
+            "id {id} reused: {ids:?} -> {:?}",
+            new.key_ids()
+        );
+    }
+    // Nothing left beside the keys (the old file was shredded, not kept).
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["hpke_keys.key", "private_key.pem", "public_key.pem"]
+    );
 }

@@ -53,11 +53,6 @@ use nomyo_core::keys_signature::KeysSignature;
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
 use nomyo_core::{Fingerprint, SecretBuf};
 
-/// `key_id` of the X25519 config of a fresh set.
-pub const X25519_KEY_ID: u8 = 0;
-/// `key_id` of the X-Wing config of a fresh set.
-pub const XWING_KEY_ID: u8 = 1;
-
 /// The key file in the key directory.
 pub const KEY_FILE: &str = "hpke_keys.key";
 /// Key files of earlier builds (one raw key each); erased when found.
@@ -81,9 +76,25 @@ pub struct HpkeKeySet {
 }
 
 impl HpkeKeySet {
-    /// A fresh X25519 key (id 0) and a fresh X-Wing key (id 1).
+    /// A fresh X25519 key and a fresh X-Wing key, with random adjacent key
+    /// ids (an even id and the next one), so that sets made independently
+    /// (a re-made key set, replicas that were not given one) rarely share an
+    /// id: a client holding a stale config then gets 422 and refetches,
+    /// instead of having its request tried against a different key.
     pub fn generate() -> Self {
-        Self::generate_with_ids(X25519_KEY_ID, XWING_KEY_ID)
+        Self::generate_avoiding(&[])
+    }
+
+    /// Like [`Self::generate`], with ids none of which is in `used` (the
+    /// ids of the set this one replaces, so that its clients get 422).
+    pub fn generate_avoiding(used: &[u8]) -> Self {
+        let free = |b: u8| !used.contains(&b) && !used.contains(&(b + 1));
+        let start = rand::random::<u8>() & 0xFE;
+        let base = (0..128u16)
+            .map(|i| start.wrapping_add((i * 2) as u8))
+            .find(|&b| free(b))
+            .unwrap_or(start);
+        Self::generate_with_ids(base, base + 1)
     }
 
     fn generate_with_ids(x25519: u8, xwing: u8) -> Self {
@@ -157,6 +168,23 @@ impl HpkeKeySet {
         Self::decode(raw.expose_secret())
             .map(Some)
             .map_err(|m| format!("{}: {m}", path.display()))
+    }
+
+    /// Makes a new set for `dir` (as `nomyo keygen --server` does): with
+    /// ids none of which the set it replaces uses, so that clients holding
+    /// the old configs get 422 and refetch; the old file, if any, is
+    /// replaced atomically, then overwritten with zeros and unlinked.
+    /// Blocking.
+    pub fn replace_in(dir: &Path) -> Result<Self, String> {
+        let old_ids = match Self::load(dir) {
+            Ok(Some(old)) => old.key_ids(),
+            // An unreadable or loose file is replaced all the same.
+            Ok(None) | Err(_) => Vec::new(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let set = Self::generate_avoiding(&old_ids);
+        set.save(&dir.join(KEY_FILE))?;
+        Ok(set)
     }
 
     /// The file encoding (secret: only for the 0600 key file).
@@ -544,6 +572,7 @@ impl HpkeKeyStore {
         let now = Instant::now();
         let until = now + self.grace;
         let mut st = self.write();
+        let new_ids = set.key_ids();
         let mut retired: Vec<Retired> = st
             .snapshot
             .retired
@@ -559,6 +588,18 @@ impl HpkeKeyStore {
             key: Arc::clone(k),
             until,
         }));
+        // A key set made elsewhere (reloaded) may reuse an id still in its
+        // grace period: lookups by id find the new key first, so the old one
+        // could never open anything again. Drop it now and say so.
+        let before = retired.len();
+        retired.retain(|r| !new_ids.contains(&r.key.key_id()));
+        if retired.len() != before {
+            tracing::warn!(
+                dropped = before - retired.len(),
+                new_ids = ?new_ids,
+                "the new HPKE keys reuse key ids still in their grace period: clients holding the old configs get 400 until they refetch (make key sets with `nomyo keygen --server --force` on the old directory, which avoids its ids)"
+            );
+        }
         let rotation = Rotation {
             key_ids: set.key_ids(),
             fingerprints: set.keys.iter().map(|k| k.config().fingerprint()).collect(),
@@ -637,11 +678,59 @@ mod tests {
         let set = HpkeKeySet::generate();
         let parsed = KeyConfig::parse_list(set.encoded()).unwrap();
         assert_eq!(parsed.len(), 2);
-        assert_eq!((parsed[0].key_id, parsed[0].kem), (0, Kem::X25519));
-        assert_eq!((parsed[1].key_id, parsed[1].kem), (1, Kem::XWing));
-        assert_eq!(set.by_id(1).unwrap().kem(), Kem::XWing);
-        assert!(set.by_id(7).is_none());
-        assert_eq!(set.by_kem(Kem::X25519).unwrap().key_id(), 0);
+        let x = parsed[0].key_id;
+        assert_eq!(x % 2, 0, "an even id, then the next one");
+        assert_eq!((parsed[0].key_id, parsed[0].kem), (x, Kem::X25519));
+        assert_eq!((parsed[1].key_id, parsed[1].kem), (x + 1, Kem::XWing));
+        assert_eq!(set.by_id(x + 1).unwrap().kem(), Kem::XWing);
+        assert!(set.by_id(x.wrapping_add(7)).is_none());
+        assert_eq!(set.by_kem(Kem::X25519).unwrap().key_id(), x);
+    }
+
+    #[test]
+    fn fresh_sets_get_random_ids_that_avoid_the_replaced_ones() {
+        let firsts: std::collections::HashSet<u8> = (0..16)
+            .map(|_| HpkeKeySet::generate().key_ids()[0])
+            .collect();
+        assert!(firsts.len() > 1, "ids are not random: {firsts:?}");
+        for _ in 0..64 {
+            let old = HpkeKeySet::generate();
+            let new = HpkeKeySet::generate_avoiding(&old.key_ids());
+            for id in new.key_ids() {
+                assert!(!old.key_ids().contains(&id));
+            }
+        }
+        // Every pair but one taken: that one is found.
+        let used: Vec<u8> = (0..=255u8).filter(|&i| i != 200 && i != 201).collect();
+        assert_eq!(
+            HpkeKeySet::generate_avoiding(&used).key_ids(),
+            vec![200, 201]
+        );
+    }
+
+    #[test]
+    fn reloading_a_set_that_reuses_ids_in_grace_drops_the_shadowed_keys() {
+        let store = HpkeKeyStore::new(HpkeKeySet::generate_with_ids(10, 11))
+            .with_grace(Duration::from_secs(60));
+        store.install(HpkeKeySet::generate_with_ids(20, 21), "test");
+        // Made elsewhere with an id still in grace (11).
+        store.install(HpkeKeySet::generate_with_ids(11, 12), "test");
+        let snap = store.snapshot();
+        let now = Instant::now();
+        assert_eq!(
+            snap.by_id(11, now).unwrap().kem(),
+            Kem::X25519,
+            "the new key"
+        );
+        assert!(snap.by_id(10, now).is_some() && snap.by_id(20, now).is_some());
+        assert_eq!(
+            snap.by_kem(Kem::XWing, now)
+                .iter()
+                .map(|k| k.key_id())
+                .collect::<Vec<_>>(),
+            vec![12, 21],
+            "the shadowed X-Wing key 11 is gone"
+        );
     }
 
     #[cfg(unix)]
@@ -676,7 +765,8 @@ mod tests {
 
     #[test]
     fn rotation_publishes_new_ids_keeps_old_in_grace_then_drops_and_erases() {
-        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::from_secs(60));
+        let store = HpkeKeyStore::new(HpkeKeySet::generate_with_ids(0, 1))
+            .with_grace(Duration::from_secs(60));
         let old = store.current();
         let old_x = Arc::downgrade(old.by_id(0).unwrap());
         let r = store.rotate().unwrap();
@@ -703,7 +793,8 @@ mod tests {
         drop((snap, old));
         assert!(old_x.upgrade().is_some(), "still in grace: kept");
         // A store with zero grace drops them at the first purge.
-        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::ZERO);
+        let store =
+            HpkeKeyStore::new(HpkeKeySet::generate_with_ids(0, 1)).with_grace(Duration::ZERO);
         let weak = Arc::downgrade(store.current().by_id(1).unwrap());
         store.rotate().unwrap();
         assert_eq!(store.purge_expired(), 2);
@@ -747,7 +838,8 @@ mod tests {
         let s = snapshot_with([0, 1], &all_but_7);
         assert_eq!(next_free_ids(&s, 0), None);
         // Real rotations: successive ids, never one that is live.
-        let store = HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::from_secs(3600));
+        let store = HpkeKeyStore::new(HpkeKeySet::generate_with_ids(0, 1))
+            .with_grace(Duration::from_secs(3600));
         let mut seen = std::collections::HashSet::from([0u8, 1]);
         for _ in 0..3 {
             let r = store.rotate().unwrap();
@@ -768,6 +860,7 @@ mod tests {
             .iter()
             .map(|k| k.secret_bytes().expose_secret().to_vec())
             .collect();
+        let first = set.key_ids()[0];
         let store = HpkeKeyStore::new(set).with_dir(dir.clone());
         store.rotate().unwrap();
         let file = std::fs::read(dir.join(KEY_FILE)).unwrap();
@@ -791,7 +884,10 @@ mod tests {
         let (reloaded, generated) = HpkeKeySet::load_or_generate(&dir).unwrap();
         assert!(!generated);
         assert_eq!(reloaded.encoded(), store.current().encoded());
-        assert_eq!(reloaded.key_ids(), vec![2, 3]);
+        assert_eq!(
+            reloaded.key_ids(),
+            vec![first.wrapping_add(2), first.wrapping_add(3)]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -406,7 +406,8 @@ async fn downgrade_v2_suite_and_kem_mismatch_is_refused() {
     // An X-Wing enc cut to 32 bytes (what an X25519 enc looks like): the
     // X25519 key cannot open it.
     let r = seal_v2(&xw, &chat("m", "downgrade"));
-    let (s, _, _) = post_v2(&base, &r.enc_hex[..64], Some("0"), None, r.body.clone()).await;
+    let x_id = x.key_id.to_string();
+    let (s, _, _) = post_v2(&base, &r.enc_hex[..64], Some(&x_id), None, r.body.clone()).await;
     assert_eq!(s, 400);
     // An enc of neither length.
     let (s, _, _) = post_v2(&base, &r.enc_hex[..100], None, None, r.body.clone()).await;

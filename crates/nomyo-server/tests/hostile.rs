@@ -424,6 +424,11 @@ async fn hostile_input_matrix_both_protocols() {
     let (enc, mut sealer) = RequestSealer::new(xwing).unwrap();
     let enc_hex = hex::encode(&enc);
     let good_frames = sealer.seal_chunk(&good_plain).unwrap();
+    // Key ids are random per key set: pick one the server does not have.
+    let unknown_id = (0..=255u8)
+        .find(|id| configs.iter().all(|c| c.key_id != *id))
+        .unwrap()
+        .to_string();
     let v2_field_cases: Vec<V2Field> = vec![
         (
             "enc not hex",
@@ -498,7 +503,7 @@ async fn hostile_input_matrix_both_protocols() {
         (
             "key id unknown",
             enc_hex.clone(),
-            vec![("Nomyo-Key-Id", "9".into())],
+            vec![("Nomyo-Key-Id", unknown_id.clone())],
             good_frames.clone(),
             &[422],
         ),

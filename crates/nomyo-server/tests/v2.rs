@@ -139,8 +139,9 @@ async fn keys_x25519_first_then_xwing() {
     let app = app(state_with(&["m"]).build().unwrap());
     let configs = key_configs(&app).await;
     assert_eq!(configs.len(), 2);
-    assert_eq!((configs[0].key_id, configs[0].kem), (0, Kem::X25519));
-    assert_eq!((configs[1].key_id, configs[1].kem), (1, Kem::XWing));
+    let x = configs[0].key_id;
+    assert_eq!((configs[0].key_id, configs[0].kem), (x, Kem::X25519));
+    assert_eq!((configs[1].key_id, configs[1].kem), (x + 1, Kem::XWing));
 }
 
 #[tokio::test]
@@ -296,7 +297,10 @@ async fn unknown_key_id_is_422_problem_json() {
     let app = app(state_with(&["m"]).build().unwrap());
     let configs = key_configs(&app).await;
     let req = seal(&config(&configs, Kem::X25519), &chat("m", "x"), 1024);
-    let (s, h, b) = oneshot(&app, req.request(Some(9), None)).await;
+    let unknown = (0..=255u8)
+        .find(|id| configs.iter().all(|c| c.key_id != *id))
+        .unwrap();
+    let (s, h, b) = oneshot(&app, req.request(Some(unknown), None)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(h["content-type"], "application/problem+json");
     let v: Value = serde_json::from_slice(&b).unwrap();
@@ -309,7 +313,8 @@ async fn unknown_key_id_is_422_problem_json() {
     let (s, _, _) = oneshot(&app, r).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // A key id of the other suite: the enc does not fit that key.
-    let (s, _, b) = oneshot(&app, req.request(Some(1), None)).await;
+    let xwing_id = config(&configs, Kem::XWing).key_id;
+    let (s, _, b) = oneshot(&app, req.request(Some(xwing_id), None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(detail(&b).contains("Ehbp-Encapsulated-Key"));
 }
@@ -504,14 +509,17 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
         .unwrap();
     let app = app(st.clone());
     let old = key_configs(&app).await;
+    let (x, w) = (old[0].key_id, old[1].key_id);
+    assert_eq!(w, x.wrapping_add(1));
     let r = st.rotate_hpke_keys().await.unwrap();
-    assert_eq!(r.key_ids, vec![2, 3]);
-    assert_eq!(r.retired_ids, vec![0, 1]);
+    let next = [x.wrapping_add(2), x.wrapping_add(3)];
+    assert_eq!(r.key_ids, next);
+    assert_eq!(r.retired_ids, vec![x, w]);
     // The new keys are published at once, X25519 first.
     let new = key_configs(&app).await;
     assert_eq!(
         new.iter().map(|c| (c.key_id, c.kem)).collect::<Vec<_>>(),
-        vec![(2, Kem::X25519), (3, Kem::XWing)]
+        vec![(next[0], Kem::X25519), (next[1], Kem::XWing)]
     );
     assert_ne!(new[0].public_key, old[0].public_key);
     // During the grace period the old keys still open, by id and by enc length.
@@ -652,7 +660,10 @@ async fn saved_keys_older_than_the_interval_rotate_at_start() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     task.abort();
-    assert_eq!(key_configs(&app).await[0].key_id, 2);
+    assert_eq!(
+        key_configs(&app).await[0].key_id,
+        first[0].key_id.wrapping_add(2)
+    );
 }
 
 async fn signed_keys(app: &axum::Router) -> (Vec<u8>, String) {

@@ -94,15 +94,8 @@ pub fn run(args: Args) -> CliResult {
     println!("public key:  {}", saved.public_key.display());
     if args.server {
         let path = args.out.join(nomyo_server::hpke_keys::KEY_FILE);
-        if args.force && path.exists() {
-            std::fs::remove_file(&path).map_err(|e| {
-                CliError::new(
-                    crate::exit::Code::Other,
-                    format!("cannot replace {}: {e}", path.display()),
-                )
-            })?;
-        }
-        let (set, _) = nomyo_server::hpke_keys::HpkeKeySet::load_or_generate(&args.out)
+        // New key ids (none of the replaced set's), the old file shredded.
+        let set = nomyo_server::hpke_keys::HpkeKeySet::replace_in(&args.out)
             .map_err(|m| CliError::new(crate::exit::Code::Other, m))?;
         println!(
             "HPKE keys:   {} (mode 0600, X25519 and X-Wing, key ids {:?})",
