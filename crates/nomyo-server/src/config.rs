@@ -110,6 +110,11 @@ impl LimitsConfig {
             match v {
                 None => Ok(def),
                 Some(0) => Err(invalid(format!("limits.{name} must be at least 1"))),
+                // Far beyond any sane setting, and far from overflowing a
+                // deadline (`Instant` + window) or Redis's millisecond TTLs.
+                Some(s) if s > MAX_LIMIT_SECS => Err(invalid(format!(
+                    "limits.{name} must be at most {MAX_LIMIT_SECS} (7 days)"
+                ))),
                 Some(s) => Ok(Duration::from_secs(s)),
             }
         };
@@ -149,6 +154,9 @@ impl LimitsConfig {
         Ok(l)
     }
 }
+
+/// The longest time any `[limits]` setting in seconds may be.
+const MAX_LIMIT_SECS: u64 = 7 * 24 * 3600;
 
 /// `[hpke]`: the protocol v2 keys' rotation. Durations are written
 /// `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"`.
@@ -245,10 +253,17 @@ impl std::fmt::Debug for ClusterConfig {
 
 impl ClusterConfig {
     fn overlay(self, top: ClusterConfig) -> ClusterConfig {
+        // The URL given either way on top replaces the file's, given either way.
+        let (replay_redis_url, replay_redis_url_env) =
+            if top.replay_redis_url.is_some() || top.replay_redis_url_env.is_some() {
+                (top.replay_redis_url, top.replay_redis_url_env)
+            } else {
+                (self.replay_redis_url, self.replay_redis_url_env)
+            };
         ClusterConfig {
             key_reload_every: top.key_reload_every.or(self.key_reload_every),
-            replay_redis_url: top.replay_redis_url.or(self.replay_redis_url),
-            replay_redis_url_env: top.replay_redis_url_env.or(self.replay_redis_url_env),
+            replay_redis_url,
+            replay_redis_url_env,
             replay_redis_prefix: top.replay_redis_prefix.or(self.replay_redis_prefix),
         }
     }
@@ -296,6 +311,14 @@ impl ClusterConfig {
             replay_redis_url,
             replay_redis_prefix,
         })
+    }
+}
+
+impl ClusterSettings {
+    /// Whether this server is one of several replicas (it follows the key
+    /// directory or shares the replay window).
+    pub fn is_replica(&self) -> bool {
+        self.key_reload_every.is_some() || self.replay_redis_url.is_some()
     }
 }
 
@@ -720,10 +743,11 @@ impl FileConfig {
                 "cluster.key_reload_every follows a key directory: it cannot be used with an ephemeral key",
             ));
         }
-        // A replica that follows the shared key directory does not rotate the
-        // HPKE keys on its own schedule unless told to (one replica rotates,
-        // the others follow); otherwise every replica would write its own.
-        let hpke = if cluster.key_reload_every.is_some() && self.hpke.rotate_every.is_none() {
+        // A replica (it follows the shared key directory, or shares the
+        // replay window) does not rotate the HPKE keys on its own schedule
+        // unless told to (one replica rotates, the others follow): otherwise
+        // every replica would write its own keys, with the same ids.
+        let hpke = if cluster.is_replica() && self.hpke.rotate_every.is_none() {
             HpkeConfig {
                 rotate_every: Some("off".into()),
                 ..self.hpke
@@ -1030,6 +1054,50 @@ mod tests {
         )
         .unwrap_err();
         assert!(unknown.contains("cap"), "{unknown}");
+    }
+
+    #[test]
+    fn replicas_do_not_rotate_on_their_own_and_flags_replace_the_store_url() {
+        let resolve = |t: &str| FileConfig::from_toml(t).unwrap().resolve().unwrap();
+        // A single server rotates every 24 h by default...
+        assert!(resolve("").hpke_rotate_every.is_some());
+        // ...a replica (shared window or key following) only when told to.
+        let shared = resolve("[cluster]\nreplay_redis_url = \"redis://127.0.0.1:1/0\"\n");
+        assert!(shared.cluster.is_replica());
+        assert_eq!(shared.hpke_rotate_every, None);
+        let follower = resolve("[cluster]\nkey_reload_every = \"10s\"\n");
+        assert_eq!(follower.hpke_rotate_every, None);
+        let rotator = resolve(
+            "[hpke]\nrotate_every = \"1h\"\n[cluster]\nkey_reload_every = \"10s\"\nreplay_redis_url = \"redis://h:1\"\n",
+        );
+        assert_eq!(rotator.hpke_rotate_every, Some(Duration::from_secs(3600)));
+        // A URL on the command line replaces the file's, however each is given.
+        std::env::set_var("NOMYO_TEST_REPLAY_URL", "redis://from-env:6379/0");
+        let file =
+            FileConfig::from_toml("[cluster]\nreplay_redis_url_env = \"NOMYO_TEST_REPLAY_URL\"\n")
+                .unwrap();
+        let flags = FileConfig {
+            cluster: ClusterConfig {
+                replay_redis_url: Some("redis://from-flag:6379/0".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let url = file
+            .overlay(flags)
+            .resolve()
+            .unwrap()
+            .cluster
+            .replay_redis_url
+            .unwrap();
+        assert_eq!(url.expose_secret(), "redis://from-flag:6379/0");
+        // Absurd windows are refused, not overflowed.
+        let err = FileConfig::from_toml("[limits]\nreplay_window_secs = 9223372036854775807\n")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most"), "{err}");
     }
 
     #[test]

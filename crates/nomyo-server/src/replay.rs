@@ -105,6 +105,11 @@ pub struct RedisReplay {
     /// `host:port` of the store, for logs (never the URL: it may hold a
     /// password).
     addr: String,
+    /// Failures not logged yet (one line per second at most, with the count).
+    unlogged: std::sync::atomic::AtomicU64,
+    /// When the last failure was logged (ms since `started`).
+    last_logged_ms: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for RedisReplay {
@@ -161,6 +166,10 @@ impl RedisReplay {
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout,
             addr,
+            unlogged: std::sync::atomic::AtomicU64::new(0),
+            // Far in the past, so that the first failure is logged.
+            last_logged_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            started: Instant::now(),
         })
     }
 
@@ -199,13 +208,33 @@ impl RedisReplay {
             }
             Ok(Ok(_)) => Ok(Claim::Replayed),
             Ok(Err(e)) => {
-                tracing::error!(store = %self.addr, error = %describe(&e), "shared replay store failed; refusing the request");
+                self.log_failure(&describe(&e));
                 Err(ApiError::ReplayStoreUnavailable)
             }
             Err(_) => {
-                tracing::error!(store = %self.addr, timeout_ms = self.timeout.as_millis() as u64, "shared replay store timed out; refusing the request");
+                self.log_failure("timed out");
                 Err(ApiError::ReplayStoreUnavailable)
             }
+        }
+    }
+
+    /// One error line per second at most during an outage, with how many
+    /// requests were refused since the last one.
+    fn log_failure(&self, why: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let refused = self.unlogged.fetch_add(1, Relaxed) + 1;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_logged_ms.load(Relaxed);
+        if last != u64::MAX && now.saturating_sub(last) < 1000 {
+            return;
+        }
+        if self
+            .last_logged_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.unlogged.fetch_sub(refused, Relaxed);
+            tracing::error!(store = %self.addr, error = why, refused, "shared replay store unavailable; refusing requests (503) until it is back");
         }
     }
 

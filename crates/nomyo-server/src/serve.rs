@@ -120,11 +120,12 @@ where
         KeySetting::Dir(src) if src.password.is_none() => Some(src.dir.clone()),
         _ => None,
     };
-    if cluster.key_reload_every.is_some() && hpke_dir.is_none() {
+    if cluster.is_replica() && hpke_dir.is_none() {
         return Err(StartError::Config(
-            "cluster.key_reload_every shares the key directory between replicas, but the \
-             protocol v2 HPKE keys are saved there only when the server key has no password: \
-             drop the key password (protect the directory or secret mount instead) or the reload"
+            "replicas ([cluster] key_reload_every or replay_redis_url) share one key directory, \
+             but the protocol v2 HPKE keys are saved there only when the server key has no \
+             password, so each replica would publish its own: drop the key password (protect \
+             the directory or secret mount instead; `nomyo keygen --server --no-password`)"
                 .into(),
         ));
     }

@@ -355,6 +355,19 @@ async fn misconfigured_replicas_do_not_start() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("key_reload_every"), "{err}");
+    // The same with only a shared replay window (nobody listens there: the
+    // key check comes first).
+    let toml = format!(
+        "{pw}key_dir = {:?}\nkey_bits = 2048\n[[backends]]\nname = \"up\"\nurl = \"{up}\"\nmodels = [\"m\"]\n[cluster]\nreplay_redis_url = \"redis://127.0.0.1:{}/0\"\n",
+        dir.path().display().to_string(),
+        free_port()
+    );
+    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let err = prepare(settings, |_| Err("none".into()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HPKE keys are saved there only"), "{err}");
 
     // Not a Redis URL.
     let bad = FileConfig::from_toml("[cluster]\nreplay_redis_url = \"http://x\"\n")
