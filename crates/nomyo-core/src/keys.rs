@@ -56,6 +56,18 @@ impl Fingerprint {
         out.copy_from_slice(d.as_ref());
         Fingerprint(out)
     }
+
+    /// SHA-256 over the concatenation of `parts`, without copying them
+    /// into one buffer first (a request body can be megabytes).
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Fingerprint(out)
+    }
 }
 
 impl fmt::Display for Fingerprint {
@@ -686,6 +698,16 @@ pub fn public_key_of_pem_file(path: &Path, password: Option<&SecretString>) -> R
 mod kdf_cost_tests {
     use super::*;
     use der::EncodePem;
+
+    #[test]
+    fn fingerprint_of_parts_is_the_fingerprint_of_their_concatenation() {
+        let parts: [&[u8]; 4] = [b"nomyo-v2-body\0", b"", b"enc", &[7u8; 5000]];
+        assert_eq!(
+            Fingerprint::of_parts(&parts),
+            Fingerprint::of_bytes(&parts.concat())
+        );
+        assert_eq!(Fingerprint::of_parts(&[]), Fingerprint::of_bytes(b""));
+    }
 
     #[test]
     fn hostile_iteration_count_refused_before_derivation() {

@@ -173,12 +173,10 @@ fn client_key(headers: &HeaderMap) -> Result<PublicKey, ApiError> {
 }
 
 pub(crate) fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
-    let mut buf = Vec::with_capacity(domain.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-    buf.extend_from_slice(domain);
-    for p in parts {
-        buf.extend_from_slice(p);
-    }
-    Fingerprint::of_bytes(&buf).0
+    let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    all.push(domain);
+    all.extend_from_slice(parts);
+    Fingerprint::of_parts(&all).0
 }
 
 pub(crate) async fn read_body(

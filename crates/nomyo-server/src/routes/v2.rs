@@ -218,9 +218,9 @@ fn open_body(
             ApiError::UnknownKeyConfig
         });
     };
-    let mut plaintext = SecretBuf::new();
-    plaintext.extend_from_slice(chunk.expose_secret());
-    drop(chunk);
+    // The first chunk's buffer grows into the whole plaintext (no copy of
+    // a single-frame body).
+    let mut plaintext = chunk;
     while let Some(frame) = frames
         .next_frame()
         .map_err(|_| ApiError::DecryptionFailed)?
