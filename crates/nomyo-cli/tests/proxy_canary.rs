@@ -116,12 +116,7 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
             let (s, _) = post(&proxy.url, &token, chat("no-such-model", false)).await;
             assert!(s >= 400, "{name}: {s}");
         });
-        let mut proxy = proxy;
-        let _ = proxy.child.kill();
-        let _ = proxy.child.wait();
-        // The stderr reader thread has the last lines once the pipe closes.
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let logs = proxy.stderr.lock().unwrap().clone();
+        let logs = proxy.stop_and_collect();
         if matches!(name, "RUST_LOG=trace" | "RUST_LOG=debug" | "-v" | "-vv") {
             assert!(
                 logs.lines().count() > 10,

@@ -262,6 +262,11 @@ impl Engine {
         })
     }
 
+    /// Whether the model is still loading (neither loaded nor failed).
+    pub fn is_loading(&self) -> bool {
+        *self.shared.ready_tx.borrow() == State::Loading
+    }
+
     /// Waits until the model is loaded (or failed to load).
     pub async fn wait_ready(&self) -> Result<(), EngineError> {
         let mut rx = self.shared.ready_tx.subscribe();

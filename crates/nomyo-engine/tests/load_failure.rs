@@ -23,7 +23,14 @@ async fn truncated_gguf_fails_every_waiter_even_a_late_one() {
     config.threads = Some(1);
     let engine = Engine::start(config).expect("the header check passes");
     // Let the load fail before anyone waits for it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while engine.is_loading() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load neither failed nor finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let waited = tokio::time::timeout(Duration::from_secs(20), engine.wait_ready())
         .await
         .expect("wait_ready must not hang after a failed load");

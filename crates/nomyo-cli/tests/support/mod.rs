@@ -163,6 +163,8 @@ pub struct Serve {
     pub url: String,
     /// Everything it wrote on stderr so far.
     pub stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr (done once the process is gone).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Serve {
@@ -186,6 +188,20 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+impl Serve {
+    /// Stops the process and returns everything it wrote on stderr, up to
+    /// its last line (the reader thread is joined, not raced).
+    pub fn stop_and_collect(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let text = self.stderr.lock().unwrap().clone();
+        text
     }
 }
 
@@ -234,6 +250,7 @@ pub fn start(mut cmd: Command) -> Result<Serve, (Option<i32>, String)> {
                         child,
                         url: url.trim().to_owned(),
                         stderr,
+                        reader: Some(reader),
                     });
                 }
             }
