@@ -239,8 +239,12 @@ fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
     })
 }
 
-/// Parses and checks the decrypted request (PROTOCOL.md v1, "Plaintext").
-pub(crate) fn chat_request(
+/// Parses and checks the decrypted request (PROTOCOL.md v1, "Plaintext";
+/// the same JSON in v2): a JSON object with a non-empty string `model`, a
+/// non-empty array `messages` and a boolean `stream` if any (`true` only
+/// where streaming is allowed). Everything else is passed through to the
+/// backend as it is. Public for the fuzz target `chat_request`.
+pub fn chat_request(
     plaintext: &SecretBuf,
     allow_stream: bool,
 ) -> Result<Map<String, Value>, ApiError> {

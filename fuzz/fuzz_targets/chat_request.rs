@@ -1,0 +1,42 @@
+//! The decrypted chat request (`nomyo_server::routes::v1::chat_request`, used
+//! by v1 and v2 after opening): any bytes an attacker can seal to the server.
+//! Never panics; an accepted request has a non-empty string `model` and a
+//! non-empty array `messages`, and `"stream": true` only where streaming is
+//! allowed; every refusal has a message a person can act on, which never
+//! echoes the request.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nomyo_core::SecretBuf;
+use nomyo_server::error::ApiError;
+use nomyo_server::routes::v1::chat_request;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let plaintext = SecretBuf::from_slice(data);
+    for allow_stream in [false, true] {
+        match chat_request(&plaintext, allow_stream) {
+            Ok(body) => {
+                assert!(matches!(body.get("model"), Some(Value::String(m)) if !m.is_empty()));
+                assert!(matches!(body.get("messages"), Some(Value::Array(a)) if !a.is_empty()));
+                if !allow_stream {
+                    assert_ne!(body.get("stream"), Some(&Value::Bool(true)));
+                }
+            }
+            Err(e) => {
+                let detail = e.detail();
+                assert!(!detail.is_empty());
+                assert!(matches!(
+                    e,
+                    ApiError::InvalidChatRequest(_) | ApiError::StreamingUnsupported
+                ));
+                // Fixed texts only: nothing of the request comes back.
+                if data.len() >= 8 {
+                    if let Ok(text) = std::str::from_utf8(data) {
+                        assert!(!detail.contains(text), "{detail}");
+                    }
+                }
+            }
+        }
+    }
+});
