@@ -35,7 +35,7 @@ cargo build --release --quiet -p nomyo-engine --example bench --example e2e >&2
 examples="target/release/examples"
 
 amx_note=""
-[[ -f "$peer/../NO_AMX" ]] && amx_note=" with AMX off (this machine advertises AMX but does not enable it: a native build dies of SIGILL)"
+[[ -f "$peer/../NO_AMX" ]] && amx_note=" with AMX off (its AMX kernels die of SIGILL on this VM; the embedded engine has none either)"
 peer_version="$("$peer/llama-bench" --version 2>&1 | grep -m1 -o 'version: .*' || true)"
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
