@@ -6,173 +6,39 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod support;
+
+use std::process::Output;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const API_KEY: &str = "bench-test-key-5d1c";
+use support::{
+    bench_cmd, nomyo, serve_cmd, started, upstream, Serve, Upstream, API_KEY, EPHEMERAL_KEY,
+};
 
-/// A keep-alive HTTP/1.1 upstream: `GET /v1/models` lists `tiny`, `POST
-/// /v1/chat/completions` answers at once and is counted.
-struct Upstream {
-    url: String,
-    posts: Arc<AtomicU64>,
-}
-
-fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let posts = Arc::new(AtomicU64::new(0));
-    let counter = posts.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let counter = counter.clone();
-            std::thread::spawn(move || {
-                let _ = handle(stream, &counter);
-            });
-        }
-    });
-    Upstream { url, posts }
-}
-
-fn handle(stream: TcpStream, posts: &AtomicU64) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        let streamed = String::from_utf8_lossy(&body).contains(r#""stream":true"#);
-        let (ctype, reply) = if line.starts_with("GET /v1/models") {
-            (
-                "application/json",
-                r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#,
-            )
-        } else if streamed {
-            posts.fetch_add(1, Ordering::SeqCst);
-            (
-                "text/event-stream",
-                concat!(
-                    r#"data: {"id":"c1","object":"chat.completion.chunk","created":1764300000,"model":"tiny","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}"#,
-                    "\n\n",
-                    r#"data: {"id":"c1","object":"chat.completion.chunk","created":1764300000,"model":"tiny","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
-                    "\n\ndata: [DONE]\n\n"
-                ),
-            )
-        } else {
-            posts.fetch_add(1, Ordering::SeqCst);
-            (
-                "application/json",
-                r#"{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
-            )
-        };
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{reply}",
-            reply.len()
-        )?;
-        out.flush()?;
-    }
-}
-
-/// A running `nomyo serve`, killed on drop.
-struct Serve {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(upstream: &Upstream) -> Serve {
+/// `nomyo serve` (ephemeral key, API key required) in front of `upstream`;
+/// the directory holds its API key file.
+fn serve(upstream: &Upstream) -> (Serve, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("api_keys");
-    std::fs::write(&keys, format!("{API_KEY}\n")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ephemeral-key",
-            "--key-bits",
-            "2048",
-            "--upstream",
-            &upstream.url,
-            "--api-key-file",
-        ])
-        .arg(&keys)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nomyo serve");
-    let mut serve = Serve {
-        child,
-        url: String::new(),
-        _dir: dir,
-    };
-    let mut lines = BufReader::new(serve.child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "nomyo serve did not start");
-        let line = lines.next().expect("nomyo serve exited").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            serve.url = url.trim().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return serve;
-        }
-    }
+    let srv = started(serve_cmd(upstream, dir.path(), &EPHEMERAL_KEY));
+    (srv, dir)
 }
 
 /// Runs `nomyo bench` with a clean environment and the API key in $BENCH_KEY.
 fn bench(url: &str, key: &str, args: &[&str]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "bench",
-            "--base-url",
-            url,
-            "--allow-http",
-            "--api-key-env",
-            "BENCH_KEY",
-        ])
-        .args(["--model", "tiny", "--known-servers"])
-        .arg(home.path().join("known_servers"))
+    bench_cmd(url, home.path(), &home.path().join("known_servers"), key)
         .args(args)
-        .env("HOME", home.path())
-        .env("BENCH_KEY", key)
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_API_KEY")
-        .env_remove("NOMYO_BASE_URL")
-        .env_remove("NOMYO_MODEL")
-        .stdin(Stdio::null())
         .output()
         .expect("run nomyo bench")
+}
+
+/// [`bench`] that must succeed: its `--json` line.
+#[track_caller]
+fn bench_ok(url: &str, args: &[&str]) -> serde_json::Value {
+    let o = bench(url, API_KEY, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json_of(&o)
 }
 
 fn json_of(o: &Output) -> serde_json::Value {
@@ -200,13 +66,12 @@ fn check_ok(v: &serde_json::Value, n: u64) {
 #[test]
 fn bench_json_v1_v2_plain_and_bad_key() {
     let up = upstream();
-    let srv = serve(&up);
+    let (srv, _dir) = serve(&up);
 
     // v1: 6 measured requests after 2 warm-ups, 2 at a time.
     let before = up.posts.load(Ordering::SeqCst);
-    let o = bench(
+    let v = bench_ok(
         &srv.url,
-        API_KEY,
         &[
             "--protocol",
             "v1",
@@ -219,8 +84,6 @@ fn bench_json_v1_v2_plain_and_bad_key() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = json_of(&o);
     check_ok(&v, 6);
     assert_eq!(v["protocol"], "v1");
     assert_eq!(v["concurrency"], 2);
@@ -232,9 +95,8 @@ fn bench_json_v1_v2_plain_and_bad_key() {
     assert!(v["client_hwm_kib"].as_u64().unwrap() > 0);
 
     // v2 with the X25519 config and a 4 KiB body.
-    let o = bench(
+    let v = bench_ok(
         &srv.url,
-        API_KEY,
         &[
             "--protocol",
             "v2",
@@ -247,33 +109,26 @@ fn bench_json_v1_v2_plain_and_bad_key() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = json_of(&o);
     check_ok(&v, 5);
     assert_eq!(v["kem"], "x25519");
     assert_eq!(v["body_bytes"], 4096);
 
     // v2 streamed: time to first token is reported.
-    let o = bench(
+    let v = bench_ok(
         &srv.url,
-        API_KEY,
         &["--protocol", "v2", "--stream", "-n", "3", "--json"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = json_of(&o);
     check_ok(&v, 3);
     let ttft = v["ttft_p50_ms"].as_f64().unwrap();
     assert!(ttft > 0.0 && ttft <= v["max_ms"].as_f64().unwrap(), "{v}");
 
     // Plain, straight at the upstream: its counter moves, no server involved.
     let before = up.posts.load(Ordering::SeqCst);
-    let o = bench(
+    let v = bench_ok(
         &up.url,
-        API_KEY,
         &["--protocol", "plain", "-n", "4", "--warmup", "1", "--json"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    check_ok(&json_of(&o), 4);
+    check_ok(&v, 4);
     assert_eq!(up.posts.load(Ordering::SeqCst) - before, 5);
 
     // A bad API key: refused at warm-up (exit 3, as `nomyo chat`)...
@@ -295,13 +150,10 @@ fn bench_json_v1_v2_plain_and_bad_key() {
 
     // --duration bounds the run by time.
     let start = Instant::now();
-    let o = bench(
+    let v = bench_ok(
         &srv.url,
-        API_KEY,
         &["--protocol", "v2", "-c", "2", "--duration", "0.5", "--json"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = json_of(&o);
     assert!(v["ok"].as_u64().unwrap() >= 1);
     assert!(v["elapsed_s"].as_f64().unwrap() >= 0.5);
     assert!(start.elapsed() < Duration::from_secs(30));
@@ -309,28 +161,12 @@ fn bench_json_v1_v2_plain_and_bad_key() {
 
 #[test]
 fn bench_usage_errors() {
-    let o = Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "bench",
-            "--base-url",
-            "http://127.0.0.1:9",
-            "--allow-http",
-            "--stream",
-        ])
-        .output()
-        .unwrap();
+    let bench = ["bench", "--base-url", "http://127.0.0.1:9", "--allow-http"];
+    let o = nomyo().args(bench).arg("--stream").output().unwrap();
     assert_eq!(o.status.code(), Some(2), "--stream needs v2");
-    let o = Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "bench",
-            "--base-url",
-            "http://127.0.0.1:9",
-            "--allow-http",
-            "-n",
-            "3",
-            "--duration",
-            "1",
-        ])
+    let o = nomyo()
+        .args(bench)
+        .args(["-n", "3", "--duration", "1"])
         .output()
         .unwrap();
     assert_eq!(

@@ -6,12 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+use support::{
+    assert_exit, http_double, nomyo, serve_cmd_open, started, stderr, stdout, write_response,
+    Serve, EPHEMERAL_KEY, JSON, MODELS,
+};
 
 const MARKER: &str = "prompt-marker-7f3a";
 
@@ -23,119 +29,43 @@ struct Upstream {
 }
 
 fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let fail_status = Arc::new(Mutex::new(None));
     let fail = fail_status.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let fail = fail.clone();
-            std::thread::spawn(move || {
-                let _ = handle(stream, &fail);
-            });
+    let url = http_double(move |request, out| {
+        if request.line.starts_with("GET /v1/models") {
+            write_response(out, 200, JSON, MODELS)?;
+        } else if let Some(s) = *fail.lock().unwrap() {
+            write_response(out, s, JSON, r#"{"error":{"message":"upstream down"}}"#)?;
+        } else {
+            let saw = if request.body.contains(MARKER) {
+                "yes"
+            } else {
+                "no"
+            };
+            let reply = format!(
+                r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"upstream saw the prompt: {saw}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}}}"#
+            );
+            write_response(out, 200, JSON, &reply)?;
         }
+        Ok(true)
     });
     Upstream { url, fail_status }
 }
 
-fn handle(stream: TcpStream, fail: &Mutex<Option<u16>>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let request_line = line.trim().to_owned();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        let body = String::from_utf8_lossy(&body);
-        let (status, reply) = if request_line.starts_with("GET /v1/models") {
-            (
-                200,
-                r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#.to_owned(),
-            )
-        } else if let Some(s) = *fail.lock().unwrap() {
-            (s, r#"{"error":{"message":"upstream down"}}"#.to_owned())
-        } else {
-            let saw = if body.contains(MARKER) { "yes" } else { "no" };
-            (
-                200,
-                format!(
-                    r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"upstream saw the prompt: {saw}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}}}"#
-                ),
-            )
-        };
-        write!(
-            out,
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
-            reply.len()
-        )?;
-        out.flush()?;
-    }
-}
-
-/// A running `nomyo serve`, killed on drop.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `nomyo serve` (ephemeral key, no API key unless `extra` names one) in
+/// front of `upstream`.
 fn serve(upstream: &Upstream, extra: &[&str]) -> Serve {
-    let child = Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ephemeral-key",
-            "--key-bits",
-            "2048",
-            "--upstream",
-            &upstream.url,
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nomyo serve");
-    // Owned by the guard at once: killed and reaped whatever happens next.
-    let mut serve = Serve {
-        child,
-        url: String::new(),
-    };
-    let mut lines = BufReader::new(serve.child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "nomyo serve did not start");
-        let line = lines.next().expect("nomyo serve exited").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            serve.url = url.trim().to_owned();
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return serve;
-        }
-    }
+    started(serve_cmd_open(
+        &upstream.url,
+        &[&EPHEMERAL_KEY[..], extra].concat(),
+    ))
+}
+
+/// An upstream, a server in front of it and a clean environment.
+fn setup() -> (Upstream, Serve, Env) {
+    let up = upstream();
+    let s = serve(&up, &[]);
+    (up, s, Env::new())
 }
 
 /// A clean environment: HOME in a temporary directory (for the default
@@ -156,7 +86,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nomyo"));
+        let mut c = nomyo();
         c.args(args)
             .env("HOME", self.home.path())
             .env_remove("XDG_CONFIG_HOME")
@@ -195,25 +125,6 @@ impl Env {
             .unwrap();
         child.wait_with_output().unwrap()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status; stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// `nomyo: ...`, one or two lines, no Debug dump.
@@ -263,9 +174,7 @@ fn chat_args<'a>(s: &'a Serve, dir: &'a Path, rest: &[&'a str]) -> Vec<&'a str> 
 
 #[test]
 fn answers_json_stdin_env_and_first_use_trust() {
-    let up = upstream();
-    let s = serve(&up, &[]);
-    let env = Env::new();
+    let (_up, s, env) = setup();
     let dir = key_dir(&env, None);
 
     // The text answer; the model is the server's only one; first contact is recorded.
@@ -357,9 +266,7 @@ fn answers_json_stdin_env_and_first_use_trust() {
 
 #[test]
 fn ephemeral_client_key_by_default() {
-    let up = upstream();
-    let s = serve(&up, &[]);
-    let env = Env::new();
+    let (_up, s, env) = setup();
     let o = env.run(&["chat", "--base-url", &s.url, "--allow-http", MARKER]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
@@ -452,9 +359,7 @@ fn refused_callers_exit_3() {
 
 #[test]
 fn security_failures_exit_4() {
-    let up = upstream();
-    let s = serve(&up, &[]);
-    let env = Env::new();
+    let (_up, s, env) = setup();
     let dir = key_dir(&env, None);
 
     // A pin that does not match.
@@ -496,9 +401,7 @@ fn security_failures_exit_4() {
 
 #[test]
 fn password_protected_key_directories() {
-    let up = upstream();
-    let s = serve(&up, &[]);
-    let env = Env::new();
+    let (_up, s, env) = setup();
     let dir = key_dir(&env, Some("open sesame"));
     let before = std::fs::read(dir.join("private_key.pem")).unwrap();
     let pw = env.home.path().join("pw");
@@ -545,9 +448,7 @@ fn password_protected_key_directories() {
 
 #[test]
 fn server_and_network_failures_exit_5_and_others_1() {
-    let up = upstream();
-    let s = serve(&up, &[]);
-    let env = Env::new();
+    let (up, s, env) = setup();
     let dir = key_dir(&env, None);
 
     *up.fail_status.lock().unwrap() = Some(500);
@@ -619,26 +520,9 @@ fn chat_with_an_independent_python_v1_server() {
         env!("CARGO_MANIFEST_DIR"),
         "/../nomyo-client/tests/python/v1_server.py"
     );
-    let child = Command::new(py)
-        .args([script, "--bits", "2048"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Serve {
-        child,
-        url: String::new(),
-    };
-    let mut line = String::new();
-    BufReader::new(server.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    server.url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let mut cmd = Command::new(py);
+    cmd.args([script, "--bits", "2048"]);
+    let server = started(cmd);
 
     let env = Env::new();
     let o = env.run(&[

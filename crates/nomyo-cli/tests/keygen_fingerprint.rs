@@ -6,19 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use nomyo_core::keys::{load_private_key_file, load_public_key_file, LoadOptions};
 use nomyo_core::SecretString;
+use support::{assert_exit, stderr, stdout};
 
 fn nomyo(args: &[&str]) -> Output {
     nomyo_env(args, &[])
 }
 
 fn nomyo_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nomyo"));
+    let mut c = support::nomyo();
     c.args(args)
         .stdin(Stdio::null())
         .env_remove("RUST_LOG")
@@ -27,25 +30,6 @@ fn nomyo_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run nomyo")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status; stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// An error for a person: `nomyo: ...`, one or two lines, no Debug dump.
@@ -430,7 +414,7 @@ fn keygen_server_writes_a_replica_key_directory() {
     assert_exit(&o, 2);
     assert!(!dir.exists(), "nothing written on a usage error");
 
-    let o = nomyo(&[
+    let keygen = [
         "keygen",
         "--out",
         d,
@@ -438,7 +422,8 @@ fn keygen_server_writes_a_replica_key_directory() {
         "2048",
         "--server",
         "--no-password",
-    ]);
+    ];
+    let o = nomyo(&keygen);
     assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(out.contains("HPKE keys:   "), "{out}");
@@ -454,20 +439,11 @@ fn keygen_server_writes_a_replica_key_directory() {
     let before = std::fs::read(&hpke).unwrap();
 
     // Never overwritten without --force; replaced with it.
-    let again = [
-        "keygen",
-        "--out",
-        d,
-        "--bits",
-        "2048",
-        "--server",
-        "--no-password",
-    ];
-    let o = nomyo(&again);
+    let o = nomyo(&keygen);
     assert_exit(&o, 1);
     assert_human_error(&o);
     assert_eq!(std::fs::read(&hpke).unwrap(), before);
-    let o = nomyo(&[&again[..], &["--force"]].concat());
+    let o = nomyo(&[&keygen[..], &["--force"]].concat());
     assert_exit(&o, 0);
     assert_ne!(std::fs::read(&hpke).unwrap(), before);
     assert_eq!(mode(&hpke), 0o600);

@@ -1,14 +1,15 @@
-//! Shared by `soak.rs` and `faults.rs`: an OpenAI-compatible upstream double
-//! (instant, or slow/holding on request), a real `nomyo serve` process, and
-//! readers for its metrics and `/proc` figures. Same shape as the helpers of
-//! `bench.rs`, plus streamed answers sent chunk by chunk.
+//! Shared by the CLI's integration tests: an OpenAI-compatible upstream
+//! double (instant, or slow/holding on request, streamed answers sent chunk
+//! by chunk) and the HTTP plumbing to write other doubles, a real `nomyo
+//! serve` process, `nomyo bench` commands, checks of a finished command's
+//! output, and readers for a server's metrics and `/proc` figures.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,20 +45,103 @@ pub fn upstream() -> Upstream {
 /// Starts an [`Upstream`] whose answers (plain, and the first chunk of a
 /// stream) say `answer` (plain ASCII, no JSON escaping needed).
 pub fn upstream_answering(answer: &str) -> Upstream {
-    let answer: Arc<str> = Arc::from(answer);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let answer = answer.to_owned();
     let posts = Arc::new(AtomicU64::new(0));
     let counter = posts.clone();
+    let url = http_double(move |request, out| answer_chat(request, out, &counter, &answer));
+    Upstream { url, posts }
+}
+
+/// One HTTP/1.1 request as the doubles here read it.
+pub struct Request {
+    /// The request line, trimmed: `POST /v1/chat/completions HTTP/1.1`.
+    pub line: String,
+    /// The body (as long as its Content-Length), as text.
+    pub body: String,
+}
+
+/// `Content-Type` of JSON answers.
+pub const JSON: &str = "application/json";
+
+/// The `GET /v1/models` answer of the upstream doubles: one model, `tiny`.
+pub const MODELS: &str = r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#;
+
+/// Serves keep-alive HTTP/1.1 on 127.0.0.1:0, a thread per connection:
+/// `answer` writes the reply to each request and says whether to keep the
+/// connection open. Returns `http://127.0.0.1:PORT/v1`.
+pub fn http_double<F>(answer: F) -> String
+where
+    F: Fn(&Request, &mut TcpStream) -> std::io::Result<bool> + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (counter, answer) = (counter.clone(), answer.clone());
+            let answer = answer.clone();
             std::thread::spawn(move || {
-                let _ = handle(stream, &counter, &answer);
+                let _ = connection(stream, &*answer);
             });
         }
     });
-    Upstream { url, posts }
+    url
+}
+
+fn connection<F>(stream: TcpStream, answer: &F) -> std::io::Result<()>
+where
+    F: Fn(&Request, &mut TcpStream) -> std::io::Result<bool>,
+{
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    while let Some(request) = read_request(&mut reader)? {
+        if !answer(&request, &mut out)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The next request on a connection; `None` once the peer closed it.
+fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request {
+        line: line.trim().to_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }))
+}
+
+/// Writes one whole response (with a Content-Length).
+pub fn write_response(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = if status == 200 { "OK" } else { "Error" };
+    write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()
 }
 
 fn chunk_event(text: Option<&str>) -> String {
@@ -78,76 +162,49 @@ fn write_chunk(out: &mut TcpStream, data: &str) -> std::io::Result<()> {
     out.flush()
 }
 
-fn handle(stream: TcpStream, posts: &AtomicU64, answer: &str) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        let body = String::from_utf8_lossy(&body);
-        if line.starts_with("GET /v1/models") {
-            let reply = r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#;
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
-                reply.len()
-            )?;
-            out.flush()?;
-            continue;
-        }
-        posts.fetch_add(1, Ordering::SeqCst);
-        if body.contains(SLOW) {
-            std::thread::sleep(HOLD_FOR);
-        }
-        if body.contains(r#""stream":true"#) {
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )?;
-            out.flush()?;
-            if body.contains(HOLD_STREAM) {
-                write_chunk(&mut out, &chunk_event(Some("partial")))?;
-                std::thread::sleep(HOLD_FOR);
-                return Ok(());
-            }
-            write_chunk(&mut out, &chunk_event(Some(answer)))?;
-            for i in 1..STREAM_CHUNKS {
-                write_chunk(&mut out, &chunk_event(Some(&format!(" w{i}"))))?;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            write_chunk(&mut out, &chunk_event(None))?;
-            write_chunk(&mut out, "data: [DONE]\n\n")?;
-            write!(out, "0\r\n\r\n")?;
-            out.flush()?;
-        } else {
-            let reply = format!(
-                r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"{answer}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
-            );
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
-                reply.len()
-            )?;
-            out.flush()?;
-        }
+/// The [`Upstream`]'s answer to one request; false: close the connection.
+fn answer_chat(
+    request: &Request,
+    out: &mut TcpStream,
+    posts: &AtomicU64,
+    answer: &str,
+) -> std::io::Result<bool> {
+    let body = &request.body;
+    if request.line.starts_with("GET /v1/models") {
+        write_response(out, 200, JSON, MODELS)?;
+        return Ok(true);
     }
+    posts.fetch_add(1, Ordering::SeqCst);
+    if body.contains(SLOW) {
+        std::thread::sleep(HOLD_FOR);
+    }
+    if body.contains(r#""stream":true"#) {
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )?;
+        out.flush()?;
+        if body.contains(HOLD_STREAM) {
+            write_chunk(out, &chunk_event(Some("partial")))?;
+            std::thread::sleep(HOLD_FOR);
+            return Ok(false);
+        }
+        write_chunk(out, &chunk_event(Some(answer)))?;
+        for i in 1..STREAM_CHUNKS {
+            write_chunk(out, &chunk_event(Some(&format!(" w{i}"))))?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        write_chunk(out, &chunk_event(None))?;
+        write_chunk(out, "data: [DONE]\n\n")?;
+        write!(out, "0\r\n\r\n")?;
+        out.flush()?;
+    } else {
+        let reply = format!(
+            r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"{answer}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+        );
+        write_response(out, 200, JSON, &reply)?;
+    }
+    Ok(true)
 }
 
 /// The `nomyo` binary under test.
@@ -264,21 +321,84 @@ pub fn start(mut cmd: Command) -> Result<Serve, (Option<i32>, String)> {
     }
 }
 
+/// The flags of a throwaway server key: in memory, 2048 bits (fast).
+pub const EPHEMERAL_KEY: [&str; 3] = ["--ephemeral-key", "--key-bits", "2048"];
+
 /// `nomyo serve` on 127.0.0.1:0 in front of `upstream`, with the API key
 /// file in `dir`, plus `extra` flags (`--ephemeral-key` or `--key-dir`, ...).
 pub fn serve_cmd(upstream: &Upstream, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = serve_cmd_open(&upstream.url, extra);
+    cmd.arg("--api-key-file").arg(api_key_file(dir));
+    cmd
+}
+
+/// `nomyo serve` on 127.0.0.1:0 (unless `extra` has `--listen`) in front of
+/// the upstream at `upstream_url`, no API key required, plus `extra` flags.
+pub fn serve_cmd_open(upstream_url: &str, extra: &[&str]) -> Command {
     let mut cmd = nomyo();
     cmd.arg("serve");
     if !extra.contains(&"--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
-    cmd.args(["--upstream", &upstream.url])
-        .arg("--api-key-file")
-        .arg(api_key_file(dir))
+    cmd.args(["--upstream", upstream_url])
         .args(extra)
         .env_remove("RUST_LOG")
         .env_remove("NOMYO_LOG");
     cmd
+}
+
+/// [`start`], panicking with the exit code and stderr if it exits first.
+pub fn started(cmd: Command) -> Serve {
+    start(cmd).unwrap_or_else(|(code, err)| panic!("nomyo serve exited ({code:?}): {err}"))
+}
+
+/// `nomyo bench --base-url URL --allow-http --model tiny` in a clean
+/// environment (HOME = `home`, no RUST_LOG or NOMYO_*), the API key `key`
+/// in $BENCH_KEY, known servers in `known_servers`, stdin closed.
+pub fn bench_cmd(url: &str, home: &Path, known_servers: &Path, key: &str) -> Command {
+    let mut cmd = nomyo();
+    cmd.args([
+        "bench",
+        "--base-url",
+        url,
+        "--allow-http",
+        "--api-key-env",
+        "BENCH_KEY",
+        "--model",
+        "tiny",
+        "--known-servers",
+    ])
+    .arg(known_servers)
+    .env("HOME", home)
+    .env("BENCH_KEY", key)
+    .env_remove("RUST_LOG")
+    .env_remove("NOMYO_API_KEY")
+    .env_remove("NOMYO_BASE_URL")
+    .env_remove("NOMYO_MODEL")
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// A finished command's stdout (UTF-8).
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// A finished command's stderr (UTF-8).
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Asserts the exit code, showing stdout and stderr otherwise.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status; stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
 }
 
 /// One `GET path` over a fresh HTTP/1.1 connection: (status, body).
