@@ -24,18 +24,19 @@ fn serve(upstream: &Upstream) -> (Serve, tempfile::TempDir) {
     (srv, dir)
 }
 
-/// Runs `nomyo bench` with a clean environment and the API key in $BENCH_KEY.
-fn bench(url: &str, key: &str, args: &[&str]) -> Output {
+/// Runs `nomyo bench` with a clean environment, the API key in $BENCH_KEY,
+/// and `args` (separated by spaces).
+fn bench(url: &str, key: &str, args: &str) -> Output {
     let home = tempfile::tempdir().unwrap();
     bench_cmd(url, home.path(), &home.path().join("known_servers"), key)
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("run nomyo bench")
 }
 
 /// [`bench`] that must succeed: its `--json` line.
 #[track_caller]
-fn bench_ok(url: &str, args: &[&str]) -> serde_json::Value {
+fn bench_ok(url: &str, args: &str) -> serde_json::Value {
     let o = bench(url, API_KEY, args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     json_of(&o)
@@ -70,20 +71,7 @@ fn bench_json_v1_v2_plain_and_bad_key() {
 
     // v1: 6 measured requests after 2 warm-ups, 2 at a time.
     let before = up.posts.load(Ordering::SeqCst);
-    let v = bench_ok(
-        &srv.url,
-        &[
-            "--protocol",
-            "v1",
-            "-c",
-            "2",
-            "-n",
-            "6",
-            "--warmup",
-            "2",
-            "--json",
-        ],
-    );
+    let v = bench_ok(&srv.url, "--protocol v1 -c 2 -n 6 --warmup 2 --json");
     check_ok(&v, 6);
     assert_eq!(v["protocol"], "v1");
     assert_eq!(v["concurrency"], 2);
@@ -97,50 +85,30 @@ fn bench_json_v1_v2_plain_and_bad_key() {
     // v2 with the X25519 config and a 4 KiB body.
     let v = bench_ok(
         &srv.url,
-        &[
-            "--protocol",
-            "v2",
-            "--kem",
-            "x25519",
-            "-n",
-            "5",
-            "--body-bytes",
-            "4096",
-            "--json",
-        ],
+        "--protocol v2 --kem x25519 -n 5 --body-bytes 4096 --json",
     );
     check_ok(&v, 5);
     assert_eq!(v["kem"], "x25519");
     assert_eq!(v["body_bytes"], 4096);
 
     // v2 streamed: time to first token is reported.
-    let v = bench_ok(
-        &srv.url,
-        &["--protocol", "v2", "--stream", "-n", "3", "--json"],
-    );
+    let v = bench_ok(&srv.url, "--protocol v2 --stream -n 3 --json");
     check_ok(&v, 3);
     let ttft = v["ttft_p50_ms"].as_f64().unwrap();
     assert!(ttft > 0.0 && ttft <= v["max_ms"].as_f64().unwrap(), "{v}");
 
     // Plain, straight at the upstream: its counter moves, no server involved.
     let before = up.posts.load(Ordering::SeqCst);
-    let v = bench_ok(
-        &up.url,
-        &["--protocol", "plain", "-n", "4", "--warmup", "1", "--json"],
-    );
+    let v = bench_ok(&up.url, "--protocol plain -n 4 --warmup 1 --json");
     check_ok(&v, 4);
     assert_eq!(up.posts.load(Ordering::SeqCst) - before, 5);
 
     // A bad API key: refused at warm-up (exit 3, as `nomyo chat`)...
-    let o = bench(&srv.url, "wrong-key", &["-n", "3", "--json"]);
+    let o = bench(&srv.url, "wrong-key", "-n 3 --json");
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("warm-up"));
     // ...and without warm-up every measured request fails as http_401 (exit 5).
-    let o = bench(
-        &srv.url,
-        "wrong-key",
-        &["-n", "3", "--warmup", "0", "--json"],
-    );
+    let o = bench(&srv.url, "wrong-key", "-n 3 --warmup 0 --json");
     assert_eq!(o.status.code(), Some(5), "{o:?}");
     let v = json_of(&o);
     assert_eq!(v["requests"], 3);
@@ -150,10 +118,7 @@ fn bench_json_v1_v2_plain_and_bad_key() {
 
     // --duration bounds the run by time.
     let start = Instant::now();
-    let v = bench_ok(
-        &srv.url,
-        &["--protocol", "v2", "-c", "2", "--duration", "0.5", "--json"],
-    );
+    let v = bench_ok(&srv.url, "--protocol v2 -c 2 --duration 0.5 --json");
     assert!(v["ok"].as_u64().unwrap() >= 1);
     assert!(v["elapsed_s"].as_f64().unwrap() >= 0.5);
     assert!(start.elapsed() < Duration::from_secs(30));

@@ -109,6 +109,16 @@ impl Env {
         self.cmd(args, env).output().expect("run nomyo")
     }
 
+    /// `nomyo chat` against `s` with the client keys in `dir`, then `rest`.
+    fn chat(&self, s: &Serve, dir: &Path, rest: &[&str]) -> Output {
+        self.run(&chat_args(s, dir, rest))
+    }
+
+    /// [`Env::chat`] with extra environment variables.
+    fn chat_env(&self, s: &Serve, dir: &Path, rest: &[&str], env: &[(&str, &str)]) -> Output {
+        self.run_env(&chat_args(s, dir, rest), env)
+    }
+
     fn run_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
             .cmd(args, &[])
@@ -179,7 +189,7 @@ fn answers_json_stdin_env_and_first_use_trust() {
 
     // The text answer; the model is the server's only one; first contact is recorded.
     let prompt = format!("what did you see? {MARKER}");
-    let o = env.run(&chat_args(&s, &dir, &[&prompt]));
+    let o = env.chat(&s, &dir, &[&prompt]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
     let err = stderr(&o);
@@ -204,7 +214,7 @@ fn answers_json_stdin_env_and_first_use_trust() {
     assert!(human_error(&o).contains("--allow-http"));
 
     // Second contact: silent, key known.
-    let o = env.run(&chat_args(
+    let o = env.chat(
         &s,
         &dir,
         &[
@@ -218,12 +228,12 @@ fn answers_json_stdin_env_and_first_use_trust() {
             "0.1",
             &prompt,
         ],
-    ));
+    );
     assert_exit(&o, 0);
     assert_eq!(stderr(&o), "");
 
     // --json: the whole response with _metadata.
-    let o = env.run(&chat_args(&s, &dir, &["--json", "--tier", "high", &prompt]));
+    let o = env.chat(&s, &dir, &["--json", "--tier", "high", &prompt]);
     assert_exit(&o, 0);
     let out = stdout(&o);
     for needle in [
@@ -324,13 +334,13 @@ fn refused_callers_exit_3() {
     let s = serve(&up, &["--api-key-file", keys.to_str().unwrap()]);
     let dir = key_dir(&env, None);
 
-    let o = env.run(&chat_args(&s, &dir, &["-m", "tiny", "hi"]));
+    let o = env.chat(&s, &dir, &["-m", "tiny", "hi"]);
     assert_exit(&o, 3);
     assert!(human_error(&o).contains("authentication failed"));
 
     let wrong = env.home.path().join("wrong");
     std::fs::write(&wrong, "sk-wrong\n").unwrap();
-    let o = env.run(&chat_args(
+    let o = env.chat(
         &s,
         &dir,
         &[
@@ -340,18 +350,22 @@ fn refused_callers_exit_3() {
             wrong.to_str().unwrap(),
             "hi",
         ],
-    ));
+    );
     assert_exit(&o, 3);
     assert!(!stderr(&o).contains("sk-wrong"));
 
     // NOMYO_API_KEY when no flag is given; --api-key-env names another variable.
-    let o = env.run_env(
-        &chat_args(&s, &dir, &["-m", "tiny", MARKER]),
+    let o = env.chat_env(
+        &s,
+        &dir,
+        &["-m", "tiny", MARKER],
         &[("NOMYO_API_KEY", "sk-right")],
     );
     assert_exit(&o, 0);
-    let o = env.run_env(
-        &chat_args(&s, &dir, &["-m", "tiny", "--api-key-env", "MY_KEY", MARKER]),
+    let o = env.chat_env(
+        &s,
+        &dir,
+        &["-m", "tiny", "--api-key-env", "MY_KEY", MARKER],
         &[("MY_KEY", "sk-right"), ("NOMYO_API_KEY", "sk-wrong")],
     );
     assert_exit(&o, 0);
@@ -364,7 +378,7 @@ fn security_failures_exit_4() {
 
     // A pin that does not match.
     let pin = format!("sha256:{}", "ab".repeat(32));
-    let o = env.run(&chat_args(&s, &dir, &["--pin", &pin, "hi"]));
+    let o = env.chat(&s, &dir, &["--pin", &pin, "hi"]);
     assert_exit(&o, 4);
     assert!(human_error(&o).contains("pin mismatch"));
     assert!(
@@ -376,7 +390,7 @@ fn security_failures_exit_4() {
     let origin = s.url.trim_end_matches('/');
     std::fs::create_dir_all(env.known_servers().parent().unwrap()).unwrap();
     std::fs::write(env.known_servers(), format!("{origin} {pin}\n")).unwrap();
-    let o = env.run(&chat_args(&s, &dir, &["hi"]));
+    let o = env.chat(&s, &dir, &["hi"]);
     assert_exit(&o, 4);
     let e = human_error(&o);
     assert!(e.contains("HAS CHANGED") && e.contains("line 1"), "{e}");
@@ -395,7 +409,7 @@ fn security_failures_exit_4() {
         .strip_prefix("v1 ")
         .unwrap()
         .to_owned();
-    let o = env.run(&chat_args(&s, &dir, &["--pin", &fp, MARKER]));
+    let o = env.chat(&s, &dir, &["--pin", &fp, MARKER]);
     assert_exit(&o, 0);
 }
 
@@ -406,25 +420,25 @@ fn password_protected_key_directories() {
     let before = std::fs::read(dir.join("private_key.pem")).unwrap();
     let pw = env.home.path().join("pw");
 
-    let o = env.run(&chat_args(
+    let o = env.chat(&s, &dir, &["--password-file", pw.to_str().unwrap(), MARKER]);
+    assert_exit(&o, 0);
+    let o = env.chat_env(
         &s,
         &dir,
-        &["--password-file", pw.to_str().unwrap(), MARKER],
-    ));
-    assert_exit(&o, 0);
-    let o = env.run_env(
-        &chat_args(&s, &dir, &["--password-env", "KEYPW", MARKER]),
+        &["--password-env", "KEYPW", MARKER],
         &[("KEYPW", "open sesame")],
     );
     assert_exit(&o, 0);
 
-    let o = env.run_env(
-        &chat_args(&s, &dir, &["--password-env", "KEYPW", "hi"]),
+    let o = env.chat_env(
+        &s,
+        &dir,
+        &["--password-env", "KEYPW", "hi"],
         &[("KEYPW", "nope")],
     );
     assert_exit(&o, 4);
     assert!(human_error(&o).contains("wrong password"));
-    let o = env.run(&chat_args(&s, &dir, &["hi"]));
+    let o = env.chat(&s, &dir, &["hi"]);
     assert_exit(&o, 4);
     assert!(human_error(&o).contains("password-protected"));
     assert_eq!(
@@ -435,11 +449,11 @@ fn password_protected_key_directories() {
 
     // An empty directory with a password: chat creates an encrypted key.
     let fresh = env.home.path().join("fresh");
-    let o = env.run(&chat_args(
+    let o = env.chat(
         &s,
         &fresh,
         &["--password-file", pw.to_str().unwrap(), MARKER],
-    ));
+    );
     assert_exit(&o, 0);
     assert!(stderr(&o).contains("created a new client key pair"));
     let pem = std::fs::read_to_string(fresh.join("private_key.pem")).unwrap();
@@ -452,11 +466,7 @@ fn server_and_network_failures_exit_5_and_others_1() {
     let dir = key_dir(&env, None);
 
     *up.fail_status.lock().unwrap() = Some(500);
-    let o = env.run(&chat_args(
-        &s,
-        &dir,
-        &["-m", "tiny", "--max-retries", "0", "hi"],
-    ));
+    let o = env.chat(&s, &dir, &["-m", "tiny", "--max-retries", "0", "hi"]);
     assert_exit(&o, 5);
     assert!(human_error(&o).contains("server error (HTTP 502)"));
     *up.fail_status.lock().unwrap() = None;
@@ -477,7 +487,7 @@ fn server_and_network_failures_exit_5_and_others_1() {
     assert!(human_error(&o).contains("cannot reach"));
 
     // Unknown model: 404, exit 1.
-    let o = env.run(&chat_args(&s, &dir, &["-m", "no-such-model", "hi"]));
+    let o = env.chat(&s, &dir, &["-m", "no-such-model", "hi"]);
     assert_exit(&o, 1);
     assert!(human_error(&o).contains("not found"));
 }
@@ -525,18 +535,21 @@ fn chat_with_an_independent_python_v1_server() {
     let server = started(cmd);
 
     let env = Env::new();
-    let o = env.run(&[
+    let chat = [
         "chat",
         "--base-url",
         &server.url,
         "--allow-http",
         "-m",
         "any",
-        "--tier",
-        "high",
-        "--json",
-        "hello from the CLI",
-    ]);
+    ];
+    let o = env.run(
+        &[
+            &chat[..],
+            &["--tier", "high", "--json", "hello from the CLI"],
+        ]
+        .concat(),
+    );
     assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(
@@ -551,17 +564,7 @@ fn chat_with_an_independent_python_v1_server() {
     // The key it presented is now on record; a pin of it works too.
     let known = std::fs::read_to_string(env.known_servers()).unwrap();
     let fp = known.split_whitespace().nth(1).unwrap().to_owned();
-    let o = env.run(&[
-        "chat",
-        "--base-url",
-        &server.url,
-        "--allow-http",
-        "-m",
-        "any",
-        "--pin",
-        &fp,
-        "again",
-    ]);
+    let o = env.run(&[&chat[..], &["--pin", &fp, "again"]].concat());
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "python saw: again\n");
 }

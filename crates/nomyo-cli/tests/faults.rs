@@ -314,6 +314,15 @@ fn disk_full_while_saving_a_rotated_key_keeps_the_previous_files() {
     assert!(left.iter().all(|n| !n.starts_with('.')), "{left:?}");
 }
 
+/// A server on the key directory `keys` that must not start: its exit code
+/// and stderr (`why`: what it would have started with).
+fn refused_start(up: &Upstream, dir: &Path, keys: &Path, why: &str) -> (Option<i32>, String) {
+    match start(key_serve(up, dir, keys, &[])) {
+        Ok(_) => panic!("started with {why}"),
+        Err(e) => e,
+    }
+}
+
 #[test]
 fn loose_key_permissions_at_start_refused_with_the_fix() {
     let up = upstream();
@@ -322,10 +331,7 @@ fn loose_key_permissions_at_start_refused_with_the_fix() {
     drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
     let private = keys.join("private_key.pem");
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, stderr) = match start(key_serve(&up, dir.path(), &keys, &[])) {
-        Ok(_) => panic!("started with a world-readable private key"),
-        Err(e) => e,
-    };
+    let (code, stderr) = refused_start(&up, dir.path(), &keys, "a world-readable private key");
     assert_ne!(code, Some(0), "{stderr}");
     let p = private.display().to_string();
     assert!(
@@ -348,10 +354,7 @@ fn loose_hpke_key_file_permissions_at_start_refused_with_the_fix() {
     drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
     let hpke = keys.join("hpke_keys.key");
     std::fs::set_permissions(&hpke, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, stderr) = match start(key_serve(&up, dir.path(), &keys, &[])) {
-        Ok(_) => panic!("started with a world-readable HPKE key file"),
-        Err(e) => e,
-    };
+    let (code, stderr) = refused_start(&up, dir.path(), &keys, "a world-readable HPKE key file");
     assert_ne!(code, Some(0), "{stderr}");
     let p = hpke.display().to_string();
     assert!(

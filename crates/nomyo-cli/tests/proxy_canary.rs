@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{nomyo, serve_cmd, start, upstream_answering, Serve, API_KEY};
+use support::{nomyo, serve_cmd, start, upstream_answering, Serve, API_KEY, EPHEMERAL_KEY};
 
 fn unique(tag: &str) -> String {
     let t = std::time::SystemTime::now()
@@ -68,7 +68,7 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("endpoint_key"), format!("{API_KEY}\n")).unwrap();
     std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
-    let mut cmd = serve_cmd(&up, dir.path(), &["--ephemeral-key", "--key-bits", "2048"]);
+    let mut cmd = serve_cmd(&up, dir.path(), &EPHEMERAL_KEY);
     cmd.env("RUST_LOG", "trace");
     let srv = start(cmd).unwrap_or_else(|e| panic!("{e:?}"));
     let rt = tokio::runtime::Builder::new_current_thread()

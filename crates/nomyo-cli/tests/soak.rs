@@ -26,11 +26,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::{metric, open_fds, rss_kib, serve_cmd, start, upstream, Serve, API_KEY};
+use support::{bench_cmd, metric, open_fds, rss_kib, serve_cmd, start, upstream, Serve, API_KEY};
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -88,29 +88,11 @@ fn spawn_bench(
     n: u64,
     c: u64,
 ) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_nomyo"))
-        .args([
-            "bench",
-            "--base-url",
-            url,
-            "--allow-http",
-            "--api-key-env",
-            "SOAK_KEY",
-            "--model",
-            "tiny",
-            "--json",
-        ])
+    let known_servers = home.join(format!("known_servers-{}", load.name));
+    bench_cmd(url, home, &known_servers, API_KEY)
+        .arg("--json")
         .args(["-n", &n.to_string(), "-c", &c.to_string()])
-        .arg("--known-servers")
-        .arg(home.join(format!("known_servers-{}", load.name)))
         .args(load.args)
-        .env("HOME", home)
-        .env("SOAK_KEY", API_KEY)
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_API_KEY")
-        .env_remove("NOMYO_BASE_URL")
-        .env_remove("NOMYO_MODEL")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
