@@ -535,7 +535,7 @@ fn chat_with_an_independent_python_v1_server() {
     let server = started(cmd);
 
     let env = Env::new();
-    let chat = [
+    let base = [
         "chat",
         "--base-url",
         &server.url,
@@ -543,13 +543,8 @@ fn chat_with_an_independent_python_v1_server() {
         "-m",
         "any",
     ];
-    let o = env.run(
-        &[
-            &chat[..],
-            &["--tier", "high", "--json", "hello from the CLI"],
-        ]
-        .concat(),
-    );
+    let chat = |rest: &[&str]| env.run(&[&base[..], rest].concat());
+    let o = chat(&["--tier", "high", "--json", "hello from the CLI"]);
     assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(
@@ -564,7 +559,7 @@ fn chat_with_an_independent_python_v1_server() {
     // The key it presented is now on record; a pin of it works too.
     let known = std::fs::read_to_string(env.known_servers()).unwrap();
     let fp = known.split_whitespace().nth(1).unwrap().to_owned();
-    let o = env.run(&[&chat[..], &["--pin", &fp, "again"]].concat());
+    let o = chat(&["--pin", &fp, "again"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "python saw: again\n");
 }

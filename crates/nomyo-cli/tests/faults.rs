@@ -31,7 +31,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -314,26 +314,48 @@ fn disk_full_while_saving_a_rotated_key_keeps_the_previous_files() {
     assert!(left.iter().all(|n| !n.starts_with('.')), "{left:?}");
 }
 
-/// A server on the key directory `keys` that must not start: its exit code
-/// and stderr (`why`: what it would have started with).
-fn refused_start(up: &Upstream, dir: &Path, keys: &Path, why: &str) -> (Option<i32>, String) {
-    match start(key_serve(up, dir, keys, &[])) {
-        Ok(_) => panic!("started with {why}"),
+/// A key directory whose `file` was made world-readable (0644) after a
+/// first start, and what the next start said: it must be refused.
+struct Loosened {
+    up: Upstream,
+    dir: tempfile::TempDir,
+    keys: PathBuf,
+    /// The loosened file.
+    file: PathBuf,
+    /// The refused start's exit code and stderr.
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// [`Loosened`] for `name` in the key directory (`what`: what it is, for
+/// the panic if the server starts anyway).
+fn loosened(name: &str, what: &str) -> Loosened {
+    let up = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
+    let file = keys.join(name);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = match start(key_serve(&up, dir.path(), &keys, &[])) {
+        Ok(_) => panic!("started with {what}"),
         Err(e) => e,
+    };
+    Loosened {
+        up,
+        dir,
+        keys,
+        file,
+        code,
+        stderr,
     }
 }
 
 #[test]
 fn loose_key_permissions_at_start_refused_with_the_fix() {
-    let up = upstream();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
-    let private = keys.join("private_key.pem");
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, stderr) = refused_start(&up, dir.path(), &keys, "a world-readable private key");
-    assert_ne!(code, Some(0), "{stderr}");
-    let p = private.display().to_string();
+    let l = loosened("private_key.pem", "a world-readable private key");
+    let stderr = &l.stderr;
+    assert_ne!(l.code, Some(0), "{stderr}");
+    let p = l.file.display().to_string();
     assert!(
         stderr.contains(&p)
             && stderr.contains("0644")
@@ -342,21 +364,16 @@ fn loose_key_permissions_at_start_refused_with_the_fix() {
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
     // Fixed as told, it starts.
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
-    drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
+    std::fs::set_permissions(&l.file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(start(key_serve(&l.up, l.dir.path(), &l.keys, &[])).unwrap());
 }
 
 #[test]
 fn loose_hpke_key_file_permissions_at_start_refused_with_the_fix() {
-    let up = upstream();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    drop(start(key_serve(&up, dir.path(), &keys, &[])).unwrap());
-    let hpke = keys.join("hpke_keys.key");
-    std::fs::set_permissions(&hpke, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, stderr) = refused_start(&up, dir.path(), &keys, "a world-readable HPKE key file");
-    assert_ne!(code, Some(0), "{stderr}");
-    let p = hpke.display().to_string();
+    let l = loosened("hpke_keys.key", "a world-readable HPKE key file");
+    let stderr = &l.stderr;
+    assert_ne!(l.code, Some(0), "{stderr}");
+    let p = l.file.display().to_string();
     assert!(
         stderr.contains(&p) && stderr.contains("0644") && stderr.contains("chmod 600"),
         "{stderr}"
