@@ -320,15 +320,14 @@ struct Loosened {
     up: Upstream,
     dir: tempfile::TempDir,
     keys: PathBuf,
-    /// The loosened file.
-    file: PathBuf,
-    /// The refused start's exit code and stderr.
-    code: Option<i32>,
+    /// The loosened file, as the server should name it.
+    path: String,
+    /// The refused start's stderr.
     stderr: String,
 }
 
 /// [`Loosened`] for `name` in the key directory (`what`: what it is, for
-/// the panic if the server starts anyway).
+/// the panic if the server starts anyway); the refused start exited non-zero.
 fn loosened(name: &str, what: &str) -> Loosened {
     let up = upstream();
     let dir = tempfile::tempdir().unwrap();
@@ -340,12 +339,12 @@ fn loosened(name: &str, what: &str) -> Loosened {
         Ok(_) => panic!("started with {what}"),
         Err(e) => e,
     };
+    assert_ne!(code, Some(0), "{stderr}");
     Loosened {
         up,
         dir,
         keys,
-        file,
-        code,
+        path: file.display().to_string(),
         stderr,
     }
 }
@@ -353,29 +352,25 @@ fn loosened(name: &str, what: &str) -> Loosened {
 #[test]
 fn loose_key_permissions_at_start_refused_with_the_fix() {
     let l = loosened("private_key.pem", "a world-readable private key");
-    let stderr = &l.stderr;
-    assert_ne!(l.code, Some(0), "{stderr}");
-    let p = l.file.display().to_string();
+    let (p, stderr) = (&l.path, &l.stderr);
     assert!(
-        stderr.contains(&p)
+        stderr.contains(p.as_str())
             && stderr.contains("0644")
             && stderr.contains(&format!("chmod 600 {p}")),
         "names the file, the mode and the fix: {stderr}"
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
     // Fixed as told, it starts.
-    std::fs::set_permissions(&l.file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
     drop(start(key_serve(&l.up, l.dir.path(), &l.keys, &[])).unwrap());
 }
 
 #[test]
 fn loose_hpke_key_file_permissions_at_start_refused_with_the_fix() {
     let l = loosened("hpke_keys.key", "a world-readable HPKE key file");
-    let stderr = &l.stderr;
-    assert_ne!(l.code, Some(0), "{stderr}");
-    let p = l.file.display().to_string();
+    let (p, stderr) = (&l.path, &l.stderr);
     assert!(
-        stderr.contains(&p) && stderr.contains("0644") && stderr.contains("chmod 600"),
+        stderr.contains(p.as_str()) && stderr.contains("0644") && stderr.contains("chmod 600"),
         "{stderr}"
     );
 }
