@@ -6,30 +6,17 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{shared_key, Answer, Double, Scripted};
+use common::{local_client, shared_key, Answer, Double, Scripted};
 use nomyo_client::{
-    Backoff, ChatMessage, ChatRequest, Client, ClientBuilder, Error, KeySource, KnownServers,
+    ChatMessage, ChatRequest, Client, ClientBuilder, Error, KeySource, KnownServers,
     RequestOptions, SecretString, SecurityTier, Tool, TrustDecision,
 };
 use nomyo_core::keys::{self, PrivateKey, RsaBits};
 use nomyo_core::v1;
 use serde_json::json;
 
-fn fast_backoff() -> Backoff {
-    Backoff {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
-}
-
 fn builder(d: &Double) -> ClientBuilder {
-    Client::builder()
-        .base_url(d.url())
-        .allow_http(true)
-        .client_key(shared_key(0))
-        .known_servers(KnownServers::Off)
-        .backoff(fast_backoff())
+    local_client(&d.url())
 }
 
 type Check = fn(&Error) -> bool;
@@ -293,14 +280,7 @@ async fn unreachable_server_is_a_connection_error_after_retries() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    let client = Client::builder()
-        .base_url(format!("http://{addr}"))
-        .allow_http(true)
-        .client_key(shared_key(0))
-        .known_servers(KnownServers::Off)
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
+    let client = local_client(&format!("http://{addr}")).build().unwrap();
     match client.create(&hello()).await {
         Err(e @ Error::Connection { .. }) => {
             assert!(e.is_server_or_network());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::shared_key;
 use nomyo_client::{
-    Backoff, ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, SecretString,
+    ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, SecretString,
     SecurityTier, TrustDecision,
 };
 use nomyo_core::keys::{PrivateKey, RsaBits};
@@ -100,16 +100,7 @@ async fn start_with_keys(
 }
 
 fn builder(s: &Server) -> ClientBuilder {
-    Client::builder()
-        .base_url(&s.url)
-        .allow_http(true)
-        .client_key(shared_key(0))
-        .known_servers(KnownServers::Off)
-        .backoff(Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-            max_retry_after: Duration::from_secs(5),
-        })
+    common::local_client(&s.url)
 }
 
 fn ask(prompt: &str) -> ChatRequest {

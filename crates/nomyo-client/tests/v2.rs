@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,8 +19,7 @@ use axum::Router;
 use common::shared_key;
 use futures::StreamExt;
 use nomyo_client::{
-    Backoff, ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, Protocol,
-    TrustDecision,
+    ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, Protocol, TrustDecision,
 };
 use nomyo_core::keys::PrivateKey;
 use nomyo_core::keys_signature::{KeysSignature, KeysSignatureError};
@@ -184,17 +184,27 @@ async fn start(state: AppState) -> Server {
 }
 
 fn builder(s: &Server) -> ClientBuilder {
-    Client::builder()
-        .base_url(&s.url)
-        .allow_http(true)
-        .client_key(shared_key(0))
-        .known_servers(KnownServers::Off)
-        .protocol(Protocol::V2)
-        .backoff(Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-            max_retry_after: Duration::from_secs(5),
-        })
+    common::local_client(&s.url).protocol(Protocol::V2)
+}
+
+/// A server with the default keys and a v2 [`builder`] client of it.
+async fn started() -> (Server, Client) {
+    let s = start(state(None)).await;
+    let client = builder(&s).build().unwrap();
+    (s, client)
+}
+
+/// A fresh directory (removed when dropped) and the path of a
+/// known-servers file in it.
+fn known_servers_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    (dir, file)
+}
+
+/// [`builder`] with trust on first use recorded in `file`.
+fn recording(s: &Server, file: &Path) -> ClientBuilder {
+    builder(s).known_servers(KnownServers::File(file.to_owned()))
 }
 
 fn ask(model: &str, prompt: &str) -> ChatRequest {
@@ -203,8 +213,7 @@ fn ask(model: &str, prompt: &str) -> ChatRequest {
 
 #[tokio::test]
 async fn v2_plain_request_prefers_x_wing() {
-    let s = start(state(None)).await;
-    let client = builder(&s).build().unwrap();
+    let (_s, client) = started().await;
     let c = client.create(&ask("m", "hello v2")).await.unwrap();
     assert_eq!(c.text(), Some("echo: hello v2"));
     assert_eq!(c.metadata.is_encrypted, Some(true));
@@ -240,8 +249,7 @@ async fn v2_plain_request_with_x25519_only_server() {
 
 #[tokio::test]
 async fn v2_large_request_spans_several_frames() {
-    let s = start(state(None)).await;
-    let client = builder(&s).build().unwrap();
+    let (_s, client) = started().await;
     let big = "x".repeat(200 * 1024);
     let c = client.create(&ask("m", &big)).await.unwrap();
     assert_eq!(c.text().unwrap().len(), big.len() + "echo: ".len());
@@ -249,8 +257,7 @@ async fn v2_large_request_spans_several_frames() {
 
 #[tokio::test]
 async fn v2_stream_yields_every_chunk_then_ends() {
-    let s = start(state(None)).await;
-    let client = builder(&s).build().unwrap();
+    let (_s, client) = started().await;
     let mut stream = client
         .create_stream(&ask("m", "one two three"))
         .await
@@ -269,8 +276,7 @@ async fn v2_stream_yields_every_chunk_then_ends() {
 
 #[tokio::test]
 async fn v2_cut_stream_is_an_error() {
-    let s = start(state(None)).await;
-    let client = builder(&s).build().unwrap();
+    let (_s, client) = started().await;
     let mut stream = client
         .create_stream(&ask("cut", "one two three"))
         .await
@@ -301,8 +307,7 @@ async fn stripped_response_nonce_fails_closed() {
 
 #[tokio::test]
 async fn key_change_gives_422_then_refetch_and_success() {
-    let s = start(state(None)).await;
-    let client = builder(&s).build().unwrap();
+    let (s, client) = started().await;
     let before = client.hpke_keys().await.unwrap();
     // The server's keys change (new key ids): the cached config is unknown.
     let set = HpkeKeySet::from_pairs(vec![
@@ -363,12 +368,8 @@ async fn pins_apply_to_v2_keys() {
 #[tokio::test]
 async fn signed_v2_keys_record_only_the_v1_key() {
     let s = start(state(None)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
-    let v2 = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let (_dir, file) = known_servers_file();
+    let v2 = recording(&s, &file).build().unwrap();
     v2.create(&ask("m", "v2 first")).await.unwrap();
     let keys = v2.hpke_keys().await.unwrap();
     assert!(matches!(keys.trust(), TrustDecision::FirstUse { .. }));
@@ -377,11 +378,7 @@ async fn signed_v2_keys_record_only_the_v1_key() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text, format!("{} {v1_fp}\n", s.url), "{text}");
     // A v1 client of the same origin finds the key recorded.
-    let v1 = builder(&s)
-        .protocol(Protocol::V1)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
     v1.create(&ask("m", "v1 next")).await.unwrap();
     assert!(matches!(
         v1.server_key().await.unwrap().trust(),
@@ -396,18 +393,10 @@ async fn signed_v2_keys_record_only_the_v1_key() {
 async fn known_servers_keep_v1_and_unsigned_v2_keys_apart() {
     let s = start(state(None)).await;
     s.keys.write().unwrap().signature = Some(None);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
-    let v1 = builder(&s)
-        .protocol(Protocol::V1)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let (_dir, file) = known_servers_file();
+    let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
     v1.create(&ask("m", "v1 first")).await.unwrap();
-    let v2 = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let v2 = recording(&s, &file).build().unwrap();
     v2.create(&ask("m", "v2 next")).await.unwrap();
     let keys = v2.hpke_keys().await.unwrap();
     assert!(matches!(keys.trust(), TrustDecision::FirstUse { .. }));
@@ -420,10 +409,7 @@ async fn known_servers_keep_v1_and_unsigned_v2_keys_apart() {
     );
     assert!(text.contains("#v2-x-wing"), "{text}");
     // A second v2 client finds the recorded key.
-    let again = builder(&s)
-        .known_servers(KnownServers::File(file))
-        .build()
-        .unwrap();
+    let again = recording(&s, &file).build().unwrap();
     again.create(&ask("m", "again")).await.unwrap();
     assert!(matches!(
         again.hpke_keys().await.unwrap().trust(),
@@ -488,13 +474,9 @@ fn rotating_state() -> AppState {
 async fn rotation_is_accepted_through_the_signing_key() {
     let st = rotating_state();
     let s = start(st.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
+    let (_dir, file) = known_servers_file();
     let v1_fp = shared_key(1).public_key().fingerprint();
-    let tofu = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let tofu = recording(&s, &file).build().unwrap();
     let pinned = builder(&s).pin(v1_fp).build().unwrap();
     for c in [&tofu, &pinned] {
         c.create(&ask("m", "before")).await.unwrap();
@@ -531,10 +513,7 @@ async fn rotation_is_accepted_through_the_signing_key() {
         &TrustDecision::Pinned
     );
     // A new client after the rotations: the same single record.
-    let fresh = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let fresh = recording(&s, &file).build().unwrap();
     fresh.create(&ask("m", "fresh")).await.unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), recorded);
     assert!(!recorded.contains("#v2"), "{recorded}");
@@ -547,12 +526,8 @@ async fn unsigned_rotation_is_a_key_change() {
     let st = rotating_state();
     let s = start(st.clone()).await;
     s.keys.write().unwrap().signature = Some(None);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
-    let client = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let (_dir, file) = known_servers_file();
+    let client = recording(&s, &file).build().unwrap();
     client.create(&ask("m", "before")).await.unwrap();
     assert!(std::fs::read_to_string(&file)
         .unwrap()
@@ -583,14 +558,10 @@ async fn tampered_key_list_is_refused() {
         ServerKeyPair::generate(1, Kem::XWing),
     ]);
     s.keys.write().unwrap().body = Some(foreign.encoded().to_vec());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
+    let (_dir, file) = known_servers_file();
     let v1_fp = shared_key(1).public_key().fingerprint();
     for client in [
-        builder(&s)
-            .known_servers(KnownServers::File(file.clone()))
-            .build()
-            .unwrap(),
+        recording(&s, &file).build().unwrap(),
         builder(&s).pin(v1_fp).build().unwrap(),
     ] {
         let err = client.create(&ask("m", "secret")).await.unwrap_err();
@@ -665,15 +636,11 @@ async fn signature_by_another_key_is_refused() {
         &v1_fp.to_string(),
     );
     assert_ne!(claimed, named);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
+    let (_dir, file) = known_servers_file();
     for (header, expect_wrong_key) in [(named, true), (claimed, false)] {
         s.keys.write().unwrap().signature = Some(Some(header));
         for client in [
-            builder(&s)
-                .known_servers(KnownServers::File(file.clone()))
-                .build()
-                .unwrap(),
+            recording(&s, &file).build().unwrap(),
             builder(&s).pin(v1_fp).build().unwrap(),
             builder(&s).build().unwrap(),
         ] {
@@ -706,12 +673,8 @@ async fn signature_by_another_key_is_refused() {
 async fn rsa_rotation_is_checked_like_v1() {
     let st = rotating_state();
     let s = start(st.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("known_servers");
-    let client = builder(&s)
-        .known_servers(KnownServers::File(file.clone()))
-        .build()
-        .unwrap();
+    let (_dir, file) = known_servers_file();
+    let client = recording(&s, &file).build().unwrap();
     client.create(&ask("m", "before")).await.unwrap();
     let old = shared_key(1).public_key().fingerprint();
     let new = st.rotate_key().await.unwrap();

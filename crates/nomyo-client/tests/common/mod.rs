@@ -18,10 +18,31 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use nomyo_client::{Backoff, Client, ClientBuilder, KnownServers};
 use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::v1;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Retries spaced 10 to 50 ms (fast tests).
+pub fn fast_backoff() -> Backoff {
+    Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
+/// A client of the server at `url` over plain HTTP, with the shared client
+/// key 0, no known-servers file and [`fast_backoff`].
+pub fn local_client(url: &str) -> ClientBuilder {
+    Client::builder()
+        .base_url(url)
+        .allow_http(true)
+        .client_key(shared_key(0))
+        .known_servers(KnownServers::Off)
+        .backoff(fast_backoff())
+}
 
 /// A 2048-bit key generated once per test binary (fast tests).
 pub fn shared_key(slot: usize) -> Arc<PrivateKey> {
