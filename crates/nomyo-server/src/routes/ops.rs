@@ -61,7 +61,9 @@ async fn health(State(st): State<AppState>) -> Response {
     let ready = backends.iter().filter(|b| b.backend.is_ready()).count();
     let body = json!({
         "status": if ready > 0 { "ok" } else { "unavailable" },
-        "protocols": ["v1"],
+        // v1 (`/v1/chat/secure_completion`) and v2 (EHBP on the OpenAI
+        // routes) are both always mounted (`crate::app`).
+        "protocols": ["v1", "v2"],
         "backends": backends.len(),
         "backends_ready": ready,
         "key_fingerprint": st.keys().current().fingerprint().to_string(),
