@@ -467,6 +467,16 @@ impl Client {
         let fingerprint = key.fingerprint();
         let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
         tracing::debug!(origin = %self.inner.origin, %fingerprint, ?trust, "server key verified");
+        Ok(self.cache_server_key(key, fingerprint, trust))
+    }
+
+    /// Makes a verified server key the cached one and returns it.
+    fn cache_server_key(
+        &self,
+        key: PublicKey,
+        fingerprint: Fingerprint,
+        trust: TrustDecision,
+    ) -> Arc<ServerKey> {
         let k = Arc::new(ServerKey {
             key,
             fingerprint,
@@ -477,7 +487,7 @@ impl Client {
             .server_key
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
-        Ok(k)
+        k
     }
 
     fn cached_server_key(&self) -> Option<Arc<ServerKey>> {
@@ -510,17 +520,7 @@ impl Client {
         }
         let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
         tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %fingerprint, "server key rotated");
-        let k = Arc::new(ServerKey {
-            key,
-            fingerprint,
-            trust,
-        });
-        *self
-            .inner
-            .server_key
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
-        Ok(Some(k))
+        Ok(Some(self.cache_server_key(key, fingerprint, trust)))
     }
 
     /// The models the server offers the caller (`GET /v1/models`, with the
@@ -877,6 +877,18 @@ pub(crate) fn describe_network_error(e: &reqwest::Error) -> String {
 
 /// Opens a 200 answer: strict package parse (the downgrade guard), payload-id
 /// check, decryption, chat-completion parse, client-side `_metadata`.
+/// Parses a decrypted answer (either protocol) as a chat completion.
+pub(crate) fn parse_completion(plaintext: &[u8]) -> Result<ChatCompletion> {
+    serde_json::from_slice(plaintext).map_err(|e| {
+        // Never serde's message: it can quote the decrypted text.
+        Error::InvalidResponse(format!(
+            "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
 fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<ChatCompletion> {
     let package = v1::Package::from_json(body).map_err(Error::Security)?;
     if package
@@ -889,15 +901,7 @@ fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<Chat
         ));
     }
     let plaintext = v1::open(&package, key).map_err(Error::Security)?;
-    let mut completion: ChatCompletion = serde_json::from_slice(plaintext.expose_secret())
-        .map_err(|e| {
-            // Never serde's message: it can quote the decrypted text.
-            Error::InvalidResponse(format!(
-                "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
+    let mut completion = parse_completion(plaintext.expose_secret())?;
     drop(plaintext);
     let meta = &mut completion.metadata;
     // The encrypted (authenticated) _metadata is the one to trust; the outer

@@ -656,14 +656,7 @@ impl Client {
             )));
         }
         let plain = open_all(&mut opener, &body)?;
-        let mut completion: ChatCompletion = serde_json::from_slice(plain.expose_secret())
-            .map_err(|e| {
-                Error::InvalidResponse(format!(
-                    "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
-                    e.line(),
-                    e.column()
-                ))
-            })?;
+        let mut completion = crate::client::parse_completion(plain.expose_secret())?;
         drop(plain);
         crate::client::check_served_tier(
             self.requested_tier(options),
