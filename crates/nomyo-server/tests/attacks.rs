@@ -33,7 +33,7 @@ use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_core::SecurityTier;
 use nomyo_server::hpke_keys::HpkeKeySet;
-use nomyo_server::policy::{ApiKeys, ModelSet, TierRule};
+use nomyo_server::policy::ApiKeys;
 use nomyo_server::AppState;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -321,8 +321,19 @@ async fn start_proxy(state: AppState) -> Arc<Proxy> {
     p
 }
 
+/// A proxy in `mode` in front of a server for model `m`.
+async fn proxy_in(mode: Mode) -> Arc<Proxy> {
+    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
+    p.set(mode);
+    p
+}
+
 fn ask(prompt: &str) -> ChatRequest {
-    ChatRequest::new("m").message(ChatMessage::user(prompt))
+    ask_model("m", prompt)
+}
+
+fn ask_model(model: &str, prompt: &str) -> ChatRequest {
+    ChatRequest::new(model).message(ChatMessage::user(prompt))
 }
 
 // ---------------------------------------------------------------------------
@@ -367,15 +378,9 @@ async fn downgrade_v1_package_fields_are_refused() {
     );
 
     // The answer side: the client checks the package before decrypting.
-    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    p.set(Mode::DowngradeV1Answer);
-    let err = p
-        .client()
-        .build()
-        .unwrap()
-        .create(&ask("hi"))
-        .await
-        .unwrap_err();
+    let p = proxy_in(Mode::DowngradeV1Answer).await;
+    let client = p.client().build().unwrap();
+    let err = client.create(&ask("hi")).await.unwrap_err();
     assert!(matches!(err, Error::Security(_)), "{err:?}");
 }
 
@@ -509,8 +514,7 @@ async fn response_swap_v2_is_refused() {
         assert!(open_v2(&a.sealer, &rb.1, &ra.2).is_err());
     }
 
-    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    p.set(Mode::SwapAnswers);
+    let p = proxy_in(Mode::SwapAnswers).await;
     let client = p.client().protocol(Protocol::V2).build().unwrap();
     client.create(&ask("first")).await.unwrap();
     let err = client.create(&ask("second")).await.unwrap_err();
@@ -522,8 +526,7 @@ async fn response_swap_v2_is_refused() {
 /// refused by the check of the encrypted `_metadata.payload_id`.
 #[tokio::test]
 async fn response_swap_v1_is_refused() {
-    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    p.set(Mode::SwapAnswers);
+    let p = proxy_in(Mode::SwapAnswers).await;
     let me = p.client().build().unwrap();
     me.create(&ask("first")).await.unwrap();
     let err = me.create(&ask("second")).await.unwrap_err();
@@ -543,15 +546,9 @@ async fn response_swap_v1_is_refused() {
 /// `response_swap_v2_is_refused`).
 #[tokio::test]
 async fn forged_answer_sealed_to_the_sent_public_key_is_accepted_v1_weakness() {
-    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    p.set(Mode::ForgeV1Answer);
-    let answer = p
-        .client()
-        .build()
-        .unwrap()
-        .create(&ask("hi"))
-        .await
-        .unwrap();
+    let p = proxy_in(Mode::ForgeV1Answer).await;
+    let client = p.client().build().unwrap();
+    let answer = client.create(&ask("hi")).await.unwrap();
     assert_eq!(answer.text(), Some("forged by the man in the middle"));
     assert_eq!(
         p.forwarded.load(Ordering::SeqCst),
@@ -568,8 +565,7 @@ async fn forged_answer_sealed_to_the_sent_public_key_is_accepted_v1_weakness() {
 /// and refused by the client, plain and streamed.
 #[tokio::test]
 async fn stripped_response_nonce_fails_closed() {
-    let p = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    p.set(Mode::StripNonce);
+    let p = proxy_in(Mode::StripNonce).await;
     let client = p.client().protocol(Protocol::V2).build().unwrap();
     let err = client.create(&ask("hello")).await.unwrap_err();
     assert!(matches!(err, Error::V2Security(_)), "{err:?}");
@@ -648,19 +644,25 @@ struct KeyChange {
     cached: [Client; 2],
 }
 
+/// A client through `proxy` speaking `proto` that records the server's keys
+/// in the known-servers file `file`.
+fn recording_client(proxy: &Proxy, file: &std::path::Path, proto: Protocol) -> Client {
+    proxy
+        .client()
+        .protocol(proto)
+        .known_servers(KnownServers::File(file.to_owned()))
+        .build()
+        .unwrap()
+}
+
 async fn key_change(hpke_ids: (u8, u8)) -> KeyChange {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("known_servers");
     let proxy = start_proxy(state_with(&["m"]).build().unwrap()).await;
-    let build = |proto| {
-        proxy
-            .client()
-            .protocol(proto)
-            .known_servers(KnownServers::File(file.clone()))
-            .build()
-            .unwrap()
-    };
-    let cached = [build(Protocol::V1), build(Protocol::V2)];
+    let cached = [
+        recording_client(&proxy, &file, Protocol::V1),
+        recording_client(&proxy, &file, Protocol::V2),
+    ];
     for c in &cached {
         c.create(&ask("before")).await.unwrap();
     }
@@ -685,6 +687,20 @@ async fn key_change(hpke_ids: (u8, u8)) -> KeyChange {
     }
 }
 
+impl KeyChange {
+    /// Both clients that cached the old keys refuse their next request as a
+    /// changed key.
+    async fn cached_clients_refuse(&self) {
+        for (c, proto) in self.cached.iter().zip(["v1", "v2"]) {
+            let err = c.create(&ask("after")).await.unwrap_err();
+            assert!(
+                matches!(err, Error::ServerKeyChanged { .. }),
+                "{proto}: {err:?}"
+            );
+        }
+    }
+}
+
 /// The server key changes mid-session (new RSA key; new HPKE keys under new
 /// key ids, as a rotation publishes them): new v1 and v2 clients refuse with
 /// `Error::ServerKeyChanged` before sending anything, and clients that cached
@@ -695,13 +711,7 @@ async fn server_key_change_mid_session_is_refused() {
     let k = key_change((7, 8)).await;
     let before = k.proxy.forwarded.load(Ordering::SeqCst);
     for proto in [Protocol::V1, Protocol::V2] {
-        let c = k
-            .proxy
-            .client()
-            .protocol(proto)
-            .known_servers(KnownServers::File(k.file.clone()))
-            .build()
-            .unwrap();
+        let c = recording_client(&k.proxy, &k.file, proto);
         let err = c.create(&ask("after")).await.unwrap_err();
         assert!(
             matches!(err, Error::ServerKeyChanged { .. }),
@@ -714,13 +724,7 @@ async fn server_key_change_mid_session_is_refused() {
         before,
         "nothing sent to a changed key"
     );
-    for (c, proto) in k.cached.iter().zip(["v1", "v2"]) {
-        let err = c.create(&ask("after")).await.unwrap_err();
-        assert!(
-            matches!(err, Error::ServerKeyChanged { .. }),
-            "{proto}: {err:?}"
-        );
-    }
+    k.cached_clients_refuse().await;
 }
 
 /// A server restarted with freshly generated HPKE keys reuses key ids 0 and
@@ -742,13 +746,7 @@ async fn server_key_change_with_reused_key_ids_is_noticed_by_a_cached_v2_client(
 #[tokio::test]
 async fn server_key_change_with_reused_key_ids_fails_closed() {
     let k = key_change((0, 1)).await;
-    for (c, proto) in k.cached.iter().zip(["v1", "v2"]) {
-        let err = c.create(&ask("after")).await.unwrap_err();
-        assert!(
-            matches!(err, Error::ServerKeyChanged { .. }),
-            "{proto}: {err:?}"
-        );
-    }
+    k.cached_clients_refuse().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -759,28 +757,36 @@ async fn server_key_change_with_reused_key_ids_fails_closed() {
 fn tiered_state() -> (nomyo_server::state::AppStateBuilder, Arc<EchoBackend>) {
     let (b, backend) = echo_state(&["public", "secret"]);
     let b = b
-        .tier(
-            SecurityTier::Standard,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["public"]),
-            },
-        )
-        .tier(
-            SecurityTier::High,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["public"]),
-            },
-        )
-        .tier(
-            SecurityTier::Maximum,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["public", "secret"]),
-            },
-        );
+        .tier(SecurityTier::Standard, allow_models(&["public"]))
+        .tier(SecurityTier::High, allow_models(&["public"]))
+        .tier(SecurityTier::Maximum, allow_models(&["public", "secret"]));
     (b, backend)
+}
+
+/// A proxy in front of [`tiered_state`] that rewrites `X-Security-Tier` on
+/// every chat request to `standard`.
+async fn tier_downgrading_proxy() -> Arc<Proxy> {
+    let (b, _) = tiered_state();
+    let p = start_proxy(b.build().unwrap()).await;
+    p.set(Mode::RewriteTier("standard"));
+    p
+}
+
+/// Request options asking for the `maximum` tier.
+fn maximum() -> RequestOptions {
+    RequestOptions::default().security_tier(SecurityTier::Maximum)
+}
+
+/// The errors a v1 and a v2 client get through `p` for a one-message
+/// request to `model` that asks for `maximum`.
+async fn downgraded(p: &Proxy, model: &str) -> Vec<(Protocol, Error)> {
+    let mut errors = Vec::new();
+    for proto in [Protocol::V1, Protocol::V2] {
+        let c = p.client().protocol(proto).build().unwrap();
+        let err = c.create_with(&ask_model(model, "x"), &maximum()).await;
+        errors.push((proto, err.unwrap_err()));
+    }
+    errors
 }
 
 /// `X-Security-Tier` is a plain header (TLS protects it). Changed in
@@ -833,14 +839,8 @@ async fn tier_header_tampering_never_grants_a_tier_the_policy_refuses() {
 /// allows is refused by the server, never served lower.
 #[tokio::test]
 async fn tier_header_downgrade_is_visible_in_the_sealed_metadata() {
-    let (b, _) = tiered_state();
-    let p = start_proxy(b.build().unwrap()).await;
-    p.set(Mode::RewriteTier("standard"));
-    let opts = RequestOptions::default().security_tier(SecurityTier::Maximum);
-    for proto in [Protocol::V1, Protocol::V2] {
-        let c = p.client().protocol(proto).build().unwrap();
-        let public = ChatRequest::new("public").message(ChatMessage::user("x"));
-        let err = c.create_with(&public, &opts).await.unwrap_err();
+    let p = tier_downgrading_proxy().await;
+    for (proto, err) in downgraded(&p, "public").await {
         assert!(
             matches!(
                 err,
@@ -851,8 +851,8 @@ async fn tier_header_downgrade_is_visible_in_the_sealed_metadata() {
             ),
             "{proto:?}: {err:?}"
         );
-        let secret = ChatRequest::new("secret").message(ChatMessage::user("x"));
-        let err = c.create_with(&secret, &opts).await.unwrap_err();
+    }
+    for (proto, err) in downgraded(&p, "secret").await {
         assert!(matches!(err, Error::Forbidden(_)), "{proto:?}: {err:?}");
     }
 }
@@ -862,14 +862,8 @@ async fn tier_header_downgrade_is_visible_in_the_sealed_metadata() {
 /// `maximum`, so the answer is refused as a security failure.
 #[tokio::test]
 async fn tier_header_downgrade_is_refused_by_the_client() {
-    let (b, _) = tiered_state();
-    let p = start_proxy(b.build().unwrap()).await;
-    p.set(Mode::RewriteTier("standard"));
-    let opts = RequestOptions::default().security_tier(SecurityTier::Maximum);
-    for proto in [Protocol::V1, Protocol::V2] {
-        let c = p.client().protocol(proto).build().unwrap();
-        let public = ChatRequest::new("public").message(ChatMessage::user("x"));
-        let err = c.create_with(&public, &opts).await.unwrap_err();
+    let p = tier_downgrading_proxy().await;
+    for (proto, err) in downgraded(&p, "public").await {
         assert!(
             matches!(
                 err,
@@ -888,13 +882,12 @@ async fn tier_header_downgrade_is_refused_by_the_client() {
 /// names the lower tier, so the stream yields the security error and no text.
 #[tokio::test]
 async fn tier_header_downgrade_on_a_stream_is_refused_by_the_client() {
-    let (b, _) = tiered_state();
-    let p = start_proxy(b.build().unwrap()).await;
-    p.set(Mode::RewriteTier("standard"));
-    let opts = RequestOptions::default().security_tier(SecurityTier::Maximum);
+    let p = tier_downgrading_proxy().await;
     let c = p.client().protocol(Protocol::V2).build().unwrap();
-    let public = ChatRequest::new("public").message(ChatMessage::user("x"));
-    let mut stream = c.create_stream_with(&public, &opts).await.unwrap();
+    let mut stream = c
+        .create_stream_with(&ask_model("public", "x"), &maximum())
+        .await
+        .unwrap();
     let first = futures::StreamExt::next(&mut stream).await.unwrap();
     let err = first.unwrap_err();
     assert!(matches!(err, Error::TierDowngrade { .. }), "{err:?}");
@@ -904,6 +897,20 @@ async fn tier_header_downgrade_on_a_stream_is_refused_by_the_client() {
 // ---------------------------------------------------------------------------
 // API key timing
 // ---------------------------------------------------------------------------
+
+/// A sealed v1 request for model `m` with `Authorization: Bearer {key}`.
+async fn post_v1_with_key(base: &str, key: &str) -> reqwest::Response {
+    let s = seal_json(&chat("m", "x"));
+    http()
+        .post(format!("{base}/v1/chat/secure_completion"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-payload-id", &s.id)
+        .header("x-public-key", &s.public_key_header)
+        .body(s.body)
+        .send()
+        .await
+        .unwrap()
+}
 
 /// Wrong API keys sharing 0, 1, half, all-but-one characters with a real
 /// key (and the key with a character added or removed) all get the same 401
@@ -937,16 +944,7 @@ async fn api_key_guesses_sharing_a_prefix_get_identical_401s() {
     let mut bodies = std::collections::BTreeSet::new();
     let mut v2_bodies = std::collections::BTreeSet::new();
     for g in &guesses {
-        let s = seal_json(&chat("m", "x"));
-        let resp = http()
-            .post(format!("{base}/v1/chat/secure_completion"))
-            .header("authorization", format!("Bearer {g}"))
-            .header("x-payload-id", &s.id)
-            .header("x-public-key", &s.public_key_header)
-            .body(s.body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_v1_with_key(&base, g).await;
         assert_eq!(resp.status(), 401, "{g}");
         bodies.insert(resp.bytes().await.unwrap().to_vec());
         let r = seal_v2(&config(&configs, Kem::XWing), &chat("m", "x"));
@@ -967,15 +965,6 @@ async fn api_key_guesses_sharing_a_prefix_get_identical_401s() {
     assert!(!String::from_utf8_lossy(&body).contains("sk-"));
     assert_eq!(backend.calls.load(Ordering::SeqCst), 0);
     // The real key works (the test would be vacuous otherwise).
-    let s = seal_json(&chat("m", "x"));
-    let resp = http()
-        .post(format!("{base}/v1/chat/secure_completion"))
-        .header("authorization", format!("Bearer {real}"))
-        .header("x-payload-id", &s.id)
-        .header("x-public-key", &s.public_key_header)
-        .body(s.body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_v1_with_key(&base, real).await;
     assert_eq!(resp.status(), 200);
 }

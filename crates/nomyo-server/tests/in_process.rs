@@ -85,13 +85,7 @@ async fn round_trip_with_true_metadata() {
 #[tokio::test]
 async fn without_tier_header_the_lowest_allowing_tier_applies() {
     let st = state_with(&["m", "secret-model"])
-        .tier(
-            SecurityTier::Standard,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["m"]),
-            },
-        )
+        .tier(SecurityTier::Standard, allow_models(&["m"]))
         .tier(
             SecurityTier::Maximum,
             TierRule {
@@ -447,6 +441,7 @@ async fn health_metrics_and_json_errors_for_unknown_routes() {
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["status"], "ok");
+    assert_eq!(v["protocols"], serde_json::json!(["v1", "v2"]));
     assert_eq!(
         v["key_fingerprint"],
         server_key().public_key().fingerprint().to_string()

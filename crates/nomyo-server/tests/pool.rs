@@ -205,6 +205,15 @@ fn breaker(m: &EndpointMetrics, up: &Up) -> i64 {
     m.breaker_state.get_or_create(&labels(up)).get()
 }
 
+/// Waits up to 3 s for `up`'s breaker to reach `state`; fails with `what`.
+async fn wait_for_breaker(m: &EndpointMetrics, up: &Up, state: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while breaker(m, up) != state {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn outcomes(m: &EndpointMetrics, up: &Up, outcome: &'static str) -> u64 {
     m.requests
         .get_or_create(&EndpointOutcomeLabels {
@@ -283,14 +292,7 @@ async fn probes_open_and_close_breakers() {
     })
     .await;
     // The probe takes A out without any request having failed there.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while breaker(&m, &a) != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "probe never opened A"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_breaker(&m, &a, 1, "probe never opened A").await;
     for i in 0..4 {
         assert_eq!(content(&p.chat(req(i)).await.unwrap()), "from:b");
     }
@@ -298,14 +300,7 @@ async fn probes_open_and_close_breakers() {
     // A recovers: the probe closes its breaker long before the cool-down.
     a.ctl.chat_status.store(0, Ordering::SeqCst);
     a.ctl.models_status.store(0, Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while breaker(&m, &a) != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "probe never closed A"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_breaker(&m, &a, 0, "probe never closed A").await;
     for i in 0..4 {
         p.chat(req(i)).await.unwrap();
     }

@@ -79,6 +79,13 @@ async fn round_trip_then_graceful_shutdown_finishes_in_flight() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// XORs byte `at` of the base64 string `v` with `mask`.
+fn flip_b64(v: &mut Value, at: usize, mask: u8) {
+    let mut b = B64.decode(v.as_str().unwrap()).unwrap();
+    b[at] ^= mask;
+    *v = json!(B64.encode(b));
+}
+
 /// Raw exchange where the client stops sending early (half-close).
 async fn raw_truncated(addr: std::net::SocketAddr, head: &str, part: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -206,35 +213,17 @@ async fn bad_input_matrix_over_raw_http() {
     );
     add(
         "tampered tag",
-        mutate(&|w| {
-            let mut t = B64
-                .decode(w["encrypted_payload"]["tag"].as_str().unwrap())
-                .unwrap();
-            t[0] ^= 1;
-            w["encrypted_payload"]["tag"] = json!(B64.encode(t));
-        }),
+        mutate(&|w| flip_b64(&mut w["encrypted_payload"]["tag"], 0, 1)),
         400,
     );
     add(
         "tampered ciphertext",
-        mutate(&|w| {
-            let mut c = B64
-                .decode(w["encrypted_payload"]["ciphertext"].as_str().unwrap())
-                .unwrap();
-            c[0] ^= 0x80;
-            w["encrypted_payload"]["ciphertext"] = json!(B64.encode(c));
-        }),
+        mutate(&|w| flip_b64(&mut w["encrypted_payload"]["ciphertext"], 0, 0x80)),
         400,
     );
     add(
         "tampered wrapped key",
-        mutate(&|w| {
-            let mut k = B64
-                .decode(w["encrypted_aes_key"].as_str().unwrap())
-                .unwrap();
-            k[10] ^= 1;
-            w["encrypted_aes_key"] = json!(B64.encode(k));
-        }),
+        mutate(&|w| flip_b64(&mut w["encrypted_aes_key"], 10, 1)),
         400,
     );
     add(

@@ -18,7 +18,6 @@ use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_core::SecurityTier;
 use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 use nomyo_server::keystore::KeyStore;
-use nomyo_server::policy::{ModelSet, TierRule};
 use nomyo_server::{app, AppState};
 use serde_json::{json, Value};
 
@@ -322,27 +321,9 @@ async fn unknown_key_id_is_422_problem_json() {
 #[tokio::test]
 async fn maximum_tier_requires_xwing() {
     let st = state_with(&["m", "secret"])
-        .tier(
-            SecurityTier::Maximum,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["m", "secret"]),
-            },
-        )
-        .tier(
-            SecurityTier::Standard,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["m"]),
-            },
-        )
-        .tier(
-            SecurityTier::High,
-            TierRule {
-                backends: vec![],
-                models: ModelSet::from_names(["m"]),
-            },
-        )
+        .tier(SecurityTier::Maximum, allow_models(&["m", "secret"]))
+        .tier(SecurityTier::Standard, allow_models(&["m"]))
+        .tier(SecurityTier::High, allow_models(&["m"]))
         .build()
         .unwrap();
     let app = app(st);
@@ -606,10 +587,7 @@ async fn keys_rotate_on_their_schedule() {
 
 #[tokio::test]
 async fn post_quantum_requirement_is_per_tier_config() {
-    let all = || TierRule {
-        backends: vec![],
-        models: ModelSet::from_names(["m"]),
-    };
+    let all = || allow_models(&["m"]);
     let st = state_with(&["m"])
         .tier(SecurityTier::Standard, all())
         .tier(SecurityTier::High, all())
@@ -666,15 +644,9 @@ async fn saved_keys_older_than_the_interval_rotate_at_start() {
     );
 }
 
+/// The key list and its `Nomyo-Keys-Signature` header.
 async fn signed_keys(app: &axum::Router) -> (Vec<u8>, String) {
-    let (s, h, b) = oneshot(
-        app,
-        Request::get("/.well-known/hpke-keys")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    let (h, b) = fetch_hpke_keys_with_headers(app).await;
     let sig = h[nomyo_core::keys_signature::HEADER]
         .to_str()
         .unwrap()

@@ -20,6 +20,7 @@ use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::v1::{self, Package};
 use nomyo_server::backend::{Backend, BackendError, ChatRequest};
 use nomyo_server::keystore::KeyStore;
+use nomyo_server::policy::{ModelSet, TierRule};
 use nomyo_server::AppState;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -125,8 +126,22 @@ pub async fn fetch_public_key(app: &Router) -> nomyo_core::PublicKey {
     nomyo_core::PublicKey::from_pem(std::str::from_utf8(&b).unwrap()).unwrap()
 }
 
+/// A tier rule that allows these models, on any backend.
+pub fn allow_models(names: &[&str]) -> TierRule {
+    TierRule {
+        backends: vec![],
+        models: ModelSet::from_names(names.iter().copied()),
+    }
+}
+
 /// `GET /.well-known/hpke-keys` of an in-process server: the raw key list.
 pub async fn fetch_hpke_keys(app: &Router) -> Vec<u8> {
+    fetch_hpke_keys_with_headers(app).await.1
+}
+
+/// [`fetch_hpke_keys`] with the answer's headers (e.g. the list's
+/// `Nomyo-Keys-Signature`).
+pub async fn fetch_hpke_keys_with_headers(app: &Router) -> (HeaderMap, Vec<u8>) {
     let (s, h, b) = oneshot(
         app,
         Request::get("/.well-known/hpke-keys")
@@ -136,7 +151,7 @@ pub async fn fetch_hpke_keys(app: &Router) -> Vec<u8> {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["content-type"], "application/ohttp-keys");
-    b
+    (h, b)
 }
 
 /// The `detail` of an error body.
