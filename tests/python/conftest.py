@@ -1,7 +1,7 @@
 """Shared fixtures for the Python-side interoperability tests.
 
-The Rust binaries come from the environment (NOMYO_BIN, V1TOOL_BIN: .ci/run
-builds them once) or are built here with cargo on first use, so that
+The Rust binaries come from the environment (NOMYO_BIN, V1TOOL_BIN,
+HPKETOOL_BIN) or are built here with cargo on first use, so that
 `pytest tests/python` also works on its own from the repository root.
 """
 
@@ -61,6 +61,12 @@ def nomyo_bin():
 def v1tool_bin():
     """The nomyo-core `v1tool` example (seal/open/quote/unquote via stdin/stdout)."""
     return _binary("V1TOOL_BIN", ["-p", "nomyo-core", "--example", "v1tool"], "v1tool")
+
+
+@pytest.fixture(scope="session")
+def hpketool_bin():
+    """The nomyo-core `hpketool` example (seals a v2 request body to an HPKE key)."""
+    return _binary("HPKETOOL_BIN", ["-p", "nomyo-core", "--example", "hpketool"], "hpketool")
 
 
 @pytest.fixture(scope="session")
