@@ -9,6 +9,8 @@ import base64
 import json
 import os
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from server_process import NomyoServer
 from upstream_double import UpstreamDouble
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +165,25 @@ def upstream():
     u = UpstreamDouble()
     yield u
     u.close()
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory, nomyo_bin):
+    """`nomyo serve` with the embedded model (no upstream, no API key), once
+    /health says it is ready; one for the whole session (test_proxy.py,
+    test_cli_v2.py), so the model is loaded once. It finds the model as
+    `nomyo serve` does ($NOMYO_MODEL, else ./models/, where
+    scripts/fetch-model.sh puts it)."""
+    key_dir = tmp_path_factory.mktemp("embedded") / "keys"
+    with NomyoServer(nomyo_bin, ["--key-dir", key_dir]) as s:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = json.load(urllib.request.urlopen(s.url + "/health", timeout=5))
+                if health.get("status") == "ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the embedded model did not become ready"
+            time.sleep(0.2)
+        yield s

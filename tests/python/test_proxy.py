@@ -17,7 +17,6 @@ one curl call; and that no prompt or answer reaches the proxy's trace logs.
 import json
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import openai
@@ -236,6 +235,30 @@ def test_errors_are_the_sdks_own_exceptions(nomyo_bin, workdir, server, proxy, u
     assert e.value.status_code == 503 and "retry-after" in e.value.response.headers
 
 
+def test_tier_flag_applies_to_requests_without_the_header(nomyo_bin, workdir, server, upstream):
+    # big-model is allowed on tier high only (config_toml); the proxy's --tier
+    # high is what every request without X-Nomyo-Tier asks for.
+    with start_proxy(nomyo_bin, workdir, server.url, "--api-key-file", workdir / "client_key", "--tier", "high") as p:
+        raw = sdk(p).chat.completions.with_raw_response.create(
+            model="big-model", messages=[{"role": "user", "content": "tiered"}]
+        )
+        assert raw.http_response.status_code == 200
+        assert raw.parse().choices[0].message.content == "echo: tiered"
+        meta = raw.http_response.json()["_metadata"]
+        assert meta["security_tier"] == "high"
+        assert meta["protocol"] == "v2"
+        assert upstream.requests[-1]["body"]["model"] == "big-model"
+        # A request's own header still wins over --tier.
+        with pytest.raises(openai.PermissionDeniedError):
+            sdk(p, default_headers={"X-Nomyo-Tier": "standard"}).chat.completions.create(
+                model="big-model", messages=[{"role": "user", "content": "x"}]
+            )
+        r = sdk(p, default_headers={"X-Nomyo-Tier": "standard"}).chat.completions.with_raw_response.create(
+            model="small-model", messages=[{"role": "user", "content": "x"}]
+        )
+        assert r.http_response.json()["_metadata"]["security_tier"] == "standard"
+
+
 def test_models_list(proxy):
     ids = [m.id for m in sdk(proxy).models.list()]
     assert {"small-model", "big-model"} <= set(ids)
@@ -315,23 +338,6 @@ def test_nothing_of_the_content_is_logged(proxy):
     assert "chat request" in out  # the debug log is really on
     assert CANARY not in out
     assert API_KEY not in out
-
-
-@pytest.fixture(scope="module")
-def embedded(workdir, nomyo_bin):
-    """`nomyo serve` with the embedded model (no upstream), once ready."""
-    with NomyoServer(nomyo_bin, ["--key-dir", workdir / "embedded_keys"]) as s:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                health = json.load(urllib.request.urlopen(s.url + "/health", timeout=5))
-                if health.get("status") == "ok":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the embedded model did not become ready"
-            time.sleep(0.2)
-        yield s
 
 
 def test_embedded_model_plain_and_streamed(nomyo_bin, workdir, embedded):
