@@ -305,6 +305,11 @@ impl KeyStore {
 }
 
 impl KeyStore {
+    /// `DIR/private_key.pem` when the store has a key directory.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        self.source.as_ref().map(|s| s.dir.join(PRIVATE_KEY_FILE))
+    }
+
     /// Follows the key directory (a replica that rotates, or an operator,
     /// wrote a new key there): if `DIR/private_key.pem` holds another key than
     /// the current one, it becomes current and the previous one enters its

@@ -47,6 +47,23 @@ pub(crate) struct Inner {
     /// Bounds the RSA operations running at once on the blocking pool
     /// (one per core: more would only queue inside the CPU).
     pub crypto: Arc<Semaphore>,
+    /// SHA-256 of the server key file's bytes at the last reload that read
+    /// it without error (replica mode: an unchanged file is not parsed again).
+    pub key_file_seen: std::sync::Mutex<Option<[u8; 32]>>,
+    /// How many times a reload parsed the server key file (for tests).
+    pub key_file_parses: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// SHA-256 of a key file's bytes, read into locked memory that is erased
+/// when dropped (the file holds the private key). `None` if it cannot be read
+/// (the reload that follows reports why) or is implausibly large.
+fn key_file_digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let file = std::fs::File::open(path).ok()?;
+    let mut buf = nomyo_core::SecretBuf::with_capacity(16 * 1024);
+    let n = std::io::copy(&mut file.take(MAX + 1), &mut buf).ok()?;
+    (n <= MAX).then(|| nomyo_core::Fingerprint::of_bytes(buf.expose_secret()).0)
 }
 
 impl AppState {
@@ -175,12 +192,43 @@ impl AppState {
     /// current, the previous ones open requests for their grace period.
     /// Never writes. Returns whether anything changed. File I/O and key
     /// parsing run on the blocking pool.
+    ///
+    /// The server key file is parsed again only when its bytes changed since
+    /// the last reload that read it (compared by SHA-256; the bytes are read
+    /// into locked memory and erased): most ticks cost one small file read,
+    /// not an RSA key parse and check.
     pub async fn reload_keys(&self) -> Result<bool, String> {
         let keys = Arc::clone(&self.inner.keys);
         let hpke = Arc::clone(&self.inner.hpke);
-        let (v1, v2) = tokio::task::spawn_blocking(move || (keys.reload(), hpke.reload()))
-            .await
-            .map_err(|_| "key reload task failed".to_owned())?;
+        let last = *self
+            .inner
+            .key_file_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let parses = Arc::clone(&self.inner.key_file_parses);
+        let (v1, v2, seen) = tokio::task::spawn_blocking(move || {
+            // Hashed before the parse, which reads the file again: if it
+            // changes in between, the next tick sees other bytes and parses
+            // once more, so a change is never missed.
+            let seen = keys.key_file().and_then(|p| key_file_digest(&p));
+            let v1 = match (seen, last) {
+                (Some(now), Some(before)) if now == before => Ok(None),
+                _ => {
+                    parses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    keys.reload()
+                }
+            };
+            (v1, hpke.reload(), seen)
+        })
+        .await
+        .map_err(|_| "key reload task failed".to_owned())?;
+        if v1.is_ok() {
+            *self
+                .inner
+                .key_file_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = seen;
+        }
         let mut changed = false;
         let mut failed = Vec::new();
         match v1 {
@@ -531,8 +579,85 @@ impl AppStateBuilder {
                 metrics: Metrics::with_endpoints(self.endpoint_metrics),
                 metrics_enabled: self.metrics_enabled,
                 crypto: Arc::new(Semaphore::new(threads)),
+                key_file_seen: std::sync::Mutex::new(None),
+                key_file_parses: Arc::default(),
                 limits,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendError, ChatRequest};
+    use crate::keystore::KeySource;
+    use nomyo_core::keys::{save_key_pair, PrivateKey, RsaBits};
+    use serde_json::Value;
+    use std::sync::atomic::Ordering;
+
+    /// Never called: `reload_keys` does not route requests.
+    struct NoBackend;
+
+    #[async_trait::async_trait]
+    impl Backend for NoBackend {
+        fn name(&self) -> &str {
+            "none"
+        }
+        fn models(&self) -> Vec<String> {
+            vec!["m".into()]
+        }
+        async fn chat(&self, _request: ChatRequest) -> Result<Value, BackendError> {
+            Err(BackendError::ModelNotFound)
+        }
+    }
+
+    #[tokio::test]
+    async fn reload_parses_the_key_file_only_when_its_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = KeyStore::load_or_generate(KeySource {
+            dir: dir.path().to_owned(),
+            password: None,
+            bits: RsaBits::B2048,
+        })
+        .unwrap();
+        let first = keys.current().fingerprint();
+        let st = AppState::builder(keys)
+            .backend("none", Arc::new(NoBackend))
+            .build()
+            .unwrap();
+        let parses = || st.inner.key_file_parses.load(Ordering::Relaxed);
+
+        // The first tick reads and parses once; unchanged bytes are not parsed again.
+        assert!(!st.reload_keys().await.unwrap());
+        assert_eq!(parses(), 1);
+        assert!(!st.reload_keys().await.unwrap());
+        assert!(!st.reload_keys().await.unwrap());
+        assert_eq!(parses(), 1, "unchanged file parsed again");
+        assert_eq!(st.keys().current().fingerprint(), first);
+
+        // A new key written there is picked up at the next tick...
+        let fresh = PrivateKey::generate(RsaBits::B2048).unwrap();
+        save_key_pair(dir.path(), &fresh, None, true).unwrap();
+        assert!(st.reload_keys().await.unwrap());
+        assert_eq!(parses(), 2);
+        assert_eq!(
+            st.keys().current().fingerprint(),
+            fresh.public_key().fingerprint()
+        );
+        assert!(!st.reload_keys().await.unwrap());
+        assert_eq!(parses(), 2);
+
+        // ...and so is a file that stops parsing (reported each tick until fixed).
+        std::fs::write(dir.path().join("private_key.pem"), b"not a key").unwrap();
+        assert!(st.reload_keys().await.is_err());
+        assert!(st.reload_keys().await.is_err());
+        assert_eq!(parses(), 4, "a failed parse is not remembered as seen");
+        save_key_pair(dir.path(), &fresh, None, true).unwrap();
+        assert!(!st.reload_keys().await.unwrap(), "the same key again");
+        assert_eq!(
+            st.keys().current().fingerprint(),
+            fresh.public_key().fingerprint()
+        );
     }
 }
