@@ -17,8 +17,10 @@
 //!
 //! The whole request is bounded by the request timeout (504).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -164,12 +166,47 @@ pub(crate) fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>
     }
 }
 
-fn client_key(headers: &HeaderMap) -> Result<PublicKey, ApiError> {
+/// Parsed `X-Public-Key` values, keyed by the header's exact bytes (all of
+/// them: a lookup compares the whole value, never a prefix or a hash), at
+/// most [`CLIENT_KEY_CACHE`] of them. A client normally keeps one key pair
+/// for all its requests (the reference client does), so this skips the PEM
+/// and SPKI parse and aws-lc's per-key Montgomery set-up on every request but
+/// its first. Only public keys that parsed are kept; nothing secret. Full:
+/// one entry is dropped (which one does not matter: a miss costs what every
+/// request used to). Shared by every server in the process: the parse is a
+/// pure function of the bytes.
+const CLIENT_KEY_CACHE: usize = 256;
+
+type ClientKeys = HashMap<Box<[u8]>, Arc<PublicKey>>;
+
+fn client_key_cache() -> &'static Mutex<ClientKeys> {
+    static CACHE: OnceLock<Mutex<ClientKeys>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::with_capacity(CLIENT_KEY_CACHE)))
+}
+
+fn client_key(headers: &HeaderMap) -> Result<Arc<PublicKey>, ApiError> {
     let v = headers
         .get("x-public-key")
         .ok_or(ApiError::MissingHeader("X-Public-Key"))?;
+    let raw = v.as_bytes();
+    // Never store (or hash) what the parser would refuse for its length.
+    if raw.len() > v1::MAX_PUBLIC_KEY_HEADER {
+        return Err(ApiError::InvalidPublicKey);
+    }
+    let cache = client_key_cache();
+    if let Some(k) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(raw) {
+        return Ok(Arc::clone(k));
+    }
     let s = v.to_str().map_err(|_| ApiError::InvalidPublicKey)?;
-    v1::decode_public_key_header(s).map_err(|_| ApiError::InvalidPublicKey)
+    let key = Arc::new(v1::decode_public_key_header(s).map_err(|_| ApiError::InvalidPublicKey)?);
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= CLIENT_KEY_CACHE && !map.contains_key(raw) {
+        if let Some(old) = map.keys().next().cloned() {
+            map.remove(&old);
+        }
+    }
+    map.insert(raw.into(), Arc::clone(&key));
+    Ok(key)
 }
 
 pub(crate) fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
@@ -385,7 +422,7 @@ async fn answer(
     span: &tracing::Span,
     id: &str,
     tier_header: Option<SecurityTier>,
-    client_key: PublicKey,
+    client_key: Arc<PublicKey>,
     plaintext: SecretBuf,
 ) -> Result<Response, ApiError> {
     let inner = &st.inner;
@@ -511,4 +548,77 @@ pub(crate) fn metadata(
         },
     });
     (value, processed_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use nomyo_core::keys::{PrivateKey, RsaBits};
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-public-key", HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    /// The same PEM with the dashes whose bit is set in `mask`
+    /// percent-encoded: other header bytes, the same key.
+    fn variant(pem: &str, mask: u32) -> String {
+        let mut n = 0;
+        pem.chars()
+            .map(|c| {
+                if c == '-' {
+                    n += 1;
+                    if mask & (1 << (n - 1)) != 0 {
+                        return "%2D".to_owned();
+                    }
+                }
+                v1::encode_public_key_header(&c.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn client_keys_are_cached_by_their_exact_bytes_and_bounded() {
+        let key = PrivateKey::generate(RsaBits::B2048).unwrap();
+        let pem = key.public_key().to_pem();
+        let header = v1::encode_public_key_header(&pem);
+        let a = client_key(&headers(&header)).unwrap();
+        let b = client_key(&headers(&header)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second request parses nothing");
+        assert_eq!(a.fingerprint(), key.public_key().fingerprint());
+
+        // Other bytes for the same key are another entry (exact match only),
+        // and garbage next to a cached value is refused, never served from it.
+        let other = client_key(&headers(&variant(&pem, 1))).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(other.fingerprint(), a.fingerprint());
+        let truncated = &header[..header.len() - 10];
+        assert!(matches!(
+            client_key(&headers(truncated)),
+            Err(ApiError::InvalidPublicKey)
+        ));
+        match client_key(&headers(&format!("{header}%0A"))) {
+            Ok(k) => assert!(
+                !Arc::ptr_eq(&k, &a),
+                "a longer value served as the cached one"
+            ),
+            Err(e) => assert!(matches!(e, ApiError::InvalidPublicKey)),
+        }
+        let huge = "A".repeat(v1::MAX_PUBLIC_KEY_HEADER + 1);
+        assert!(matches!(
+            client_key(&headers(&huge)),
+            Err(ApiError::InvalidPublicKey)
+        ));
+
+        // Bounded: many distinct values never grow it past its size.
+        assert!(pem.matches('-').count() >= 20);
+        for mask in 1..(CLIENT_KEY_CACHE as u32 + 40) {
+            let k = client_key(&headers(&variant(&pem, mask))).unwrap();
+            assert_eq!(k.fingerprint(), a.fingerprint());
+        }
+        let len = client_key_cache().lock().unwrap().len();
+        assert!(len <= CLIENT_KEY_CACHE, "{len} entries");
+    }
 }
