@@ -70,12 +70,21 @@ async fn post_v1(
     tier: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, HeaderMap, Vec<u8>) {
-    let mut r = http()
+    let r = http()
         .post(format!("{base}/v1/chat/secure_completion"))
         .header("content-type", "application/octet-stream")
         .header("x-payload-id", id)
         .header("x-public-key", public_key_header)
         .body(body);
+    send_with_tier(r, tier).await
+}
+
+/// Sends `r` with `X-Security-Tier: tier` if given; returns the answer's
+/// status, headers and body.
+async fn send_with_tier(
+    mut r: reqwest::RequestBuilder,
+    tier: Option<&str>,
+) -> (u16, HeaderMap, Vec<u8>) {
     if let Some(t) = tier {
         r = r.header("x-security-tier", t);
     }
@@ -151,13 +160,7 @@ async fn post_v2(
     if let Some(k) = key_id {
         r = r.header("nomyo-key-id", k);
     }
-    if let Some(t) = tier {
-        r = r.header("x-security-tier", t);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.bytes().await.unwrap().to_vec())
+    send_with_tier(r, tier).await
 }
 
 /// Opens a v2 answer with a request's context (what a client does).

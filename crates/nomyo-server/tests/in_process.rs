@@ -20,11 +20,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn public_key_is_the_server_key_pem() {
     let app = app(state_with(&["m"]).build().unwrap());
-    let (status, headers, body) = oneshot(
-        &app,
-        Request::get("/pki/public_key").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, headers, body) = oneshot_get(&app, "/pki/public_key").await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers["content-type"]
         .to_str()
@@ -125,11 +121,7 @@ async fn api_keys_401_without_saying_why() {
     .await;
     assert_eq!(status, StatusCode::OK);
     // /v1/models needs the key too.
-    let (status, _, _) = oneshot(
-        &app,
-        Request::get("/v1/models").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, _, _) = oneshot_get(&app, "/v1/models").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -182,11 +174,7 @@ async fn tier_policy_403_and_unknown_model_404() {
     assert_eq!(s, StatusCode::OK);
 
     // /v1/models lists what each tier allows.
-    let (s, _, b) = oneshot(
-        &app,
-        Request::get("/v1/models").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, b) = oneshot_get(&app, "/v1/models").await;
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_slice(&b).unwrap();
     let find = |id: &str| {
@@ -412,11 +400,7 @@ async fn rotation_old_key_opens_during_grace_only() {
     let new_fp = st.rotate_key().await.unwrap();
     assert_ne!(new_fp, old_pub.fingerprint());
     // The new key is published at once.
-    let (_, _, body) = oneshot(
-        &app,
-        Request::get("/pki/public_key").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (_, _, body) = oneshot_get(&app, "/pki/public_key").await;
     let new_pub = nomyo_core::PublicKey::from_pem(std::str::from_utf8(&body).unwrap()).unwrap();
     assert_eq!(new_pub.fingerprint(), new_fp);
     // Both keys open requests during the grace period.
@@ -437,7 +421,7 @@ async fn rotation_old_key_opens_during_grace_only() {
 #[tokio::test]
 async fn health_metrics_and_json_errors_for_unknown_routes() {
     let app = app(state_with(&["m"]).build().unwrap());
-    let (s, _, b) = oneshot(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (s, _, b) = oneshot_get(&app, "/health").await;
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["status"], "ok");
@@ -451,7 +435,7 @@ async fn health_metrics_and_json_errors_for_unknown_routes() {
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = oneshot(&app, seal_json(&chat("nope", "x")).request(None, None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, h, b) = oneshot(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let (s, h, b) = oneshot_get(&app, "/metrics").await;
     assert_eq!(s, StatusCode::OK);
     assert!(h["content-type"]
         .to_str()
@@ -469,16 +453,10 @@ async fn health_metrics_and_json_errors_for_unknown_routes() {
     assert!(text.contains("nomyo_queue_depth"));
     assert!(text.contains("nomyo_backend_errors"));
 
-    let (s, _, b) = oneshot(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    let (s, _, b) = oneshot_get(&app, "/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(detail(&b), "not found");
-    let (s, _, b) = oneshot(
-        &app,
-        Request::get("/v1/chat/secure_completion")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, b) = oneshot_get(&app, "/v1/chat/secure_completion").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(detail(&b), "method not allowed");
 }

@@ -420,13 +420,7 @@ async fn caps_and_all_down_give_503_with_retry_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.contains_key("retry-after"));
     // The per-endpoint series are exported.
-    let (status, _, body) = common::oneshot(
-        &app,
-        axum::http::Request::get("/metrics")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = common::oneshot_get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(

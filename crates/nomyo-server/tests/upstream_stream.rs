@@ -173,6 +173,54 @@ impl Reader {
     }
 }
 
+/// A streamed request whose upstream has sent its first token and waits
+/// for the test to send the rest through `tx`.
+struct Streaming {
+    tx: mpsc::UnboundedSender<Step>,
+    /// The answer's headers (its status, 200, is checked).
+    headers: HeaderMap,
+    reader: Reader,
+    body: Body,
+    /// The request bodies the upstream received.
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Streaming {
+    /// Sends a sealed streamed request for `prompt`; the upstream answers
+    /// with the token `first`, then waits.
+    async fn start(prompt: &str, first: &str) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (app, bodies) = server_for(Mode::Stream(Arc::new(Mutex::new(Some(rx))))).await;
+        let cfg = x25519_config(&app).await;
+        let (req, sealer) = sealed(&cfg, prompt);
+        tx.send(Step::Event(delta(first))).unwrap();
+        let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let reader = Reader::new(&sealer, resp.headers());
+        let (parts, body) = resp.into_parts();
+        Self {
+            tx,
+            headers: parts.headers,
+            reader,
+            body,
+            bodies,
+        }
+    }
+
+    /// The events of the answer's first frame, which must arrive within 10 s
+    /// (while the upstream still waits).
+    async fn first_events(&mut self) -> Vec<String> {
+        let first = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+            .await
+            .expect("the first token must arrive while the upstream is still generating")
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        self.reader.events(&first)
+    }
+}
+
 fn content(event: &str) -> String {
     let v: Value = serde_json::from_str(event).unwrap();
     v["choices"][0]["delta"]["content"]
@@ -183,44 +231,29 @@ fn content(event: &str) -> String {
 
 #[tokio::test]
 async fn first_sealed_chunk_arrives_before_the_upstream_sends_the_last() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (app, bodies) = server_for(Mode::Stream(Arc::new(Mutex::new(Some(rx))))).await;
-    let cfg = x25519_config(&app).await;
-    let (req, sealer) = sealed(&cfg, "stream me");
     // The upstream sends its first token, then waits: the test sends the
     // rest only after the client has decrypted that first token.
-    tx.send(Step::Event(delta("Hel"))).unwrap();
-    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut reader = Reader::new(&sealer, resp.headers());
-    let mut body = resp.into_body();
-    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
-        .await
-        .expect("the first token must arrive while the upstream is still generating")
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
-    let events = reader.events(&first);
+    let mut s = Streaming::start("stream me", "Hel").await;
+    assert_eq!(s.headers["content-type"], "text/event-stream");
+    let events = s.first_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(content(&events[0]), "Hel");
     let meta: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(meta["_metadata"]["protocol"], "v2");
     // The upstream was asked to stream.
-    assert_eq!(bodies.lock().unwrap()[0]["stream"], true);
+    assert_eq!(s.bodies.lock().unwrap()[0]["stream"], true);
     // The rest, split awkwardly: an event across two writes, CRLF lines, a
     // comment, a two-line event, then [DONE].
-    tx.send(Step::Bytes(": keep-alive\r\n\r\ndata: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}"))
+    s.tx.send(Step::Bytes(": keep-alive\r\n\r\ndata: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}"))
         .unwrap();
-    tx.send(Step::Bytes(",\"finish_reason\":null}]}\r\n\r\n"))
+    s.tx.send(Step::Bytes(",\"finish_reason\":null}]}\r\n\r\n"))
         .unwrap();
-    tx.send(Step::Bytes("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"finish_reason\":\"stop\"}]}\n\n"))
+    s.tx.send(Step::Bytes("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"finish_reason\":\"stop\"}]}\n\n"))
         .unwrap();
-    tx.send(Step::Bytes("data: [DONE]\n\n")).unwrap();
-    drop(tx);
-    let rest = body.collect().await.unwrap().to_bytes();
-    let events = reader.events(&rest);
+    s.tx.send(Step::Bytes("data: [DONE]\n\n")).unwrap();
+    drop(s.tx);
+    let rest = s.body.collect().await.unwrap().to_bytes();
+    let events = s.reader.events(&rest);
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(content(&events[0]), "lo");
     assert_eq!(content(&events[1]), "!");
@@ -230,33 +263,18 @@ async fn first_sealed_chunk_arrives_before_the_upstream_sends_the_last() {
 /// Runs a stream whose upstream sends one token, and `end` once the client
 /// has read that token; returns the events the client could decrypt.
 async fn stream_then(end: Vec<Step>) -> Vec<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (app, _) = server_for(Mode::Stream(Arc::new(Mutex::new(Some(rx))))).await;
-    let cfg = x25519_config(&app).await;
-    let (req, sealer) = sealed(&cfg, "cut me");
-    tx.send(Step::Event(delta("one"))).unwrap();
-    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut reader = Reader::new(&sealer, resp.headers());
-    let mut body = resp.into_body();
-    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
-    let mut events = reader.events(&first);
-    for s in end {
-        tx.send(s).unwrap();
+    let mut s = Streaming::start("cut me", "one").await;
+    let mut events = s.first_events().await;
+    for step in end {
+        s.tx.send(step).unwrap();
     }
-    drop(tx);
-    let rest = tokio::time::timeout(Duration::from_secs(20), body.collect())
+    drop(s.tx);
+    let rest = tokio::time::timeout(Duration::from_secs(20), s.body.collect())
         .await
         .expect("a cut upstream must end the response, not hang")
         .unwrap()
         .to_bytes();
-    events.extend(reader.events(&rest));
+    events.extend(s.reader.events(&rest));
     events
 }
 
@@ -300,14 +318,7 @@ async fn upstream_http_errors_map_as_for_plain_requests() {
             assert_eq!(h["retry-after"], "7");
         }
         // The error body is sealed and never quotes the upstream's body.
-        let mut reader = Reader {
-            opener: sealer
-                .response_opener(
-                    &parse_response_nonce(h["ehbp-response-nonce"].to_str().unwrap()).unwrap(),
-                )
-                .unwrap(),
-            frames: FrameDecoder::new(1 << 20),
-        };
+        let mut reader = Reader::new(&sealer, &h);
         reader.frames.push(&b);
         let f = reader.frames.next_frame().unwrap().unwrap();
         let plain = reader.opener.open_chunk(&f).unwrap();

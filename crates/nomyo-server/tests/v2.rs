@@ -67,6 +67,13 @@ async fn key_configs(app: &axum::Router) -> Vec<KeyConfig> {
     KeyConfig::parse_list(&fetch_hpke_keys(app).await).unwrap()
 }
 
+/// An in-process server for model `m` and its published key configs.
+async fn m_server() -> (axum::Router, Vec<KeyConfig>) {
+    let app = app(state_with(&["m"]).build().unwrap());
+    let configs = key_configs(&app).await;
+    (app, configs)
+}
+
 /// A sealed request: the body split into frames of `frame` plaintext bytes.
 struct V2Req {
     sealer: RequestSealer,
@@ -135,8 +142,7 @@ fn config(configs: &[KeyConfig], kem: Kem) -> KeyConfig {
 
 #[tokio::test]
 async fn keys_x25519_first_then_xwing() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (_app, configs) = m_server().await;
     assert_eq!(configs.len(), 2);
     let x = configs[0].key_id;
     assert_eq!((configs[0].key_id, configs[0].kem), (x, Kem::X25519));
@@ -145,8 +151,7 @@ async fn keys_x25519_first_then_xwing() {
 
 #[tokio::test]
 async fn round_trip_both_suites_with_and_without_key_id() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (app, configs) = m_server().await;
     for kem in [Kem::X25519, Kem::XWing] {
         let cfg = config(&configs, kem);
         for key_id in [None, Some(cfg.key_id)] {
@@ -222,8 +227,7 @@ async fn backend_error_mid_stream_cuts_without_done() {
 
 #[tokio::test]
 async fn non_streaming_backend_falls_back_to_one_chunk_event() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (app, configs) = m_server().await;
     let mut body = chat("m", "hi");
     body["stream"] = json!(true);
     let req = seal(&config(&configs, Kem::X25519), &body, 1024);
@@ -240,8 +244,7 @@ async fn non_streaming_backend_falls_back_to_one_chunk_event() {
 
 #[tokio::test]
 async fn tampered_and_reordered_chunks_are_one_opaque_400() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (app, configs) = m_server().await;
     for kem in [Kem::X25519, Kem::XWing] {
         let cfg = config(&configs, kem);
         // Tampered: flip one ciphertext bit of the second frame.
@@ -293,8 +296,7 @@ async fn tampered_and_reordered_chunks_are_one_opaque_400() {
 
 #[tokio::test]
 async fn unknown_key_id_is_422_problem_json() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (app, configs) = m_server().await;
     let req = seal(&config(&configs, Kem::X25519), &chat("m", "x"), 1024);
     let unknown = (0..=255u8)
         .find(|id| configs.iter().all(|c| c.key_id != *id))
@@ -379,8 +381,7 @@ async fn plaintext_and_stripped_key_are_400() {
 
 #[tokio::test]
 async fn replay_is_409_and_errors_after_open_are_sealed() {
-    let app = app(state_with(&["m"]).build().unwrap());
-    let configs = key_configs(&app).await;
+    let (app, configs) = m_server().await;
     let req = seal(&config(&configs, Kem::X25519), &chat("m", "once"), 1024);
     let (s, _, _) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::OK);
@@ -546,7 +547,7 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
             cfg.kem.name()
         );
     }
-    let (_, _, m) = oneshot(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let (_, _, m) = oneshot_get(&app, "/metrics").await;
     assert_eq!(
         metric(
             &String::from_utf8(m).unwrap(),

@@ -115,13 +115,14 @@ pub async fn oneshot(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap
     (status, headers, body)
 }
 
+/// `GET path` (no headers) on an in-process server.
+pub async fn oneshot_get(app: &Router, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+    oneshot(app, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
 /// `GET /pki/public_key` of an in-process server: its v1 key.
 pub async fn fetch_public_key(app: &Router) -> nomyo_core::PublicKey {
-    let (s, _, b) = oneshot(
-        app,
-        Request::get("/pki/public_key").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, b) = oneshot_get(app, "/pki/public_key").await;
     assert_eq!(s, StatusCode::OK);
     nomyo_core::PublicKey::from_pem(std::str::from_utf8(&b).unwrap()).unwrap()
 }
@@ -142,13 +143,7 @@ pub async fn fetch_hpke_keys(app: &Router) -> Vec<u8> {
 /// [`fetch_hpke_keys`] with the answer's headers (e.g. the list's
 /// `Nomyo-Keys-Signature`).
 pub async fn fetch_hpke_keys_with_headers(app: &Router) -> (HeaderMap, Vec<u8>) {
-    let (s, h, b) = oneshot(
-        app,
-        Request::get("/.well-known/hpke-keys")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, h, b) = oneshot_get(app, "/.well-known/hpke-keys").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["content-type"], "application/ohttp-keys");
     (h, b)
