@@ -21,6 +21,13 @@ of the builds. Reported per protocol, median over repetitions:
 
 CPU time per request is what an optimisation changes; on a shared machine it
 moves much less than throughput. Prints a markdown table.
+
+--client BINARY drives both servers with that build's `nomyo bench` (to
+compare server changes alone, when the "before" build's load generator
+differs or lacks a flag). --v1-open-every N passes `--open-every N` to the v1
+runs: the load generator opens one answer in N (every answer is still read
+and parsed as a v1 package, and the server's work is the same), so that one
+load-generator core can keep up with the server (nomyo bench --help).
 """
 
 import argparse
@@ -69,6 +76,8 @@ def bench_rusage(binary, server, upstream, url, known, proto, a):
                         "--known-servers", known, "--json", "--timeout", "60",
                         "-c", str(a.concurrency), "--duration", str(a.seconds), "--warmup", "16"]
     cmd += ["--protocol", "v1"] if proto == "v1" else ["--protocol", "v2", "--kem", proto]
+    if proto == "v1" and a.v1_open_every > 1:
+        cmd += ["--open-every", str(a.v1_open_every)]
     with tempfile.TemporaryFile() as out:
         c0, u0 = cpu_seconds(server.pid), cpu_seconds(upstream.pid)
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
@@ -92,6 +101,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--protocols", default="v1,x25519,xwing")
+    ap.add_argument("--client", help="one `nomyo` build whose `bench` drives both servers")
+    ap.add_argument("--v1-open-every", type=int, default=1,
+                    help="v1 runs: the load generator opens one answer in N (default 1: all)")
     a = ap.parse_args()
     protos = a.protocols.split(",")
     tmp = tempfile.mkdtemp(prefix="nomyo-ab-")
@@ -114,7 +126,8 @@ def main():
             for proto in protos:
                 for name in order:
                     binary, srv, url, known = servers[name]
-                    res.setdefault((proto, name), []).append(bench_rusage(binary, srv, up, url, known, proto, a))
+                    client = a.client or binary
+                    res.setdefault((proto, name), []).append(bench_rusage(client, srv, up, url, known, proto, a))
             print(f"rep {rep + 1}/{a.reps} done", file=sys.stderr)
         load1 = os.getloadavg()
     finally:
@@ -124,7 +137,9 @@ def main():
 
     med = lambda xs: statistics.median(xs)
     print(f"{CPUS} CPUs; load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end; "
-          f"c={a.concurrency}, {a.seconds:g} s per point, median of {a.reps} (range in brackets)")
+          f"c={a.concurrency}, {a.seconds:g} s per point, median of {a.reps} (range in brackets)"
+          + (f"; load generator: {a.client}" if a.client else "")
+          + (f"; v1 answers opened: 1 in {a.v1_open_every}" if a.v1_open_every > 1 else ""))
     print()
     print("| protocol | build | requests/s | server CPU ms/request | client CPU ms/request "
           "| upstream CPU ms/request |")

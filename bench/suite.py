@@ -304,6 +304,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput point")
     ap.add_argument("--ceiling-seconds", type=float, default=1.5)
+    ap.add_argument("--v1-open-every", type=int, default=16,
+                    help="v1 throughput points: the load generator opens one answer in N "
+                         "(nomyo bench --open-every; 1 = every answer)")
     ap.add_argument("--latency-requests", type=int, default=300)
     ap.add_argument("--python-requests", type=int, default=100)
     ap.add_argument("--engine-timeout", type=float, default=1800,
@@ -399,7 +402,8 @@ def run_all(s, a):
     for rep in range(a.reps):
         for p in PROTOS:
             for c in (1, 8, 64):
-                v = s.bench(p, "-c", c, "--duration", a.seconds, "--warmup", max(c, 8))
+                extra = ["--open-every", a.v1_open_every] if p == "v1" and a.v1_open_every > 1 else []
+                v = s.bench(p, "-c", c, "--duration", a.seconds, "--warmup", max(c, 8), *extra)
                 r["tp"].setdefault((p, c), []).append(v)
         log(f"throughput rep {rep + 1}/{a.reps} done")
     sampling["on"] = False
@@ -474,6 +478,14 @@ def report(a, started, load_start, load_end, elapsed, ceil, s, r):
           "has one core, and its ceiling is the **one-thread** ceiling.")
     else:
         w("- Placement: not pinned (one CPU or no taskset); the ceiling is the one-thread ceiling.")
+    if a.v1_open_every > 1:
+        w(f"- v1 throughput points: the load generator opens one answer in {a.v1_open_every} "
+          f"(`nomyo bench --open-every {a.v1_open_every}`; every answer is still read whole and "
+          "parsed as a v1 package with the request's payload id, and the server's work per request "
+          "is the same). Opening every answer costs the load generator an RSA-4096 private-key "
+          "operation per request, as much as the server's, so its one core could not keep up with "
+          "the server, and its RSA work slows the server's on the neighbouring core. Latency "
+          "points (c=1) open every answer.")
     w(f"- Every number is the median of {a.reps} repetitions (range in brackets), run "
       "interleaved; ratios are computed from those medians. Server: RSA-4096 ephemeral key, "
       "`examples/instant_upstream.rs` as the upstream (no model).")

@@ -12,6 +12,19 @@
 //! `network`, `timeout`, `security`, `other`), and any failure makes the
 //! command exit non-zero. Prompts and answers are never printed.
 //!
+//! `--open-every N` (protocol v1) opens one answer in N instead of every one.
+//! A v1 client pays an RSA-4096 private-key operation per answer, as much as
+//! the server pays per request, so a load generator on one core that opens
+//! every answer cannot drive a one-core server to its RSA ceiling (and its
+//! RSA work on the neighbouring core slows the server's). With N > 1 the
+//! requests are sent exactly as the client sends them (its key, sealed to
+//! the verified server key, the same headers; the server's work per request
+//! is unchanged) and every answer is read whole and strictly parsed as a v1
+//! package whose `payload_id` must be the request's; every N-th one (the
+//! first included) is also opened, parsed as JSON and checked for `choices`
+//! and the authenticated `_metadata.payload_id`. The JSON output says how
+//! many were opened (`answers_opened`).
+//!
 //! `--cancel-streams F` (with `--stream`) drops that fraction of the measured
 //! streams right after their first chunk, as a client that goes away would:
 //! they are counted as `cancelled`, neither as answers nor as errors (a soak
@@ -122,6 +135,11 @@ pub struct Args {
     /// Seconds one request may take before it counts as a timeout.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
+    /// Protocol v1: open (decrypt and check) one answer in N; the others
+    /// are read and parsed as v1 packages only. Lets one load-generator core
+    /// drive a server to its RSA ceiling. Default 1: open every answer.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    open_every: u64,
 }
 
 /// How the measured phase ends.
@@ -133,8 +151,30 @@ enum Bound {
 
 /// Sends one request the way the chosen protocol does.
 enum Sender {
-    Secure { client: Client, stream: bool },
+    Secure {
+        client: Client,
+        stream: bool,
+    },
+    /// v1 with `--open-every N > 1`.
+    Sampled(SampledV1),
     Plain(PlainSender),
+}
+
+/// Protocol v1 as `Client::create` sends it, opening one answer in `every`.
+struct SampledV1 {
+    http: reqwest::Client,
+    url: String,
+    /// Content type, API key, `X-Public-Key`, `X-Security-Tier`.
+    headers: reqwest::header::HeaderMap,
+    server_key: nomyo_core::PublicKey,
+    client_key: Arc<nomyo_core::PrivateKey>,
+    /// The chat request JSON.
+    plaintext: Vec<u8>,
+    every: u64,
+    /// Random per run (payload ids must be new to the server's replay window).
+    id_prefix: String,
+    sent: AtomicU64,
+    opened: AtomicU64,
 }
 
 /// The unencrypted comparison: the same JSON straight to the upstream.
@@ -245,6 +285,11 @@ impl Sender {
                     cancelled: false,
                 })
             }
+            Sender::Sampled(v) => v.one().await.map(|latency| Sample {
+                latency,
+                ttft: None,
+                cancelled: false,
+            }),
             Sender::Plain(p) => p.one().await.map(|latency| Sample {
                 latency,
                 ttft: None,
@@ -252,6 +297,87 @@ impl Sender {
             }),
         }
     }
+}
+
+impl SampledV1 {
+    async fn one(&self) -> Result<Duration, Failure> {
+        let start = Instant::now();
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        let payload_id = format!("{}-{n}", self.id_prefix);
+        let fail = |kind: &str, message: String| Failure {
+            kind: kind.to_owned(),
+            message,
+            exit: if kind == "security" {
+                Code::Security
+            } else {
+                Code::Server
+            },
+        };
+        let body = nomyo_core::v1::seal(&self.plaintext, &self.server_key)
+            .map_err(|e| fail("other", format!("cannot seal the request: {e}")))?
+            .to_json();
+        let net = |e: reqwest::Error| Failure {
+            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
+            message: format!("cannot reach {}: {}", self.url, e.without_url()),
+            exit: Code::Server,
+        };
+        let resp = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header("x-payload-id", &payload_id)
+            .body(body)
+            .send()
+            .await
+            .map_err(net)?;
+        let status = resp.status().as_u16();
+        let answer = resp.bytes().await.map_err(net)?;
+        if status != 200 {
+            return Err(fail(
+                &format!("http_{status}"),
+                format!("the server answered HTTP {status}"),
+            ));
+        }
+        let package = nomyo_core::v1::Package::from_json(&answer)
+            .map_err(|e| fail("security", format!("the answer is not a v1 package: {e}")))?;
+        if package.payload_id.as_deref() != Some(payload_id.as_str()) {
+            return Err(fail(
+                "security",
+                "the answer belongs to another request (payload_id)".to_owned(),
+            ));
+        }
+        if n % self.every == 0 {
+            let key = Arc::clone(&self.client_key);
+            let id = payload_id.clone();
+            tokio::task::spawn_blocking(move || check_answer(&package, &key, &id))
+                .await
+                .map_err(|_| fail("other", "opening the answer was interrupted".to_owned()))?
+                .map_err(|m| fail("security", m))?;
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Opens a sampled answer: it must decrypt with our key, be JSON with
+/// `choices`, and carry our payload id in its authenticated `_metadata`.
+fn check_answer(
+    package: &nomyo_core::v1::Package,
+    key: &nomyo_core::PrivateKey,
+    payload_id: &str,
+) -> Result<(), String> {
+    let plaintext =
+        nomyo_core::v1::open(package, key).map_err(|e| format!("the answer does not open: {e}"))?;
+    // Never serde's message: it could quote the answer.
+    let v: serde_json::Value = serde_json::from_slice(plaintext.expose_secret())
+        .map_err(|_| "the decrypted answer is not JSON".to_owned())?;
+    if v.get("choices").is_none() {
+        return Err("the decrypted answer has no choices".to_owned());
+    }
+    if v.pointer("/_metadata/payload_id").and_then(|p| p.as_str()) != Some(payload_id) {
+        return Err("the decrypted answer belongs to another request (payload_id)".to_owned());
+    }
+    Ok(())
 }
 
 impl PlainSender {
@@ -295,6 +421,66 @@ impl PlainSender {
         }
         Ok(start.elapsed())
     }
+}
+
+/// The `--open-every` sender: the client's server key (fetched and checked
+/// against the pins or known-servers file by `client`), our key in the
+/// `X-Public-Key` header, the client's headers.
+async fn sampled_v1(
+    args: &Args,
+    conn: &super::connect::Connection,
+    client: &Client,
+    key: Arc<nomyo_core::PrivateKey>,
+    timeout: Duration,
+) -> CliResult<SampledV1> {
+    use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+    let server_key = client.server_key().await.map_err(client_error)?;
+    let base = conn.base_url().trim_end_matches('/');
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let pem = nomyo_core::v1::encode_public_key_header(&key.public_key().to_pem());
+    headers.insert(
+        "x-public-key",
+        HeaderValue::from_str(&pem).map_err(|_| CliError::new(Code::Other, "bad key header"))?,
+    );
+    if let Some(k) = conn.api_key() {
+        let mut v =
+            HeaderValue::from_str(&format!("Bearer {}", k.expose_secret())).map_err(|_| {
+                CliError::usage("the API key contains characters not allowed in an HTTP header")
+            })?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
+    if let Some(t) = args.tier {
+        headers.insert("x-security-tier", HeaderValue::from_static(t.as_str()));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(!conn.allow_http())
+        .pool_max_idle_per_host(args.concurrency.max(8))
+        .user_agent(concat!("nomyo-rs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CliError::new(Code::Other, format!("cannot build HTTP client: {e}")))?;
+    // Our fresh key's fingerprint is random: a prefix no earlier run used.
+    let fp = key.public_key().fingerprint().0;
+    let id_prefix: String = fp[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(SampledV1 {
+        http,
+        url: format!("{base}{}", nomyo_server::routes::v1::SECURE_COMPLETION_PATH),
+        headers,
+        server_key: server_key.public_key().clone(),
+        client_key: key,
+        plaintext: Vec::new(),
+        every: args.open_every,
+        id_prefix: format!("bench-{id_prefix}"),
+        sent: AtomicU64::new(0),
+        opened: AtomicU64::new(0),
+    })
 }
 
 /// Everything the measured phase collected.
@@ -368,6 +554,11 @@ pub fn run(args: Args) -> CliResult {
     if args.stream && args.protocol != BenchProtocol::V2 {
         return Err(CliError::usage(
             "--stream needs --protocol v2 (v1 cannot stream; plain is not measured streamed)",
+        ));
+    }
+    if args.open_every > 1 && args.protocol != BenchProtocol::V1 {
+        return Err(CliError::usage(
+            "--open-every applies to --protocol v1 only",
         ));
     }
     if args.kem != KemChoice::Auto && args.protocol != BenchProtocol::V2 {
@@ -446,18 +637,33 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         if let Some(t) = args.tier {
             builder = builder.security_tier(t);
         }
+        // --open-every: our own key, to open the sampled answers.
+        let sampled_key = if args.open_every > 1 {
+            let key = tokio::task::spawn_blocking(|| {
+                nomyo_core::PrivateKey::generate(nomyo_core::keys::RsaBits::B4096)
+            })
+            .await
+            .map_err(|_| CliError::new(Code::Other, "key generation was interrupted"))?
+            .map_err(|e| CliError::new(Code::Other, format!("cannot generate a key: {e}")))?;
+            let key = Arc::new(key);
+            builder = builder.client_key(Arc::clone(&key));
+            Some(key)
+        } else {
+            None
+        };
         let client = builder.build().map_err(client_error)?;
         let model = match args.model.clone().filter(|m| !m.is_empty()) {
             Some(m) => m,
             None => pick_model(&client).await?,
         };
-        (
-            Sender::Secure {
+        let sender = match sampled_key {
+            None => Sender::Secure {
                 client,
                 stream: args.stream,
             },
-            model,
-        )
+            Some(key) => Sender::Sampled(sampled_v1(&args, &conn, &client, key, timeout).await?),
+        };
+        (sender, model)
     };
     let (request, body_bytes) = build_request(&args, &model);
     let sender = Arc::new(match sender {
@@ -466,6 +672,11 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
                 .map_err(|e| CliError::new(Code::Other, format!("cannot encode request: {e}")))?;
             p.body = bytes::Bytes::from(json);
             Sender::Plain(p)
+        }
+        Sender::Sampled(mut v) => {
+            v.plaintext = serde_json::to_vec(&request)
+                .map_err(|e| CliError::new(Code::Other, format!("cannot encode request: {e}")))?;
+            Sender::Sampled(v)
         }
         s => s,
     });
@@ -584,6 +795,10 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         "client_rss_kib": rss,
         "client_hwm_kib": hwm,
     });
+    if let Sender::Sampled(v) = &*sender {
+        out["open_every"] = serde_json::json!(v.every);
+        out["answers_opened"] = serde_json::json!(v.opened.load(Ordering::Relaxed));
+    }
     if args.stream {
         out["ttft_p50_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 50.0));
         out["ttft_p95_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 95.0));
@@ -656,6 +871,31 @@ fn self_memory_kib() -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_sampled_answer_must_open_and_be_ours() {
+        use nomyo_core::keys::{PrivateKey, RsaBits};
+        use nomyo_core::v1;
+        let key = PrivateKey::generate(RsaBits::B2048).unwrap();
+        let seal = |json: &str| v1::seal(json.as_bytes(), key.public_key()).unwrap();
+        let good = seal(r#"{"choices":[],"_metadata":{"payload_id":"p-1"}}"#);
+        assert!(check_answer(&good, &key, "p-1").is_ok());
+        assert!(check_answer(&good, &key, "p-2")
+            .unwrap_err()
+            .contains("another request"));
+        let no_choices = seal(r#"{"_metadata":{"payload_id":"p-1"}}"#);
+        assert!(check_answer(&no_choices, &key, "p-1")
+            .unwrap_err()
+            .contains("no choices"));
+        let not_json = seal("secret words");
+        let e = check_answer(&not_json, &key, "p-1").unwrap_err();
+        assert!(e.contains("not JSON") && !e.contains("secret"));
+        let other = PrivateKey::generate(RsaBits::B2048).unwrap();
+        assert!(check_answer(&good, &other, "p-1")
+            .unwrap_err()
+            .contains("does not open"));
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
