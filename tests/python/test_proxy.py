@@ -11,7 +11,10 @@ Covered: chat.completions.create plain, streamed (v2 from the embedded model;
 v1, which cannot stream, as an event stream built from the whole answer),
 with tools, with response_format; a 401 from the endpoint surfacing as
 openai.AuthenticationError, a 403/404 as the SDK's own classes; models.list;
-one curl call; and that no prompt or answer reaches the proxy's trace logs.
+one curl call; the proxy's --tier as the default tier (its _metadata says
+high, an X-Nomyo-Tier header still wins); and that no prompt or answer
+reaches the proxy's trace logs. The embedded-model server is conftest.py's
+session-wide `embedded` fixture (shared with test_cli_v2.py).
 """
 
 import json
