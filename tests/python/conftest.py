@@ -172,7 +172,7 @@ def embedded(tmp_path_factory, nomyo_bin):
     """`nomyo serve` with the embedded model (no upstream, no API key), once
     /health says it is ready; one for the whole session (test_proxy.py,
     test_cli_v2.py), so the model is loaded once. It finds the model as
-    `nomyo serve` does ($NOMYO_MODEL, else ./models/, where
+    `nomyo serve` does ($NOMYO_MODEL_FILE, else ./models/, where
     scripts/fetch-model.sh puts it)."""
     key_dir = tmp_path_factory.mktemp("embedded") / "keys"
     with NomyoServer(nomyo_bin, ["--key-dir", key_dir]) as s:

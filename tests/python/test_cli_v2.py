@@ -22,8 +22,8 @@ import pytest
 @pytest.fixture
 def chat(nomyo_bin, embedded, tmp_path):
     """Argument list of `nomyo chat` against the embedded server, with a fresh
-    known-servers file; NOMYO_MODEL (which `nomyo serve` reads as a model
-    path) is kept away from chat, which would take it as the model name."""
+    known-servers file; the caller's NOMYO_MODEL (the model name chat sends)
+    is kept away, so chat asks the server for its only model."""
     env = {k: v for k, v in os.environ.items() if k not in ("NOMYO_MODEL", "NOMYO_BASE_URL", "NOMYO_API_KEY")}
     base = [
         nomyo_bin, "chat", "--allow-http", "--base-url", embedded.url,
@@ -130,3 +130,28 @@ def test_v1_cannot_stream(chat):
     assert p.returncode == 2, p.stderr  # usage
     assert "--protocol v2" in p.stderr
     assert p.stdout == ""
+
+
+
+def test_model_env_vars_do_not_clash(chat, nomyo_bin, tmp_path):
+    """One shell can run both commands: `nomyo serve` takes its model *file*
+    from NOMYO_MODEL_FILE, `nomyo chat` its model *name* from NOMYO_MODEL.
+    (They once shared NOMYO_MODEL, and chat sent the file path as the name.)"""
+    # chat ignores NOMYO_MODEL_FILE: it still asks the server for its model.
+    env = {**chat.env, "NOMYO_MODEL_FILE": str(tmp_path / "some.gguf")}
+    p = subprocess.run(chat.args("--protocol", "v2", "--max-tokens", 4, "Hi"),
+                       capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    # chat sends NOMYO_MODEL as the name: an unknown one is refused.
+    env = {**chat.env, "NOMYO_MODEL": "no-such-model"}
+    p = subprocess.run(chat.args("--protocol", "v2", "--max-tokens", 4, "Hi"),
+                       capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    assert "model" in p.stderr.lower()
+    # serve reads NOMYO_MODEL_FILE (a missing file is an error naming it)...
+    missing = tmp_path / "missing-model.gguf"
+    p = subprocess.run([nomyo_bin, "serve", "--listen", "127.0.0.1:0", "--ephemeral-key"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "NOMYO_MODEL_FILE": str(missing), "NOMYO_MODEL": "any-name"})
+    assert p.returncode != 0
+    assert str(missing) in p.stderr

@@ -2,7 +2,7 @@
 //!
 //! Lookup order when no `--model FILE` is given (first existing file wins):
 //!
-//! 1. `$NOMYO_MODEL` (a path to a GGUF file), when set;
+//! 1. `$NOMYO_MODEL_FILE` (a path to a GGUF file), when set;
 //! 2. `./models/SmolLM2-135M-Instruct.Q4_1.gguf` (relative to the current
 //!    directory: running from a checkout of the repository, where
 //!    `scripts/fetch-model.sh` puts it);
@@ -10,7 +10,7 @@
 //!    (`$XDG_DATA_HOME` defaults to `~/.local/share`), for installed binaries:
 //!    `scripts/fetch-model.sh ~/.local/share/nomyo/models` puts it there.
 //!
-//! `$NOMYO_MODEL`, when set, is used even if the file is missing, so that a typo
+//! `$NOMYO_MODEL_FILE`, when set, is used even if the file is missing, so that a typo
 //! is reported rather than silently replaced by another model.
 
 use std::path::{Path, PathBuf};
@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The script that fetches the default model (relative to the repository root).
 pub const FETCH_SCRIPT: &str = "scripts/fetch-model.sh";
-/// Environment variable naming a model file.
-pub const MODEL_ENV: &str = "NOMYO_MODEL";
+/// Environment variable naming a model file. (Not `NOMYO_MODEL`: that is
+/// the model *name* `nomyo chat` and `nomyo bench` send, as `-m` does.)
+pub const MODEL_ENV: &str = "NOMYO_MODEL_FILE";
 
 /// The places searched for the default model, in order (see the module docs).
 pub fn default_model_candidates() -> Vec<PathBuf> {

@@ -1,7 +1,7 @@
 //! The engine against the real SmolLM2-135M-Instruct GGUF.
 //!
 //! The model comes from `scripts/fetch-model.sh` (it lands in `models/` at the
-//! repository root), or from `$NOMYO_MODEL`. Without it these tests print why
+//! repository root), or from `$NOMYO_MODEL_FILE`. Without it these tests print why
 //! and pass without checking anything; with `NOMYO_REQUIRE_MODEL=1` (CI) a
 //! missing model fails them instead.
 
@@ -16,7 +16,7 @@ use nomyo_server::backend::{Backend, BackendError, ChatRequest};
 use serde_json::{json, Map, Value};
 
 fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("NOMYO_MODEL")
+    let path = std::env::var_os("NOMYO_MODEL_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))

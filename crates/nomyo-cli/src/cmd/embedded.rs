@@ -6,7 +6,7 @@
 //! background: the backend reports not-ready (and `/health` says so) until then.
 //!
 //! Without `--model`, the model file is looked up in this order (see
-//! `nomyo_engine::paths`): `$NOMYO_MODEL`; `./models/SmolLM2-135M-Instruct.Q4_1.gguf`
+//! `nomyo_engine::paths`): `$NOMYO_MODEL_FILE`; `./models/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (where `scripts/fetch-model.sh` puts it in a checkout);
 //! `$XDG_DATA_HOME/nomyo/models/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (`~/.local/share/nomyo/models/...` by default).
