@@ -147,7 +147,9 @@ pub struct Args {
     )]
     upstream_health_interval: Option<u64>,
     /// GGUF model for the embedded engine (used when no --upstream and no
-    /// config backend is given).
+    /// config backend is given). Default: $NOMYO_MODEL_FILE, else
+    /// ./models/SmolLM2-135M-Instruct.Q4_1.gguf, else the same file under
+    /// $XDG_DATA_HOME/nomyo/models (scripts/fetch-model.sh fetches it).
     #[arg(long, value_name = "FILE.gguf", help_heading = "Backends")]
     model: Option<PathBuf>,
     /// Inference threads of the embedded engine.
