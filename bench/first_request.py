@@ -26,32 +26,14 @@ every row), median and range.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import tempfile
-import threading
+import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOMYO = os.path.join(REPO, "target/release/nomyo")
-UPSTREAM = os.path.join(REPO, "target/release/examples/instant_upstream")
-MODEL = "bench-model"
-
-
-def start_line(cmd, pattern, timeout=60):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{cmd[0]} exited before printing its address")
-        m = re.search(pattern, line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-            return p, m.group(1)
-    p.kill()
-    raise RuntimeError(f"{cmd[0]} did not start")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from suite import MODEL, NOMYO, REPO, UPSTREAM, start_line  # noqa: E402
 
 
 def main():
