@@ -156,3 +156,70 @@ async fn without_backends_the_embedded_factory_is_asked_and_its_error_shown() {
     assert_eq!(asked.as_deref(), Some(std::path::Path::new("x.gguf")));
     assert!(e.to_string().contains("no embedded engine"), "{e}");
 }
+
+#[tokio::test]
+async fn a_tier_can_name_an_embedded_backend() {
+    let (upstream, _seen) = start_upstream().await;
+    let toml = format!(
+        r#"
+ephemeral_key = true
+key_bits = 2048
+[[backends]]
+name = "up"
+url = "{upstream}"
+[[backends]]
+name = "local"
+type = "embedded"
+model = "local.gguf"
+threads = 1
+[tiers.standard]
+backends = ["up"]
+models = ["*"]
+[tiers.maximum]
+backends = ["local"]
+models = ["local-model"]
+"#
+    );
+    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let mut asked = Vec::new();
+    let prepared = serve::prepare(settings, |p: EmbeddedParams| {
+        asked.push((p.name.clone(), p.model.clone(), p.threads));
+        Ok(EchoBackend::new(&["local-model"]) as Arc<dyn Backend>)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        asked,
+        [(
+            "local".to_owned(),
+            Some(std::path::PathBuf::from("local.gguf")),
+            Some(1)
+        )]
+    );
+    let pem = prepared.state.keys().current().public_pem().clone();
+    let key = nomyo_core::PublicKey::from_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
+    let app = nomyo_server::app(prepared.state);
+    let ask = |model: &str, tier: &str| {
+        let plain = serde_json::to_vec(&chat(model, "which backend?")).unwrap();
+        seal_to(&plain, &key).request(None, Some(tier))
+    };
+    // maximum is served by the embedded backend (the echo double here)...
+    let (s, _, body) = oneshot(&app, ask("local-model", "maximum")).await;
+    assert_eq!(s, 200);
+    let (_, answer) = open_response(&body);
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "echo:which backend?"
+    );
+    assert_eq!(answer["_metadata"]["security_tier"], "maximum");
+    // ...and only maximum: standard goes to the upstream, which may not serve it.
+    let (s, _, _) = oneshot(&app, ask("local-model", "standard")).await;
+    assert_eq!(s, 403);
+    let (s, _, body) = oneshot(&app, ask("m", "standard")).await;
+    assert_eq!(s, 200);
+    let (_, answer) = open_response(&body);
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "upstream-echo:which backend?"
+    );
+}
