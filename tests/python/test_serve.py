@@ -301,6 +301,14 @@ def test_password_protected_server_key_persists(tmp_path, nomyo_bin, upstream):
         c = client(s.url, api_key=None)
         assert create(c)["choices"][0]["message"]["content"] == "echo: hello"
 
+    # The same key, its password from an environment variable instead.
+    env_args = ["--config", tmp_path / "nomyo.toml", "--key-dir", keys, "--key-password-env", "NOMYO_TEST_KEY_PW"]
+    with NomyoServer(nomyo_bin, env_args, env={"NOMYO_TEST_KEY_PW": "server key pässword"}) as s:
+        again = urllib.request.urlopen(s.url + "/pki/public_key", timeout=10).read()
+        assert fingerprint_of_pem(again) == fingerprint_of_pem(served)
+        assert "server key pässword" not in s.output()
+    assert private.read_bytes() == pem
+
     # A wrong or missing password: the server refuses to start, clearly, and
     # never replaces the key it could not open.
     wrong = tmp_path / "wrong"
