@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def main():
         for p in procs:
             p.kill()
             p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     med = lambda xs: statistics.median(xs)
     print(f"{CPUS} CPUs; load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end; "
