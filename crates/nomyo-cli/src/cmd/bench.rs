@@ -45,10 +45,11 @@ use super::connect::ConnectArgs;
 use crate::exit::{CliError, CliResult, Code};
 
 const AFTER_HELP: &str = "\
-The server is --base-url, else $NOMYO_BASE_URL, else a local `nomyo serve` at
-http://127.0.0.1:12434 (plain HTTP needs --allow-http). With --protocol plain,
---base-url is an OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1)
-and the chat goes to {URL}/chat/completions unencrypted.
+The server is --base-url, else $NOMYO_BASE_URL, else the local `nomyo serve` at
+http://127.0.0.1:12434 (loopback; any other http:// URL needs --allow-http).
+With --protocol plain, --base-url is an OpenAI-compatible base URL (e.g.
+http://127.0.0.1:8080/v1) and the chat goes to {URL}/chat/completions
+unencrypted.
 
 The server's key is checked as in `nomyo chat`: --pin, else the known-servers
 file (--known-servers, default ~/.config/nomyo/known_servers).
