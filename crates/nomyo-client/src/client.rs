@@ -114,46 +114,63 @@ impl Default for ClientBuilder {
     }
 }
 
-/// Builder methods that only store their argument:
-/// `name(arg: Type) => field = value;` becomes
-/// `pub fn name(mut self, arg: Type) -> Self { self.field = value; self }`,
-/// with the doc comments written above it.
-macro_rules! setters {
-    ($($(#[$attr:meta])* $name:ident($arg:ident: $ty:ty) => $field:ident = $value:expr;)*) => {
-        $(
-            $(#[$attr])*
-            pub fn $name(mut self, $arg: $ty) -> Self {
-                self.$field = $value;
-                self
-            }
-        )*
-    };
-}
-
 impl ClientBuilder {
-    setters! {
-        /// The server's base URL, e.g. `https://api.nomyo.ai` (a path prefix is kept).
-        base_url(url: impl Into<String>) => base_url = Some(url.into());
-        /// The API key, sent as `Authorization: Bearer ...`.
-        api_key(key: SecretString) => api_key = Some(key);
-        /// The security tier sent as `X-Security-Tier` on every request.
-        security_tier(tier: SecurityTier) => tier = Some(tier);
-        /// Retries after 429/500/502/503/504 and network errors (default 2).
-        max_retries(n: u32) => max_retries = n;
-        /// The spacing of retries.
-        backoff(backoff: Backoff) => backoff = backoff;
-        /// Time limit for one attempt, from sending to the last byte of the
-        /// answer (default 900 s: generation can be slow). A timed-out request is
-        /// not retried (the server may still be working on it).
-        timeout(t: Duration) => timeout = t;
-        /// Time limit for establishing a connection (default 10 s).
-        connect_timeout(t: Duration) => connect_timeout = t;
-        /// Accept a plain `http://` base URL. For local development only: the
-        /// API key and the server's key then travel unprotected, and whoever
-        /// controls the network can substitute the server key (pins still hold).
-        allow_http(allow: bool) => allow_http = allow;
-        /// Where the client key comes from (default: ephemeral RSA-4096).
-        key_source(source: KeySource) => key_source = source;
+    /// The server's base URL, e.g. `https://api.nomyo.ai` (a path prefix is kept).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The API key, sent as `Authorization: Bearer ...`.
+    pub fn api_key(mut self, key: SecretString) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// The security tier sent as `X-Security-Tier` on every request.
+    pub fn security_tier(mut self, tier: SecurityTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Retries after 429/500/502/503/504 and network errors (default 2).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The spacing of retries.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Time limit for one attempt, from sending to the last byte of the
+    /// answer (default 900 s: generation can be slow). A timed-out request is
+    /// not retried (the server may still be working on it).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Time limit for establishing a connection (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Accept a plain `http://` base URL. For local development only: the
+    /// API key and the server's key then travel unprotected, and whoever
+    /// controls the network can substitute the server key (pins still hold).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Where the client key comes from (default: ephemeral RSA-4096).
+    pub fn key_source(mut self, source: KeySource) -> Self {
+        self.key_source = source;
+        self
     }
     /// Use (and, when empty, create) the key directory `dir`; `password`
     /// opens an encrypted key and encrypts a new one. Existing keys are
@@ -184,9 +201,10 @@ impl ClientBuilder {
         self.pins.extend(fingerprints);
         self
     }
-    setters! {
-        /// Where first-use trust is recorded when no pins are set.
-        known_servers(known: KnownServers) => known_servers = known;
+    /// Where first-use trust is recorded when no pins are set.
+    pub fn known_servers(mut self, known: KnownServers) -> Self {
+        self.known_servers = known;
+        self
     }
     /// Trust this certificate authority (PEM) in addition to the system's.
     pub fn root_certificate_pem(mut self, pem: &[u8]) -> Result<Self> {
@@ -196,13 +214,18 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    setters! {
-        /// The protocol to speak (default [`Protocol::V1`](crate::Protocol::V1));
-        /// see [`Protocol`](crate::Protocol).
-        protocol(protocol: crate::v2::Protocol) => protocol = protocol;
-        /// Protocol v2: use only the server's key config with this KEM (default:
-        /// X-Wing if offered, else X25519). For benchmarks and tests of one suite.
-        v2_kem(kem: nomyo_core::v2::keys::Kem) => v2_kem = Some(kem);
+    /// The protocol to speak (default [`Protocol::V1`](crate::Protocol::V1));
+    /// see [`Protocol`](crate::Protocol).
+    pub fn protocol(mut self, protocol: crate::v2::Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Protocol v2: use only the server's key config with this KEM (default:
+    /// X-Wing if offered, else X25519). For benchmarks and tests of one suite.
+    pub fn v2_kem(mut self, kem: nomyo_core::v2::keys::Kem) -> Self {
+        self.v2_kem = Some(kem);
+        self
     }
 
     /// Checks the configuration and builds the client. Performs no network
