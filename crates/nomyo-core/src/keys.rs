@@ -51,10 +51,7 @@ pub struct Fingerprint(pub [u8; 32]);
 impl Fingerprint {
     /// SHA-256 over arbitrary public bytes (SPKI DER for v1, a key_config for v2).
     pub fn of_bytes(bytes: &[u8]) -> Self {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        Fingerprint(out)
+        Self::of_parts(&[bytes])
     }
 
     /// SHA-256 over the concatenation of `parts`, without copying them
