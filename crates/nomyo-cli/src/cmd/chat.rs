@@ -253,7 +253,7 @@ pub(crate) fn client_error(e: ClientError) -> CliError {
         }
         ClientError::InsecureUrl { .. } => message.push_str(" (--allow-http)"),
         ClientError::Connection { origin, .. }
-            if super::connect::LOCAL_SERVER.starts_with(origin.as_str()) =>
+            if origin.as_str() == super::connect::LOCAL_SERVER =>
         {
             message.push_str(
                 "\nnomyo: is `nomyo serve` running? (it listens there by default; name another \
