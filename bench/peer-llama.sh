@@ -60,6 +60,7 @@ fi
 echo "building llama.cpp (llama-bench, llama-server) in $root/build" >&2
 cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF \
     -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" >&2
 cmake --build "$root/build" -j"$(nproc)" --target llama-bench llama-server >&2
 if [[ -n "$flags" ]]; then echo "$flags" >"$root/build/NO_AMX"; else rm -f "$root/build/NO_AMX"; fi
