@@ -117,7 +117,7 @@ def public_pem(key) -> bytes:
 
 
 def py_seal(plaintext: bytes, public_key) -> bytes:
-    """A v1 package sealed by Python `cryptography`, as PROTOCOL.md describes."""
+    """A v1 package sealed by Python `cryptography`, as docs/PROTOCOL.md describes."""
     aes_key, nonce = os.urandom(32), os.urandom(12)
     ct = AESGCM(aes_key).encrypt(nonce, plaintext, None)
     package = {

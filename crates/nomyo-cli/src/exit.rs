@@ -1,4 +1,4 @@
-//! Exit codes (INTERFACES.md) and the error type every subcommand returns.
+//! Exit codes (docs/CLI.md §2) and the error type every subcommand returns.
 
 use std::fmt;
 use std::process::ExitCode;

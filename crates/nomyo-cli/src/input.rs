@@ -1,5 +1,5 @@
 //! Secrets from files or environment variables, never from the command line
-//! (INTERFACES.md, "Conventions").
+//! (docs/CLI.md §1).
 
 use std::path::Path;
 
@@ -56,7 +56,7 @@ pub fn optional_secret(
 }
 
 /// The endpoint API key: `--api-key-file F` / `--api-key-env VAR`, else
-/// `$NOMYO_API_KEY` when set (INTERFACES.md, "Conventions"), else none.
+/// `$NOMYO_API_KEY` when set (docs/CLI.md §4), else none.
 pub fn api_key(file: Option<&Path>, env: Option<&str>) -> CliResult<Option<SecretString>> {
     match optional_secret(file, env, "API key")? {
         Some(k) => Ok(Some(k)),

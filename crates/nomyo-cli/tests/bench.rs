@@ -51,7 +51,7 @@ fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// The fields INTERFACES.md promises, for a run where all `n` succeeded.
+/// The fields docs/CLI.md §10.2 promises, for a run where all `n` succeeded.
 fn check_ok(v: &serde_json::Value, n: u64) {
     assert_eq!(v["requests"], n, "{v}");
     assert_eq!(v["ok"], n, "{v}");

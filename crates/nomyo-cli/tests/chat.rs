@@ -2,7 +2,7 @@
 //! a real `nomyo serve` (ephemeral 2048-bit key, port 0) in front of a fake
 //! OpenAI-compatible upstream: answers, `--json` with `_metadata`, prompts
 //! from stdin, environment variables, key directories with passwords, pins,
-//! known servers, and the exit codes of INTERFACES.md.
+//! known servers, and the exit codes of docs/CLI.md §2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -521,7 +521,7 @@ fn python() -> Option<String> {
 }
 
 /// `nomyo chat` against an independent v1 server written in Python from
-/// PROTOCOL.md (crates/nomyo-client/tests/python/v1_server.py).
+/// docs/PROTOCOL.md (crates/nomyo-client/tests/python/v1_server.py).
 #[test]
 fn chat_with_an_independent_python_v1_server() {
     let Some(py) = python() else { return };

@@ -1,5 +1,5 @@
 //! `nomyo keygen` and `nomyo fingerprint` as a user sees them: exact stdout,
-//! one- or two-line errors on stderr, exit codes (INTERFACES.md: 0 success,
+//! one- or two-line errors on stderr, exit codes (docs/CLI.md §2: 0 success,
 //! 2 usage, 4 security failure, 1 anything else), file modes, and keys that
 //! Python `cryptography` wrote (crates/nomyo-core/tests/vectors/pem/, made by
 //! gen_vectors.py).

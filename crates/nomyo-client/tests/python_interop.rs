@@ -1,5 +1,5 @@
 //! Interoperability with an independent v1 implementation: a server written
-//! in Python with `cryptography` from PROTOCOL.md alone
+//! in Python with `cryptography` from docs/PROTOCOL.md alone
 //! (tests/python/v1_server.py). Needs a python3 with `cryptography`
 //! (NOMYO_PYTHON, the repository's .venv, or python3 on PATH); skipped
 //! without one, except under CI (CI set), where that is a failure.

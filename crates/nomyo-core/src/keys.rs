@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// The smallest RSA key this implementation accepts (PROTOCOL.md v1).
+/// The smallest RSA key this implementation accepts (docs/PROTOCOL.md, v1).
 pub const MIN_RSA_BITS: usize = 2048;
 
 /// PBKDF2-HMAC-SHA256 iterations for keys we save (OWASP 2023 guidance).
@@ -44,7 +44,7 @@ pub enum RsaBits {
 }
 
 /// A SHA-256 fingerprint of a public key's DER encoding, printed as
-/// `sha256:` + 64 lowercase hex digits (INTERFACES.md).
+/// `sha256:` + 64 lowercase hex digits (docs/CLI.md §1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 

@@ -1,4 +1,4 @@
-//! Security tiers (PROTOCOL.md: `X-Security-Tier`).
+//! Security tiers (docs/PROTOCOL.md, `X-Security-Tier`).
 
 use std::fmt;
 use std::str::FromStr;

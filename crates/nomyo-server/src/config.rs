@@ -25,7 +25,7 @@ use crate::policy::{ApiKeys, ModelSet, TierRule};
 use crate::pool::PoolConfig;
 use crate::upstream::UpstreamConfig;
 
-/// Default listen address (INTERFACES.md).
+/// Default listen address (docs/CLI.md §7).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:12434";
 /// Default key directory.
 pub const DEFAULT_KEY_DIR: &str = "server_keys";

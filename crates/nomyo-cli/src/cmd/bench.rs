@@ -1,5 +1,5 @@
 //! `nomyo bench`: a bounded load generator for the secure endpoint
-//! (INTERFACES.md).
+//! (docs/CLI.md §10).
 //!
 //! One [`Client`] is shared by `--concurrency` tokio tasks. Warm-up requests
 //! (key fetch, connection set-up, the server's first-request costs) run

@@ -1,4 +1,4 @@
-//! `nomyo chat`: one end-to-end encrypted chat completion (INTERFACES.md).
+//! `nomyo chat`: one end-to-end encrypted chat completion (docs/CLI.md §8).
 //!
 //! Arguments are resolved once into [`Settings`]; [`run`] then drives the
 //! client library. No protocol logic lives here.
@@ -40,7 +40,7 @@ network failure after retries; 1 anything else.";
 pub enum Protocol {
     /// v2 when the server publishes /.well-known/hpke-keys, else v1.
     Auto,
-    /// NOMYO v1: AES-256-GCM + RSA-OAEP (PROTOCOL.md).
+    /// NOMYO v1: AES-256-GCM + RSA-OAEP (docs/PROTOCOL.md).
     V1,
     /// EHBP with a post-quantum suite (X-Wing preferred, else X25519).
     V2,

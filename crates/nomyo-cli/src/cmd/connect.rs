@@ -11,7 +11,7 @@ use nomyo_core::{Fingerprint, SecretString};
 
 use crate::exit::CliResult;
 
-/// Where `nomyo serve` listens by default (INTERFACES.md); the server the
+/// Where `nomyo serve` listens by default (docs/CLI.md §7); the server the
 /// client commands talk to when none is given. It is loopback, so its plain
 /// HTTP never leaves the machine: it needs no --allow-http (an explicit
 /// http:// URL always does).

@@ -1,5 +1,5 @@
 //! `nomyo proxy`: a plain OpenAI-compatible API on loopback, every request
-//! forwarded end-to-end encrypted (INTERFACES.md; crate `nomyo-proxy`).
+//! forwarded end-to-end encrypted (docs/CLI.md §9; crate `nomyo-proxy`).
 //!
 //! Arguments are resolved once into [`Settings`]; [`run`] builds the client
 //! exactly as `nomyo chat` does and serves `nomyo_proxy::app`.

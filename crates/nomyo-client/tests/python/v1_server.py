@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent protocol-v1 server, written from PROTOCOL.md with Python's
+"""An independent protocol-v1 server, written from docs/PROTOCOL.md with Python's
 `cryptography` (none of the Rust code), for interoperability tests of the Rust
 client and `nomyo chat`.
 
@@ -7,7 +7,7 @@ client and `nomyo chat`.
 
 Prints `listening on http://127.0.0.1:PORT` once ready. Answers every
 completion with "python saw: <last user message>" and a `_metadata` object as
-PROTOCOL.md describes it. It is a test double: no policy, no limits.
+docs/PROTOCOL.md describes it. It is a test double: no policy, no limits.
 """
 
 import base64

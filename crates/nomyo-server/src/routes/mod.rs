@@ -1,4 +1,4 @@
-//! The HTTP surface (INTERFACES.md, "Server HTTP surface"), one module per
+//! The HTTP surface (docs/CLI.md §11.1), one module per
 //! protocol: [`v1`] (`/pki/public_key`, `/v1/chat/secure_completion`) and
 //! [`ops`] (`/v1/models`, `/health`, `/metrics`). Protocol v2 (EHBP:
 //! `POST /v1/chat/completions`, `GET /.well-known/hpke-keys`) is one more
