@@ -1,4 +1,4 @@
-"""The main job as a user types it (issue 5, done when): `nomyo serve` with
+"""The main job as a user types it: `nomyo serve` with
 its defaults (listen 127.0.0.1:12434, the embedded model) and then, with no
 server named anywhere,
 

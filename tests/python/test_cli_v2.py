@@ -1,6 +1,6 @@
 """`nomyo chat` over protocol v2 against `nomyo serve` with the real embedded
-model (issue 6, done when: "`nomyo chat --protocol v2 --stream` streams from
-the embedded model"). The server is conftest.py's session-wide `embedded`.
+model: `nomyo chat --protocol v2 --stream` streams from the embedded
+model. The server is conftest.py's session-wide `embedded`.
 
 What `nomyo chat` prints (crates/nomyo-cli/src/cmd/chat.rs): with --stream
 --json one `chat.completion.chunk` JSON per line, the first carrying the

@@ -1,10 +1,10 @@
 """The official `openai` Python SDK, with only `base_url` changed, against
-`nomyo proxy` -> `nomyo serve` (issue 7). Everything runs on 127.0.0.1 with
+`nomyo proxy` -> `nomyo serve`. Everything runs on 127.0.0.1 with
 ports chosen by the OS.
 
 Two servers: one in front of the small OpenAI-compatible upstream double
 (upstream_double.py: fast, records what arrives, answers a forced tool call),
-and one with the embedded model (the "done when" of the issue: plain and
+and one with the embedded model (the goal: plain and
 streamed answers from the real model through the proxy, protocol v2).
 
 Covered: chat.completions.create plain, streamed (v2 from the embedded model;

@@ -1,4 +1,4 @@
-"""Two `nomyo serve` processes as stateless replicas (issue #10): one key set
+"""Two `nomyo serve` processes as stateless replicas: one key set
 made by `nomyo keygen --server`, one replay window in a real Redis
 (`redis-server`, started here on loopback), and the unmodified reference
 client `nomyo` 0.2.9.

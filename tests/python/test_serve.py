@@ -3,7 +3,7 @@ against `nomyo serve`, in front of a small OpenAI-compatible upstream double
 that the test starts (upstream_double.py). Everything runs on 127.0.0.1 with
 ports chosen by the OS.
 
-Covered (issue 3, "Tests"): a plain request, security_tier="high" with its
+Covered: a plain request, security_tier="high" with its
 _metadata, 401, 403, 404, 400 on stream=True, retries after 503 (and giving up),
 429, password-protected server key persistence across restarts, HTTPS with a
 self-signed certificate, and a canary prompt that never reaches the server's

@@ -1,4 +1,4 @@
-//! Issue #9 "Faults" against real `nomyo serve` processes, each test named
+//! Faults injected into real `nomyo serve` processes, each test named
 //! after its fault, each with a defined outcome:
 //!
 //! - upstream slow: the request timeout answers 504 (v1 and v2), no hang;

@@ -1,4 +1,4 @@
-//! The canary through the real processes (issue #9 "Secrets"): `nomyo
+//! The canary through the real processes (no secret in any log): `nomyo
 //! proxy` in front of `nomyo serve` (RUST_LOG=trace) in front of an upstream
 //! double. A unique prompt, a unique answer, the endpoint API key and the
 //! proxy's access token must appear in no line either process writes, with

@@ -1,4 +1,4 @@
-//! Issue #9 "Load", shortened for CI: a bounded soak of a real `nomyo serve`
+//! The load soak, shortened for CI: a bounded soak of a real `nomyo serve`
 //! (ephemeral 2048-bit key, API key required) in front of an instant
 //! upstream double, driven by four `nomyo bench` processes at once: v1, v2
 //! X25519, v2 X-Wing, and v2 streams of which a quarter are dropped by the

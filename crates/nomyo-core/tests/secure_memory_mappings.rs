@@ -1,4 +1,4 @@
-//! Found by the `ehbp_frames` fuzz target (issue #9): every `SecretBuf`
+//! Found by the `ehbp_frames` fuzz target: every `SecretBuf`
 //! marks its pages `MADV_DONTDUMP`, which splits the process's memory
 //! mappings. If the mark stays after the buffer is freed, the split stays
 //! too, and a long-running process whose secret buffers land on ever new

@@ -1,4 +1,4 @@
-//! A model that fails to load (issue #9 "Faults": a truncated GGUF): the
+//! A model that fails to load (the fault: a truncated GGUF): the
 //! failure is reported to every waiter, also to one that starts waiting only
 //! after the failure, and requests then fail at once instead of hanging.
 

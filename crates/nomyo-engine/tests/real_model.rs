@@ -103,7 +103,7 @@ fn with_system(system: &str, question: &str, extra: Value) -> ChatRequest {
 async fn answers_the_capital_of_france_with_true_usage() {
     let Some(e) = engine().await else { return };
     assert!(e.is_ready());
-    // The issue's own check: `--seed 1 --temperature 0.7`.
+    // The README's quick-start check: `--seed 1 --temperature 0.7`.
     let v = e
         .chat(ask(CAPITAL, json!({"temperature": 0.7, "seed": 1})))
         .await

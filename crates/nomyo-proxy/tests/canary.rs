@@ -1,4 +1,4 @@
-//! The proxy's canary (issue #9 "Secrets"): a unique prompt, a unique
+//! The proxy's canary (no secret in any log): a unique prompt, a unique
 //! answer, the endpoint API key and the proxy's access token never appear in
 //! any log line, at every level (the filter is switched through TRACE,
 //! DEBUG, INFO, WARN and ERROR, all targets: ours, the client's, the

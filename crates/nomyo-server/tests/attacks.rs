@@ -1,4 +1,4 @@
-//! Attacks on the protocol (issue #9, "Attacks on the protocol"): each test is
+//! Attacks on the protocol: each test is
 //! named after the attack and checks that it fails closed, driving the real
 //! server (`nomyo_server::app`) over 127.0.0.1 sockets, with `nomyo_core` or
 //! `nomyo-client` as the client and, where the attacker sits in the middle, a

@@ -1,4 +1,4 @@
-//! The hostile-input matrix (issue #9): raw bytes over a real socket against
+//! The hostile-input matrix: raw bytes over a real socket against
 //! the server (`serve::bind` / `Bound::run` on 127.0.0.1:0), for both
 //! protocols. Every case must get the right 4xx quickly, leak nothing
 //! internal in its body (no Rust paths or type names, no panic text), and

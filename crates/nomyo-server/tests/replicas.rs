@@ -1,4 +1,4 @@
-//! Stateless replicas (issue #10): two servers built through the real config
+//! Stateless replicas: two servers built through the real config
 //! path (`FileConfig` → `serve::prepare`) on one key directory, with the
 //! replay window in a real Redis server (`redis-server`, started here on
 //! loopback) or, for comparison, in each process.

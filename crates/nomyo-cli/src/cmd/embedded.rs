@@ -1,4 +1,4 @@
-//! Loading the embedded engine for `nomyo serve` (issue 5). Without the
+//! Loading the embedded engine for `nomyo serve` (its default backend). Without the
 //! `engine` feature there is no in-process model.
 //!
 //! Contract used by `serve.rs`: `backend(settings)` returns the embedded model
