@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A fresh client's first request: v1 against v2 (issue #6: "a first request
-without any RSA key generation").
+"""A fresh client's first request: v1 against v2 (the target: "a first
+request without any RSA key generation").
 
 Every trial is a new `nomyo chat` process with a new known-servers file, so
 nothing is cached: it fetches the server's keys, seals, sends, opens the

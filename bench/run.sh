@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for every table in BENCHMARKS.md (issue #8):
+# One command for the run tables of BENCHMARKS.md (its generated section):
 #
 #   bench/run.sh            # build (release, once), then measure (~10 min)
 #

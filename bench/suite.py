@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark suite behind bench/run.sh (issue #8). Run bench/run.sh, not this.
+"""The benchmark suite behind bench/run.sh. Run bench/run.sh, not this.
 
 In one run on one machine: starts the instant upstream and `nomyo serve`
 (RSA-4096 ephemeral key) on 127.0.0.1, with the server side (server and
