@@ -18,9 +18,9 @@ use crate::retry::{self, Backoff};
 use crate::trust::{KnownServers, Trust, TrustDecision};
 use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
 
-/// `GET` path of the server's v1 key (docs/PROTOCOL.md, v1 server public key).
+/// `GET` path of the server's v1 key (docs/PROTOCOL.md §3.1).
 pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
-/// `POST` path of a v1 completion (docs/PROTOCOL.md, v1 request).
+/// `POST` path of a v1 completion (docs/PROTOCOL.md §2, §3).
 pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
 /// `GET` path of the model list (docs/CLI.md §11.1).
 pub const MODELS_PATH: &str = "/v1/models";
@@ -611,7 +611,7 @@ impl Client {
             .cloned()
     }
 
-    /// One encrypted chat completion (docs/PROTOCOL.md, v1).
+    /// One encrypted chat completion (docs/PROTOCOL.md §3).
     ///
     /// The request is serialised into locked memory, sealed with a fresh
     /// AES-256 key and nonce to the cached server key, and sent; retries
@@ -797,7 +797,7 @@ impl Client {
     }
 }
 
-/// Maps a refused request to its error (docs/PROTOCOL.md, v1 errors).
+/// Maps a refused request to its error (docs/PROTOCOL.md §3.7).
 /// Refuses an answer served at a lower tier than the request asked for.
 ///
 /// `X-Security-Tier` travels outside the encryption, so anyone on the path

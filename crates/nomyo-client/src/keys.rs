@@ -1,4 +1,4 @@
-//! Where the client's RSA key pair comes from (docs/PROTOCOL.md, v1: the response
+//! Where the client's RSA key pair comes from (docs/PROTOCOL.md §3.5: the response
 //! is sealed to the key in `X-Public-Key`).
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! # nomyo-client
 //!
 //! The Rust client for NOMYO end-to-end encrypted inference (protocol v1,
-//! docs/PROTOCOL.md): OpenAI chat completions sealed with AES-256-GCM and
+//! docs/PROTOCOL.md §3): OpenAI chat completions sealed with AES-256-GCM and
 //! RSA-OAEP-SHA256 to the server's key, answered sealed to the client's key.
 //!
 //! What it does beyond the reference Python client (`nomyo` 0.2.9):

@@ -1,6 +1,6 @@
 //! Retry policy: which answers are retried and how long to wait.
 //!
-//! As the reference client (docs/PROTOCOL.md, v1 errors): 429, 500, 502, 503, 504 and
+//! As the reference client (docs/PROTOCOL.md §3.8): 429, 500, 502, 503, 504 and
 //! network errors are retried `max_retries` times with exponential backoff
 //! (1 s, 2 s, 4 s, ... by default); other statuses never are. Unlike the
 //! reference client, the delay is jittered (so that many clients refused at

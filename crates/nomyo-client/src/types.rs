@@ -549,7 +549,7 @@ pub struct Usage {
     pub extra: Extra,
 }
 
-/// The `_metadata` object (docs/PROTOCOL.md, v1 response): what the server
+/// The `_metadata` object (docs/PROTOCOL.md §1.7): what the server
 /// reports, plus what this client adds (`payload_id`, `processed_at`,
 /// `is_encrypted`, `encryption_algorithm`), as the Python client does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! Protocol v2 (EHBP with an X-Wing suite, docs/PROTOCOL.md, v2): key discovery,
+//! Protocol v2 (EHBP with an X-Wing suite, docs/PROTOCOL.md §4): key discovery,
 //! sealed requests, request-bound responses and encrypted streaming.
 //!
 //! - The key configs come from `GET /.well-known/hpke-keys`
@@ -68,7 +68,7 @@ use crate::retry;
 use crate::trust::TrustDecision;
 use crate::types::{ChatCompletion, ChatRequest};
 
-/// `GET` path of the server's HPKE key configs (docs/PROTOCOL.md, v2 key discovery).
+/// `GET` path of the server's HPKE key configs (docs/PROTOCOL.md §4.2).
 pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
 /// `POST` path of a v2 (EHBP) completion.
 pub const COMPLETIONS_PATH: &str = "/v1/chat/completions";

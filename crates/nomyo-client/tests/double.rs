@@ -96,7 +96,7 @@ async fn round_trip_with_types_passthrough_and_metadata() {
     assert_eq!(m.security_tier.as_deref(), Some("high"));
     assert!(m.memory_protection.as_ref().unwrap().memory_locking);
 
-    // Headers as docs/PROTOCOL.md lists them.
+    // Headers as docs/PROTOCOL.md §3.2 lists them.
     let h = &posts[0].headers;
     assert_eq!(h["content-type"], "application/octet-stream");
     assert_eq!(h["x-security-tier"], "high");

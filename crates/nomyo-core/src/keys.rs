@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// The smallest RSA key this implementation accepts (docs/PROTOCOL.md, v1).
+/// The smallest RSA key this implementation accepts (docs/PROTOCOL.md §3.1).
 pub const MIN_RSA_BITS: usize = 2048;
 
 /// PBKDF2-HMAC-SHA256 iterations for keys we save (OWASP 2023 guidance).

@@ -484,7 +484,7 @@ impl std::io::Write for SecretBuf {
 }
 
 /// What the process's memory protection actually achieved, as reported in
-/// `_metadata.memory_protection` (docs/PROTOCOL.md, v1 response). Every field states a
+/// `_metadata.memory_protection` (docs/PROTOCOL.md §1.7). Every field states a
 /// measured result, never an intention.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryProtection {

@@ -1,4 +1,4 @@
-//! Security tiers (docs/PROTOCOL.md, `X-Security-Tier`).
+//! Security tiers (docs/PROTOCOL.md §9, `X-Security-Tier`).
 
 use std::fmt;
 use std::str::FromStr;

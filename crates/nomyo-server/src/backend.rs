@@ -109,7 +109,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The CUDA device this backend computes on, as the lowercase SHA-256 hex
     /// of the device name (never the raw name), for `_metadata.cuda_device`
-    /// (docs/PROTOCOL.md, v1 response). `None` (the default) when the backend runs on no
+    /// (docs/PROTOCOL.md §1.7). `None` (the default) when the backend runs on no
     /// CUDA device it knows of, e.g. a remote upstream.
     fn cuda_device_hash(&self) -> Option<String> {
         None

@@ -1,7 +1,7 @@
 //! The one table that maps every server error to the wire.
 //!
 //! Each [`ApiError`] variant has exactly one HTTP status and one stable
-//! message (docs/PROTOCOL.md, v1 errors: plain JSON `{"detail": "..."}`, never
+//! message (docs/PROTOCOL.md §1.5 and §3.7: plain JSON `{"detail": "..."}`, never
 //! encrypted). Internals (upstream status lines, I/O errors, backend detail
 //! strings) are logged where the error arises and never sent: error bodies
 //! travel in clear, so nothing from inside the encrypted channel (prompt,

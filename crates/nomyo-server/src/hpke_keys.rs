@@ -1,4 +1,4 @@
-//! The server's HPKE keys for protocol v2 (docs/PROTOCOL.md, v2): one X25519
+//! The server's HPKE keys for protocol v2 (docs/PROTOCOL.md §4.2, §6): one X25519
 //! config (the EHBP reference suite, published first because EHBP clients
 //! read only the first config) and one X-Wing config (post-quantum), and
 //! their rotation.

@@ -4,7 +4,7 @@
 //! `nomyo-client` as the client and, where the attacker sits in the middle, a
 //! tampering proxy in front of the server.
 //!
-//! Where protocol v1 cannot defend (docs/PROTOCOL.md, known weaknesses of v1),
+//! Where protocol v1 cannot defend (docs/PROTOCOL.md §3.9),
 //! the test asserts what really happens and its name ends in `_v1_weakness`;
 //! SECURITY.md says the same.
 
@@ -600,7 +600,7 @@ async fn substituted_public_key_with_replayed_body_is_409() {
 /// The same attack when the attacker's copy arrives first (they hold the
 /// victim's request back): v1 does not bind the answer key to the package,
 /// so the server answers the attacker, who can read it. The victim's own
-/// request then gets 409. docs/PROTOCOL.md, known weaknesses of v1; only TLS
+/// request then gets 409. docs/PROTOCOL.md §3.9; only TLS
 /// stops this. In v2 there is no key header to substitute: the replayed
 /// body is answered under the victim's HPKE context, which the attacker
 /// cannot open.

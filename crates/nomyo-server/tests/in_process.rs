@@ -38,7 +38,7 @@ async fn round_trip_with_true_metadata() {
     let (status, headers, body) = oneshot(&app, sealed.request(None, Some("high"))).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers["content-type"], "application/json");
-    // The wire package as docs/PROTOCOL.md shows it, plus payload_id / processed_at.
+    // The wire package as docs/PROTOCOL.md §3.5 shows it, plus payload_id / processed_at.
     let wire: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(wire["version"], "1.0");
     assert_eq!(wire["algorithm"], "hybrid-aes256-rsa4096");

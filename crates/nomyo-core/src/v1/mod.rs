@@ -1,4 +1,4 @@
-//! Protocol v1: hybrid AES-256-GCM + RSA-OAEP-SHA256 (docs/PROTOCOL.md, v1).
+//! Protocol v1: hybrid AES-256-GCM + RSA-OAEP-SHA256 (docs/PROTOCOL.md §3).
 //!
 //! [`seal`] and [`open`] serve both directions: a client seals a request to the
 //! server key and opens the response with its own key; a server does the reverse.

@@ -1,5 +1,5 @@
 //! The v1 package: its JSON shape, a strict parse and its serialisation
-//! (docs/PROTOCOL.md, v1 request and v1 response).
+//! (docs/PROTOCOL.md §3.3 and §3.5).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Package {
 }
 
 /// The JSON form, field for field. Unknown fields are refused: a package is
-/// exactly what docs/PROTOCOL.md (v1 request) lists and nothing else.
+/// exactly what docs/PROTOCOL.md §3.3 lists and nothing else.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
@@ -183,7 +183,7 @@ impl Package {
         })
     }
 
-    /// Serialises to the JSON docs/PROTOCOL.md shows (standard base64 with padding).
+    /// Serialises to the JSON docs/PROTOCOL.md §3.3 shows (standard base64 with padding).
     pub fn to_json(&self) -> Vec<u8> {
         let w = Wire {
             version: VERSION.into(),

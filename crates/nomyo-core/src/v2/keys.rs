@@ -3,7 +3,7 @@
 //! Wire layout of one config: `key_id (1) | kem_id (2) | public_key (Npk) |
 //! cipher_suites_len (2) | (kdf_id (2) | aead_id (2))...`. The key list served at
 //! `/.well-known/hpke-keys` is the configs concatenated, X25519 first; Npk is
-//! fixed by the KEM, so no length prefixes are needed (docs/PROTOCOL.md, v2 key discovery).
+//! fixed by the KEM, so no length prefixes are needed (docs/PROTOCOL.md §4.2).
 
 use std::fmt;
 
@@ -120,7 +120,7 @@ impl KeyConfig {
         out
     }
 
-    /// SHA-256 over the encoded config (docs/PROTOCOL.md, v2 fingerprints).
+    /// SHA-256 over the encoded config (docs/PROTOCOL.md §1.2).
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of_bytes(&self.encode())
     }

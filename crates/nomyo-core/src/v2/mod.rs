@@ -1,5 +1,5 @@
 //! Protocol v2: the Encrypted HTTP Body Protocol (EHBP, Tinfoil SPEC v0.3.1)
-//! with an extra post-quantum suite (docs/PROTOCOL.md, v2).
+//! with an extra post-quantum suite (docs/PROTOCOL.md §4).
 //!
 //! - [`keys`]: HPKE key configurations (RFC 9458 §3 `key_config`) and server key pairs
 //!   for DHKEM(X25519, HKDF-SHA256) and X-Wing (ML-KEM-768 + X25519).

@@ -1,4 +1,4 @@
-//! Protocol v1 (docs/PROTOCOL.md, v1): `GET /pki/public_key` and
+//! Protocol v1 (docs/PROTOCOL.md §3): `GET /pki/public_key` and
 //! `POST /v1/chat/secure_completion`.
 //!
 //! A secure request goes through, in this order (cheap checks first, so that
@@ -276,7 +276,7 @@ fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
     })
 }
 
-/// Parses and checks the decrypted request (docs/PROTOCOL.md, v1 request plaintext;
+/// Parses and checks the decrypted request (docs/PROTOCOL.md §1.6;
 /// the same JSON in v2): a JSON object with a non-empty string `model`, a
 /// non-empty array `messages` and a boolean `stream` if any (`true` only
 /// where streaming is allowed). Everything else is passed through to the
@@ -477,7 +477,7 @@ async fn answer(
         return Err(ApiError::BackendFailed);
     };
 
-    // docs/PROTOCOL.md, v1 response: `_metadata` with true values.
+    // docs/PROTOCOL.md §1.7: `_metadata` with true values.
     let (metadata, processed_at) = metadata(id, route.tier, memory_locked, &*backend.backend);
     obj.insert("_metadata".to_owned(), metadata);
     let mut out = SecretBuf::new();
@@ -516,7 +516,7 @@ async fn answer(
         .into_response())
 }
 
-/// `_metadata` with true values (docs/PROTOCOL.md, v1 response), and the
+/// `_metadata` with true values (docs/PROTOCOL.md §1.7), and the
 /// `processed_at` it carries.
 pub(crate) fn metadata(
     id: &str,

@@ -1,4 +1,4 @@
-//! Protocol v2 (docs/PROTOCOL.md, v2; EHBP v0.3.1): `GET /.well-known/hpke-keys`
+//! Protocol v2 (docs/PROTOCOL.md §4; EHBP v0.3.1): `GET /.well-known/hpke-keys`
 //! and EHBP on `POST /v1/chat/completions`.
 //!
 //! The key list carries `Nomyo-Keys-Signature`: RSA-PSS by the server's v1
