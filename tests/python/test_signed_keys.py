@@ -3,12 +3,15 @@ an independent RSA-PSS implementation, in both directions:
 
 - `nomyo serve` signs its `/.well-known/hpke-keys` body with its v1 RSA key
   (RSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt, over
-  b"nomyo v2 hpke-keys\\0" + body); Python verifies it, and refuses altered
-  bodies and a signature over the bare body; after SIGHUP (RSA and HPKE
-  rotation) the new list is signed by the new key;
+  b"nomyo v2 hpke-keys validity\\0" + nbf (8 bytes, big-endian) + exp
+  (8 bytes) + body); Python verifies it, and refuses altered bodies, an
+  altered window and a signature over the bare body; after SIGHUP (RSA and
+  HPKE rotation) the new list is signed by the new key;
 - a Python server signs a key list with its own key, and the Rust client
   (`nomyo fingerprint --server`) accepts it, and refuses (exit 4) a list
-  whose signature covers other bytes or names another key.
+  whose signature covers other bytes, names another key, has no validity
+  window, or was valid only in the past (a list captured before a rotation
+  and replayed) or only in the future.
 
 Everything on 127.0.0.1, OS ports.
 """
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from server_process import NomyoServer
 from test_serve import config_toml
 
-CONTEXT = b"nomyo v2 hpke-keys\x00"
+CONTEXT = b"nomyo v2 hpke-keys validity\x00"
 HEADER = "Nomyo-Keys-Signature"
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
@@ -47,20 +50,36 @@ def fetch(base):
 
 
 def parse(header):
-    alg, key, sig = header.split(";")
+    """(key fingerprint, (nbf, exp), signature bytes)."""
+    alg, key, nbf, exp, sig = header.split(";")
     assert alg == "rsa-pss-sha256"
     assert key.startswith("key=sha256:") and len(key) == len("key=sha256:") + 64
+    assert nbf.startswith("nbf=") and exp.startswith("exp=")
     assert sig.startswith("sig=")
-    return key[len("key="):], base64.b64decode(sig[len("sig="):], validate=True)
+    window = (int(nbf[len("nbf="):]), int(exp[len("exp="):]))
+    return key[len("key="):], window, base64.b64decode(sig[len("sig="):], validate=True)
 
 
-def verify(public_key, body, sig):
-    public_key.verify(sig, CONTEXT + body, PSS, hashes.SHA256())
+def message(window, body):
+    nbf, exp = window
+    return CONTEXT + nbf.to_bytes(8, "big") + exp.to_bytes(8, "big") + body
 
 
-def sign(private_key, body):
-    sig = private_key.sign(CONTEXT + body, PSS, hashes.SHA256())
-    return f"rsa-pss-sha256;key={fingerprint(private_key.public_key())};sig={base64.b64encode(sig).decode()}"
+def verify(public_key, body, sig, window):
+    public_key.verify(sig, message(window, body), PSS, hashes.SHA256())
+
+
+def sign(private_key, body, window=None, with_window=True):
+    if window is None:
+        now = int(time.time())
+        window = (now - 60, now + 3600)
+    fp = fingerprint(private_key.public_key())
+    if not with_window:
+        sig = private_key.sign(b"nomyo v2 hpke-keys\x00" + body, PSS, hashes.SHA256())
+        return f"rsa-pss-sha256;key={fp};sig={base64.b64encode(sig).decode()}"
+    sig = private_key.sign(message(window, body), PSS, hashes.SHA256())
+    nbf, exp = window
+    return f"rsa-pss-sha256;key={fp};nbf={nbf};exp={exp};sig={base64.b64encode(sig).decode()}"
 
 
 def serve_args(tmp_path, upstream):
@@ -72,14 +91,20 @@ def test_server_signature_verifies_in_python_and_follows_sighup(tmp_path, nomyo_
     with NomyoServer(nomyo_bin, serve_args(tmp_path, upstream)) as s:
         key, body, header = fetch(s.url)
         assert header, "the key list is signed"
-        fp, sig = parse(header)
+        fp, window, sig = parse(header)
         assert fp == fingerprint(key), "signed by the published v1 key"
         assert len(sig) == 256
-        verify(key, body, sig)
-        # Altered lists, and the bare body (no context), do not verify.
+        verify(key, body, sig, window)
+        # Valid from about now for a day (no rotation schedule) plus the grace period.
+        nbf, exp = window
+        assert abs(nbf - time.time()) < 120
+        assert 24 * 3600 < exp - nbf <= 31 * 24 * 3600
+        # Altered lists, an altered window, and the bare body (no context), do not verify.
         for other in (body[:-1] + bytes([body[-1] ^ 1]), body + b"\x00", body[:-1]):
             with pytest.raises(InvalidSignature):
-                verify(key, other, sig)
+                verify(key, other, sig, window)
+        with pytest.raises(InvalidSignature):
+            verify(key, body, sig, (nbf, exp + 1))
         with pytest.raises(InvalidSignature):
             key.verify(sig, body, PSS, hashes.SHA256())
         # The same signature on every fetch (made once per key set).
@@ -101,10 +126,10 @@ def test_server_signature_verifies_in_python_and_follows_sighup(tmp_path, nomyo_
             assert time.monotonic() < deadline, "list not re-signed by the new key"
             time.sleep(0.05)
             key2, body2, header2 = fetch(s.url)
-        fp2, sig2 = parse(header2)
-        verify(key2, body2, sig2)
+        fp2, window2, sig2 = parse(header2)
+        verify(key2, body2, sig2, window2)
         with pytest.raises(InvalidSignature):
-            verify(key, body2, sig2)
+            verify(key, body2, sig2, window2)
 
 
 class _KeysServer:
@@ -170,6 +195,22 @@ def test_rust_client_verifies_a_python_signature(tmp_path, nomyo, nomyo_bin, ups
             r = nomyo("fingerprint", "--server", srv.url, "--allow-http")
             assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
             assert "v2 keys" in r.stderr and "sign" in r.stderr, r.stderr
+            assert r.stdout == ""
+
+        # A list captured before a rotation and replayed after its window,
+        # one valid only in the future, and the old syntax without a
+        # window: genuine signatures by the right key, all refused.
+        now = int(time.time())
+        cases = (
+            (sign(py_key, body, (now - 3 * 86400, now - 2 * 86400)), "expired"),
+            (sign(py_key, body, (now + 86400, now + 2 * 86400)), "valid only from"),
+            (sign(py_key, body, with_window=False), "validity window"),
+        )
+        for header, why in cases:
+            srv.header = header
+            r = nomyo("fingerprint", "--server", srv.url, "--allow-http")
+            assert r.returncode == 4, (r.returncode, r.stdout, r.stderr)
+            assert why in r.stderr, r.stderr
             assert r.stdout == ""
     finally:
         srv.close()

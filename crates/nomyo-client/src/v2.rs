@@ -474,8 +474,11 @@ impl Client {
                 server = new;
             }
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         signature
-            .verify(server.public_key(), body)
+            .verify(server.public_key(), body, now)
             .map_err(refuse)?;
         Ok(server)
     }

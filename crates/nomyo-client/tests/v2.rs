@@ -628,7 +628,12 @@ async fn signature_by_another_key_is_refused() {
         .unwrap();
     let intruder = shared_key(3);
     let v1_fp = shared_key(1).public_key().fingerprint();
-    let named = KeysSignature::sign(&intruder, &body)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let window = nomyo_core::keys_signature::Validity::new(now - 60, now + 3600).unwrap();
+    let named = KeysSignature::sign(&intruder, &body, window)
         .unwrap()
         .to_header_value();
     let claimed = named.replace(

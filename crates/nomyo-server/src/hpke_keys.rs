@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use nomyo_core::keys::PrivateKey;
-use nomyo_core::keys_signature::KeysSignature;
+use nomyo_core::keys_signature::{KeysSignature, Validity, MAX_VALIDITY_SECS};
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
 use nomyo_core::{Fingerprint, SecretBuf};
 
@@ -273,27 +273,55 @@ impl HpkeKeySet {
 /// The published key list with its signature by the server's v1 RSA key
 /// (`Nomyo-Keys-Signature`, [`nomyo_core::keys_signature`]): clients that
 /// trust the v1 key (pinned or recorded) thereby trust every rotation of
-/// the HPKE keys. Made once per (key list, RSA key) pair; `Debug` shows
-/// the signer only.
+/// the HPKE keys. Made once per (key list, RSA key) pair, and again when
+/// half of its validity window has passed (never per request); `Debug`
+/// shows the signer only.
 pub struct SignedKeyList {
     body: Bytes,
     signer: Fingerprint,
+    validity: Validity,
     header: HeaderValue,
+}
+
+/// Seconds since the Unix epoch, by this machine's clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl SignedKeyList {
     /// Signs `set`'s `application/ohttp-keys` body with `key` (RSA-PSS;
-    /// about a millisecond for RSA-4096: run it on a blocking thread).
-    pub fn sign(set: &HpkeKeySet, key: &PrivateKey) -> Result<Self, String> {
-        let sig = KeysSignature::sign(key, set.encoded())
+    /// about a millisecond for RSA-4096: run it on a blocking thread), valid
+    /// from now for `lifetime` (the rotation period plus the grace period;
+    /// at least an hour, at most 31 days).
+    pub fn sign(set: &HpkeKeySet, key: &PrivateKey, lifetime: Duration) -> Result<Self, String> {
+        let now = unix_now();
+        let secs = lifetime.as_secs().clamp(3600, MAX_VALIDITY_SECS);
+        let validity = Validity::new(now, now.saturating_add(secs))
+            .ok_or_else(|| "the key list's validity window is out of range".to_owned())?;
+        let sig = KeysSignature::sign(key, set.encoded(), validity)
             .map_err(|_| "signing the HPKE key list failed".to_owned())?;
         let header = HeaderValue::from_str(&sig.to_header_value())
             .map_err(|_| "the key-list signature is not a valid header value".to_owned())?;
         Ok(Self {
             body: Bytes::copy_from_slice(set.encoded()),
             signer: sig.key_fingerprint(),
+            validity,
             header,
         })
+    }
+
+    /// The window the signature covers.
+    pub fn validity(&self) -> Validity {
+        self.validity
+    }
+
+    /// Whether less than half of the validity window has passed at `now`
+    /// (a list past that is signed again, well before clients refuse it).
+    pub fn fresh_at(&self, now: u64) -> bool {
+        let v = self.validity;
+        now < v.not_before() + (v.not_after() - v.not_before()) / 2
     }
 
     /// The body as served (exactly the signed bytes).
@@ -311,9 +339,9 @@ impl SignedKeyList {
         &self.header
     }
 
-    /// Whether this is the signature of `set` by the key `signer`.
+    /// Whether this is a fresh signature of `set` by the key `signer`.
     pub fn is_for(&self, set: &HpkeKeySet, signer: Fingerprint) -> bool {
-        self.signer == signer && self.body.as_ref() == set.encoded()
+        self.signer == signer && self.body.as_ref() == set.encoded() && self.fresh_at(unix_now())
     }
 }
 
@@ -321,6 +349,7 @@ impl std::fmt::Debug for SignedKeyList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignedKeyList")
             .field("signer", &self.signer)
+            .field("validity", &self.validity)
             .field("body_bytes", &self.body.len())
             .finish_non_exhaustive()
     }

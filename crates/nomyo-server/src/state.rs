@@ -113,11 +113,20 @@ impl AppState {
                 return Ok(c);
             }
         }
+        let lifetime = self.signed_keys_lifetime();
         let signed = self
-            .blocking(move || SignedKeyList::sign(&set, rsa.private_key()))
+            .blocking(move || SignedKeyList::sign(&set, rsa.private_key(), lifetime))
             .await?
             .map_err(ApiError::Internal)?;
         Ok(self.store_signed_keys(signed))
+    }
+
+    /// How long a signed key list stays valid: the rotation period plus
+    /// the grace period during which retired keys still open requests
+    /// (24 h when the keys do not rotate on a schedule: the list is signed
+    /// again when half of that has passed).
+    fn signed_keys_lifetime(&self) -> Duration {
+        signed_keys_lifetime(self.inner.hpke_rotate_every, self.inner.hpke.grace())
     }
 
     fn cached_signed_keys(&self) -> Option<Arc<SignedKeyList>> {
@@ -553,7 +562,9 @@ impl AppStateBuilder {
             .hpke
             .unwrap_or_else(|| HpkeKeyStore::new(HpkeKeySet::generate()));
         // Signed once at start (a few milliseconds of RSA), not per request.
-        let signed = SignedKeyList::sign(&hpke.current(), self.keys.current().private_key())
+        let hpke_rotate_every = self.hpke_rotate_every.filter(|d| !d.is_zero());
+        let lifetime = signed_keys_lifetime(hpke_rotate_every, hpke.grace());
+        let signed = SignedKeyList::sign(&hpke.current(), self.keys.current().private_key(), lifetime)
             .map(Arc::new)
             .map_err(|e| tracing::error!(error = %e, "signing the HPKE key list failed; retried on the first fetch"))
             .ok();
@@ -562,7 +573,7 @@ impl AppStateBuilder {
                 keys: self.keys,
                 hpke: Arc::new(hpke),
                 signed_keys: std::sync::RwLock::new(signed),
-                hpke_rotate_every: self.hpke_rotate_every.filter(|d| !d.is_zero()),
+                hpke_rotate_every,
                 key_reload_every: self.key_reload_every.filter(|d| !d.is_zero()),
                 post_quantum_tiers: self.post_quantum_tiers,
                 routing,
@@ -660,4 +671,10 @@ mod tests {
             fresh.public_key().fingerprint()
         );
     }
+}
+
+/// Validity of a signed key list: the rotation period (24 h without a
+/// schedule) plus the grace period.
+fn signed_keys_lifetime(rotate_every: Option<Duration>, grace: Duration) -> Duration {
+    rotate_every.unwrap_or(Duration::from_secs(24 * 3600)) + grace
 }

@@ -668,13 +668,21 @@ async fn key_list_is_signed_by_the_rsa_key_and_resigned_on_rotation() {
     let (body, header) = signed_keys(&app).await;
     assert!(
         header.starts_with(&format!(
-            "rsa-pss-sha256;key={};sig=",
+            "rsa-pss-sha256;key={};nbf=",
             rsa.public_key().fingerprint()
         )),
         "{header}"
     );
     let sig = KeysSignature::parse(&header).unwrap();
-    assert_eq!(sig.verify(rsa.public_key(), &body), Ok(()));
+    let now = nomyo_server::hpke_keys::unix_now();
+    assert_eq!(sig.verify(rsa.public_key(), &body, now), Ok(()));
+    // Valid for the rotation period (24 h without a schedule) plus the grace.
+    let v = sig.validity();
+    assert!(v.not_before() <= now && v.not_before() + 60 > now, "{v:?}");
+    assert_eq!(
+        v.not_after() - v.not_before(),
+        24 * 3600 + st.hpke_store().grace().as_secs()
+    );
     assert_eq!(body, st.hpke_keys().encoded());
     // Cached: the same signature again (a fresh PSS signature would differ).
     assert_eq!(signed_keys(&app).await, (body.clone(), header.clone()));
@@ -685,10 +693,10 @@ async fn key_list_is_signed_by_the_rsa_key_and_resigned_on_rotation() {
     assert_ne!(body2, body);
     assert_ne!(header2, header);
     let sig2 = KeysSignature::parse(&header2).unwrap();
-    assert_eq!(sig2.verify(rsa.public_key(), &body2), Ok(()));
+    assert_eq!(sig2.verify(rsa.public_key(), &body2, now), Ok(()));
     // The old signature does not vouch for the new list.
     assert_eq!(
-        sig.verify(rsa.public_key(), &body2),
+        sig.verify(rsa.public_key(), &body2, now),
         Err(KeysSignatureError::BadSignature)
     );
 
@@ -700,11 +708,11 @@ async fn key_list_is_signed_by_the_rsa_key_and_resigned_on_rotation() {
     assert_eq!(sig3.key_fingerprint(), new_fp);
     let new_key = st.keys().current();
     assert_eq!(
-        sig3.verify(new_key.private_key().public_key(), &body3),
+        sig3.verify(new_key.private_key().public_key(), &body3, now),
         Ok(())
     );
     assert!(matches!(
-        sig3.verify(rsa.public_key(), &body3),
+        sig3.verify(rsa.public_key(), &body3, now),
         Err(KeysSignatureError::WrongKey { .. })
     ));
 }
