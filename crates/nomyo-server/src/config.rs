@@ -86,6 +86,15 @@ pub struct LimitsConfig {
     pub replay_window_secs: Option<u64>,
     /// Most entries in the replay window.
     pub replay_max_entries: Option<usize>,
+    /// The largest share of `replay_max_entries`, in percent (1–100), one
+    /// caller may hold (429 beyond it). Default 25.
+    pub replay_share_percent: Option<u8>,
+    /// A streamed answer whose backend produces nothing for this many
+    /// seconds is cut. Default 120.
+    pub stream_idle_timeout_secs: Option<u64>,
+    /// A streamed answer whose client reads nothing for this many seconds is
+    /// cut and its processing slot given back. Default 30.
+    pub stream_write_timeout_secs: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -101,6 +110,13 @@ impl LimitsConfig {
             rate_limit_burst: top.rate_limit_burst.or(self.rate_limit_burst),
             replay_window_secs: top.replay_window_secs.or(self.replay_window_secs),
             replay_max_entries: top.replay_max_entries.or(self.replay_max_entries),
+            replay_share_percent: top.replay_share_percent.or(self.replay_share_percent),
+            stream_idle_timeout_secs: top
+                .stream_idle_timeout_secs
+                .or(self.stream_idle_timeout_secs),
+            stream_write_timeout_secs: top
+                .stream_write_timeout_secs
+                .or(self.stream_write_timeout_secs),
         }
     }
 
@@ -141,7 +157,21 @@ impl LimitsConfig {
                 "replay_window_secs",
             )?,
             replay_capacity: self.replay_max_entries.unwrap_or(d.replay_capacity),
+            replay_share_percent: self.replay_share_percent.unwrap_or(d.replay_share_percent),
+            stream_idle_timeout: secs(
+                self.stream_idle_timeout_secs,
+                d.stream_idle_timeout,
+                "stream_idle_timeout_secs",
+            )?,
+            stream_write_timeout: secs(
+                self.stream_write_timeout_secs,
+                d.stream_write_timeout,
+                "stream_write_timeout_secs",
+            )?,
         };
+        if !(1..=100).contains(&l.replay_share_percent) {
+            return Err(invalid("limits.replay_share_percent must be 1 to 100"));
+        }
         if l.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes must be at least 1024"));
         }

@@ -53,8 +53,11 @@ pub enum ApiError {
     /// v2: the key id names no current key (422, `application/problem+json`,
     /// type `urn:ietf:params:ehbp:error:key-config`, EHBP §5.4.2).
     UnknownKeyConfig,
-    /// v2: the tier requires the post-quantum suite (X-Wing) (403).
+    /// The tier requires post-quantum encryption (`require_post_quantum`)
+    /// and the request is v1 (RSA) or v2 with X25519 (403).
     PostQuantumRequired,
+    /// This caller holds its whole share of the replay window (429).
+    ReplayShareExceeded,
     /// Missing or wrong API key (401). Deliberately does not say which.
     Unauthorized,
     /// The model is not allowed for the requested tier (403).
@@ -127,7 +130,7 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Replayed => StatusCode::CONFLICT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | ReplayShareExceeded => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BackendFailed => StatusCode::BAD_GATEWAY,
             Saturated | ReplayStoreUnavailable | BackendUnavailable { .. } => {
@@ -156,7 +159,8 @@ impl ApiError {
             InvalidEncapsulatedKey => "invalid Ehbp-Encapsulated-Key header: expected the hex of a 32-byte (X25519) or 1120-byte (X-Wing) encapsulated key".into(),
             InvalidKeyId => "invalid Nomyo-Key-Id header: expected a key id from 0 to 255".into(),
             UnknownKeyConfig => "unknown or retired key id: fetch GET /.well-known/hpke-keys and seal the request again".into(),
-            PostQuantumRequired => "the requested security tier requires the post-quantum suite: seal the request with the X-Wing key config".into(),
+            PostQuantumRequired => "the security tier requires post-quantum encryption (require_post_quantum): protocol v1 (RSA) and the v2 X25519 suite are refused; seal the request with protocol v2's X-Wing key config".into(),
+            ReplayShareExceeded => "too many requests from this caller within the replay window; retry later".into(),
             Unauthorized => "invalid or missing API key".into(),
             ModelForbidden => "model not allowed for the requested security tier".into(),
             UnknownModel => "unknown model".into(),
@@ -180,7 +184,9 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
-            ApiError::Saturated | ApiError::ReplayStoreUnavailable => Some(Duration::from_secs(1)),
+            ApiError::Saturated
+            | ApiError::ReplayStoreUnavailable
+            | ApiError::ReplayShareExceeded => Some(Duration::from_secs(1)),
             ApiError::BackendUnavailable { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(5)))
             }
@@ -189,8 +195,9 @@ impl ApiError {
     }
 
     /// Whether a client may retry the very same request (429 and 5xx, as the
-    /// reference client does). A request that failed this way does not use up
-    /// its `X-Payload-ID` in the replay window.
+    /// reference client does). Whether the retry is served depends on where
+    /// the request failed: refused before the backend was given it, its
+    /// replay entries are given back; after, they are kept (409).
     pub fn is_retryable(&self) -> bool {
         let s = self.status();
         s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()

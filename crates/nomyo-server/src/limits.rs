@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::policy::RateKey;
 
 /// The server's numeric limits. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -34,6 +35,15 @@ pub struct Limits {
     pub replay_window: Duration,
     /// Most ids remembered; when full, new requests get 503 until old ones expire.
     pub replay_capacity: usize,
+    /// The largest share of `replay_capacity`, in percent, that one caller
+    /// (an API key; an anonymous caller's address, IPv6 per /64) may hold;
+    /// beyond it that caller gets 429 while others are served.
+    pub replay_share_percent: u8,
+    /// A streamed answer whose backend produces nothing for this long is cut.
+    pub stream_idle_timeout: Duration,
+    /// A streamed answer whose client reads nothing for this long is cut
+    /// (its processing slot is given back).
+    pub stream_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +59,9 @@ impl Default for Limits {
             rate_burst: 0,
             replay_window: Duration::from_secs(900),
             replay_capacity: 500_000,
+            replay_share_percent: 25,
+            stream_idle_timeout: Duration::from_secs(120),
+            stream_write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -130,21 +143,42 @@ pub type ReplayKey = [u8; 32];
 
 #[derive(Debug, Default)]
 struct ReplayInner {
-    seen: HashMap<ReplayKey, Instant>,
+    /// Each entry: when it expires, and who claimed it.
+    seen: HashMap<ReplayKey, (Instant, RateKey)>,
     order: VecDeque<(ReplayKey, Instant)>,
+    /// Entries held per caller.
+    held: HashMap<RateKey, usize>,
+}
+
+impl ReplayInner {
+    fn forget(&mut self, key: &ReplayKey) {
+        if let Some((_, owner)) = self.seen.remove(key) {
+            if let Some(n) = self.held.get_mut(&owner) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.held.remove(&owner);
+                }
+            }
+        }
+    }
 }
 
 /// Remembers used request ids and packages for a window.
 ///
 /// v1 packages carry no timestamp, so this is what makes "a package is valid
-/// once" true inside the window. A request that fails with a retryable status
-/// (429/5xx) gives its entries back, so the reference client's retry of the
-/// very same body with the same id goes through.
+/// once" true inside the window. A request refused before it reached the
+/// backend gives its entries back, so the reference client's retry of the
+/// very same body with the same id goes through; once the backend was given
+/// the request they are kept, whatever happens next.
+///
+/// No caller holds more than `share` entries: one API key (or one address)
+/// cannot fill the window for everyone.
 #[derive(Debug)]
 pub struct ReplayCache {
     inner: Mutex<ReplayInner>,
     window: Duration,
     capacity: usize,
+    share: usize,
 }
 
 /// Outcome of [`ReplayCache::claim`].
@@ -156,16 +190,27 @@ pub enum Claim {
     Replayed,
     /// The cache is full of unexpired entries.
     Full,
+    /// This caller already holds its share of the cache.
+    OverShare,
 }
 
 impl ReplayCache {
-    /// A cache remembering entries for `window`, at most `capacity` at once.
-    pub fn new(window: Duration, capacity: usize) -> Self {
+    /// A cache remembering entries for `window`, at most `capacity` at once,
+    /// any one caller at most `capacity * share_percent / 100` of them (at
+    /// least 2: one request).
+    pub fn new(window: Duration, capacity: usize, share_percent: u8) -> Self {
+        let share = (capacity.saturating_mul(usize::from(share_percent.min(100))) / 100).max(2);
         Self {
             inner: Mutex::new(ReplayInner::default()),
             window,
             capacity,
+            share,
         }
+    }
+
+    /// The most entries one caller may hold.
+    pub fn share(&self) -> usize {
+        self.share
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReplayInner> {
@@ -183,8 +228,8 @@ impl ReplayCache {
             inner.order.pop_front();
             // Only remove the entry if it is this one (it may have been
             // released and claimed again since).
-            if inner.seen.get(&k) == Some(&at) {
-                inner.seen.remove(&k);
+            if inner.seen.get(&k).map(|e| e.0) == Some(at) {
+                inner.forget(&k);
             }
         }
     }
@@ -194,35 +239,51 @@ impl ReplayCache {
         let now = Instant::now();
         let g = self.lock();
         keys.iter()
-            .any(|k| g.seen.get(k).is_some_and(|until| *until > now))
+            .any(|k| g.seen.get(k).is_some_and(|(until, _)| *until > now))
     }
 
-    /// Marks all keys used, atomically: either all were free and now are
-    /// used, or none changes.
-    pub fn claim(&self, keys: &[ReplayKey]) -> Claim {
+    /// Marks all keys used by `owner`, atomically: either all were free and
+    /// now are used, or none changes.
+    pub fn claim(&self, keys: &[ReplayKey], owner: RateKey) -> Claim {
         let now = Instant::now();
         let mut g = self.lock();
         Self::expire(&mut g, now);
         if keys.iter().any(|k| g.seen.contains_key(k)) {
             return Claim::Replayed;
         }
+        if g.held.get(&owner).copied().unwrap_or(0) + keys.len() > self.share {
+            return Claim::OverShare;
+        }
         if g.seen.len() + keys.len() > self.capacity {
             return Claim::Full;
         }
         let until = now + self.window;
         for k in keys {
-            g.seen.insert(*k, until);
+            g.seen.insert(*k, (until, owner));
             g.order.push_back((*k, until));
         }
+        *g.held.entry(owner).or_insert(0) += keys.len();
         Claim::Fresh
     }
 
-    /// Gives claimed keys back (the request failed in a way the client may retry).
+    /// Gives claimed keys back (the request was refused before it reached
+    /// the backend).
     pub fn release(&self, keys: &[ReplayKey]) {
         let mut g = self.lock();
         for k in keys {
-            g.seen.remove(k);
+            g.forget(k);
         }
+        // Released entries stay in the expiry queue until their time; keep
+        // the queue within a small multiple of the live entries.
+        if g.order.len() > 2 * g.seen.len() + 1024 {
+            let ReplayInner { seen, order, .. } = &mut *g;
+            order.retain(|(k, at)| seen.get(k).map(|e| e.0) == Some(*at));
+        }
+    }
+
+    /// Entries held by `owner` now.
+    pub fn held_by(&self, owner: RateKey) -> usize {
+        self.lock().held.get(&owner).copied().unwrap_or(0)
     }
 
     /// Entries held now.
@@ -242,22 +303,52 @@ mod tests {
 
     #[test]
     fn replay_claim_release_expire() {
-        let c = ReplayCache::new(Duration::from_millis(100), 4);
+        let c = ReplayCache::new(Duration::from_millis(100), 4, 100);
+        let o = RateKey::Anonymous;
         let a = [1u8; 32];
         let b = [2u8; 32];
-        assert_eq!(c.claim(&[a, b]), Claim::Fresh);
+        assert_eq!(c.claim(&[a, b], o), Claim::Fresh);
         assert!(c.is_used(&[b]));
-        assert_eq!(c.claim(&[a]), Claim::Replayed);
-        assert_eq!(c.claim(&[[3u8; 32], b]), Claim::Replayed);
+        assert_eq!(c.claim(&[a], o), Claim::Replayed);
+        assert_eq!(c.claim(&[[3u8; 32], b], o), Claim::Replayed);
         // Nothing of a refused claim is kept.
         assert!(!c.is_used(&[[3u8; 32]]));
         c.release(&[a, b]);
-        assert_eq!(c.claim(&[a, b]), Claim::Fresh);
-        assert_eq!(c.claim(&[[4u8; 32], [5u8; 32], [6u8; 32]]), Claim::Full);
+        assert_eq!(c.claim(&[a, b], o), Claim::Fresh);
+        assert_eq!(
+            c.claim(&[[4u8; 32], [5u8; 32], [6u8; 32]], RateKey::Key(1)),
+            Claim::Full
+        );
         std::thread::sleep(Duration::from_millis(120));
         assert!(!c.is_used(&[a]));
-        assert_eq!(c.claim(&[a, b]), Claim::Fresh);
+        assert_eq!(c.claim(&[a, b], o), Claim::Fresh);
         assert_eq!(c.len(), 2);
+        assert_eq!(c.held_by(o), 2);
+    }
+
+    #[test]
+    fn one_caller_holds_at_most_its_share_of_the_replay_window() {
+        let c = ReplayCache::new(Duration::from_secs(60), 20, 25);
+        assert_eq!(c.share(), 5);
+        let (a, b) = (RateKey::Key(0), RateKey::Key(1));
+        let key = |i: u8| [i; 32];
+        assert_eq!(c.claim(&[key(1), key(2)], a), Claim::Fresh);
+        assert_eq!(c.claim(&[key(3), key(4)], a), Claim::Fresh);
+        assert_eq!(c.claim(&[key(5), key(6)], a), Claim::OverShare);
+        assert_eq!(c.claim(&[key(5), key(6)], b), Claim::Fresh);
+        // A released request frees its owner's share.
+        c.release(&[key(1), key(2)]);
+        assert_eq!(c.held_by(a), 2);
+        assert_eq!(c.claim(&[key(7), key(8)], a), Claim::Fresh);
+        // Many released claims do not grow the expiry queue without bound.
+        for i in 0..5000u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            k[31] = 9;
+            assert_eq!(c.claim(&[k], b), Claim::Fresh);
+            c.release(&[k]);
+        }
+        assert!(c.lock().order.len() < 2000);
     }
 
     #[tokio::test]

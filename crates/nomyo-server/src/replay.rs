@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::ApiError;
 use crate::limits::{Claim, ReplayCache, ReplayKey};
+use crate::policy::RateKey;
 
 /// Default key prefix in the shared store.
 pub const DEFAULT_PREFIX: &str = "nomyo:replay:";
@@ -60,16 +61,18 @@ impl ReplayStore {
         }
     }
 
-    /// Marks all keys used, atomically (all or none).
-    pub async fn claim(&self, keys: &[ReplayKey]) -> Result<Claim, ApiError> {
+    /// Marks all keys used by `owner`, atomically (all or none). The local
+    /// store holds each caller to its share of the window; the shared store
+    /// does not count per caller (Redis's `maxmemory` bounds it).
+    pub async fn claim(&self, keys: &[ReplayKey], owner: RateKey) -> Result<Claim, ApiError> {
         match self {
-            ReplayStore::Local(c) => Ok(c.claim(keys)),
+            ReplayStore::Local(c) => Ok(c.claim(keys, owner)),
             ReplayStore::Shared(r) => r.claim(keys).await,
         }
     }
 
-    /// Gives claimed keys back (the request failed in a way the client may
-    /// retry). For the shared store this is sent in the background; if it
+    /// Gives claimed keys back (the request was refused before it reached
+    /// the backend). For the shared store this is sent in the background; if it
     /// is lost, the keys simply expire with the window.
     pub fn release(&self, keys: &[ReplayKey]) {
         match self {

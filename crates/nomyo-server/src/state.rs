@@ -13,7 +13,9 @@ use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore, Rotation, SignedKeyList};
 use crate::keystore::KeyStore;
 use crate::limits::{ConcurrencyGate, Limits, ReplayCache};
 use crate::metrics::Metrics;
-use crate::policy::{ApiKeys, ModelSet, NamedBackend, RateLimit, Routing, TierRule};
+use crate::policy::{
+    ApiKeys, ModelSet, NamedBackend, RateLimit, Routing, TierRule, TrustedProxies,
+};
 use crate::replay::{RedisReplay, ReplayStore};
 
 /// Shared server state; cheap to clone (one `Arc`).
@@ -39,6 +41,8 @@ pub(crate) struct Inner {
     pub routing: Routing,
     pub api_keys: ApiKeys,
     pub rate: Option<RateLimit>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     pub gate: ConcurrencyGate,
     pub replay: ReplayStore,
     pub limits: Limits,
@@ -83,6 +87,7 @@ impl AppState {
             crypto_threads: None,
             endpoint_metrics: crate::metrics::EndpointMetrics::default(),
             shared_replay: None,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 
@@ -411,6 +416,7 @@ pub struct AppStateBuilder {
     crypto_threads: Option<usize>,
     endpoint_metrics: crate::metrics::EndpointMetrics,
     shared_replay: Option<RedisReplay>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for AppStateBuilder {
@@ -543,6 +549,14 @@ impl AppStateBuilder {
         self
     }
 
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the
+    /// per-caller rate limit and replay share of anonymous callers; default:
+    /// none, every caller is its peer address).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
     /// RSA operations at once (default: the number of cores).
     pub fn crypto_threads(mut self, n: usize) -> Self {
         self.crypto_threads = Some(n.max(1));
@@ -579,12 +593,14 @@ impl AppStateBuilder {
                 routing,
                 api_keys: self.api_keys,
                 rate: RateLimit::new(limits.rate_per_minute, limits.rate_burst),
+                trusted_proxies: self.trusted_proxies,
                 gate: ConcurrencyGate::new(&limits),
                 replay: match self.shared_replay {
                     Some(shared) => ReplayStore::Shared(shared),
                     None => ReplayStore::Local(ReplayCache::new(
                         limits.replay_window,
                         limits.replay_capacity,
+                        limits.replay_share_percent,
                     )),
                 },
                 metrics: Metrics::with_endpoints(self.endpoint_metrics),
@@ -596,6 +612,12 @@ impl AppStateBuilder {
             }),
         })
     }
+}
+
+/// Validity of a signed key list: the rotation period (24 h without a
+/// schedule) plus the grace period.
+fn signed_keys_lifetime(rotate_every: Option<Duration>, grace: Duration) -> Duration {
+    rotate_every.unwrap_or(Duration::from_secs(24 * 3600)) + grace
 }
 
 #[cfg(test)]
@@ -671,10 +693,4 @@ mod tests {
             fresh.public_key().fingerprint()
         );
     }
-}
-
-/// Validity of a signed key list: the rotation period (24 h without a
-/// schedule) plus the grace period.
-fn signed_keys_lifetime(rotate_every: Option<Duration>, grace: Duration) -> Duration {
-    rotate_every.unwrap_or(Duration::from_secs(24 * 3600)) + grace
 }

@@ -226,8 +226,10 @@ impl Proxy {
     fn swap_server(&self, state: AppState) {
         *self.app.write().unwrap() = nomyo_server::app(state);
     }
+    /// A client through the proxy speaking v1 unless the test says otherwise.
     fn client(&self) -> ClientBuilder {
         Client::builder()
+            .protocol(Protocol::V1)
             .base_url(&self.url)
             .allow_http(true)
             .max_retries(0)

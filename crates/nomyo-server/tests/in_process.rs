@@ -89,6 +89,8 @@ async fn without_tier_header_the_lowest_allowing_tier_applies() {
                 models: ModelSet::Any,
             },
         )
+        // Served over v1 (RSA): the operator's explicit opt-out.
+        .require_post_quantum(SecurityTier::Maximum, false)
         .build()
         .unwrap();
     let app = app(st);

@@ -178,6 +178,8 @@ models = ["*"]
 [tiers.maximum]
 backends = ["local"]
 models = ["local-model"]
+# Asked for over v1 (RSA) below.
+require_post_quantum = false
 "#
     );
     let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();

@@ -1,19 +1,33 @@
 //! Protocol v1 (docs/PROTOCOL.md §3): `GET /pki/public_key` and
 //! `POST /v1/chat/secure_completion`.
 //!
-//! A secure request goes through, in this order (cheap checks first, so that
-//! an unauthenticated or malformed request never costs an RSA operation):
+//! A secure request goes through the server's one order of checks (the
+//! crate's README, "Order of checks"; v2 follows the same), cheap checks
+//! first, so that an unauthenticated or malformed request never costs an RSA
+//! operation and a slow client never holds a processing slot:
 //!
-//! 1. API key (401), rate limit (429);
+//! 1. API key (401); the caller's rate limit (429);
 //! 2. headers: `X-Payload-ID`, `X-Security-Tier`, `X-Public-Key` (400);
-//!    a used `X-Payload-ID` (409);
-//! 3. a processing slot (503 when the bounded queue is full or the wait expires);
-//! 4. the body, bounded in size (413) and time (408); the strict package parse (400);
-//! 5. RSA-OAEP + AES-GCM open on the blocking pool: one opaque 400 on failure;
-//! 6. the replay window claims the id and the package itself (409);
+//!    header-only policy: a tier that requires post-quantum encryption
+//!    (`require_post_quantum`) is refused over RSA (403); a used
+//!    `X-Payload-ID` (409);
+//! 3. the body, bounded in size (413) and time (408); the strict package
+//!    parse (400);
+//! 4. the replay window claims the id and the package (409; the caller's
+//!    share of the window used up: 429);
+//! 5. a processing slot (503 when the bounded queue is full or the wait expires);
+//! 6. RSA-OAEP + AES-GCM open on the blocking pool: one opaque 400 on failure;
 //! 7. the plaintext request: JSON object, `model`, non-empty `messages`,
-//!    no `stream: true` (400); tier and model policy (403/404);
+//!    no `stream: true` (400); tier and model policy (403/404), and the
+//!    post-quantum rule again for a tier chosen by the model (403);
 //! 8. the backend (502/503/504), `_metadata`, seal to the client key.
+//!
+//! The replay claim of step 4 is given back when the request is refused
+//! before the backend was given it (steps 5–7, or a backend that did not
+//! take it: `Unavailable`, 503), so a client's retry of the same bytes is
+//! served; from the moment the backend is called it is kept, whatever
+//! happens next (time-out, cancellation, 5xx), so the same bytes never run
+//! the backend twice.
 //!
 //! The whole request is bounded by the request timeout (504).
 
@@ -94,9 +108,10 @@ async fn secure_completion(
     }
 }
 
-/// Holds the replay entries a request claimed. Dropped without
-/// [`ReplayGuard::keep`] (a retryable failure, a timeout, a client gone), it
-/// gives them back so that the client's retry of the same package works.
+/// Holds the replay entries a request claimed. Dropped before
+/// [`ReplayGuard::dispatched`] (the request refused before the backend was
+/// given it, or cancelled then), it gives them back so that the client's
+/// retry of the same bytes is served; once dispatched they are kept.
 pub(crate) struct ReplayGuard<'a> {
     pub(crate) st: &'a AppState,
     pub(crate) keys: [ReplayKey; 2],
@@ -104,10 +119,15 @@ pub(crate) struct ReplayGuard<'a> {
 }
 
 impl<'a> ReplayGuard<'a> {
-    /// Claims both keys of a request in the replay window: a request is valid
-    /// once. Shared by v1 (payload id, package) and v2 (enc, body).
-    pub(crate) async fn claim(st: &'a AppState, keys: [ReplayKey; 2]) -> Result<Self, ApiError> {
-        match st.inner.replay.claim(&keys).await? {
+    /// Claims both keys of a request in the replay window for `owner`: a
+    /// request is valid once. Shared by v1 (payload id, package) and v2
+    /// (enc, body).
+    pub(crate) async fn claim(
+        st: &'a AppState,
+        keys: [ReplayKey; 2],
+        owner: RateKey,
+    ) -> Result<Self, ApiError> {
+        match st.inner.replay.claim(&keys, owner).await? {
             Claim::Fresh => Ok(ReplayGuard {
                 st,
                 keys,
@@ -117,6 +137,11 @@ impl<'a> ReplayGuard<'a> {
                 st.inner.metrics.refused("replay");
                 Err(ApiError::Replayed)
             }
+            Claim::OverShare => {
+                st.inner.metrics.refused("replay_share");
+                tracing::debug!(?owner, "caller holds its share of the replay window");
+                Err(ApiError::ReplayShareExceeded)
+            }
             Claim::Full => {
                 tracing::warn!("replay window full; refusing new requests until entries expire");
                 Err(ApiError::Saturated)
@@ -124,14 +149,26 @@ impl<'a> ReplayGuard<'a> {
         }
     }
 
-    pub(crate) fn keep(mut self) {
+    /// The backend is about to be given the request: from now on the
+    /// entries are kept, whatever happens (time-out, cancellation, 5xx).
+    pub(crate) fn dispatched(&mut self) {
         self.keep = true;
+    }
+
+    /// The backend did not take the request after all (`Unavailable`: busy,
+    /// not ready, unreachable, or an upstream that answered 429/503): the
+    /// entries are given back.
+    pub(crate) fn not_taken(&mut self, e: &BackendError) {
+        if matches!(e, BackendError::Unavailable { .. }) {
+            self.keep = false;
+        }
     }
 }
 
 impl Drop for ReplayGuard<'_> {
     fn drop(&mut self) {
         if !self.keep {
+            tracing::debug!("replay entries given back (refused before dispatch)");
             self.st.inner.replay.release(&self.keys);
         }
     }
@@ -338,14 +375,19 @@ async fn handle(
         .api_keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
         .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
+    let principal = RateKey::of(caller, inner.trusted_proxies.client_addr(peer, headers));
     if let Some(rate) = &inner.rate {
-        rate.check(RateKey::of(caller, peer))
+        rate.check(principal)
             .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
     }
-    // 2. Headers.
+    // 2. Headers, and the policy they alone decide.
     let id = payload_id(headers)?;
     let tier_header = requested_tier(headers)?;
     let client_key = client_key(headers)?;
+    if tier_header.is_some_and(|t| st.requires_post_quantum(t)) {
+        inner.metrics.refused("post_quantum");
+        return Err(ApiError::PostQuantumRequired);
+    }
     let id_key = replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
     if inner.replay.seen_locally(&[id_key]) {
         inner.metrics.refused("replay");
@@ -357,21 +399,7 @@ async fn handle(
         caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
     );
 
-    // 3. A processing slot.
-    let _slot = inner.gate.acquire().await.inspect_err(|_| {
-        inner.metrics.refused("saturated");
-        tracing::debug!(parent: &span, "saturated");
-    })?;
-    inner.metrics.in_flight.inc();
-    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _in_flight = InFlight(&inner.metrics.in_flight);
-
-    // 4. The package.
+    // 3. The package, read under its deadline without holding a slot.
     let bytes = read_body(st, headers, body).await?;
     let package = Package::from_json(&bytes).map_err(|e| match e {
         nomyo_core::Error::PayloadTooLarge { .. } => ApiError::PayloadTooLarge {
@@ -385,12 +413,25 @@ async fn handle(
         b"nomyo-v1-package\0",
         &[&package.nonce, &package.tag, &package.encrypted_key],
     );
-    if inner.replay.seen_locally(&[pkg_key]) {
-        inner.metrics.refused("replay");
-        return Err(ApiError::Replayed);
-    }
 
-    // 5. Open (RSA private-key operation) on the blocking pool.
+    // 4. A package is valid once.
+    let mut guard = ReplayGuard::claim(st, [id_key, pkg_key], principal).await?;
+
+    // 5. A processing slot.
+    let _slot = inner.gate.acquire().await.inspect_err(|_| {
+        inner.metrics.refused("saturated");
+        tracing::debug!(parent: &span, "saturated");
+    })?;
+    inner.metrics.in_flight.inc();
+    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _in_flight = InFlight(&inner.metrics.in_flight);
+
+    // 6. Open (RSA private-key operation) on the blocking pool.
     let t_open = Instant::now();
     let set = inner.keys.snapshot();
     let plaintext = st
@@ -405,21 +446,23 @@ async fn handle(
         "package opened"
     );
 
-    // 6. A package is valid once.
-    let guard = ReplayGuard::claim(st, [id_key, pkg_key]).await?;
-
-    let result = answer(st, &span, id, tier_header, client_key, plaintext).await;
-    match &result {
-        Err(e) if e.is_retryable() => drop(guard),
-        _ => guard.keep(),
-    }
-    result
+    answer(
+        st,
+        &span,
+        &mut guard,
+        id,
+        tier_header,
+        client_key,
+        plaintext,
+    )
+    .await
 }
 
 /// Steps 7–8: policy, backend, `_metadata`, seal.
 async fn answer(
     st: &AppState,
     span: &tracing::Span,
+    guard: &mut ReplayGuard<'_>,
     id: &str,
     tier_header: Option<SecurityTier>,
     client_key: Arc<PublicKey>,
@@ -432,6 +475,11 @@ async fn answer(
     drop(plaintext);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let route = inner.routing.route(model, tier_header)?;
+    // A tier chosen by the model (no header) obeys the same rule.
+    if st.requires_post_quantum(route.tier) {
+        inner.metrics.refused("post_quantum");
+        return Err(ApiError::PostQuantumRequired);
+    }
     let backend = &route.backend;
 
     let t_backend = Instant::now();
@@ -440,9 +488,11 @@ async fn answer(
         tier: route.tier,
         request_id: id.to_owned(),
     };
+    guard.dispatched();
     let mut completion = match backend.backend.chat(request).await {
         Ok(v) => v,
         Err(e) => {
+            guard.not_taken(&e);
             let kind = backend_error_kind(&e);
             inner
                 .metrics

@@ -5,10 +5,12 @@
 //! key over the exact body ([`nomyo_core::keys_signature`]), so that clients
 //! that trust the v1 key trust every rotation of the HPKE keys.
 //!
-//! An encrypted request goes through, in this order (cheap checks first, so
-//! that an unauthenticated or malformed request never costs an HPKE operation):
+//! An encrypted request goes through the server's one order of checks (the
+//! crate's README, "Order of checks"; v1 follows the same), cheap checks
+//! first, so that an unauthenticated or malformed request never costs an HPKE
+//! operation and a slow client never holds a processing slot:
 //!
-//! 1. API key (401), rate limit (429);
+//! 1. API key (401); the caller's rate limit (429);
 //! 2. headers: `Ehbp-Encapsulated-Key` (absent: 400, plaintext chat is never
 //!    accepted; not hex or of no suite's length: 400); the key by
 //!    `Nomyo-Key-Id` (not a number: 400; unknown, or retired and past its
@@ -16,30 +18,36 @@
 //!    `urn:ietf:params:ehbp:error:key-config`) or else by the length of `enc`
 //!    (32 → X25519, 1120 → X-Wing: the current key of that KEM, then the
 //!    retired ones still in their grace period);
-//!    `X-Security-Tier` (400; a tier that requires post-quantum with
-//!    X25519: 403); a used `enc` (409);
-//! 3. a processing slot (503);
-//! 4. the body, bounded in size (413) and time (408); frames decoded with the
-//!    body limit as the frame limit, every chunk opened in order on the
-//!    blocking pool. Every cryptographic or framing failure is one opaque 400
-//!    `decryption failed`, with one exception that EHBP §5.4.2 asks for: a
-//!    request without `Nomyo-Key-Id` whose first chunk opens under none of
-//!    the live keys of its KEM was most likely sealed to a key rotated out
-//!    and erased (EHBP clients name no key id), so it gets the 422 that
-//!    makes the client refetch the keys and send again. With an explicit key
-//!    id that we hold, the same failure is tampering: 400;
-//! 5. the replay window claims the `enc` and the body (409);
-//! 6. the response context: a random 32-byte `Ehbp-Response-Nonce`. From here
+//!    `X-Security-Tier` (400); header-only policy: a tier that requires
+//!    post-quantum encryption with X25519 (403); a used `enc` (409);
+//! 3. the body, bounded in size (413) and time (408);
+//! 4. the replay window claims the `enc` and the body (409; the caller's
+//!    share of the window used up: 429);
+//! 5. a processing slot (503);
+//! 6. frames decoded with the body limit as the frame limit, every chunk
+//!    opened in order on the blocking pool. Every cryptographic or framing
+//!    failure is one opaque 400 `decryption failed`, with one exception that
+//!    EHBP §5.4.2 asks for: a request without `Nomyo-Key-Id` whose first
+//!    chunk opens under none of the live keys of its KEM was most likely
+//!    sealed to a key rotated out and erased (EHBP clients name no key id),
+//!    so it gets the 422 that makes the client refetch the keys and send
+//!    again. With an explicit key id that we hold, the same failure is
+//!    tampering: 400;
+//! 7. the response context: a random 32-byte `Ehbp-Response-Nonce`. From here
 //!    on every answer, errors included, is sealed to the request (EHBP §5.2):
 //!    status and `Retry-After` stay plain, the `{"detail": ...}` body is
 //!    encrypted, so nothing about the request's content travels in clear.
 //!    (A request timeout still answers a plain 504: the nonce-less non-2xx
-//!    that EHBP clients pass through.)
-//! 7. the plaintext request: JSON object, `model`, non-empty `messages`,
-//!    `stream` a boolean (400); tier and model policy (403/404), the
-//!    post-quantum requirement of the tier (`require_post_quantum`, 403);
+//!    that EHBP clients pass through.) The plaintext request: JSON object,
+//!    `model`, non-empty `messages`, `stream` a boolean (400); tier and
+//!    model policy (403/404), the post-quantum requirement of a tier chosen
+//!    by the model (`require_post_quantum`, 403);
 //! 8. the backend (502/503/504), `_metadata` (with `protocol` and `hpke`:
 //!    the suite actually used), sealed in chunks of at most 16 KiB.
+//!
+//! The replay claim of step 4 is given back when the request is refused
+//! before the backend was given it, and kept from the moment the backend is
+//! called (see `routes::v1`).
 //!
 //! With `"stream": true` the answer is `text/event-stream`: each
 //! `chat.completion.chunk` is one SSE event `data: {json}\n\n`, sealed as its
@@ -47,12 +55,17 @@
 //! sealed. A backend error mid-stream ends the body without `[DONE]`, so the
 //! client sees a cut stream. A backend that cannot stream answers through
 //! `chat()` and its complete answer goes out as one chunk event plus `[DONE]`.
-//! The first chunk event carries `_metadata`.
+//! The first chunk event carries `_metadata`. A task feeds the events to the
+//! response through a small buffer and holds the processing slot until the
+//! stream ends; it cuts the stream when the backend produces nothing for
+//! `stream_idle_timeout_secs` or the client reads nothing for
+//! `stream_write_timeout_secs`, so a client that stops reading (an HTTP/2
+//! flow-control window left at zero) gives its slot back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -246,12 +259,13 @@ async fn handle(
         .api_keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
         .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
+    let principal = RateKey::of(caller, inner.trusted_proxies.client_addr(peer, headers));
     if let Some(rate) = &inner.rate {
-        rate.check(RateKey::of(caller, peer))
+        rate.check(principal)
             .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
     }
 
-    // 2. Headers.
+    // 2. Headers, and the policy they alone decide.
     let enc_header = headers.get(HEADER_ENCAPSULATED_KEY).ok_or_else(|| {
         inner.metrics.refused("plaintext");
         ApiError::EncryptionRequired
@@ -284,7 +298,17 @@ async fn handle(
         caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
     );
 
-    // 3. A processing slot.
+    // 3. The body, read under its deadline without holding a slot.
+    let bytes = read_body(st, headers, body).await.map_err(|e| match e {
+        ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
+        other => other,
+    })?;
+    let body_key = replay_key(b"nomyo-v2-body\0", &[&enc, &bytes]);
+
+    // 4. A request is valid once.
+    let mut guard = ReplayGuard::claim(st, [enc_key, body_key], principal).await?;
+
+    // 5. A processing slot.
     let slot = inner.gate.acquire().await.inspect_err(|_| {
         inner.metrics.refused("saturated");
         tracing::debug!(parent: &span, "saturated");
@@ -298,12 +322,7 @@ async fn handle(
     }
     let _in_flight = InFlight(&inner.metrics.in_flight);
 
-    // 4. The body, opened on the blocking pool.
-    let bytes = read_body(st, headers, body).await.map_err(|e| match e {
-        ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
-        other => other,
-    })?;
-    let body_key = replay_key(b"nomyo-v2-body\0", &[&enc, &bytes]);
+    // 6. The body opened on the blocking pool.
     let body_len = bytes.len();
     let max_frame = inner.limits.max_body_bytes;
     let t_open = Instant::now();
@@ -324,10 +343,7 @@ async fn handle(
         "request opened"
     );
 
-    // 5. A request is valid once.
-    let guard = ReplayGuard::claim(st, [enc_key, body_key]).await?;
-
-    // 6. The response context: from here every answer is sealed.
+    // 7. The response context: from here every answer is sealed.
     let nonce = random_response_nonce()
         .map_err(|_| ApiError::Internal("no randomness for the response nonce".into()))?;
     let mut sealer = opener
@@ -336,11 +352,17 @@ async fn handle(
     drop(opener);
     let nonce_hex = hex::encode(nonce);
 
-    let result = answer(st, &span, &id, tier_header, &key_info(kem), plaintext).await;
-    match &result {
-        Err(e) if e.is_retryable() => drop(guard),
-        _ => guard.keep(),
-    }
+    let result = answer(
+        st,
+        &span,
+        &mut guard,
+        &id,
+        tier_header,
+        &key_info(kem),
+        plaintext,
+    )
+    .await;
+    drop(guard);
     match result {
         Ok(Reply::Json(out)) => {
             let mut sealed = Vec::with_capacity(out.len() + 64);
@@ -366,7 +388,6 @@ async fn handle(
                 chunks,
                 sealer,
                 metadata: Some(metadata),
-                done: false,
                 st: st.clone(),
                 backend,
                 _slot: slot,
@@ -376,7 +397,7 @@ async fn handle(
                 StatusCode::OK,
                 "text/event-stream",
                 &nonce_hex,
-                Body::from_stream(futures::stream::unfold(state, next_event)),
+                stream_body(state),
             ))
         }
         Err(e) => {
@@ -463,6 +484,7 @@ fn count_backend_error(st: &AppState, backend: &str, kind: &'static str) {
 async fn answer(
     st: &AppState,
     span: &tracing::Span,
+    guard: &mut ReplayGuard<'_>,
     id: &str,
     tier_header: Option<SecurityTier>,
     suite: &Value,
@@ -490,7 +512,8 @@ async fn answer(
         tier: route.tier,
         request_id: id.to_owned(),
     };
-    let fail = |e: BackendError| -> ApiError {
+    let fail = |guard: &mut ReplayGuard<'_>, e: BackendError| -> ApiError {
+        guard.not_taken(&e);
         let kind = backend_error_kind(&e);
         count_backend_error(st, &backend.name, kind);
         tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
@@ -498,6 +521,7 @@ async fn answer(
     };
     let t_backend = Instant::now();
 
+    guard.dispatched();
     if stream {
         let chunks = match backend.backend.chat_stream(request(body.clone())).await {
             Ok(s) => s,
@@ -507,14 +531,18 @@ async fn answer(
                 let mut body = body;
                 body.remove("stream");
                 body.remove("stream_options");
-                let completion = backend.backend.chat(request(body)).await.map_err(fail)?;
+                let completion = backend
+                    .backend
+                    .chat(request(body))
+                    .await
+                    .map_err(|e| fail(guard, e))?;
                 let chunk = completion_to_chunk(&completion).ok_or_else(|| {
                     count_backend_error(st, &backend.name, "failed");
                     ApiError::BackendFailed
                 })?;
                 futures::stream::iter([Ok(chunk)]).boxed()
             }
-            Err(e) => return Err(fail(e)),
+            Err(e) => return Err(fail(guard, e)),
         };
         tracing::debug!(
             parent: span,
@@ -530,7 +558,11 @@ async fn answer(
         });
     }
 
-    let mut completion = backend.backend.chat(request(body)).await.map_err(fail)?;
+    let mut completion = backend
+        .backend
+        .chat(request(body))
+        .await
+        .map_err(|e| fail(guard, e))?;
     tracing::debug!(
         parent: span,
         backend = %backend.name,
@@ -587,7 +619,6 @@ struct StreamState {
     chunks: ChunkStream,
     sealer: ResponseSealer,
     metadata: Option<Value>,
-    done: bool,
     st: AppState,
     backend: String,
     /// The processing slot is held until the stream ends.
@@ -595,42 +626,110 @@ struct StreamState {
     span: tracing::Span,
 }
 
-/// The next sealed SSE event, or the end of the body (after `[DONE]`, or
-/// without it when the backend failed: a cut stream).
-async fn next_event(mut s: StreamState) -> Option<(Result<Bytes, Infallible>, StreamState)> {
-    if s.done {
-        return None;
-    }
-    let mut event = SecretBuf::new();
-    match s.chunks.next().await {
-        Some(Ok(mut chunk)) => {
-            if let (Some(m), Some(obj)) = (s.metadata.take(), chunk.as_object_mut()) {
-                obj.insert("_metadata".to_owned(), m);
+/// Sealed events buffered between the task that makes them and the
+/// response body: a client that stops reading stops the task after this
+/// many events and the write time-out.
+const STREAM_BUFFER: usize = 4;
+
+/// The response body of a streamed answer: a task seals the backend's
+/// chunks into events and hands them over through a small buffer. The task
+/// (with the processing slot and the backend's stream) ends with the
+/// stream: after `[DONE]`, on a backend error, when the backend produces
+/// nothing for the idle time-out, when the client reads nothing for the
+/// write time-out, or when the client is gone. Every end but `[DONE]`
+/// leaves the client a cut stream.
+fn stream_body(s: StreamState) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
+    let limits = s.st.limits();
+    let (idle, write) = (limits.stream_idle_timeout, limits.stream_write_timeout);
+    tokio::spawn(pump(s, tx, idle, write));
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    }))
+}
+
+async fn pump(
+    mut s: StreamState,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    idle: Duration,
+    write: Duration,
+) {
+    let t = Instant::now();
+    let mut events = 0usize;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, s.chunks.next()) => match next {
+                Ok(next) => next,
+                Err(_) => {
+                    s.st.inner.metrics.refused("stream_idle");
+                    tracing::warn!(parent: &s.span, backend = %s.backend, idle_secs = idle.as_secs_f64(), "backend produced nothing within the stream idle time-out; cutting the stream");
+                    return;
+                }
+            },
+            _ = tx.closed() => {
+                tracing::debug!(parent: &s.span, events, "client gone; stream stopped");
+                return;
             }
-            event.extend_from_slice(b"data: ");
-            if serde_json::to_writer(&mut event, &chunk).is_err() {
-                tracing::warn!(parent: &s.span, "stream chunk not serialisable; cutting the stream");
+        };
+        let Some((event, done)) = s.event(next) else {
+            return;
+        };
+        match tokio::time::timeout(write, tx.send(event)).await {
+            Ok(Ok(())) => events += 1,
+            Ok(Err(_)) => {
+                tracing::debug!(parent: &s.span, events, "client gone; stream stopped");
+                return;
+            }
+            Err(_) => {
+                s.st.inner.metrics.refused("stream_stalled");
+                tracing::debug!(parent: &s.span, events, write_secs = write.as_secs_f64(), "client read nothing within the stream write time-out; cutting the stream");
+                return;
+            }
+        }
+        if done {
+            tracing::debug!(parent: &s.span, events, stream_ms = t.elapsed().as_secs_f64() * 1e3, "stream complete");
+            return;
+        }
+    }
+}
+
+impl StreamState {
+    /// The sealed SSE event for the backend's next item, and whether it is
+    /// the last (`[DONE]`); `None` cuts the stream (a backend error).
+    fn event(&mut self, next: Option<Result<Value, BackendError>>) -> Option<(Bytes, bool)> {
+        let mut event = SecretBuf::new();
+        let done = match next {
+            Some(Ok(mut chunk)) => {
+                if let (Some(m), Some(obj)) = (self.metadata.take(), chunk.as_object_mut()) {
+                    obj.insert("_metadata".to_owned(), m);
+                }
+                event.extend_from_slice(b"data: ");
+                if serde_json::to_writer(&mut event, &chunk).is_err() {
+                    tracing::warn!(parent: &self.span, "stream chunk not serialisable; cutting the stream");
+                    return None;
+                }
+                event.extend_from_slice(b"\n\n");
+                false
+            }
+            Some(Err(e)) => {
+                let kind = backend_error_kind(&e);
+                count_backend_error(&self.st, &self.backend, kind);
+                tracing::warn!(parent: &self.span, backend = %self.backend, kind, detail = ?e, "backend error mid-stream; cutting the stream");
                 return None;
             }
-            event.extend_from_slice(b"\n\n");
-        }
-        Some(Err(e)) => {
-            let kind = backend_error_kind(&e);
-            count_backend_error(&s.st, &s.backend, kind);
-            tracing::warn!(parent: &s.span, backend = %s.backend, kind, detail = ?e, "backend error mid-stream; cutting the stream");
-            return None;
-        }
-        None => {
-            s.done = true;
-            event.extend_from_slice(b"data: [DONE]\n\n");
-            tracing::debug!(parent: &s.span, "stream complete");
-        }
-    }
-    match s.sealer.seal_chunk(event.expose_secret()) {
-        Ok(sealed) => Some((Ok(Bytes::from(sealed)), s)),
-        Err(_) => {
-            tracing::error!(parent: &s.span, "sealing a stream event failed; cutting the stream");
-            None
+            None => {
+                event.extend_from_slice(b"data: [DONE]\n\n");
+                true
+            }
+        };
+        match self.sealer.seal_chunk(event.expose_secret()) {
+            Ok(sealed) => Some((Bytes::from(sealed), done)),
+            Err(_) => {
+                tracing::error!(parent: &self.span, "sealing a stream event failed; cutting the stream");
+                None
+            }
         }
     }
 }
