@@ -214,8 +214,8 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    /// The protocol to speak (default [`Protocol::V1`](crate::Protocol::V1));
-    /// see [`Protocol`](crate::Protocol).
+    /// The protocol to speak (default [`Protocol::Auto`](crate::Protocol::Auto),
+    /// with its downgrade guards); see [`Protocol`](crate::Protocol).
     pub fn protocol(mut self, protocol: crate::v2::Protocol) -> Self {
         self.protocol = protocol;
         self
@@ -453,6 +453,36 @@ impl Client {
         options.security_tier.or(self.inner.tier)
     }
 
+    /// Whether a request with these options may go over protocol v1 once
+    /// the client speaks v1: under [`Protocol::Auto`](crate::Protocol::Auto)
+    /// a tier above `standard` may not ([`Error::TierNeedsV2`]); with
+    /// [`Protocol::V1`](crate::Protocol::V1) chosen explicitly, any may.
+    /// [`Client::create`] checks it; callers can check it before preparing.
+    pub fn check_v1_allowed(&self, options: &RequestOptions) -> Result<()> {
+        match self.requested_tier(options) {
+            Some(tier)
+                if tier > SecurityTier::Standard
+                    && self.inner.v2.protocol() == crate::v2::Protocol::Auto =>
+            {
+                Err(Error::TierNeedsV2 {
+                    origin: self.inner.origin.clone(),
+                    tier,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the one-time warning about protocol v1 for this server is
+    /// still due (v1 answers are only as safe as the TLS path: a middleman
+    /// who terminates TLS can swap `X-Public-Key` and read the answer). The
+    /// first call for an origin returns `true` and records `warned=v1` in
+    /// the known-servers file; later calls return `false`. Without a
+    /// known-servers file (pins, or [`KnownServers::Off`]) it is always due.
+    pub fn take_v1_warning(&self) -> Result<bool> {
+        self.inner.trust.take_v1_warning(&self.inner.origin)
+    }
+
     /// A builder.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
@@ -636,6 +666,7 @@ impl Client {
         if self.uses_v2().await? {
             return self.create_v2(request, options).await;
         }
+        self.check_v1_allowed(options)?;
         if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
             return Err(Error::InvalidInput(
                 "streaming (\"stream\": true) is not supported by protocol v1".into(),

@@ -17,7 +17,7 @@
 //! | `ServiceUnavailableError` | 503 | [`Error::ServiceUnavailable`] | yes |
 //! | `APIError` | any other | [`Error::Api`] | no |
 //! | `APIConnectionError` | — | [`Error::Connection`], [`Error::Timeout`] | connection errors: yes |
-//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`], [`Error::TierDowngrade`] | no |
+//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`], [`Error::TierDowngrade`], [`Error::Downgrade`], [`Error::TierNeedsV2`] | no |
 //!
 //! No message ever contains a prompt, a completion, a key, a password or an
 //! API key. Text the server sends (`detail`) is truncated and stripped of
@@ -327,6 +327,114 @@ pub enum Error {
         #[source]
         reason: nomyo_core::keys_signature::KeysSignatureError,
     },
+    /// The server answered in a way its record rules out: an unsigned v2
+    /// key list from a server known to sign its lists, no v2 keys from a
+    /// server known to speak v2 (a fall-back to v1), or a signed list from a
+    /// server on record only with unsigned keys. Someone in the middle may be
+    /// stripping signatures or downgrading the protocol; nothing was sent.
+    #[error("{}", downgrade_message(.origin, .refused, .known_by))]
+    Downgrade {
+        /// The server's origin.
+        origin: String,
+        /// What was refused.
+        refused: Downgrade,
+        /// Why the server is known to do better.
+        known_by: KnownBy,
+    },
+
+    /// Protocol auto found no v2 keys and the request asks for a tier above
+    /// `standard`: such a request never goes over v1 unless protocol v1 was
+    /// chosen explicitly (v1 answers are only as safe as the TLS path).
+    #[error(
+        "refusing to send a {tier}-tier request to {origin} over protocol v1: it does not publish \
+         protocol v2 keys, and protocol auto never serves the high or maximum tier over v1 (a \
+         middleman who terminates TLS can read v1 answers). Choose protocol v1 explicitly \
+         (--protocol v1) to accept that, or ask the operator to enable v2."
+    )]
+    TierNeedsV2 {
+        /// The server's origin.
+        origin: String,
+        /// The tier asked for.
+        tier: nomyo_core::SecurityTier,
+    },
+}
+
+/// What [`Error::Downgrade`] refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Downgrade {
+    /// A v2 key list without `Nomyo-Keys-Signature`.
+    UnsignedKeyList,
+    /// `/.well-known/hpke-keys` answered 404 (protocol auto would fall back
+    /// to v1).
+    NoV2Keys,
+    /// A key list signed by an RSA key for a server on record only with
+    /// unsigned v2 keys (the signing key would be trusted on first use).
+    NewSigningKey,
+}
+
+/// Why a server is known to do better than its answer ([`Error::Downgrade`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KnownBy {
+    /// A pin: the pinned server key must sign the v2 key list.
+    Pin,
+    /// This client verified a signed key list from the server earlier.
+    SignedListSeen,
+    /// The server's line in the known-servers file.
+    Record {
+        /// The file.
+        file: PathBuf,
+        /// The line (1-based).
+        line: usize,
+    },
+}
+
+fn downgrade_message(origin: &str, refused: &Downgrade, known_by: &KnownBy) -> String {
+    let what = match refused {
+        Downgrade::UnsignedKeyList => "its v2 key list arrived WITHOUT the server's signature",
+        Downgrade::NoV2Keys => {
+            "it no longer publishes protocol v2 keys (/.well-known/hpke-keys answered 404)"
+        }
+        Downgrade::NewSigningKey => "its v2 key list is signed by an RSA key that is not on record",
+    };
+    let known = match (known_by, refused) {
+        (KnownBy::Pin, _) => {
+            "but its key is pinned, and a pinned server key must sign the v2 key list".to_owned()
+        }
+        (KnownBy::SignedListSeen, _) => {
+            "but it sent a signed key list earlier in this session".to_owned()
+        }
+        (KnownBy::Record { file, line }, Downgrade::UnsignedKeyList) => format!(
+            "but {}:{line} records this server with a key that signs its v2 key lists",
+            file.display()
+        ),
+        (KnownBy::Record { file, line }, Downgrade::NoV2Keys) => format!(
+            "but {}:{line} records that it speaks protocol v2; refusing to fall back to v1, \
+             whose answers a middleman who terminates TLS can read",
+            file.display()
+        ),
+        (KnownBy::Record { file, line }, Downgrade::NewSigningKey) => format!(
+            "and {}:{line} records this server only with unsigned v2 keys, so that key would be trusted on first use",
+            file.display()
+        ),
+    };
+    let recover = match (known_by, refused) {
+        (KnownBy::Pin, _) => " If this server really does not sign its keys, pin its key config instead (nomyo fingerprint --server URL lists it).".to_owned(),
+        (KnownBy::SignedListSeen, _) => String::new(),
+        (KnownBy::Record { file, line }, Downgrade::NoV2Keys) => format!(
+            " If the operator has really turned v2 off, choose protocol v1 explicitly (--protocol v1), or delete line {line} of {} and try again.",
+            file.display()
+        ),
+        (KnownBy::Record { file, line }, _) => format!(
+            " If you have verified the change with the operator, delete line {line} of {} and try again.",
+            file.display()
+        ),
+    };
+    format!(
+        "SECURITY CHECK FAILED for {origin}: {what}, {known}. Someone between you and the server may be \
+         substituting keys or downgrading the protocol; nothing was sent.{recover}"
+    )
 }
 
 fn attempts_suffix(attempts: u32) -> String {
@@ -379,7 +487,9 @@ impl Error {
             | Error::Tls { .. }
             | Error::V2Security(_)
             | Error::TierDowngrade { .. }
-            | Error::KeysSignature { .. } => true,
+            | Error::KeysSignature { .. }
+            | Error::Downgrade { .. }
+            | Error::TierNeedsV2 { .. } => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,
         }

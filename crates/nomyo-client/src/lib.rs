@@ -111,7 +111,7 @@ pub use client::{
     Client, ClientBuilder, RequestOptions, ServerKey, MODELS_PATH, PUBLIC_KEY_PATH,
     SECURE_COMPLETION_PATH,
 };
-pub use error::{ApiError, Error, Result};
+pub use error::{ApiError, Downgrade, Error, KnownBy, Result};
 pub use keys::KeySource;
 pub use retry::Backoff;
 pub use trust::{KnownServers, TrustDecision};

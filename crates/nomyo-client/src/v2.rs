@@ -23,10 +23,17 @@
 //!   key is [`Error::ServerKeyChanged`]).
 //! - A server that does not sign its list (a third-party EHBP server) has
 //!   the chosen config's fingerprint ([`KeyConfig::fingerprint`]) verified
-//!   instead: against the pins, or the known-servers file under the label
-//!   `ORIGIN#v2-KEM`, so that a server's v1 and v2 keys never clash. A pin
-//!   of a config fingerprint is also honoured for a signed list (it is
-//!   then accepted without the signature).
+//!   instead: against the pins, or the `v2-key` fields of its known-servers
+//!   line (trust on first use). A pin of a config fingerprint is also
+//!   honoured for a signed list (it is then accepted without the signature).
+//! - **No signature stripping.** Once a server is known to sign its lists
+//!   (its v1 key pinned or recorded, `v2=signed` recorded, or a signed list
+//!   verified by this client), an unsigned list is refused
+//!   ([`Error::Downgrade`]), never trusted on first use; a refetch after a
+//!   400 or 422 answer is verified exactly as the first fetch. A signed list
+//!   from a server recorded only with unsigned keys is refused too (its
+//!   signing key would be trusted on first use). A verified signed list
+//!   records `v2=signed` for the origin.
 //! - `POST /v1/chat/completions` carries `Ehbp-Encapsulated-Key`,
 //!   `Nomyo-Key-Id` and the body sealed in frames of 64 KiB of plaintext.
 //! - Every 2xx answer must carry `Ehbp-Response-Nonce`; without it the
@@ -38,6 +45,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -91,12 +99,17 @@ const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// v2 when the server publishes `/.well-known/hpke-keys` (decided once
-    /// per client and cached), otherwise v1.
-    Auto,
-    /// Protocol v1 (RSA-OAEP + AES-GCM packages). The default, for
-    /// compatibility with existing deployments and pins.
+    /// The default: v2 when the server publishes `/.well-known/hpke-keys`
+    /// (decided once per client and cached), otherwise v1, with two
+    /// guards against a downgrade by someone in the middle: a server
+    /// recorded as speaking v2 (known-servers file) that answers 404 there
+    /// is refused ([`Error::Downgrade`]), and a request for the `high` or
+    /// `maximum` tier never goes over v1 ([`Error::TierNeedsV2`]).
     #[default]
+    Auto,
+    /// Protocol v1 (RSA-OAEP + AES-GCM packages), chosen explicitly: for
+    /// servers that speak only v1. Its answers are only as safe as the TLS
+    /// path (SECURITY.md).
     V1,
     /// Protocol v2 (EHBP, X-Wing preferred, else X25519).
     V2,
@@ -153,11 +166,6 @@ impl HpkeKeys {
     }
 }
 
-/// The label under which a v2 key is recorded in the known-servers file.
-fn trust_label(origin: &str, kem: Kem) -> String {
-    format!("{origin}#v2-{}", kem.name())
-}
-
 /// Per-client v2 state.
 pub(crate) struct V2State {
     keys_url: Url,
@@ -168,6 +176,9 @@ pub(crate) struct V2State {
     keys: RwLock<Option<Arc<HpkeKeys>>>,
     fetch: Mutex<()>,
     auto: OnceCell<bool>,
+    /// A signed key list was verified: from now on an unsigned one is
+    /// refused, whatever the known-servers file says.
+    signed_seen: AtomicBool,
 }
 
 impl V2State {
@@ -185,7 +196,11 @@ impl V2State {
             keys: RwLock::new(None),
             fetch: Mutex::new(()),
             auto: OnceCell::new(),
+            signed_seen: AtomicBool::new(false),
         }
+    }
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
     }
     fn cached(&self) -> Option<Arc<HpkeKeys>> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -377,6 +392,8 @@ impl Client {
             .map_err(|e| self.network_error(e, 1))?;
         let status = resp.status().as_u16();
         if status == 404 {
+            // A server recorded as speaking v2 does not stop: refused.
+            self.inner.trust.check_no_v2(&self.inner.origin)?;
             return Ok(None);
         }
         if status != 200 {
@@ -431,13 +448,24 @@ impl Client {
             // A pin of this very config: trusted as configured.
             _ if self.inner.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
             Some(value) => {
+                self.inner.trust.check_new_signer(&self.inner.origin)?;
                 let server = self.verify_keys_signature(&value, &body).await?;
+                self.inner.v2.signed_seen.store(true, Ordering::SeqCst);
+                self.inner.trust.record_signed_v2(&self.inner.origin)?;
                 (server.trust().clone(), Some(server.fingerprint()))
             }
+            // Unsigned: refused for a server known to sign (pinned or
+            // recorded v1 key, `v2=signed`, or a signed list seen by this
+            // client); otherwise its config is checked against the record,
+            // or trusted on first use. A refetch after a 400 or 422 comes
+            // through here too, so it is verified exactly as a first fetch.
             None => (
-                self.inner
-                    .trust
-                    .verify(&trust_label(&self.inner.origin, config.kem), fingerprint)?,
+                self.inner.trust.verify_unsigned_v2(
+                    &self.inner.origin,
+                    config.kem,
+                    fingerprint,
+                    self.inner.v2.signed_seen.load(Ordering::SeqCst),
+                )?,
                 None,
             ),
         };

@@ -390,7 +390,15 @@ async fn trust_on_first_use_then_a_changed_key_fails_loudly() {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     let fp = shared_key(1).public_key().fingerprint();
-    assert_eq!(text, format!("{} {fp}\n", d.url()));
+    assert_eq!(
+        text,
+        format!(
+            "{}\n{}\n{} v1={fp}\n",
+            nomyo_client::trust::FORMAT_HEADER,
+            text.lines().nth(1).unwrap(),
+            d.url()
+        )
+    );
 
     let second = b().build().unwrap();
     second.create(&hello()).await.unwrap();
@@ -408,7 +416,7 @@ async fn trust_on_first_use_then_a_changed_key_fails_loudly() {
             assert!(e.is_security());
             let s = e.to_string();
             assert!(
-                s.contains(&file.display().to_string()) && s.contains("line 1"),
+                s.contains(&file.display().to_string()) && s.contains("line 3"),
                 "{s}"
             );
             assert!(s.contains(&shared_key(2).public_key().fingerprint().to_string()));

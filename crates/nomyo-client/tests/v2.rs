@@ -3,15 +3,17 @@
 //! (complete and cut), a stripped `Ehbp-Response-Nonce`, a 422 after a key
 //! change, pins, `Protocol::Auto`, and the trust of key lists signed by the
 //! server's v1 key (`Nomyo-Keys-Signature`): rotations accepted without a
-//! record, tampered lists and foreign signatures refused, unsigned lists
-//! trusted on first use as before.
+//! record, tampered, foreign-signed and expired lists refused, unsigned
+//! lists refused for a server known to sign (signature stripping, also on
+//! the refetch after a 422 or 400) and trusted on first use otherwise, and
+//! protocol auto's downgrade guards.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -19,7 +21,8 @@ use axum::Router;
 use common::shared_key;
 use futures::StreamExt;
 use nomyo_client::{
-    ChatMessage, ChatRequest, Client, ClientBuilder, Error, KnownServers, Protocol, TrustDecision,
+    ChatMessage, ChatRequest, Client, ClientBuilder, Downgrade, Error, KnownBy, KnownServers,
+    Protocol, SecurityTier, TrustDecision,
 };
 use nomyo_core::keys::PrivateKey;
 use nomyo_core::keys_signature::{KeysSignature, KeysSignatureError};
@@ -97,6 +100,8 @@ struct KeysRewrite {
     body: Option<Vec<u8>>,
     /// `Some(None)`: drop `Nomyo-Keys-Signature`; `Some(Some(v))`: send `v`.
     signature: Option<Option<String>>,
+    /// Answer with this status instead (e.g. 404: "no v2 here").
+    status: Option<u16>,
 }
 
 /// A server whose app can be swapped (a key change) and whose answers can
@@ -110,6 +115,11 @@ struct Server {
     keys: Arc<RwLock<KeysRewrite>>,
     /// `POST /v1/chat/completions` requests that reached the front.
     posts: Arc<AtomicUsize>,
+    /// The `Nomyo-Key-Id` of every POST that reached the front.
+    post_key_ids: Arc<Mutex<Vec<u16>>>,
+    /// The next POST gets this answer (status, JSON body) from the front
+    /// instead of reaching the server.
+    post_reply: Arc<Mutex<Option<(u16, String)>>>,
 }
 
 async fn start(state: AppState) -> Server {
@@ -118,6 +128,8 @@ async fn start(state: AppState) -> Server {
     let tamper = Arc::new(AtomicBool::new(false));
     let keys = Arc::new(RwLock::new(KeysRewrite::default()));
     let posts = Arc::new(AtomicUsize::new(0));
+    let post_key_ids = Arc::new(Mutex::new(Vec::new()));
+    let post_reply = Arc::new(Mutex::new(None));
     let (a, s, t, k, p) = (
         app.clone(),
         strip_nonce.clone(),
@@ -125,16 +137,38 @@ async fn start(state: AppState) -> Server {
         keys.clone(),
         posts.clone(),
     );
+    let (pk, pr) = (post_key_ids.clone(), post_reply.clone());
     let front = Router::new().fallback(move |req: Request| {
         let inner = a.read().unwrap().clone();
         let strip = s.load(Ordering::SeqCst);
         let flip = t.load(Ordering::SeqCst);
         let is_keys = req.uri().path() == HPKE_KEYS_PATH;
+        let mut reply = None;
         if req.method() == axum::http::Method::POST {
             p.fetch_add(1, Ordering::SeqCst);
+            if let Some(id) = req
+                .headers()
+                .get("nomyo-key-id")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+            {
+                pk.lock().unwrap().push(id);
+            }
+            reply = pr.lock().unwrap().take();
         }
         let rewrite = k.read().unwrap().clone();
+        if is_keys {
+            if let Some(status) = rewrite.status {
+                reply = Some((status, r#"{"detail":"Not Found"}"#.to_owned()));
+            }
+        }
         async move {
+            if let Some((status, body)) = reply {
+                return axum::response::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .unwrap();
+            }
             let mut resp = inner.oneshot(req).await.unwrap();
             if is_keys {
                 match rewrite.signature {
@@ -180,6 +214,8 @@ async fn start(state: AppState) -> Server {
         tamper,
         keys,
         posts,
+        post_key_ids,
+        post_reply,
     }
 }
 
@@ -355,12 +391,33 @@ async fn pins_apply_to_v2_keys() {
         &TrustDecision::Pinned
     );
 
-    // Against an unsigned list (a third-party EHBP server) a v1 pin proves
-    // nothing: refused.
+    // Against an unsigned list a v1 pin proves nothing, and the pinned
+    // server signs its lists: refused as a stripped signature.
     s.keys.write().unwrap().signature = Some(None);
     let client = builder(&s).pin(v1_fp).build().unwrap();
     let err = client.create(&ask("m", "secret")).await.unwrap_err();
-    assert!(matches!(err, Error::PinMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Downgrade {
+                refused: Downgrade::UnsignedKeyList,
+                known_by: KnownBy::Pin,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_security());
+}
+
+/// The lines of a known-servers file that are not comments.
+fn records(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A signed list is trusted through the v1 key: one record, `ORIGIN`
@@ -376,7 +433,11 @@ async fn signed_v2_keys_record_only_the_v1_key() {
     let v1_fp = shared_key(1).public_key().fingerprint();
     assert_eq!(keys.signed_by(), Some(v1_fp));
     let text = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(text, format!("{} {v1_fp}\n", s.url), "{text}");
+    assert_eq!(
+        records(&file),
+        [format!("{} v1={v1_fp} v2=signed", s.url)],
+        "{text}"
+    );
     // A v1 client of the same origin finds the key recorded.
     let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
     v1.create(&ask("m", "v1 next")).await.unwrap();
@@ -387,27 +448,27 @@ async fn signed_v2_keys_record_only_the_v1_key() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 }
 
-/// An unsigned list (a third-party EHBP server): the config fingerprint is
-/// trusted on first use under `ORIGIN#v2-KEM`, apart from the v1 key.
+/// An unsigned list from a server nothing is known about (a third-party
+/// EHBP server): its config is trusted on first use and recorded on the
+/// origin's line (`v2=unsigned v2-key=...`).
 #[tokio::test]
-async fn known_servers_keep_v1_and_unsigned_v2_keys_apart() {
+async fn unsigned_list_of_an_unknown_server_is_trusted_on_first_use() {
     let s = start(state(None)).await;
     s.keys.write().unwrap().signature = Some(None);
     let (_dir, file) = known_servers_file();
-    let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
-    v1.create(&ask("m", "v1 first")).await.unwrap();
     let v2 = recording(&s, &file).build().unwrap();
-    v2.create(&ask("m", "v2 next")).await.unwrap();
+    v2.create(&ask("m", "v2 first")).await.unwrap();
     let keys = v2.hpke_keys().await.unwrap();
     assert!(matches!(keys.trust(), TrustDecision::FirstUse { .. }));
     assert_eq!(keys.signed_by(), None);
-    let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
-        text.lines().filter(|l| !l.starts_with('#')).count(),
-        2,
-        "{text}"
+        records(&file),
+        [format!(
+            "{} v2=unsigned v2-key=x-wing:{}",
+            s.url,
+            keys.fingerprint()
+        )]
     );
-    assert!(text.contains("#v2-x-wing"), "{text}");
     // A second v2 client finds the recorded key.
     let again = recording(&s, &file).build().unwrap();
     again.create(&ask("m", "again")).await.unwrap();
@@ -415,6 +476,268 @@ async fn known_servers_keep_v1_and_unsigned_v2_keys_apart() {
         again.hpke_keys().await.unwrap().trust(),
         TrustDecision::Known { .. }
     ));
+}
+
+/// A foreign key set (a middleman's own X-Wing and X25519 keys, with key
+/// ids the server does not use), encoded as a key list.
+fn middleman_keys() -> (HpkeKeySet, Vec<u8>) {
+    let set = HpkeKeySet::from_pairs(vec![
+        ServerKeyPair::generate(90, Kem::X25519),
+        ServerKeyPair::generate(91, Kem::XWing),
+    ]);
+    let body = set.encoded().to_vec();
+    (set, body)
+}
+
+/// POSTs sealed to one of the middleman's key ids.
+fn sealed_to_middleman(s: &Server) -> usize {
+    s.post_key_ids
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| **id == 90 || **id == 91)
+        .count()
+}
+
+/// Signature stripping on the first GET: the known-servers file holds the
+/// server's v1 key from an earlier v1 session, and a middleman serves its
+/// own unsigned X-Wing list. Before the fix the list counted as a first use
+/// ("first contact ... trusting its x-wing key") and the prompt was sealed
+/// to the middleman; now it is refused before anything is sent.
+#[tokio::test]
+async fn unsigned_key_list_for_a_server_with_a_recorded_v1_key_is_refused() {
+    let s = start(state(None)).await;
+    let (_dir, file) = known_servers_file();
+    let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
+    v1.create(&ask("m", "v1 first")).await.unwrap();
+    let before = std::fs::read_to_string(&file).unwrap();
+    let (_set, body) = middleman_keys();
+    *s.keys.write().unwrap() = KeysRewrite {
+        body: Some(body),
+        signature: Some(None),
+        status: None,
+    };
+    for protocol in [Protocol::V2, Protocol::Auto] {
+        let v2 = recording(&s, &file).protocol(protocol).build().unwrap();
+        let err = v2.create(&ask("m", "my secret")).await.unwrap_err();
+        match &err {
+            Error::Downgrade {
+                refused: Downgrade::UnsignedKeyList,
+                known_by: KnownBy::Record { line, .. },
+                ..
+            } => assert_eq!(*line, 3),
+            other => panic!("{protocol:?}: expected a refused downgrade, got {other:?}"),
+        }
+        assert!(err.is_security());
+        assert!(err.to_string().contains("delete line 3 of"), "{err}");
+    }
+    assert_eq!(
+        sealed_to_middleman(&s),
+        0,
+        "nothing sealed to the middleman"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        before,
+        "nothing recorded"
+    );
+}
+
+/// The attack of the man-in-the-middle run: the known-servers file holds the
+/// server's v1 key; the client's first list is the server's signed one; the
+/// middleman answers a POST with the server's 422 key-config problem (or a
+/// plain 400), which makes the client refetch the keys, and serves its own
+/// unsigned X-Wing list. Before the fix the client took that list as a
+/// first use and sealed the retried prompt to the middleman; now the refetch
+/// is verified like the first fetch and refused, with or without a
+/// known-servers file, and nothing is sealed to the middleman's keys.
+#[tokio::test]
+async fn signature_stripped_on_the_refetch_after_422_or_400_is_refused() {
+    let problem = format!(
+        r#"{{"type":"{}","title":"key configuration mismatch"}}"#,
+        nomyo_core::v2::KEY_CONFIG_PROBLEM_TYPE
+    );
+    for (status, reply) in [
+        (422u16, problem.clone()),
+        (400, r#"{"detail":"decryption failed"}"#.to_owned()),
+    ] {
+        let s = start(state(None)).await;
+        let (_dir, file) = known_servers_file();
+        recording(&s, &file)
+            .protocol(Protocol::V1)
+            .build()
+            .unwrap()
+            .create(&ask("m", "v1 first"))
+            .await
+            .unwrap();
+        let with_file = recording(&s, &file).build().unwrap();
+        let without_file = builder(&s).build().unwrap();
+        for client in [&with_file, &without_file] {
+            client.create(&ask("m", "before")).await.unwrap();
+        }
+        let (_set, body) = middleman_keys();
+        for (client, from_record) in [(&with_file, true), (&without_file, false)] {
+            *s.keys.write().unwrap() = KeysRewrite {
+                body: Some(body.clone()),
+                signature: Some(None),
+                status: None,
+            };
+            *s.post_reply.lock().unwrap() = Some((status, reply.clone()));
+            let err = client.create(&ask("m", "my secret")).await.unwrap_err();
+            match (&err, from_record) {
+                (
+                    Error::Downgrade {
+                        refused: Downgrade::UnsignedKeyList,
+                        known_by: KnownBy::Record { .. },
+                        ..
+                    },
+                    true,
+                )
+                | (
+                    Error::Downgrade {
+                        refused: Downgrade::UnsignedKeyList,
+                        known_by: KnownBy::SignedListSeen,
+                        ..
+                    },
+                    false,
+                ) => {}
+                _ => panic!("after {status}: expected a refused downgrade, got {err:?}"),
+            }
+            assert!(err.is_security());
+            *s.keys.write().unwrap() = KeysRewrite::default();
+        }
+        assert_eq!(
+            sealed_to_middleman(&s),
+            0,
+            "after {status}: nothing sealed to the middleman"
+        );
+        assert!(
+            records(&file)[0].ends_with("v2=signed"),
+            "{:?}",
+            records(&file)
+        );
+    }
+}
+
+/// A key list the server signed before a rotation (its window has passed),
+/// replayed by someone who kept it (and may since have learnt its private
+/// keys): refused as expired, through a pin and through the known-servers
+/// file alike, and nothing is sent.
+#[tokio::test]
+async fn a_key_list_captured_before_a_rotation_is_refused_as_expired() {
+    let s = start(state(None)).await;
+    let body = reqwest::get(format!("{}{HPKE_KEYS_PATH}", s.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Signed by the server's own key for a day that ended a day ago.
+    let past = nomyo_core::keys_signature::Validity::new(now - 2 * 86_400, now - 86_400).unwrap();
+    let old = KeysSignature::sign(&shared_key(1), &body, past)
+        .unwrap()
+        .to_header_value();
+    s.keys.write().unwrap().signature = Some(Some(old));
+    let (_dir, file) = known_servers_file();
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    for client in [
+        recording(&s, &file).build().unwrap(),
+        builder(&s).pin(v1_fp).build().unwrap(),
+    ] {
+        let err = client.create(&ask("m", "secret")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::KeysSignature {
+                    reason: KeysSignatureError::Expired { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_security());
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
+}
+
+/// Protocol auto and a server recorded as speaking v2 whose key list now
+/// answers 404 (a middleman hiding it to force v1): refused with the reason
+/// and the line to delete; protocol v1 chosen explicitly still works.
+#[tokio::test]
+async fn auto_refuses_to_fall_back_to_v1_for_a_server_known_to_speak_v2() {
+    let s = start(state(None)).await;
+    let (_dir, file) = known_servers_file();
+    let first = recording(&s, &file)
+        .protocol(Protocol::Auto)
+        .build()
+        .unwrap();
+    assert!(first.uses_v2().await.unwrap());
+    s.keys.write().unwrap().status = Some(404);
+    let auto = recording(&s, &file)
+        .protocol(Protocol::Auto)
+        .build()
+        .unwrap();
+    let err = auto.create(&ask("m", "my secret")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Downgrade {
+                refused: Downgrade::NoV2Keys,
+                known_by: KnownBy::Record { line: 3, .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_security());
+    let text = err.to_string();
+    assert!(
+        text.contains("--protocol v1") && text.contains("delete line 3"),
+        "{text}"
+    );
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
+    let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
+    v1.create(&ask("m", "explicit v1")).await.unwrap();
+}
+
+/// Protocol auto against a server without v2 keys (first contact): the
+/// standard tier goes over v1, `high` and `maximum` never do unless v1 was
+/// chosen explicitly. Auto is the builder's default.
+#[tokio::test]
+async fn auto_never_sends_high_or_maximum_over_v1() {
+    assert_eq!(Protocol::default(), Protocol::Auto);
+    let s = start(state(None)).await;
+    s.keys.write().unwrap().status = Some(404);
+    for tier in [SecurityTier::High, SecurityTier::Maximum] {
+        let auto = common::local_client(&s.url)
+            .protocol(Protocol::default())
+            .security_tier(tier)
+            .build()
+            .unwrap();
+        assert!(!auto.uses_v2().await.unwrap());
+        let err = auto.create(&ask("m", "secret")).await.unwrap_err();
+        assert!(matches!(err, Error::TierNeedsV2 { .. }), "{err:?}");
+        assert!(err.is_security());
+        assert!(err.to_string().contains("--protocol v1"), "{err}");
+    }
+    assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
+    let standard = common::local_client(&s.url)
+        .protocol(Protocol::default())
+        .build()
+        .unwrap();
+    standard.create(&ask("m", "plain")).await.unwrap();
+    let explicit = common::local_client(&s.url)
+        .protocol(Protocol::V1)
+        .security_tier(SecurityTier::High)
+        .build()
+        .unwrap();
+    let sent = explicit.create(&ask("m", "explicit")).await;
+    assert!(!matches!(sent, Err(Error::TierNeedsV2 { .. })), "{sent:?}");
 }
 
 #[tokio::test]
@@ -531,7 +854,7 @@ async fn unsigned_rotation_is_a_key_change() {
     client.create(&ask("m", "before")).await.unwrap();
     assert!(std::fs::read_to_string(&file)
         .unwrap()
-        .contains("#v2-x-wing"));
+        .contains(" v2=unsigned v2-key=x-wing:"));
     st.rotate_hpke_keys().await.unwrap();
     st.hpke_store().purge_expired();
     let err = client.create(&ask("m", "after")).await.unwrap_err();
@@ -610,8 +933,7 @@ async fn tampered_key_list_is_refused() {
     );
     assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
     // The known-servers file got the (genuine) v1 key only.
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(text, format!("{} {v1_fp}\n", s.url));
+    assert_eq!(records(&file), [format!("{} v1={v1_fp}", s.url)]);
 }
 
 /// A list signed by another RSA key, named as such or claiming to be the

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use nomyo_client::{Backoff, Client, ClientBuilder, KnownServers};
+use nomyo_client::{Backoff, Client, ClientBuilder, KnownServers, Protocol};
 use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::v1;
 use serde_json::{json, Value};
@@ -34,9 +34,11 @@ pub fn fast_backoff() -> Backoff {
 }
 
 /// A client of the server at `url` over plain HTTP, with the shared client
-/// key 0, no known-servers file and [`fast_backoff`].
+/// key 0, no known-servers file, [`fast_backoff`] and protocol v1 chosen
+/// explicitly (the tests of v1 behaviour; v2 tests choose their protocol).
 pub fn local_client(url: &str) -> ClientBuilder {
     Client::builder()
+        .protocol(Protocol::V1)
         .base_url(url)
         .allow_http(true)
         .client_key(shared_key(0))
