@@ -27,18 +27,27 @@ so its plain HTTP never leaves the machine. Any other http:// URL needs
 
 The server's key is verified against --pin, or else trusted on first use and
 recorded in ~/.config/nomyo/known_servers (like ssh's known_hosts); a changed
-key is refused until you remove its line from that file.
+key is refused until you remove its line from that file. The file also records
+that a server speaks protocol v2 and signs its key lists: an unsigned key list
+from such a server, or its falling back to v1, is refused (exit 4).
+
+The protocol is auto by default: v2 when the server publishes its HPKE keys,
+else v1, but never the high or maximum tier over v1, and never v1 for a server
+recorded as speaking v2. --protocol v1 chooses v1 explicitly (v1 answers are only
+as safe as the TLS path: said once per server on a terminal).
 
 The API key comes from --api-key-file, --api-key-env, or $NOMYO_API_KEY.
 
 Exit codes: 0 ok; 2 usage; 3 refused by the server (401/403); 4 security failure
-(decryption, pin mismatch, changed server key, refused key file); 5 server or
-network failure after retries; 1 anything else.";
+(decryption, pin mismatch, changed server key, unsigned or badly signed v2 keys,
+refused downgrade, refused key file); 5 server or network failure after
+retries; 1 anything else.";
 
 /// Which protocol to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
-    /// v2 when the server publishes /.well-known/hpke-keys, else v1.
+    /// v2 when the server publishes /.well-known/hpke-keys, else v1 (with
+    /// the downgrade guards of the client library).
     Auto,
     /// NOMYO v1: AES-256-GCM + RSA-OAEP (docs/PROTOCOL.md).
     V1,
@@ -89,9 +98,10 @@ pub struct Args {
     /// The key directory's password, from this environment variable.
     #[arg(long, value_name = "VAR", requires = "key_dir")]
     password_env: Option<String>,
-    /// Protocol: v1, v2 (EHBP, post-quantum X-Wing preferred), or auto (v2
-    /// when the server publishes its HPKE keys, else v1).
-    #[arg(long, value_enum, default_value = "v1")]
+    /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1;
+    /// never high/maximum over v1, never v1 for a server known to speak v2),
+    /// v1 (explicitly), or v2 (EHBP, post-quantum X-Wing preferred).
+    #[arg(long, value_enum, default_value = "auto")]
     protocol: Protocol,
     /// Print the answer's tokens as they arrive (needs protocol v2; with
     /// --json, one chunk JSON per line).
@@ -304,6 +314,12 @@ async fn chat(mut s: Settings) -> CliResult {
         )));
     }
 
+    // Protocol auto never sends high or maximum over v1: refused before
+    // anything is fetched or recorded.
+    client
+        .check_v1_allowed(&nomyo_client::RequestOptions::default())
+        .map_err(client_error)?;
+
     let label = match s.key_source {
         KeySource::Ephemeral => "generating a key and fetching the server key",
         _ => "loading the key and fetching the server key",
@@ -327,6 +343,8 @@ async fn chat(mut s: Settings) -> CliResult {
         );
     }
 
+    warn_v1_once(&client, spin)?;
+
     if s.model.is_none() {
         s.request.model = pick_model(&client).await?;
     }
@@ -337,6 +355,20 @@ async fn chat(mut s: Settings) -> CliResult {
     s.request.zeroize();
     let completion = answer.map_err(client_error)?;
     print_completion(&completion, s.json)
+}
+
+/// On a terminal, once per server (recorded as `warned=v1` in the
+/// known-servers file): what protocol v1 does not protect.
+pub(crate) fn warn_v1_once(client: &Client, terminal: bool) -> CliResult {
+    if terminal && client.take_v1_warning().map_err(client_error)? {
+        eprintln!(
+            "nomyo: warning: {} is answered over protocol v1, whose answers are only as safe as \
+             the TLS path: a middleman who terminates TLS can swap X-Public-Key and read the \
+             answer. Use --protocol v2 where the server offers it. (Said once for this server.)",
+            client.origin()
+        );
+    }
+    Ok(())
 }
 
 /// Prints a complete answer: its text, or with `--json` the whole JSON.

@@ -4,7 +4,7 @@
 //! Arguments are resolved once into [`Settings`]; [`run`] builds the client
 //! exactly as `nomyo chat` does and serves `nomyo_proxy::app`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +28,10 @@ Routes: POST /v1/chat/completions (with and without \"stream\": true), GET /v1/m
 GET /v1/models/MODEL, GET /health. Every other request field (tools, tool_choice, response_format, seed, ...)
 is forwarded unchanged; the answer is the endpoint's, decrypted, with its _metadata.
 Each request is sealed with protocol v2 when the server publishes its HPKE keys
-(--protocol auto), else v1. Protocol v1 CANNOT STREAM: a streamed request to a v1
+(--protocol auto, the default), else v1; auto never serves the high or maximum
+tier over v1 (those requests get 502 nomyo_security_error; --protocol v1 allows
+them), and never falls back to v1 for a server recorded as speaking v2. Protocol
+v1 CANNOT STREAM: a streamed request to a v1
 server is answered as a well-formed event stream built from the complete answer
 (everything arrives at once, then data: [DONE]).
 
@@ -47,7 +50,8 @@ Nothing of a prompt or an answer is logged (-v logs ids, sizes, statuses, timing
 The server's key is verified as `nomyo chat` does: against --pin (the server's v1
 key, which signs the v2 key list of a `nomyo serve`; for an unsigned third-party v2
 server, the key `nomyo fingerprint --server URL` lists for v2), or else trusted on
-first use and recorded in ~/.config/nomyo/known_servers.";
+first use and recorded in ~/.config/nomyo/known_servers. An unsigned key list from
+a server known to sign its lists is refused (exit 4).";
 
 /// Serve a local OpenAI-compatible API that forwards end-to-end encrypted.
 #[derive(ClapArgs, Debug)]
@@ -72,7 +76,9 @@ pub struct Args {
     /// the server's choice.
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
     tier: Option<SecurityTier>,
-    /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1), v1 or v2.
+    /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1;
+    /// never high/maximum over v1, never v1 for a server known to speak
+    /// v2), v1 (explicitly) or v2.
     #[arg(long, value_enum, default_value = "auto")]
     protocol: Protocol,
     /// Retries after 429/5xx answers and network errors. Default 0: the
@@ -194,6 +200,9 @@ async fn verify_server(client: &Client) -> CliResult {
                 "nomyo proxy: forwarding to {} with protocol {protocol} (server key {fingerprint})",
                 client.origin()
             );
+            if protocol == "v1" {
+                super::chat::warn_v1_once(client, std::io::stderr().is_terminal())?;
+            }
             Ok(())
         }
         Err(e) if e.is_security() || e.is_auth() || !e.is_server_or_network() => {
