@@ -69,6 +69,9 @@ models = ["small-model"]
 [tiers.maximum]
 backends = ["double"]
 models = ["small-model"]
+# Asked for over v1 (RSA) by the reference client below: the operator's
+# explicit opt-out of the post-quantum requirement.
+require_post_quantum = false
 """
 
 

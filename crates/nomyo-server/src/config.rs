@@ -21,8 +21,9 @@ use serde::Deserialize;
 use crate::hpke_keys;
 use crate::keystore::{KeySource, DEFAULT_GRACE};
 use crate::limits::Limits;
-use crate::policy::{ApiKeys, ModelSet, TierRule};
+use crate::policy::{hash_key, ApiKeys, ModelSet, TierRule, TrustedProxies};
 use crate::pool::PoolConfig;
+use crate::state::MetricsAccess;
 use crate::upstream::UpstreamConfig;
 
 /// Default listen address (docs/CLI.md §7).
@@ -499,8 +500,22 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key` (PEM).
     pub tls_key: Option<PathBuf>,
-    /// Serve `GET /metrics` (default true).
+    /// `GET /metrics`: `false` (`--no-metrics`) never; `true` to anyone
+    /// (public); absent: to loopback peers only, unless a metrics token is
+    /// set (then to whoever presents it).
     pub metrics: Option<bool>,
+    /// `--metrics-token-file`: file whose first line is the bearer token
+    /// `GET /metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
+    /// `--metrics-token-env`: environment variable holding that token.
+    pub metrics_token_env: Option<String>,
+    /// `--trusted-proxy`: reverse proxies (addresses or CIDR networks) whose
+    /// `X-Forwarded-For` names the client, for anonymous callers' rate
+    /// limit and replay share.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// `--allowed-host`: host names a loopback listener answers besides
+    /// `localhost` and loopback addresses (DNS-rebinding guard).
+    pub allowed_hosts: Option<Vec<String>>,
     /// `--shutdown-grace`: seconds in-flight requests get on SIGTERM.
     pub shutdown_grace_secs: Option<u64>,
     /// `--model`: the embedded model file (when no backend is configured).
@@ -585,8 +600,12 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Limits.
     pub limits: Limits,
-    /// Serve `/metrics`.
-    pub metrics: bool,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Host names a loopback listener answers besides loopback names.
+    pub allowed_hosts: Vec<String>,
     /// Time in-flight requests get on shutdown.
     pub shutdown_grace: Duration,
     /// Backends, in order.
@@ -682,6 +701,10 @@ impl FileConfig {
             tls_cert: top.tls_cert.or(self.tls_cert),
             tls_key: top.tls_key.or(self.tls_key),
             metrics: top.metrics.or(self.metrics),
+            metrics_token_file: top.metrics_token_file.or(self.metrics_token_file),
+            metrics_token_env: top.metrics_token_env.or(self.metrics_token_env),
+            trusted_proxies: top.trusted_proxies.or(self.trusted_proxies),
+            allowed_hosts: top.allowed_hosts.or(self.allowed_hosts),
             shutdown_grace_secs: top.shutdown_grace_secs.or(self.shutdown_grace_secs),
             model: top.model.or(self.model),
             threads: top.threads.or(self.threads),
@@ -766,6 +789,25 @@ impl FileConfig {
             _ => return Err(invalid("TLS needs both --tls-cert and --tls-key")),
         };
 
+        let metrics_token = optional_secret(
+            self.metrics_token_file.as_deref(),
+            self.metrics_token_env.as_deref(),
+            "metrics token",
+        )?;
+        let metrics = match (self.metrics, metrics_token) {
+            (Some(false), Some(_)) => {
+                return Err(invalid(
+                    "metrics is off (metrics = false / --no-metrics) but a metrics token is set: drop one",
+                ))
+            }
+            (Some(false), None) => MetricsAccess::Off,
+            (_, Some(token)) => MetricsAccess::Token(hash_key(token.expose_secret())),
+            (Some(true), None) => MetricsAccess::Public,
+            (None, None) => MetricsAccess::Loopback,
+        };
+        let trusted_proxies =
+            TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default())
+                .map_err(invalid)?;
         let limits = self.limits.resolve()?;
         let cluster = self.cluster.resolve()?;
         if cluster.key_reload_every.is_some() && !matches!(key, KeySetting::Dir(_)) {
@@ -847,7 +889,9 @@ impl FileConfig {
             api_keys,
             tls,
             limits,
-            metrics: self.metrics.unwrap_or(true),
+            metrics,
+            trusted_proxies,
+            allowed_hosts: self.allowed_hosts.unwrap_or_default(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30)),
             backends,
             tiers,

@@ -58,6 +58,9 @@ pub enum ApiError {
     PostQuantumRequired,
     /// This caller holds its whole share of the replay window (429).
     ReplayShareExceeded,
+    /// A loopback listener got a request for another host name (403): a
+    /// DNS-rebinding page, or a name missing from `allowed_hosts`.
+    HostNotAllowed,
     /// Missing or wrong API key (401). Deliberately does not say which.
     Unauthorized,
     /// The model is not allowed for the requested tier (403).
@@ -122,7 +125,7 @@ impl ApiError {
             | InvalidEncapsulatedKey
             | InvalidKeyId => StatusCode::BAD_REQUEST,
             UnknownKeyConfig => StatusCode::UNPROCESSABLE_ENTITY,
-            PostQuantumRequired => StatusCode::FORBIDDEN,
+            PostQuantumRequired | HostNotAllowed => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ModelForbidden => StatusCode::FORBIDDEN,
             UnknownModel | NotFound => StatusCode::NOT_FOUND,
@@ -160,6 +163,7 @@ impl ApiError {
             InvalidKeyId => "invalid Nomyo-Key-Id header: expected a key id from 0 to 255".into(),
             UnknownKeyConfig => "unknown or retired key id: fetch GET /.well-known/hpke-keys and seal the request again".into(),
             PostQuantumRequired => "the security tier requires post-quantum encryption (require_post_quantum): protocol v1 (RSA) and the v2 X25519 suite are refused; seal the request with protocol v2's X-Wing key config".into(),
+            HostNotAllowed => "this server listens on loopback and only answers requests addressed to localhost or a loopback address (add other names to allowed_hosts / --allowed-host)".into(),
             ReplayShareExceeded => "too many requests from this caller within the replay window; retry later".into(),
             Unauthorized => "invalid or missing API key".into(),
             ModelForbidden => "model not allowed for the requested security tier".into(),

@@ -62,6 +62,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            routes::host_check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             routes::observe,
         ))
         .layer(CatchPanicLayer::custom(

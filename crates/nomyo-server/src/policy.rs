@@ -122,6 +122,14 @@ impl ApiKeys {
 
 use subtle::ConditionallySelectable;
 
+/// Whether an `Authorization: Bearer TOKEN` value carries the token whose
+/// SHA-256 is `hash` (compared in constant time).
+pub fn bearer_matches(authorization: Option<&[u8]>, hash: &[u8; 32]) -> bool {
+    authorization
+        .and_then(bearer_token)
+        .is_some_and(|t| bool::from(Fingerprint::of_bytes(t).0.ct_eq(hash)))
+}
+
 /// SHA-256 of an API key, as stored.
 pub fn hash_key(key: &str) -> [u8; 32] {
     Fingerprint::of_bytes(key.as_bytes()).0

@@ -111,6 +111,8 @@ where
         hpke_grace,
         post_quantum_tiers,
         cluster,
+        trusted_proxies,
+        allowed_hosts,
     } = settings;
 
     // Protocol v2 HPKE keys live beside the RSA key, unless that key is
@@ -198,8 +200,13 @@ where
         .post_quantum_tiers(post_quantum_tiers)
         .api_keys(api_keys)
         .limits(limits)
-        .metrics_enabled(metrics)
+        .metrics_access(metrics)
+        .trusted_proxies(trusted_proxies)
         .tiers(tiers);
+    // A loopback listener answers loopback host names only (DNS rebinding).
+    if listen.ip().is_loopback() {
+        builder = builder.loopback_hosts_only(allowed_hosts);
+    }
     for spec in backends {
         match spec {
             BackendSpec::Upstream { name, config } => {

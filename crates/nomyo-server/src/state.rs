@@ -18,6 +18,32 @@ use crate::policy::{
 };
 use crate::replay::{RedisReplay, ReplayStore};
 
+/// Who may read `GET /metrics`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Nobody (404).
+    Off,
+    /// Peers on the loopback interface only (404 for others): the default
+    /// of `nomyo serve`.
+    Loopback,
+    /// Whoever sends `Authorization: Bearer TOKEN` (kept as its SHA-256,
+    /// compared in constant time; 401 otherwise).
+    Token([u8; 32]),
+    /// Anyone (an operator's explicit `metrics = true`).
+    Public,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetricsAccess::Off => "Off",
+            MetricsAccess::Loopback => "Loopback",
+            MetricsAccess::Token(_) => "Token",
+            MetricsAccess::Public => "Public",
+        })
+    }
+}
+
 /// Shared server state; cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -47,7 +73,10 @@ pub(crate) struct Inner {
     pub replay: ReplayStore,
     pub limits: Limits,
     pub metrics: Metrics,
-    pub metrics_enabled: bool,
+    pub metrics_access: MetricsAccess,
+    /// On a loopback listener: the host names answered besides `localhost`
+    /// and loopback addresses (`None`: no `Host` check).
+    pub loopback_hosts: Option<Vec<String>>,
     /// Bounds the RSA operations running at once on the blocking pool
     /// (one per core: more would only queue inside the CPU).
     pub crypto: Arc<Semaphore>,
@@ -83,7 +112,8 @@ impl AppState {
             tiers: None,
             api_keys: ApiKeys::open(),
             limits: Limits::default(),
-            metrics_enabled: true,
+            metrics_access: MetricsAccess::Public,
+            loopback_hosts: None,
             crypto_threads: None,
             endpoint_metrics: crate::metrics::EndpointMetrics::default(),
             shared_replay: None,
@@ -412,7 +442,8 @@ pub struct AppStateBuilder {
     tiers: Option<BTreeMap<SecurityTier, TierRule>>,
     api_keys: ApiKeys,
     limits: Limits,
-    metrics_enabled: bool,
+    metrics_access: MetricsAccess,
+    loopback_hosts: Option<Vec<String>>,
     crypto_threads: Option<usize>,
     endpoint_metrics: crate::metrics::EndpointMetrics,
     shared_replay: Option<RedisReplay>,
@@ -536,9 +567,30 @@ impl AppStateBuilder {
         self
     }
 
-    /// Whether `GET /metrics` is served (default yes).
+    /// Whether `GET /metrics` is served (default yes, to anyone: see
+    /// [`Self::metrics_access`]).
     pub fn metrics_enabled(mut self, on: bool) -> Self {
-        self.metrics_enabled = on;
+        self.metrics_access = if on {
+            MetricsAccess::Public
+        } else {
+            MetricsAccess::Off
+        };
+        self
+    }
+
+    /// Who may read `GET /metrics` (default: anyone; `nomyo serve`
+    /// defaults to loopback peers).
+    pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
+        self
+    }
+
+    /// Answer only requests whose `Host` is `localhost`, a loopback address
+    /// or one of `extra` (403 otherwise): for a loopback listener, which a
+    /// web page could otherwise reach through DNS rebinding (a name of its
+    /// own that resolves to 127.0.0.1). Default: no check.
+    pub fn loopback_hosts_only(mut self, extra: Vec<String>) -> Self {
+        self.loopback_hosts = Some(extra);
         self
     }
 
@@ -604,7 +656,8 @@ impl AppStateBuilder {
                     )),
                 },
                 metrics: Metrics::with_endpoints(self.endpoint_metrics),
-                metrics_enabled: self.metrics_enabled,
+                metrics_access: self.metrics_access,
+                loopback_hosts: self.loopback_hosts,
                 crypto: Arc::new(Semaphore::new(threads)),
                 key_file_seen: std::sync::Mutex::new(None),
                 key_file_parses: Arc::default(),

@@ -55,7 +55,8 @@ pub struct Args {
     /// Seconds in-flight requests get to finish on SIGTERM/ctrl-c. [default: 30]
     #[arg(long, value_name = "SECS")]
     shutdown_grace: Option<u64>,
-    /// Do not serve GET /metrics.
+    /// Do not serve GET /metrics. Without this flag and without a metrics
+    /// token, /metrics answers loopback peers only (404 for others).
     #[arg(long)]
     no_metrics: bool,
 
@@ -156,20 +157,6 @@ pub struct Args {
     #[arg(long, value_name = "N", help_heading = "Backends")]
     threads: Option<usize>,
 
-    /// File of accepted API keys, one per line (kept only as SHA-256 hashes).
-    /// Without keys (here or in the config) every caller is accepted.
-    #[arg(long, value_name = "F", help_heading = "Access")]
-    api_key_file: Option<PathBuf>,
-    /// An accepted API key given as sha256:HEX (repeatable).
-    #[arg(long, value_name = "SHA256", help_heading = "Access")]
-    api_key_hash: Vec<String>,
-    /// Requests per minute per API key; 0 = unlimited (then 429). [default: 0]
-    #[arg(long, value_name = "N", help_heading = "Access")]
-    rate_limit: Option<u32>,
-    /// Burst allowance of the rate limit. [default: the rate]
-    #[arg(long, value_name = "N", help_heading = "Access")]
-    rate_burst: Option<u32>,
-
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, value_name = "F", requires = "tls_key", help_heading = "TLS")]
     tls_cert: Option<PathBuf>,
@@ -184,6 +171,60 @@ pub struct Args {
     /// Replicas (boxed: keeps the `Command` enum small).
     #[command(flatten)]
     cluster: Box<ClusterArgs>,
+
+    /// Access: API keys, rate limit, /metrics, loopback host names, trusted
+    /// proxies (boxed: keeps the `Command` enum small).
+    #[command(flatten)]
+    exposure: Box<ExposureArgs>,
+}
+
+/// The `nomyo serve` access flags: API keys, rate limit, /metrics, loopback
+/// host names and trusted proxies (secrets are only named, by file or
+/// variable, never given on the command line).
+#[derive(ClapArgs, Debug)]
+struct ExposureArgs {
+    /// File of accepted API keys, one per line (kept only as SHA-256 hashes).
+    /// Without keys (here or in the config) every caller is accepted.
+    #[arg(long, value_name = "F", help_heading = "Access")]
+    api_key_file: Option<PathBuf>,
+    /// An accepted API key given as sha256:HEX (repeatable).
+    #[arg(long, value_name = "SHA256", help_heading = "Access")]
+    api_key_hash: Vec<String>,
+    /// Requests per minute per API key; 0 = unlimited (then 429). [default: 0]
+    #[arg(long, value_name = "N", help_heading = "Access")]
+    rate_limit: Option<u32>,
+    /// Burst allowance of the rate limit. [default: the rate]
+    #[arg(long, value_name = "N", help_heading = "Access")]
+    rate_burst: Option<u32>,
+    /// File whose first line is a bearer token: GET /metrics then answers
+    /// whoever sends Authorization: Bearer TOKEN (401 for others).
+    #[arg(
+        long,
+        value_name = "F",
+        group = "metricstoken",
+        conflicts_with = "no_metrics",
+        help_heading = "Access"
+    )]
+    metrics_token_file: Option<PathBuf>,
+    /// Environment variable holding that metrics token.
+    #[arg(
+        long,
+        value_name = "VAR",
+        group = "metricstoken",
+        conflicts_with = "no_metrics",
+        help_heading = "Access"
+    )]
+    metrics_token_env: Option<String>,
+    /// On a loopback --listen address, a host name to answer besides
+    /// localhost and loopback addresses (repeatable); any other Host gets 403
+    /// (DNS-rebinding guard).
+    #[arg(long, value_name = "NAME", help_heading = "Access")]
+    allowed_host: Vec<String>,
+    /// A reverse proxy (address or CIDR network, repeatable) whose
+    /// X-Forwarded-For names the client: anonymous callers' rate limit and
+    /// replay share then count per client address, not per proxy.
+    #[arg(long, value_name = "ADDR[/PREFIX]", help_heading = "Access")]
+    trusted_proxy: Vec<String>,
 }
 
 /// The replica flags of `nomyo serve` (`Debug` leaves out the store URL,
@@ -293,11 +334,18 @@ impl Args {
             key_bits: self.key_bits,
             ephemeral_key: self.ephemeral_key.then_some(true),
             key_grace_secs: self.key_grace,
-            api_key_file: self.api_key_file.clone(),
-            api_key_hashes: (!self.api_key_hash.is_empty()).then(|| self.api_key_hash.clone()),
+            api_key_file: self.exposure.api_key_file.clone(),
+            api_key_hashes: (!self.exposure.api_key_hash.is_empty())
+                .then(|| self.exposure.api_key_hash.clone()),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             metrics: self.no_metrics.then_some(false),
+            metrics_token_file: self.exposure.metrics_token_file.clone(),
+            metrics_token_env: self.exposure.metrics_token_env.clone(),
+            trusted_proxies: (!self.exposure.trusted_proxy.is_empty())
+                .then(|| self.exposure.trusted_proxy.clone()),
+            allowed_hosts: (!self.exposure.allowed_host.is_empty())
+                .then(|| self.exposure.allowed_host.clone()),
             shutdown_grace_secs: self.shutdown_grace,
             model: self.model.clone(),
             threads: self.threads,
@@ -308,10 +356,13 @@ impl Args {
                 queue_timeout_secs: self.limits.queue_timeout,
                 request_timeout_secs: self.limits.request_timeout,
                 body_timeout_secs: None,
-                rate_limit_per_minute: self.rate_limit,
-                rate_limit_burst: self.rate_burst,
+                rate_limit_per_minute: self.exposure.rate_limit,
+                rate_limit_burst: self.exposure.rate_burst,
                 replay_window_secs: self.limits.replay_window,
                 replay_max_entries: None,
+                replay_share_percent: None,
+                stream_idle_timeout_secs: None,
+                stream_write_timeout_secs: None,
             },
             hpke: HpkeConfig {
                 rotate_every: self.hpke_rotate_every.clone(),

@@ -64,3 +64,70 @@ pub(crate) async fn observe(State(st): State<AppState>, req: Request, next: Next
     );
     resp
 }
+
+/// Whether `host` (a `Host` value, with or without a port) names the
+/// loopback interface, or one of `extra`.
+pub(crate) fn is_loopback_host(host: &str, extra: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if host.parse::<std::net::IpAddr>().is_ok() {
+        // A bare address (an IPv6 one has colons of its own).
+        host
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+/// On a loopback listener, refuses (403) a request whose `Host` (or
+/// HTTP/2 `:authority`) is not a loopback name: a web page that resolves a
+/// name of its own to 127.0.0.1 (DNS rebinding) cannot drive the server.
+pub(crate) async fn host_check(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(extra) = &st.inner.loopback_hosts {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        if !is_loopback_host(host, extra) {
+            tracing::debug!("refused: Host is not a loopback name");
+            st.metrics().refused("host");
+            return ApiError::HostNotAllowed.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_host_names() {
+        let extra = vec!["nomyo.internal".to_owned()];
+        for h in [
+            "localhost",
+            "LOCALHOST:12434",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]:12434",
+            "::1",
+            "nomyo.internal:8443",
+        ] {
+            assert!(super::is_loopback_host(h, &extra), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.168.1.2:12434",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(!super::is_loopback_host(h, &extra), "{h}");
+        }
+    }
+}

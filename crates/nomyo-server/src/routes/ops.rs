@@ -1,17 +1,20 @@
 //! Operations: `GET /v1/models`, `GET /health`, `GET /metrics`.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use nomyo_core::SecurityTier;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::policy::bearer_matches;
+use crate::state::{AppState, MetricsAccess};
 
 /// The ops routes.
 pub fn routes() -> Router<AppState> {
@@ -76,10 +79,27 @@ async fn health(State(st): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus / OpenMetrics text.
-async fn metrics(State(st): State<AppState>) -> Response {
-    if !st.inner.metrics_enabled {
-        return ApiError::NotFound.into_response();
+/// Prometheus / OpenMetrics text, to whom [`MetricsAccess`] allows.
+async fn metrics(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    match st.inner.metrics_access {
+        MetricsAccess::Public => {}
+        MetricsAccess::Off => return ApiError::NotFound.into_response(),
+        MetricsAccess::Loopback => {
+            // In-process use (no socket) counts as local.
+            if peer.is_some_and(|Extension(ConnectInfo(a))| !a.ip().is_loopback()) {
+                return ApiError::NotFound.into_response();
+            }
+        }
+        MetricsAccess::Token(hash) => {
+            let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+            if !bearer_matches(auth, &hash) {
+                return ApiError::Unauthorized.into_response();
+            }
+        }
     }
     let inner = &st.inner;
     let m = &inner.metrics;
