@@ -169,9 +169,13 @@ fn key_dir(env: &Env, password: Option<&str>) -> PathBuf {
     dir
 }
 
+/// `nomyo chat` with a client key directory: protocol v1 (the protocol that
+/// uses one), chosen explicitly since auto is the default.
 fn chat_args<'a>(s: &'a Serve, dir: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "chat",
+        "--protocol",
+        "v1",
         "--base-url",
         &s.url,
         "--allow-http",
@@ -199,12 +203,23 @@ fn answers_json_stdin_env_and_first_use_trust() {
     );
     let known = std::fs::read_to_string(env.known_servers()).unwrap();
     let origin = s.url.trim_end_matches('/');
-    assert!(known.starts_with(&format!("{origin} sha256:")), "{known}");
+    let record = known
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .unwrap_or_default();
+    assert!(
+        record.starts_with(&format!("{origin} v1=sha256:")),
+        "{known}"
+    );
 
     // `fingerprint --server` shows the same key, and records nothing.
     let o = env.run(&["fingerprint", "--server", &s.url, "--allow-http"]);
     assert_exit(&o, 0);
-    let fp = known.split_whitespace().nth(1).unwrap();
+    let fp = record
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("v1=");
     let out = stdout(&o);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(format!("v1 {fp}").as_str()));
@@ -304,10 +319,6 @@ fn usage_errors_exit_2() {
         (
             vec!["chat", "--allow-http", "--protocol", "v1", "--stream", "hi"],
             "v1 cannot stream",
-        ),
-        (
-            vec!["chat", "--allow-http", "--stream", "hi"],
-            "not supported",
         ),
         (vec!["chat", "--base-url", "ftp://x", "hi"], "scheme"),
         (vec!["chat", "--tier", "extreme", "hi"], "tier"),
@@ -536,6 +547,8 @@ fn chat_with_an_independent_python_v1_server() {
     let env = Env::new();
     let base = [
         "chat",
+        "--protocol",
+        "v1",
         "--base-url",
         &server.url,
         "--allow-http",
@@ -557,7 +570,13 @@ fn chat_with_an_independent_python_v1_server() {
     );
     // The key it presented is now on record; a pin of it works too.
     let known = std::fs::read_to_string(env.known_servers()).unwrap();
-    let fp = known.split_whitespace().nth(1).unwrap().to_owned();
+    let fp = known
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .find_map(|f| f.strip_prefix("v1=sha256:"))
+        .map(|hex| format!("sha256:{hex}"))
+        .unwrap();
     let o = chat(&["--pin", &fp, "again"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "python saw: again\n");
