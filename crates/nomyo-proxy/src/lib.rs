@@ -7,7 +7,10 @@
 //!
 //! The proxy is a thin axum app on top of [`nomyo_client::Client`]: the
 //! client seals each request (protocol v2 when the server publishes
-//! `/.well-known/hpke-keys`, v1 otherwise, with [`nomyo_client::Protocol::Auto`]),
+//! `/.well-known/hpke-keys`, v1 otherwise, with [`nomyo_client::Protocol::Auto`],
+//! the default; auto never sends the `high` or `maximum` tier over v1 and
+//! never falls back to v1 for a server recorded as speaking v2: such a
+//! request is a security error, 502 `nomyo_security_error`),
 //! verifies the server key (pins or the known-servers file), and opens the
 //! answer; the proxy only translates between the OpenAI wire shapes and the
 //! client's calls:

@@ -423,16 +423,22 @@ async fn error_of(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, 
 async fn endpoint_errors_keep_their_status_in_openai_shape() {
     for speaks in [Speaks::V1Only, Speaks::V2] {
         let up = upstream(speaks, true, false).await;
+        // A v1-only endpoint is spoken to with v1 chosen explicitly: auto
+        // never sends the high tier over v1 (checked below).
+        let client = |up: &Upstream| match speaks {
+            Speaks::V1Only => client_for(up).protocol(Protocol::V1),
+            Speaks::V2 => client_for(up),
+        };
         let msg =
             |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
 
         // No or a wrong API key: 401.
-        let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+        let url = proxy(ProxyState::new(client(&up).build().unwrap())).await;
         let (s, _, v) = error_of(post(&url, msg("m")).await).await;
         assert_eq!(s, 401);
         assert_eq!(v["error"]["type"], "authentication_error");
         let url = proxy(ProxyState::new(
-            client_for(&up)
+            client(&up)
                 .api_key(SecretString::from("wrong"))
                 .build()
                 .unwrap(),
@@ -440,7 +446,7 @@ async fn endpoint_errors_keep_their_status_in_openai_shape() {
         .await;
         assert_eq!(error_of(post(&url, msg("m")).await).await.0, 401);
 
-        let good = client_for(&up)
+        let good = client(&up)
             .api_key(SecretString::from("k1"))
             .build()
             .unwrap();
@@ -465,6 +471,25 @@ async fn endpoint_errors_keep_their_status_in_openai_shape() {
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["_metadata"]["security_tier"], "high");
+        if speaks == Speaks::V1Only {
+            // Under protocol auto the same request is refused before it is
+            // sent: the high tier never goes over v1 unless chosen.
+            let auto = client_for(&up)
+                .api_key(SecretString::from("k1"))
+                .build()
+                .unwrap();
+            let auto_url = proxy(ProxyState::new(auto)).await;
+            let resp = reqwest::Client::new()
+                .post(format!("{auto_url}/v1/chat/completions"))
+                .header("X-Nomyo-Tier", "high")
+                .json(&msg("big"))
+                .send()
+                .await
+                .unwrap();
+            let (s, _, v) = error_of(resp).await;
+            assert_eq!(s, 502, "{v}");
+            assert_eq!(v["error"]["type"], "nomyo_security_error", "{v}");
+        }
         let standard =
             proxy(ProxyState::new(good.clone()).default_tier(SecurityTier::Standard)).await;
         assert_eq!(error_of(post(&standard, msg("big")).await).await.0, 403);
