@@ -83,6 +83,18 @@ pub enum Error {
         mode: u32,
     },
 
+    /// A private key file belongs to another user than the one running
+    /// this process (that user could read or replace the key).
+    #[error("refusing to use {path}: it is owned by uid {owner}, not by this process's user (uid {uid}); run `chown {uid} {path}`")]
+    ForeignOwner {
+        /// The file.
+        path: String,
+        /// The file's owner.
+        owner: u32,
+        /// This process's effective user id.
+        uid: u32,
+    },
+
     /// Saving would overwrite existing keys.
     #[error(
         "{0} already exists; refusing to overwrite an existing key (use --force to replace it)"
@@ -118,6 +130,7 @@ impl Error {
                 | Error::UnsupportedVersion { .. }
                 | Error::UnsupportedAlgorithm { .. }
                 | Error::InsecurePermissions { .. }
+                | Error::ForeignOwner { .. }
                 | Error::WrongPassword(_)
                 | Error::PasswordRequired(_)
                 | Error::KeyTooSmall { .. }

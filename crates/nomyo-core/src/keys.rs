@@ -478,7 +478,8 @@ pub struct LoadOptions {
     pub allow_insecure_permissions: bool,
 }
 
-/// Loads a private key file, refusing one that group or others can read.
+/// Loads a private key file, refusing one that group or others can read or
+/// that another user owns.
 pub fn load_private_key_file(
     path: &Path,
     password: Option<&SecretString>,
@@ -495,9 +496,10 @@ pub fn load_public_key_file(path: &Path) -> Result<PublicKey> {
     PublicKey::from_pem(&pem)
 }
 
-/// Refuses a secret key file (of any format) that group or others can read,
-/// with the message [`load_private_key_file`] gives ([`Error::InsecurePermissions`]:
-/// the file, its mode and `chmod 600`). For key files this module does not
+/// Refuses a secret key file (of any format) that group or others can read
+/// or that another user owns, with the message [`load_private_key_file`]
+/// gives ([`Error::InsecurePermissions`]: the file, its mode and `chmod 600`;
+/// [`Error::ForeignOwner`]: the owner and `chown`). For key files this module does not
 /// parse itself, such as the server's HPKE key file.
 pub fn check_secret_file_permissions(path: &Path) -> Result<()> {
     check_private_permissions(path, LoadOptions::default())
@@ -505,13 +507,23 @@ pub fn check_secret_file_permissions(path: &Path) -> Result<()> {
 
 #[cfg(unix)]
 fn check_private_permissions(path: &Path, opts: LoadOptions) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 && !opts.allow_insecure_permissions {
         return Err(Error::InsecurePermissions {
             path: path.display().to_string(),
             mode,
+        });
+    }
+    // Another user who owns the file can read it and put a key of their
+    // own in its place, whatever its mode.
+    let uid = crate::secure_memory::effective_uid();
+    if meta.uid() != uid && !opts.allow_insecure_permissions {
+        return Err(Error::ForeignOwner {
+            path: path.display().to_string(),
+            owner: meta.uid(),
+            uid,
         });
     }
     Ok(())

@@ -52,6 +52,13 @@ const KEEP: [usize; CLASSES] = [64, 32, 16, 8, 4];
 /// The process-wide pool every [`SecretBuf`] allocates from.
 static POOL: Pool = Pool::new(KEEP, os_lock);
 
+/// The process's effective user id (`geteuid(2)`), for key-file owner checks.
+#[cfg(unix)]
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// `mlock(2)` of a page-aligned range; `true` on success.
 fn os_lock(ptr: NonNull<u8>, len: usize) -> bool {
     // SAFETY: the caller passes a live, page-aligned allocation it owns.

@@ -156,15 +156,30 @@ impl HpkeKeySet {
     /// read-only secret mount is fine). Errors name the file, never
     /// its content. Blocking.
     pub fn load(dir: &Path) -> Result<Option<Self>, String> {
+        use std::io::Read;
         let path = dir.join(KEY_FILE);
-        let raw = match std::fs::read(&path) {
-            Ok(raw) => SecretBuf::from_slice(&raw),
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
         // Like the server key: a group- or world-readable key file may
-        // already have been copied; refuse it and say how to fix it.
+        // already have been copied, and one another user owns may have been
+        // replaced; refuse it and say how to fix it.
         nomyo_core::keys::check_secret_file_permissions(&path).map_err(|e| e.to_string())?;
+        // Straight into locked memory that is wiped when dropped (never a
+        // plain buffer); a few keys are a few KiB, so a larger file is not
+        // ours.
+        const MAX: u64 = 64 * 1024;
+        let mut raw = SecretBuf::with_capacity(4096);
+        let n = std::io::copy(&mut file.take(MAX + 1), &mut raw)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if n > MAX {
+            return Err(format!(
+                "{}: larger than {MAX} bytes; not an HPKE key file",
+                path.display()
+            ));
+        }
         Self::decode(raw.expose_secret())
             .map(Some)
             .map_err(|m| format!("{}: {m}", path.display()))

@@ -145,3 +145,44 @@ async fn metrics_behind_a_token_refuse_callers_without_it() {
     .unwrap_err();
     assert!(err.to_string().contains("metrics"), "{err}");
 }
+
+/// A key directory whose files another user owns (mode 0600, so only that
+/// user can read them, or replace them with keys of their own): the server
+/// refuses to start with either the RSA key or the HPKE key file, and says
+/// which file and how to fix it. Needs root to hand a file to another user;
+/// elsewhere it checks only the files' own owner.
+#[cfg(unix)]
+#[tokio::test]
+async fn key_files_owned_by_another_user_are_refused() {
+    use nomyo_server::hpke_keys::{HpkeKeySet, KEY_FILE};
+    use nomyo_server::keystore::{KeySource, KeyStore};
+    use std::os::unix::fs::{chown, MetadataExt};
+    let dir = tempfile::tempdir().unwrap();
+    let src = || KeySource {
+        dir: dir.path().to_owned(),
+        password: None,
+        bits: nomyo_core::keys::RsaBits::B2048,
+    };
+    KeyStore::load_or_generate(src()).unwrap();
+    HpkeKeySet::load_or_generate(dir.path()).unwrap();
+    let me = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().uid();
+    assert!(HpkeKeySet::load(dir.path()).unwrap().is_some());
+    if me != 0 {
+        eprintln!("not root: cannot give the key files to another user; owner check not exercised");
+        return;
+    }
+    let other = 4242;
+    let rsa = dir.path().join(nomyo_core::keys::PRIVATE_KEY_FILE);
+    let hpke = dir.path().join(KEY_FILE);
+    chown(&hpke, Some(other), None).unwrap();
+    let err = HpkeKeySet::load(dir.path()).unwrap_err();
+    assert!(
+        err.contains("owned by uid 4242") && err.contains("chown"),
+        "{err}"
+    );
+    chown(&hpke, Some(me), None).unwrap();
+    chown(&rsa, Some(other), None).unwrap();
+    let err = KeyStore::load_or_generate(src()).unwrap_err();
+    assert!(err.is_security(), "{err}");
+    assert!(err.to_string().contains("owned by uid 4242"), "{err}");
+}
