@@ -347,7 +347,7 @@ impl SampledV1 {
                 "the answer belongs to another request (payload_id)".to_owned(),
             ));
         }
-        if n % self.every == 0 {
+        if n.is_multiple_of(self.every) {
             let key = Arc::clone(&self.client_key);
             let id = payload_id.clone();
             tokio::task::spawn_blocking(move || check_answer(&package, &key, &id))
