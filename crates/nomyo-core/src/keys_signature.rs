@@ -138,7 +138,7 @@ pub fn signed_message(validity: Validity, keys_body: &[u8]) -> Vec<u8> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeysSignatureError {
-    /// The header is not `rsa-pss-sha256;key=sha256:...;sig=...`.
+    /// The header is not `rsa-pss-sha256;key=sha256:...;nbf=...;exp=...;sig=...`.
     Malformed(&'static str),
     /// An algorithm other than `rsa-pss-sha256`.
     UnsupportedAlgorithm,
@@ -304,18 +304,15 @@ impl KeysSignature {
                 }
                 "nbf" if nbf.is_none() => nbf = Some(seconds(v)?),
                 "exp" if exp.is_none() => exp = Some(seconds(v)?),
-                "key" | "sig" | "nbf" | "exp" => {
-                    return Err(Malformed("a parameter is repeated"))
-                }
+                "key" | "sig" | "nbf" | "exp" => return Err(Malformed("a parameter is repeated")),
                 _ => return Err(Malformed("unknown parameter")),
             }
         }
         match (key, nbf, exp, sig) {
             (Some(key), Some(nbf), Some(exp), Some(signature)) => Ok(Self {
                 key,
-                validity: Validity::new(nbf, exp).ok_or(Malformed(
-                    "nbf must precede exp, by at most 31 days",
-                ))?,
+                validity: Validity::new(nbf, exp)
+                    .ok_or(Malformed("nbf must precede exp, by at most 31 days"))?,
                 signature,
             }),
             (_, None, _, _) | (_, _, None, _) => Err(Malformed(
@@ -459,9 +456,7 @@ mod tests {
         let forged = KeysSignature {
             key: key(0).public_key().fingerprint(),
             validity: v(),
-            signature: key(1)
-                .sign_pss_sha256(&signed_message(v(), BODY))
-                .unwrap(),
+            signature: key(1).sign_pss_sha256(&signed_message(v(), BODY)).unwrap(),
         };
         assert_eq!(
             forged.verify(key(0).public_key(), BODY, T0 + 10),
@@ -470,7 +465,10 @@ mod tests {
         // Spaces and parameter order are tolerated.
         let fp = key(0).public_key().fingerprint();
         let b64 = base64::engine::general_purpose::STANDARD.encode(s.signature());
-        let loose = format!("RSA-PSS-SHA256 ; exp={} ; sig={b64} ; nbf={T0}; key={fp}", T0 + DAY);
+        let loose = format!(
+            "RSA-PSS-SHA256 ; exp={} ; sig={b64} ; nbf={T0}; key={fp}",
+            T0 + DAY
+        );
         assert_eq!(KeysSignature::parse(&loose).unwrap(), s);
     }
 
@@ -495,7 +493,10 @@ mod tests {
         // Stretching the window in the header breaks the signature.
         let b64 = base64::engine::general_purpose::STANDARD.encode(s.signature());
         let fp = key(0).public_key().fingerprint();
-        let stretched = format!("rsa-pss-sha256;key={fp};nbf={T0};exp={};sig={b64}", T0 + 2 * DAY);
+        let stretched = format!(
+            "rsa-pss-sha256;key={fp};nbf={T0};exp={};sig={b64}",
+            T0 + 2 * DAY
+        );
         let p = KeysSignature::parse(&stretched).unwrap();
         assert_eq!(
             p.verify(key(0).public_key(), BODY, T0 + DAY + DAY / 2),

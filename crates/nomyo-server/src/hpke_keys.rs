@@ -37,9 +37,10 @@
 //! Clients cannot pin or record keys that change every day, so the server's
 //! long-lived v1 RSA key signs each published list ([`SignedKeyList`],
 //! header `Nomyo-Keys-Signature`, [`nomyo_core::keys_signature`]); a client
-//! that trusts the v1 key accepts every list it signed. The signature is
-//! made once per key list and RSA key (at start, after each rotation of
-//! either), not per request.
+//! that trusts the v1 key accepts every list it signed within the
+//! signature's validity window. The signature is made once per key list
+//! and RSA key (at start, after each rotation of either) and again when
+//! half of its window has passed, never per request.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
