@@ -36,9 +36,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nomyo_client::{ChatMessage, ChatRequest, Client, Fingerprint, KnownServers, SecretString};
-use support::{
-    http_get, nomyo, serve_cmd, start, upstream, Serve, Upstream, API_KEY, HOLD_STREAM, SLOW,
-};
+#[cfg(feature = "engine")]
+use support::nomyo;
+use support::{http_get, serve_cmd, start, upstream, Serve, Upstream, API_KEY, HOLD_STREAM, SLOW};
 
 /// The fingerprint `nomyo serve` printed on stderr ("server key sha256:...").
 fn printed_fingerprint(srv: &Serve) -> Fingerprint {
