@@ -499,6 +499,17 @@ impl Client {
         let mut server = self.server_key().await?;
         if signature.key_fingerprint() != server.fingerprint() {
             if let Some(new) = self.refresh_server_key(&server).await? {
+                // Without pins or a known-servers file nothing vouches for
+                // a new signing key; once this client has verified a list
+                // signed by the old one, another signer is refused.
+                if matches!(new.trust(), TrustDecision::Unverified)
+                    && self.inner.v2.signed_seen.load(Ordering::SeqCst)
+                {
+                    return Err(refuse(KeysSignatureError::WrongKey {
+                        expected: server.fingerprint(),
+                        found: signature.key_fingerprint(),
+                    }));
+                }
                 server = new;
             }
         }

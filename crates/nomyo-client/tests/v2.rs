@@ -84,7 +84,12 @@ impl Backend for Words {
 }
 
 fn state(hpke: Option<HpkeKeySet>) -> AppState {
-    let pem = shared_key(1).to_pkcs8_pem(None).unwrap();
+    state_signed_by(1, hpke)
+}
+
+/// [`state`] with the v1 (signing) key of slot `slot`.
+fn state_signed_by(slot: usize, hpke: Option<HpkeKeySet>) -> AppState {
+    let pem = shared_key(slot).to_pkcs8_pem(None).unwrap();
     let key = PrivateKey::from_pem(&pem, None, "test").unwrap();
     let mut b = AppState::builder(KeyStore::ephemeral(key)).backend("words", Arc::new(Words));
     if let Some(k) = hpke {
@@ -617,6 +622,37 @@ async fn signature_stripped_on_the_refetch_after_422_or_400_is_refused() {
             records(&file)
         );
     }
+}
+
+/// A client without pins or a known-servers file (nothing vouches for any
+/// key) that has verified a list signed by the server: the middleman
+/// answers as a server of its own (its own RSA key at /pki/public_key, its
+/// own HPKE keys under the same ids, its own signature). The cached keys
+/// get 400 and the refetched list, signed by another key, is refused within
+/// the session; before, the new signer was accepted as "unverified".
+#[tokio::test]
+async fn another_signer_within_a_session_is_refused_without_a_record() {
+    let s = start(state(None)).await;
+    let client = builder(&s).build().unwrap();
+    client.create(&ask("m", "before")).await.unwrap();
+    *s.app.write().unwrap() = nomyo_server::app(state_signed_by(3, None));
+    let posts = s.posts.load(Ordering::SeqCst);
+    let err = client.create(&ask("m", "my secret")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::KeysSignature {
+                reason: KeysSignatureError::WrongKey { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.posts.load(Ordering::SeqCst),
+        posts + 1,
+        "only the request sealed to the genuine keys was sent"
+    );
 }
 
 /// A key list the server signed before a rotation (its window has passed),
