@@ -79,6 +79,10 @@ pub struct LimitsConfig {
     pub request_timeout_secs: Option<u64>,
     /// Longest the request body may take to arrive, seconds (408).
     pub body_timeout_secs: Option<u64>,
+    /// Most request-body bytes held in memory at once over all requests
+    /// (503 beyond). Default 268435456 (256 MiB) or 4 × max_body_bytes,
+    /// whichever is more; at least max_body_bytes.
+    pub max_buffered_body_bytes: Option<usize>,
     /// Requests per minute per API key; 0 = unlimited (429).
     pub rate_limit_per_minute: Option<u32>,
     /// Burst for the rate limit; 0 = same as the rate.
@@ -107,6 +111,7 @@ impl LimitsConfig {
             queue_timeout_secs: top.queue_timeout_secs.or(self.queue_timeout_secs),
             request_timeout_secs: top.request_timeout_secs.or(self.request_timeout_secs),
             body_timeout_secs: top.body_timeout_secs.or(self.body_timeout_secs),
+            max_buffered_body_bytes: top.max_buffered_body_bytes.or(self.max_buffered_body_bytes),
             rate_limit_per_minute: top.rate_limit_per_minute.or(self.rate_limit_per_minute),
             rate_limit_burst: top.rate_limit_burst.or(self.rate_limit_burst),
             replay_window_secs: top.replay_window_secs.or(self.replay_window_secs),
@@ -150,6 +155,10 @@ impl LimitsConfig {
                 "request_timeout_secs",
             )?,
             body_timeout: secs(self.body_timeout_secs, d.body_timeout, "body_timeout_secs")?,
+            max_buffered_body_bytes: self.max_buffered_body_bytes.unwrap_or(
+                d.max_buffered_body_bytes
+                    .max(self.max_body_bytes.unwrap_or(0).saturating_mul(4)),
+            ),
             rate_per_minute: self.rate_limit_per_minute.unwrap_or(d.rate_per_minute),
             rate_burst: self.rate_limit_burst.unwrap_or(d.rate_burst),
             replay_window: secs(
@@ -175,6 +184,11 @@ impl LimitsConfig {
         }
         if l.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes must be at least 1024"));
+        }
+        if l.max_buffered_body_bytes < l.max_body_bytes {
+            return Err(invalid(
+                "limits.max_buffered_body_bytes must be at least limits.max_body_bytes",
+            ));
         }
         if l.max_concurrency == 0 {
             return Err(invalid("limits.max_concurrency must be at least 1"));

@@ -27,6 +27,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Longest the body may take to arrive (408).
     pub body_timeout: Duration,
+    /// Most request-body bytes held in memory at once, over all requests
+    /// being read or waiting to be opened (bodies are read before a
+    /// processing slot is taken); a request that would exceed it gets 503.
+    pub max_buffered_body_bytes: usize,
     /// Requests per minute per API key (0 = no limit).
     pub rate_per_minute: u32,
     /// Burst size for the rate limit (0 = same as the per-minute rate).
@@ -55,6 +59,7 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
+            max_buffered_body_bytes: 256 * 1024 * 1024,
             rate_per_minute: 0,
             rate_burst: 0,
             replay_window: Duration::from_secs(900),

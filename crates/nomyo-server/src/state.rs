@@ -77,6 +77,9 @@ pub(crate) struct Inner {
     /// On a loopback listener: the host names answered besides `localhost`
     /// and loopback addresses (`None`: no `Host` check).
     pub loopback_hosts: Option<Vec<String>>,
+    /// Request-body bytes in memory, in KiB permits
+    /// (`max_buffered_body_bytes`).
+    pub body_budget: Arc<Semaphore>,
     /// Bounds the RSA operations running at once on the blocking pool
     /// (one per core: more would only queue inside the CPU).
     pub crypto: Arc<Semaphore>,
@@ -659,6 +662,9 @@ impl AppStateBuilder {
                 metrics_access: self.metrics_access,
                 loopback_hosts: self.loopback_hosts,
                 crypto: Arc::new(Semaphore::new(threads)),
+                body_budget: Arc::new(Semaphore::new(
+                    limits.max_buffered_body_bytes.div_ceil(1024).max(1),
+                )),
                 key_file_seen: std::sync::Mutex::new(None),
                 key_file_parses: Arc::default(),
                 limits,

@@ -346,6 +346,59 @@ impl Backend for EndlessStreams {
     }
 }
 
+/// Clients that send most of a large body and then stall cannot make the
+/// server buffer without bound: bodies count against
+/// `max_buffered_body_bytes`, a body that would exceed it is refused (503)
+/// while small requests still fit and are served.
+#[tokio::test]
+async fn stalled_large_bodies_cannot_fill_the_servers_memory() {
+    use tokio::io::AsyncWriteExt;
+    let (b, _) = echo(&["m"]);
+    let b = b.limits(Limits {
+        max_body_bytes: 64 * 1024,
+        max_buffered_body_bytes: 96 * 1024,
+        ..Limits::default()
+    });
+    let addr = serve(b.build().unwrap()).await;
+    // 60 KiB of a 64 KiB body, then nothing.
+    let s = seal_json(&chat("m", "x"));
+    let head = raw_head(
+        &[
+            ("X-Payload-ID", &s.id),
+            ("X-Public-Key", &s.public_key_header),
+        ],
+        64 * 1024,
+    );
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&vec![b' '; 60 * 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second large body does not fit in what is left...
+    let big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, body) = {
+        let mut big = big;
+        big.write_all(head.as_bytes()).await.unwrap();
+        let _ = big.write_all(&vec![b' '; 60 * 1024]).await;
+        let mut out = Vec::new();
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(Duration::from_secs(10), big.read_to_end(&mut out))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        (
+            text.split_whitespace().nth(1).unwrap_or("").to_owned(),
+            text,
+        )
+    };
+    assert_eq!(status, "503", "{body}");
+    // ...a small request does.
+    let s = seal_json(&chat("m", "small"));
+    let (status, body) = post_v1(addr, &s, None, None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    drop(stalled);
+}
+
 /// Two HTTP/2 clients ask for v2 streams and never read them (a zero
 /// flow-control window): with `max_concurrency = 2` and no queue, the
 /// streams are cut after the write time-out, the backend's streams are

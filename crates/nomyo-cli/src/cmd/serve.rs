@@ -356,6 +356,7 @@ impl Args {
                 queue_timeout_secs: self.limits.queue_timeout,
                 request_timeout_secs: self.limits.request_timeout,
                 body_timeout_secs: None,
+                max_buffered_body_bytes: None,
                 rate_limit_per_minute: self.exposure.rate_limit,
                 rate_limit_burst: self.exposure.rate_burst,
                 replay_window_secs: self.limits.replay_window,

@@ -86,15 +86,17 @@ pub(crate) fn is_loopback_host(host: &str, extra: &[String]) -> bool {
 /// On a loopback listener, refuses (403) a request whose `Host` (or
 /// HTTP/2 `:authority`) is not a loopback name: a web page that resolves a
 /// name of its own to 127.0.0.1 (DNS rebinding) cannot drive the server.
+/// A request naming no host at all (never a browser's) passes.
 pub(crate) async fn host_check(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(extra) = &st.inner.loopback_hosts {
         let host = req
             .headers()
             .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        if !is_loopback_host(host, extra) {
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        // No host at all is not a browser (browsers always send one): the
+        // check is about web pages; in-process callers send none.
+        if host.is_some_and(|h| !is_loopback_host(h, extra)) {
             tracing::debug!("refused: Host is not a loopback name");
             st.metrics().refused("host");
             return ApiError::HostNotAllowed.into_response();

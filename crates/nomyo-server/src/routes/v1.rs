@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use nomyo_core::keys::PublicKey;
 use nomyo_core::v1::{self, Package};
 use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
@@ -253,11 +253,19 @@ pub(crate) fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
     Fingerprint::of_parts(&all).0
 }
 
+/// Body bytes held in memory for this request: given back to the server's
+/// budget (`max_buffered_body_bytes`) when dropped.
+pub(crate) struct BodyBudget(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Reads the body under its deadline and size limit, counting its bytes
+/// against the server's budget for bodies being read or waiting to be
+/// opened (bodies are read before a processing slot is taken, so this is
+/// what bounds their memory): a request that would exceed it gets 503.
 pub(crate) async fn read_body(
     st: &AppState,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
+    mut body: Body,
+) -> Result<(Bytes, BodyBudget), ApiError> {
     let limit = st.limits().max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -271,23 +279,49 @@ pub(crate) async fn read_body(
             return Err(ApiError::EmptyBody);
         }
     }
-    let collected = tokio::time::timeout(
-        st.limits().body_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::BodyTimeout)?;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(ApiError::PayloadTooLarge { limit })
+    let budget = &st.inner.body_budget;
+    let read = async {
+        let mut buf = bytes::BytesMut::new();
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut held_kib = 0u32;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::UnreadableBody)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we use
+            };
+            let total = buf.len() + data.len();
+            if total > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let need = u32::try_from(total.div_ceil(1024)).unwrap_or(u32::MAX);
+            if need > held_kib {
+                let more = Arc::clone(budget)
+                    .try_acquire_many_owned(need - held_kib)
+                    .map_err(|_| {
+                        st.inner.metrics.refused("body_budget");
+                        tracing::debug!(
+                            body_bytes = total,
+                            "request bodies in memory at their budget; refusing"
+                        );
+                        ApiError::Saturated
+                    })?;
+                match held.as_mut() {
+                    Some(h) => h.merge(more),
+                    None => held = Some(more),
+                }
+                held_kib = need;
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(_) => return Err(ApiError::UnreadableBody),
+        Ok((buf.freeze(), BodyBudget(held)))
     };
+    let (bytes, held) = tokio::time::timeout(st.limits().body_timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
     if bytes.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    Ok(bytes)
+    Ok((bytes, held))
 }
 
 /// Opens with the current key, then with retired keys still in their grace
@@ -400,7 +434,7 @@ async fn handle(
     );
 
     // 3. The package, read under its deadline without holding a slot.
-    let bytes = read_body(st, headers, body).await?;
+    let (bytes, _budget) = read_body(st, headers, body).await?;
     let package = Package::from_json(&bytes).map_err(|e| match e {
         nomyo_core::Error::PayloadTooLarge { .. } => ApiError::PayloadTooLarge {
             limit: inner.limits.max_body_bytes,

@@ -299,7 +299,7 @@ async fn handle(
     );
 
     // 3. The body, read under its deadline without holding a slot.
-    let bytes = read_body(st, headers, body).await.map_err(|e| match e {
+    let (bytes, _budget) = read_body(st, headers, body).await.map_err(|e| match e {
         ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
         other => other,
     })?;
