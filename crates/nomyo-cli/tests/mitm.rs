@@ -78,21 +78,26 @@ impl Mitm {
 
     /// POSTs the middleman could open with its own keys.
     fn opened(&self) -> usize {
-        self.control("report").trim().parse().unwrap()
+        self.report().0
+    }
+
+    /// (POSTs opened with the middleman's keys, POSTs seen at all).
+    fn report(&self) -> (usize, usize) {
+        let r = self.control("report");
+        let mut n = r.split_whitespace().map(|n| n.parse().unwrap());
+        (n.next().unwrap(), n.next().unwrap())
     }
 }
 
 fn chat(home: &Path, url: &str, protocol: &str, prompt: &str) -> Output {
+    chat_with(home, url, &["--protocol", protocol], prompt)
+}
+
+fn chat_with(home: &Path, url: &str, extra: &[&str], prompt: &str) -> Output {
     nomyo()
         .args(["chat", "--base-url", url, "--allow-http", "-m", "tiny"])
-        .args([
-            "--protocol",
-            protocol,
-            "--max-retries",
-            "0",
-            "--timeout",
-            "30",
-        ])
+        .args(extra)
+        .args(["--max-retries", "0", "--timeout", "30"])
         .arg("--known-servers")
         .arg(home.join("known_servers"))
         .arg(prompt)
@@ -190,7 +195,39 @@ fn every_key_discovery_attack_by_a_real_middleman_is_refused_before_anything_is_
     assert!(failures.is_empty(), "not refused:\n{}", failures.join("\n"));
 }
 
-/// The middleman process (run by the test above as a child; does nothing
+/// A middleman hides the v2 keys of a server the client has never seen:
+/// `nomyo chat --tier maximum` with the default protocol (auto) refuses to
+/// send it over v1 (exit 4, no POST at all); the standard tier goes over v1;
+/// `--protocol v1` chosen explicitly sends the maximum-tier request.
+#[test]
+fn auto_never_sends_maximum_over_v1_when_a_middleman_hides_v2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, server_key) = server(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let mitm = Mitm::start(&serve.url, &server_key);
+    mitm.set_mode("no-v2");
+    let o = chat_with(home.path(), &mitm.url, &["--tier", "maximum"], CANARY);
+    assert_exit(&o, 4);
+    let err = stderr(&o);
+    assert!(
+        err.contains("over protocol v1") && err.contains("--protocol v1"),
+        "{err}"
+    );
+    assert_eq!(mitm.report(), (0, 0), "nothing was sent");
+    let o = chat_with(home.path(), &mitm.url, &[], "hello");
+    assert_exit(&o, 0);
+    assert_eq!(mitm.report().1, 1);
+    let o = chat_with(
+        home.path(),
+        &mitm.url,
+        &["--protocol", "v1", "--tier", "maximum"],
+        "hello",
+    );
+    assert_ne!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(mitm.report().1, 2, "sent when v1 was chosen explicitly");
+}
+
+/// The middleman process (run by the tests above as a child; does nothing
 /// when started without its environment).
 #[test]
 #[ignore = "the middleman process, started by the test above"]
@@ -224,6 +261,7 @@ mod middleman {
         /// the keys are the middleman's.
         struck: bool,
         opened: usize,
+        posts: usize,
     }
 
     struct Ctx {
@@ -244,6 +282,7 @@ mod middleman {
                 mode: "pass".into(),
                 struck: false,
                 opened: 0,
+                posts: 0,
             }),
             own: HpkeKeySet::from_pairs(vec![
                 ServerKeyPair::generate(90, Kem::X25519),
@@ -372,7 +411,14 @@ mod middleman {
                 st.struck = false;
                 return resp(200, "text/plain", b"ok".to_vec());
             }
-            return resp(200, "text/plain", st.opened.to_string().into_bytes());
+            return resp(
+                200,
+                "text/plain",
+                format!("{} {}", st.opened, st.posts).into_bytes(),
+            );
+        }
+        if req.method == "POST" {
+            ctx.state.lock().unwrap().posts += 1;
         }
         // Whatever the mode: a POST sealed to the middleman's keys is opened
         // if it can be (the proof that the attack worked).
