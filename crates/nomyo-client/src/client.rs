@@ -44,8 +44,9 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Only the base URL is required. Defaults: no API key, no security tier
 /// header (the server picks), 2 retries with 1 s / 2 s backoff, a 10 s
 /// connect timeout and a 900 s request timeout (the Python client's), an
-/// ephemeral RSA-4096 client key, no pins and trust on first use with
-/// `~/.config/nomyo/known_servers`.
+/// ephemeral RSA-4096 client key, no pins, trust on first use with
+/// `~/.config/nomyo/known_servers`, and [`Protocol::Auto`](crate::Protocol::Auto)
+/// (v2 when the server offers it, with its downgrade guards).
 ///
 /// ```
 /// use nomyo_client::{Client, Error};
