@@ -167,7 +167,7 @@ impl KeyConfig {
         let public_key = b[..npk].to_vec();
         let slen = u16::from_be_bytes([b[npk], b[npk + 1]]) as usize;
         let b = &b[npk + 2..];
-        if slen == 0 || slen % 4 != 0 {
+        if slen == 0 || !slen.is_multiple_of(4) {
             return Err(V2Error::InvalidKeyConfig("bad cipher_suites length".into()));
         }
         if b.len() < slen {
