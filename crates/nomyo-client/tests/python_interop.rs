@@ -8,7 +8,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers, SecurityTier, TrustDecision};
+use nomyo_client::{
+    ChatMessage, ChatRequest, Client, KnownServers, Protocol, SecurityTier, TrustDecision,
+};
 use serde_json::json;
 
 fn python() -> Option<String> {
@@ -76,7 +78,10 @@ fn start() -> Option<PyServer> {
 async fn talks_to_an_independent_python_implementation() {
     let Some(server) = start() else { return };
     let dir = tempfile::tempdir().unwrap();
+    // A v1-only server: protocol v1 chosen explicitly (auto would refuse
+    // the maximum tier over v1).
     let client = Client::builder()
+        .protocol(Protocol::V1)
         .base_url(&server.url)
         .allow_http(true)
         .security_tier(SecurityTier::Maximum)

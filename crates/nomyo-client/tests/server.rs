@@ -192,6 +192,11 @@ async fn each_refusal_is_its_typed_error() {
     assert_eq!(s.echo.calls.load(Ordering::SeqCst), 1);
 }
 
+/// Retries resend the same sealed request. The server gives a request's
+/// replay claim back when the backend did not take it (503 unavailable), so
+/// such a retry is served; once the backend ran (a 502 or 504 after the
+/// upstream had the request), the same bytes are a replay (409), so the
+/// backend never runs twice for one request.
 #[tokio::test]
 async fn backend_failures_are_retried_through_the_real_server() {
     let s = start(|b| b).await;
@@ -199,7 +204,7 @@ async fn backend_failures_are_retried_through_the_real_server() {
         BackendError::Unavailable {
             retry_after: Some(Duration::from_secs(1)),
         },
-        BackendError::Upstream("boom".into()),
+        BackendError::Unavailable { retry_after: None },
     ]);
     let client = builder(&s).build().unwrap();
     let t = Instant::now();
@@ -209,29 +214,45 @@ async fn backend_failures_are_retried_through_the_real_server() {
     // The 503 carried Retry-After: 1, and the client waited for it.
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
 
-    // Exhausted: three 502s.
+    // Exhausted: three 503s.
     s.echo.fail_first.lock().unwrap().extend([
-        BackendError::Upstream("a".into()),
-        BackendError::Upstream("b".into()),
-        BackendError::Upstream("c".into()),
+        BackendError::Unavailable { retry_after: None },
+        BackendError::Unavailable { retry_after: None },
+        BackendError::Unavailable { retry_after: None },
     ]);
     let e = client.create(&ask("again")).await.unwrap_err();
     assert!(
-        matches!(e, Error::Server(_)) && e.status() == Some(502),
+        matches!(e, Error::ServiceUnavailable(_)) && e.status() == Some(503),
         "{e:?}"
     );
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 6);
+
+    // The backend ran and failed (502): the retry of the same bytes is a
+    // replay, and the backend is not called again.
+    s.echo
+        .fail_first
+        .lock()
+        .unwrap()
+        .extend([BackendError::Upstream("boom".into())]);
+    let e = client.create(&ask("again")).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e:?}");
     assert!(!e.to_string().contains("boom"));
-    // 504 from a backend timeout.
-    s.echo.fail_first.lock().unwrap().extend([
-        BackendError::Timeout,
-        BackendError::Timeout,
-        BackendError::Timeout,
-    ]);
-    let e = client.create(&ask("again")).await.unwrap_err();
-    assert!(
-        matches!(e, Error::Server(_)) && e.status() == Some(504),
-        "{e:?}"
-    );
+    assert_eq!(s.echo.calls.load(Ordering::SeqCst), 7);
+
+    // Without retries the 502 and the 504 of a backend time-out come through.
+    let once = builder(&s).max_retries(0).build().unwrap();
+    for (failure, status) in [
+        (BackendError::Upstream("boom".into()), 502),
+        (BackendError::Timeout, 504),
+    ] {
+        s.echo.fail_first.lock().unwrap().push_back(failure);
+        let e = once.create(&ask("again")).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Server(_)) && e.status() == Some(status),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("boom"));
+    }
 }
 
 #[tokio::test]
