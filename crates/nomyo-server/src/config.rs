@@ -91,6 +91,11 @@ pub struct LimitsConfig {
     pub replay_window_secs: Option<u64>,
     /// Most entries in the replay window.
     pub replay_max_entries: Option<usize>,
+    /// `--replay-journal`: the file that keeps the local replay window across
+    /// restarts, or `"off"`. Default: `replay_window.log` in the key
+    /// directory (off with an ephemeral key, a shared store, or in replica
+    /// mode, where replicas would share one file).
+    pub replay_journal: Option<String>,
     /// The largest share of `replay_max_entries`, in percent (1–100), one
     /// caller may hold (429 beyond it). Default 25.
     pub replay_share_percent: Option<u8>,
@@ -117,6 +122,7 @@ impl LimitsConfig {
             replay_window_secs: top.replay_window_secs.or(self.replay_window_secs),
             replay_max_entries: top.replay_max_entries.or(self.replay_max_entries),
             replay_share_percent: top.replay_share_percent.or(self.replay_share_percent),
+            replay_journal: top.replay_journal.or(self.replay_journal),
             stream_idle_timeout_secs: top
                 .stream_idle_timeout_secs
                 .or(self.stream_idle_timeout_secs),
@@ -620,6 +626,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Host names a loopback listener answers besides loopback names.
     pub allowed_hosts: Vec<String>,
+    /// The file that keeps the local replay window across restarts.
+    pub replay_journal: Option<PathBuf>,
     /// Time in-flight requests get on shutdown.
     pub shutdown_grace: Duration,
     /// Backends, in order.
@@ -842,6 +850,19 @@ impl FileConfig {
             self.hpke
         };
         let (hpke_rotate_every, hpke_grace) = hpke.resolve()?;
+        let replay_journal = match self.limits.replay_journal.as_deref() {
+            Some("off") => None,
+            Some("") => return Err(invalid("limits.replay_journal is a file path or \"off\"")),
+            Some(path) => Some(PathBuf::from(path)),
+            None => match &key {
+                KeySetting::Dir(src)
+                    if cluster.replay_redis_url.is_none() && !cluster.is_replica() =>
+                {
+                    Some(src.dir.join(hpke_keys::REPLAY_JOURNAL_FILE))
+                }
+                _ => None,
+            },
+        };
         let mut post_quantum_tiers = BTreeSet::from([SecurityTier::Maximum]);
 
         let backends = match self.backends {
@@ -906,6 +927,7 @@ impl FileConfig {
             metrics,
             trusted_proxies,
             allowed_hosts: self.allowed_hosts.unwrap_or_default(),
+            replay_journal,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(30)),
             backends,
             tiers,

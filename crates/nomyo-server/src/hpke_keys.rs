@@ -56,6 +56,9 @@ use nomyo_core::{Fingerprint, SecretBuf};
 
 /// The key file in the key directory.
 pub const KEY_FILE: &str = "hpke_keys.key";
+/// The replay journal's default name in the key directory
+/// ([`crate::replay_journal`]).
+pub const REPLAY_JOURNAL_FILE: &str = crate::replay_journal::DEFAULT_FILE;
 /// Key files of earlier builds (one raw key each); erased when found.
 const LEGACY_KEY_FILES: [&str; 2] = ["hpke_x25519.key", "hpke_xwing.key"];
 /// Magic and version at the start of [`KEY_FILE`].

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod replay;
+pub mod replay_journal;
 pub mod routes;
 pub mod serve;
 pub mod state;

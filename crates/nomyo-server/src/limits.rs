@@ -148,8 +148,9 @@ pub type ReplayKey = [u8; 32];
 
 #[derive(Debug, Default)]
 struct ReplayInner {
-    /// Each entry: when it expires, and who claimed it.
-    seen: HashMap<ReplayKey, (Instant, RateKey)>,
+    /// Each entry: when it expires, and who claimed it (`None`: restored
+    /// from the journal at start, counted against no caller).
+    seen: HashMap<ReplayKey, (Instant, Option<RateKey>)>,
     order: VecDeque<(ReplayKey, Instant)>,
     /// Entries held per caller.
     held: HashMap<RateKey, usize>,
@@ -157,7 +158,7 @@ struct ReplayInner {
 
 impl ReplayInner {
     fn forget(&mut self, key: &ReplayKey) {
-        if let Some((_, owner)) = self.seen.remove(key) {
+        if let Some((_, Some(owner))) = self.seen.remove(key) {
             if let Some(n) = self.held.get_mut(&owner) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -264,7 +265,7 @@ impl ReplayCache {
         }
         let until = now + self.window;
         for k in keys {
-            g.seen.insert(*k, (until, owner));
+            g.seen.insert(*k, (until, Some(owner)));
             g.order.push_back((*k, until));
         }
         *g.held.entry(owner).or_insert(0) += keys.len();
@@ -284,6 +285,23 @@ impl ReplayCache {
             let ReplayInner { seen, order, .. } = &mut *g;
             order.retain(|(k, at)| seen.get(k).map(|e| e.0) == Some(*at));
         }
+    }
+
+    /// Puts back an entry read from the journal at start, used for `left`
+    /// more (counted against no caller). Beyond the capacity, nothing.
+    pub fn restore(&self, key: ReplayKey, left: Duration) {
+        let mut g = self.lock();
+        if g.seen.len() >= self.capacity {
+            return;
+        }
+        let until = Instant::now() + left;
+        g.seen.insert(key, (until, None));
+        g.order.push_back((key, until));
+    }
+
+    /// How long an entry stays used.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     /// Entries held by `owner` now.

@@ -22,6 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::error::ApiError;
 use crate::limits::{Claim, ReplayCache, ReplayKey};
 use crate::policy::RateKey;
+use crate::replay_journal::ReplayJournal;
 
 /// Default key prefix in the shared store.
 pub const DEFAULT_PREFIX: &str = "nomyo:replay:";
@@ -41,11 +42,16 @@ end
 return 1
 ";
 
-/// The replay window of this server: local or shared.
+/// The replay window of this server: local (in memory, or in memory and on
+/// disk) or shared.
 #[derive(Debug)]
 pub enum ReplayStore {
-    /// In this process only (the default; exact for a single server).
+    /// In this process only, forgotten on restart (ephemeral keys: their
+    /// requests cannot be opened after a restart anyway).
     Local(ReplayCache),
+    /// In this process, and journaled to a file so that a restart does not
+    /// reopen the window ([`ReplayJournal`]).
+    Persistent(ReplayCache, ReplayJournal),
     /// In a Redis server shared by the replicas.
     Shared(RedisReplay),
 }
@@ -56,7 +62,7 @@ impl ReplayStore {
     /// decides in [`Self::claim`]. A cheap check before decrypting.
     pub fn seen_locally(&self, keys: &[ReplayKey]) -> bool {
         match self {
-            ReplayStore::Local(c) => c.is_used(keys),
+            ReplayStore::Local(c) | ReplayStore::Persistent(c, _) => c.is_used(keys),
             ReplayStore::Shared(_) => false,
         }
     }
@@ -67,6 +73,30 @@ impl ReplayStore {
     pub async fn claim(&self, keys: &[ReplayKey], owner: RateKey) -> Result<Claim, ApiError> {
         match self {
             ReplayStore::Local(c) => Ok(c.claim(keys, owner)),
+            ReplayStore::Persistent(c, journal) => {
+                let claim = c.claim(keys, owner);
+                if claim != Claim::Fresh {
+                    return Ok(claim);
+                }
+                // Given back if this request goes away before the record
+                // is on disk.
+                struct Pending<'a>(&'a ReplayCache, &'a [ReplayKey], bool);
+                impl Drop for Pending<'_> {
+                    fn drop(&mut self) {
+                        if !self.2 {
+                            self.0.release(self.1);
+                        }
+                    }
+                }
+                let mut pending = Pending(c, keys, false);
+                match journal.claim(keys, c.window()).await {
+                    Ok(()) => {
+                        pending.2 = true;
+                        Ok(Claim::Fresh)
+                    }
+                    Err(_) => Err(ApiError::ReplayStoreUnavailable),
+                }
+            }
             ReplayStore::Shared(r) => r.claim(keys).await,
         }
     }
@@ -77,6 +107,10 @@ impl ReplayStore {
     pub fn release(&self, keys: &[ReplayKey]) {
         match self {
             ReplayStore::Local(c) => c.release(keys),
+            ReplayStore::Persistent(c, journal) => {
+                c.release(keys);
+                journal.release(keys);
+            }
             ReplayStore::Shared(r) => r.release(keys),
         }
     }
@@ -84,7 +118,7 @@ impl ReplayStore {
     /// Entries held in this process (`None` for the shared store).
     pub fn local_len(&self) -> Option<usize> {
         match self {
-            ReplayStore::Local(c) => Some(c.len()),
+            ReplayStore::Local(c) | ReplayStore::Persistent(c, _) => Some(c.len()),
             ReplayStore::Shared(_) => None,
         }
     }
@@ -93,6 +127,7 @@ impl ReplayStore {
     pub fn kind(&self) -> &'static str {
         match self {
             ReplayStore::Local(_) => "local",
+            ReplayStore::Persistent(..) => "local+journal",
             ReplayStore::Shared(_) => "redis",
         }
     }

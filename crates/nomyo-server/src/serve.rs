@@ -113,6 +113,7 @@ where
         cluster,
         trusted_proxies,
         allowed_hosts,
+        replay_journal,
     } = settings;
 
     // Protocol v2 HPKE keys live beside the RSA key, unless that key is
@@ -264,6 +265,8 @@ where
     }
     if let Some(shared) = shared_replay {
         builder = builder.shared_replay(shared);
+    } else if let Some(path) = replay_journal {
+        builder = builder.replay_journal(path);
     }
     let state = builder.build().map_err(StartError::Config)?;
     Ok(Prepared {

@@ -120,6 +120,7 @@ impl AppState {
             crypto_threads: None,
             endpoint_metrics: crate::metrics::EndpointMetrics::default(),
             shared_replay: None,
+            replay_journal: None,
             trusted_proxies: TrustedProxies::none(),
         }
     }
@@ -450,6 +451,7 @@ pub struct AppStateBuilder {
     crypto_threads: Option<usize>,
     endpoint_metrics: crate::metrics::EndpointMetrics,
     shared_replay: Option<RedisReplay>,
+    replay_journal: Option<std::path::PathBuf>,
     trusted_proxies: TrustedProxies,
 }
 
@@ -612,6 +614,14 @@ impl AppStateBuilder {
         self
     }
 
+    /// Keeps the local replay window in this file too, so that a restart
+    /// does not reopen it ([`crate::replay_journal`]; ignored with a shared
+    /// store). Opened (and compacted) by [`Self::build`].
+    pub fn replay_journal(mut self, path: std::path::PathBuf) -> Self {
+        self.replay_journal = Some(path);
+        self
+    }
+
     /// RSA operations at once (default: the number of cores).
     pub fn crypto_threads(mut self, n: usize) -> Self {
         self.crypto_threads = Some(n.max(1));
@@ -652,11 +662,30 @@ impl AppStateBuilder {
                 gate: ConcurrencyGate::new(&limits),
                 replay: match self.shared_replay {
                     Some(shared) => ReplayStore::Shared(shared),
-                    None => ReplayStore::Local(ReplayCache::new(
-                        limits.replay_window,
-                        limits.replay_capacity,
-                        limits.replay_share_percent,
-                    )),
+                    None => {
+                        let cache = ReplayCache::new(
+                            limits.replay_window,
+                            limits.replay_capacity,
+                            limits.replay_share_percent,
+                        );
+                        match &self.replay_journal {
+                            None => ReplayStore::Local(cache),
+                            Some(path) => {
+                                let (journal, restored) =
+                                    crate::replay_journal::ReplayJournal::open(path)?;
+                                let n = restored.len();
+                                for (key, left) in restored {
+                                    cache.restore(key, left);
+                                }
+                                tracing::info!(
+                                    file = %path.display(),
+                                    restored = n,
+                                    "replay window journaled to disk; entries of the last window restored"
+                                );
+                                ReplayStore::Persistent(cache, journal)
+                            }
+                        }
+                    }
                 },
                 metrics: Metrics::with_endpoints(self.endpoint_metrics),
                 metrics_access: self.metrics_access,

@@ -281,6 +281,12 @@ struct LimitsArgs {
     /// Seconds an X-Payload-ID (and its package) stays used; reuse gets 409. [default: 900]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     replay_window: Option<u64>,
+    /// File that keeps the replay window across restarts (a restart must not
+    /// make captured requests valid again), or "off". [default:
+    /// replay_window.log in --key-dir; off with --ephemeral-key, a shared
+    /// replay store or --key-reload-every]
+    #[arg(long, value_name = "FILE|off", help_heading = "Limits")]
+    replay_journal: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterArgs {
@@ -362,6 +368,7 @@ impl Args {
                 replay_window_secs: self.limits.replay_window,
                 replay_max_entries: None,
                 replay_share_percent: None,
+                replay_journal: self.limits.replay_journal.clone(),
                 stream_idle_timeout_secs: None,
                 stream_write_timeout_secs: None,
             },
