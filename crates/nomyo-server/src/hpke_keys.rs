@@ -343,6 +343,14 @@ impl SignedKeyList {
         now < v.not_before() + (v.not_after() - v.not_before()) / 2
     }
 
+    /// Whether the background renewal should sign the list again at `now`:
+    /// 40 % of the window has passed, ahead of the half-way point after
+    /// which a fetch would sign it itself, so no fetch waits for RSA.
+    pub fn renewal_due_at(&self, now: u64) -> bool {
+        let v = self.validity;
+        now >= v.not_before() + (v.not_after() - v.not_before()) * 2 / 5
+    }
+
     /// The body as served (exactly the signed bytes).
     pub fn body(&self) -> &Bytes {
         &self.body
@@ -719,6 +727,21 @@ mod tests {
             std::process::id(),
             hex::encode(nomyo_core::v2::response::random_response_nonce().unwrap())
         ))
+    }
+
+    #[test]
+    fn the_background_renewal_comes_before_a_fetch_would_sign() {
+        let key = nomyo_core::keys::PrivateKey::generate(nomyo_core::keys::RsaBits::B2048).unwrap();
+        let signed =
+            SignedKeyList::sign(&HpkeKeySet::generate(), &key, Duration::from_secs(10_000))
+                .unwrap();
+        let nbf = signed.validity().not_before();
+        assert!(!signed.renewal_due_at(nbf + 3_999));
+        // Due at 40 %, while a fetch still serves it as fresh (until 50 %).
+        assert!(signed.renewal_due_at(nbf + 4_000));
+        assert!(signed.fresh_at(nbf + 4_000));
+        assert!(signed.fresh_at(nbf + 4_999));
+        assert!(!signed.fresh_at(nbf + 5_000));
     }
 
     #[test]

@@ -196,6 +196,38 @@ impl AppState {
         }
     }
 
+    /// Signs the current key list again in the background when 40 % of its
+    /// window has passed (the maintenance tick calls this every second), so
+    /// that the half-way renewal on a fetch never happens and no GET waits
+    /// for an RSA signature. Returns whether it signed.
+    pub async fn renew_signed_keys_if_due(&self) -> bool {
+        let due = match self.cached_signed_keys() {
+            None => true,
+            Some(c) => c.renewal_due_at(crate::hpke_keys::unix_now()),
+        };
+        if !due {
+            return false;
+        }
+        let set = self.inner.hpke.current();
+        let rsa = self.inner.keys.current();
+        let lifetime = self.signed_keys_lifetime();
+        match self
+            .blocking(move || SignedKeyList::sign(&set, rsa.private_key(), lifetime))
+            .await
+        {
+            Ok(Ok(signed)) => {
+                self.store_signed_keys(signed);
+                tracing::debug!("HPKE key list signed again ahead of its half-life");
+                true
+            }
+            Ok(Err(e)) | Err(ApiError::Internal(e)) => {
+                tracing::error!(error = %e, "renewing the key-list signature failed; retried on the next tick");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Signs the current key list now (after a rotation), so that the
     /// first client to fetch it does not wait for the signature.
     async fn resign_hpke_keys(&self) {
@@ -410,6 +442,7 @@ impl AppState {
                 if let Some(r) = &st.inner.rate {
                     r.retain_recent();
                 }
+                st.renew_signed_keys_if_due().await;
             }
         })
     }
