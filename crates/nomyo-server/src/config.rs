@@ -1263,6 +1263,83 @@ mod tests {
     }
 
     #[test]
+    fn access_replay_journal_and_stream_settings() {
+        let s = FileConfig::default().resolve().unwrap();
+        // Not public by default; the journal beside the key; streams bounded.
+        assert_eq!(s.metrics, MetricsAccess::Loopback);
+        assert_eq!(
+            s.replay_journal,
+            Some(PathBuf::from(DEFAULT_KEY_DIR).join("replay_window.log"))
+        );
+        assert!(s.trusted_proxies.is_empty() && s.allowed_hosts.is_empty());
+        assert_eq!(s.limits.replay_share_percent, 25);
+        assert_eq!(s.limits.stream_write_timeout, Duration::from_secs(30));
+        assert_eq!(s.limits.stream_idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.limits.max_buffered_body_bytes, 256 * 1024 * 1024);
+
+        let s = FileConfig::from_toml(
+            "metrics = true
+ephemeral_key = true
+trusted_proxies = [\"10.0.0.0/8\"]
+             allowed_hosts = [\"nomyo.internal\"]
+             [limits]
+replay_share_percent = 10
+stream_write_timeout_secs = 5
+             max_body_bytes = 134217728
+",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(s.metrics, MetricsAccess::Public);
+        assert_eq!(s.replay_journal, None, "an ephemeral key journals nothing");
+        assert!(!s.trusted_proxies.is_empty());
+        assert_eq!(s.allowed_hosts, ["nomyo.internal"]);
+        assert_eq!(s.limits.replay_share_percent, 10);
+        assert_eq!(s.limits.stream_write_timeout, Duration::from_secs(5));
+        assert_eq!(s.limits.max_buffered_body_bytes, 4 * 134217728);
+
+        let s = FileConfig::from_toml(
+            "[limits]
+replay_journal = \"off\"",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(s.replay_journal, None);
+        for (bad, what) in [
+            (
+                "[limits]
+replay_share_percent = 0",
+                "replay_share_percent",
+            ),
+            (
+                "[limits]
+replay_share_percent = 101",
+                "replay_share_percent",
+            ),
+            ("trusted_proxies = [\"proxy.example\"]", "trusted_proxies"),
+            (
+                "[limits]
+stream_idle_timeout_secs = 0",
+                "stream_idle_timeout_secs",
+            ),
+            (
+                "[limits]
+max_buffered_body_bytes = 2048",
+                "max_buffered_body_bytes",
+            ),
+        ] {
+            let err = FileConfig::from_toml(bad)
+                .unwrap()
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn hpke_rotation_and_post_quantum_tiers() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
