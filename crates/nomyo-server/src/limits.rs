@@ -187,6 +187,12 @@ pub struct ReplayCache {
     share: usize,
 }
 
+/// The most entries one caller may hold: `share_percent` of `capacity`, at
+/// least 2 (one request).
+pub fn replay_share(capacity: usize, share_percent: u8) -> usize {
+    (capacity.saturating_mul(usize::from(share_percent.min(100))) / 100).max(2)
+}
+
 /// Outcome of [`ReplayCache::claim`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -205,7 +211,7 @@ impl ReplayCache {
     /// any one caller at most `capacity * share_percent / 100` of them (at
     /// least 2: one request).
     pub fn new(window: Duration, capacity: usize, share_percent: u8) -> Self {
-        let share = (capacity.saturating_mul(usize::from(share_percent.min(100))) / 100).max(2);
+        let share = replay_share(capacity, share_percent);
         Self {
             inner: Mutex::new(ReplayInner::default()),
             window,

@@ -30,15 +30,26 @@ pub const DEFAULT_PREFIX: &str = "nomyo:replay:";
 /// How long one store operation may take before the request is refused.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Claims every key or none: returns 1 when all were free (and are now set
-/// with a time to live of ARGV[1] ms), 0 when any was already set.
+/// Claims every key or none for one caller. KEYS: the request's replay keys,
+/// then the caller's key (a sorted set of the replay keys it holds, scored
+/// by expiry); ARGV: time to live (ms), the caller's share (entries), the
+/// number of replay keys. Returns 1 when all were free and are now set, 0
+/// when any was already set, 2 when the caller already holds its share.
 const CLAIM_SCRIPT: &str = r"
-for i = 1, #KEYS do
+local n = tonumber(ARGV[3])
+for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
-for i = 1, #KEYS do
+local owner = KEYS[n + 1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', owner, '-inf', now)
+if redis.call('ZCARD', owner) + n > tonumber(ARGV[2]) then return 2 end
+for i = 1, n do
   redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
+  redis.call('ZADD', owner, now + tonumber(ARGV[1]), KEYS[i])
 end
+redis.call('PEXPIRE', owner, ARGV[1])
 return 1
 ";
 
@@ -67,9 +78,9 @@ impl ReplayStore {
         }
     }
 
-    /// Marks all keys used by `owner`, atomically (all or none). The local
-    /// store holds each caller to its share of the window; the shared store
-    /// does not count per caller (Redis's `maxmemory` bounds it).
+    /// Marks all keys used by `owner`, atomically (all or none). Both stores
+    /// hold each caller to its share of the window (the shared one across
+    /// every replica).
     pub async fn claim(&self, keys: &[ReplayKey], owner: RateKey) -> Result<Claim, ApiError> {
         match self {
             ReplayStore::Local(c) => Ok(c.claim(keys, owner)),
@@ -97,21 +108,21 @@ impl ReplayStore {
                     Err(_) => Err(ApiError::ReplayStoreUnavailable),
                 }
             }
-            ReplayStore::Shared(r) => r.claim(keys).await,
+            ReplayStore::Shared(r) => r.claim(keys, owner).await,
         }
     }
 
     /// Gives claimed keys back (the request was refused before it reached
     /// the backend). For the shared store this is sent in the background; if it
     /// is lost, the keys simply expire with the window.
-    pub fn release(&self, keys: &[ReplayKey]) {
+    pub fn release(&self, keys: &[ReplayKey], owner: RateKey) {
         match self {
             ReplayStore::Local(c) => c.release(keys),
             ReplayStore::Persistent(c, journal) => {
                 c.release(keys);
                 journal.release(keys);
             }
-            ReplayStore::Shared(r) => r.release(keys),
+            ReplayStore::Shared(r) => r.release(keys, owner),
         }
     }
 
@@ -138,6 +149,8 @@ pub struct RedisReplay {
     conn: ConnectionManager,
     script: redis::Script,
     window: Duration,
+    /// The most entries one caller may hold across the fleet.
+    share: usize,
     prefix: String,
     timeout: Duration,
     /// `host:port` of the store, for logs (never the URL: it may hold a
@@ -201,6 +214,7 @@ impl RedisReplay {
             conn,
             script: redis::Script::new(CLAIM_SCRIPT),
             window,
+            share: usize::MAX,
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout,
             addr,
@@ -217,6 +231,30 @@ impl RedisReplay {
         self
     }
 
+    /// Holds each caller to `share` entries across the fleet (default: no
+    /// limit).
+    pub fn with_share(mut self, share: usize) -> Self {
+        self.share = share.max(2);
+        self
+    }
+
+    /// The caller's set of held entries: its identity is hashed, so no
+    /// address or key index is stored in clear.
+    fn owner_key(&self, owner: RateKey) -> String {
+        let id = match owner {
+            RateKey::Key(i) => format!("key:{i}"),
+            RateKey::Peer(ip) => format!("peer:{ip}"),
+            RateKey::Anonymous => "anonymous".to_owned(),
+        };
+        let mut s = String::with_capacity(self.prefix.len() + 70);
+        s.push_str(&self.prefix);
+        s.push_str("owner:");
+        s.push_str(&hex::encode(
+            nomyo_core::Fingerprint::of_bytes(id.as_bytes()).0,
+        ));
+        s
+    }
+
     fn key(&self, k: &ReplayKey) -> String {
         let mut s = String::with_capacity(self.prefix.len() + 64);
         s.push_str(&self.prefix);
@@ -224,15 +262,18 @@ impl RedisReplay {
         s
     }
 
-    async fn claim(&self, keys: &[ReplayKey]) -> Result<Claim, ApiError> {
+    async fn claim(&self, keys: &[ReplayKey], owner: RateKey) -> Result<Claim, ApiError> {
         let mut inv = self.script.prepare_invoke();
         for k in keys {
             inv.key(self.key(k));
         }
+        inv.key(self.owner_key(owner));
         let ttl_ms = u64::try_from(self.window.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         inv.arg(ttl_ms);
+        inv.arg(u64::try_from(self.share).unwrap_or(u64::MAX));
+        inv.arg(keys.len());
         let mut conn = self.conn.clone();
         let t = Instant::now();
         let res = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
@@ -244,6 +285,7 @@ impl RedisReplay {
                 );
                 Ok(Claim::Fresh)
             }
+            Ok(Ok(2)) => Ok(Claim::OverShare),
             Ok(Ok(_)) => Ok(Claim::Replayed),
             Ok(Err(e)) => {
                 self.log_failure(&describe(&e));
@@ -276,8 +318,9 @@ impl RedisReplay {
         }
     }
 
-    fn release(&self, keys: &[ReplayKey]) {
+    fn release(&self, keys: &[ReplayKey], owner: RateKey) {
         let names: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let owner = self.owner_key(owner);
         let mut conn = self.conn.clone();
         let timeout = self.timeout;
         let addr = self.addr.clone();
@@ -285,9 +328,16 @@ impl RedisReplay {
             return;
         };
         rt.spawn(async move {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(&names);
-            let del = cmd.query_async::<i64>(&mut conn);
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("DEL")
+                .arg(&names)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&owner)
+                .arg(&names)
+                .ignore();
+            let del = pipe.query_async::<()>(&mut conn);
             match tokio::time::timeout(timeout, del).await {
                 Ok(Ok(_)) => {}
                 _ => tracing::warn!(store = %addr, "releasing replay keys failed; they expire with the window"),

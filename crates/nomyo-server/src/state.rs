@@ -694,7 +694,12 @@ impl AppStateBuilder {
                 trusted_proxies: self.trusted_proxies,
                 gate: ConcurrencyGate::new(&limits),
                 replay: match self.shared_replay {
-                    Some(shared) => ReplayStore::Shared(shared),
+                    Some(shared) => {
+                        ReplayStore::Shared(shared.with_share(crate::limits::replay_share(
+                            limits.replay_capacity,
+                            limits.replay_share_percent,
+                        )))
+                    }
                     None => {
                         let cache = ReplayCache::new(
                             limits.replay_window,

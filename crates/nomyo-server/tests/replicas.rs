@@ -377,3 +377,66 @@ async fn misconfigured_replicas_do_not_start() {
         .to_string();
     assert!(bad.contains("redis://"), "{bad}");
 }
+
+/// One API key sends cheap requests to two replicas sharing the replay
+/// store until the store refuses it (429); a second key is still served:
+/// the per-caller share holds across the fleet, not per replica.
+#[tokio::test]
+async fn one_api_key_filling_the_shared_replay_store_leaves_room_for_others() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _) = start_upstream().await;
+    let keys_file = dir.path().join("api_keys");
+    std::fs::write(&keys_file, "key-a\nkey-b\n").unwrap();
+    // The API key file is a top-level key: it goes before the tables.
+    let toml = format!(
+        "api_key_file = {keys:?}\nkey_dir = {dir:?}\nkey_bits = 2048\n\
+         [[backends]]\nname = \"up\"\nurl = \"{up}\"\nmodels = [\"m\"]\n\
+         [limits]\nreplay_max_entries = 16\n\
+         [cluster]\nreplay_redis_url = \"{url}\"\nreplay_redis_prefix = \"t3:\"\n",
+        keys = keys_file.display().to_string(),
+        dir = dir.path().display().to_string(),
+        url = redis.url()
+    );
+    let start = || async {
+        let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+        let prepared = prepare(settings, |_| Err("no embedded engine in this test".into()))
+            .await
+            .unwrap();
+        app(prepared.state)
+    };
+    let a = start().await;
+    let b = start().await;
+    // Without its key a caller is refused: the key file is in force.
+    let req = v1_request(&fetch_public_key(&a).await, "no key");
+    assert_eq!(
+        oneshot(&a, req.request(None, None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let key = fetch_public_key(&a).await;
+    let mut served = 0;
+    let mut refused = false;
+    for i in 0..16 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let req = v1_request(&key, "fill");
+        let (s, h, body) = oneshot(replica, req.request(Some("key-a"), None)).await;
+        match s {
+            StatusCode::OK => served += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(h.contains_key("retry-after"));
+                assert!(detail(&body).contains("replay window"), "{}", detail(&body));
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(refused, "key-a was never refused");
+    // 25 % of 16 entries, two per request: two requests across both replicas.
+    assert_eq!(served, 2);
+    for replica in [&a, &b] {
+        let req = v1_request(&key, "still served");
+        let (s, _, body) = oneshot(replica, req.request(Some("key-b"), None)).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+}

@@ -115,6 +115,7 @@ async fn secure_completion(
 pub(crate) struct ReplayGuard<'a> {
     pub(crate) st: &'a AppState,
     pub(crate) keys: [ReplayKey; 2],
+    pub(crate) owner: RateKey,
     pub(crate) keep: bool,
 }
 
@@ -131,6 +132,7 @@ impl<'a> ReplayGuard<'a> {
             Claim::Fresh => Ok(ReplayGuard {
                 st,
                 keys,
+                owner,
                 keep: false,
             }),
             Claim::Replayed => {
@@ -169,7 +171,7 @@ impl Drop for ReplayGuard<'_> {
     fn drop(&mut self) {
         if !self.keep {
             tracing::debug!("replay entries given back (refused before dispatch)");
-            self.st.inner.replay.release(&self.keys);
+            self.st.inner.replay.release(&self.keys, self.owner);
         }
     }
 }
