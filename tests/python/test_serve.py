@@ -48,8 +48,11 @@ UPSTREAM_KEY = "upstream-secret-" + uuid.uuid4().hex
 pytestmark = pytest.mark.filterwarnings("ignore:.*HTTP instead of HTTPS:UserWarning")
 
 
-def config_toml(upstream: UpstreamDouble, upstream_key_file=None) -> str:
+def config_toml(upstream: UpstreamDouble, upstream_key_file=None, maximum_over_v1=False) -> str:
     key_line = f'api_key_file = "{upstream_key_file}"' if upstream_key_file else ""
+    # The maximum tier requires post-quantum encryption (v2 X-Wing) unless
+    # the operator opts out, which the reference client (v1 only) needs.
+    pq_line = "require_post_quantum = false" if maximum_over_v1 else ""
     return f"""
 [[backends]]
 name = "double"
@@ -69,9 +72,7 @@ models = ["small-model"]
 [tiers.maximum]
 backends = ["double"]
 models = ["small-model"]
-# Asked for over v1 (RSA) by the reference client below: the operator's
-# explicit opt-out of the post-quantum requirement.
-require_post_quantum = false
+{pq_line}
 """
 
 
@@ -80,7 +81,9 @@ def server(tmp_path_factory, nomyo_bin, upstream):
     """One `nomyo serve` with an API key, tiers, and trace logging (for the canary)."""
     d = tmp_path_factory.mktemp("serve")
     (d / "upstream_key").write_text(UPSTREAM_KEY + "\n")
-    (d / "nomyo.toml").write_text(config_toml(upstream, d / "upstream_key"))
+    # `maximum` is asked for over v1 (RSA) below: the operator's explicit
+    # opt-out of the post-quantum requirement.
+    (d / "nomyo.toml").write_text(config_toml(upstream, d / "upstream_key", maximum_over_v1=True))
     (d / "api_keys").write_text(API_KEY + "\n")
     with NomyoServer(
         nomyo_bin,
