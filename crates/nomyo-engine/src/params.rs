@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use nomyo_server::backend::BackendError;
+use nomyo_server::backend::{BackendError, Rejection};
 
 /// At most this many stop sequences (the OpenAI limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -90,8 +90,14 @@ impl std::fmt::Debug for GenerationRequest {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> BackendError {
-    BackendError::InvalidRequest(msg.into())
+/// A parameter with a bad value (`invalid_value`, naming the parameter).
+fn invalid(param: &str, msg: impl Into<String>) -> BackendError {
+    BackendError::InvalidRequest(Rejection::invalid_value(param, msg))
+}
+
+/// A parameter the embedded model does not implement (`unsupported_parameter`).
+fn unsupported(param: &str, msg: impl Into<String>) -> BackendError {
+    BackendError::InvalidRequest(Rejection::unsupported(param, msg))
 }
 
 /// Reads an optional number field, checking it is finite and within `lo..=hi`.
@@ -106,9 +112,12 @@ fn number(
         Some(v) => {
             let x = v
                 .as_f64()
-                .ok_or_else(|| invalid(format!("`{key}` must be a number")))?;
+                .ok_or_else(|| invalid(key, format!("`{key}` must be a number")))?;
             if !x.is_finite() || x < lo || x > hi {
-                return Err(invalid(format!("`{key}` must be between {lo} and {hi}")));
+                return Err(invalid(
+                    key,
+                    format!("`{key}` must be between {lo} and {hi}"),
+                ));
             }
             Ok(Some(x))
         }
@@ -128,7 +137,9 @@ fn integer(
             let x = v
                 .as_u64()
                 .filter(|x| (lo..=hi).contains(x))
-                .ok_or_else(|| invalid(format!("`{key}` must be an integer from {lo} to {hi}")))?;
+                .ok_or_else(|| {
+                    invalid(key, format!("`{key}` must be an integer from {lo} to {hi}"))
+                })?;
             Ok(Some(x))
         }
     }
@@ -152,7 +163,7 @@ fn parse_seed(body: &Map<String, Value>) -> Result<(u32, bool), BackendError> {
             let s = v
                 .as_i64()
                 .or_else(|| v.as_u64().map(|u| u as i64))
-                .ok_or_else(|| invalid("`seed` must be an integer"))?;
+                .ok_or_else(|| invalid("seed", "`seed` must be an integer"))?;
             Ok((fold_seed(s), true))
         }
     }
@@ -169,12 +180,12 @@ fn parse_content(index: usize, value: Option<&Value>) -> Result<Zeroizing<String
                 match (kind, part.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(t)) => text.push_str(t),
                     (Some("text"), None) => {
-                        return Err(invalid(format!(
+                        return Err(invalid("messages", format!(
                             "messages[{index}]: a text content part needs a string `text`"
                         )))
                     }
                     _ => {
-                        return Err(invalid(format!(
+                        return Err(unsupported("messages", format!(
                             "messages[{index}]: only text content parts are supported by the embedded model"
                         )))
                     }
@@ -182,9 +193,10 @@ fn parse_content(index: usize, value: Option<&Value>) -> Result<Zeroizing<String
             }
             Ok(text)
         }
-        Some(_) => Err(invalid(format!(
-            "messages[{index}].content must be a string or an array of text parts"
-        ))),
+        Some(_) => Err(invalid(
+            "messages",
+            format!("messages[{index}].content must be a string or an array of text parts"),
+        )),
     }
 }
 
@@ -192,32 +204,36 @@ fn parse_messages(body: &Map<String, Value>) -> Result<Vec<Message>, BackendErro
     let list = body
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("`messages` must be an array of messages"))?;
+        .ok_or_else(|| invalid("messages", "`messages` must be an array of messages"))?;
     if list.is_empty() {
-        return Err(invalid("`messages` must not be empty"));
+        return Err(invalid("messages", "`messages` must not be empty"));
     }
     let mut out = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
         let obj = m
             .as_object()
-            .ok_or_else(|| invalid(format!("messages[{i}] must be an object")))?;
+            .ok_or_else(|| invalid("messages", format!("messages[{i}] must be an object")))?;
         let role = obj
             .get("role")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("messages[{i}].role must be a string")))?;
+            .ok_or_else(|| invalid("messages", format!("messages[{i}].role must be a string")))?;
         let role = match role {
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
             "tool" => "tool",
             _ => {
-                return Err(invalid(format!(
+                return Err(invalid(
+                    "messages",
+                    format!(
                     "messages[{i}].role must be one of system, developer, user, assistant, tool"
-                )))
+                ),
+                ))
             }
         };
         if obj.get("tool_calls").is_some_and(|v| !v.is_null()) {
-            return Err(invalid(
+            return Err(unsupported(
+                "messages",
                 "tool calls are not supported by the embedded model",
             ));
         }
@@ -234,22 +250,29 @@ fn parse_stop(body: &Map<String, Value>) -> Result<Vec<String>, BackendError> {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(_)) => vec![&body["stop"]],
         Some(Value::Array(a)) => a.iter().collect(),
-        Some(_) => return Err(invalid("`stop` must be a string or an array of strings")),
+        Some(_) => {
+            return Err(invalid(
+                "stop",
+                "`stop` must be a string or an array of strings",
+            ))
+        }
     };
     if list.len() > MAX_STOP_SEQUENCES {
-        return Err(invalid(format!(
-            "`stop` may hold at most {MAX_STOP_SEQUENCES} sequences"
-        )));
+        return Err(invalid(
+            "stop",
+            format!("`stop` may hold at most {MAX_STOP_SEQUENCES} sequences"),
+        ));
     }
     let mut out = Vec::with_capacity(list.len());
     for v in list {
         let s = v
             .as_str()
-            .ok_or_else(|| invalid("`stop` must be a string or an array of strings"))?;
+            .ok_or_else(|| invalid("stop", "`stop` must be a string or an array of strings"))?;
         if s.is_empty() || s.len() > MAX_STOP_LEN {
-            return Err(invalid(format!(
-                "each `stop` sequence must be 1 to {MAX_STOP_LEN} bytes long"
-            )));
+            return Err(invalid(
+                "stop",
+                format!("each `stop` sequence must be 1 to {MAX_STOP_LEN} bytes long"),
+            ));
         }
         out.push(s.to_owned());
     }
@@ -263,7 +286,7 @@ fn parse_format(body: &Map<String, Value>) -> Result<OutputFormat, BackendError>
     let kind = rf
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid("`response_format.type` must be a string"))?;
+        .ok_or_else(|| invalid("response_format", "`response_format.type` must be a string"))?;
     match kind {
         "text" => Ok(OutputFormat::Text),
         "json_object" => Ok(OutputFormat::JsonObject),
@@ -273,11 +296,15 @@ fn parse_format(body: &Map<String, Value>) -> Result<OutputFormat, BackendError>
                 .and_then(|j| j.get("schema"))
                 .filter(|s| s.is_object() || s.is_boolean())
                 .ok_or_else(|| {
-                    invalid("`response_format.json_schema.schema` must be a JSON schema object")
+                    invalid(
+                        "response_format",
+                        "`response_format.json_schema.schema` must be a JSON schema object",
+                    )
                 })?;
             Ok(OutputFormat::JsonSchema(schema.to_string()))
         }
         _ => Err(invalid(
+            "response_format",
             "`response_format.type` must be text, json_object or json_schema",
         )),
     }
@@ -289,18 +316,23 @@ fn parse_logit_bias(body: &Map<String, Value>) -> Result<Vec<(i32, f32)>, Backen
     };
     let map = map
         .as_object()
-        .ok_or_else(|| invalid("`logit_bias` must map token ids to numbers"))?;
+        .ok_or_else(|| invalid("logit_bias", "`logit_bias` must map token ids to numbers"))?;
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         let id: i32 = k
             .parse()
             .ok()
             .filter(|id| *id >= 0)
-            .ok_or_else(|| invalid("`logit_bias` keys must be token ids"))?;
+            .ok_or_else(|| invalid("logit_bias", "`logit_bias` keys must be token ids"))?;
         let bias = v
             .as_f64()
             .filter(|b| (-100.0..=100.0).contains(b))
-            .ok_or_else(|| invalid("`logit_bias` values must be numbers from -100 to 100"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "logit_bias",
+                    "`logit_bias` values must be numbers from -100 to 100",
+                )
+            })?;
         out.push((id, bias as f32));
     }
     Ok(out)
@@ -312,18 +344,24 @@ pub fn parse(
     body: &Map<String, Value>,
     streaming: bool,
 ) -> Result<GenerationRequest, BackendError> {
-    for unsupported in ["tools", "functions"] {
+    for unsupported_key in ["tools", "functions"] {
         if body
-            .get(unsupported)
+            .get(unsupported_key)
             .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
         {
-            return Err(invalid(format!(
-                "`{unsupported}` (tool calling) is not supported by the embedded model"
-            )));
+            return Err(unsupported(
+                unsupported_key,
+                format!(
+                    "`{unsupported_key}` (tool calling) is not supported by the embedded model"
+                ),
+            ));
         }
     }
     if body.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return Err(invalid("`logprobs` is not supported by the embedded model"));
+        return Err(unsupported(
+            "logprobs",
+            "`logprobs` is not supported by the embedded model",
+        ));
     }
 
     let messages = parse_messages(body)?;
@@ -345,7 +383,8 @@ pub fn parse(
 
     let n = integer(body, "n", 1, u64::from(MAX_CHOICES))?.unwrap_or(1) as u32;
     if streaming && n != 1 {
-        return Err(invalid(
+        return Err(unsupported(
+            "n",
             "`n` must be 1 when streaming from the embedded model",
         ));
     }
@@ -387,9 +426,33 @@ mod tests {
 
     fn err(v: Value) -> String {
         match parse(&body(v), false) {
-            Err(BackendError::InvalidRequest(m)) => m,
+            Err(BackendError::InvalidRequest(m)) => m.message,
             other => panic!("expected InvalidRequest, got {other:?}"),
         }
+    }
+
+    fn rejection(v: Value) -> Rejection {
+        match parse(&body(v), false) {
+            Err(BackendError::InvalidRequest(r)) => r,
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejections_carry_openai_code_and_param() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let r = rejection(json!({"messages": msgs, "temperature": 5}));
+        assert_eq!(r.code, Some("invalid_value"));
+        assert_eq!(r.param.as_deref(), Some("temperature"));
+        assert!(r.message.contains("between 0 and 2"), "{}", r.message);
+        let r = rejection(json!({"messages": msgs, "tools": [{"type": "function"}]}));
+        assert_eq!(r.code, Some("unsupported_parameter"));
+        assert_eq!(r.param.as_deref(), Some("tools"));
+        let r = rejection(json!({"messages": msgs, "logprobs": true}));
+        assert_eq!(r.code, Some("unsupported_parameter"));
+        assert_eq!(r.param.as_deref(), Some("logprobs"));
+        let r = rejection(json!({"messages": []}));
+        assert_eq!(r.param.as_deref(), Some("messages"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use zeroize::Zeroize;
 
-use nomyo_server::backend::BackendError;
+use nomyo_server::backend::{BackendError, Rejection};
 
 use crate::params::{GenerationRequest, OutputFormat};
 use crate::response::{FinishReason, Usage};
@@ -317,9 +317,10 @@ impl Generator<'_> {
     ) -> Result<Option<Usage>, BackendError> {
         let prompt = self.template.render(&req.messages).map_err(|e| {
             tracing::debug!(error = %e, "chat template failed");
-            BackendError::InvalidRequest(
-                "the model's chat template does not accept these messages".into(),
-            )
+            BackendError::InvalidRequest(Rejection::invalid_value(
+                "messages",
+                "the model's chat template does not accept these messages",
+            ))
         })?;
         let vocab = self.model.vocab();
         let bos_text = vocab.token_to_piece(vocab.bos(), true, None);
@@ -338,8 +339,9 @@ impl Generator<'_> {
         let mut chain = Vec::new();
         if !s.logit_bias.is_empty() {
             if s.logit_bias.iter().any(|(id, _)| *id >= n_vocab) {
-                return Err(BackendError::InvalidRequest(format!(
-                    "`logit_bias` token ids must be below {n_vocab}"
+                return Err(BackendError::InvalidRequest(Rejection::invalid_value(
+                    "logit_bias",
+                    format!("`logit_bias` token ids must be below {n_vocab}"),
                 )));
             }
             let biases: Vec<LlamaLogitBias> = s
@@ -360,9 +362,10 @@ impl Generator<'_> {
         }
         if let Some(grammar) = self.grammar(&req.format)? {
             let g = LlamaSampler::grammar(self.model, &grammar, "root").map_err(|_| {
-                BackendError::InvalidRequest(
-                    "`response_format`: the schema could not be turned into a grammar".into(),
-                )
+                BackendError::InvalidRequest(Rejection::unsupported(
+                    "response_format",
+                    "`response_format`: the schema could not be turned into a grammar",
+                ))
             })?;
             chain.push(g);
         }
@@ -393,9 +396,10 @@ impl Generator<'_> {
             OutputFormat::JsonSchema(s) => s.as_str(),
         };
         llama_cpp_2::json_schema_to_grammar(schema).map(Some).map_err(|_| {
-            BackendError::InvalidRequest(
-                "`response_format.json_schema.schema` is not a schema the embedded model can follow".into(),
-            )
+            BackendError::InvalidRequest(Rejection::unsupported(
+                "response_format",
+                "`response_format.json_schema.schema` is not a schema the embedded model can follow",
+            ))
         })
     }
 
@@ -437,13 +441,18 @@ impl Generator<'_> {
     ) -> Result<Option<Usage>, BackendError> {
         let n_ctx = ctx.n_ctx() as usize;
         if prompt.is_empty() {
-            return Err(BackendError::InvalidRequest("the prompt is empty".into()));
+            return Err(BackendError::InvalidRequest(Rejection::invalid_value(
+                "messages",
+                "the prompt is empty",
+            )));
         }
         // At least one token must be generated after the prompt.
         if prompt.len() >= n_ctx {
-            return Err(BackendError::InvalidRequest(format!(
-                "the conversation is {} tokens long; the embedded model's context holds {n_ctx}",
-                prompt.len()
+            return Err(BackendError::InvalidRequest(Rejection::context_length(
+                format!(
+                    "the conversation is {} tokens long; the embedded model's context holds {n_ctx}",
+                    prompt.len()
+                ),
             )));
         }
         let room = (n_ctx - prompt.len()) as u32;

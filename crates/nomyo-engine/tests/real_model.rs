@@ -334,7 +334,10 @@ async fn bad_requests_are_invalid_not_failures() {
     let long = "word ".repeat(6000);
     let err = e.chat(ask(&long, json!({}))).await.expect_err("too long");
     match err {
-        BackendError::InvalidRequest(m) => assert!(m.contains("context"), "{m}"),
+        BackendError::InvalidRequest(m) => {
+            assert!(m.message.contains("context"), "{m:?}");
+            assert_eq!(m.code, Some("context_length_exceeded"));
+        }
         other => panic!("expected InvalidRequest, got {other:?}"),
     }
     let err = e

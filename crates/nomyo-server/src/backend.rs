@@ -54,14 +54,139 @@ impl std::fmt::Debug for ChatRequest {
 /// (the server adds `data: [DONE]`). An `Err` item cuts the stream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, BackendError>> + Send>>;
 
+/// Why a backend refused a request as invalid, in OpenAI's terms: a `code`
+/// (`context_length_exceeded`, `unsupported_parameter`, `invalid_value`, or
+/// none), the request field at fault (`param`) and a message for the user.
+///
+/// The message and the param describe the encrypted request (token counts,
+/// parameter names), so the server sends them only inside v2's sealed answer;
+/// v1, whose errors travel in clear, gets the code and a generic message
+/// ([`Rejection::generic_message`]). A message that came from an upstream may
+/// quote the request and is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// OpenAI's error code, where one fits.
+    pub code: Option<&'static str>,
+    /// The request field at fault (`temperature`, `messages`, ...).
+    pub param: Option<String>,
+    /// What is wrong, for the user.
+    pub message: String,
+    /// Whether `message` was written by this program (and so describes no
+    /// content and may be logged); false for text from an upstream.
+    log_safe: bool,
+}
+
+impl Rejection {
+    /// The conversation does not fit the model's context.
+    pub fn context_length(message: impl Into<String>) -> Self {
+        Self::new(
+            Some("context_length_exceeded"),
+            Some("messages"),
+            message.into(),
+        )
+    }
+
+    /// A parameter this backend does not implement.
+    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
+        Self::new(Some("unsupported_parameter"), Some(param), message.into())
+    }
+
+    /// A parameter with a value out of range or of the wrong type.
+    pub fn invalid_value(param: &str, message: impl Into<String>) -> Self {
+        Self::new(Some("invalid_value"), Some(param), message.into())
+    }
+
+    /// Anything else wrong with the request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(None, None, message.into())
+    }
+
+    fn new(code: Option<&'static str>, param: Option<&str>, message: String) -> Self {
+        Self {
+            code,
+            param: param.map(str::to_owned),
+            message,
+            log_safe: true,
+        }
+    }
+
+    /// A rejection an upstream sent: its code, if it is one of OpenAI's this
+    /// server knows, its `param` and its message (never logged: it may quote
+    /// the request).
+    pub fn from_upstream(code: Option<&str>, param: Option<String>, message: String) -> Self {
+        let code = code.and_then(known_code);
+        Self {
+            code,
+            param,
+            message,
+            log_safe: false,
+        }
+    }
+
+    /// The message sent in clear (v1): it names the kind of problem only.
+    pub fn generic_message(&self) -> &'static str {
+        match self.code {
+            Some("context_length_exceeded") => {
+                "the conversation is longer than the model's context (context_length_exceeded)"
+            }
+            Some("unsupported_parameter") => {
+                "the request uses a parameter the model does not support (unsupported_parameter)"
+            }
+            Some("invalid_value") => {
+                "a parameter of the request has an invalid value (invalid_value)"
+            }
+            Some("model_not_found") => "unknown model (model_not_found)",
+            _ => "the inference backend rejected the request as invalid",
+        }
+    }
+}
+
+/// OpenAI error codes passed on from an upstream (others are dropped: the
+/// code travels in clear in v1).
+fn known_code(code: &str) -> Option<&'static str> {
+    [
+        "context_length_exceeded",
+        "unsupported_parameter",
+        "unsupported_value",
+        "invalid_value",
+        "model_not_found",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+}
+
+impl std::fmt::Debug for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Rejection");
+        d.field("code", &self.code).field("param", &self.param);
+        if self.log_safe {
+            d.field("message", &self.message);
+        } else {
+            d.field("message_len", &self.message.len());
+        }
+        d.finish()
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.log_safe {
+            f.write_str(&self.message)
+        } else {
+            f.write_str(self.generic_message())
+        }
+    }
+}
+
 /// Why a backend could not answer. Each maps to one HTTP status; the detail
-/// strings are logged by the server and only the variant's public message is sent.
+/// strings are logged by the server and only the variant's public message is
+/// sent (a [`Rejection`] goes back whole only inside v2's sealed answer).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The request is invalid for this backend (400).
     #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    InvalidRequest(Rejection),
     /// The model is not served here (404).
     #[error("unknown model")]
     ModelNotFound,

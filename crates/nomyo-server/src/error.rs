@@ -6,6 +6,13 @@
 //! strings) are logged where the error arises and never sent: error bodies
 //! travel in clear, so nothing from inside the encrypted channel (prompt,
 //! completion, upstream error text that may quote them) may appear here.
+//!
+//! A refused request and an unknown model also carry OpenAI's error object,
+//! `"error": {"message", "type", "param", "code"}`, beside `detail`. In clear
+//! (v1, and v2 before the request is opened) it holds the code and the
+//! generic message only ([`ApiError::detail`]); the reason itself (token
+//! counts, the parameter, the model's name, the served models) goes back only
+//! inside v2's sealed answer ([`ApiError::sealed_body`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -13,7 +20,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Rejection};
 
 /// Everything a request can fail with.
 #[derive(Debug)]
@@ -41,8 +48,9 @@ pub enum ApiError {
     InvalidChatRequest(&'static str),
     /// `"stream": true` on v1 (400).
     StreamingUnsupported,
-    /// The backend refused the request as invalid (400). Its reason is logged only.
-    BackendRejected,
+    /// The backend refused the request as invalid (400). In clear only its
+    /// code and a generic message are sent; the whole reason only sealed.
+    BackendRejected(Rejection),
     /// v2: a request on an EHBP route without `Ehbp-Encapsulated-Key` (400):
     /// plaintext chat is never accepted.
     EncryptionRequired,
@@ -67,6 +75,14 @@ pub enum ApiError {
     ModelForbidden,
     /// No backend serves this model (404).
     UnknownModel,
+    /// No backend serves `model` (404), with what is served: in clear the
+    /// same as [`ApiError::UnknownModel`]; sealed, the model and the list.
+    ModelNotFound {
+        /// The model the request named.
+        model: String,
+        /// The models this server serves (empty when a backend takes any name).
+        served: Vec<String>,
+    },
     /// No such route (404).
     NotFound,
     /// Route exists, method does not (405).
@@ -120,7 +136,7 @@ impl ApiError {
             | DecryptionFailed
             | InvalidChatRequest(_)
             | StreamingUnsupported
-            | BackendRejected
+            | BackendRejected(_)
             | EncryptionRequired
             | InvalidEncapsulatedKey
             | InvalidKeyId => StatusCode::BAD_REQUEST,
@@ -128,7 +144,7 @@ impl ApiError {
             PostQuantumRequired | HostNotAllowed => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ModelForbidden => StatusCode::FORBIDDEN,
-            UnknownModel | NotFound => StatusCode::NOT_FOUND,
+            UnknownModel | ModelNotFound { .. } | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Replayed => StatusCode::CONFLICT,
@@ -157,8 +173,8 @@ impl ApiError {
             DecryptionFailed => "decryption failed".into(),
             InvalidChatRequest(why) => Cow::Owned(format!("invalid chat completion request: {why}")),
             StreamingUnsupported => "streaming is not supported by protocol v1: send \"stream\": false (or use protocol v2)".into(),
-            BackendRejected => "the inference backend rejected the request as invalid".into(),
-            EncryptionRequired => "this route accepts only EHBP-encrypted requests (protocol v2): seal the body to a key from GET /.well-known/hpke-keys and send Ehbp-Encapsulated-Key; plaintext chat is never accepted".into(),
+            BackendRejected(r) => r.generic_message().into(),
+            EncryptionRequired => ENCRYPTION_REQUIRED.into(),
             InvalidEncapsulatedKey => "invalid Ehbp-Encapsulated-Key header: expected the hex of a 32-byte (X25519) or 1120-byte (X-Wing) encapsulated key".into(),
             InvalidKeyId => "invalid Nomyo-Key-Id header: expected a key id from 0 to 255".into(),
             UnknownKeyConfig => "unknown or retired key id: fetch GET /.well-known/hpke-keys and seal the request again".into(),
@@ -167,7 +183,7 @@ impl ApiError {
             ReplayShareExceeded => "too many requests from this caller within the replay window; retry later".into(),
             Unauthorized => "invalid or missing API key".into(),
             ModelForbidden => "model not allowed for the requested security tier".into(),
-            UnknownModel => "unknown model".into(),
+            UnknownModel | ModelNotFound { .. } => "unknown model".into(),
             NotFound => "not found".into(),
             MethodNotAllowed => "method not allowed".into(),
             BodyTimeout => "the request body was not received in time".into(),
@@ -181,6 +197,52 @@ impl ApiError {
             BackendUnavailable { .. } => "inference backend unavailable; retry later".into(),
             BackendTimeout => "the inference backend timed out".into(),
             RequestTimeout => "request timed out".into(),
+        }
+    }
+
+    /// OpenAI's error object for this error, where it has one: `sealed`
+    /// selects the whole reason (v2's sealed answer) over the code and
+    /// generic message that may travel in clear.
+    pub fn openai_error(&self, sealed: bool) -> Option<serde_json::Value> {
+        let (message, param, code): (Cow<'_, str>, Option<&str>, Option<&str>) = match self {
+            ApiError::BackendRejected(r) if sealed => {
+                (r.message.as_str().into(), r.param.as_deref(), r.code)
+            }
+            ApiError::BackendRejected(r) => (r.generic_message().into(), None, r.code),
+            ApiError::ModelNotFound { model, served } if sealed => (
+                model_not_found_message(model, served).into(),
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            ApiError::ModelNotFound { .. } | ApiError::UnknownModel => {
+                (self.detail(), None, Some("model_not_found"))
+            }
+            ApiError::EncryptionRequired => (self.detail(), None, Some("encryption_required")),
+            _ => return None,
+        };
+        Some(serde_json::json!({
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        }))
+    }
+
+    /// The body of this error inside v2's sealed answer: `detail` and, where
+    /// it has one, OpenAI's `error` object, both with the whole reason.
+    pub fn sealed_body(&self) -> serde_json::Value {
+        match self.openai_error(true) {
+            Some(e) => serde_json::json!({ "detail": e["message"].clone(), "error": e }),
+            None => serde_json::json!({ "detail": self.detail() }),
+        }
+    }
+
+    /// The body of this error in clear: `detail` and, where it has one,
+    /// OpenAI's `error` object with the code and the generic message only.
+    pub fn clear_body(&self) -> serde_json::Value {
+        match self.openai_error(false) {
+            Some(e) => serde_json::json!({ "detail": self.detail(), "error": e }),
+            None => serde_json::json!({ "detail": self.detail() }),
         }
     }
 
@@ -208,6 +270,31 @@ impl ApiError {
     }
 }
 
+/// The answer to a plaintext request on v2's route, which is what an OpenAI
+/// SDK pointed at the server sends.
+const ENCRYPTION_REQUIRED: &str = "this route accepts only EHBP-encrypted requests (protocol v2): seal the body to a key from GET /.well-known/hpke-keys and send Ehbp-Encapsulated-Key; plaintext chat is never accepted. To use an OpenAI SDK or tool, run `nomyo proxy --base-url URL-OF-THIS-SERVER` on the client machine and point the SDK's base URL at the proxy (`http://127.0.0.1:PORT/v1`, PORT from `nomyo proxy --listen`): it seals each request and opens each answer";
+
+/// Longest list of served models named in a sealed 404.
+const MAX_LISTED_MODELS: usize = 20;
+
+fn model_not_found_message(model: &str, served: &[String]) -> String {
+    let shown: String = model.chars().take(200).collect();
+    let mut m = format!("the model `{shown}` does not exist or is not served here");
+    if !served.is_empty() {
+        let list = served
+            .iter()
+            .take(MAX_LISTED_MODELS)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        m.push_str(&format!("; served models: {list}"));
+        if served.len() > MAX_LISTED_MODELS {
+            m.push_str(&format!(" (and {} more)", served.len() - MAX_LISTED_MODELS));
+        }
+    }
+    m
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.detail())
@@ -221,7 +308,7 @@ impl From<BackendError> for ApiError {
         // The detail strings of `Upstream`, `Internal` and `InvalidRequest` are
         // for logs; the caller logs them before converting.
         match e {
-            BackendError::InvalidRequest(_) => ApiError::BackendRejected,
+            BackendError::InvalidRequest(r) => ApiError::BackendRejected(r),
             BackendError::ModelNotFound => ApiError::UnknownModel,
             BackendError::Unavailable { retry_after } => {
                 ApiError::BackendUnavailable { retry_after }
@@ -266,8 +353,7 @@ impl IntoResponse for ApiError {
             )
                 .into_response();
         }
-        let body = serde_json::json!({ "detail": self.detail() });
-        let mut resp = (status, axum::Json(body)).into_response();
+        let mut resp = (status, axum::Json(self.clear_body())).into_response();
         if let Some(d) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
@@ -311,7 +397,38 @@ mod tests {
         assert_eq!(e.detail(), "internal server error");
         let e: ApiError = BackendError::Upstream("prompt fragment".into()).into();
         assert!(!e.detail().contains("prompt"));
-        let e: ApiError = BackendError::InvalidRequest("prompt fragment".into()).into();
+        let e: ApiError =
+            BackendError::InvalidRequest(Rejection::invalid("prompt fragment")).into();
         assert!(!e.detail().contains("prompt"));
+        assert!(!e.clear_body().to_string().contains("prompt"));
+    }
+
+    #[test]
+    fn rejection_reason_only_sealed() {
+        let e: ApiError = BackendError::InvalidRequest(Rejection::context_length(
+            "the conversation is 4031 tokens long; the embedded model's context holds 2048",
+        ))
+        .into();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let clear = e.clear_body();
+        assert_eq!(clear["error"]["code"], "context_length_exceeded");
+        assert_eq!(clear["error"]["type"], "invalid_request_error");
+        assert!(clear["error"]["param"].is_null());
+        assert!(!clear.to_string().contains("4031"), "{clear}");
+        let sealed = e.sealed_body();
+        assert_eq!(sealed["error"]["code"], "context_length_exceeded");
+        assert_eq!(sealed["error"]["param"], "messages");
+        assert!(sealed["detail"].as_str().unwrap().contains("4031"));
+
+        let e = ApiError::ModelNotFound {
+            model: "nope".into(),
+            served: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(e.clear_body()["detail"], "unknown model");
+        assert!(!e.clear_body().to_string().contains("nope"));
+        let sealed = e.sealed_body();
+        assert_eq!(sealed["error"]["code"], "model_not_found");
+        let msg = sealed["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("`nope`") && msg.contains("a, b"), "{msg}");
     }
 }

@@ -4,7 +4,10 @@
 //! One pooled `reqwest` client (rustls, HTTP/1.1 and HTTP/2) per backend, with
 //! connect and total timeouts. Upstream failures become [`BackendError`]s
 //! whose detail strings hold statuses and error kinds only: never the
-//! upstream's response body, which may quote the prompt.
+//! upstream's response body, which may quote the prompt. The one exception
+//! is a refusal (400, 413, 422): its OpenAI-shaped reason becomes a
+//! [`Rejection`] that goes back to the client (whole only inside v2's sealed
+//! answer) and is never logged.
 //!
 //! Streaming ([`Backend::chat_stream`]) posts the request with
 //! `"stream": true` and parses the upstream's server-sent events as the bytes
@@ -26,7 +29,7 @@ use reqwest::StatusCode;
 use secrecy::zeroize::Zeroizing;
 use serde_json::Value;
 
-use crate::backend::{Backend, BackendError, ChatRequest, ChunkStream};
+use crate::backend::{Backend, BackendError, ChatRequest, ChunkStream, Rejection};
 
 /// Largest upstream answer read (a chat completion is far smaller).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -287,7 +290,7 @@ impl Backend for UpstreamBackend {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let resp = req.send().await.map_err(map_send_error)?;
-        check_status(&resp)?;
+        let resp = check_status(resp).await?;
         read_json_object(resp).await
     }
 
@@ -310,7 +313,7 @@ impl Backend for UpstreamBackend {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let resp = req.send().await.map_err(map_send_error)?;
-        check_status(&resp)?;
+        let resp = check_status(resp).await?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -336,20 +339,22 @@ impl Backend for UpstreamBackend {
     }
 }
 
-/// Maps a non-2xx upstream status (the body is never read: it may quote the prompt).
-fn check_status(resp: &reqwest::Response) -> Result<(), BackendError> {
+/// Largest upstream error body read for its reason.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Maps a non-2xx upstream status. Only a refusal's body is read (bounded),
+/// for its reason; other bodies are dropped unread (they may quote the prompt).
+async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response, BackendError> {
     let status = resp.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(resp);
     }
-    let hint = retry_after(resp);
-    // Drain nothing: the body may quote the prompt. Dropping the
-    // response closes or recycles the connection.
+    let hint = retry_after(&resp);
     Err(match status {
         StatusCode::BAD_REQUEST
         | StatusCode::UNPROCESSABLE_ENTITY
         | StatusCode::PAYLOAD_TOO_LARGE => {
-            BackendError::InvalidRequest(format!("upstream status {}", status.as_u16()))
+            BackendError::InvalidRequest(upstream_rejection(resp).await)
         }
         StatusCode::NOT_FOUND => BackendError::ModelNotFound,
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => BackendError::Timeout,
@@ -358,6 +363,59 @@ fn check_status(resp: &reqwest::Response) -> Result<(), BackendError> {
         }
         s => BackendError::Upstream(format!("upstream status {}", s.as_u16())),
     })
+}
+
+/// The reason of an upstream refusal: OpenAI's `{"error": {"message", "code",
+/// "param"}}` (llama.cpp, vLLM, OpenAI), `{"error": "text"}` (Ollama) or
+/// `{"detail": "text"}`; a generic rejection when the body says nothing usable.
+async fn upstream_rejection(mut resp: reqwest::Response) -> Rejection {
+    let status = resp.status().as_u16();
+    let generic = || Rejection::invalid(format!("the upstream refused the request ({status})"));
+    let mut buf = Zeroizing::new(Vec::new());
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if buf.len() + c.len() <= MAX_ERROR_BYTES => buf.extend_from_slice(&c),
+            Ok(None) => break,
+            // Too long or cut: no reason.
+            _ => return generic(),
+        }
+    }
+    parse_rejection(&buf).unwrap_or_else(generic)
+}
+
+/// Longest upstream reason passed on.
+const MAX_REASON_CHARS: usize = 2000;
+
+fn parse_rejection(body: &[u8]) -> Option<Rejection> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(MAX_REASON_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    let (message, code, param) = match (v.get("error"), v.get("detail")) {
+        (Some(Value::Object(e)), _) => (
+            e.get("message").and_then(Value::as_str)?,
+            e.get("code").and_then(Value::as_str),
+            e.get("param").and_then(Value::as_str),
+        ),
+        (Some(Value::String(m)), _) | (None, Some(Value::String(m))) => (m.as_str(), None, None),
+        _ => return None,
+    };
+    if message.trim().is_empty() {
+        return None;
+    }
+    // llama.cpp names its context overflow by its error type.
+    let code = code.or_else(|| {
+        (v["error"]["type"].as_str() == Some("exceed_context_size_error"))
+            .then_some("context_length_exceeded")
+    });
+    Some(Rejection::from_upstream(
+        code,
+        param.map(clean),
+        clean(message),
+    ))
 }
 
 /// Reads a whole JSON object answer, bounded in size.

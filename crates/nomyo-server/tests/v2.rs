@@ -396,7 +396,15 @@ async fn replay_is_409_and_errors_after_open_are_sealed() {
         serde_json::from_slice::<Value>(&b).is_err(),
         "body is sealed"
     );
-    assert_eq!(req.open_json(&h, &b)["detail"], "unknown model");
+    let opened = req.open_json(&h, &b);
+    assert_eq!(opened["error"]["code"], "model_not_found");
+    assert!(
+        opened["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the model `nope` does not exist"),
+        "{opened}"
+    );
 }
 
 /// A backend whose stream is fed by the test, one chunk at a time.

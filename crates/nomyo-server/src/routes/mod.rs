@@ -24,6 +24,26 @@ pub(crate) async fn not_found() -> Response {
     ApiError::NotFound.into_response()
 }
 
+/// An unknown model (from routing, or a backend's 404) as the 404 that names
+/// the model and the served ones (whole only inside v2's sealed answer).
+pub(crate) fn with_served_models(st: &AppState, model: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::UnknownModel => {
+            let mut served = std::collections::BTreeSet::new();
+            for b in st.inner.routing.backends() {
+                if let crate::policy::ModelSet::Only(names) = &b.models {
+                    served.extend(names.iter().cloned());
+                }
+            }
+            ApiError::ModelNotFound {
+                model: model.to_owned(),
+                served: served.into_iter().collect(),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Known route, wrong method: 405 `{"detail": ...}`.
 pub(crate) async fn method_not_allowed() -> Response {
     ApiError::MethodNotAllowed.into_response()

@@ -509,8 +509,16 @@ async fn answer(
     // The truth for this request: whether its plaintext sat in locked memory.
     let memory_locked = plaintext.is_locked();
     drop(plaintext);
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let route = inner.routing.route(model, tier_header)?;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let model = model.as_str();
+    let route = inner
+        .routing
+        .route(model, tier_header)
+        .map_err(|e| super::with_served_models(st, model, e))?;
     // A tier chosen by the model (no header) obeys the same rule.
     if st.requires_post_quantum(route.tier) {
         inner.metrics.refused("post_quantum");
@@ -540,7 +548,7 @@ async fn answer(
                 .inc();
             // Backend detail strings carry statuses and kinds, never content.
             tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
-            return Err(e.into());
+            return Err(super::with_served_models(st, model, e.into()));
         }
     };
     tracing::debug!(

@@ -436,12 +436,13 @@ fn sealed_response(
 }
 
 /// An error after the response context exists: plain status and
-/// `Retry-After`, sealed `{"detail": ...}` (EHBP §5.2).
+/// `Retry-After`, sealed `{"detail": ...}` (EHBP §5.2). A refusal's whole
+/// reason goes only here, also as OpenAI's `error` object.
 fn sealed_error(e: ApiError, sealer: &mut ResponseSealer, nonce_hex: &str) -> Response {
     if let ApiError::Internal(detail) = &e {
         tracing::error!(detail = %detail, "internal error");
     }
-    let body = json!({ "detail": e.detail() }).to_string();
+    let body = e.sealed_body().to_string();
     match sealer.seal_chunk(body.as_bytes()) {
         Ok(sealed) => {
             let mut resp = sealed_response(
@@ -495,8 +496,16 @@ async fn answer(
     let memory_locked = plaintext.is_locked();
     drop(plaintext);
     let stream = body.get("stream") == Some(&Value::Bool(true));
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let route = inner.routing.route(model, tier_header)?;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let model = model.as_str();
+    let route = inner
+        .routing
+        .route(model, tier_header)
+        .map_err(|e| super::with_served_models(st, model, e))?;
     if st.requires_post_quantum(route.tier) && suite["post_quantum"] != Value::Bool(true) {
         inner.metrics.refused("post_quantum");
         return Err(ApiError::PostQuantumRequired);
@@ -517,7 +526,7 @@ async fn answer(
         let kind = backend_error_kind(&e);
         count_backend_error(st, &backend.name, kind);
         tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
-        e.into()
+        super::with_served_models(st, model, e.into())
     };
     let t_backend = Instant::now();
 
