@@ -10,12 +10,34 @@ mod spinner;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// End-to-end encrypted LLM inference (NOMYO protocol).
+const ABOUT: &str = "End-to-end encrypted LLM inference: serve a model, chat with it, \
+put an OpenAI SDK behind it (protocols v1 and v2)";
+
+const AFTER_HELP: &str = "\
+Examples:
+  nomyo serve                          # the embedded model on http://127.0.0.1:12434
+  nomyo chat 'Why is the sky blue?'    # one encrypted chat with that server
+  nomyo proxy                          # an OpenAI-compatible API for SDKs, sealed to the server
+  nomyo fingerprint --server https://api.example.org
+  nomyo known-servers list
+  nomyo completions bash > ~/.local/share/bash-completion/completions/nomyo
+
+Exit codes: 0 ok; 1 anything else; 2 usage; 3 refused by the server (401/403);
+4 security failure; 5 server or network failure after retries.
+`nomyo COMMAND --help` shows each command's flags, examples and exit codes.";
+
+/// The `nomyo` command line (docs/CLI.md).
 #[derive(Parser, Debug)]
-#[command(name = "nomyo", version, about, propagate_version = true)]
-struct Cli {
+#[command(
+    name = "nomyo",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
     /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -25,9 +47,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate a client key pair (RSA-4096) in a key directory.
+    /// Generate an RSA key pair (client keys, or server keys with --server; --bits).
     Keygen(cmd::keygen::Args),
-    /// Print the fingerprint of a key file or of a server's published keys.
+    /// Print the fingerprint of a key file, or of the keys a server publishes (--server URL).
     Fingerprint(cmd::fingerprint::Args),
     /// Run the secure endpoint (v1 and v2), in front of an upstream or the embedded model.
     Serve(cmd::serve::Args),
@@ -37,6 +59,27 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Load the secure endpoint: requests/s, latency percentiles, errors by kind.
     Bench(cmd::bench::Args),
+    /// List or forget the servers recorded in the known-servers file (trust on first use).
+    #[command(name = "known-servers", subcommand)]
+    KnownServers(cmd::known_servers::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the man page (roff) of nomyo and its commands.
+    Man(cmd::completions::ManArgs),
+}
+
+/// Value parser of the flags that take a duration in whole seconds: the
+/// syntax of every duration (`30s`, `10m`, `24h`, `7d`; a bare number is
+/// seconds), refused when it is not a whole number of seconds.
+pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
+    let d = nomyo_server::config::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 10m, 24h, 7d)"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}`: this flag takes whole seconds (e.g. 1s, 30s, 5m)"
+        ));
+    }
+    Ok(d.as_secs())
 }
 
 fn init_logging(verbose: u8) {
@@ -85,6 +128,9 @@ fn main() -> ExitCode {
         Command::Chat(a) => cmd::chat::run(a),
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::KnownServers(c) => cmd::known_servers::run(c),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::completions::man(a, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,5 +138,22 @@ fn main() -> ExitCode {
             eprintln!("nomyo: {e}");
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_secs;
+
+    #[test]
+    fn duration_flags_take_the_common_syntax_in_whole_seconds() {
+        assert_eq!(parse_secs("10m"), Ok(600));
+        assert_eq!(parse_secs("24h"), Ok(86_400));
+        assert_eq!(parse_secs("30s"), Ok(30));
+        assert_eq!(parse_secs("7"), Ok(7));
+        assert_eq!(parse_secs("2000ms"), Ok(2));
+        assert!(parse_secs("500ms").unwrap_err().contains("whole seconds"));
+        assert!(parse_secs("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_secs("-5s").is_err());
     }
 }

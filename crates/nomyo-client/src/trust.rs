@@ -735,6 +735,82 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// One server on record in a known-servers file (`nomyo known-servers list`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnownServer {
+    /// `scheme://host[:port]`, as the client reached the server.
+    pub origin: String,
+    /// The line of the file it was read from (the first, when an earlier
+    /// format spread it over several).
+    pub line: usize,
+    /// What is recorded, as the file writes it: `v1=sha256:… v2=signed …`.
+    pub fields: String,
+}
+
+/// The servers on record in the known-servers file at `path`, in file
+/// order; a missing file records none. Read without the lock, as a check
+/// reads it (the file is only ever replaced whole).
+pub fn list_known_servers(path: &Path) -> Result<Vec<KnownServer>> {
+    let records = KnownFile {
+        path: path.to_owned(),
+    }
+    .read()?;
+    Ok(records
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Entry(i) => records.entries.get(*i),
+            Item::Text(_) => None,
+        })
+        .map(|e| {
+            let rendered = e.render();
+            KnownServer {
+                origin: e.origin.clone(),
+                line: e.line,
+                fields: rendered[e.origin.len()..].trim_start().to_owned(),
+            }
+        })
+        .collect())
+}
+
+/// The origin the known-servers file records for what a person typed: a
+/// URL becomes `scheme://host[:port]` as the client computes it (lower-case
+/// host, no default port, no path); anything else is kept as typed, less a
+/// trailing `/`.
+pub fn origin_of(text: &str) -> String {
+    let text = text.trim();
+    match reqwest::Url::parse(text) {
+        Ok(url) if url.origin().is_tuple() => url.origin().ascii_serialization(),
+        _ => text.trim_end_matches('/').to_owned(),
+    }
+}
+
+/// Forgets `origin` (see [`origin_of`]): its line is removed from the
+/// known-servers file at `path`, under the lock the client takes to record
+/// a server, so that a concurrent first contact is neither lost nor
+/// resurrected. Comments and the other servers are kept. Returns whether
+/// the origin was on record; a missing file is not created.
+pub fn remove_known_server(path: &Path, origin: &str) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let file = KnownFile {
+        path: path.to_owned(),
+    };
+    let removed = file.update(|records| {
+        let Some(i) = records.entries.iter().position(|e| e.origin == origin) else {
+            return Ok((false, false));
+        };
+        records
+            .items
+            .retain(|item| !matches!(item, Item::Entry(j) if *j == i));
+        Ok((true, true))
+    })?;
+    tracing::debug!(file = %path.display(), removed, "known-servers record removal");
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,5 +1127,36 @@ mod tests {
             off.verify("https://a", fp(3)).unwrap(),
             TrustDecision::Unverified
         );
+    }
+
+    #[test]
+    fn list_and_remove_known_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_servers");
+        assert!(list_known_servers(&file).unwrap().is_empty());
+        assert!(!remove_known_server(&file, "https://a.example").unwrap());
+        assert!(!file.exists(), "removal must not create the file");
+        let t = recording(&file);
+        t.verify("https://a.example", fp(1)).unwrap();
+        t.verify("https://b.example:8443", fp(2)).unwrap();
+        let listed = list_known_servers(&file).unwrap();
+        let origins: Vec<&str> = listed.iter().map(|k| k.origin.as_str()).collect();
+        assert_eq!(origins, ["https://a.example", "https://b.example:8443"]);
+        assert_eq!(listed[1].fields, format!("v1={}", fp(2)));
+        assert!(listed[0].line > 0);
+
+        assert_eq!(origin_of("HTTPS://A.example:443/v1/"), "https://a.example");
+        assert!(remove_known_server(&file, &origin_of("https://a.example/")).unwrap());
+        assert!(!remove_known_server(&file, "https://a.example").unwrap());
+        let listed = list_known_servers(&file).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].origin, "https://b.example:8443");
+        // Forgotten: the next contact is a first use again, with any key.
+        assert!(matches!(
+            t.verify("https://a.example", fp(9)).unwrap(),
+            TrustDecision::FirstUse { .. }
+        ));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with(FORMAT_HEADER));
     }
 }

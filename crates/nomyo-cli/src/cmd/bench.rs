@@ -40,7 +40,7 @@ use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError};
 use nomyo_core::v2::keys::Kem;
 use nomyo_core::{ExposeSecret, SecretString, SecurityTier};
 
-use super::chat::{client_error, parse_tier, pick_model};
+use super::chat::{client_error, pick_model, tier_parser};
 use super::connect::ConnectArgs;
 use crate::exit::{CliError, CliResult, Code};
 
@@ -52,7 +52,13 @@ http://127.0.0.1:8080/v1) and the chat goes to {URL}/chat/completions
 unencrypted.
 
 The server's key is checked as in `nomyo chat`: --pin, else the known-servers
-file (--known-servers, default ~/.config/nomyo/known_servers).
+file (--known-servers, default $XDG_CONFIG_HOME/nomyo/known_servers, else
+~/.config/nomyo/known_servers).
+
+Examples:
+  nomyo bench -c 8 -n 200                         # the local `nomyo serve`, protocol v1
+  nomyo bench --protocol v2 --stream --duration 30s --json
+  nomyo bench --protocol plain --base-url http://127.0.0.1:8080/v1 -c 4
 
 Exit codes: 0 every request succeeded; 2 usage; 3 refused during warm-up
 (401/403); 4 security failure during warm-up; 5 a measured request failed, or
@@ -101,8 +107,8 @@ pub struct Args {
     /// Stop after N measured requests. [default: 100, unless --duration]
     #[arg(short = 'n', long, value_name = "N", conflicts_with = "duration")]
     requests: Option<u64>,
-    /// Stop after S seconds of measurement (requests in flight finish).
-    #[arg(short, long, value_name = "S")]
+    /// Stop after this long a measurement (e.g. 30s, 5m; requests in flight finish).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration_secs)]
     duration: Option<f64>,
     /// Warm-up requests before measuring (not counted). [default: the concurrency]
     #[arg(long, value_name = "N")]
@@ -128,19 +134,36 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     max_tokens: Option<u32>,
     /// The model. Default: $NOMYO_MODEL, else the server's only model.
-    #[arg(short = 'm', long, value_name = "MODEL", env = "NOMYO_MODEL")]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "MODEL",
+        env = "NOMYO_MODEL",
+        hide_env_values = true
+    )]
     model: Option<String>,
     /// Security tier requested (X-Security-Tier).
-    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    #[arg(long, value_name = "TIER", value_parser = tier_parser())]
     tier: Option<SecurityTier>,
-    /// Seconds one request may take before it counts as a timeout.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// How long one request may take before it counts as a timeout (e.g. 60s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::parse_secs)]
     timeout: u64,
     /// Protocol v1: open (decrypt and check) one answer in N; the others
     /// are read and parsed as v1 packages only. Lets one load-generator core
     /// drive a server to its RSA ceiling. Default 1: open every answer.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     open_every: u64,
+}
+
+/// `--duration`: the common duration syntax (`500ms`, `30s`, `5m`; a bare
+/// number, here also a decimal one such as `0.5`, is seconds), as seconds.
+fn parse_duration_secs(text: &str) -> Result<f64, String> {
+    if let Ok(secs) = text.trim().parse::<f64>() {
+        return Ok(secs);
+    }
+    nomyo_server::config::parse_duration(text)
+        .map(|d| d.as_secs_f64())
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 5m, 500ms)"))
 }
 
 /// How the measured phase ends.

@@ -26,10 +26,12 @@ so its plain HTTP never leaves the machine. Any other http:// URL needs
 --allow-http: chat never downgrades to an unprotected connection on its own.
 
 The server's key is verified against --pin, or else trusted on first use and
-recorded in ~/.config/nomyo/known_servers (like ssh's known_hosts); a changed
-key is refused until you remove its line from that file. The file also records
-that a server speaks protocol v2 and signs its key lists: an unsigned key list
-from such a server, or its falling back to v1, is refused (exit 4).
+recorded in the known-servers file (--known-servers, default
+$XDG_CONFIG_HOME/nomyo/known_servers, else ~/.config/nomyo/known_servers; like
+ssh's known_hosts); a changed key is refused until you forget it
+(`nomyo known-servers remove ORIGIN`). The file also records that a server
+speaks protocol v2 and signs its key lists: an unsigned key list from such a
+server, or its falling back to v1, is refused (exit 4).
 
 The protocol is auto by default: v2 when the server publishes its HPKE keys,
 else v1, but never the high or maximum tier over v1, and never v1 for a server
@@ -37,6 +39,12 @@ recorded as speaking v2. --protocol v1 chooses v1 explicitly (v1 answers are onl
 as safe as the TLS path: said once per server on a terminal).
 
 The API key comes from --api-key-file, --api-key-env, or $NOMYO_API_KEY.
+
+Examples:
+  nomyo chat 'Why is the sky blue?'                 # the local `nomyo serve`
+  echo 'Summarise this' | nomyo chat -m MODEL       # the prompt from stdin
+  nomyo chat --stream --tier high --base-url https://api.example.org 'Hello'
+  nomyo chat --json --max-tokens 64 'Hello' | jq .choices[0].message.content
 
 Exit codes: 0 ok; 2 usage; 3 refused by the server (401/403); 4 security failure
 (decryption, pin mismatch, changed server key, unsigned or badly signed v2 keys,
@@ -77,10 +85,16 @@ pub struct Args {
     #[command(flatten)]
     connect: ConnectArgs,
     /// Security tier requested (X-Security-Tier); default: the server's choice.
-    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    #[arg(long, value_name = "TIER", value_parser = tier_parser())]
     tier: Option<SecurityTier>,
     /// The model. Default: $NOMYO_MODEL, else the server's only model (GET /v1/models).
-    #[arg(short = 'm', long, value_name = "MODEL", env = "NOMYO_MODEL")]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "MODEL",
+        env = "NOMYO_MODEL",
+        hide_env_values = true
+    )]
     model: Option<String>,
     /// Use the client key pair in DIR (private_key.pem, public_key.pem) instead
     /// of a fresh in-memory key. With a password and no key in DIR, a new
@@ -125,13 +139,16 @@ pub struct Args {
     /// Retries after 429/5xx answers and network errors.
     #[arg(long, value_name = "N", default_value_t = 2)]
     max_retries: u32,
-    /// Seconds to wait for an answer.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    /// How long to wait for an answer (e.g. 90s, 15m).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::parse_secs)]
     timeout: u64,
 }
 
-pub(crate) fn parse_tier(s: &str) -> Result<SecurityTier, String> {
-    s.parse().map_err(|e: nomyo_core::Error| e.to_string())
+/// The `--tier` values, listed in `--help` and completions.
+pub(crate) fn tier_parser() -> impl clap::builder::TypedValueParser<Value = SecurityTier> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["standard", "high", "maximum"])
+        .try_map(|s| s.parse::<SecurityTier>())
 }
 
 /// The resolved command line.

@@ -46,7 +46,7 @@ pub struct ConnectArgs {
     #[arg(long = "pin", value_name = "FP", value_parser = parse_fingerprint)]
     pins: Vec<Fingerprint>,
     /// The known-servers file for trust on first use (default
-    /// ~/.config/nomyo/known_servers).
+    /// $XDG_CONFIG_HOME/nomyo/known_servers, else ~/.config/nomyo/known_servers).
     #[arg(long, value_name = "FILE")]
     known_servers: Option<PathBuf>,
 }

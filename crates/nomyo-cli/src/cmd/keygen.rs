@@ -10,8 +10,25 @@ use crate::exit::{CliError, CliResult};
 use crate::input::optional_secret;
 use crate::spinner::Spinner;
 
-/// Generate an RSA-4096 key pair: DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644).
+const AFTER_HELP: &str = "\
+Writes DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644) and
+prints the key's fingerprint as the last line. A client key directory for
+`nomyo chat --key-dir`, or with --server one for `nomyo serve --key-dir`.
+
+Examples:
+  nomyo keygen --password-env KEY_PASSWORD            # client_keys/, encrypted
+  nomyo keygen --out ~/.nomyo/keys --password-file pw.txt
+  nomyo keygen --server --no-password --out server_keys   # shared by replicas
+  nomyo keygen --no-password --bits 2048 --out /tmp/k     # tests only
+
+Exit codes: 0 ok; 2 usage (no password source, a --bits other than 4096, 3072
+or 2048, an empty password file or unset variable); 1 anything else (existing
+key files without --force, a directory that cannot be written).";
+
+/// Generate an RSA key pair (client keys, or server keys with --server):
+/// DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644).
 #[derive(ClapArgs, Debug)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// Directory for the key files.
     #[arg(long, value_name = "DIR", default_value = "client_keys")]
@@ -29,7 +46,7 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Key size in bits (4096, the NOMYO default; 2048 and 3072 for tests).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, value_name = "BITS", default_value_t = 4096)]
     bits: u32,
     /// A server key directory for `nomyo serve` replicas: also write the
     /// protocol v2 HPKE keys (DIR/hpke_keys.key, 0600), so that every replica

@@ -13,7 +13,7 @@ use clap::Args as ClapArgs;
 use nomyo_client::{Client, TrustDecision};
 use nomyo_core::{SecretString, SecurityTier};
 
-use super::chat::{client_error, parse_tier, Protocol};
+use super::chat::{client_error, tier_parser, Protocol};
 use super::connect::{ConnectArgs, Connection};
 use crate::exit::{CliError, CliResult, Code};
 use crate::input::optional_secret;
@@ -50,8 +50,20 @@ Nothing of a prompt or an answer is logged (-v logs ids, sizes, statuses, timing
 The server's key is verified as `nomyo chat` does: against --pin (the server's v1
 key, which signs the v2 key list of a `nomyo serve`; for an unsigned third-party v2
 server, the key `nomyo fingerprint --server URL` lists for v2), or else trusted on
-first use and recorded in ~/.config/nomyo/known_servers. An unsigned key list from
-a server known to sign its lists is refused (exit 4).";
+first use and recorded in the known-servers file (--known-servers, default
+$XDG_CONFIG_HOME/nomyo/known_servers, else ~/.config/nomyo/known_servers). An
+unsigned key list from a server known to sign its lists is refused (exit 4).
+
+Examples:
+  nomyo proxy                                    # to the local `nomyo serve`
+  nomyo proxy --base-url https://api.example.org --api-key-env NOMYO_API_KEY
+  nomyo proxy --tier high --pin sha256:HEX --base-url https://api.example.org
+
+Exit codes: 0 stopped by SIGTERM or ctrl-c; 2 usage (a bad --listen, a
+non-loopback address without --allow-remote and an access token); 3 the server
+refused the API key at start (401/403); 4 security failure at start (pin
+mismatch, changed server key); 1 anything else (an address that cannot be
+bound). An unreachable server at start is a warning: each request tries again.";
 
 /// Serve a local OpenAI-compatible API that forwards end-to-end encrypted.
 #[derive(ClapArgs, Debug)]
@@ -74,7 +86,7 @@ pub struct Args {
     connect: ConnectArgs,
     /// Security tier for requests without an X-Nomyo-Tier header; default:
     /// the server's choice.
-    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    #[arg(long, value_name = "TIER", value_parser = tier_parser())]
     tier: Option<SecurityTier>,
     /// Protocol: auto (v2 when the server publishes its HPKE keys, else v1;
     /// never high/maximum over v1, never v1 for a server known to speak
@@ -85,8 +97,8 @@ pub struct Args {
     /// caller's SDK retries (and honours Retry-After) itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_retries: u32,
-    /// Seconds to wait for the endpoint's answer.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    /// How long to wait for the endpoint's answer (e.g. 90s, 15m).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::parse_secs)]
     timeout: u64,
 }
 

@@ -19,8 +19,8 @@ use nomyo_server::serve::{self, EmbeddedParams, StartError};
 use crate::cmd::embedded::{self, EmbeddedSettings};
 use crate::exit::{CliError, CliResult, Code};
 
-/// Run the secure endpoint (protocol v1) in front of OpenAI-compatible
-/// upstreams or the embedded model.
+/// Run the secure endpoint (protocols v1 and v2) in front of
+/// OpenAI-compatible upstreams or the embedded model.
 ///
 /// Prints `listening on http(s)://ADDR` on stdout once it accepts
 /// connections. SIGHUP rotates the server key (the old key still opens
@@ -35,14 +35,30 @@ use crate::exit::{CliError, CliResult, Code};
 Prints `listening on http(s)://ADDR` on stdout once it accepts connections.
 Signals: SIGHUP rotates the server key (reloads --key-dir, or generates and saves a
 new key if the directory still holds the current one; the old key keeps opening
-requests for --key-grace seconds) and the protocol v2 HPKE keys (new key ids; the
+requests for --key-grace) and the protocol v2 HPKE keys (new key ids; the
 old ones open requests for --hpke-grace, then are erased). The HPKE keys also rotate
 every --hpke-rotate-every. SIGTERM / ctrl-c stop accepting and let in-flight
 requests finish (--shutdown-grace).
-Routes: GET /pki/public_key, POST /v1/chat/secure_completion, GET /v1/models,
-GET /health, GET /metrics. Errors are JSON {\"detail\": ...}; a reused
-X-Payload-ID (or the same package again) gets 409 within --replay-window.
-Config: every flag has a key in the TOML file (see nomyo.example.toml); flags win."
+Routes (docs/CLI.md §11.1):
+  v1: GET /pki/public_key, POST /v1/chat/secure_completion
+  v2: GET /.well-known/hpke-keys, POST /v1/chat/completions (EHBP-sealed; streams)
+  GET /v1/models, GET /health, GET /metrics (loopback only by default)
+Errors are JSON {\"detail\": ...}; a reused X-Payload-ID (or the same package
+again) gets 409 within --replay-window.
+Durations: 500ms, 30s, 10m, 24h, 7d (a bare number is seconds).
+Config: every flag has a key in the TOML file (see nomyo.example.toml); flags win.
+
+Examples:
+  nomyo serve                                   # embedded model, http://127.0.0.1:12434
+  nomyo serve --model ./models/other.gguf --threads 4
+  nomyo serve --upstream http://127.0.0.1:8080/v1 --api-key-file keys.txt
+  nomyo serve --config nomyo.toml --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
+
+Exit codes: 0 stopped by SIGTERM or ctrl-c; 2 usage (a bad flag or value, an
+invalid configuration file, an unreachable replay store at start); 4 a refused
+server key file (wrong or missing password, readable by others); 1 anything else
+(a model that cannot be loaded, an address that cannot be bound, TLS files that
+cannot be read)."
 )]
 pub struct Args {
     /// TOML configuration file (annotated example: nomyo.example.toml).
@@ -52,8 +68,8 @@ pub struct Args {
     /// [default: 127.0.0.1:12434]
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Seconds in-flight requests get to finish on SIGTERM/ctrl-c. [default: 30]
-    #[arg(long, value_name = "SECS")]
+    /// How long in-flight requests get to finish on SIGTERM/ctrl-c. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs)]
     shutdown_grace: Option<u64>,
     /// Do not serve GET /metrics. Without this flag and without a metrics
     /// token, /metrics answers loopback peers only (404 for others).
@@ -76,8 +92,8 @@ pub struct Args {
     /// Use a fresh in-memory key, never saved (tests, benchmarks).
     #[arg(long, conflicts_with_all = ["key_dir", "key_password_file", "key_password_env"], help_heading = "Server key")]
     ephemeral_key: bool,
-    /// Seconds a rotated-out key still opens requests. [default: 300]
-    #[arg(long, value_name = "SECS", help_heading = "Server key")]
+    /// How long a rotated-out key still opens requests. [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs, help_heading = "Server key")]
     key_grace: Option<u64>,
     /// Rotate the protocol v2 HPKE keys this often (e.g. 24h, 30m, 90s, 500ms),
     /// or "off" (SIGHUP only). Rotation is what makes v2 forward secret. [default: 24h]
@@ -121,10 +137,11 @@ pub struct Args {
         help_heading = "Backends"
     )]
     upstream_api_key_env: Option<String>,
-    /// Timeout of one upstream request, seconds. [default: 300]
+    /// Timeout of one upstream request. [default: 5m]
     #[arg(
         long,
-        value_name = "SECS",
+        value_name = "DURATION",
+        value_parser = crate::parse_secs,
         requires = "upstream",
         help_heading = "Backends"
     )]
@@ -138,11 +155,12 @@ pub struct Args {
         help_heading = "Backends"
     )]
     upstream_max_concurrency: Option<usize>,
-    /// Seconds between health probes (GET {URL}/models) of the --upstream
-    /// endpoints; 0 = none. Makes the upstreams a pool. [default: 5]
+    /// Time between health probes (GET {URL}/models) of the --upstream
+    /// endpoints; 0 = none. Makes the upstreams a pool. [default: 5s]
     #[arg(
         long,
-        value_name = "SECS",
+        value_name = "DURATION",
+        value_parser = crate::parse_secs,
         requires = "upstream",
         help_heading = "Backends"
     )]
@@ -272,14 +290,14 @@ struct LimitsArgs {
     /// Secure requests that may wait for a slot; beyond, 503. [default: 256]
     #[arg(long, value_name = "N", help_heading = "Limits")]
     max_queue: Option<usize>,
-    /// Longest wait for a slot, seconds (then 503). [default: 10]
-    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    /// Longest wait for a slot (then 503). [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs, help_heading = "Limits")]
     queue_timeout: Option<u64>,
-    /// Longest a whole secure request may take, seconds (then 504). [default: 300]
-    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    /// Longest a whole secure request may take (then 504). [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs, help_heading = "Limits")]
     request_timeout: Option<u64>,
-    /// Seconds an X-Payload-ID (and its package) stays used; reuse gets 409. [default: 900]
-    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    /// How long an X-Payload-ID (and its package) stays used; reuse gets 409. [default: 15m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs, help_heading = "Limits")]
     replay_window: Option<u64>,
     /// File that keeps the replay window across restarts (a restart must not
     /// make captured requests valid again), or "off". [default:
