@@ -13,7 +13,15 @@
 //!   (half-open): success closes the breaker, failure opens it again;
 //! - actively: every `health_check_interval` each endpoint gets
 //!   `GET {url}/models`; an answer below 500 closes its breaker, a connect
-//!   error, timeout or 5xx opens it.
+//!   error, timeout or 5xx opens it. Every endpoint is probed once when the
+//!   pool is built, so an upstream that cannot be reached is not ready from
+//!   the start.
+//!
+//! Readiness ([`Backend::is_ready`], `/health`): an endpoint is ready while
+//! its breaker lets requests through and, with probes on, its last probe
+//! answered; the pool is ready while any endpoint is. Endpoints going down
+//! or coming back are logged (warn / info) with their URL, without user info
+//! or query.
 //!
 //! Failover: a request whose endpoint fails before any answer byte reached the
 //! client (a non-streamed request: any retryable failure, since the answer is
@@ -99,6 +107,18 @@ impl Breaker {
 struct EndpointState {
     in_flight: usize,
     breaker: Breaker,
+    /// Whether the last probe answered (`true` before any, and with probes off).
+    probe_ok: bool,
+}
+
+impl EndpointState {
+    /// Whether this endpoint can take a request now (see the module docs).
+    fn ready(&self, now: Instant, probing: bool) -> bool {
+        match self.breaker {
+            Breaker::Closed(_) | Breaker::HalfOpen(_) => true,
+            Breaker::Open(until) => now >= until && (!probing || self.probe_ok),
+        }
+    }
 }
 
 struct Endpoint {
@@ -117,6 +137,8 @@ struct Inner {
     state: Mutex<(Vec<EndpointState>, usize)>,
     breaker_failures: u32,
     cooldown: Duration,
+    /// Whether active probes run (their verdict then gates readiness).
+    probing: bool,
     metrics: EndpointMetrics,
 }
 
@@ -153,19 +175,7 @@ impl Drop for PoolBackend {
     }
 }
 
-/// `url` without user info or query (for labels and logs).
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.as_str().trim_end_matches('/').to_owned()
-        }
-        Err(_) => "invalid-url".to_owned(),
-    }
-}
+pub use crate::upstream::redact_url;
 
 /// How a finished attempt counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +242,9 @@ impl Inner {
 
     fn set_breaker(&self, st: &mut EndpointState, idx: usize, b: Breaker) {
         let was_open = matches!(st.breaker, Breaker::Open(_));
+        if was_open && matches!(b, Breaker::Closed(_)) {
+            tracing::info!(backend = %self.name, endpoint = %self.endpoints[idx].label, "upstream endpoint ready again");
+        }
         st.breaker = b;
         self.metrics
             .breaker_state
@@ -242,7 +255,12 @@ impl Inner {
                 .breaker_opened
                 .get_or_create(&self.labels(idx))
                 .inc();
-            tracing::debug!(backend = %self.name, endpoint = %self.endpoints[idx].label, "endpoint breaker opened");
+            tracing::warn!(
+                backend = %self.name,
+                endpoint = %self.endpoints[idx].label,
+                cooldown_ms = self.cooldown.as_millis() as u64,
+                "upstream endpoint not ready: breaker opened"
+            );
         }
     }
 
@@ -358,10 +376,20 @@ impl Inner {
         }
     }
 
-    /// Applies a probe's verdict.
-    fn probed(&self, idx: usize, healthy: bool) {
+    /// Applies a probe's verdict (`Err`: the failure's kind, for the log).
+    fn probed(&self, idx: usize, result: &Result<(), String>) {
+        let healthy = result.is_ok();
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let st = &mut guard.0[idx];
+        if let Err(e) = result {
+            // Logged once per outage at warn, then at debug while it lasts.
+            if st.probe_ok {
+                tracing::warn!(backend = %self.name, endpoint = %self.endpoints[idx].label, error = %e, "upstream endpoint unreachable: health probe failed");
+            } else {
+                tracing::debug!(backend = %self.name, endpoint = %self.endpoints[idx].label, error = %e, "health probe failed");
+            }
+        }
+        st.probe_ok = healthy;
         match (healthy, st.breaker) {
             (true, Breaker::Open(_) | Breaker::HalfOpen(false)) => {
                 tracing::debug!(backend = %self.name, endpoint = %self.endpoints[idx].label, "probe ok: endpoint breaker closed");
@@ -378,13 +406,15 @@ impl Inner {
         }
     }
 
-    fn any_ready(&self) -> bool {
+    /// How many endpoints are ready now.
+    fn ready_count(&self) -> usize {
         let now = Instant::now();
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        guard.0.iter().any(|s| match s.breaker {
-            Breaker::Closed(_) | Breaker::HalfOpen(_) => true,
-            Breaker::Open(until) => now >= until,
-        })
+        guard
+            .0
+            .iter()
+            .filter(|s| s.ready(now, self.probing))
+            .count()
     }
 }
 
@@ -442,6 +472,7 @@ impl PoolBackend {
             .map(|_| EndpointState {
                 in_flight: 0,
                 breaker: Breaker::Closed(0),
+                probe_ok: true,
             })
             .collect();
         let inner = Arc::new(Inner {
@@ -450,6 +481,7 @@ impl PoolBackend {
             state: Mutex::new((states, 0)),
             breaker_failures: cfg.breaker_failures.max(1),
             cooldown: cfg.breaker_cooldown,
+            probing: !cfg.health_check_interval.is_zero(),
             metrics,
         });
         for i in 0..inner.endpoints.len() {
@@ -464,6 +496,9 @@ impl PoolBackend {
                 .get_or_create(&inner.labels(i))
                 .set(0);
         }
+        // One probe of every endpoint now: an upstream that cannot be reached
+        // is not ready from the start (its breaker opens).
+        probe_all(&inner, cfg.health_check_timeout).await;
         let probes = (!cfg.health_check_interval.is_zero()).then(|| {
             tokio::spawn(probe_loop(
                 Arc::downgrade(&inner),
@@ -471,12 +506,18 @@ impl PoolBackend {
                 cfg.health_check_timeout,
             ))
         });
-        tracing::info!(backend = %inner.name, endpoints = inner.endpoints.len(), "upstream pool ready");
+        let ready = inner.ready_count();
+        tracing::info!(backend = %inner.name, endpoints = inner.endpoints.len(), ready, "upstream pool built");
         Ok(Self {
             inner,
             models,
             probes,
         })
+    }
+
+    /// How many endpoints are ready now (see the module docs).
+    pub fn endpoints_ready(&self) -> usize {
+        self.inner.ready_count()
     }
 
     /// The endpoints' labels (URLs without credentials), in order.
@@ -498,15 +539,16 @@ async fn probe_loop(pool: Weak<Inner>, every: Duration, timeout: Duration) {
         let Some(inner) = pool.upgrade() else {
             return;
         };
-        let results =
-            futures::future::join_all(inner.endpoints.iter().map(|e| e.backend.probe(timeout)))
-                .await;
-        for (i, r) in results.into_iter().enumerate() {
-            if let Err(e) = &r {
-                tracing::debug!(backend = %inner.name, endpoint = %inner.endpoints[i].label, error = %e, "probe failed");
-            }
-            inner.probed(i, r.is_ok());
-        }
+        probe_all(&inner, timeout).await;
+    }
+}
+
+/// Probes every endpoint at once and applies the verdicts.
+async fn probe_all(inner: &Inner, timeout: Duration) {
+    let results =
+        futures::future::join_all(inner.endpoints.iter().map(|e| e.backend.probe(timeout))).await;
+    for (i, r) in results.iter().enumerate() {
+        inner.probed(i, r);
     }
 }
 
@@ -521,7 +563,7 @@ impl Backend for PoolBackend {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.any_ready()
+        self.inner.ready_count() > 0
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
@@ -541,7 +583,7 @@ impl Backend for PoolBackend {
                 }
                 Err(e) if is_endpoint_failure(&e) => {
                     slot.outcome = Outcome::Failed;
-                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = %e, "endpoint failed; trying another");
+                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = ?e, "endpoint failed; trying another");
                     last = Some(e);
                 }
                 Err(e) => {
@@ -608,7 +650,7 @@ impl Backend for PoolBackend {
                 }
                 Err(e) if is_endpoint_failure(&e) => {
                     slot.outcome = Outcome::Failed;
-                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = %e, "endpoint failed before its first chunk; trying another");
+                    tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = ?e, "endpoint failed before its first chunk; trying another");
                     last = Some(e);
                 }
                 Err(e) => {

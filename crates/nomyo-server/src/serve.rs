@@ -22,7 +22,6 @@ use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore};
 use crate::keystore::{KeyOrigin, KeyStore};
 use crate::policy::ModelSet;
 use crate::state::AppState;
-use crate::upstream::UpstreamBackend;
 
 /// Why the server could not start, for a person.
 #[derive(Debug, thiserror::Error)]
@@ -211,14 +210,19 @@ where
     for spec in backends {
         match spec {
             BackendSpec::Upstream { name, config } => {
+                // One URL is a pool of one: probed and behind a breaker, so
+                // that readiness (`/health`, routing) follows the upstream.
                 let configured = !config.models.is_empty();
-                let b =
-                    UpstreamBackend::connect(config)
-                        .await
-                        .map_err(|e| StartError::Backend {
-                            name: name.clone(),
-                            message: e.to_string(),
-                        })?;
+                let b = crate::pool::PoolBackend::connect(
+                    name.clone(),
+                    crate::pool::PoolConfig::new(vec![config]),
+                    builder.endpoint_metrics(),
+                )
+                .await
+                .map_err(|e| StartError::Backend {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
                 let models = b.models();
                 let set = if models.is_empty() {
                     ModelSet::Any

@@ -82,6 +82,8 @@ impl UpstreamConfig {
 pub struct UpstreamBackend {
     name: String,
     base: String,
+    /// `base` without user info or query: what logs and errors name.
+    label: String,
     completions_url: String,
     auth: Option<HeaderValue>,
     client: reqwest::Client,
@@ -160,7 +162,9 @@ impl UpstreamBackend {
             .build()
             .map_err(|e| UpstreamSetupError::Client(e.to_string()))?;
         Ok(Self {
-            name: format!("upstream:{base}"),
+            // Logs and metrics name the upstream without user info or query.
+            name: format!("upstream:{}", redact_url(&base)),
+            label: redact_url(&base),
             completions_url: format!("{base}/chat/completions"),
             base,
             auth,
@@ -172,6 +176,23 @@ impl UpstreamBackend {
     /// The base URL (with the API prefix, no trailing slash), as configured.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The base URL without user info or query, as logs and errors name it.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Logs a failure of this upstream (its URL, the error's kind and status;
+    /// never a body) at warn level, and returns the error.
+    fn failed(&self, request_id: &str, e: BackendError) -> BackendError {
+        if matches!(
+            e,
+            BackendError::Unavailable { .. } | BackendError::Timeout | BackendError::Upstream(_)
+        ) {
+            tracing::warn!(upstream = %self.label, request_id, error = ?e, "upstream request failed");
+        }
+        e
     }
 
     /// An active health probe: `GET {url}/models` within `timeout`. `Ok` when
@@ -186,7 +207,7 @@ impl UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        // Without the URL: probe failures are logged every few seconds.
+        // The caller names the endpoint (without credentials) when it logs this.
         let resp = req.send().await.map_err(|e| describe(&e.without_url()))?;
         if resp.status().is_server_error() {
             return Err(format!("status {}", resp.status().as_u16()));
@@ -202,7 +223,7 @@ impl UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        let resp = req.send().await.map_err(|e| describe(&e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status().as_u16()));
         }
@@ -226,7 +247,22 @@ impl UpstreamBackend {
     }
 }
 
-/// A reqwest error as a kind, without its URL's query or any body.
+/// `url` without user info, query or fragment (for labels, logs and errors).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "invalid-url".to_owned(),
+    }
+}
+
+/// A reqwest error as a kind, without any body. Callers strip the URL
+/// (`without_url`) and name the upstream by its redacted label.
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
@@ -239,8 +275,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "other"
     };
-    // reqwest's Display names the URL (our configured upstream, not user
-    // data); it never includes bodies.
+    // reqwest's Display never includes bodies; the URL was stripped.
     format!("{kind}: {e}")
 }
 
@@ -252,7 +287,7 @@ fn map_send_error(e: reqwest::Error) -> BackendError {
             retry_after: Some(Duration::from_secs(5)),
         }
     } else {
-        BackendError::Upstream(describe(&e))
+        BackendError::Upstream(describe(&e.without_url()))
     }
 }
 
@@ -289,12 +324,20 @@ impl Backend for UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let resp = req.send().await.map_err(map_send_error)?;
-        let resp = check_status(resp).await?;
-        read_json_object(resp).await
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.failed(&request.request_id, map_send_error(e)))?;
+        let resp = check_status(resp)
+            .await
+            .map_err(|e| self.failed(&request.request_id, e))?;
+        read_json_object(resp)
+            .await
+            .map_err(|e| self.failed(&request.request_id, e))
     }
 
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
+        let request_id = request.request_id;
         let mut body = request.body;
         body.insert("stream".to_owned(), Value::Bool(true));
         // The serialised request is plaintext; it lives only until sent.
@@ -312,8 +355,13 @@ impl Backend for UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let resp = req.send().await.map_err(map_send_error)?;
-        let resp = check_status(resp).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.failed(&request_id, map_send_error(e)))?;
+        let resp = check_status(resp)
+            .await
+            .map_err(|e| self.failed(&request_id, e))?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)

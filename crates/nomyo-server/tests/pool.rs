@@ -419,15 +419,19 @@ async fn caps_and_all_down_give_503_with_retry_after() {
     let (status, headers, _) = common::oneshot(&app, sealed.request(None, None)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.contains_key("retry-after"));
-    // The per-endpoint series are exported.
+    // The pool's probe at start found both down: not ready, so the request
+    // was refused before any endpoint was tried. The per-endpoint series
+    // are exported, breakers open.
+    let (status, _, _) = common::oneshot_get(&app, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (status, _, body) = common::oneshot_get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
-    assert!(
-        text.contains("nomyo_upstream_endpoint_requests_total{"),
-        "{text}"
+    let open = format!(
+        "nomyo_upstream_endpoint_breaker_state{{backend=\"p\",endpoint=\"{}\"}} 1",
+        redact_url(&a.url)
     );
-    assert!(text.contains(&format!("endpoint=\"{}\"", redact_url(&a.url))));
+    assert!(text.contains(&open), "{open} in\n{text}");
 }
 
 /// A server built by the product's start-up path from `settings`, and its

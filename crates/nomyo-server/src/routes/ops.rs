@@ -57,11 +57,18 @@ async fn models(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
     Ok(Json(json!({ "object": "list", "data": data })).into_response())
 }
 
-/// 200 `{"status": "ok", ...}` when at least one backend is ready, else 503.
-/// Says nothing an outsider could use (no backend names or addresses).
+/// 200 `{"status": "ok", ...}` when at least one backend is ready, else 503
+/// with `"status": "unavailable"`. Readiness is the backends' own: an
+/// upstream pool's follows its probes and breakers, the embedded model's its
+/// loading. `backend_status` gives each backend's name (as configured) and
+/// readiness; no addresses or secrets.
 async fn health(State(st): State<AppState>) -> Response {
     let backends = st.routing().backends();
-    let ready = backends.iter().filter(|b| b.backend.is_ready()).count();
+    let details: Vec<serde_json::Value> = backends
+        .iter()
+        .map(|b| json!({ "name": b.name, "ready": b.backend.is_ready() }))
+        .collect();
+    let ready = details.iter().filter(|d| d["ready"] == json!(true)).count();
     let body = json!({
         "status": if ready > 0 { "ok" } else { "unavailable" },
         // v1 (`/v1/chat/secure_completion`) and v2 (EHBP on the OpenAI
@@ -69,6 +76,7 @@ async fn health(State(st): State<AppState>) -> Response {
         "protocols": ["v1", "v2"],
         "backends": backends.len(),
         "backends_ready": ready,
+        "backend_status": details,
         "key_fingerprint": st.keys().current().fingerprint().to_string(),
     });
     let status = if ready > 0 {

@@ -312,6 +312,21 @@ pub async fn start_upstream() -> (String, Arc<UpstreamSeen>) {
     (format!("http://{addr}/v1"), seen)
 }
 
+/// Starts the upstream double on `addr` (an address a test reserved, so that
+/// the upstream can come up after a server that points at it).
+pub async fn start_upstream_on(addr: SocketAddr) -> Arc<UpstreamSeen> {
+    let seen = Arc::new(UpstreamSeen::default());
+    let app = Router::new()
+        .route("/v1/models", get(up_models))
+        .route("/v1/chat/completions", post(up_chat))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    seen
+}
+
 /// Serves `app` on 127.0.0.1:0 through the product's own `serve` path;
 /// returns the address and a trigger that starts graceful shutdown.
 pub async fn serve_real(
