@@ -29,8 +29,12 @@ use std::time::Duration;
 
 use nomyo_core::Fingerprint;
 
-/// What a server said when it refused a request: the HTTP status and the
-/// `detail` of its `{"detail": "..."}` body.
+/// What a server said when it refused a request: the HTTP status, the
+/// `detail` of its `{"detail": "..."}` body and, when it sent OpenAI's error
+/// object beside it (`"error": {"message", "type", "param", "code"}`), its
+/// code and param. Over protocol v2 a refusal's whole reason arrives sealed
+/// (e.g. how many tokens the conversation has); over v1 only the code and a
+/// generic message travel.
 #[derive(Clone)]
 pub struct ApiError {
     pub(crate) status: u16,
@@ -40,7 +44,7 @@ pub struct ApiError {
 }
 
 /// Longest server `detail` we repeat.
-const MAX_DETAIL_CHARS: usize = 300;
+const MAX_DETAIL_CHARS: usize = 500;
 
 impl ApiError {
     pub(crate) fn new(status: u16, body: &[u8], attempts: u32) -> Self {
@@ -77,6 +81,36 @@ impl ApiError {
         &self.detail
     }
 
+    /// OpenAI's error code the server gave (`context_length_exceeded`,
+    /// `unsupported_parameter`, `invalid_value`, `model_not_found`, ...), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.error_field("code")
+    }
+
+    /// The request field at fault, if the server named it (v2 only: over v1
+    /// the server never names it).
+    pub fn param(&self) -> Option<&str> {
+        self.error_field("param")
+    }
+
+    fn error_field(&self, key: &str) -> Option<&str> {
+        self.body
+            .as_ref()?
+            .get("error")?
+            .get(key)?
+            .as_str()
+            .filter(|s| !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control))
+    }
+
+    /// The detail, with the code appended when the detail does not say it.
+    fn reason_or(&self, fallback: &'static str) -> String {
+        let detail = self.detail_or(fallback);
+        match self.code() {
+            Some(code) if !detail.contains(code) => format!("{detail} ({code})"),
+            _ => detail.to_owned(),
+        }
+    }
+
     /// The whole error body when it was JSON (the Python client's
     /// `error_details`).
     pub fn details(&self) -> Option<&serde_json::Value> {
@@ -111,6 +145,7 @@ impl fmt::Debug for ApiError {
         f.debug_struct("ApiError")
             .field("status", &self.status)
             .field("detail", &self.detail)
+            .field("code", &self.code())
             .field("attempts", &self.attempts)
             .finish()
     }
@@ -160,7 +195,7 @@ pub enum Error {
     InvalidInput(String),
 
     /// HTTP 400: the server refused the request as malformed.
-    #[error("bad request: {}", .0.detail_or("the server refused the request"))]
+    #[error("bad request: {}", .0.reason_or("the server refused the request"))]
     InvalidRequest(ApiError),
 
     /// HTTP 401: missing or wrong API key.
@@ -172,7 +207,7 @@ pub enum Error {
     Forbidden(ApiError),
 
     /// HTTP 404: secure inference not enabled, or unknown model.
-    #[error("not found: {}", .0.detail_or("secure inference not enabled on this server"))]
+    #[error("not found: {}", .0.reason_or("secure inference not enabled on this server"))]
     NotFound(ApiError),
 
     /// HTTP 429 after all retries.
@@ -536,6 +571,35 @@ mod tests {
         assert!(e.detail().contains("loc"));
         let e = ApiError::new(429, br#"{"error":{"message":"slow down"}}"#, 1);
         assert_eq!(e.detail(), "slow down");
+    }
+
+    #[test]
+    fn openai_code_and_param_are_read_and_shown() {
+        // v2: the whole reason, sealed.
+        let body = br#"{"detail":"the conversation is 4031 tokens long","error":{"message":"the conversation is 4031 tokens long","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        let e = ApiError::new(400, body, 1);
+        assert_eq!(e.code(), Some("context_length_exceeded"));
+        assert_eq!(e.param(), Some("messages"));
+        assert_eq!(
+            Error::InvalidRequest(e).to_string(),
+            "bad request: the conversation is 4031 tokens long (context_length_exceeded)"
+        );
+        // v1: the generic message already names the code; no param.
+        let body = br#"{"detail":"the conversation is longer than the model's context (context_length_exceeded)","error":{"message":"x","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#;
+        let e = ApiError::new(400, body, 1);
+        assert_eq!(e.param(), None);
+        assert_eq!(
+            Error::InvalidRequest(e).to_string(),
+            "bad request: the conversation is longer than the model's context (context_length_exceeded)"
+        );
+        // A code that is not a short token is not repeated.
+        let e = ApiError::new(
+            400,
+            br#"{"detail":"d","error":{"code":"a
+b"}}"#,
+            1,
+        );
+        assert_eq!(e.code(), None);
     }
 
     #[test]

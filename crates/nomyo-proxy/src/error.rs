@@ -6,7 +6,9 @@
 //! `InternalServerError`), and read `error.message`, `error.type` and
 //! `error.code` from the body. So the endpoint's status passes through
 //! unchanged, and the message is the client library's (which never contains
-//! a prompt, a completion or a key).
+//! a prompt, a completion or a key). When the server said why it refused a
+//! request (OpenAI's `error.code` and `error.param`, and over protocol v2 the
+//! whole reason in its sealed answer), the code and param pass through too.
 
 use std::time::Duration;
 
@@ -24,7 +26,9 @@ pub struct ProxyError {
     /// OpenAI `error.type`.
     pub kind: &'static str,
     /// OpenAI `error.code`.
-    pub code: Option<&'static str>,
+    pub code: Option<String>,
+    /// OpenAI `error.param`: the request field at fault, when the server named it.
+    pub param: Option<String>,
     /// A message a person can act on (no content, no secrets).
     pub message: String,
     /// `Retry-After` for 429/503.
@@ -41,6 +45,7 @@ impl ProxyError {
             status,
             kind,
             code: None,
+            param: None,
             message: message.into(),
             retry_after: None,
             no_retry: false,
@@ -52,8 +57,19 @@ impl ProxyError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
-    pub(crate) fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
+    pub(crate) fn code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_owned());
+        self
+    }
+
+    /// The code and param the server sent, where it sent them.
+    fn with_server_reason(mut self, api: Option<&nomyo_client::ApiError>) -> Self {
+        if let Some(api) = api {
+            if let Some(code) = api.code() {
+                self.code = Some(code.to_owned());
+            }
+            self.param = api.param().map(str::to_owned);
+        }
         self
     }
 
@@ -62,7 +78,7 @@ impl ProxyError {
         json!({"error": {
             "message": self.message,
             "type": self.kind,
-            "param": null,
+            "param": self.param,
             "code": self.code,
         }})
     }
@@ -106,6 +122,7 @@ impl From<&ClientError> for ProxyError {
         let status = e.status();
         let api = |fallback: StatusCode, kind: &'static str| {
             ProxyError::new(status_or(status.unwrap_or(0), fallback), kind, &message)
+                .with_server_reason(e.api_error())
         };
         match e {
             ClientError::InvalidRequest(_) => api(StatusCode::BAD_REQUEST, "invalid_request_error"),
@@ -113,8 +130,13 @@ impl From<&ClientError> for ProxyError {
                 api(StatusCode::UNAUTHORIZED, "authentication_error").code("invalid_api_key")
             }
             ClientError::Forbidden(_) => api(StatusCode::FORBIDDEN, "permission_error"),
-            ClientError::NotFound(_) => {
-                api(StatusCode::NOT_FOUND, "not_found_error").code("model_not_found")
+            ClientError::NotFound(a) => {
+                let p = api(StatusCode::NOT_FOUND, "not_found_error");
+                if a.code().is_some() {
+                    p
+                } else {
+                    p.code("model_not_found")
+                }
             }
             ClientError::RateLimit { retry_after, .. } => {
                 let mut p = api(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")

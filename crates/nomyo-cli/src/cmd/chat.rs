@@ -279,6 +279,13 @@ pub(crate) fn client_error(e: ClientError) -> CliError {
             ));
         }
         ClientError::InsecureUrl { .. } => message.push_str(" (--allow-http)"),
+        // The server said why (the whole reason over v2, the kind over v1).
+        ClientError::InvalidRequest(api) if api.code() == Some("context_length_exceeded") => {
+            message.push_str(
+                "\nnomyo: shorten the prompt (or the --system message); the server's model \
+                 cannot read this much at once",
+            );
+        }
         ClientError::Connection { origin, .. }
             if origin.as_str() == super::connect::LOCAL_SERVER =>
         {
