@@ -10,7 +10,7 @@ fn cli_golden() {
     trycmd::TestCases::new()
         .register_bin("nomyo", trycmd::cargo::cargo_bin("nomyo"))
         // Nothing of the caller's environment in the output.
-        .env("RUST_LOG", "off")
+        .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .env("NOMYO_MODEL", "from-the-environment")
         .env("NOMYO_BASE_URL", "https://from-the-environment.example")

@@ -74,10 +74,19 @@ pub struct LimitsConfig {
     /// Secure requests that may wait for a slot (then 503).
     pub max_queue: Option<usize>,
     /// Longest wait for a slot, seconds (then 503).
+    /// TOML key `queue_timeout` (a duration such as `"30s"`; the older
+    /// `queue_timeout_secs` still loads, with a warning).
+    #[serde(rename = "queue_timeout", default, deserialize_with = "de_secs")]
     pub queue_timeout_secs: Option<u64>,
     /// Longest a whole secure request may take, seconds (504).
+    /// TOML key `request_timeout` (a duration such as `"30s"`; the older
+    /// `request_timeout_secs` still loads, with a warning).
+    #[serde(rename = "request_timeout", default, deserialize_with = "de_secs")]
     pub request_timeout_secs: Option<u64>,
     /// Longest the request body may take to arrive, seconds (408).
+    /// TOML key `body_timeout` (a duration such as `"30s"`; the older
+    /// `body_timeout_secs` still loads, with a warning).
+    #[serde(rename = "body_timeout", default, deserialize_with = "de_secs")]
     pub body_timeout_secs: Option<u64>,
     /// Most request-body bytes held in memory at once over all requests
     /// (503 beyond). Default 268435456 (256 MiB) or 4 × max_body_bytes,
@@ -88,6 +97,9 @@ pub struct LimitsConfig {
     /// Burst for the rate limit; 0 = same as the rate.
     pub rate_limit_burst: Option<u32>,
     /// Seconds an `X-Payload-ID` and its package stay used (409 on reuse).
+    /// TOML key `replay_window` (a duration such as `"30s"`; the older
+    /// `replay_window_secs` still loads, with a warning).
+    #[serde(rename = "replay_window", default, deserialize_with = "de_secs")]
     pub replay_window_secs: Option<u64>,
     /// Most entries in the replay window.
     pub replay_max_entries: Option<usize>,
@@ -101,9 +113,15 @@ pub struct LimitsConfig {
     pub replay_share_percent: Option<u8>,
     /// A streamed answer whose backend produces nothing for this many
     /// seconds is cut. Default 120.
+    /// TOML key `stream_idle_timeout` (a duration such as `"30s"`; the older
+    /// `stream_idle_timeout_secs` still loads, with a warning).
+    #[serde(rename = "stream_idle_timeout", default, deserialize_with = "de_secs")]
     pub stream_idle_timeout_secs: Option<u64>,
     /// A streamed answer whose client reads nothing for this many seconds is
     /// cut and its processing slot given back. Default 30.
+    /// TOML key `stream_write_timeout` (a duration such as `"30s"`; the older
+    /// `stream_write_timeout_secs` still loads, with a warning).
+    #[serde(rename = "stream_write_timeout", default, deserialize_with = "de_secs")]
     pub stream_write_timeout_secs: Option<u64>,
 }
 
@@ -141,7 +159,7 @@ impl LimitsConfig {
                 // Far beyond any sane setting, and far from overflowing a
                 // deadline (`Instant` + window) or Redis's millisecond TTLs.
                 Some(s) if s > MAX_LIMIT_SECS => Err(invalid(format!(
-                    "limits.{name} must be at most {MAX_LIMIT_SECS} (7 days)"
+                    "limits.{name} must be at most 7d ({MAX_LIMIT_SECS} seconds)"
                 ))),
                 Some(s) => Ok(Duration::from_secs(s)),
             }
@@ -150,39 +168,31 @@ impl LimitsConfig {
             max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
             max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
             max_queue: self.max_queue.unwrap_or(d.max_queue),
-            queue_timeout: secs(
-                self.queue_timeout_secs,
-                d.queue_timeout,
-                "queue_timeout_secs",
-            )?,
+            queue_timeout: secs(self.queue_timeout_secs, d.queue_timeout, "queue_timeout")?,
             request_timeout: secs(
                 self.request_timeout_secs,
                 d.request_timeout,
-                "request_timeout_secs",
+                "request_timeout",
             )?,
-            body_timeout: secs(self.body_timeout_secs, d.body_timeout, "body_timeout_secs")?,
+            body_timeout: secs(self.body_timeout_secs, d.body_timeout, "body_timeout")?,
             max_buffered_body_bytes: self.max_buffered_body_bytes.unwrap_or(
                 d.max_buffered_body_bytes
                     .max(self.max_body_bytes.unwrap_or(0).saturating_mul(4)),
             ),
             rate_per_minute: self.rate_limit_per_minute.unwrap_or(d.rate_per_minute),
             rate_burst: self.rate_limit_burst.unwrap_or(d.rate_burst),
-            replay_window: secs(
-                self.replay_window_secs,
-                d.replay_window,
-                "replay_window_secs",
-            )?,
+            replay_window: secs(self.replay_window_secs, d.replay_window, "replay_window")?,
             replay_capacity: self.replay_max_entries.unwrap_or(d.replay_capacity),
             replay_share_percent: self.replay_share_percent.unwrap_or(d.replay_share_percent),
             stream_idle_timeout: secs(
                 self.stream_idle_timeout_secs,
                 d.stream_idle_timeout,
-                "stream_idle_timeout_secs",
+                "stream_idle_timeout",
             )?,
             stream_write_timeout: secs(
                 self.stream_write_timeout_secs,
                 d.stream_write_timeout,
-                "stream_write_timeout_secs",
+                "stream_write_timeout",
             )?,
         };
         if !(1..=100).contains(&l.replay_share_percent) {
@@ -457,12 +467,22 @@ pub struct BackendConfig {
     pub max_concurrency_per_endpoint: Option<usize>,
     /// Upstream pool: seconds between active probes (`GET {url}/models`);
     /// 0 = none. Default 5.
+    /// TOML key `health_check_interval` (a duration such as `"30s"`; the older
+    /// `health_check_interval_secs` still loads, with a warning).
+    #[serde(
+        rename = "health_check_interval",
+        default,
+        deserialize_with = "de_secs"
+    )]
     pub health_check_interval_secs: Option<u64>,
     /// Upstream pool: consecutive failures that open an endpoint's circuit
     /// breaker. Default 3.
     pub breaker_failures: Option<u32>,
     /// Upstream pool: seconds an open breaker waits before a trial request.
     /// Default 10.
+    /// TOML key `breaker_cooldown` (a duration such as `"30s"`; the older
+    /// `breaker_cooldown_secs` still loads, with a warning).
+    #[serde(rename = "breaker_cooldown", default, deserialize_with = "de_secs")]
     pub breaker_cooldown_secs: Option<u64>,
     /// Upstream: file whose first line is the upstream API key.
     pub api_key_file: Option<PathBuf>,
@@ -472,8 +492,14 @@ pub struct BackendConfig {
     /// embedded engine, at start-up.
     pub models: Option<Vec<String>>,
     /// Upstream: whole-request timeout, seconds.
+    /// TOML key `timeout` (a duration such as `"30s"`; the older
+    /// `timeout_secs` still loads, with a warning).
+    #[serde(rename = "timeout", default, deserialize_with = "de_secs")]
     pub timeout_secs: Option<u64>,
     /// Upstream: connect timeout, seconds.
+    /// TOML key `connect_timeout` (a duration such as `"30s"`; the older
+    /// `connect_timeout_secs` still loads, with a warning).
+    #[serde(rename = "connect_timeout", default, deserialize_with = "de_secs")]
     pub connect_timeout_secs: Option<u64>,
     /// Embedded: the GGUF model file.
     pub model: Option<PathBuf>,
@@ -511,6 +537,9 @@ pub struct FileConfig {
     /// `--ephemeral-key`: a fresh key in memory only, never saved.
     pub ephemeral_key: Option<bool>,
     /// `--key-grace`: seconds a rotated-out key still opens requests.
+    /// TOML key `key_grace` (a duration such as `"30s"`; the older
+    /// `key_grace_secs` still loads, with a warning).
+    #[serde(rename = "key_grace", default, deserialize_with = "de_secs")]
     pub key_grace_secs: Option<u64>,
     /// `--api-key-file`: one accepted API key per line.
     pub api_key_file: Option<PathBuf>,
@@ -537,6 +566,9 @@ pub struct FileConfig {
     /// `localhost` and loopback addresses (DNS-rebinding guard).
     pub allowed_hosts: Option<Vec<String>>,
     /// `--shutdown-grace`: seconds in-flight requests get on SIGTERM.
+    /// TOML key `shutdown_grace` (a duration such as `"30s"`; the older
+    /// `shutdown_grace_secs` still loads, with a warning).
+    #[serde(rename = "shutdown_grace", default, deserialize_with = "de_secs")]
     pub shutdown_grace_secs: Option<u64>,
     /// `--model`: the embedded model file (when no backend is configured).
     pub model: Option<PathBuf>,
@@ -688,6 +720,110 @@ fn optional_secret(
     }
 }
 
+/// The keys that took a number of seconds under a `…_secs` name, and the
+/// name that takes a duration (`"30s"`, `"10m"`, `"24h"`) now: `(table, old,
+/// new)`, table `""` for the top level and `"backends"` for each
+/// `[[backends]]` entry.
+const SECONDS_KEYS: &[(&str, &str, &str)] = &[
+    ("", "key_grace_secs", "key_grace"),
+    ("", "shutdown_grace_secs", "shutdown_grace"),
+    ("limits", "queue_timeout_secs", "queue_timeout"),
+    ("limits", "request_timeout_secs", "request_timeout"),
+    ("limits", "body_timeout_secs", "body_timeout"),
+    ("limits", "replay_window_secs", "replay_window"),
+    ("limits", "stream_idle_timeout_secs", "stream_idle_timeout"),
+    (
+        "limits",
+        "stream_write_timeout_secs",
+        "stream_write_timeout",
+    ),
+    (
+        "backends",
+        "health_check_interval_secs",
+        "health_check_interval",
+    ),
+    ("backends", "breaker_cooldown_secs", "breaker_cooldown"),
+    ("backends", "timeout_secs", "timeout"),
+    ("backends", "connect_timeout_secs", "connect_timeout"),
+];
+
+/// Renames the older `…_secs` keys of a parsed file to their duration
+/// names; one warning for each. Both names in one table is an error.
+fn rename_seconds_keys(table: &mut toml::Table) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let mut rename = |t: &mut toml::Table, prefix: &str, old: &str, new: &str| {
+        let Some(v) = t.remove(old) else {
+            return Ok(());
+        };
+        if t.contains_key(new) {
+            return Err(format!(
+                "{prefix}{new} and {prefix}{old} both given: keep {new} (a duration such as \"30s\")"
+            ));
+        }
+        let example = match &v {
+            toml::Value::Integer(n) => format!("{new} = \"{n}s\""),
+            _ => format!("{new} = \"30s\""),
+        };
+        warnings.push(format!(
+            "configuration key {prefix}{old} is deprecated; write {prefix}{example} instead (durations: 500ms, 30s, 10m, 24h, 7d)"
+        ));
+        t.insert(new.to_owned(), v);
+        Ok(())
+    };
+    for (section, old, new) in SECONDS_KEYS {
+        match *section {
+            "" => rename(table, "", old, new)?,
+            "backends" => {
+                if let Some(toml::Value::Array(entries)) = table.get_mut("backends") {
+                    for entry in entries.iter_mut() {
+                        if let toml::Value::Table(t) = entry {
+                            rename(t, "[[backends]] ", old, new)?;
+                        }
+                    }
+                }
+            }
+            name => {
+                if let Some(toml::Value::Table(t)) = table.get_mut(name) {
+                    rename(t, &format!("{name}."), old, new)?;
+                }
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// Deserialises a duration setting kept in whole seconds: `"30s"`, `"10m"`,
+/// `"24h"`, `"7d"`, or a number of seconds.
+fn de_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Secs;
+    impl serde::de::Visitor<'_> for Secs {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as \"30s\", \"10m\" or \"24h\", or a number of seconds")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            let d = parse_duration(v).ok_or_else(|| {
+                E::custom(format!(
+                    "\"{v}\" is not a duration (500ms, 30s, 10m, 24h, 7d)"
+                ))
+            })?;
+            if d.subsec_nanos() != 0 {
+                return Err(E::custom(format!(
+                    "\"{v}\": this setting takes whole seconds (e.g. \"1s\", \"30s\")"
+                )));
+            }
+            Ok(d.as_secs())
+        }
+    }
+    d.deserialize_any(Secs).map(Some)
+}
+
 impl FileConfig {
     /// Reads and parses a TOML file (unknown keys are errors: a typo must not
     /// silently disable a limit).
@@ -703,9 +839,34 @@ impl FileConfig {
         })
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. Each older `…_secs` key is logged as a warning
+    /// that names the key to use instead.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.message().to_owned() + &span_hint(text, e.span()))
+        let (config, warnings) = Self::from_toml_with_warnings(text)?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text, and says which older `…_secs` keys it used (one
+    /// sentence each, naming the key that replaces it).
+    pub fn from_toml_with_warnings(text: &str) -> Result<(Self, Vec<String>), String> {
+        let direct = |text: &str| {
+            toml::from_str(text).map_err(|e| e.message().to_owned() + &span_hint(text, e.span()))
+        };
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return direct(text).map(|c| (c, Vec::new()));
+        };
+        let warnings = rename_seconds_keys(&mut table)?;
+        if warnings.is_empty() {
+            // The text itself, so that errors keep their line numbers.
+            return direct(text).map(|c| (c, warnings));
+        }
+        let config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        Ok((config, warnings))
     }
 
     /// `top`'s fields win where set (flags over the file).
@@ -1321,8 +1482,8 @@ replay_share_percent = 101",
             ("trusted_proxies = [\"proxy.example\"]", "trusted_proxies"),
             (
                 "[limits]
-stream_idle_timeout_secs = 0",
-                "stream_idle_timeout_secs",
+stream_idle_timeout = \"0s\"",
+                "stream_idle_timeout",
             ),
             (
                 "[limits]
@@ -1381,5 +1542,59 @@ max_buffered_body_bytes = 2048",
             (off.hpke_rotate_every, off.hpke_grace),
             (None, Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn duration_keys_take_durations_and_the_older_secs_keys_still_load() {
+        let (c, warnings) = FileConfig::from_toml_with_warnings(
+            "shutdown_grace = \"1m\"
+key_grace = 45
+[limits]
+queue_timeout = \"10s\"
+replay_window = \"2h\"
+request_timeout_secs = 120
+[[backends]]
+name = \"u\"
+url = \"http://127.0.0.1:1/v1\"
+timeout = \"5m\"
+connect_timeout_secs = 3
+",
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace_secs, Some(60));
+        assert_eq!(c.key_grace_secs, Some(45));
+        assert_eq!(c.limits.queue_timeout_secs, Some(10));
+        assert_eq!(c.limits.replay_window_secs, Some(7200));
+        assert_eq!(c.limits.request_timeout_secs, Some(120));
+        let b = &c.backends.as_ref().unwrap()[0];
+        assert_eq!(b.timeout_secs, Some(300));
+        assert_eq!(b.connect_timeout_secs, Some(3));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("limits.request_timeout_secs")
+                && warnings[0].contains("limits.request_timeout = \"120s\""),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("[[backends]] connect_timeout = \"3s\""),
+            "{warnings:?}"
+        );
+        // No warning for a file in the current names.
+        let (_, none) =
+            FileConfig::from_toml_with_warnings("[limits]\nqueue_timeout = \"5s\"\n").unwrap();
+        assert!(none.is_empty());
+        for (bad, what) in [
+            ("[limits]\nqueue_timeout = \"500ms\"\n", "whole seconds"),
+            ("[limits]\nqueue_timeout = \"soon\"\n", "not a duration"),
+            ("shutdown_grace = -1\n", "negative"),
+            (
+                "[limits]\nqueue_timeout = \"5s\"\nqueue_timeout_secs = 5\n",
+                "both given",
+            ),
+            ("[limits]\nqueue_timeout_sec = 5\n", "unknown field"),
+        ] {
+            let err = FileConfig::from_toml(bad).unwrap_err();
+            assert!(err.contains(what), "{bad}: {err}");
+        }
     }
 }
