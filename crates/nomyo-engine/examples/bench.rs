@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = EngineConfig::new(model);
     config.threads = Some(threads);
-    config.context_size = ctx;
+    config.context_size = Some(ctx);
     let t_load = Instant::now();
     let engine = Engine::start(config)?;
     engine.wait_ready().await?;

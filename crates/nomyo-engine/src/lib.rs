@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 
+pub mod context;
 pub mod params;
 pub mod paths;
 pub mod response;
@@ -48,11 +49,10 @@ use worker::{Event, Job, WorkerConfig};
 /// (llama.cpp's threads spin at barriers waiting for each other), while one
 /// thread held its speed; see BENCHMARKS.md.
 pub const DEFAULT_THREADS: usize = 1;
-/// Context size (prompt plus answer, in tokens) when none is configured.
-///
-/// 2048 is plenty for the small default model, and keeps memory low: the KV
-/// cache is allocated (and wiped after every request) for the whole context,
-/// about 23 KiB per token for SmolLM2-135M.
+/// Context per sequence (prompt plus answer, in tokens) when none is
+/// configured and the model's metadata cannot be read (loading it then fails
+/// anyway). With readable metadata the default is the model's own, bounded
+/// by a KV cache budget: [`context::ModelShape::default_context`].
 pub const DEFAULT_CONTEXT: u32 = 2048;
 /// Requests that may wait behind the running one when none is configured.
 pub const DEFAULT_QUEUE: usize = 8;
@@ -69,8 +69,11 @@ pub struct EngineConfig {
     pub model_id: Option<String>,
     /// llama.cpp compute threads; `None` = [`DEFAULT_THREADS`].
     pub threads: Option<usize>,
-    /// Context size in tokens (prompt plus answer).
-    pub context_size: u32,
+    /// Tokens one request may use, prompt plus answer: the context per
+    /// sequence. `None` = the model's trained context within the KV cache
+    /// budget ([`context`]); a value must be from [`context::MIN_CONTEXT`]
+    /// to the model's trained context.
+    pub context_size: Option<u32>,
     /// Requests that may wait while one runs; more are refused with 503.
     pub queue_capacity: usize,
 }
@@ -82,7 +85,7 @@ impl EngineConfig {
             model_path: model_path.into(),
             model_id: None,
             threads: None,
-            context_size: DEFAULT_CONTEXT,
+            context_size: None,
             queue_capacity: DEFAULT_QUEUE,
         }
     }
@@ -160,6 +163,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     model_id: String,
+    context_size: u32,
 }
 
 impl std::fmt::Debug for Engine {
@@ -213,10 +217,9 @@ impl Engine {
         if !(1..=512).contains(&threads) {
             return Err(EngineError::Config("threads must be from 1 to 512".into()));
         }
-        if !(64..=1_048_576).contains(&config.context_size) {
-            return Err(EngineError::Config(
-                "context size must be from 64 to 1048576 tokens".into(),
-            ));
+        // A value no model could take is refused before the file is read.
+        if let Some(n) = config.context_size {
+            context::resolve(Some(n), None).map_err(EngineError::Config)?;
         }
         if !(1..=10_000).contains(&config.queue_capacity) {
             return Err(EngineError::Config(
@@ -224,6 +227,18 @@ impl Engine {
             ));
         }
         check_model_file(&config.model_path)?;
+        // The model's shape from its metadata (no weights), read now so that
+        // a context it cannot take is refused at start-up. If it cannot be
+        // read, the load in the background fails and says why.
+        let shape = match context::ModelShape::read(&config.model_path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "model metadata unreadable");
+                None
+            }
+        };
+        let context_size =
+            context::resolve(config.context_size, shape.as_ref()).map_err(EngineError::Config)?;
         let model_id = config.model_id.clone().unwrap_or_else(|| {
             let name = config
                 .model_path
@@ -245,8 +260,8 @@ impl Engine {
         let worker_config = WorkerConfig {
             model_path: config.model_path.clone(),
             threads: threads as i32,
-            context_size: config.context_size,
-            batch_size: BATCH_SIZE.min(config.context_size),
+            context_size,
+            batch_size: BATCH_SIZE.min(context_size),
         };
         let worker_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -254,11 +269,19 @@ impl Engine {
             .stack_size(8 << 20)
             .spawn(move || worker::run(worker_config, worker_shared, rx))
             .map_err(EngineError::Thread)?;
-        tracing::debug!(model = %model_id, threads, context = config.context_size, "embedded model loading");
+        tracing::debug!(
+            model = %model_id,
+            threads,
+            context = context_size,
+            n_ctx_train = shape.map(|s| s.n_ctx_train),
+            kv_bytes_per_token = shape.map(|s| s.kv_bytes_per_token()),
+            "embedded model loading"
+        );
         Ok(Self {
             shared,
             jobs,
             model_id,
+            context_size,
         })
     }
 
@@ -291,6 +314,21 @@ impl Engine {
     /// The model id this engine serves.
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// The tokens one request may use (prompt plus answer): the context per
+    /// sequence, as configured or from the model.
+    pub fn context_size(&self) -> u32 {
+        self.context_size
+    }
+
+    /// The loaded model's shape from llama.cpp's hyperparameters (what the
+    /// KV cache is sized by); `None` until the model is loaded.
+    pub fn model_shape(&self) -> Option<context::ModelShape> {
+        self.shared
+            .model
+            .get()
+            .map(|m| context::ModelShape::of_loaded(m))
     }
 
     fn submit(
@@ -487,7 +525,7 @@ mod tests {
         c.queue_capacity = 0;
         assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
         let mut c = EngineConfig::new("/nonexistent.gguf");
-        c.context_size = 1;
+        c.context_size = Some(1);
         assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
     }
 }

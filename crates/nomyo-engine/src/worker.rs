@@ -56,10 +56,14 @@ pub(crate) struct Job {
     pub queued_at: Instant,
 }
 
+/// Sequences the context holds at once (one request at a time).
+const SEQUENCES: u32 = 1;
+
 /// What the worker needs to start.
 pub(crate) struct WorkerConfig {
     pub model_path: PathBuf,
     pub threads: i32,
+    /// Tokens per sequence (one request: prompt plus answer).
     pub context_size: u32,
     pub batch_size: u32,
 }
@@ -67,7 +71,7 @@ pub(crate) struct WorkerConfig {
 /// llama.cpp's global backend: initialised once per process (a second
 /// `llama_backend_init` is refused), with its logging routed to `tracing`
 /// only when debug logging is on (llama.cpp's own lines never reach stderr otherwise).
-fn backend() -> Result<&'static LlamaBackend, String> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -128,13 +132,15 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
     let model = Arc::new(model);
     let _ = shared.model.set(Arc::clone(&model));
 
+    // One sequence at a time: the context is the per-sequence context times
+    // the sequences run at once (one).
     let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.context_size))
+        .with_n_ctx(NonZeroU32::new(config.context_size * SEQUENCES))
         .with_n_batch(config.batch_size)
         .with_n_ubatch(config.batch_size)
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads)
-        .with_n_seq_max(1);
+        .with_n_seq_max(SEQUENCES);
     let mut ctx = match backend().and_then(|b| {
         model
             .new_context(b, ctx_params)
@@ -172,6 +178,7 @@ pub(crate) fn run(config: WorkerConfig, shared: Arc<Shared>, jobs: Receiver<Job>
         model: &model,
         template: &template,
         batch_size: config.batch_size,
+        context: config.context_size as usize,
     };
     for job in jobs {
         if job.events.is_closed() {
@@ -294,6 +301,8 @@ struct Generator<'m> {
     model: &'m LlamaModel,
     template: &'m ChatTemplate,
     batch_size: u32,
+    /// Tokens one request may use (its sequence's share of the context).
+    context: usize,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -439,7 +448,7 @@ impl Generator<'_> {
         prompt: &[LlamaToken],
         events: &UnboundedSender<Event>,
     ) -> Result<Option<Usage>, BackendError> {
-        let n_ctx = ctx.n_ctx() as usize;
+        let n_ctx = self.context.min(ctx.n_ctx() as usize);
         if prompt.is_empty() {
             return Err(BackendError::InvalidRequest(Rejection::invalid_value(
                 "messages",

@@ -331,7 +331,8 @@ async fn response_format_json_object_and_schema() {
 #[tokio::test]
 async fn bad_requests_are_invalid_not_failures() {
     let Some(e) = engine().await else { return };
-    let long = "word ".repeat(6000);
+    // Longer than the model's 8192-token context (the default here).
+    let long = "word ".repeat(9000);
     let err = e.chat(ask(&long, json!({}))).await.expect_err("too long");
     match err {
         BackendError::InvalidRequest(m) => {
@@ -412,4 +413,95 @@ async fn full_queue_refuses_and_cancellation_frees_it() {
         .expect("join")
         .expect("B answered");
     assert_eq!(usage(&v).1, 8);
+}
+
+/// A prompt of about `tokens` tokens once templated.
+fn prompt_of(e: &Engine, tokens: usize) -> String {
+    let mut words = tokens;
+    loop {
+        let text = "word ".repeat(words);
+        let n = e.count_tokens(&text).expect("loaded");
+        if n + 20 >= tokens {
+            return text;
+        }
+        words += tokens - n;
+    }
+}
+
+/// Without `--context` the engine runs with the context the model was
+/// trained for, within the KV cache budget: 8192 tokens for SmolLM2-135M,
+/// whose KV cache takes 30 layers x 3 KV heads x (64 + 64) x 2 bytes per token.
+#[tokio::test]
+async fn the_default_context_comes_from_the_model_within_the_memory_bound() {
+    use nomyo_engine::context::{ModelShape, KV_CACHE_BUDGET_BYTES};
+    let Some(e) = engine().await else { return };
+    let shape = ModelShape::read(&model_path().expect("model")).expect("metadata");
+    assert_eq!(shape.n_ctx_train, 8192);
+    assert_eq!(shape.kv_bytes_per_token(), 30 * 3 * (64 + 64) * 2);
+    // The metadata read before loading agrees with llama.cpp's loaded model.
+    assert_eq!(Some(shape), e.model_shape());
+    let expected = shape
+        .n_ctx_train
+        .min((KV_CACHE_BUDGET_BYTES / shape.kv_bytes_per_token()) as u32);
+    assert_eq!(e.context_size(), expected);
+    assert_eq!(e.context_size(), 8192);
+    assert!(u64::from(e.context_size()) * shape.kv_bytes_per_token() <= KV_CACHE_BUDGET_BYTES);
+}
+
+/// `--context 512` refuses a 600-token prompt with the context reason;
+/// `--context 1024` answers it.
+#[tokio::test]
+async fn a_configured_context_bounds_the_prompt() {
+    let Some(path) = model_path() else { return };
+    let start = |n: u32| {
+        let mut c = EngineConfig::new(&path);
+        c.context_size = Some(n);
+        Engine::start(c).expect("engine starts")
+    };
+    let small = start(512);
+    small.wait_ready().await.expect("loads");
+    assert_eq!(small.context_size(), 512);
+    let text = prompt_of(&small, 600);
+    let err = small
+        .chat(ask(&text, json!({"max_tokens": 1})))
+        .await
+        .expect_err("600 tokens in 512");
+    match err {
+        BackendError::InvalidRequest(r) => {
+            assert_eq!(r.code, Some("context_length_exceeded"));
+            assert!(r.message.contains("context holds 512"), "{r:?}");
+        }
+        other => panic!("expected InvalidRequest, got {other:?}"),
+    }
+    drop(small);
+
+    let large = start(1024);
+    large.wait_ready().await.expect("loads");
+    let v = large
+        .chat(ask(&text, json!({"max_tokens": 1, "temperature": 0})))
+        .await
+        .expect("600 tokens in 1024");
+    let (prompt_tokens, _, _) = usage(&v);
+    assert!((600..1024).contains(&prompt_tokens), "{prompt_tokens}");
+}
+
+/// A context of 0 or above the model's trained context is a setting error
+/// at start-up (`nomyo serve` exits 2 on it).
+#[test]
+fn a_context_the_model_cannot_take_is_refused_at_start() {
+    let Some(path) = model_path() else { return };
+    for bad in [0, 8193, 100_000] {
+        let mut c = EngineConfig::new(&path);
+        c.context_size = Some(bad);
+        match Engine::start(c) {
+            Err(nomyo_engine::EngineError::Config(m)) => {
+                assert!(m.contains(&format!("context {bad} is out of range")), "{m}");
+                // Above the trained context, the message names it.
+                if bad > 0 {
+                    assert!(m.contains("from 64 to 8192"), "{m}");
+                }
+            }
+            other => panic!("context {bad}: expected a setting error, got {other:?}"),
+        }
+    }
 }
