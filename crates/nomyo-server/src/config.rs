@@ -505,6 +505,8 @@ pub struct BackendConfig {
     pub model: Option<PathBuf>,
     /// Embedded: inference threads.
     pub threads: Option<usize>,
+    /// Embedded: tokens one request may use (context per sequence).
+    pub context: Option<u32>,
 }
 
 /// One `[tiers.NAME]` table.
@@ -574,6 +576,9 @@ pub struct FileConfig {
     pub model: Option<PathBuf>,
     /// `--threads`: embedded inference threads.
     pub threads: Option<usize>,
+    /// `--context`: tokens one request may use with the embedded model
+    /// (context per sequence); absent = the model's, within the KV budget.
+    pub context: Option<u32>,
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -632,6 +637,8 @@ pub enum BackendSpec {
         model: Option<PathBuf>,
         /// Threads; `None` = the engine's default.
         threads: Option<usize>,
+        /// Context per sequence; `None` = the model's (within the KV budget).
+        context: Option<u32>,
         /// Models to advertise; `None` = what the engine reports.
         models: Option<Vec<String>>,
     },
@@ -891,6 +898,7 @@ impl FileConfig {
             shutdown_grace_secs: top.shutdown_grace_secs.or(self.shutdown_grace_secs),
             model: top.model.or(self.model),
             threads: top.threads.or(self.threads),
+            context: top.context.or(self.context),
             limits: self.limits.overlay(top.limits),
             hpke: self.hpke.overlay(top.hpke),
             cluster: self.cluster.overlay(top.cluster),
@@ -1038,6 +1046,7 @@ impl FileConfig {
                 name: "embedded".into(),
                 model: self.model,
                 threads: self.threads,
+                context: self.context,
                 models: None,
             }],
         };
@@ -1201,6 +1210,7 @@ fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigError> {
             name: b.name,
             model: b.model,
             threads: b.threads,
+            context: b.context,
             models: b.models,
         }),
     }
@@ -1393,6 +1403,52 @@ mod tests {
         assert!(matches!(s.key, KeySetting::Dir(ref k) if k.bits == RsaBits::B2048));
         // With no backend anywhere, the embedded model serves.
         assert!(matches!(s.backends[..], [BackendSpec::Embedded { .. }]));
+    }
+
+    #[test]
+    fn the_embedded_context_comes_from_the_file_and_the_flag_wins() {
+        let file = FileConfig::from_toml("context = 4096\nthreads = 2\n").unwrap();
+        let s = file.resolve().unwrap();
+        assert!(matches!(
+            s.backends[..],
+            [BackendSpec::Embedded {
+                context: Some(4096),
+                threads: Some(2),
+                ..
+            }]
+        ));
+        let file = FileConfig::from_toml("context = 4096\n").unwrap();
+        let flags = FileConfig {
+            context: Some(512),
+            ..Default::default()
+        };
+        let s = file.overlay(flags).resolve().unwrap();
+        assert!(matches!(
+            s.backends[..],
+            [BackendSpec::Embedded {
+                context: Some(512),
+                ..
+            }]
+        ));
+        let s = FileConfig::from_toml(
+            "[[backends]]\nname = \"local\"\ntype = \"embedded\"\ncontext = 1024\n",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert!(matches!(
+            s.backends[..],
+            [BackendSpec::Embedded {
+                context: Some(1024),
+                ..
+            }]
+        ));
+        // Absent: the engine takes the model's.
+        let s = FileConfig::default().resolve().unwrap();
+        assert!(matches!(
+            s.backends[..],
+            [BackendSpec::Embedded { context: None, .. }]
+        ));
     }
 
     #[test]

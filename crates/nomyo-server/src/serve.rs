@@ -71,6 +71,9 @@ pub struct EmbeddedParams {
     pub model: Option<PathBuf>,
     /// Threads; `None` = the engine's default.
     pub threads: Option<usize>,
+    /// Tokens one request may use (context per sequence); `None` = the
+    /// model's, within the engine's KV cache budget.
+    pub context: Option<u32>,
 }
 
 /// A state ready to serve, and how the key came to be.
@@ -249,12 +252,14 @@ where
                 name,
                 model,
                 threads,
+                context,
                 models,
             } => {
                 let b = embedded(EmbeddedParams {
                     name: name.clone(),
                     model,
                     threads,
+                    context,
                 })
                 .map_err(|message| StartError::Backend {
                     name: name.clone(),

@@ -25,6 +25,9 @@ pub struct EmbeddedSettings {
     pub model: Option<PathBuf>,
     /// Inference threads; `None` = the engine's safe default.
     pub threads: Option<usize>,
+    /// Tokens one request may use (context per sequence); `None` = the
+    /// model's, within the engine's KV cache budget.
+    pub context: Option<u32>,
 }
 
 /// The embedded model as a backend; it starts loading in the background.
@@ -49,6 +52,7 @@ pub fn backend(settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
     };
     let mut config = EngineConfig::new(path);
     config.threads = settings.threads;
+    config.context_size = settings.context;
     match Engine::start(config) {
         Ok(engine) => {
             let engine = Arc::new(engine);
@@ -98,6 +102,7 @@ mod tests {
         let settings = EmbeddedSettings {
             model: Some("/nonexistent/dir/model.gguf".into()),
             threads: None,
+            context: None,
         };
         let err = backend(&settings).err().expect("missing model");
         assert_eq!(err.code, Code::Other);
@@ -118,6 +123,7 @@ mod tests {
         let settings = EmbeddedSettings {
             model: Some("/nonexistent/dir/model.gguf".into()),
             threads: Some(0),
+            context: None,
         };
         let err = backend(&settings).err().expect("bad threads");
         assert_eq!(err.code, Code::Usage);

@@ -174,6 +174,19 @@ pub struct Args {
     /// Inference threads of the embedded engine.
     #[arg(long, value_name = "N", help_heading = "Backends")]
     threads: Option<usize>,
+    /// Tokens one request may use with the embedded model, prompt plus
+    /// answer: the context per sequence (64 to the context the model was
+    /// trained for). Default: the model's trained context (n_ctx_train),
+    /// bounded by a 256 MiB KV cache: at most 256 MiB / (layers x KV heads x
+    /// (key + value head dims) x 2 bytes, f16 cache) tokens. SmolLM2-135M:
+    /// 30 x 3 x (64 + 64) x 2 = 23,040 bytes per token, so its full 8192 tokens.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_context,
+        help_heading = "Backends"
+    )]
+    context: Option<u32>,
 
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, value_name = "F", requires = "tls_key", help_heading = "TLS")]
@@ -320,6 +333,16 @@ impl std::fmt::Debug for ClusterArgs {
     }
 }
 
+/// `--context N`: a token count of at least 64 (the model's upper bound is
+/// checked when it is opened).
+fn parse_context(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 64 => Ok(n),
+        Ok(_) => Err("the context must be at least 64 tokens (prompt plus answer)".into()),
+        Err(_) => Err("expected a number of tokens, e.g. 4096".into()),
+    }
+}
+
 impl Args {
     /// The flags as a configuration layer (only what was given).
     fn as_config(&self) -> FileConfig {
@@ -348,6 +371,7 @@ impl Args {
                 connect_timeout_secs: None,
                 model: None,
                 threads: None,
+                context: None,
             }])
         };
         FileConfig {
@@ -373,6 +397,7 @@ impl Args {
             shutdown_grace_secs: self.shutdown_grace,
             model: self.model.clone(),
             threads: self.threads,
+            context: self.context,
             limits: LimitsConfig {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_concurrency: self.limits.max_concurrency,
@@ -444,16 +469,27 @@ pub fn run(args: Args) -> CliResult {
         .build()
         .map_err(|e| CliError::new(Code::Other, format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
+        // A setting the engine refuses (a context the model cannot take) is
+        // a usage error, exit 2.
+        let usage = std::cell::Cell::new(false);
         let embedded = |p: EmbeddedParams| -> Result<Arc<dyn Backend>, String> {
             let settings = EmbeddedSettings {
                 model: p.model,
                 threads: p.threads,
+                context: p.context,
             };
-            embedded::backend(&settings).map_err(|e| e.message)
+            embedded::backend(&settings).map_err(|e| {
+                usage.set(usage.get() || e.code == Code::Usage);
+                e.message
+            })
         };
-        let prepared = serve::prepare(settings, embedded)
-            .await
-            .map_err(start_error)?;
+        let prepared = serve::prepare(settings, embedded).await.map_err(|e| {
+            if usage.get() {
+                CliError::usage(e.to_string())
+            } else {
+                start_error(e)
+            }
+        })?;
         let state = prepared.state;
         let key = state.keys().current();
         let origin = match prepared.key_origin {

@@ -1,0 +1,67 @@
+//! `nomyo serve --context N`: a context the embedded model cannot take is a
+//! usage error (exit 2) at start-up, before anything is served; `serve
+//! --help` states the default and its memory bound.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{assert_exit, nomyo, stderr, stdout};
+
+fn model() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
+        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} missing: run scripts/fetch-model.sh",
+        p.display()
+    );
+    None
+}
+
+#[test]
+fn a_context_the_model_cannot_take_exits_2() {
+    // Zero is refused by the flag parser, whatever the model.
+    let o = nomyo()
+        .args(["serve", "--ephemeral-key", "--context", "0"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--context"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at least 64 tokens"), "{}", stderr(&o));
+
+    let Some(model) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = nomyo()
+        .current_dir(dir.path())
+        .env_remove("NOMYO_MODEL_FILE")
+        .args(["serve", "--ephemeral-key", "--key-bits", "2048"])
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(&model)
+        .args(["--context", "8193"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("context 8193 is out of range"), "{err}");
+    assert!(err.contains("from 64 to 8192"), "{err}");
+    assert!(!stdout(&o).contains("listening on"), "{}", stdout(&o));
+}
+
+#[test]
+fn serve_help_states_the_context_default_and_its_bound() {
+    let o = nomyo().args(["serve", "--help"]).output().unwrap();
+    assert_exit(&o, 0);
+    let help = stdout(&o);
+    assert!(help.contains("--context <N>"), "{help}");
+    assert!(help.contains("per sequence"), "{help}");
+    assert!(help.contains("256 MiB"), "{help}");
+    assert!(help.contains("KV heads"), "{help}");
+}
