@@ -143,7 +143,7 @@ async fn a_server_turns_ready_when_its_upstream_comes_up() {
     let toml = format!(
         "ephemeral_key = true\nkey_bits = 2048\n\
          [[backends]]\nname = \"up\"\ntype = \"upstream\"\nurl = \"http://{addr}/v1\"\n\
-         models = [\"m\"]\nhealth_check_interval_secs = 1\n"
+         models = [\"m\"]\nhealth_check_interval = \"1s\"\n"
     );
     let app = server(&toml).await;
     let (status, body) = health(&app).await;
