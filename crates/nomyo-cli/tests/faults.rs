@@ -444,8 +444,11 @@ fn engine_fails_to_load_bad_or_truncated_gguf_exits_non_zero() {
 
 /// Starts two `nomyo serve` on one empty key directory at the same moment.
 fn two_first_starts(up: &Upstream, dir: &Path, keys: &Path) -> (Serve, Serve) {
-    let a = key_serve(up, dir, keys, &[]);
-    let b = key_serve(up, dir, keys, &[]);
+    // One replay journal per server (two servers on one journal are refused
+    // by design); the race under test is the one on the key files.
+    let (ja, jb) = (dir.join("a-replay.log"), dir.join("b-replay.log"));
+    let a = key_serve(up, dir, keys, &["--replay-journal", ja.to_str().unwrap()]);
+    let b = key_serve(up, dir, keys, &["--replay-journal", jb.to_str().unwrap()]);
     let (ta, tb) = (
         std::thread::spawn(move || start(a)),
         std::thread::spawn(move || start(b)),

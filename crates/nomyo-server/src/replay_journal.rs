@@ -50,8 +50,22 @@ enum Job {
 /// The writer of the journal (cheap to share: one channel to its thread).
 #[derive(Debug)]
 pub struct ReplayJournal {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
     path: PathBuf,
+    /// The writer thread, which holds the journal's lock until it ends.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ReplayJournal {
+    /// Lets the writer finish what is queued and release the lock before
+    /// returning, so that a server restarted in the same process (or the
+    /// next test) can open the journal at once.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 /// An entry restored at start: its key and how long it has left.
@@ -99,6 +113,30 @@ fn read_live(path: &Path, now: u64) -> Result<HashMap<ReplayKey, u64>, String> {
     Ok(live)
 }
 
+/// Takes the journal's lock file (`<path>.lock`, created when missing);
+/// an error names the file and what to do when another server holds it.
+fn lock_journal(path: &Path) -> Result<File, String> {
+    let lock_path = path.with_extension("lock");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "the replay journal {} is in use by another nomyo serve; give each server its own \
+             --replay-journal FILE, or share one window through --replay-redis-url",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("locking {}: {e}", lock_path.display()))
+        }
+    }
+}
+
 /// Writes `records` to `path` atomically (temporary file, `fsync`, rename,
 /// directory `fsync`) and opens it for appending.
 fn rewrite(path: &Path, records: &[[u8; RECORD]]) -> Result<File, String> {
@@ -134,7 +172,13 @@ impl ReplayJournal {
     /// Opens (or creates) the journal at `path`: returns the writer and the
     /// entries still live, which the caller restores into its window. The
     /// file is compacted to those entries first. Blocking.
+    ///
+    /// One server per journal: an exclusive lock on `<path>.lock` (held by
+    /// the writer thread for the life of the server) refuses a second
+    /// server on the same file, whose compactions would replace the first
+    /// one's file under it and lose its records.
     pub fn open(path: &Path) -> Result<(Self, Restored), String> {
+        let lock = lock_journal(path)?;
         let now = now_ms();
         let live = read_live(path, now)?;
         let mut order: Vec<(ReplayKey, u64)> = live.into_iter().collect();
@@ -147,14 +191,18 @@ impl ReplayJournal {
             .collect();
         let (tx, rx) = mpsc::channel();
         let p = path.to_owned();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("nomyo-replay-journal".into())
-            .spawn(move || writer(p, file, rx, order))
+            .spawn(move || {
+                let _lock = lock;
+                writer(p, file, rx, order)
+            })
             .map_err(|e| format!("starting the replay journal writer: {e}"))?;
         Ok((
             Self {
-                tx,
+                tx: Some(tx),
                 path: path.to_owned(),
+                writer: Some(writer_thread),
             },
             restored,
         ))
@@ -171,6 +219,8 @@ impl ReplayJournal {
         let expires_ms = now_ms().saturating_add(u64::try_from(window.as_millis()).unwrap_or(0));
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or_else(|| "replay journal writer stopped".to_owned())?
             .send(Job::Claim {
                 keys: keys.to_vec(),
                 expires_ms: expires_ms.max(1),
@@ -184,7 +234,9 @@ impl ReplayJournal {
     /// Records that `keys` were given back (not waited for: at worst a
     /// restart keeps them used until they expire).
     pub fn release(&self, keys: &[ReplayKey]) {
-        let _ = self.tx.send(Job::Release(keys.to_vec()));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Release(keys.to_vec()));
+        }
     }
 }
 
@@ -292,7 +344,6 @@ mod tests {
         // release (sent before it) is too.
         j.claim(&[[5; 32]], Duration::from_secs(60)).await.unwrap();
         drop(j);
-        std::thread::sleep(Duration::from_millis(5));
         // A torn record at the end (a crash mid-write) is ignored.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[9u8; 17]).unwrap();
@@ -306,5 +357,20 @@ mod tests {
             .all(|(_, left)| *left > Duration::from_secs(50)));
         // Compacted at start: three records, nothing else.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * RECORD as u64);
+    }
+
+    /// Two servers on one journal would replace each other's file when
+    /// compacting and lose records: the second is refused, with what to do.
+    #[test]
+    fn a_second_server_on_the_same_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_FILE);
+        let (first, _) = ReplayJournal::open(&path).unwrap();
+        let err = ReplayJournal::open(&path).unwrap_err();
+        assert!(err.contains("in use by another nomyo serve"), "{err}");
+        assert!(err.contains("--replay-journal"), "{err}");
+        drop(first);
+        // Released when the first one is dropped.
+        let (_again, _) = ReplayJournal::open(&path).unwrap();
     }
 }
