@@ -147,7 +147,6 @@ fn known_code(code: &str) -> Option<&'static str> {
     [
         "context_length_exceeded",
         "unsupported_parameter",
-        "unsupported_value",
         "invalid_value",
         "model_not_found",
     ]
