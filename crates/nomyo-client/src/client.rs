@@ -248,8 +248,12 @@ impl ClientBuilder {
                 "the base URL must not have a query or fragment".into(),
             ));
         }
+        let loopback = url.scheme() == "http" && is_loopback_host(&url);
         match url.scheme() {
             "https" => {}
+            "http" if loopback => {
+                tracing::debug!(url = %url, "plain HTTP to a loopback address");
+            }
             "http" if self.allow_http => {
                 tracing::info!(url = %url, "using plain HTTP: for local development only");
             }
@@ -269,7 +273,7 @@ impl ClientBuilder {
             return Err(Error::Config("the base URL has no host".into()));
         }
         let origin = url.origin().ascii_serialization();
-        let base = url.as_str().trim_end_matches('/').to_owned();
+        let base = server_base(&url);
         let endpoint = |path: &str| {
             Url::parse(&format!("{base}{path}"))
                 .map_err(|e| Error::Config(format!("invalid base URL: {e}")))
@@ -318,7 +322,7 @@ impl ClientBuilder {
             // A redirect could move the request to another origin or to
             // plain HTTP; a NOMYO server has no reason to redirect.
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(!self.allow_http)
+            .https_only(!(self.allow_http || loopback))
             .user_agent(concat!("nomyo-rs/", env!("CARGO_PKG_VERSION")));
         if !self.root_certificates.is_empty() {
             http = http.tls_certs_merge(self.root_certificates);
@@ -837,6 +841,47 @@ impl Client {
 /// `_metadata`, which nobody on the path can change. Asking for `high` or
 /// `maximum` and getting an answer that does not say so (or says less) is a
 /// security failure, not an answer.
+/// Whether `url`'s host is a loopback address: 127.0.0.0/8, `::1`, or
+/// `localhost` when every address it resolves to is one of those. Plain HTTP
+/// to such a host never leaves the machine, so it needs no `allow_http`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    name.eq_ignore_ascii_case("localhost")
+        && localhost_is_loopback(url.port_or_known_default().unwrap_or(80))
+}
+
+/// Resolves `localhost`: loopback only when it has addresses and all of them
+/// are loopback (a resolver that maps it elsewhere does not get plain HTTP).
+fn localhost_is_loopback(port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    match ("localhost", port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The server's base: the URL without trailing slashes and without one
+/// trailing `/v1` (OpenAI clients are configured with `.../v1`; the NOMYO
+/// routes are found from the server's root).
+fn server_base(url: &Url) -> String {
+    let s = url.as_str().trim_end_matches('/');
+    let path = url.path().trim_end_matches('/');
+    match s.strip_suffix("/v1") {
+        Some(rest) if path.ends_with("/v1") => rest.trim_end_matches('/').to_owned(),
+        _ => s.to_owned(),
+    }
+}
+
 pub(crate) fn check_served_tier(
     requested: Option<SecurityTier>,
     served: Option<&str>,
