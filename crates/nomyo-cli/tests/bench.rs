@@ -74,6 +74,10 @@ fn bench_json_v1_v2_plain_and_bad_key() {
     let v = bench_ok(&srv.url, "--protocol v1 -c 2 -n 6 --warmup 2 --json");
     check_ok(&v, 6);
     assert_eq!(v["protocol"], "v1");
+    // Every answer opened reports its generated tokens (the upstream's usage: 1).
+    assert_eq!(v["answers_with_tokens"], 6, "{v}");
+    assert_eq!(v["generated_tokens"], 6, "{v}");
+    assert!(v["generated_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["concurrency"], 2);
     assert_eq!(
         up.posts.load(Ordering::SeqCst) - before,
@@ -96,12 +100,32 @@ fn bench_json_v1_v2_plain_and_bad_key() {
     check_ok(&v, 3);
     let ttft = v["ttft_p50_ms"].as_f64().unwrap();
     assert!(ttft > 0.0 && ttft <= v["max_ms"].as_f64().unwrap(), "{v}");
+    let mean = v["ttft_mean_ms"].as_f64().unwrap();
+    assert!(mean > 0.0 && mean <= v["max_ms"].as_f64().unwrap(), "{v}");
+    // The upstream's streams carry no usage: their content chunks are counted.
+    assert_eq!(v["answers_with_tokens"], 3, "{v}");
+    assert_eq!(
+        v["generated_tokens"].as_u64().unwrap(),
+        3 * support::STREAM_CHUNKS as u64,
+        "{v}"
+    );
+    assert!(v["generated_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["decode_tokens_per_s_mean"].as_f64().unwrap() > 0.0, "{v}");
+
+    // The text output says the same.
+    let o = bench(&srv.url, API_KEY, "--protocol v2 --stream -n 2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("generated tokens: "), "{text}");
+    assert!(text.contains(" tokens/s"), "{text}");
+    assert!(text.contains("time to first token ms: p50 "), "{text}");
 
     // Plain, straight at the upstream: its counter moves, no server involved.
     let before = up.posts.load(Ordering::SeqCst);
     let v = bench_ok(&up.url, "--protocol plain -n 4 --warmup 1 --json");
     check_ok(&v, 4);
     assert_eq!(up.posts.load(Ordering::SeqCst) - before, 5);
+    assert_eq!(v["generated_tokens"], 4, "{v}");
 
     // A bad API key: refused at warm-up (exit 3, as `nomyo chat`)...
     let o = bench(&srv.url, "wrong-key", "-n 3 --json");

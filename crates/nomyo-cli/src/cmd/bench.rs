@@ -29,6 +29,14 @@
 //! streams right after their first chunk, as a client that goes away would:
 //! they are counted as `cancelled`, neither as answers nor as errors (a soak
 //! test uses it to check that the server frees what a cancelled stream held).
+//!
+//! Generated tokens come from each answer's `usage.completion_tokens` (with
+//! `--stream`, `stream_options.include_usage` asks for the usage chunk; a
+//! stream without one counts its content chunks). `generated_tokens_per_s`
+//! is their sum over the measured run's wall time; with `--stream`,
+//! `ttft_*_ms` time the first content chunk and `decode_tokens_per_s_mean`
+//! is the mean per stream of the tokens after the first per second after it.
+//! v1 answers not opened (`--open-every`) carry no count.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,6 +221,10 @@ struct PlainSender {
 struct Sample {
     latency: Duration,
     ttft: Option<Duration>,
+    /// Tokens generated: the answer's `usage.completion_tokens`; for a
+    /// stream without a usage chunk, its content chunks. `None`: not known
+    /// (an answer not opened, or one without usage).
+    tokens: Option<u64>,
     /// Dropped by us after the first chunk (`--cancel-streams`).
     cancelled: bool,
 }
@@ -270,10 +282,12 @@ impl Sender {
                 stream: false,
             } => {
                 let answer = client.create(request).await.map_err(Failure::from_client)?;
+                let tokens = answer.usage.as_ref().map(|u| u.completion_tokens);
                 drop(answer);
                 Ok(Sample {
                     latency: start.elapsed(),
                     ttft: None,
+                    tokens,
                     cancelled: false,
                 })
             }
@@ -286,10 +300,23 @@ impl Sender {
                     .await
                     .map_err(Failure::from_client)?;
                 let mut ttft = None;
+                let mut content_chunks = 0u64;
+                let mut usage_tokens = None;
                 while let Some(item) = futures::StreamExt::next(&mut stream).await {
                     let chunk = item.map_err(Failure::from_client)?;
-                    if ttft.is_none() && chunk.text().is_some_and(|t| !t.is_empty()) {
-                        ttft = Some(start.elapsed());
+                    if chunk.text().is_some_and(|t| !t.is_empty()) {
+                        content_chunks += 1;
+                        if ttft.is_none() {
+                            ttft = Some(start.elapsed());
+                        }
+                    }
+                    if let Some(n) = chunk
+                        .extra
+                        .get("usage")
+                        .and_then(|u| u.get("completion_tokens"))
+                        .and_then(serde_json::Value::as_u64)
+                    {
+                        usage_tokens = Some(n);
                     }
                     if cancel {
                         // Go away mid-stream: the response (and its
@@ -298,6 +325,7 @@ impl Sender {
                         return Ok(Sample {
                             latency: start.elapsed(),
                             ttft: None,
+                            tokens: None,
                             cancelled: true,
                         });
                     }
@@ -306,17 +334,20 @@ impl Sender {
                 Ok(Sample {
                     latency,
                     ttft: Some(ttft.unwrap_or(latency)),
+                    tokens: Some(usage_tokens.unwrap_or(content_chunks)),
                     cancelled: false,
                 })
             }
-            Sender::Sampled(v) => v.one().await.map(|latency| Sample {
+            Sender::Sampled(v) => v.one().await.map(|(latency, tokens)| Sample {
                 latency,
                 ttft: None,
+                tokens,
                 cancelled: false,
             }),
-            Sender::Plain(p) => p.one().await.map(|latency| Sample {
+            Sender::Plain(p) => p.one().await.map(|(latency, tokens)| Sample {
                 latency,
                 ttft: None,
+                tokens,
                 cancelled: false,
             }),
         }
@@ -324,7 +355,8 @@ impl Sender {
 }
 
 impl SampledV1 {
-    async fn one(&self) -> Result<Duration, Failure> {
+    /// The latency and, for an answer opened, its generated tokens.
+    async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
         let start = Instant::now();
         let n = self.sent.fetch_add(1, Ordering::Relaxed);
         let payload_id = format!("{}-{n}", self.id_prefix);
@@ -370,26 +402,28 @@ impl SampledV1 {
                 "the answer belongs to another request (payload_id)".to_owned(),
             ));
         }
+        let mut tokens = None;
         if n.is_multiple_of(self.every) {
             let key = Arc::clone(&self.client_key);
             let id = payload_id.clone();
-            tokio::task::spawn_blocking(move || check_answer(&package, &key, &id))
+            tokens = tokio::task::spawn_blocking(move || check_answer(&package, &key, &id))
                 .await
                 .map_err(|_| fail("other", "opening the answer was interrupted".to_owned()))?
                 .map_err(|m| fail("security", m))?;
             self.opened.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(start.elapsed())
+        Ok((start.elapsed(), tokens))
     }
 }
 
 /// Opens a sampled answer: it must decrypt with our key, be JSON with
 /// `choices`, and carry our payload id in its authenticated `_metadata`.
+/// Returns its `usage.completion_tokens`, when it has one.
 fn check_answer(
     package: &nomyo_core::v1::Package,
     key: &nomyo_core::PrivateKey,
     payload_id: &str,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let plaintext =
         nomyo_core::v1::open(package, key).map_err(|e| format!("the answer does not open: {e}"))?;
     // Never serde's message: it could quote the answer.
@@ -401,11 +435,17 @@ fn check_answer(
     if v.pointer("/_metadata/payload_id").and_then(|p| p.as_str()) != Some(payload_id) {
         return Err("the decrypted answer belongs to another request (payload_id)".to_owned());
     }
-    Ok(())
+    Ok(completion_tokens(&v))
+}
+
+/// `usage.completion_tokens` of an answer's JSON.
+fn completion_tokens(answer: &serde_json::Value) -> Option<u64> {
+    answer.pointer("/usage/completion_tokens")?.as_u64()
 }
 
 impl PlainSender {
-    async fn one(&self) -> Result<Duration, Failure> {
+    /// The latency and the answer's generated tokens (from its usage).
+    async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
         let start = Instant::now();
         let mut req = self
             .http
@@ -443,7 +483,7 @@ impl PlainSender {
                 exit: Code::Server,
             });
         }
-        Ok(start.elapsed())
+        Ok((start.elapsed(), completion_tokens(&parsed)))
     }
 }
 
@@ -513,8 +553,28 @@ struct Collected {
     latencies: Vec<Duration>,
     cancelled: u64,
     ttfts: Vec<Duration>,
+    /// Generated tokens summed over the answers that reported them.
+    tokens: u64,
+    /// How many answers reported their generated tokens.
+    answers_with_tokens: u64,
+    /// Per stream that generated more than one token: tokens after the
+    /// first per second after the first (the decoding rate).
+    decode_rates: Vec<f64>,
     errors: BTreeMap<String, u64>,
     first_error: Option<String>,
+}
+
+/// The decoding rate of one stream: the tokens after the first, per second
+/// after the first token arrived; `None` for one token or no time.
+fn decode_rate(tokens: u64, ttft: Duration, latency: Duration) -> Option<f64> {
+    let after = latency.checked_sub(ttft)?.as_secs_f64();
+    (tokens > 1 && after > 0.0).then(|| (tokens - 1) as f64 / after)
+}
+
+/// The mean of some values; `None` for none.
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0u64), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
 }
 
 /// Nearest-rank percentile of sorted values, in ms.
@@ -560,6 +620,8 @@ fn build_request(args: &Args, model: &str) -> (ChatRequest, usize) {
         r.max_tokens = args.max_tokens;
         if args.stream {
             r = r.with("stream", serde_json::Value::Bool(true));
+            // The last chunk then carries the generated tokens.
+            r = r.with("stream_options", serde_json::json!({"include_usage": true}));
         }
         r
     };
@@ -766,6 +828,13 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
                         if let Some(t) = s.ttft {
                             c.ttfts.push(t);
                         }
+                        if let Some(n) = s.tokens {
+                            c.tokens += n;
+                            c.answers_with_tokens += 1;
+                            if let Some(rate) = s.ttft.and_then(|t| decode_rate(n, t, s.latency)) {
+                                c.decode_rates.push(rate);
+                            }
+                        }
                     }
                     Err(f) => {
                         *c.errors.entry(f.kind.clone()).or_default() += 1;
@@ -818,6 +887,9 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         "max_ms": c.latencies.last().map(|d| d.as_secs_f64() * 1e3),
         "client_rss_kib": rss,
         "client_hwm_kib": hwm,
+        "answers_with_tokens": c.answers_with_tokens,
+        "generated_tokens": (c.answers_with_tokens > 0).then_some(c.tokens),
+        "generated_tokens_per_s": (c.answers_with_tokens > 0).then(|| c.tokens as f64 / secs),
     });
     if let Sender::Sampled(v) = &*sender {
         out["open_every"] = serde_json::json!(v.every);
@@ -826,6 +898,9 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     if args.stream {
         out["ttft_p50_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 50.0));
         out["ttft_p95_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 95.0));
+        out["ttft_mean_ms"] =
+            serde_json::json!(mean(c.ttfts.iter().map(|d| d.as_secs_f64() * 1e3)));
+        out["decode_tokens_per_s_mean"] = serde_json::json!(mean(c.decode_rates.iter().copied()));
     }
     if args.json {
         println!("{out}");
@@ -865,12 +940,23 @@ fn print_text(o: &serde_json::Value) {
         ms("mean_ms"),
         ms("max_ms")
     );
+    if let Some(n) = o["generated_tokens"].as_u64() {
+        println!(
+            "generated tokens: {n} in {} answers, {:.1} tokens/s",
+            o["answers_with_tokens"],
+            o["generated_tokens_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
     if o.get("ttft_p50_ms").is_some() {
         println!(
-            "time to first token ms: p50 {}  p95 {}",
+            "time to first token ms: p50 {}  p95 {}  mean {}",
             ms("ttft_p50_ms"),
-            ms("ttft_p95_ms")
+            ms("ttft_p95_ms"),
+            ms("ttft_mean_ms")
         );
+        if let Some(r) = o["decode_tokens_per_s_mean"].as_f64() {
+            println!("decoding after the first token: {r:.1} tokens/s per stream (mean)");
+        }
     }
     if let Some(e) = o["errors"].as_object().filter(|e| !e.is_empty()) {
         let list: Vec<String> = e.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -919,6 +1005,21 @@ mod tests {
         assert!(check_answer(&good, &other, "p-1")
             .unwrap_err()
             .contains("does not open"));
+    }
+
+    #[test]
+    fn decode_rate_counts_the_tokens_after_the_first() {
+        let ms = Duration::from_millis;
+        // 11 tokens, the first at 100 ms, the last at 600 ms: 10 in 0.5 s.
+        let r = decode_rate(11, ms(100), ms(600)).expect("a rate");
+        assert!((r - 20.0).abs() < 1e-9, "{r}");
+        assert_eq!(decode_rate(1, ms(100), ms(600)), None);
+        assert_eq!(decode_rate(5, ms(600), ms(600)), None);
+        assert_eq!(mean([1.0, 2.0, 6.0].into_iter()), Some(3.0));
+        assert_eq!(mean(std::iter::empty()), None);
+        let answer = serde_json::json!({"usage": {"completion_tokens": 7}});
+        assert_eq!(completion_tokens(&answer), Some(7));
+        assert_eq!(completion_tokens(&serde_json::json!({})), None);
     }
 
     #[test]
