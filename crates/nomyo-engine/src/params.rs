@@ -58,6 +58,60 @@ pub struct SamplingParams {
     pub seeded: bool,
 }
 
+/// What a request that omits a sampling parameter gets. OpenAI's defaults
+/// (temperature 1, top_p 1) suit large models; a small one such as the
+/// default SmolLM2-135M-Instruct then often answers with gibberish, so the
+/// engine's defaults are lower (chosen by trying them on that model; see the
+/// crate README). Explicit values in a request always win.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingDefaults {
+    /// `temperature` when the request gives none.
+    pub temperature: f32,
+    /// `top_p` when the request gives none.
+    pub top_p: f32,
+    /// `top_k` when the request gives none (0 = off).
+    pub top_k: i32,
+    /// `min_p` when the request gives none (0 = off).
+    pub min_p: f32,
+}
+
+impl SamplingDefaults {
+    /// The engine's defaults for a model whose metadata carries none.
+    pub const ENGINE: SamplingDefaults = SamplingDefaults {
+        temperature: 0.2,
+        top_p: 0.9,
+        top_k: 0,
+        min_p: 0.0,
+    };
+
+    /// The defaults a GGUF file recommends in its `general.sampling.*`
+    /// metadata (`temp`, `top_p`, `top_k`, `min_p`), each falling back to
+    /// [`ENGINE`](Self::ENGINE) when absent or out of range. `get` returns a
+    /// metadata value as text (llama-cpp-2's `meta_val_str`).
+    pub fn from_metadata(get: impl Fn(&str) -> Option<String>) -> SamplingDefaults {
+        let num = |key: &str, lo: f32, hi: f32| {
+            get(key)
+                .and_then(|v| v.trim().parse::<f32>().ok())
+                .filter(|x| x.is_finite() && (lo..=hi).contains(x))
+        };
+        let d = Self::ENGINE;
+        SamplingDefaults {
+            temperature: num("general.sampling.temp", 0.0, 2.0).unwrap_or(d.temperature),
+            top_p: num("general.sampling.top_p", 0.0, 1.0).unwrap_or(d.top_p),
+            top_k: num("general.sampling.top_k", 0.0, 1_000_000.0)
+                .map(|k| k as i32)
+                .unwrap_or(d.top_k),
+            min_p: num("general.sampling.min_p", 0.0, 1.0).unwrap_or(d.min_p),
+        }
+    }
+}
+
+impl Default for SamplingDefaults {
+    fn default() -> Self {
+        Self::ENGINE
+    }
+}
+
 /// A checked request: what the worker needs to run it.
 pub struct GenerationRequest {
     /// The conversation.
@@ -340,9 +394,19 @@ fn parse_logit_bias(body: &Map<String, Value>) -> Result<Vec<(i32, f32)>, Backen
 
 /// Checks an OpenAI chat-completion request body and extracts what the engine
 /// honours. `streaming` is true for [`chat_stream`](nomyo_server::backend::Backend::chat_stream).
+/// Omitted sampling parameters get [`SamplingDefaults::ENGINE`].
 pub fn parse(
     body: &Map<String, Value>,
     streaming: bool,
+) -> Result<GenerationRequest, BackendError> {
+    parse_with_defaults(body, streaming, &SamplingDefaults::ENGINE)
+}
+
+/// [`parse`], with the model's own sampling defaults for omitted parameters.
+pub fn parse_with_defaults(
+    body: &Map<String, Value>,
+    streaming: bool,
+    defaults: &SamplingDefaults,
 ) -> Result<GenerationRequest, BackendError> {
     for unsupported_key in ["tools", "functions"] {
         if body
@@ -365,10 +429,11 @@ pub fn parse(
     }
 
     let messages = parse_messages(body)?;
-    let temperature = number(body, "temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
-    let top_p = number(body, "top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32;
-    let top_k = integer(body, "top_k", 0, 1_000_000)?.unwrap_or(0) as i32;
-    let min_p = number(body, "min_p", 0.0, 1.0)?.unwrap_or(0.0) as f32;
+    let temperature =
+        number(body, "temperature", 0.0, 2.0)?.map_or(defaults.temperature, |x| x as f32);
+    let top_p = number(body, "top_p", 0.0, 1.0)?.map_or(defaults.top_p, |x| x as f32);
+    let top_k = integer(body, "top_k", 0, 1_000_000)?.map_or(defaults.top_k, |x| x as i32);
+    let min_p = number(body, "min_p", 0.0, 1.0)?.map_or(defaults.min_p, |x| x as f32);
     let frequency_penalty = number(body, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
     let presence_penalty = number(body, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
     let logit_bias = parse_logit_bias(body)?;
@@ -456,14 +521,33 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_openai() {
+    fn defaults_suit_a_small_model_and_explicit_values_win() {
         let r = parse(
             &body(json!({"messages": [{"role": "user", "content": "hi"}]})),
             false,
         )
         .expect("valid");
-        assert_eq!(r.sampling.temperature, 1.0);
+        assert_eq!(r.sampling.temperature, 0.2);
+        assert_eq!(r.sampling.top_p, 0.9);
+        assert_eq!(r.sampling.top_k, 0);
+        assert_eq!(r.sampling.min_p, 0.0);
+        // A null is an omission; any explicit value wins, even OpenAI's 1.
+        let r = parse(
+            &body(json!({"messages": [{"role": "user", "content": "hi"}],
+                         "temperature": null, "top_p": 1})),
+            false,
+        )
+        .expect("valid");
+        assert_eq!(r.sampling.temperature, 0.2);
         assert_eq!(r.sampling.top_p, 1.0);
+        let r = parse(
+            &body(json!({"messages": [{"role": "user", "content": "hi"}],
+                         "temperature": 1.0, "top_p": 0.5})),
+            false,
+        )
+        .expect("valid");
+        assert_eq!(r.sampling.temperature, 1.0);
+        assert_eq!(r.sampling.top_p, 0.5);
         assert_eq!(r.max_tokens, None);
         assert_eq!(r.n, 1);
         assert!(!r.sampling.seeded);
@@ -579,5 +663,35 @@ mod tests {
         assert_eq!(fold_seed(i64::from(u32::MAX)), 0);
         assert_eq!(fold_seed(-1), fold_seed(-1));
         assert!(fold_seed(i64::MIN) < u32::MAX);
+    }
+
+    #[test]
+    fn a_model_s_metadata_sets_the_defaults_and_bad_values_fall_back() {
+        let meta = |key: &str| match key {
+            "general.sampling.temp" => Some("0.6".to_owned()),
+            "general.sampling.top_p" => Some("0.95".to_owned()),
+            "general.sampling.top_k" => Some("20".to_owned()),
+            "general.sampling.min_p" => Some("nonsense".to_owned()),
+            _ => None,
+        };
+        let d = SamplingDefaults::from_metadata(meta);
+        assert_eq!(d.temperature, 0.6);
+        assert_eq!(d.top_p, 0.95);
+        assert_eq!(d.top_k, 20);
+        assert_eq!(d.min_p, SamplingDefaults::ENGINE.min_p);
+        assert_eq!(
+            SamplingDefaults::from_metadata(|_| Some("7".to_owned())).temperature,
+            SamplingDefaults::ENGINE.temperature
+        );
+        assert_eq!(
+            SamplingDefaults::from_metadata(|_| None),
+            SamplingDefaults::ENGINE
+        );
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let r = parse_with_defaults(&body(json!({"messages": msgs})), false, &d).expect("valid");
+        assert_eq!((r.sampling.temperature, r.sampling.top_k), (0.6, 20));
+        let r = parse_with_defaults(&body(json!({"messages": msgs, "top_k": 0})), false, &d)
+            .expect("valid");
+        assert_eq!(r.sampling.top_k, 0);
     }
 }
