@@ -25,6 +25,7 @@
 // Tests may unwrap: a panic there is a test failure with a location.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod backend;
 pub mod config;
 pub mod error;
@@ -78,5 +79,8 @@ pub fn app(state: AppState) -> Router {
                 ))
             },
         ))
+        // Outermost: every response, panics and refusals included, gets its
+        // request id and its access line.
+        .layer(axum::middleware::from_fn(access::access_log))
         .with_state(state)
 }

@@ -139,6 +139,25 @@ async fn secrets_never_reach_the_logs() {
         logs.contains("backend error"),
         "error paths should be logged"
     );
+    // One access line per request, success and refusals alike: ids, route,
+    // status, sizes; the secrets checks below cover these lines too.
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("nomyo::access"))
+        .collect();
+    assert!(access.len() >= 10, "{} access lines", access.len());
+    for status in [200, 401, 404, 502, 503, 504] {
+        assert!(
+            access
+                .iter()
+                .any(|l| l.contains(&format!("status={status}"))
+                    && l.contains("route=/v1/chat/secure_completion")
+                    && l.contains("request_bytes=")
+                    && l.contains("response_bytes=")
+                    && l.contains("duration_ms=")),
+            "no access line with status {status}"
+        );
+    }
     for secret in [&canary, &api_key, &upstream_key, &wrong] {
         assert!(
             !logs.contains(secret.as_str()),
