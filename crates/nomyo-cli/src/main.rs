@@ -17,6 +17,7 @@ put an OpenAI SDK behind it (protocols v1 and v2)";
 
 const AFTER_HELP: &str = "\
 Examples:
+  nomyo models pull                    # the default model, where `serve` looks for it
   nomyo serve                          # the embedded model on http://127.0.0.1:12434
   nomyo chat 'Why is the sky blue?'    # one encrypted chat with that server
   nomyo proxy                          # an OpenAI-compatible API for SDKs, sealed to the server
@@ -62,6 +63,9 @@ enum Command {
     /// List or forget the servers recorded in the known-servers file (trust on first use).
     #[command(name = "known-servers", subcommand)]
     KnownServers(cmd::known_servers::Command),
+    /// Download the default model (`models pull`) or list the models `serve` finds.
+    #[command(subcommand)]
+    Models(cmd::models::Command),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Args),
     /// Print the man page (roff) of nomyo and its commands.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::KnownServers(c) => cmd::known_servers::run(c),
+        Command::Models(c) => cmd::models::run(c),
         Command::Completions(a) => cmd::completions::run(a, Cli::command()),
         Command::Man(a) => cmd::completions::man(a, Cli::command()),
     };

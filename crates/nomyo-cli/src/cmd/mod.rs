@@ -10,5 +10,6 @@ pub mod fingerprint;
 mod fingerprint_server;
 pub mod keygen;
 pub mod known_servers;
+pub mod models;
 pub mod proxy;
 pub mod serve;
