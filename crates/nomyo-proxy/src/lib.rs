@@ -49,7 +49,7 @@
 //!     .protocol(nomyo_client::Protocol::Auto)
 //!     .build()?;
 //! let state = nomyo_proxy::ProxyState::new(client);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:12436").await?;
 //! nomyo_proxy::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
@@ -71,6 +71,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use error::ProxyError;
+
+/// Where `nomyo proxy` listens by default: loopback, port 12436, beside the
+/// server's 12434 (and off 8080, where llama-server and others listen).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:12436";
 
 /// The per-request tier header: `standard`, `high` or `maximum`.
 pub const TIER_HEADER: &str = "x-nomyo-tier";
@@ -233,10 +237,10 @@ mod tests {
 
     #[test]
     fn listen_policy() {
-        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
-        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        let lan: SocketAddr = "192.168.1.5:8080".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:12436".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:12436".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:12436".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:12436".parse().unwrap();
         assert!(check_listen(lo, false, false).is_ok());
         assert!(check_listen(lo6, false, false).is_ok());
         assert_eq!(

@@ -42,7 +42,7 @@ fn request_id() -> String {
 /// machine's loopback interface.
 fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:8080
+        // [::1]:12436
         rest.split(']').next().unwrap_or("")
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
@@ -280,7 +280,9 @@ async fn handle_chat(
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(ProxyError::bad_request("\"stream\" must be true or false")),
     };
-    let mut options = RequestOptions::default();
+    // The same id in the proxy's logs, the server's access line and the
+    // answer's x-request-id.
+    let mut options = RequestOptions::default().request_id(id);
     if let Some(t) = tier(st, headers)? {
         options = options.security_tier(t);
     }
@@ -376,23 +378,23 @@ mod tests {
     fn loopback_hosts() {
         for h in [
             "localhost",
-            "localhost:8080",
+            "localhost:12436",
             "LOCALHOST:1",
             "127.0.0.1",
-            "127.0.0.1:8080",
+            "127.0.0.1:12436",
             "127.1.2.3:9",
-            "[::1]:8080",
+            "[::1]:12436",
             "[::1]",
         ] {
             assert!(is_loopback_host(h), "{h}");
         }
         for h in [
             "",
-            "evil.example:8080",
+            "evil.example:12436",
             "localhost.evil.example",
-            "10.0.0.1:8080",
+            "10.0.0.1:12436",
             "[::2]:80",
-            "0.0.0.0:8080",
+            "0.0.0.0:12436",
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }

@@ -13,14 +13,15 @@ use crate::exit::CliResult;
 
 /// Where `nomyo serve` listens by default (docs/CLI.md §7); the server the
 /// client commands talk to when none is given. It is loopback, so its plain
-/// HTTP never leaves the machine: it needs no --allow-http (an explicit
-/// http:// URL always does).
+/// HTTP never leaves the machine: like every loopback URL it needs no
+/// --allow-http (any other http:// URL does).
 pub const LOCAL_SERVER: &str = "http://127.0.0.1:12434";
 
 /// The connection flags shared by the client commands.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ConnectArgs {
-    /// The server's base URL (https://...). Default: $NOMYO_BASE_URL, else
+    /// The server's base URL (https://...; one trailing /v1, as OpenAI
+    /// clients are configured, is dropped). Default: $NOMYO_BASE_URL, else
     /// the local `nomyo serve` at http://127.0.0.1:12434 (loopback).
     #[arg(
         long,
@@ -29,9 +30,10 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     base_url: Option<String>,
-    /// Allow a plain http:// --base-url (local development only: the API key
-    /// and the server key travel unprotected). Not needed for the default
-    /// local server, which is loopback.
+    /// Allow a plain http:// --base-url that is not loopback (local
+    /// development only: the API key and the server key travel unprotected).
+    /// Not needed for 127.0.0.0/8, [::1] or localhost (when it resolves only
+    /// to those): that traffic never leaves the machine.
     #[arg(long)]
     allow_http: bool,
     /// Read the server's API key from this environment variable (default:
@@ -136,6 +138,40 @@ pub(crate) fn resolve_base_url(arg: Option<String>) -> (String, bool) {
         Some(u) => (u, false),
         None => (LOCAL_SERVER.to_owned(), true),
     }
+}
+
+/// Parses a `--listen` address: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
+/// `localhost` is resolved and accepted only when every address it resolves
+/// to is loopback; it then listens on the first (IPv4 preferred).
+pub(crate) fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("'{s}' is not IP:PORT or localhost:PORT (e.g. 127.0.0.1:12434)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !host.eq_ignore_ascii_case("localhost") {
+        return Err(bad());
+    }
+    let addrs: Vec<SocketAddr> = ("localhost", port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve localhost: {e}"))?
+        .collect();
+    if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Err(
+            "localhost does not resolve to loopback addresses only on this machine; give an IP"
+                .into(),
+        );
+    }
+    Ok(*addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]))
+}
+
+/// `--listen` as clap checks it: the address, normalised to `IP:PORT`.
+pub(crate) fn listen_value(s: &str) -> Result<String, String> {
+    parse_listen(s).map(|a| a.to_string())
 }
 
 pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {

@@ -12,14 +12,14 @@ Examples:
   nomyo fingerprint client_keys/public_key.pem
   nomyo fingerprint server_keys/private_key.pem --password-env KEY_PASSWORD
   nomyo fingerprint --server https://api.example.org     # v1 and v2 keys, one per line
-  nomyo fingerprint --server http://127.0.0.1:12434 --allow-http
+  nomyo fingerprint --server http://127.0.0.1:12434      # loopback: no --allow-http
 
 With --server the keys are displayed, not trusted: nothing is recorded in the
 known-servers file. Compare the v1 line with what the operator published
 before pinning it (--pin) or accepting it.
 
 Exit codes: 0 ok; 2 usage (neither FILE nor --server, a plain http:// URL
-without --allow-http); 3 refused by the server (401/403); 4 security failure
+that is not loopback without --allow-http); 3 refused by the server (401/403); 4 security failure
 (wrong or missing password, a refused key file, a TLS failure); 5 server or
 network failure; 1 anything else (a file that cannot be read).";
 
@@ -47,7 +47,7 @@ pub struct Args {
     /// Print the fingerprints of the keys this server publishes, one per line, labelled by protocol.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// Allow a plain http:// server URL (local development only).
+    /// Allow a plain http:// server URL that is not loopback (local development only).
     #[arg(long)]
     allow_http: bool,
 }

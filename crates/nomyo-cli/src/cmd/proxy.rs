@@ -20,8 +20,8 @@ use crate::input::optional_secret;
 
 const AFTER_HELP: &str = "\
 Point any OpenAI SDK at it by changing only the base URL, e.g. in Python:
-  client = openai.OpenAI(base_url=\"http://127.0.0.1:8080/v1\", api_key=\"unused\")
-or: curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+  client = openai.OpenAI(base_url=\"http://127.0.0.1:12436/v1\", api_key=\"unused\")
+or: curl http://127.0.0.1:12436/v1/chat/completions -H 'Content-Type: application/json' \\
       -d '{\"model\": \"M\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'
 
 Routes: POST /v1/chat/completions (with and without \"stream\": true), GET /v1/models,
@@ -69,9 +69,13 @@ bound). An unreachable server at start is a warning: each request tries again.";
 #[derive(ClapArgs, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Address to listen on (loopback; port 0 picks a free port, printed).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT or localhost:PORT (loopback; port 0
+    /// picks a free port, printed).
+    #[arg(long, value_name = "ADDR", default_value = nomyo_proxy::DEFAULT_LISTEN, value_parser = super::connect::listen_value)]
     listen: String,
+    /// Listen on this port of 127.0.0.1 (short for --listen 127.0.0.1:N).
+    #[arg(long, value_name = "N", conflicts_with = "listen")]
+    port: Option<u16>,
     /// Allow a non-loopback --listen address (needs an access token).
     #[arg(long)]
     allow_remote: bool,
@@ -114,12 +118,11 @@ struct Settings {
 }
 
 fn resolve(args: Args) -> CliResult<Settings> {
-    let listen: SocketAddr = args.listen.parse().map_err(|_| {
-        CliError::usage(format!(
-            "--listen {}: expected IP:PORT, e.g. 127.0.0.1:8080",
-            args.listen
-        ))
-    })?;
+    let listen: SocketAddr = match args.port {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        None => super::connect::parse_listen(&args.listen)
+            .map_err(|e| CliError::usage(format!("--listen {e}")))?,
+    };
     let access_token = optional_secret(
         args.access_token_file.as_deref(),
         args.access_token_env.as_deref(),

@@ -64,10 +64,13 @@ pub struct Args {
     /// TOML configuration file (annotated example: nomyo.example.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port (the real one is printed).
-    /// [default: 127.0.0.1:12434]
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on: IP:PORT or localhost:PORT; port 0 picks a free
+    /// port (the real one is printed). [default: 127.0.0.1:12434]
+    #[arg(long, value_name = "ADDR", value_parser = super::connect::listen_value)]
     listen: Option<String>,
+    /// Listen on this port of 127.0.0.1 (short for --listen 127.0.0.1:N).
+    #[arg(long, value_name = "N", conflicts_with = "listen")]
+    port: Option<u16>,
     /// How long in-flight requests get to finish on SIGTERM/ctrl-c. [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs)]
     shutdown_grace: Option<u64>,
@@ -375,7 +378,7 @@ impl Args {
             }])
         };
         FileConfig {
-            listen: self.listen.clone(),
+            listen: self.listen.clone().or_else(|| self.port.map(|p| format!("127.0.0.1:{p}"))),
             key_dir: self.key_dir.clone(),
             key_password_file: self.key_password_file.clone(),
             key_password_env: self.key_password_env.clone(),
