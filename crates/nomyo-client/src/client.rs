@@ -386,6 +386,9 @@ impl ServerKey {
 pub struct RequestOptions {
     /// Overrides the client's security tier for this request.
     pub security_tier: Option<SecurityTier>,
+    /// Sent as `X-Request-Id` (the server keeps it in its access log when it
+    /// is at most 128 characters of `[A-Za-z0-9._-]`).
+    pub request_id: Option<String>,
 }
 
 impl RequestOptions {
@@ -393,6 +396,20 @@ impl RequestOptions {
     pub fn security_tier(mut self, tier: SecurityTier) -> Self {
         self.security_tier = Some(tier);
         self
+    }
+
+    /// Sets the request id sent as `X-Request-Id` (one id from the caller
+    /// through the server's logs).
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// The `X-Request-Id` header of this request, when its id is one.
+    pub(crate) fn request_id_header(&self) -> Option<HeaderValue> {
+        self.request_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
     }
 }
 
@@ -687,6 +704,9 @@ impl Client {
         headers.insert(X_PUBLIC_KEY, client_key.header.clone());
         if let Some(tier) = options.security_tier {
             headers.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
+        }
+        if let Some(id) = options.request_id_header() {
+            headers.insert(HeaderName::from_static("x-request-id"), id);
         }
 
         let mut resealed = false;

@@ -580,6 +580,9 @@ impl Client {
             if let Some(tier) = options.security_tier {
                 h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
             }
+            if let Some(id) = options.request_id_header() {
+                h.insert(HeaderName::from_static("x-request-id"), id);
+            }
             tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
             let sent = self
                 .inner

@@ -280,7 +280,9 @@ async fn handle_chat(
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(ProxyError::bad_request("\"stream\" must be true or false")),
     };
-    let mut options = RequestOptions::default();
+    // The same id in the proxy's logs, the server's access line and the
+    // answer's x-request-id.
+    let mut options = RequestOptions::default().request_id(id);
     if let Some(t) = tier(st, headers)? {
         options = options.security_tier(t);
     }

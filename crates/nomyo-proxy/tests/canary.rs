@@ -176,7 +176,8 @@ async fn proxy(url: &str) -> String {
     format!("http://{addr}")
 }
 
-async fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+/// Status, body and the `x-request-id` the proxy answered with.
+async fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String, String) {
     let mut req = reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -186,9 +187,14 @@ async fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     // A cut stream may end in a transport error: the text so far is enough.
     let text = resp.text().await.unwrap_or_default();
-    (status, text)
+    (status, text, id)
 }
 
 fn chat(model: &str, stream: bool) -> Vec<u8> {
@@ -200,34 +206,39 @@ fn chat(model: &str, stream: bool) -> Vec<u8> {
     .unwrap()
 }
 
-/// Every path once, through a v2 and a v1-only endpoint.
-async fn scenario() {
+/// Every path once, through a v2 and a v1-only endpoint; the request ids
+/// of the answered requests.
+async fn scenario() -> Vec<String> {
     let c = canaries();
+    let mut ids = Vec::new();
     for v1_only in [false, true] {
         let url = proxy(&endpoint(v1_only).await).await;
         let token = Some(c.token.as_str());
         // Success, plain and streamed: the answer really passes through.
-        let (s, body) = post(&url, token, chat("m", false)).await;
+        let (s, body, id) = post(&url, token, chat("m", false)).await;
         assert_eq!(s, 200, "{body}");
         assert!(body.contains(&c.answer), "{body}");
-        let (s, body) = post(&url, token, chat("m", true)).await;
+        ids.push(id);
+        let (s, body, id) = post(&url, token, chat("m", true)).await;
         assert_eq!(s, 200, "{body}");
         assert!(body.contains(&c.answer), "{body}");
+        ids.push(id);
         // Wrong and missing access token (the wrong one is a near miss).
         let near = format!("{}x", c.token);
         assert_eq!(post(&url, Some(&near), chat("m", false)).await.0, 401);
         assert_eq!(post(&url, None, chat("m", false)).await.0, 401);
         // Bad JSON that quotes the prompt.
         let bad = format!("{{\"model\": \"m\", \"messages\": [\"{}\"", c.prompt).into_bytes();
-        let (s, _) = post(&url, token, bad).await;
+        let (s, _, _) = post(&url, token, bad).await;
         assert!((400..500).contains(&s), "{s}");
         // Busy backend, unknown model, stream cut mid-way.
-        let (s, _) = post(&url, token, chat("busy", false)).await;
+        let (s, _, _) = post(&url, token, chat("busy", false)).await;
         assert!(s >= 500, "{s}");
-        let (s, _) = post(&url, token, chat("nope", false)).await;
+        let (s, _, _) = post(&url, token, chat("nope", false)).await;
         assert!(s >= 400, "{s}");
         let _ = post(&url, token, chat("cut", true)).await;
     }
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,11 +263,24 @@ async fn secrets_never_reach_the_proxy_logs_at_any_level() {
     ] {
         handle.reload(level).unwrap();
         capture.0.lock().unwrap().clear();
-        scenario().await;
+        let ids = scenario().await;
         let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
         if level >= LevelFilter::DEBUG {
             // The capture works: the proxy and the server did log.
             assert!(logs.lines().count() > 20, "{level}: {logs}");
+        }
+        if level >= LevelFilter::INFO {
+            // One id from the proxy through the server: the id the proxy
+            // answered with is the one in the server's access line.
+            for id in &ids {
+                assert!(id.starts_with("proxy-"), "{id}");
+                assert!(
+                    logs.lines().any(|l| l.contains("nomyo::access")
+                        && l.contains(&format!("request_id={id}"))
+                        && l.contains("status=200")),
+                    "{level}: no server access line for {id}"
+                );
+            }
         }
         for (what, secret) in [
             ("prompt", &c.prompt),
