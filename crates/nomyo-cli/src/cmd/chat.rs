@@ -1,17 +1,20 @@
 //! `nomyo chat`: one end-to-end encrypted chat completion (docs/CLI.md §8).
 //!
 //! Arguments are resolved once into [`Settings`]; [`run`] then drives the
-//! client library. No protocol logic lives here.
+//! client library: one answer, or with no prompt on a terminal a
+//! conversation ([`session`]). No protocol logic lives here.
+
+mod session;
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
 use nomyo_client::{
     ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, TrustDecision, Zeroize,
 };
-use nomyo_core::SecurityTier;
+use nomyo_core::{SecretBuf, SecurityTier};
 use zeroize::Zeroizing;
 
 use super::connect::{ConnectArgs, Connection};
@@ -40,9 +43,17 @@ as safe as the TLS path: said once per server on a terminal).
 
 The API key comes from --api-key-file, --api-key-env, or $NOMYO_API_KEY.
 
+With no PROMPT on a terminal, chat opens a conversation: type a message after
+the `>>> ` marker; each answer is streamed as it arrives (printed whole over
+v1). The history is kept in memory only and wiped on exit. Commands:
+/system TEXT (set the system message), /clear (forget the history), /help,
+/exit (or Ctrl-D).
+
 Examples:
+  nomyo chat                                        # a conversation (on a terminal)
   nomyo chat 'Why is the sky blue?'                 # the local `nomyo serve`
   echo 'Summarise this' | nomyo chat -m MODEL       # the prompt from stdin
+  nomyo chat --messages conversation.json           # a whole conversation
   nomyo chat --stream --tier high --base-url https://api.example.org 'Hello'
   nomyo chat --json --max-tokens 64 'Hello' | jq .choices[0].message.content
 
@@ -77,10 +88,16 @@ impl Protocol {
 #[derive(ClapArgs, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// The prompt. `-` or none reads it from standard input. Note that
-    /// arguments are visible to other local users (ps); pipe sensitive text.
+    /// The prompt. `-` reads it from standard input, as does none when
+    /// standard input is not a terminal; none on a terminal opens a
+    /// conversation. Note that arguments are visible to other local users
+    /// (ps); pipe sensitive text.
     #[arg(value_name = "PROMPT")]
     prompt: Option<String>,
+    /// Send a whole conversation: a JSON array of messages,
+    /// `[{"role": "system"|"user"|"assistant", "content": "..."}]`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "system"])]
+    messages: Option<PathBuf>,
     /// The server and how its key is trusted.
     #[command(flatten)]
     connect: ConnectArgs,
@@ -165,6 +182,9 @@ struct Settings {
     timeout: Duration,
     protocol: Protocol,
     stream: bool,
+    /// No prompt on a terminal: a conversation, starting with this system
+    /// message (if any).
+    session: Option<Option<Zeroizing<String>>>,
 }
 
 const V1_CANNOT_STREAM: &str =
@@ -204,12 +224,24 @@ fn resolve(args: Args) -> CliResult<Settings> {
         }
     };
 
-    let prompt = read_prompt(args.prompt)?;
     let mut request = ChatRequest::new(args.model.clone().unwrap_or_default());
-    if let Some(system) = args.system {
-        request = request.message(ChatMessage::system(system));
+    let mut session = None;
+    if let Some(file) = &args.messages {
+        request.messages = read_messages(file)?;
+    } else if args.prompt.is_none() && std::io::stdin().is_terminal() {
+        if args.json {
+            return Err(CliError::usage(
+                "--json needs a PROMPT or --messages (a conversation prints text)",
+            ));
+        }
+        session = Some(args.system.map(Zeroizing::new));
+    } else {
+        let prompt = read_prompt(args.prompt)?;
+        if let Some(system) = args.system {
+            request = request.message(ChatMessage::system(system));
+        }
+        request = request.message(ChatMessage::user(prompt.as_str()));
     }
-    request = request.message(ChatMessage::user(prompt.as_str()));
     request.max_tokens = args.max_tokens;
     request.temperature = args.temperature;
     request.seed = args.seed;
@@ -225,7 +257,72 @@ fn resolve(args: Args) -> CliResult<Settings> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         protocol: args.protocol,
         stream: args.stream,
+        session,
     })
+}
+
+/// The roles a `--messages` file may use.
+const FILE_ROLES: [&str; 3] = ["system", "user", "assistant"];
+
+/// A `--messages` file: a JSON array of `{"role", "content"}` objects.
+/// Errors name the problem and where it is, never the file's text.
+fn read_messages(path: &Path) -> CliResult<Vec<ChatMessage>> {
+    let shown = path.display();
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!("cannot read the --messages file {shown}: {e}"))
+        })?);
+    let shape = "a JSON array of messages, [{\"role\": \"user\", \"content\": \"...\"}]";
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the --messages file {shown} is not valid JSON (line {}, column {}); it must be {shape}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(CliError::usage(format!(
+            "the --messages file {shown} is not an array; it must be {shape}"
+        )));
+    };
+    if items.is_empty() {
+        return Err(CliError::usage(format!(
+            "the --messages file {shown} holds no messages"
+        )));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(items.len()));
+    for (i, item) in items.into_iter().enumerate() {
+        let n = i + 1;
+        let serde_json::Value::Object(mut m) = item else {
+            return Err(CliError::usage(format!(
+                "{shown}: message {n} is not an object; it must be {shape}"
+            )));
+        };
+        let role = match m.get("role").and_then(serde_json::Value::as_str) {
+            Some(r) if FILE_ROLES.contains(&r) => r.to_owned(),
+            Some(_) => {
+                return Err(CliError::usage(format!(
+                    "{shown}: message {n} has a role other than system, user or assistant"
+                )))
+            }
+            None => {
+                return Err(CliError::usage(format!(
+                    "{shown}: message {n} has no \"role\" string"
+                )))
+            }
+        };
+        let content = match m.get_mut("content") {
+            Some(serde_json::Value::String(s)) => std::mem::take(s),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "{shown}: message {n} has no \"content\" string"
+                )))
+            }
+        };
+        out.push(ChatMessage::new(role, content));
+    }
+    tracing::debug!(messages = out.len(), "read the --messages file");
+    Ok(std::mem::take(&mut *out))
 }
 
 /// The prompt from the argument, or from standard input for `-` or none.
@@ -321,23 +418,46 @@ async fn chat(mut s: Settings) -> CliResult {
     }
     let client = builder.build().map_err(client_error)?;
     let spin = std::io::stderr().is_terminal();
+    let v2 = setup(&client, &mut s, spin).await?;
+    if let Some(system) = s.session.take() {
+        return session::run(&client, &s, system, v2, spin).await;
+    }
+    let stream = v2 && s.stream;
+    answer(&client, &mut s.request, stream, s.json, spin)
+        .await
+        .map(drop)
+}
 
+/// Everything before the first request: which protocol, the server's keys
+/// (trusted on first use or checked), the v1 guards, and the model.
+/// Returns whether the server is spoken to over v2.
+async fn setup(client: &Client, s: &mut Settings, spin: bool) -> CliResult<bool> {
     let spinner = Spinner::start(
         "contacting the server",
         spin && s.protocol == Protocol::Auto,
     );
     let v2 = client.uses_v2().await;
     spinner.stop();
-    if v2.map_err(client_error)? {
-        return chat_v2(client, s, spin).await;
+    let v2 = v2.map_err(client_error)?;
+    if v2 {
+        fetch_v2_keys(client, spin).await?;
+    } else {
+        if s.stream {
+            return Err(CliError::usage(format!(
+                "{} does not publish protocol v2 keys; {V1_CANNOT_STREAM}",
+                client.origin()
+            )));
+        }
+        prepare_v1(client, s, spin).await?;
     }
-    if s.stream {
-        return Err(CliError::usage(format!(
-            "{} does not publish protocol v2 keys; {V1_CANNOT_STREAM}",
-            client.origin()
-        )));
+    if s.model.is_none() {
+        s.request.model = pick_model(client).await?;
     }
+    Ok(v2)
+}
 
+/// Protocol v1: the guards, the client key and the server's key.
+async fn prepare_v1(client: &Client, s: &Settings, spin: bool) -> CliResult {
     // Protocol auto never sends high or maximum over v1: refused before
     // anything is fetched or recorded.
     client
@@ -366,19 +486,7 @@ async fn chat(mut s: Settings) -> CliResult {
             file.display()
         );
     }
-
-    warn_v1_once(&client, spin)?;
-
-    if s.model.is_none() {
-        s.request.model = pick_model(&client).await?;
-    }
-
-    let spinner = Spinner::start("waiting for the answer", spin);
-    let answer = client.create(&s.request).await;
-    spinner.stop();
-    s.request.zeroize();
-    let completion = answer.map_err(client_error)?;
-    print_completion(&completion, s.json)
+    warn_v1_once(client, spin)
 }
 
 /// On a terminal, once per server (recorded as `warned=v1` in the
@@ -428,8 +536,8 @@ fn print_completion(completion: &nomyo_client::ChatCompletion, json: bool) -> Cl
     }
 }
 
-/// Protocol v2: verify the key configs, then one plain or streamed answer.
-async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
+/// Protocol v2: verify the server's key configs.
+async fn fetch_v2_keys(client: &Client, spin: bool) -> CliResult {
     let spinner = Spinner::start("fetching the server's keys", spin);
     let keys = client.hpke_keys().await;
     spinner.stop();
@@ -452,21 +560,72 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
             ),
         }
     }
-    if s.model.is_none() {
-        s.request.model = pick_model(&client).await?;
-    }
-    if !s.stream {
+    Ok(())
+}
+
+/// An answer as printed: its text (in memory that is wiped) and why it ended.
+struct Answer {
+    /// The text printed (empty with `--json`).
+    text: SecretBuf,
+    /// `stop`, `length`, ...
+    finish_reason: Option<String>,
+}
+
+/// Sends `request` (wiping it once sent), prints the answer (streamed as it
+/// arrives when `stream`; the text, or with `json` the JSON), and in text
+/// mode says on stderr when `max_tokens` cut it off.
+async fn answer(
+    client: &Client,
+    request: &mut ChatRequest,
+    stream: bool,
+    json: bool,
+    spin: bool,
+) -> CliResult<Answer> {
+    let max_tokens = request.max_tokens;
+    let answer = if stream {
+        stream_answer(client, request, json, spin).await?
+    } else {
         let spinner = Spinner::start("waiting for the answer", spin);
-        let answer = client.create(&s.request).await;
+        let completion = client.create(request).await;
         spinner.stop();
-        s.request.zeroize();
-        return print_completion(&answer.map_err(client_error)?, s.json);
+        request.zeroize();
+        let completion = completion.map_err(client_error)?;
+        print_completion(&completion, json)?;
+        Answer {
+            text: SecretBuf::from_slice(completion.text().unwrap_or_default().as_bytes()),
+            finish_reason: completion
+                .choices
+                .first()
+                .and_then(|c| c.finish_reason.clone()),
+        }
+    };
+    if !json && answer.finish_reason.as_deref() == Some("length") {
+        match max_tokens {
+            Some(n) => eprintln!("[answer cut off at --max-tokens {n}; raise it for more]"),
+            None => eprintln!(
+                "[answer cut off at the server's token limit; give --max-tokens N for more]"
+            ),
+        }
     }
+    Ok(answer)
+}
+
+/// Protocol v2, streamed: prints each chunk as it arrives.
+async fn stream_answer(
+    client: &Client,
+    request: &mut ChatRequest,
+    json: bool,
+    spin: bool,
+) -> CliResult<Answer> {
     let spinner = Spinner::start("waiting for the first token", spin);
-    let stream = client.create_stream(&s.request).await;
+    let stream = client.create_stream(request).await;
     spinner.stop();
-    s.request.zeroize();
+    request.zeroize();
     let mut stream = stream.map_err(client_error)?;
+    let mut answer = Answer {
+        text: SecretBuf::with_capacity(4096),
+        finish_reason: None,
+    };
     let mut out = std::io::stdout().lock();
     let mut ends_with_newline = true;
     let write_err =
@@ -482,7 +641,10 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
                 return Err(client_error(e));
             }
         };
-        let written = if s.json {
+        if let Some(reason) = chunk.choices.first().and_then(|c| c.finish_reason.as_ref()) {
+            answer.finish_reason = Some(reason.clone());
+        }
+        let written = if json {
             let line = Zeroizing::new(serde_json::to_string(&chunk).unwrap_or_default());
             out.write_all(line.as_bytes())
                 .and_then(|()| out.write_all(b"\n"))
@@ -490,6 +652,7 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
             match chunk.text() {
                 Some(t) if !t.is_empty() => {
                     ends_with_newline = t.ends_with('\n');
+                    answer.text.extend_from_slice(t.as_bytes());
                     out.write_all(t.as_bytes())
                 }
                 _ => Ok(()),
@@ -497,18 +660,18 @@ async fn chat_v2(client: Client, mut s: Settings, spin: bool) -> CliResult {
         };
         match written.and_then(|()| out.flush()) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(answer),
             Err(e) => return Err(write_err(e)),
         }
     }
-    if !ends_with_newline && !s.json {
+    if !ends_with_newline && !json {
         match out.write_all(b"\n").and_then(|()| out.flush()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => return Err(write_err(e)),
         }
     }
-    Ok(())
+    Ok(answer)
 }
 
 /// Without -m: the server's only model.

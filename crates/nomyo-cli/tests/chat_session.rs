@@ -1,0 +1,446 @@
+//! `nomyo chat` as a conversation and with a whole conversation:
+//!
+//! - with no prompt on a terminal (a pseudo-terminal from util-linux
+//!   `script`), each line is sent with the conversation so far, each answer
+//!   streams in several chunks before the next `>>> ` marker, `/clear`
+//!   forgets the history, `/system` sets the system message, `/exit` and the
+//!   end of input end it with exit 0;
+//! - `--messages FILE` sends every message of the file; a malformed file is
+//!   a usage error (exit 2) that names the problem, never the file's text;
+//! - an answer cut off by `max_tokens` (`finish_reason: "length"`) is said
+//!   on stderr in text mode.
+//!
+//! The upstream double answers with facts about the conversation it was
+//! sent (the number of user messages, the first user message and the system
+//! message, upper-cased so that they cannot be mistaken for the terminal's
+//! echo of the input), in chunks 150 ms apart, behind a real `nomyo serve`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{
+    assert_exit, http_double, serve_cmd_open, started, stderr, stdout, write_response,
+    EPHEMERAL_KEY, JSON, MODELS,
+};
+
+const MARKER: &str = ">>> ";
+/// In the last user message: the double ends its answer with
+/// `finish_reason: "length"`.
+const CUTOFF: &str = "CUTOFF";
+/// Between two streamed chunks of the double.
+const CHUNK_GAP: Duration = Duration::from_millis(150);
+
+/// The double's answer to a conversation, as chunks.
+fn answer_to(messages: &[Value]) -> Vec<String> {
+    let of = |role: &str| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m["role"] == role)
+            .map(|m| m["content"].as_str().unwrap_or("").to_uppercase())
+            .collect()
+    };
+    let users = of("user");
+    let system = of("system");
+    vec![
+        "ANS".to_owned(),
+        format!(" USERS={}", users.len()),
+        format!(" FIRST={}", users.first().map_or("-", String::as_str)),
+        format!(" SYSTEM={}", system.first().map_or("-", String::as_str)),
+        " END".to_owned(),
+    ]
+}
+
+/// The upstream double; returns its URL and the messages of the last chat
+/// request it received.
+fn conversation_double() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let last = seen.clone();
+    let url = http_double(move |request, out| {
+        if request.line.starts_with("GET") {
+            write_response(out, 200, JSON, MODELS)?;
+            return Ok(true);
+        }
+        let body: Value = serde_json::from_str(&request.body).unwrap();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let cut = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .is_some_and(|m| m["content"].as_str().unwrap_or("").contains(CUTOFF));
+        let finish = if cut { "length" } else { "stop" };
+        let chunks = answer_to(&messages);
+        *last.lock().unwrap() = messages;
+        if body["stream"] == true {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )?;
+            out.flush()?;
+            let event = |delta: Value, finish: Value| {
+                let chunk = json!({"id": "c1", "object": "chat.completion.chunk",
+                    "created": 1764300000, "model": "tiny",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                format!("data: {chunk}\n\n")
+            };
+            let send = |out: &mut std::net::TcpStream, data: &str| -> std::io::Result<()> {
+                write!(out, "{:x}\r\n{data}\r\n", data.len())?;
+                out.flush()
+            };
+            for (i, c) in chunks.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(CHUNK_GAP);
+                }
+                send(
+                    out,
+                    &event(json!({"role": "assistant", "content": c}), Value::Null),
+                )?;
+            }
+            send(out, &event(json!({}), json!(finish)))?;
+            send(out, "data: [DONE]\n\n")?;
+            write!(out, "0\r\n\r\n")?;
+            out.flush()?;
+        } else {
+            let reply = json!({"id": "c1", "object": "chat.completion", "created": 1764300000,
+                "model": "tiny", "choices": [{"index": 0, "finish_reason": finish,
+                "message": {"role": "assistant", "content": chunks.concat()}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+            write_response(out, 200, JSON, &reply.to_string())?;
+        }
+        Ok(true)
+    });
+    (url, seen)
+}
+
+fn chat_args(url: &str, known: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        env!("CARGO_BIN_EXE_nomyo"),
+        "chat",
+        "--base-url",
+        url,
+        "--allow-http",
+        "-m",
+        "tiny",
+        "--known-servers",
+        known.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// `nomyo chat` on a pseudo-terminal: what it shows, with the time each
+/// byte arrived, and its input.
+struct Terminal {
+    child: Child,
+    input: Option<ChildStdin>,
+    /// Everything shown so far, and (arrival time, end offset) of each read.
+    shown: Shown,
+}
+
+/// What a terminal showed, and (arrival time, end offset) of each read.
+type Shown = Arc<Mutex<(String, Vec<(Instant, usize)>)>>;
+
+impl Terminal {
+    fn start(args: &[String]) -> Self {
+        let line = args
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .env_remove("NOMYO_API_KEY")
+            .env_remove("NOMYO_BASE_URL")
+            .env_remove("NOMYO_MODEL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("util-linux script");
+        let mut out = child.stdout.take().unwrap();
+        let shown: Shown = Arc::new(Mutex::new((String::new(), Vec::new())));
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut s = sink.lock().unwrap();
+                s.0.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let end = s.0.len();
+                s.1.push((Instant::now(), end));
+            }
+        });
+        let input = child.stdin.take();
+        Self {
+            child,
+            input,
+            shown,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let input = self.input.as_mut().unwrap();
+        input.write_all(line.as_bytes()).unwrap();
+        input.write_all(b"\n").unwrap();
+        input.flush().unwrap();
+    }
+
+    fn text(&self) -> String {
+        self.shown.lock().unwrap().0.clone()
+    }
+
+    /// The offset of `needle` at or after `from`, waiting up to 30 s.
+    fn wait_for(&self, needle: &str, from: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.text();
+            if let Some(i) = text.get(from..).and_then(|t| t.find(needle)) {
+                return from + i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} after offset {from}; the terminal shows:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// When the byte at `offset` arrived, and in which read.
+    fn arrival(&self, offset: usize) -> (Instant, usize) {
+        let s = self.shown.lock().unwrap();
+        let i = s.1.iter().position(|(_, end)| *end > offset).unwrap();
+        (s.1[i].0, i)
+    }
+
+    /// Types `line`, waits for the whole answer and the next marker; checks
+    /// that the answer arrived in several reads spread over time, all before
+    /// that marker. Returns the answer and the offset after the marker.
+    fn turn(&mut self, line: &str, from: usize) -> (String, usize) {
+        self.type_line(line);
+        let start = self.wait_for("ANS", from);
+        let end = self.wait_for(" END", start);
+        let marker = self.wait_for(MARKER, end);
+        let (t0, read0) = self.arrival(start);
+        let (t1, read1) = self.arrival(end + 1);
+        assert!(
+            read1 > read0 && t1.duration_since(t0) >= CHUNK_GAP * 2,
+            "the answer to {line:?} did not arrive in chunks ({:?} apart, reads {read0}..{read1})",
+            t1.duration_since(t0)
+        );
+        let answer = self.text()[start..end + 4].to_owned();
+        (answer, marker + MARKER.len())
+    }
+
+    /// Waits for the process to end; its exit status and what it showed.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.input.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.text());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("chat did not end; the terminal shows:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_conversation_on_a_terminal_streams_and_keeps_context() {
+    let (up, _) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let mut term = Terminal::start(&chat_args(&serve.url, &known, &[]));
+
+    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    let (a1, at) = term.turn("remember the apple", at);
+    assert_eq!(a1, "ANS USERS=1 FIRST=REMEMBER THE APPLE SYSTEM=- END");
+    let (a2, at) = term.turn("and the pear", at);
+    assert_eq!(a2, "ANS USERS=2 FIRST=REMEMBER THE APPLE SYSTEM=- END");
+    // The third answer depends on the first turn.
+    let (a3, at) = term.turn("which fruit came first?", at);
+    assert_eq!(a3, "ANS USERS=3 FIRST=REMEMBER THE APPLE SYSTEM=- END");
+
+    term.type_line("/clear");
+    let at = term.wait_for(MARKER, term.wait_for("cleared", at)) + MARKER.len();
+    let (a4, at) = term.turn("a fresh start", at);
+    assert_eq!(a4, "ANS USERS=1 FIRST=A FRESH START SYSTEM=- END");
+
+    term.type_line("/system be terse");
+    let at = term.wait_for(MARKER, term.wait_for("system message set", at)) + MARKER.len();
+    let (a5, _) = term.turn("hello", at);
+    assert_eq!(a5, "ANS USERS=2 FIRST=A FRESH START SYSTEM=BE TERSE END");
+
+    term.type_line("/exit");
+    let (status, shown) = term.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+}
+
+#[test]
+fn a_conversation_ends_at_the_end_of_input_and_says_when_an_answer_was_cut_off() {
+    let (up, _) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let mut term = Terminal::start(&chat_args(&serve.url, &known, &["--max-tokens", "7"]));
+    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    let (a1, at) = term.turn("CUTOFF soon", at);
+    assert_eq!(a1, "ANS USERS=1 FIRST=CUTOFF SOON SYSTEM=- END");
+    // After the answer, before the next marker.
+    let notice = term.wait_for("[answer cut off at --max-tokens 7; raise it for more]", 0);
+    assert!(notice > term.text().find(&a1).unwrap() && notice < at);
+    // Ctrl-D: the end of input.
+    let (status, shown) = term.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+}
+
+#[test]
+fn messages_file_sends_every_message() {
+    let (up, seen) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let file = dir.path().join("conversation.json");
+    let conversation = json!([
+        {"role": "system", "content": "you count fruit"},
+        {"role": "user", "content": "an apple"},
+        {"role": "assistant", "content": "one apple"},
+        {"role": "user", "content": "and a pear?"},
+    ]);
+    std::fs::write(&file, conversation.to_string()).unwrap();
+    for extra in [&[][..], &["--stream"][..]] {
+        let mut args = chat_args(&serve.url, &known, &["--messages", file.to_str().unwrap()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let o = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert_eq!(
+            stdout(&o).trim(),
+            "ANS USERS=2 FIRST=AN APPLE SYSTEM=YOU COUNT FRUIT END"
+        );
+        let sent: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| json!({"role": m["role"], "content": m["content"]}))
+            .collect();
+        assert_eq!(Value::Array(sent), conversation);
+    }
+}
+
+#[test]
+fn a_malformed_messages_file_is_a_usage_error_that_does_not_echo_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let file = dir.path().join("bad.json");
+    // No server is needed: the file is read before anything is sent.
+    let url = "http://127.0.0.1:9";
+    for (text, problem) in [
+        (
+            r#"[{"role": "user", "content": "secret-one""#,
+            "not valid JSON",
+        ),
+        (
+            r#"{"role": "user", "content": "secret-two"}"#,
+            "not an array",
+        ),
+        (r#"[]"#, "holds no messages"),
+        (r#"["secret-three"]"#, "message 1 is not an object"),
+        (
+            r#"[{"role": "user", "content": "x"}, {"role": "wizard-secret", "content": "secret-four"}]"#,
+            "message 2 has a role other than system, user or assistant",
+        ),
+        (
+            r#"[{"role": "user", "content": 12345}]"#,
+            "message 1 has no \"content\" string",
+        ),
+        (
+            r#"[{"content": "secret-five"}]"#,
+            "message 1 has no \"role\" string",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let args = chat_args(url, &known, &["--messages", file.to_str().unwrap()]);
+        let o = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(
+            err.contains("--messages file") || err.contains("bad.json"),
+            "{err}"
+        );
+        assert!(err.contains(problem), "{text}: {err}");
+        for secret in ["secret", "12345"] {
+            assert!(!err.contains(secret), "{text}: {err}");
+        }
+    }
+    let missing = dir.path().join("missing.json");
+    let args = chat_args(url, &known, &["--messages", missing.to_str().unwrap()]);
+    let o = Command::new(&args[0]).args(&args[1..]).output().unwrap();
+    assert_exit(&o, 2);
+}
+
+#[test]
+fn text_mode_says_when_max_tokens_cut_the_answer_off() {
+    let (up, _) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    for extra in [&[][..], &["--stream"][..], &["--protocol", "v1"][..]] {
+        let mut args = chat_args(&serve.url, &known, &["--max-tokens", "5"]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(format!("{CUTOFF} here"));
+        let o = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert!(stdout(&o).contains("FIRST=CUTOFF HERE"), "{}", stdout(&o));
+        assert!(
+            stderr(&o).contains("[answer cut off at --max-tokens 5; raise it for more]"),
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+        // A whole answer: no notice; with --json, none either (the JSON says it).
+        args.pop();
+        args.push("a whole answer".to_owned());
+        let o = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert!(!stderr(&o).contains("cut off"), "{}", stderr(&o));
+    }
+}
