@@ -38,7 +38,9 @@ pub type Extra = Map<String, Value>;
 /// ```
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
-    /// The model to use.
+    /// The model to use. Empty when a JSON request omits it (the proxy
+    /// then picks the server's only model).
+    #[serde(default)]
     pub model: String,
     /// The conversation so far.
     pub messages: Vec<ChatMessage>,

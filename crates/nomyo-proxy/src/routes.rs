@@ -220,7 +220,7 @@ fn parse_request(body: Bytes) -> Result<ChatRequest, ProxyError> {
     parsed.map_err(|e| {
         ProxyError::bad_request(format!(
             "the body is not a valid chat-completion request ({} at line {} column {}): \
-             it needs \"model\" and \"messages\" in the OpenAI format",
+             it needs \"messages\" (and \"model\" when the server serves several) in the OpenAI format",
             match e.classify() {
                 serde_json::error::Category::Data => "unexpected field type or value",
                 serde_json::error::Category::Eof => "incomplete JSON",
@@ -230,6 +230,37 @@ fn parse_request(body: Bytes) -> Result<ChatRequest, ProxyError> {
             e.column()
         ))
     })
+}
+
+/// The model for a request that names none: the server's only one, from
+/// `GET /v1/models`; with none or several, a 400 that lists them.
+async fn only_model(st: &ProxyState, id: &str) -> Result<String, ProxyError> {
+    let models = st.client.models().await.map_err(|e| ProxyError::from(&e))?;
+    match models.as_slice() {
+        [one] => {
+            tracing::debug!(request_id = %id, "model filled in: the server serves one");
+            Ok(one.id.clone())
+        }
+        [] => Err(ProxyError::bad_request(
+            "\"model\" is missing and the server lists no model (GET /v1/models)",
+        )
+        .code("model_not_found")),
+        many => Err(ProxyError::bad_request(format!(
+            "\"model\" is missing and the server serves {} models; name one of: {}",
+            many.len(),
+            many.iter()
+                .map(|m| printable(&m.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .code("model_required")),
+    }
+}
+
+/// A server-given name as it may appear in a message: no control
+/// characters, at most 100 characters.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 /// `POST /v1/chat/completions`, plain or streamed.
@@ -285,6 +316,9 @@ async fn handle_chat(
     let mut options = RequestOptions::default().request_id(id);
     if let Some(t) = tier(st, headers)? {
         options = options.security_tier(t);
+    }
+    if request.model.trim().is_empty() {
+        request.model = only_model(st, id).await?;
     }
     tracing::debug!(request_id = %id, body_bytes, stream, messages = request.messages.len(), "chat request");
 

@@ -27,6 +27,8 @@ use tower::ServiceExt;
 #[derive(Default)]
 struct Recorder {
     bodies: Mutex<Vec<Value>>,
+    /// Serve only model `m`.
+    one_model: bool,
 }
 
 fn prompt_of(r: &BackendRequest) -> String {
@@ -49,6 +51,9 @@ impl Backend for Recorder {
         "recorder"
     }
     fn models(&self) -> Vec<String> {
+        if self.one_model {
+            return vec!["m".into()];
+        }
         vec!["m".into(), "big".into(), "busy".into(), "cut".into()]
     }
     async fn chat(&self, r: BackendRequest) -> Result<Value, BackendError> {
@@ -145,9 +150,18 @@ enum Speaks {
 /// A `nomyo_server` with the recorder; `big` only on the `high` tier; an
 /// API key `k1` when `api_key`; 2 requests per minute when `rate_limited`.
 async fn upstream(speaks: Speaks, api_key: bool, rate_limited: bool) -> Upstream {
+    upstream_of(Recorder::default(), speaks, api_key, rate_limited).await
+}
+
+async fn upstream_of(
+    recorder: Recorder,
+    speaks: Speaks,
+    api_key: bool,
+    rate_limited: bool,
+) -> Upstream {
     let key = server_key();
     let rsa_fingerprint = key.public_key().fingerprint();
-    let backend = Arc::new(Recorder::default());
+    let backend = Arc::new(recorder);
     let mut b = AppState::builder(KeyStore::ephemeral(key))
         .backend("recorder", backend.clone())
         .tier(
@@ -711,4 +725,45 @@ async fn local_access_policy() {
         .unwrap();
     assert_eq!(status(guarded, health).await, 200);
     assert_eq!(up.bodies().len(), 3);
+}
+
+#[tokio::test]
+async fn model_may_be_omitted_when_the_server_serves_one() {
+    let one = Recorder {
+        one_model: true,
+        ..Recorder::default()
+    };
+    let up = upstream_of(one, Speaks::V2, false, false).await;
+    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+    let hello = json!({"messages": [{"role": "user", "content": "hello there"}]});
+    let resp = post(&url, hello.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["choices"][0]["message"]["content"], "echo: hello there");
+    assert_eq!(up.bodies().pop().unwrap()["model"], "m");
+    // Streamed too.
+    let mut streamed = hello.clone();
+    streamed["stream"] = json!(true);
+    let resp = post(&url, streamed).await;
+    assert_eq!(resp.status(), 200);
+    let ev = events(&resp.text().await.unwrap());
+    assert_eq!(streamed_text(&ev), "echo: hello there");
+    // An explicit model is sent as given.
+    let mut named = hello.clone();
+    named["model"] = json!("m");
+    assert_eq!(post(&url, named).await.status(), 200);
+
+    // With several models, a 400 that lists them; nothing is sent.
+    let many = upstream(Speaks::V2, false, false).await;
+    let url = proxy(ProxyState::new(client_for(&many).build().unwrap())).await;
+    let (s, _, v) = error_of(post(&url, hello).await).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "model_required");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for m in ["m", "big", "busy", "cut"] {
+        assert!(msg.contains(m), "{msg}");
+    }
+    assert!(msg.contains("\"model\""), "{msg}");
+    assert!(many.bodies().is_empty());
 }
