@@ -42,6 +42,16 @@ pub(crate) struct Cli {
     /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines on stderr as text, or json (one object per line).
+    #[arg(
+        long,
+        value_name = "text|json",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        hide_possible_values = true,
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,21 +96,46 @@ pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    // One human-readable line per event.
+    Text,
+    // One JSON object per line (timestamp, level, target, fields).
+    Json,
+}
+
+/// The filter without `RUST_LOG`: warnings, plus the server's access lines
+/// and start line (info); `-v` debug, `-vv` trace (llama.cpp's own lines
+/// only then).
+fn default_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn,nomyo::access=info,nomyo::serve=info",
         1 => "debug",
         _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    }
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // No colour codes in files and pipes (logs are often collected).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Text => builder
+            // No colour codes in files and pipes (logs are often collected).
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
@@ -116,7 +151,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     // Core dumps off and the process undumpable before any secret exists.
     let hardening = nomyo_core::secure_memory::harden_process();
     tracing::debug!(

@@ -70,14 +70,16 @@ pub(crate) struct WorkerConfig {
 
 /// llama.cpp's global backend: initialised once per process (a second
 /// `llama_backend_init` is refused), with its logging routed to `tracing`
-/// only when debug logging is on (llama.cpp's own lines never reach stderr otherwise).
+/// (target `llama-cpp-2`) only when trace logging is on (`-vv`): its
+/// thousands of lines per model load (tensor by tensor) never reach stderr
+/// at debug level (`-v`) or below.
 pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            let debug = tracing::enabled!(tracing::Level::DEBUG);
+            let trace = tracing::enabled!(tracing::Level::TRACE);
             llama_cpp_2::send_logs_to_tracing(
-                llama_cpp_2::LogOptions::default().with_logs_enabled(debug),
+                llama_cpp_2::LogOptions::default().with_logs_enabled(trace),
             );
             LlamaBackend::init().map_err(|e| e.to_string())
         })

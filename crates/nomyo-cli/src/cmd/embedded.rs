@@ -30,9 +30,29 @@ pub struct EmbeddedSettings {
     pub context: Option<u32>,
 }
 
+/// What the embedded model runs with, for `nomyo serve`'s start line.
+#[derive(Clone, Debug)]
+pub struct EmbeddedInfo {
+    /// The model file.
+    pub model: PathBuf,
+    /// Tokens one request may use (resolved: flag or the model's).
+    pub context: u32,
+    /// Inference threads (resolved).
+    pub threads: usize,
+}
+
 /// The embedded model as a backend; it starts loading in the background.
-#[cfg(feature = "engine")]
+#[cfg(test)]
 pub fn backend(settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
+    backend_described(settings).map(|(b, _)| b)
+}
+
+/// The embedded model as a backend (it starts loading in the background),
+/// with the model, context and threads it runs with.
+#[cfg(feature = "engine")]
+pub fn backend_described(
+    settings: &EmbeddedSettings,
+) -> CliResult<(Arc<dyn Backend>, EmbeddedInfo)> {
     use nomyo_engine::{paths, Engine, EngineConfig, EngineError};
 
     let path = match &settings.model {
@@ -50,14 +70,20 @@ pub fn backend(settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
             )
         })?,
     };
-    let mut config = EngineConfig::new(path);
+    let mut config = EngineConfig::new(path.clone());
     config.threads = settings.threads;
     config.context_size = settings.context;
+    let threads = settings.threads.unwrap_or(nomyo_engine::DEFAULT_THREADS);
     match Engine::start(config) {
         Ok(engine) => {
             let engine = Arc::new(engine);
             exit_if_load_fails(Arc::clone(&engine));
-            Ok(engine)
+            let info = EmbeddedInfo {
+                model: path,
+                context: engine.context_size(),
+                threads,
+            };
+            Ok((engine, info))
         }
         Err(e @ EngineError::Config(_)) => Err(CliError::usage(e.to_string())),
         Err(e) => Err(CliError::new(Code::Other, e.to_string())),
@@ -86,7 +112,9 @@ fn exit_if_load_fails(engine: Arc<nomyo_engine::Engine>) {
 
 /// Without the `engine` feature there is no in-process model.
 #[cfg(not(feature = "engine"))]
-pub fn backend(_settings: &EmbeddedSettings) -> CliResult<Arc<dyn Backend>> {
+pub fn backend_described(
+    _settings: &EmbeddedSettings,
+) -> CliResult<(Arc<dyn Backend>, EmbeddedInfo)> {
     Err(CliError::new(
         Code::Other,
         "this build has no embedded model (feature `engine`); give --upstream URL",

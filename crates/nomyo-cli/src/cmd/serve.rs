@@ -475,16 +475,23 @@ pub fn run(args: Args) -> CliResult {
         // A setting the engine refuses (a context the model cannot take) is
         // a usage error, exit 2.
         let usage = std::cell::Cell::new(false);
+        let engine_info = std::cell::RefCell::new(None);
         let embedded = |p: EmbeddedParams| -> Result<Arc<dyn Backend>, String> {
             let settings = EmbeddedSettings {
                 model: p.model,
                 threads: p.threads,
                 context: p.context,
             };
-            embedded::backend(&settings).map_err(|e| {
-                usage.set(usage.get() || e.code == Code::Usage);
-                e.message
-            })
+            match embedded::backend_described(&settings) {
+                Ok((backend, info)) => {
+                    *engine_info.borrow_mut() = Some(info);
+                    Ok(backend)
+                }
+                Err(e) => {
+                    usage.set(usage.get() || e.code == Code::Usage);
+                    Err(e.message)
+                }
+            }
         };
         let prepared = serve::prepare(settings, embedded).await.map_err(|e| {
             if usage.get() {
@@ -494,6 +501,7 @@ pub fn run(args: Args) -> CliResult {
             }
         })?;
         let state = prepared.state;
+        start_line(&state, engine_info.borrow().as_ref());
         let key = state.keys().current();
         let origin = match prepared.key_origin {
             KeyOrigin::Loaded => "loaded",
@@ -529,6 +537,43 @@ pub fn run(args: Args) -> CliResult {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The `tracing` target of the start line (enabled by default).
+pub(crate) const START_TARGET: &str = "nomyo::serve";
+
+/// One line at start: what is served (model, context, threads) and the
+/// attestation (none yet: no hardware attestation is produced).
+fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::EmbeddedInfo>) {
+    match engine {
+        Some(e) => tracing::info!(
+            target: START_TARGET,
+            model = %e.model.display(),
+            context = e.context,
+            threads = e.threads,
+            attestation = "none",
+            "serving the embedded model"
+        ),
+        None => {
+            let mut models = Vec::new();
+            for b in state.routing().backends() {
+                match &b.models {
+                    nomyo_server::policy::ModelSet::Only(names) => {
+                        models.extend(names.iter().cloned())
+                    }
+                    nomyo_server::policy::ModelSet::Any => models.push(format!("{}:*", b.name)),
+                }
+            }
+            tracing::info!(
+                target: START_TARGET,
+                model = %models.join(","),
+                context = "upstream",
+                threads = "upstream",
+                attestation = "none",
+                "serving upstream models"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
