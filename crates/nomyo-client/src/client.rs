@@ -53,10 +53,15 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// // Plain HTTP is refused at build time, before any network I/O:
 /// let err = Client::builder().base_url("http://example.com").build().unwrap_err();
 /// assert!(matches!(err, Error::InsecureUrl { .. }));
-/// // ... unless explicitly allowed (local development only).
+/// // ... unless explicitly allowed (local development only),
 /// let client = Client::builder()
-///     .base_url("http://127.0.0.1:12434")
+///     .base_url("http://192.0.2.7:12434")
 ///     .allow_http(true)
+///     .build()?;
+/// assert_eq!(client.origin(), "http://192.0.2.7:12434");
+/// // or the host is loopback (an OpenAI-style ".../v1" suffix is dropped).
+/// let client = Client::builder()
+///     .base_url("http://127.0.0.1:12434/v1")
 ///     .build()?;
 /// assert_eq!(client.origin(), "http://127.0.0.1:12434");
 /// # Ok::<(), Error>(())
@@ -160,9 +165,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Accept a plain `http://` base URL. For local development only: the
-    /// API key and the server's key then travel unprotected, and whoever
-    /// controls the network can substitute the server key (pins still hold).
+    /// Accept a plain `http://` base URL that is not loopback. For local
+    /// development only: the API key and the server's key then travel
+    /// unprotected, and whoever controls the network can substitute the
+    /// server key (pins still hold). A loopback URL (127.0.0.0/8, `[::1]`,
+    /// `localhost` when it resolves only to those) needs no consent: that
+    /// traffic never leaves the machine.
     pub fn allow_http(mut self, allow: bool) -> Self {
         self.allow_http = allow;
         self
