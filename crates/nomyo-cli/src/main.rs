@@ -68,7 +68,7 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Serve a local OpenAI-compatible API that forwards every request end-to-end encrypted.
     Proxy(cmd::proxy::Args),
-    /// Load the secure endpoint: requests/s, latency percentiles, errors by kind.
+    /// Load the secure endpoint: requests/s, latency percentiles, tokens/s, errors by kind.
     Bench(cmd::bench::Args),
     /// List or forget the servers recorded in the known-servers file (trust on first use).
     #[command(name = "known-servers", subcommand)]

@@ -63,6 +63,10 @@ The server's key is checked as in `nomyo chat`: --pin, else the known-servers
 file (--known-servers, default $XDG_CONFIG_HOME/nomyo/known_servers, else
 ~/.config/nomyo/known_servers).
 
+Reports requests/s and latency percentiles; the generated tokens and tokens/s
+from the answers' usage.completion_tokens; with --stream, time to first token
+and the decoding rate per stream (docs/CLI.md §10.2).
+
 Examples:
   nomyo bench -c 8 -n 200                         # the local `nomyo serve`, protocol v1
   nomyo bench --protocol v2 --stream --duration 30s --json
