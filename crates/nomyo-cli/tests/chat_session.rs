@@ -243,9 +243,15 @@ impl Terminal {
         (answer, marker + MARKER.len())
     }
 
-    /// Waits for the process to end; its exit status and what it showed.
+    /// Ends the input (Ctrl-D), then waits for the process to end.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         drop(self.input.take());
+        self.exited()
+    }
+
+    /// Waits for the process to end, the input left open; its exit status
+    /// and what it showed.
+    fn exited(mut self) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -296,7 +302,7 @@ fn a_conversation_on_a_terminal_streams_and_keeps_context() {
     assert_eq!(a5, "ANS USERS=2 FIRST=A FRESH START SYSTEM=BE TERSE END");
 
     term.type_line("/exit");
-    let (status, shown) = term.finish();
+    let (status, shown) = term.exited();
     assert_eq!(status.code(), Some(0), "{shown}");
 }
 
@@ -315,6 +321,36 @@ fn a_conversation_ends_at_the_end_of_input_and_says_when_an_answer_was_cut_off()
     assert!(notice > term.text().find(&a1).unwrap() && notice < at);
     // Ctrl-D: the end of input.
     let (status, shown) = term.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+}
+
+#[test]
+fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
+    let (up, _) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let mut term = Terminal::start(&chat_args(&serve.url, &known, &[]));
+    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    term.type_line("stop me");
+    let start = term.wait_for("ANS", at);
+    // Ctrl-C, as the terminal sends it.
+    term.input.as_mut().unwrap().write_all(b"\x03").unwrap();
+    term.input.as_mut().unwrap().flush().unwrap();
+    let stopped = term.wait_for("(answer stopped", start);
+    let at = term.wait_for(MARKER, stopped) + MARKER.len();
+    assert!(
+        !term.text()[start..stopped].contains(" END"),
+        "{}",
+        term.text()
+    );
+    // The stopped message is not part of the conversation.
+    let (a, at) = term.turn("a new first message", at);
+    assert_eq!(a, "ANS USERS=1 FIRST=A NEW FIRST MESSAGE SYSTEM=- END");
+    assert!(term.text().len() >= at);
+    term.input.as_mut().unwrap().write_all(b"\x03").unwrap();
+    term.input.as_mut().unwrap().flush().unwrap();
+    let (status, shown) = term.exited();
     assert_eq!(status.code(), Some(0), "{shown}");
 }
 

@@ -402,7 +402,11 @@ pub fn run(args: Args) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(chat(settings))
+    let result = runtime.block_on(chat(settings));
+    // A conversation ended by Ctrl-C leaves a thread blocked reading the
+    // terminal: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn chat(mut s: Settings) -> CliResult {

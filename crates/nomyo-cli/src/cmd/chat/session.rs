@@ -4,6 +4,9 @@
 //! far; the answer is streamed as it arrives over protocol v2 and printed
 //! whole over v1. The history lives in this process only, in [`SecretBuf`]s
 //! (locked where possible, zeroed on growth, on `/clear` and on exit).
+//! Ctrl-C stops an answer (the conversation stays as it was before that
+//! message), and at the marker ends the conversation as `/exit` does, so
+//! that the history is wiped then too.
 
 use std::io::{BufRead, Write};
 
@@ -86,7 +89,6 @@ pub(super) async fn run(
             " (protocol v1: each answer arrives whole)"
         }
     );
-    let stdin = std::io::stdin();
     // Room for long lines up front, so that reading rarely reallocates (a
     // reallocation would leave the old copy unwiped).
     let mut line = Zeroizing::new(String::with_capacity(64 * 1024));
@@ -94,7 +96,22 @@ pub(super) async fn run(
         eprint!("{MARKER}");
         let _ = std::io::stderr().flush();
         line.zeroize();
-        let read = stdin.lock().read_line(&mut line).map_err(|e| {
+        // Read on a blocking thread, so that Ctrl-C can end the wait.
+        let reading = tokio::task::spawn_blocking(move || {
+            let read = std::io::stdin().lock().read_line(&mut line);
+            (line, read)
+        });
+        let read;
+        (line, read) = tokio::select! {
+            done = reading => done.map_err(|e| {
+                CliError::new(Code::Other, format!("cannot read from the terminal: {e}"))
+            })?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!();
+                break;
+            }
+        };
+        let read = read.map_err(|e| {
             CliError::new(Code::Other, format!("cannot read from the terminal: {e}"))
         })?;
         if read == 0 {
@@ -136,7 +153,17 @@ pub(super) async fn run(
             ..s.request.clone()
         };
         tracing::debug!(messages = request.messages.len(), "conversation turn");
-        match answer(client, &mut request, v2, false, spin).await {
+        let answered = tokio::select! {
+            a = answer(client, &mut request, v2, false, spin) => a,
+            _ = tokio::signal::ctrl_c() => {
+                request.zeroize();
+                history.pop();
+                println!();
+                eprintln!("(answer stopped; that message is not part of the conversation)");
+                continue;
+            }
+        };
+        match answered {
             Ok(a) => history.push(Turn {
                 role: "assistant",
                 text: a.text,
