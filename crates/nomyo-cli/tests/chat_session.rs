@@ -4,7 +4,8 @@
 //!   `script`), each line is sent with the conversation so far, each answer
 //!   streams in several chunks before the next `>>> ` marker, `/clear`
 //!   forgets the history, `/system` sets the system message, `/exit` and the
-//!   end of input end it with exit 0;
+//!   end of input end it with exit 0; Ctrl-C stops an answer and, at the
+//!   marker, ends the conversation; over v1 each answer is printed whole;
 //! - `--messages FILE` sends every message of the file; a malformed file is
 //!   a usage error (exit 2) that names the problem, never the file's text;
 //! - an answer cut off by `max_tokens` (`finish_reason: "length"`) is said
@@ -352,6 +353,28 @@ fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
     term.input.as_mut().unwrap().flush().unwrap();
     let (status, shown) = term.exited();
     assert_eq!(status.code(), Some(0), "{shown}");
+}
+
+#[test]
+fn a_conversation_over_v1_prints_each_answer_whole() {
+    let (up, _) = conversation_double();
+    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_servers");
+    let mut term = Terminal::start(&chat_args(&serve.url, &known, &["--protocol", "v1"]));
+    let mut at = term.wait_for(MARKER, 0) + MARKER.len();
+    for (line, answer) in [
+        ("one", "ANS USERS=1 FIRST=ONE SYSTEM=- END"),
+        ("two", "ANS USERS=2 FIRST=ONE SYSTEM=- END"),
+    ] {
+        term.type_line(line);
+        let start = term.wait_for(answer, at);
+        at = term.wait_for(MARKER, start) + MARKER.len();
+    }
+    term.type_line("/bye");
+    let (status, shown) = term.exited();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(shown.contains("protocol v1"), "{shown}");
 }
 
 #[test]

@@ -47,7 +47,7 @@ With no PROMPT on a terminal, chat opens a conversation: type a message after
 the `>>> ` marker; each answer is streamed as it arrives (printed whole over
 v1). The history is kept in memory only and wiped on exit. Commands:
 /system TEXT (set the system message), /clear (forget the history), /help,
-/exit (or Ctrl-D).
+/exit (or Ctrl-D). Ctrl-C stops an answer; at the marker it ends the conversation.
 
 Examples:
   nomyo chat                                        # a conversation (on a terminal)
