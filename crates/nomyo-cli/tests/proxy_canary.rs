@@ -46,7 +46,8 @@ fn proxy_cmd(serve: &Serve, home: &Path, level: &[&str], rust_log: Option<&str>)
     cmd
 }
 
-async fn post(url: &str, token: &str, body: String) -> (u16, String) {
+/// Status, body and the proxy's `x-request-id`.
+async fn post(url: &str, token: &str, body: String) -> (u16, String, String) {
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -56,7 +57,12 @@ async fn post(url: &str, token: &str, body: String) -> (u16, String) {
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, resp.text().await.unwrap_or_default(), id)
 }
 
 #[test]
@@ -98,22 +104,25 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
         ("-v", &["-v"], None),
         ("-vv", &["-vv"], None),
     ];
+    let mut ids = Vec::new();
     for (name, flags, rust_log) in levels {
         let proxy = start(proxy_cmd(&srv, dir.path(), flags, rust_log))
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         rt.block_on(async {
-            let (s, body) = post(&proxy.url, &token, chat("tiny", false)).await;
+            let (s, body, id) = post(&proxy.url, &token, chat("tiny", false)).await;
             assert_eq!(s, 200, "{name}: {body}");
             assert!(body.contains(&answer), "{name}: {body}");
-            let (s, body) = post(&proxy.url, &token, chat("tiny", true)).await;
+            ids.push(id);
+            let (s, body, id) = post(&proxy.url, &token, chat("tiny", true)).await;
             assert_eq!(s, 200, "{name}: {body}");
             assert!(body.contains(&answer), "{name}: {body}");
+            ids.push(id);
             let wrong = format!("{token}x");
             assert_eq!(post(&proxy.url, &wrong, chat("tiny", false)).await.0, 401);
             let bad = format!("{{\"model\": \"tiny\", \"messages\": [\"{prompt}\"");
-            let (s, _) = post(&proxy.url, &token, bad).await;
+            let (s, _, _) = post(&proxy.url, &token, bad).await;
             assert!((400..500).contains(&s), "{name}: {s}");
-            let (s, _) = post(&proxy.url, &token, chat("no-such-model", false)).await;
+            let (s, _, _) = post(&proxy.url, &token, chat("no-such-model", false)).await;
             assert!(s >= 400, "{name}: {s}");
         });
         let logs = proxy.stop_and_collect();
@@ -135,6 +144,17 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
     }
     let server_logs = srv.stderr.lock().unwrap().clone();
     assert!(server_logs.lines().count() > 50, "{server_logs}");
+    // One request id from the proxy through the server: the id each answer
+    // carried is the one in the server's access line.
+    for id in &ids {
+        assert!(id.starts_with("proxy-"), "{id}");
+        assert!(
+            server_logs.lines().any(|l| l.contains("nomyo::access")
+                && l.contains(&format!("request_id={id}"))
+                && l.contains("status=200")),
+            "no server access line for {id}"
+        );
+    }
     for (what, secret) in secrets {
         if let Some(line) = server_logs.lines().find(|l| l.contains(secret)) {
             panic!("{what} in the server's trace log: {line}");
