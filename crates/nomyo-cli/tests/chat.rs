@@ -224,7 +224,12 @@ fn answers_json_stdin_env_and_first_use_trust() {
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(format!("v1 {fp}").as_str()));
     assert!(lines.all(|l| l.starts_with("v2 ")), "{out}");
+    // A loopback server needs no --allow-http (nothing leaves the host);
+    // any other plain-HTTP server does.
     let o = env.run(&["fingerprint", "--server", &s.url]);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), out);
+    let o = env.run(&["fingerprint", "--server", "http://192.0.2.1:9"]);
     assert_exit(&o, 2);
     assert!(human_error(&o).contains("--allow-http"));
 
@@ -313,7 +318,7 @@ fn usage_errors_exit_2() {
     let env = Env::new();
     for (args, needle) in [
         (
-            vec!["chat", "--base-url", "http://127.0.0.1:9", "hi"],
+            vec!["chat", "--base-url", "http://192.0.2.1:9", "hi"],
             "--allow-http",
         ),
         (
