@@ -132,7 +132,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // `span`: the innermost span, e.g. the request id.
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
     };

@@ -5,6 +5,9 @@
 //! Never a body, a path beyond its route template, or a header other than
 //! the tier.
 //!
+//! The handler runs in an info span `request{id=…}` (same target), so the
+//! lines it logs name the request too.
+//!
 //! The request id: the caller's `X-Request-Id` when it is 1 to
 //! [`MAX_REQUEST_ID_LEN`] characters of `[A-Za-z0-9._-]`, else a fresh one;
 //! it replaces the request's header (handlers see the one logged), is put in
@@ -233,7 +236,10 @@ pub(crate) async fn access_log(mut req: Request, next: Next) -> Response {
         })
     });
 
-    let mut resp = next.run(req).await;
+    // Every line logged while the handler runs names the request
+    // (`request{id=…}:` in text, `span` in json).
+    let span = tracing::info_span!(target: ACCESS_TARGET, "request", id = %line.id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
     if let Some(h) = header {
         resp.headers_mut().insert(REQUEST_ID_HEADER, h);
     }

@@ -158,6 +158,12 @@ async fn secrets_never_reach_the_logs() {
             "no access line with status {status}"
         );
     }
+    // The handlers' own lines name their request (the access span).
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("request{id=") && l.contains("backend error")),
+        "handler lines without their request id"
+    );
     for secret in [&canary, &api_key, &upstream_key, &wrong] {
         assert!(
             !logs.contains(secret.as_str()),
