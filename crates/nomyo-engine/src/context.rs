@@ -76,6 +76,15 @@ impl ModelShape {
     /// `embedding_length`, `attention.key_length` / `value_length`). `Err`
     /// with the reason when it cannot be read.
     pub fn read(path: &Path) -> Result<Self, String> {
+        Self::read_with_sampling(path).map(|(shape, _)| shape)
+    }
+
+    /// [`Self::read`], and the sampling defaults the file recommends
+    /// (`general.sampling.*`, [`crate::params::SamplingDefaults::from_metadata`]),
+    /// from the same read of the metadata.
+    pub fn read_with_sampling(
+        path: &Path,
+    ) -> Result<(Self, crate::params::SamplingDefaults), String> {
         let backend = crate::worker::backend()?;
         let params = LlamaModelParams::default().with_vocab_only(true);
         let model =
@@ -104,7 +113,9 @@ impl ModelShape {
         if shape.n_ctx_train == 0 || shape.kv_bytes_per_token() == 0 {
             return Err("the model's metadata gives no context or attention shape".into());
         }
-        Ok(shape)
+        let sampling =
+            crate::params::SamplingDefaults::from_metadata(|k| model.meta_val_str(k).ok());
+        Ok((shape, sampling))
     }
 
     /// The shape of a loaded model, from llama.cpp's own hyperparameters.

@@ -164,6 +164,10 @@ pub struct Engine {
     jobs: SyncSender<Job>,
     model_id: String,
     context_size: u32,
+    /// What a request that omits a sampling parameter gets: the model's own
+    /// recommendation (`general.sampling.*`) where its file carries one, else
+    /// the engine's defaults.
+    sampling: params::SamplingDefaults,
 }
 
 impl std::fmt::Debug for Engine {
@@ -230,11 +234,11 @@ impl Engine {
         // The model's shape from its metadata (no weights), read now so that
         // a context it cannot take is refused at start-up. If it cannot be
         // read, the load in the background fails and says why.
-        let shape = match context::ModelShape::read(&config.model_path) {
-            Ok(s) => Some(s),
+        let (shape, sampling) = match context::ModelShape::read_with_sampling(&config.model_path) {
+            Ok((s, d)) => (Some(s), d),
             Err(e) => {
                 tracing::debug!(error = %e, "model metadata unreadable");
-                None
+                (None, params::SamplingDefaults::ENGINE)
             }
         };
         let context_size =
@@ -275,6 +279,8 @@ impl Engine {
             context = context_size,
             n_ctx_train = shape.map(|s| s.n_ctx_train),
             kv_bytes_per_token = shape.map(|s| s.kv_bytes_per_token()),
+            temperature = sampling.temperature,
+            top_p = sampling.top_p,
             "embedded model loading"
         );
         Ok(Self {
@@ -282,6 +288,7 @@ impl Engine {
             jobs,
             model_id,
             context_size,
+            sampling,
         })
     }
 
@@ -320,6 +327,13 @@ impl Engine {
     /// sequence, as configured or from the model.
     pub fn context_size(&self) -> u32 {
         self.context_size
+    }
+
+    /// The sampling parameters a request that omits them gets: the model
+    /// file's `general.sampling.*` recommendation where it has one, else
+    /// [`params::SamplingDefaults::ENGINE`].
+    pub fn sampling_defaults(&self) -> params::SamplingDefaults {
+        self.sampling
     }
 
     /// The loaded model's shape from llama.cpp's hyperparameters (what the
@@ -382,7 +396,7 @@ impl Backend for Engine {
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-        let req = params::parse(&request.body, false)?;
+        let req = params::parse_with_defaults(&request.body, false, &self.sampling)?;
         let n = req.n as usize;
         let mut rx = self.submit(req, &request.request_id)?;
         let meta = ResponseMeta::new(&self.model_id);
@@ -417,7 +431,7 @@ impl Backend for Engine {
     }
 
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
-        let req = params::parse(&request.body, true)?;
+        let req = params::parse_with_defaults(&request.body, true, &self.sampling)?;
         let include_usage = req.include_usage;
         let mut rx = self.submit(req, &request.request_id)?;
         // Wait until the prompt is accepted and evaluated, so that a bad request

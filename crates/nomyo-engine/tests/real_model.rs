@@ -445,6 +445,12 @@ async fn the_default_context_comes_from_the_model_within_the_memory_bound() {
         .min((KV_CACHE_BUDGET_BYTES / shape.kv_bytes_per_token()) as u32);
     assert_eq!(e.context_size(), expected);
     assert_eq!(e.context_size(), 8192);
+    // SmolLM2's GGUF recommends no sampling (no general.sampling.* keys), so
+    // requests that name none get the engine's defaults.
+    assert_eq!(
+        e.sampling_defaults(),
+        nomyo_engine::params::SamplingDefaults::ENGINE
+    );
     assert!(u64::from(e.context_size()) * shape.kv_bytes_per_token() <= KV_CACHE_BUDGET_BYTES);
 }
 
