@@ -378,7 +378,10 @@ impl Args {
             }])
         };
         FileConfig {
-            listen: self.listen.clone().or_else(|| self.port.map(|p| format!("127.0.0.1:{p}"))),
+            listen: self
+                .listen
+                .clone()
+                .or_else(|| self.port.map(|p| format!("127.0.0.1:{p}"))),
             key_dir: self.key_dir.clone(),
             key_password_file: self.key_password_file.clone(),
             key_password_env: self.key_password_env.clone(),
