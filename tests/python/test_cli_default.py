@@ -6,8 +6,8 @@ server named anywhere,
 
 answers with non-empty text and true usage counts. With no --base-url and no
 $NOMYO_BASE_URL the client commands talk to that local default, which is
-loopback, so no --allow-http is needed; an explicit http:// URL still needs
-it. How long the answer takes is measured in BENCHMARKS.md, not asserted.
+loopback, so no --allow-http is needed (nor for any other loopback URL); an
+http:// URL off this host still needs it. How long the answer takes is measured in BENCHMARKS.md, not asserted.
 
 HOME is a temporary directory, so the known-servers file (trust on first use,
 ~/.config/nomyo/known_servers) is this test's own.
@@ -74,8 +74,14 @@ def test_true_usage_and_same_seed_same_answer(nomyo_bin, default_server):
     assert answers[0] == answers[1]
 
 
-def test_an_explicit_http_url_still_needs_allow_http(nomyo_bin, default_server):
-    p = chat(nomyo_bin, default_server, "--base-url", "http://127.0.0.1:12434", "--max-tokens", 4, "Hi")
+def test_loopback_urls_need_no_allow_http_other_http_urls_do(nomyo_bin, default_server):
+    # The default server named explicitly, and the OpenAI habit of a /v1 suffix.
+    for url in ("http://127.0.0.1:12434", "http://localhost:12434/v1"):
+        p = chat(nomyo_bin, default_server, "--base-url", url, "--max-tokens", 4, "Hi")
+        assert p.returncode == 0, (url, p.stderr)
+        assert p.stdout.strip()
+    # A plain-HTTP server off this host: refused before anything is sent.
+    p = chat(nomyo_bin, default_server, "--base-url", "http://192.0.2.1:12434", "--max-tokens", 4, "Hi")
     assert p.returncode == 2, p.stderr
     assert "--allow-http" in p.stderr
     assert not p.stdout

@@ -396,6 +396,11 @@ def test_fingerprint_server_matches_python(server, nomyo):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert f"v1 {fingerprint_of_pem(pem)}" in lines, lines
-    # Without --allow-http a plain http:// URL is refused as a usage error.
+    # A loopback server needs no --allow-http; any other plain http:// URL
+    # is refused as a usage error, before anything is sent.
     r = nomyo("fingerprint", "--server", server.url)
+    assert r.returncode == 0, r.stderr
+    assert f"v1 {fingerprint_of_pem(pem)}" in r.stdout.strip().splitlines()
+    r = nomyo("fingerprint", "--server", "http://192.0.2.1:9")
     assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--allow-http" in r.stderr
