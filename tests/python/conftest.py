@@ -175,7 +175,7 @@ def embedded(tmp_path_factory, nomyo_bin):
     `nomyo serve` does ($NOMYO_MODEL_FILE, else ./models/, where
     scripts/fetch-model.sh puts it)."""
     key_dir = tmp_path_factory.mktemp("embedded") / "keys"
-    with NomyoServer(nomyo_bin, ["--key-dir", key_dir]) as s:
+    with NomyoServer(nomyo_bin, ["--key-dir", key_dir, "--no-password"]) as s:
         deadline = time.monotonic() + 120
         while True:
             try:

@@ -33,7 +33,7 @@ def default_server(tmp_path_factory, nomyo_bin):
         except OSError:
             pytest.fail(f"{LOCAL[0]}:{LOCAL[1]} (nomyo serve's default address) is taken by another process")
     home = tmp_path_factory.mktemp("home")
-    with NomyoServer(nomyo_bin, ["--key-dir", home / "server_keys"], listen="127.0.0.1:12434") as s:
+    with NomyoServer(nomyo_bin, ["--key-dir", home / "server_keys", "--no-password"], listen="127.0.0.1:12434") as s:
         assert s.url == "http://127.0.0.1:12434"
         yield home
 

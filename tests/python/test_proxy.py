@@ -66,7 +66,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(workdir, nomyo_bin, upstream):
     (workdir / "nomyo.toml").write_text(config_toml(upstream))
-    args = ["--config", workdir / "nomyo.toml", "--key-dir", workdir / "server_keys"]
+    args = ["--config", workdir / "nomyo.toml", "--key-dir", workdir / "server_keys", "--no-password"]
     with NomyoServer(nomyo_bin, [*args, "--api-key-file", workdir / "api_keys"]) as s:
         yield s
 

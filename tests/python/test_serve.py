@@ -90,6 +90,7 @@ def server(tmp_path_factory, nomyo_bin, upstream):
         [
             "--config", d / "nomyo.toml",
             "--key-dir", d / "server_keys",
+            "--no-password",
             "--api-key-file", d / "api_keys",
             "-vv",
         ],

@@ -33,7 +33,7 @@ def server(tmp_path_factory, nomyo_bin, upstream):
     (d / "api_keys").write_text(API_KEY + "\n")
     with NomyoServer(
         nomyo_bin,
-        ["--config", d / "nomyo.toml", "--key-dir", d / "server_keys", "--api-key-file", d / "api_keys", "-vv"],
+        ["--config", d / "nomyo.toml", "--key-dir", d / "server_keys", "--no-password", "--api-key-file", d / "api_keys", "-vv"],
         env={"RUST_LOG": "trace"},
     ) as s:
         yield s
@@ -161,7 +161,7 @@ def test_hpke_keys_persist_in_the_key_dir(tmp_path, nomyo_bin, upstream):
     import urllib.request
 
     (tmp_path / "nomyo.toml").write_text(config_toml(upstream))
-    args = ["--config", tmp_path / "nomyo.toml", "--key-dir", tmp_path / "keys"]
+    args = ["--config", tmp_path / "nomyo.toml", "--key-dir", tmp_path / "keys", "--no-password"]
     seen = []
     for _ in range(2):
         with NomyoServer(nomyo_bin, args) as s:

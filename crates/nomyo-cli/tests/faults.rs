@@ -79,7 +79,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn key_serve(up: &Upstream, dir: &Path, keys: &Path, extra: &[&str]) -> Command {
-    let mut args = vec!["--key-dir", keys.to_str().unwrap(), "--key-bits", "2048"];
+    let mut args = vec![
+        "--key-dir",
+        keys.to_str().unwrap(),
+        "--key-bits",
+        "2048",
+        "--no-password",
+    ];
     args.extend_from_slice(extra);
     serve_cmd(up, dir, &args)
 }

@@ -120,7 +120,7 @@ fn server(dir: &Path) -> (Serve, std::path::PathBuf) {
     let key_dir = keys.to_str().unwrap();
     let s = started(serve_cmd_open(
         &up.url,
-        &["--key-dir", key_dir, "--key-bits", "2048"],
+        &["--key-dir", key_dir, "--key-bits", "2048", "--no-password"],
     ));
     std::mem::forget(up);
     (s, keys.join(nomyo_core::keys::PRIVATE_KEY_FILE))

@@ -536,6 +536,10 @@ pub struct FileConfig {
     pub key_password_env: Option<String>,
     /// `--key-bits` (for generated keys).
     pub key_bits: Option<u32>,
+    /// `--no-password`: a server key generated here is saved unencrypted.
+    /// Generating one off a terminal needs this or a key password; an
+    /// existing unencrypted key loads without it.
+    pub no_password: Option<bool>,
     /// `--ephemeral-key`: a fresh key in memory only, never saved.
     pub ephemeral_key: Option<bool>,
     /// `--key-grace`: seconds a rotated-out key still opens requests.
@@ -878,11 +882,22 @@ impl FileConfig {
 
     /// `top`'s fields win where set (flags over the file).
     pub fn overlay(self, top: FileConfig) -> FileConfig {
+        // A key password on top replaces `no_password` below, and the other
+        // way round: the two never meet from different layers.
+        let top_password = top.key_password_file.is_some() || top.key_password_env.is_some();
+        let top_no_password = top.no_password == Some(true);
         FileConfig {
             listen: top.listen.or(self.listen),
             key_dir: top.key_dir.or(self.key_dir),
-            key_password_file: top.key_password_file.or(self.key_password_file),
-            key_password_env: top.key_password_env.or(self.key_password_env),
+            key_password_file: top
+                .key_password_file
+                .or(self.key_password_file.filter(|_| !top_no_password)),
+            key_password_env: top
+                .key_password_env
+                .or(self.key_password_env.filter(|_| !top_no_password)),
+            no_password: top
+                .no_password
+                .or(self.no_password.filter(|_| !top_password)),
             key_bits: top.key_bits.or(self.key_bits),
             ephemeral_key: top.ephemeral_key.or(self.ephemeral_key),
             key_grace_secs: top.key_grace_secs.or(self.key_grace_secs),
@@ -931,6 +946,11 @@ impl FileConfig {
             self.key_password_env.as_deref(),
             "server key password",
         )?;
+        if self.no_password == Some(true) && password.is_some() {
+            return Err(invalid(
+                "no_password/--no-password conflicts with the key password (key_password_file, key_password_env): keep one",
+            ));
+        }
         let key = if self.ephemeral_key.unwrap_or(false) {
             if self.key_dir.is_some() || password.is_some() {
                 return Err(invalid(
@@ -1230,6 +1250,38 @@ fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_password_and_no_password_from_different_layers_do_not_meet() {
+        // A password flag over `no_password = true` in the file: encrypted.
+        let file = FileConfig::from_toml("no_password = true\n").unwrap();
+        let flags = FileConfig {
+            key_password_env: Some("SERVE_KEY_PW".into()),
+            ..Default::default()
+        };
+        let c = file.overlay(flags);
+        assert_eq!(c.no_password, None);
+        assert_eq!(c.key_password_env.as_deref(), Some("SERVE_KEY_PW"));
+        // --no-password over a password in the file: unencrypted.
+        let file = FileConfig::from_toml("key_password_file = \"/run/pw\"\n").unwrap();
+        let flags = FileConfig {
+            no_password: Some(true),
+            ..Default::default()
+        };
+        let c = file.overlay(flags);
+        assert_eq!(c.key_password_file, None);
+        assert_eq!(c.no_password, Some(true));
+        // Both in one layer: refused.
+        let pw = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(pw.path(), "pw\n").unwrap();
+        let both = FileConfig {
+            no_password: Some(true),
+            key_password_file: Some(pw.path().to_owned()),
+            ..Default::default()
+        };
+        let err = both.resolve().unwrap_err().to_string();
+        assert!(err.contains("no_password"), "{err}");
+    }
 
     #[test]
     fn example_config_parses_and_resolves() {

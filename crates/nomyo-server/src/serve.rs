@@ -134,6 +134,34 @@ where
                 .into(),
         ));
     }
+    // The embedded models are opened before the key: a model that cannot be
+    // served stops the start-up before anything is written to the key
+    // directory (a generated key, the HPKE keys, the replay journal).
+    let mut opened = Vec::with_capacity(backends.len());
+    for spec in backends {
+        opened.push(match spec {
+            BackendSpec::Embedded {
+                name,
+                model,
+                threads,
+                context,
+                models,
+            } => {
+                let b = embedded(EmbeddedParams {
+                    name: name.clone(),
+                    model,
+                    threads,
+                    context,
+                })
+                .map_err(|message| StartError::Backend {
+                    name: name.clone(),
+                    message,
+                })?;
+                Opened::Embedded(name, b, models)
+            }
+            other => Opened::Later(other),
+        });
+    }
     let (store, origin) = tokio::task::spawn_blocking(move || match key {
         KeySetting::Dir(src) => KeyStore::load_or_generate(src),
         KeySetting::Ephemeral(bits) => nomyo_core::keys::PrivateKey::generate(bits)
@@ -210,7 +238,17 @@ where
     if listen.ip().is_loopback() {
         builder = builder.loopback_hosts_only(allowed_hosts);
     }
-    for spec in backends {
+    for spec in opened {
+        let spec = match spec {
+            Opened::Embedded(name, b, models) => {
+                builder = match models {
+                    Some(m) => builder.backend_with_models(name, b, ModelSet::from_names(m)),
+                    None => builder.backend(name, b),
+                };
+                continue;
+            }
+            Opened::Later(spec) => spec,
+        };
         match spec {
             BackendSpec::Upstream { name, config } => {
                 // One URL is a pool of one: probed and behind a breaker, so
@@ -248,27 +286,12 @@ where
                 })?;
                 builder = builder.backend(name, Arc::new(b));
             }
-            BackendSpec::Embedded {
-                name,
-                model,
-                threads,
-                context,
-                models,
-            } => {
-                let b = embedded(EmbeddedParams {
-                    name: name.clone(),
-                    model,
-                    threads,
-                    context,
-                })
-                .map_err(|message| StartError::Backend {
-                    name: name.clone(),
-                    message,
-                })?;
-                builder = match models {
-                    Some(m) => builder.backend_with_models(name, b, ModelSet::from_names(m)),
-                    None => builder.backend(name, b),
-                };
+            BackendSpec::Embedded { name, .. } => {
+                // Opened above.
+                return Err(StartError::Backend {
+                    name,
+                    message: "embedded backend not opened".into(),
+                });
             }
         }
     }
@@ -285,6 +308,13 @@ where
         tls,
         shutdown_grace,
     })
+}
+
+/// A backend of [`prepare`]: an embedded model already opened (name, backend,
+/// configured model names), or a spec built once the state builder exists.
+enum Opened {
+    Embedded(String, Arc<dyn Backend>, Option<Vec<String>>),
+    Later(BackendSpec),
 }
 
 /// A bound socket, not yet serving (connections wait in the backlog).

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use nomyo_core::keys::{save_key_pair, PrivateKey, RsaBits};
+use nomyo_core::SecretString;
+use zeroize::Zeroizing;
 
 use crate::exit::{CliError, CliResult};
 use crate::input::optional_secret;
@@ -21,9 +23,14 @@ Examples:
   nomyo keygen --server --no-password --out server_keys   # shared by replicas
   nomyo keygen --no-password --bits 2048 --out /tmp/k     # tests only
 
-Exit codes: 0 ok; 2 usage (no password source, a --bits other than 4096, 3072
-or 2048, an empty password file or unset variable); 1 anything else (existing
-key files without --force, a directory that cannot be written).";
+On a terminal, without --password-file, --password-env or --no-password, the
+password is asked for twice (not shown); an empty answer is refused (pass
+--no-password for an unencrypted key). Off a terminal one of the three is required.
+
+Exit codes: 0 ok; 2 usage (no password source off a terminal, an empty or
+mistyped password at the prompt, a --bits other than 4096, 3072 or 2048, an
+empty password file or unset variable); 1 anything else (existing key files
+without --force, a directory that cannot be written).";
 
 /// Generate an RSA key pair (client keys, or server keys with --server):
 /// DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644).
@@ -63,7 +70,7 @@ pub fn run(args: Args) -> CliResult {
         args.password_env.as_deref(),
         "password",
     )?;
-    if password.is_none() && !args.no_password {
+    if password.is_none() && !args.no_password && !on_terminal() {
         return Err(CliError::usage(
             "give a password for the private key (--password-file F or --password-env VAR), or --no-password to save it unencrypted",
         ));
@@ -93,6 +100,10 @@ pub fn run(args: Args) -> CliResult {
             }
         }
     }
+    let password = match password {
+        None if !args.no_password => Some(prompt_new_password("the private key", "--no-password")?),
+        p => p,
+    };
     let spinner = Spinner::start("generating RSA key", std::io::stderr().is_terminal());
     let key = PrivateKey::generate(bits);
     spinner.stop();
@@ -122,4 +133,40 @@ pub fn run(args: Args) -> CliResult {
     }
     println!("{}", key.public_key().fingerprint());
     Ok(())
+}
+
+/// Whether a password can be asked for: stdin and stderr are terminals.
+pub(crate) fn on_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks on the terminal, twice and without echo, for the password of a new
+/// private key (`what`). An empty answer is refused with a pointer to
+/// `no_password_flag`; two different answers are refused. Usage errors
+/// (exit 2), and nothing is written.
+pub(crate) fn prompt_new_password(what: &str, no_password_flag: &str) -> CliResult<SecretString> {
+    let ask = |prompt: String| {
+        rpassword::prompt_password(prompt)
+            .map(Zeroizing::new)
+            .map_err(|e| {
+                CliError::new(
+                    crate::exit::Code::Other,
+                    format!("cannot read the password from the terminal: {e}"),
+                )
+            })
+    };
+    let first = ask(format!("Password for {what} (not shown): "))?;
+    if first.is_empty() {
+        return Err(CliError::usage(format!(
+            "an empty password was given; to save {what} unencrypted, pass {no_password_flag}"
+        )));
+    }
+    let second = ask("The same password again: ".to_owned())?;
+    if *first != *second {
+        return Err(CliError::usage(
+            "the two passwords differ; nothing was written",
+        ));
+    }
+    tracing::debug!("new key password read from the terminal");
+    Ok(SecretString::from(first.as_str().to_owned()))
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use clap::Args as ClapArgs;
 use nomyo_server::backend::Backend;
 use nomyo_server::config::{
-    BackendConfig, BackendKind, ClusterConfig, ConfigError, FileConfig, HpkeConfig, LimitsConfig,
+    BackendConfig, BackendKind, ClusterConfig, ConfigError, FileConfig, HpkeConfig, KeySetting,
+    LimitsConfig,
 };
 use nomyo_server::keystore::KeyOrigin;
 use nomyo_server::serve::{self, EmbeddedParams, StartError};
@@ -55,7 +56,8 @@ Examples:
   nomyo serve --config nomyo.toml --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
 
 Exit codes: 0 stopped by SIGTERM or ctrl-c; 2 usage (a bad flag or value, an
-invalid configuration file, an unreachable replay store at start); 4 a refused
+invalid configuration file, an unreachable replay store at start, a key to
+generate off a terminal with neither a key password nor --no-password); 4 a refused
 server key file (wrong or missing password, readable by others); 1 anything else
 (a model that cannot be loaded, an address that cannot be bound, TLS files that
 cannot be read)."
@@ -80,7 +82,9 @@ pub struct Args {
     no_metrics: bool,
 
     /// Directory of the server key (private_key.pem, public_key.pem); a key is
-    /// generated and saved there (0600) on first start. [default: server_keys]
+    /// generated and saved there (0600) on first start, encrypted with a key
+    /// password (asked for twice on a terminal), or unencrypted with
+    /// --no-password. [default: server_keys]
     #[arg(long, value_name = "DIR", help_heading = "Server key")]
     key_dir: Option<PathBuf>,
     /// File whose first line is the password of the server key file.
@@ -89,6 +93,11 @@ pub struct Args {
     /// Environment variable holding the password of the server key file.
     #[arg(long, value_name = "VAR", group = "keypw", help_heading = "Server key")]
     key_password_env: Option<String>,
+    /// Save a server key generated in --key-dir unencrypted. Off a terminal,
+    /// generating a key needs this or a key password; an existing
+    /// unencrypted key loads without it.
+    #[arg(long, conflicts_with_all = ["key_password_file", "key_password_env"], help_heading = "Server key")]
+    no_password: bool,
     /// Size of a generated server key: 4096, 3072 or 2048 (tests). [default: 4096]
     #[arg(long, value_name = "BITS", help_heading = "Server key")]
     key_bits: Option<u32>,
@@ -386,6 +395,7 @@ impl Args {
             key_password_file: self.key_password_file.clone(),
             key_password_env: self.key_password_env.clone(),
             key_bits: self.key_bits,
+            no_password: self.no_password.then_some(true),
             ephemeral_key: self.ephemeral_key.then_some(true),
             key_grace_secs: self.key_grace,
             api_key_file: self.exposure.api_key_file.clone(),
@@ -467,7 +477,9 @@ pub fn run(args: Args) -> CliResult {
             .overlay(flags),
         None => flags,
     };
-    let settings = config.resolve().map_err(config_error)?;
+    let no_password = config.no_password == Some(true);
+    let mut settings = config.resolve().map_err(config_error)?;
+    key_password_for_a_new_key(&mut settings.key, no_password)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -496,6 +508,11 @@ pub fn run(args: Args) -> CliResult {
                 }
             }
         };
+        // Address and TLS files first: nothing is written to the key
+        // directory unless the server can listen.
+        let bound = serve::bind(settings.listen, settings.tls.as_ref())
+            .await
+            .map_err(start_error)?;
         let prepared = serve::prepare(settings, embedded).await.map_err(|e| {
             if usage.get() {
                 CliError::usage(e.to_string())
@@ -524,9 +541,6 @@ pub fn run(args: Args) -> CliResult {
             )
         })?;
 
-        let bound = serve::bind(prepared.listen, prepared.tls.as_ref())
-            .await
-            .map_err(start_error)?;
         {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on {}", bound.url());
@@ -540,6 +554,39 @@ pub fn run(args: Args) -> CliResult {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A key directory without a private key gets a new key at start-up: it is
+/// saved encrypted with the key password, or unencrypted with
+/// `--no-password`; with neither, the password is asked for on a terminal,
+/// and off a terminal the start is refused (exit 2) before anything is written.
+fn key_password_for_a_new_key(key: &mut KeySetting, no_password: bool) -> CliResult {
+    let KeySetting::Dir(src) = key else {
+        return Ok(());
+    };
+    if src.password.is_some()
+        || no_password
+        || src.dir.join(nomyo_core::keys::PRIVATE_KEY_FILE).exists()
+    {
+        return Ok(());
+    }
+    if !super::keygen::on_terminal() {
+        return Err(CliError::usage(format!(
+            "no server key in {} yet, and a new one needs a password source: \
+             --key-password-file F or --key-password-env VAR (saved encrypted), \
+             or --no-password (config: no_password = true) to save it unencrypted",
+            src.dir.display()
+        )));
+    }
+    eprintln!(
+        "nomyo serve: no server key in {}; a new one will be generated and saved there",
+        src.dir.display()
+    );
+    src.password = Some(super::keygen::prompt_new_password(
+        "the new server key",
+        "--no-password",
+    )?);
+    Ok(())
 }
 
 /// The `tracing` target of the start line (enabled by default).
