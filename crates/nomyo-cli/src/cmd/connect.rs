@@ -32,7 +32,7 @@ pub struct ConnectArgs {
     base_url: Option<String>,
     /// Allow a plain http:// --base-url that is not loopback (local
     /// development only: the API key and the server key travel unprotected).
-    /// Not needed for 127.0.0.0/8, [::1] or localhost (when it resolves only
+    /// Not needed for 127.0.0.0/8, ::1 or localhost (when it resolves only
     /// to those): that traffic never leaves the machine.
     #[arg(long)]
     allow_http: bool,

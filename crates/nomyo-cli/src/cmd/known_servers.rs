@@ -72,7 +72,7 @@ pub struct FileArg {
 /// `known-servers remove`.
 #[derive(ClapArgs, Debug)]
 pub struct RemoveArgs {
-    /// The server to forget: scheme://host[:port], as `list` shows it.
+    /// The server to forget: scheme://host or scheme://host:port, as `list` shows it.
     #[arg(value_name = "ORIGIN")]
     origin: String,
     #[command(flatten)]
