@@ -7,32 +7,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::body::Body;
 use axum::http::Request;
 use common::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// The access lines written while `f` runs (JSON, info level, access target only).
 async fn access_lines<F: std::future::Future<Output = ()>>(f: F) -> Vec<serde_json::Value> {
@@ -49,7 +26,7 @@ async fn access_lines<F: std::future::Future<Output = ()>>(f: F) -> Vec<serde_js
         let _guard = tracing::subscriber::set_default(subscriber);
         f.await;
     }
-    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let text = capture.text();
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object per line"))
         .filter(|v| v["target"] == "nomyo::access")

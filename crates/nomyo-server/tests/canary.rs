@@ -8,33 +8,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::*;
 use nomyo_server::policy::ApiKeys;
 use nomyo_server::upstream::{UpstreamBackend, UpstreamConfig};
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs() {
@@ -128,7 +107,7 @@ async fn secrets_never_reach_the_logs() {
     assert_eq!(status, 401);
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let logs = capture.text();
     if std::env::var_os("NOMYO_SHOW_LOGS").is_some() {
         eprintln!("{logs}");
     }

@@ -381,3 +381,32 @@ pub fn raw_head(extra: &[(&str, &str)], len: usize) -> String {
     h.push_str(&format!("Content-Length: {len}\r\n\r\n"));
     h
 }
+
+/// A log sink for `tracing_subscriber::fmt().with_writer(...)`: everything
+/// written is kept in memory, for tests that read what the server logged.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// What was logged so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
