@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use hyper_util::rt::TokioTimer;
 
@@ -393,14 +394,23 @@ impl Bound {
             h.graceful_shutdown(Some(grace));
         });
         let service = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        // TCP_NODELAY on every accepted connection: a streamed answer is many
+        // small writes (a chunk a token), and with Nagle's algorithm each
+        // one after the first waits for the client's delayed ACK (tens of
+        // milliseconds a chunk). The upstream and client sockets set it too.
         let result = match self.tls {
             None => {
-                let mut server = axum_server::from_tcp(self.listener).handle(handle);
+                let mut server = axum_server::from_tcp(self.listener)
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(handle);
                 tune(server.http_builder());
                 server.serve(service).await
             }
             Some(cfg) => {
-                let mut server = axum_server::from_tcp_rustls(self.listener, cfg).handle(handle);
+                let acceptor = RustlsAcceptor::new(cfg).acceptor(NoDelayAcceptor::new());
+                let mut server = axum_server::from_tcp(self.listener)
+                    .acceptor(acceptor)
+                    .handle(handle);
                 tune(server.http_builder());
                 server.serve(service).await
             }

@@ -420,18 +420,8 @@ async fn bad_input_matrix_over_raw_http() {
 
 #[tokio::test]
 async fn tls_with_a_self_signed_certificate() {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let tls = nomyo_server::config::TlsFiles {
-        cert: cert_path,
-        key: key_path,
-    };
+    let (tls, cert_pem) = self_signed_tls(dir.path());
     let bound = nomyo_server::serve::bind("127.0.0.1:0".parse().unwrap(), Some(&tls))
         .await
         .unwrap();
@@ -439,7 +429,7 @@ async fn tls_with_a_self_signed_certificate() {
     let (addr, _stop, _task) = serve_real(state_with(&["m"]).build().unwrap(), Some(&tls)).await;
     drop(bound);
     let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap()])
         .build()
         .unwrap();
     let base = format!("https://localhost:{}", addr.port());
