@@ -218,8 +218,27 @@ async fn without_a_shared_store_each_replica_only_knows_its_own_requests() {
     // replayed to another replica is answered again.
     let dir = tempfile::tempdir().unwrap();
     let (up, seen) = start_upstream().await;
-    let a = app(replica(dir.path(), &up, "").await.unwrap());
-    let b = app(replica(dir.path(), &up, "").await.unwrap());
+    // Each replica keeps its own window on disk: one journal per server (a
+    // second server on the same journal file is refused at start).
+    let journal = |name: &str| {
+        format!(
+            "[limits]\nreplay_journal = {:?}\n",
+            dir.path().join(name).display().to_string()
+        )
+    };
+    let a = app(replica(dir.path(), &up, &journal("a.log")).await.unwrap());
+    let b = app(replica(dir.path(), &up, &journal("b.log")).await.unwrap());
+    // Two replicas on the default journal in the key directory: the second
+    // is refused, with what to do.
+    let first = replica(dir.path(), &up, "").await.unwrap();
+    match replica(dir.path(), &up, "").await {
+        Err(e) => assert!(
+            e.to_string().contains("in use by another nomyo serve"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a second replica shared the first one's replay journal"),
+    }
+    drop(first);
     let key = fetch_public_key(&a).await;
     let req = v1_request(&key, "local");
     let (s, _, _) = oneshot(&a, req.request(None, None)).await;
