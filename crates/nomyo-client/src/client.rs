@@ -335,6 +335,20 @@ impl ClientBuilder {
         if !self.root_certificates.is_empty() {
             http = http.tls_certs_merge(self.root_certificates);
         }
+        if loopback {
+            // Plain HTTP allowed only because it stays on this machine: not
+            // through an HTTP_PROXY / ALL_PROXY from the environment, and
+            // `localhost` is not left to a resolver between this check and
+            // the connection.
+            http = http.no_proxy();
+            if let Some(host) = url
+                .host_str()
+                .filter(|h| h.eq_ignore_ascii_case("localhost"))
+            {
+                let port = url.port_or_known_default().unwrap_or(80);
+                http = http.resolve_to_addrs(host, &localhost_addrs(port));
+            }
+        }
         let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
@@ -861,17 +875,12 @@ impl Client {
     }
 }
 
-/// Maps a refused request to its error (docs/PROTOCOL.md §3.7).
-/// Refuses an answer served at a lower tier than the request asked for.
-///
-/// `X-Security-Tier` travels outside the encryption, so anyone on the path
-/// can lower it; the server reports the tier it applied inside the sealed
-/// `_metadata`, which nobody on the path can change. Asking for `high` or
-/// `maximum` and getting an answer that does not say so (or says less) is a
-/// security failure, not an answer.
-/// Whether `url`'s host is a loopback address: 127.0.0.0/8, `::1`, or
-/// `localhost` when every address it resolves to is one of those. Plain HTTP
-/// to such a host never leaves the machine, so it needs no `allow_http`.
+/// Whether `url`'s host is a loopback address: 127.0.0.0/8, `::1`, or the
+/// name `localhost` (exactly; not `localhost.`, which a resolver may send to
+/// DNS). Plain HTTP to such a host never leaves the machine, so it needs no
+/// `allow_http`: the client connects to `localhost` at 127.0.0.1 and `::1`
+/// itself (RFC 6761) without asking a resolver, and never through an HTTP
+/// proxy from the environment.
 pub fn is_loopback_host(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
@@ -880,22 +889,16 @@ pub fn is_loopback_host(url: &Url) -> bool {
     if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
         return ip.is_loopback();
     }
-    let name = host.strip_suffix('.').unwrap_or(host);
-    name.eq_ignore_ascii_case("localhost")
-        && localhost_is_loopback(url.port_or_known_default().unwrap_or(80))
+    host.eq_ignore_ascii_case("localhost")
 }
 
-/// Resolves `localhost`: loopback only when it has addresses and all of them
-/// are loopback (a resolver that maps it elsewhere does not get plain HTTP).
-fn localhost_is_loopback(port: u16) -> bool {
-    use std::net::ToSocketAddrs;
-    match ("localhost", port).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
+/// The addresses the client uses for the name `localhost` (RFC 6761): the
+/// loopback addresses, never a resolver's answer.
+fn localhost_addrs(port: u16) -> [std::net::SocketAddr; 2] {
+    [
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ]
 }
 
 /// The server's base: the URL without trailing slashes and without one
@@ -1055,6 +1058,34 @@ fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<Chat
 #[cfg(test)]
 mod tier_tests {
     use super::*;
+
+    /// Plain HTTP without consent only to what cannot leave the machine:
+    /// loopback addresses and the exact name `localhost` (which the client
+    /// maps to loopback itself); `localhost.` may go to DNS, so it is not.
+    #[test]
+    fn loopback_hosts_are_addresses_or_the_exact_name_localhost() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:1", true),
+            ("http://127.9.8.7:1", true),
+            ("http://[::1]:1", true),
+            ("http://localhost:1", true),
+            ("http://LocalHost:1/v1", true),
+            ("http://localhost.:1", false),
+            ("http://localhost.example:1", false),
+            ("http://10.0.0.1:1", false),
+            ("http://[::2]:1", false),
+            ("http://192.0.2.1:1", false),
+        ] {
+            assert_eq!(
+                is_loopback_host(&Url::parse(url).unwrap()),
+                loopback,
+                "{url}"
+            );
+        }
+        let [v4, v6] = localhost_addrs(12434);
+        assert!(v4.ip().is_loopback() && v6.ip().is_loopback());
+        assert_eq!((v4.port(), v6.port()), (12434, 12434));
+    }
 
     #[test]
     fn a_lower_or_missing_served_tier_is_refused_when_more_than_standard_was_asked() {

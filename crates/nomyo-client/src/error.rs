@@ -434,6 +434,11 @@ fn downgrade_message(origin: &str, refused: &Downgrade, known_by: &KnownBy) -> S
         Downgrade::NewSigningKey => "its v2 key list is signed by an RSA key that is not on record",
     };
     let known = match (known_by, refused) {
+        (KnownBy::Pin, Downgrade::NoV2Keys) => {
+            "but its key is pinned, and protocol auto falls back to v1 (whose answers a middleman \
+             who terminates TLS can read) only when asked to explicitly"
+                .to_owned()
+        }
         (KnownBy::Pin, _) => {
             "but its key is pinned, and a pinned server key must sign the v2 key list".to_owned()
         }
@@ -455,6 +460,7 @@ fn downgrade_message(origin: &str, refused: &Downgrade, known_by: &KnownBy) -> S
         ),
     };
     let recover = match (known_by, refused) {
+        (KnownBy::Pin, Downgrade::NoV2Keys) => " If this server speaks only protocol v1 (a NOMYO endpoint), choose it explicitly: --protocol v1.".to_owned(),
         (KnownBy::Pin, _) => " If this server really does not sign its keys, pin its key config instead (nomyo fingerprint --server URL lists it).".to_owned(),
         (KnownBy::SignedListSeen, _) => String::new(),
         (KnownBy::Record { file, line }, Downgrade::NoV2Keys) => format!(

@@ -309,6 +309,16 @@ impl Trust {
     /// `/.well-known/hpke-keys` answered 404: refused when the origin is
     /// recorded as speaking v2.
     pub(crate) fn check_no_v2(&self, origin: &str) -> Result<()> {
+        // A pinned server is a known one: under `auto`, falling back to v1
+        // (whose answers a middleman who terminates TLS can read) takes an
+        // explicit `--protocol v1`.
+        if !self.pins.is_empty() {
+            return Err(Error::Downgrade {
+                origin: origin.to_owned(),
+                refused: Downgrade::NoV2Keys,
+                known_by: KnownBy::Pin,
+            });
+        }
         let Some(file) = self.file() else {
             return Ok(());
         };
@@ -1076,6 +1086,25 @@ mod tests {
         assert!(t
             .verify_unsigned_v2("https://s.example", Kem::X25519, fp(5), false)
             .is_err());
+        // A pinned server is a known one: auto does not fall back to v1
+        // when its key list answers 404.
+        let pinned = Trust {
+            pins: vec![fp(7)],
+            known: None,
+        };
+        let err = pinned.check_no_v2("https://p.example").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Downgrade {
+                    refused: Downgrade::NoV2Keys,
+                    known_by: KnownBy::Pin,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--protocol v1"), "{err}");
         // Seen signed in this session: refused even with no record.
         let off = Trust {
             pins: vec![],

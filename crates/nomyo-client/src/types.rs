@@ -505,7 +505,7 @@ impl Choice {
 }
 
 /// Overwrites every string in a JSON value (keys included) with zeros.
-fn wipe_value(v: &mut Value) {
+pub(crate) fn wipe_value(v: &mut Value) {
     match v {
         Value::String(s) => s.zeroize(),
         Value::Array(a) => a.iter_mut().for_each(wipe_value),
@@ -514,7 +514,7 @@ fn wipe_value(v: &mut Value) {
     }
 }
 
-fn wipe_map(m: &mut Extra) {
+pub(crate) fn wipe_map(m: &mut Extra) {
     for (mut k, mut v) in std::mem::take(m) {
         k.zeroize();
         wipe_value(&mut v);

@@ -304,6 +304,20 @@ pub struct Delta {
     pub extra: crate::types::Extra,
 }
 
+impl Drop for Delta {
+    /// The answer's text (and tool-call fragments) is plaintext: zeroed when
+    /// the chunk is dropped, as [`crate::ChatCompletion`]'s is.
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.content {
+            zeroize::Zeroize::zeroize(c);
+        }
+        if let Some(v) = &mut self.tool_calls {
+            crate::types::wipe_value(v);
+        }
+        crate::types::wipe_map(&mut self.extra);
+    }
+}
+
 /// An async stream of decrypted chunks. It ends normally only after
 /// `data: [DONE]` was decrypted; a cut or tampered stream yields an error
 /// as its last item.
