@@ -213,6 +213,20 @@ fn is_endpoint_failure(e: &BackendError) -> bool {
     )
 }
 
+/// Keeps an endpoint's failure: the first one that may have reached the
+/// endpoint (anything but `Unavailable`) in `reached`, the latest in `last`.
+fn remember_failure(
+    e: BackendError,
+    reached: &mut Option<BackendError>,
+    last: &mut Option<BackendError>,
+) {
+    if reached.is_none() && !matches!(e, BackendError::Unavailable { .. }) {
+        *reached = Some(e);
+    } else {
+        *last = Some(e);
+    }
+}
+
 /// A reserved slot on one endpoint: releases it and records the outcome on drop.
 struct Slot {
     inner: Arc<Inner>,
@@ -569,10 +583,15 @@ impl Backend for PoolBackend {
     async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
         let mut tried = vec![false; self.inner.endpoints.len()];
         let mut last: Option<BackendError> = None;
+        // The first failure of an endpoint that may have received the
+        // request (a time-out, a reset, a 5xx): once one did, the pool never
+        // answers `Unavailable` (which gives the request's replay claim
+        // back), whatever the endpoints tried after it say.
+        let mut reached: Option<BackendError> = None;
         loop {
             let mut slot = match self.inner.acquire(request.model(), &tried) {
                 Ok(s) => s,
-                Err(e) => return Err(last.unwrap_or(e)),
+                Err(e) => return Err(reached.or(last).unwrap_or(e)),
             };
             tried[slot.idx] = true;
             let ep = &self.inner.endpoints[slot.idx];
@@ -584,7 +603,7 @@ impl Backend for PoolBackend {
                 Err(e) if is_endpoint_failure(&e) => {
                     slot.outcome = Outcome::Failed;
                     tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = ?e, "endpoint failed; trying another");
-                    last = Some(e);
+                    remember_failure(e, &mut reached, &mut last);
                 }
                 Err(e) => {
                     slot.outcome = Outcome::Rejected;
@@ -597,10 +616,15 @@ impl Backend for PoolBackend {
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
         let mut tried = vec![false; self.inner.endpoints.len()];
         let mut last: Option<BackendError> = None;
+        // The first failure of an endpoint that may have received the
+        // request (a time-out, a reset, a 5xx): once one did, the pool never
+        // answers `Unavailable` (which gives the request's replay claim
+        // back), whatever the endpoints tried after it say.
+        let mut reached: Option<BackendError> = None;
         loop {
             let mut slot = match self.inner.acquire(request.model(), &tried) {
                 Ok(s) => s,
-                Err(e) => return Err(last.unwrap_or(e)),
+                Err(e) => return Err(reached.or(last).unwrap_or(e)),
             };
             tried[slot.idx] = true;
             let ep = &self.inner.endpoints[slot.idx];
@@ -651,7 +675,7 @@ impl Backend for PoolBackend {
                 Err(e) if is_endpoint_failure(&e) => {
                     slot.outcome = Outcome::Failed;
                     tracing::debug!(backend = %self.inner.name, endpoint = %ep.label, request_id = %request.request_id, error = ?e, "endpoint failed before its first chunk; trying another");
-                    last = Some(e);
+                    remember_failure(e, &mut reached, &mut last);
                 }
                 Err(e) => {
                     slot.outcome = Outcome::Rejected;

@@ -119,8 +119,12 @@ impl ReplayStore {
         match self {
             ReplayStore::Local(c) => c.release(keys),
             ReplayStore::Persistent(c, journal) => {
-                c.release(keys);
+                // Journal first: a new claim of the same bytes, possible once
+                // the window forgets them, is then written after this
+                // release, never before it (which would leave the file
+                // saying "given back" for a request the backend ran).
                 journal.release(keys);
+                c.release(keys);
             }
             ReplayStore::Shared(r) => r.release(keys, owner),
         }

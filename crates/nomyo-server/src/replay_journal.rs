@@ -24,6 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,6 +123,7 @@ fn lock_journal(path: &Path) -> Result<File, String> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
     match f.try_lock() {
@@ -143,10 +145,13 @@ fn rewrite(path: &Path, records: &[[u8; RECORD]]) -> Result<File, String> {
     let tmp = path.with_extension("compacting");
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
     {
+        // A stale temporary file (or a link planted in its place) is
+        // removed, then the file is created anew: never followed.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(|e| err("creating", e))?;
         let mut buf = Vec::with_capacity(records.len() * RECORD);
@@ -283,7 +288,14 @@ fn writer(path: PathBuf, mut file: File, rx: mpsc::Receiver<Job>, initial: Vec<(
             .write_all(&buf)
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("writing {}: {e}", path.display()));
-        in_file += buf.len() / RECORD;
+        if result.is_ok() {
+            in_file += buf.len() / RECORD;
+        } else {
+            // A partial write (a full disk) would leave a torn record in
+            // the middle of the file and misalign every later one: cut the
+            // file back to its last whole batch (appends follow the end).
+            let _ = file.set_len((in_file * RECORD) as u64);
+        }
         tracing::trace!(
             records = buf.len() / RECORD,
             claims = waiting.len(),

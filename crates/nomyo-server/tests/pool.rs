@@ -724,3 +724,39 @@ async fn a_half_open_breaker_admits_a_single_trial() {
     assert_eq!(a.hits(), 2);
     assert_eq!(breaker(&m, &a), 0);
 }
+
+/// An endpoint that received the request and failed (500), and one that
+/// refused it before taking it (503), in either order: the pool answers
+/// with the first failure, never `Unavailable`, which would give the
+/// request's replay claim back and let the same bytes run again (over v1,
+/// replayed with another `X-Public-Key`, the answer then goes to whoever
+/// replays it).
+#[tokio::test]
+async fn a_request_that_reached_an_endpoint_is_never_reported_as_unavailable() {
+    let (a, b) = (start("a").await, start("b").await);
+    a.ctl.chat_status.store(500, Ordering::SeqCst);
+    b.ctl.chat_status.store(503, Ordering::SeqCst);
+    let (p, _m) = pool(&[&a, &b], |c| {
+        c.breaker_failures = 100;
+    })
+    .await;
+    for i in 0..4 {
+        match p.chat(req(i)).await {
+            Err(BackendError::Unavailable { .. }) => {
+                panic!("request {i}: reported as never taken after endpoint a had it")
+            }
+            Ok(_) => panic!("request {i}: no endpoint answers"),
+            Err(_) => {}
+        }
+        match p.chat_stream(req(10 + i)).await {
+            Err(BackendError::Unavailable { .. }) => {
+                panic!("stream {i}: reported as never taken after endpoint a had it")
+            }
+            Ok(_) => panic!("stream {i}: no endpoint answers"),
+            Err(_) => {}
+        }
+    }
+    // Every request was tried at both endpoints, in both orders.
+    assert_eq!(a.hits(), 8);
+    assert_eq!(b.hits(), 8);
+}
