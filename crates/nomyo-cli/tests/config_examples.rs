@@ -5,6 +5,8 @@
 //! generated into the directory, as on a first start.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The embedded model: not in the client-only build.
+#![cfg(feature = "engine")]
 
 mod support;
 

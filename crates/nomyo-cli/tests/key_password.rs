@@ -201,6 +201,8 @@ fn serve_with_a_password_variable_saves_an_encrypted_key() {
     assert!(opens_with(&private, Some(PASSWORD)));
 }
 
+// The embedded model: not in the client-only build.
+#[cfg(feature = "engine")]
 #[test]
 fn serve_with_a_missing_model_writes_nothing_to_the_key_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,11 @@
 
 mod support;
 
-use support::{assert_exit, nomyo, stderr, stdout};
+#[cfg(feature = "engine")]
+use support::stderr;
+use support::{assert_exit, nomyo, stdout};
 
+#[cfg(feature = "engine")]
 fn model() -> Option<std::path::PathBuf> {
     let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -26,6 +29,8 @@ fn model() -> Option<std::path::PathBuf> {
     None
 }
 
+// The embedded model: not in the client-only build.
+#[cfg(feature = "engine")]
 #[test]
 fn a_context_the_model_cannot_take_exits_2() {
     // Zero is refused by the flag parser, whatever the model.

@@ -10,8 +10,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::{http_get, nomyo, serve_cmd_open, started, upstream};
+#[cfg(feature = "engine")]
+use support::nomyo;
+use support::{http_get, serve_cmd_open, started, upstream};
 
+#[cfg(feature = "engine")]
 fn model() -> Option<std::path::PathBuf> {
     let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -66,6 +69,8 @@ fn default_level_has_the_start_line_and_one_access_line_per_request() {
     assert!(!err.contains("DEBUG"), "{err}");
 }
 
+// The embedded model: not in the client-only build.
+#[cfg(feature = "engine")]
 #[test]
 fn json_format_and_no_llama_cpp_lines_at_debug() {
     let Some(model) = model() else { return };
