@@ -18,6 +18,7 @@ bins=("$@")
 ((${#bins[@]})) || bins=(target/debug/nomyo)
 reps="${REPS:-3}"
 secs="${SECONDS_PER_POINT:-4}"
+scripts/sysdeps.sh install build >&2
 cargo build -q -p nomyo-client --example instant_upstream
 upstream_bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/examples/instant_upstream"
 
