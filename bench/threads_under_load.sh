@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+scripts/sysdeps.sh install build >&2
 cargo build --release --quiet -p nomyo-engine --example bench >&2
 bench=target/release/examples/bench
 
