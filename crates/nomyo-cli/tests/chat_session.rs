@@ -152,13 +152,19 @@ type Shown = Arc<Mutex<(String, Vec<(Instant, usize)>)>>;
 
 impl Terminal {
     fn start(args: &[String]) -> Self {
+        // `exec`: the program replaces the shell `script` starts, so that
+        // Ctrl-C reaches the program alone (a shell left waiting in the
+        // terminal's foreground group would take the signal too, and end
+        // with it once the program has exited).
         let line = args
             .iter()
             .map(|a| format!("'{a}'"))
             .collect::<Vec<_>>()
             .join(" ");
+        let line = format!("exec {line}");
         let mut child = Command::new("script")
             .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("SHELL", "/bin/sh")
             .env_remove("RUST_LOG")
             .env_remove("NOMYO_API_KEY")
             .env_remove("NOMYO_BASE_URL")

@@ -77,6 +77,12 @@ pub(super) async fn run(
     v2: bool,
     spin: bool,
 ) -> CliResult {
+    // One listener for the whole conversation, made before the first
+    // marker: a Ctrl-C that arrives while no select is waiting (between
+    // printing the marker and reading) is kept for the next wait, not lost.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::new(Code::Other, format!("cannot listen for Ctrl-C: {e}")))?;
     let mut system = system.map(|t| Turn::new("system", &t));
     let mut history: Vec<Turn> = Vec::new();
     eprintln!(
@@ -106,7 +112,7 @@ pub(super) async fn run(
             done = reading => done.map_err(|e| {
                 CliError::new(Code::Other, format!("cannot read from the terminal: {e}"))
             })?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 eprintln!();
                 break;
             }
@@ -155,7 +161,7 @@ pub(super) async fn run(
         tracing::debug!(messages = request.messages.len(), "conversation turn");
         let answered = tokio::select! {
             a = answer(client, &mut request, v2, false, spin) => a,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 request.zeroize();
                 history.pop();
                 println!();
