@@ -18,16 +18,15 @@ use crate::retry::{self, Backoff};
 use crate::trust::{KnownServers, Trust, TrustDecision};
 use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
 
-/// `GET` path of the server's v1 key (docs/PROTOCOL.md §3.1).
-pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
-/// `POST` path of a v1 completion (docs/PROTOCOL.md §2, §3).
-pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
+// The wire paths live in nomyo-core; re-exported as this crate's API.
+pub use nomyo_core::v1::{PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
 /// `GET` path of the model list (docs/CLI.md §11.1).
 pub const MODELS_PATH: &str = "/v1/models";
 
-const X_PAYLOAD_ID: HeaderName = HeaderName::from_static("x-payload-id");
-const X_PUBLIC_KEY: HeaderName = HeaderName::from_static("x-public-key");
-pub(crate) const X_SECURITY_TIER: HeaderName = HeaderName::from_static("x-security-tier");
+const X_PAYLOAD_ID: HeaderName = HeaderName::from_static(nomyo_core::v1::HEADER_PAYLOAD_ID);
+const X_PUBLIC_KEY: HeaderName = HeaderName::from_static(nomyo_core::v1::HEADER_PUBLIC_KEY);
+pub(crate) const X_SECURITY_TIER: HeaderName =
+    HeaderName::from_static(nomyo_core::tier::HEADER_SECURITY_TIER);
 
 /// Largest success body read: a 10 MiB plaintext (the protocol limit) is
 /// about 13.4 MiB as base64 in a package.

@@ -76,10 +76,8 @@ use crate::retry;
 use crate::trust::TrustDecision;
 use crate::types::{ChatCompletion, ChatRequest};
 
-/// `GET` path of the server's HPKE key configs (docs/PROTOCOL.md §4.2).
-pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
-/// `POST` path of a v2 (EHBP) completion.
-pub const COMPLETIONS_PATH: &str = "/v1/chat/completions";
+// The wire paths live in nomyo-core; re-exported as this crate's API.
+pub use nomyo_core::v2::{CHAT_COMPLETIONS_PATH as COMPLETIONS_PATH, HPKE_KEYS_PATH};
 
 /// Plaintext bytes per sealed request frame.
 const FRAME_PLAINTEXT: usize = 64 * 1024;

@@ -32,7 +32,7 @@ use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::AppState;
 
-const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
+use nomyo_core::v2::HPKE_KEYS_PATH;
 const SIG_HEADER: &str = "nomyo-keys-signature";
 use serde_json::{json, Value};
 use tower::ServiceExt;

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{echo, Error};
 
+/// Request header naming the tier, in both protocols (lower case, as HTTP/2
+/// sends header names).
+pub const HEADER_SECURITY_TIER: &str = "x-security-tier";
+
 /// The three security tiers the seed defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -26,6 +26,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
+use nomyo_core::{v1, v2};
 
 /// The `tracing` target of the access lines (`RUST_LOG=nomyo::access=off`
 /// silences them).
@@ -58,8 +59,8 @@ pub fn fresh_request_id() -> String {
 /// The protocol a route belongs to.
 fn protocol(route: &str) -> &'static str {
     match route {
-        crate::routes::v1::PUBLIC_KEY_PATH | crate::routes::v1::SECURE_COMPLETION_PATH => "v1",
-        crate::routes::v2::HPKE_KEYS_PATH | crate::routes::v2::CHAT_COMPLETIONS_PATH => "v2",
+        v1::PUBLIC_KEY_PATH | v1::SECURE_COMPLETION_PATH => "v1",
+        v2::HPKE_KEYS_PATH | v2::CHAT_COMPLETIONS_PATH => "v2",
         _ => "plain",
     }
 }
@@ -69,7 +70,7 @@ fn protocol(route: &str) -> &'static str {
 fn tier(req: &Request) -> &'static str {
     match req
         .headers()
-        .get("x-security-tier")
+        .get(nomyo_core::tier::HEADER_SECURITY_TIER)
         .map(HeaderValue::as_bytes)
     {
         None => "-",

@@ -20,6 +20,17 @@ use crate::secure_memory::SecretBuf;
 /// The reference client's plaintext limit: 10 MiB.
 pub const MAX_PLAINTEXT: usize = 10 * 1024 * 1024;
 
+/// `GET`: the server's RSA public key, PEM SPKI (docs/PROTOCOL.md §3).
+pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
+/// `POST`: a sealed chat completion, answered with a sealed package.
+pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
+/// Request header: the client's id of the request, echoed in `_metadata`
+/// (1–128 of `[A-Za-z0-9._-]`; a UUID in practice).
+pub const HEADER_PAYLOAD_ID: &str = "x-payload-id";
+/// Request header: the client's RSA public key, PEM, percent-encoded
+/// ([`encode_public_key_header`]).
+pub const HEADER_PUBLIC_KEY: &str = "x-public-key";
+
 /// AES-256 key length.
 const AES_KEY_LEN: usize = 32;
 

@@ -3,6 +3,7 @@
 //!
 //! - [`keys`]: HPKE key configurations (RFC 9458 §3 `key_config`) and server key pairs
 //!   for DHKEM(X25519, HKDF-SHA256) and X-Wing (ML-KEM-768 + X25519).
+//! - [`key_file`]: the server's HPKE key file (`hpke_keys.key`), parsed and encoded.
 //! - [`framing`]: the length-prefixed chunk framing of both bodies (EHBP §4.3).
 //! - [`request`]: sealing a request body (client) and opening it (server), EHBP §4.1.
 //! - [`response`]: the response keys bound to the request (EHBP §4.4) and the
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod framing;
+pub mod key_file;
 pub mod keys;
 pub mod request;
 pub mod response;
@@ -43,6 +45,10 @@ pub mod response;
 pub const REQUEST_INFO: &[u8] = b"ehbp request";
 /// HPKE export label for the response secret (EHBP §4.4.1).
 pub const RESPONSE_EXPORT_LABEL: &[u8] = b"ehbp response";
+/// `GET`: the key list, `application/ohttp-keys` (docs/PROTOCOL.md §4).
+pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
+/// `POST`: an EHBP-encrypted chat completion (the OpenAI path).
+pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// Request header carrying the hex `enc`.
 pub const HEADER_ENCAPSULATED_KEY: &str = "ehbp-encapsulated-key";
 /// Response header carrying the hex response nonce.

@@ -31,7 +31,7 @@ async fn models(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
     st.inner
         .api_keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    let only = match headers.get("x-security-tier") {
+    let only = match headers.get(nomyo_core::tier::HEADER_SECURITY_TIER) {
         None => None,
         Some(v) => Some(
             v.to_str()

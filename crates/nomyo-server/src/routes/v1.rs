@@ -48,7 +48,10 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use nomyo_core::keys::PublicKey;
-use nomyo_core::v1::{self, Package};
+use nomyo_core::tier::HEADER_SECURITY_TIER;
+use nomyo_core::v1::{
+    self, Package, HEADER_PAYLOAD_ID, HEADER_PUBLIC_KEY, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH,
+};
 use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
 use serde_json::{json, Map, Value};
 
@@ -59,11 +62,6 @@ use crate::limits::{Claim, ReplayKey};
 use crate::metrics::BackendLabels;
 use crate::policy::{Caller, RateKey};
 use crate::state::AppState;
-
-/// `GET /pki/public_key`.
-pub const PUBLIC_KEY_PATH: &str = "/pki/public_key";
-/// `POST /v1/chat/secure_completion`.
-pub const SECURE_COMPLETION_PATH: &str = "/v1/chat/secure_completion";
 
 /// The v1 routes.
 pub fn routes() -> Router<AppState> {
@@ -180,7 +178,7 @@ impl Drop for ReplayGuard<'_> {
 /// that it can be logged and used as a key as is.
 fn payload_id(headers: &HeaderMap) -> Result<&str, ApiError> {
     let v = headers
-        .get("x-payload-id")
+        .get(HEADER_PAYLOAD_ID)
         .ok_or(ApiError::MissingHeader("X-Payload-ID"))?;
     let s = v.to_str().map_err(|_| ApiError::InvalidPayloadId)?;
     let ok = (1..=128).contains(&s.len())
@@ -194,7 +192,7 @@ fn payload_id(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 pub(crate) fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>, ApiError> {
-    match headers.get("x-security-tier") {
+    match headers.get(HEADER_SECURITY_TIER) {
         None => Ok(None),
         Some(v) => {
             let s = v.to_str().map_err(|_| ApiError::InvalidTier)?;
@@ -225,7 +223,7 @@ fn client_key_cache() -> &'static Mutex<ClientKeys> {
 
 fn client_key(headers: &HeaderMap) -> Result<Arc<PublicKey>, ApiError> {
     let v = headers
-        .get("x-public-key")
+        .get(HEADER_PUBLIC_KEY)
         .ok_or(ApiError::MissingHeader("X-Public-Key"))?;
     let raw = v.as_bytes();
     // Never store (or hash) what the parser would refuse for its length.
@@ -652,7 +650,7 @@ mod tests {
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-public-key", HeaderValue::from_str(value).unwrap());
+        h.insert(HEADER_PUBLIC_KEY, HeaderValue::from_str(value).unwrap());
         h
     }
 

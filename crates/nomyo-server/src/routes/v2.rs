@@ -82,7 +82,8 @@ use nomyo_core::v2::keys::{Kem, ServerKeyPair};
 use nomyo_core::v2::request::{self, RequestOpener};
 use nomyo_core::v2::response::{random_response_nonce, ResponseSealer};
 use nomyo_core::v2::{
-    V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEYS_CONTENT_TYPE,
+    V2Error, CHAT_COMPLETIONS_PATH, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE,
+    HPKE_KEYS_PATH, KEYS_CONTENT_TYPE,
 };
 use nomyo_core::{SecretBuf, SecurityTier};
 use serde_json::{json, Map, Value};
@@ -98,10 +99,6 @@ use crate::metrics::BackendLabels;
 use crate::policy::{Caller, NamedBackend, RateKey};
 use crate::state::AppState;
 
-/// `GET /.well-known/hpke-keys`.
-pub const HPKE_KEYS_PATH: &str = "/.well-known/hpke-keys";
-/// `POST /v1/chat/completions` (EHBP-encrypted only).
-pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// The tier that requires the post-quantum suite unless configured otherwise
 /// (`[tiers.maximum] require_post_quantum`).
 pub const POST_QUANTUM_TIER: SecurityTier = SecurityTier::Maximum;
