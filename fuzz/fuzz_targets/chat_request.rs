@@ -1,4 +1,4 @@
-//! The decrypted chat request (`nomyo_server::routes::v1::chat_request`, used
+//! The decrypted chat request (`nomyo_server::routes::pipeline::chat_request`, used
 //! by v1 and v2 after opening): any bytes an attacker can seal to the server.
 //! Never panics; an accepted request has a non-empty string `model` and a
 //! non-empty array `messages`, and `"stream": true` only where streaming is
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use nomyo_core::SecretBuf;
 use nomyo_server::error::ApiError;
-use nomyo_server::routes::v1::chat_request;
+use nomyo_server::routes::pipeline::chat_request;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

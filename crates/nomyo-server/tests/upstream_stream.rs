@@ -93,6 +93,11 @@ async fn double_chat(State(d): State<Double>, Json(body): Json<Value>) -> Respon
 /// Starts the double; returns the server state in front of it and the
 /// request bodies it received.
 async fn server_for(mode: Mode) -> (axum::Router, Arc<Mutex<Vec<Value>>>) {
+    let (app, bodies, _) = server_and_state(mode).await;
+    (app, bodies)
+}
+
+async fn server_and_state(mode: Mode) -> (axum::Router, Arc<Mutex<Vec<Value>>>, AppState) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let d = Double {
         mode,
@@ -113,7 +118,7 @@ async fn server_for(mode: Mode) -> (axum::Router, Arc<Mutex<Vec<Value>>>) {
         .backend("up", Arc::new(backend))
         .build()
         .unwrap();
-    (app(state), bodies)
+    (app(state.clone()), bodies, state)
 }
 
 fn delta(content: &str) -> Value {
@@ -183,6 +188,7 @@ struct Streaming {
     body: Body,
     /// The request bodies the upstream received.
     bodies: Arc<Mutex<Vec<Value>>>,
+    state: AppState,
 }
 
 impl Streaming {
@@ -190,7 +196,8 @@ impl Streaming {
     /// with the token `first`, then waits.
     async fn start(prompt: &str, first: &str) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (app, bodies) = server_for(Mode::Stream(Arc::new(Mutex::new(Some(rx))))).await;
+        let (app, bodies, state) =
+            server_and_state(Mode::Stream(Arc::new(Mutex::new(Some(rx))))).await;
         let cfg = x25519_config(&app).await;
         let (req, sealer) = sealed(&cfg, prompt);
         tx.send(Step::Event(delta(first))).unwrap();
@@ -204,6 +211,7 @@ impl Streaming {
             reader,
             body,
             bodies,
+            state,
         }
     }
 
@@ -258,6 +266,28 @@ async fn first_sealed_chunk_arrives_before_the_upstream_sends_the_last() {
     assert_eq!(content(&events[0]), "lo");
     assert_eq!(content(&events[1]), "!");
     assert_eq!(events[2], "[DONE]");
+}
+
+#[tokio::test]
+async fn a_stream_is_in_flight_and_holds_its_slot_until_it_ends() {
+    let mut s = Streaming::start("hold me", "one").await;
+    s.first_events().await;
+    // The handler has returned the response head; the stream still runs
+    // and holds a processing slot, which the gauge counts.
+    assert_eq!(s.state.metrics().in_flight.get(), 1);
+    s.tx.send(Step::Bytes("data: [DONE]\n\n")).unwrap();
+    drop(s.tx);
+    let rest = s.body.collect().await.unwrap().to_bytes();
+    assert_eq!(s.reader.events(&rest), ["[DONE]"]);
+    // The task that fed the stream gives the slot back as it ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.state.metrics().in_flight.get() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finished stream still counts as in flight"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Runs a stream whose upstream sends one token, and `end` once the client

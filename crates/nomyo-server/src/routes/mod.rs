@@ -16,6 +16,7 @@ use crate::metrics::{RequestLabels, RouteLabels};
 use crate::state::AppState;
 
 pub mod ops;
+pub mod pipeline;
 pub mod v1;
 pub mod v2;
 

@@ -33,9 +33,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -45,22 +44,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::Router;
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use nomyo_core::keys::PublicKey;
-use nomyo_core::tier::HEADER_SECURITY_TIER;
 use nomyo_core::v1::{
     self, Package, HEADER_PAYLOAD_ID, HEADER_PUBLIC_KEY, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH,
 };
-use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
-use serde_json::{json, Map, Value};
+use nomyo_core::SecretBuf;
 
-use crate::backend::{BackendError, ChatRequest};
+use super::pipeline::{self, ReplayGuard, Routed};
+use crate::backend::ChatRequest;
 use crate::error::ApiError;
 use crate::keystore::KeySet;
-use crate::limits::{Claim, ReplayKey};
-use crate::metrics::BackendLabels;
-use crate::policy::{Caller, RateKey};
 use crate::state::AppState;
 
 /// The v1 routes.
@@ -90,88 +83,8 @@ async fn secure_completion(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let timeout = st.limits().request_timeout;
     let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    match tokio::time::timeout(timeout, handle(&st, peer, &headers, body)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            // Details are stable, structural messages: safe to log.
-            tracing::debug!(status = e.status().as_u16(), detail = %e.detail(), "secure request refused");
-            e.into_response()
-        }
-        Err(_) => {
-            tracing::debug!("secure request timed out");
-            ApiError::RequestTimeout.into_response()
-        }
-    }
-}
-
-/// Holds the replay entries a request claimed. Dropped before
-/// [`ReplayGuard::dispatched`] (the request refused before the backend was
-/// given it, or cancelled then), it gives them back so that the client's
-/// retry of the same bytes is served; once dispatched they are kept.
-pub(crate) struct ReplayGuard<'a> {
-    pub(crate) st: &'a AppState,
-    pub(crate) keys: [ReplayKey; 2],
-    pub(crate) owner: RateKey,
-    pub(crate) keep: bool,
-}
-
-impl<'a> ReplayGuard<'a> {
-    /// Claims both keys of a request in the replay window for `owner`: a
-    /// request is valid once. Shared by v1 (payload id, package) and v2
-    /// (enc, body).
-    pub(crate) async fn claim(
-        st: &'a AppState,
-        keys: [ReplayKey; 2],
-        owner: RateKey,
-    ) -> Result<Self, ApiError> {
-        match st.inner.replay.claim(&keys, owner).await? {
-            Claim::Fresh => Ok(ReplayGuard {
-                st,
-                keys,
-                owner,
-                keep: false,
-            }),
-            Claim::Replayed => {
-                st.inner.metrics.refused("replay");
-                Err(ApiError::Replayed)
-            }
-            Claim::OverShare => {
-                st.inner.metrics.refused("replay_share");
-                tracing::debug!(?owner, "caller holds its share of the replay window");
-                Err(ApiError::ReplayShareExceeded)
-            }
-            Claim::Full => {
-                tracing::warn!("replay window full; refusing new requests until entries expire");
-                Err(ApiError::Saturated)
-            }
-        }
-    }
-
-    /// The backend is about to be given the request: from now on the
-    /// entries are kept, whatever happens (time-out, cancellation, 5xx).
-    pub(crate) fn dispatched(&mut self) {
-        self.keep = true;
-    }
-
-    /// The backend did not take the request after all (`Unavailable`: busy,
-    /// not ready, unreachable, or an upstream that answered 429/503): the
-    /// entries are given back.
-    pub(crate) fn not_taken(&mut self, e: &BackendError) {
-        if matches!(e, BackendError::Unavailable { .. }) {
-            self.keep = false;
-        }
-    }
-}
-
-impl Drop for ReplayGuard<'_> {
-    fn drop(&mut self) {
-        if !self.keep {
-            tracing::debug!("replay entries given back (refused before dispatch)");
-            self.st.inner.replay.release(&self.keys, self.owner);
-        }
-    }
+    pipeline::bounded(&st, "secure request", handle(&st, peer, &headers, body)).await
 }
 
 /// `X-Payload-ID`: 1–128 of `[A-Za-z0-9._-]` (a UUID in practice). Strict so
@@ -188,18 +101,6 @@ fn payload_id(headers: &HeaderMap) -> Result<&str, ApiError> {
         Ok(s)
     } else {
         Err(ApiError::InvalidPayloadId)
-    }
-}
-
-pub(crate) fn requested_tier(headers: &HeaderMap) -> Result<Option<SecurityTier>, ApiError> {
-    match headers.get(HEADER_SECURITY_TIER) {
-        None => Ok(None),
-        Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::InvalidTier)?;
-            SecurityTier::from_str(s)
-                .map(Some)
-                .map_err(|_| ApiError::InvalidTier)
-        }
     }
 }
 
@@ -246,84 +147,6 @@ fn client_key(headers: &HeaderMap) -> Result<Arc<PublicKey>, ApiError> {
     Ok(key)
 }
 
-pub(crate) fn replay_key(domain: &[u8], parts: &[&[u8]]) -> ReplayKey {
-    let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-    all.push(domain);
-    all.extend_from_slice(parts);
-    Fingerprint::of_parts(&all).0
-}
-
-/// Body bytes held in memory for this request: given back to the server's
-/// budget (`max_buffered_body_bytes`) when dropped.
-pub(crate) struct BodyBudget(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
-
-/// Reads the body under its deadline and size limit, counting its bytes
-/// against the server's budget for bodies being read or waiting to be
-/// opened (bodies are read before a processing slot is taken, so this is
-/// what bounds their memory): a request that would exceed it gets 503.
-pub(crate) async fn read_body(
-    st: &AppState,
-    headers: &HeaderMap,
-    mut body: Body,
-) -> Result<(Bytes, BodyBudget), ApiError> {
-    let limit = st.limits().max_body_bytes;
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        if len == 0 {
-            return Err(ApiError::EmptyBody);
-        }
-    }
-    let budget = &st.inner.body_budget;
-    let read = async {
-        let mut buf = bytes::BytesMut::new();
-        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let mut held_kib = 0u32;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ApiError::UnreadableBody)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers carry nothing we use
-            };
-            let total = buf.len() + data.len();
-            if total > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            let need = u32::try_from(total.div_ceil(1024)).unwrap_or(u32::MAX);
-            if need > held_kib {
-                let more = Arc::clone(budget)
-                    .try_acquire_many_owned(need - held_kib)
-                    .map_err(|_| {
-                        st.inner.metrics.refused("body_budget");
-                        tracing::debug!(
-                            body_bytes = total,
-                            "request bodies in memory at their budget; refusing"
-                        );
-                        ApiError::Saturated
-                    })?;
-                match held.as_mut() {
-                    Some(h) => h.merge(more),
-                    None => held = Some(more),
-                }
-                held_kib = need;
-            }
-            buf.extend_from_slice(&data);
-        }
-        Ok((buf.freeze(), BodyBudget(held)))
-    };
-    let (bytes, held) = tokio::time::timeout(st.limits().body_timeout, read)
-        .await
-        .map_err(|_| ApiError::BodyTimeout)??;
-    if bytes.is_empty() {
-        return Err(ApiError::EmptyBody);
-    }
-    Ok((bytes, held))
-}
-
 /// Opens with the current key, then with retired keys still in their grace
 /// period. One opaque error whatever failed.
 fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
@@ -347,131 +170,56 @@ fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
     })
 }
 
-/// Parses and checks the decrypted request (docs/PROTOCOL.md §1.6;
-/// the same JSON in v2): a JSON object with a non-empty string `model`, a
-/// non-empty array `messages` and a boolean `stream` if any (`true` only
-/// where streaming is allowed). Everything else is passed through to the
-/// backend as it is. Public for the fuzz target `chat_request`.
-pub fn chat_request(
-    plaintext: &SecretBuf,
-    allow_stream: bool,
-) -> Result<Map<String, Value>, ApiError> {
-    let body: Map<String, Value> = serde_json::from_slice(plaintext.expose_secret())
-        .map_err(|_| ApiError::InvalidChatRequest("the decrypted payload is not a JSON object"))?;
-    match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => {}
-        _ => {
-            return Err(ApiError::InvalidChatRequest(
-                "model must be a non-empty string",
-            ))
-        }
-    }
-    match body.get("messages") {
-        Some(Value::Array(a)) if !a.is_empty() => {}
-        _ => {
-            return Err(ApiError::InvalidChatRequest(
-                "messages must be a non-empty array",
-            ))
-        }
-    }
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) if !allow_stream => return Err(ApiError::StreamingUnsupported),
-        Some(Value::Bool(true)) => {}
-        Some(_) => return Err(ApiError::InvalidChatRequest("stream must be a boolean")),
-    }
-    Ok(body)
-}
-
-pub(crate) fn backend_error_kind(e: &BackendError) -> &'static str {
-    match e {
-        BackendError::InvalidRequest(_) => "rejected",
-        BackendError::ModelNotFound => "unknown_model",
-        BackendError::Unavailable { .. } => "unavailable",
-        BackendError::Timeout => "timeout",
-        BackendError::Upstream(_) => "failed",
-        BackendError::StreamingUnsupported => "streaming",
-        BackendError::Internal(_) => "internal",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
 async fn handle(
     st: &AppState,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let inner = &st.inner;
     // 1. Who, and how often.
-    let caller = inner
-        .api_keys
-        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-        .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
-    let principal = RateKey::of(caller, inner.trusted_proxies.client_addr(peer, headers));
-    if let Some(rate) = &inner.rate {
-        rate.check(principal)
-            .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
-    }
-    // 2. Headers, and the policy they alone decide.
+    let who = pipeline::admit(st, peer, headers)?;
+    // 2. Headers, and the policy they alone decide (RSA is never
+    //    post-quantum).
     let id = payload_id(headers)?;
-    let tier_header = requested_tier(headers)?;
+    let tier_header = pipeline::requested_tier(headers)?;
     let client_key = client_key(headers)?;
-    if tier_header.is_some_and(|t| st.requires_post_quantum(t)) {
-        inner.metrics.refused("post_quantum");
-        return Err(ApiError::PostQuantumRequired);
-    }
-    let id_key = replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
-    if inner.replay.seen_locally(&[id_key]) {
-        inner.metrics.refused("replay");
-        return Err(ApiError::Replayed);
-    }
+    pipeline::refuse_post_quantum(st, tier_header, false)?;
+    let id_key = pipeline::replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
+    pipeline::refuse_seen(st, id_key)?;
     let span = tracing::debug_span!(
         "secure_completion",
         payload_id = %id,
-        caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
+        caller = who.caller_field(),
     );
 
     // 3. The package, read under its deadline without holding a slot.
-    let (bytes, _budget) = read_body(st, headers, body).await?;
+    let (bytes, _budget) = pipeline::read_body(st, headers, body).await?;
     let package = Package::from_json(&bytes).map_err(|e| match e {
         nomyo_core::Error::PayloadTooLarge { .. } => ApiError::PayloadTooLarge {
-            limit: inner.limits.max_body_bytes,
+            limit: st.limits().max_body_bytes,
         },
         other => ApiError::MalformedPackage(other.to_string()),
     })?;
     let body_len = bytes.len();
     drop(bytes);
-    let pkg_key = replay_key(
+    let pkg_key = pipeline::replay_key(
         b"nomyo-v1-package\0",
         &[&package.nonce, &package.tag, &package.encrypted_key],
     );
 
     // 4. A package is valid once.
-    let mut guard = ReplayGuard::claim(st, [id_key, pkg_key], principal).await?;
+    let mut guard = ReplayGuard::claim(st, [id_key, pkg_key], who.principal).await?;
 
     // 5. A processing slot.
-    let _slot = inner.gate.acquire().await.inspect_err(|_| {
-        inner.metrics.refused("saturated");
-        tracing::debug!(parent: &span, "saturated");
-    })?;
-    inner.metrics.in_flight.inc();
-    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _in_flight = InFlight(&inner.metrics.in_flight);
+    let _slot = pipeline::acquire_slot(st, &span).await?;
 
     // 6. Open (RSA private-key operation) on the blocking pool.
     let t_open = Instant::now();
-    let set = inner.keys.snapshot();
+    let set = st.keys().snapshot();
     let plaintext = st
         .blocking(move || open_with(&set, &package))
         .await?
-        .inspect_err(|_| inner.metrics.refused("decryption"))?;
+        .inspect_err(|_| st.metrics().refused("decryption"))?;
     tracing::debug!(
         parent: &span,
         body_bytes = body_len,
@@ -480,97 +228,49 @@ async fn handle(
         "package opened"
     );
 
-    answer(
-        st,
-        &span,
-        &mut guard,
-        id,
-        tier_header,
-        client_key,
-        plaintext,
-    )
-    .await
+    // 7. The plaintext request and where it goes.
+    let routed = pipeline::route(st, plaintext, false, tier_header, false)?;
+    answer(st, &span, &mut guard, id, client_key, routed).await
 }
 
-/// Steps 7–8: policy, backend, `_metadata`, seal.
+/// Step 8: backend, `_metadata`, seal.
 async fn answer(
     st: &AppState,
     span: &tracing::Span,
     guard: &mut ReplayGuard<'_>,
     id: &str,
-    tier_header: Option<SecurityTier>,
     client_key: Arc<PublicKey>,
-    plaintext: SecretBuf,
+    mut routed: Routed,
 ) -> Result<Response, ApiError> {
-    let inner = &st.inner;
-    let body = chat_request(&plaintext, false)?;
-    // The truth for this request: whether its plaintext sat in locked memory.
-    let memory_locked = plaintext.is_locked();
-    drop(plaintext);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let model = model.as_str();
-    let route = inner
-        .routing
-        .route(model, tier_header)
-        .map_err(|e| super::with_served_models(st, model, e))?;
-    // A tier chosen by the model (no header) obeys the same rule.
-    if st.requires_post_quantum(route.tier) {
-        inner.metrics.refused("post_quantum");
-        return Err(ApiError::PostQuantumRequired);
-    }
-    let backend = &route.backend;
-
+    let backend = Arc::clone(&routed.route.backend);
+    let tier = routed.route.tier;
     let t_backend = Instant::now();
     let request = ChatRequest {
-        body,
-        tier: route.tier,
+        body: std::mem::take(&mut routed.body),
+        tier,
         request_id: id.to_owned(),
     };
     guard.dispatched();
     let mut completion = match backend.backend.chat(request).await {
         Ok(v) => v,
-        Err(e) => {
-            guard.not_taken(&e);
-            let kind = backend_error_kind(&e);
-            inner
-                .metrics
-                .backend_errors
-                .get_or_create(&BackendLabels {
-                    backend: backend.name.clone(),
-                    kind,
-                })
-                .inc();
-            // Backend detail strings carry statuses and kinds, never content.
-            tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
-            return Err(super::with_served_models(st, model, e.into()));
-        }
+        Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
     };
     tracing::debug!(
         parent: span,
         backend = %backend.name,
-        tier = %route.tier,
+        tier = %tier,
         backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
         "backend answered"
     );
     let Some(obj) = completion.as_object_mut() else {
-        inner
-            .metrics
-            .backend_errors
-            .get_or_create(&BackendLabels {
-                backend: backend.name.clone(),
-                kind: "failed",
-            })
-            .inc();
+        pipeline::count_backend_error(st, &backend.name, "failed");
         tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
         return Err(ApiError::BackendFailed);
     };
 
     // docs/PROTOCOL.md §1.7: `_metadata` with true values.
-    let (metadata, processed_at) = metadata(id, route.tier, memory_locked, &*backend.backend);
+    let (metadata, processed_at) =
+        pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend);
     obj.insert("_metadata".to_owned(), metadata);
     let mut out = SecretBuf::new();
     serde_json::to_writer(&mut out, &completion)
@@ -606,40 +306,6 @@ async fn answer(
         package,
     )
         .into_response())
-}
-
-/// `_metadata` with true values (docs/PROTOCOL.md §1.7), and the
-/// `processed_at` it carries.
-pub(crate) fn metadata(
-    id: &str,
-    tier: SecurityTier,
-    memory_locked: bool,
-    backend: &dyn crate::backend::Backend,
-) -> (Value, i64) {
-    let processed_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let protection = nomyo_core::secure_memory::memory_protection();
-    let cuda = backend.cuda_device_hash();
-    let value = json!({
-        "payload_id": id,
-        "processed_at": processed_at,
-        "is_encrypted": true,
-        "response_status": "success",
-        "security_tier": tier.as_str(),
-        "memory_protection": {
-            "platform": protection.platform,
-            "memory_locking": memory_locked,
-            "secure_zeroing": protection.secure_zeroing,
-            "core_dump_prevention": protection.core_dump_prevention,
-        },
-        "cuda_device": {
-            "available": cuda.is_some(),
-            "device_hash": cuda.unwrap_or_default(),
-        },
-    });
-    (value, processed_at)
 }
 
 #[cfg(test)]

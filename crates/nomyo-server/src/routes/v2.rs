@@ -87,16 +87,12 @@ use nomyo_core::v2::{
 };
 use nomyo_core::{SecretBuf, SecurityTier};
 use serde_json::{json, Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::v1::{
-    backend_error_kind, chat_request, metadata, read_body, replay_key, requested_tier, ReplayGuard,
-};
+use super::pipeline::{self, ReplayGuard, Routed, Slot};
 use crate::backend::{BackendError, ChatRequest, ChunkStream};
 use crate::error::ApiError;
 use crate::hpke_keys::HpkeSnapshot;
-use crate::metrics::BackendLabels;
-use crate::policy::{Caller, NamedBackend, RateKey};
+use crate::policy::NamedBackend;
 use crate::state::AppState;
 
 /// The tier that requires the post-quantum suite unless configured otherwise
@@ -141,21 +137,10 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let timeout = st.limits().request_timeout;
     let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
     // The timeout covers the request up to the response head; a stream then
     // runs as long as the backend produces.
-    match tokio::time::timeout(timeout, handle(&st, peer, &headers, body)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            tracing::debug!(status = e.status().as_u16(), detail = %e.detail(), "v2 request refused");
-            e.into_response()
-        }
-        Err(_) => {
-            tracing::debug!("v2 request timed out");
-            ApiError::RequestTimeout.into_response()
-        }
-    }
+    pipeline::bounded(&st, "v2 request", handle(&st, peer, &headers, body)).await
 }
 
 /// The keys the request may have been sealed to, in the order to try them.
@@ -250,21 +235,12 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let inner = &st.inner;
     // 1. Who, and how often.
-    let caller = inner
-        .api_keys
-        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-        .inspect_err(|_| inner.metrics.refused("unauthorized"))?;
-    let principal = RateKey::of(caller, inner.trusted_proxies.client_addr(peer, headers));
-    if let Some(rate) = &inner.rate {
-        rate.check(principal)
-            .inspect_err(|_| inner.metrics.refused("rate_limited"))?;
-    }
+    let who = pipeline::admit(st, peer, headers)?;
 
     // 2. Headers, and the policy they alone decide.
     let enc_header = headers.get(HEADER_ENCAPSULATED_KEY).ok_or_else(|| {
-        inner.metrics.refused("plaintext");
+        st.metrics().refused("plaintext");
         ApiError::EncryptionRequired
     })?;
     let enc = enc_header
@@ -273,18 +249,12 @@ async fn handle(
         .and_then(|s| request::parse_encapsulated_key(s).ok())
         .ok_or(ApiError::InvalidEncapsulatedKey)?;
     let candidates = select_keys(&st.hpke_store().snapshot(), headers, &enc)
-        .inspect_err(|_| inner.metrics.refused("key_config"))?;
+        .inspect_err(|_| st.metrics().refused("key_config"))?;
     let kem = candidates.keys[0].kem();
-    let tier_header = requested_tier(headers)?;
-    if tier_header.is_some_and(|t| st.requires_post_quantum(t)) && !kem.is_post_quantum() {
-        inner.metrics.refused("post_quantum");
-        return Err(ApiError::PostQuantumRequired);
-    }
-    let enc_key = replay_key(b"nomyo-v2-enc\0", &[&enc]);
-    if inner.replay.seen_locally(&[enc_key]) {
-        inner.metrics.refused("replay");
-        return Err(ApiError::Replayed);
-    }
+    let tier_header = pipeline::requested_tier(headers)?;
+    pipeline::refuse_post_quantum(st, tier_header, kem.is_post_quantum())?;
+    let enc_key = pipeline::replay_key(b"nomyo-v2-enc\0", &[&enc]);
+    pipeline::refuse_seen(st, enc_key)?;
     // A public, per-request id for logs and `_metadata`: not the enc itself.
     let id = hex::encode(&enc_key[..8]);
     let span = tracing::debug_span!(
@@ -292,42 +262,33 @@ async fn handle(
         request_id = %id,
         suite = kem.name(),
         key_id = candidates.keys[0].key_id(),
-        caller = match caller { Caller::Anonymous => -1i64, Caller::Key(i) => i64::from(i) },
+        caller = who.caller_field(),
     );
 
     // 3. The body, read under its deadline without holding a slot.
-    let (bytes, _budget) = read_body(st, headers, body).await.map_err(|e| match e {
-        ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
-        other => other,
-    })?;
-    let body_key = replay_key(b"nomyo-v2-body\0", &[&enc, &bytes]);
+    let (bytes, _budget) = pipeline::read_body(st, headers, body)
+        .await
+        .map_err(|e| match e {
+            ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),
+            other => other,
+        })?;
+    let body_key = pipeline::replay_key(b"nomyo-v2-body\0", &[&enc, &bytes]);
 
     // 4. A request is valid once.
-    let mut guard = ReplayGuard::claim(st, [enc_key, body_key], principal).await?;
+    let mut guard = ReplayGuard::claim(st, [enc_key, body_key], who.principal).await?;
 
-    // 5. A processing slot.
-    let slot = inner.gate.acquire().await.inspect_err(|_| {
-        inner.metrics.refused("saturated");
-        tracing::debug!(parent: &span, "saturated");
-    })?;
-    inner.metrics.in_flight.inc();
-    struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _in_flight = InFlight(&inner.metrics.in_flight);
+    // 5. A processing slot (a stream holds it until it ends).
+    let slot = pipeline::acquire_slot(st, &span).await?;
 
     // 6. The body opened on the blocking pool.
     let body_len = bytes.len();
-    let max_frame = inner.limits.max_body_bytes;
+    let max_frame = st.limits().max_body_bytes;
     let t_open = Instant::now();
     let (opener, plaintext) = st
         .blocking(move || open_body(&candidates, &enc, &bytes, max_frame))
         .await?
         .inspect_err(|e| {
-            inner.metrics.refused(match e {
+            st.metrics().refused(match e {
                 ApiError::UnknownKeyConfig => "key_config",
                 _ => "decryption",
             })
@@ -349,16 +310,12 @@ async fn handle(
     drop(opener);
     let nonce_hex = hex::encode(nonce);
 
-    let result = answer(
-        st,
-        &span,
-        &mut guard,
-        &id,
-        tier_header,
-        &key_info(kem),
-        plaintext,
-    )
-    .await;
+    // 7. The plaintext request and where it goes, then 8. the backend; a
+    //    refusal from here on is sealed.
+    let result = match pipeline::route(st, plaintext, true, tier_header, kem.is_post_quantum()) {
+        Ok(routed) => answer(st, &span, &mut guard, &id, kem, routed).await,
+        Err(e) => Err(e),
+    };
     drop(guard);
     match result {
         Ok(Reply::Json(out)) => {
@@ -467,63 +424,28 @@ enum Reply {
     },
 }
 
-fn count_backend_error(st: &AppState, backend: &str, kind: &'static str) {
-    st.inner
-        .metrics
-        .backend_errors
-        .get_or_create(&BackendLabels {
-            backend: backend.to_owned(),
-            kind,
-        })
-        .inc();
-}
-
-/// Steps 7–8: policy, backend, `_metadata`.
+/// Step 8: backend, `_metadata` (with the suite this request used).
 async fn answer(
     st: &AppState,
     span: &tracing::Span,
     guard: &mut ReplayGuard<'_>,
     id: &str,
-    tier_header: Option<SecurityTier>,
-    suite: &Value,
-    plaintext: SecretBuf,
+    kem: Kem,
+    mut routed: Routed,
 ) -> Result<Reply, ApiError> {
-    let inner = &st.inner;
-    let body = chat_request(&plaintext, true)?;
-    let memory_locked = plaintext.is_locked();
-    drop(plaintext);
+    let backend: Arc<NamedBackend> = Arc::clone(&routed.route.backend);
+    let tier = routed.route.tier;
+    let body = std::mem::take(&mut routed.body);
     let stream = body.get("stream") == Some(&Value::Bool(true));
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let model = model.as_str();
-    let route = inner
-        .routing
-        .route(model, tier_header)
-        .map_err(|e| super::with_served_models(st, model, e))?;
-    if st.requires_post_quantum(route.tier) && suite["post_quantum"] != Value::Bool(true) {
-        inner.metrics.refused("post_quantum");
-        return Err(ApiError::PostQuantumRequired);
-    }
-    let backend: &NamedBackend = &route.backend;
-    let (mut meta, _) = metadata(id, route.tier, memory_locked, &*backend.backend);
+    let (mut meta, _) = pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend);
     if let Some(m) = meta.as_object_mut() {
         m.insert("protocol".to_owned(), json!("v2"));
-        m.insert("hpke".to_owned(), suite.clone());
+        m.insert("hpke".to_owned(), key_info(kem));
     }
     let request = |body: Map<String, Value>| ChatRequest {
         body,
-        tier: route.tier,
+        tier,
         request_id: id.to_owned(),
-    };
-    let fail = |guard: &mut ReplayGuard<'_>, e: BackendError| -> ApiError {
-        guard.not_taken(&e);
-        let kind = backend_error_kind(&e);
-        count_backend_error(st, &backend.name, kind);
-        tracing::warn!(parent: span, backend = %backend.name, kind, detail = ?e, "backend error");
-        super::with_served_models(st, model, e.into())
     };
     let t_backend = Instant::now();
 
@@ -537,23 +459,22 @@ async fn answer(
                 let mut body = body;
                 body.remove("stream");
                 body.remove("stream_options");
-                let completion = backend
-                    .backend
-                    .chat(request(body))
-                    .await
-                    .map_err(|e| fail(guard, e))?;
+                let completion = match backend.backend.chat(request(body)).await {
+                    Ok(c) => c,
+                    Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
+                };
                 let chunk = completion_to_chunk(&completion).ok_or_else(|| {
-                    count_backend_error(st, &backend.name, "failed");
+                    pipeline::count_backend_error(st, &backend.name, "failed");
                     ApiError::BackendFailed
                 })?;
                 futures::stream::iter([Ok(chunk)]).boxed()
             }
-            Err(e) => return Err(fail(guard, e)),
+            Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
         };
         tracing::debug!(
             parent: span,
             backend = %backend.name,
-            tier = %route.tier,
+            tier = %tier,
             backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
             "backend stream started"
         );
@@ -564,20 +485,19 @@ async fn answer(
         });
     }
 
-    let mut completion = backend
-        .backend
-        .chat(request(body))
-        .await
-        .map_err(|e| fail(guard, e))?;
+    let mut completion = match backend.backend.chat(request(body)).await {
+        Ok(c) => c,
+        Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
+    };
     tracing::debug!(
         parent: span,
         backend = %backend.name,
-        tier = %route.tier,
+        tier = %tier,
         backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
         "backend answered"
     );
     let Some(obj) = completion.as_object_mut() else {
-        count_backend_error(st, &backend.name, "failed");
+        pipeline::count_backend_error(st, &backend.name, "failed");
         tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
         return Err(ApiError::BackendFailed);
     };
@@ -628,7 +548,7 @@ struct StreamState {
     st: AppState,
     backend: String,
     /// The processing slot is held until the stream ends.
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
     span: tracing::Span,
 }
 
@@ -669,7 +589,7 @@ async fn pump(
             next = tokio::time::timeout(idle, s.chunks.next()) => match next {
                 Ok(next) => next,
                 Err(_) => {
-                    s.st.inner.metrics.refused("stream_idle");
+                    s.st.metrics().refused("stream_idle");
                     tracing::warn!(parent: &s.span, backend = %s.backend, idle_secs = idle.as_secs_f64(), "backend produced nothing within the stream idle time-out; cutting the stream");
                     return;
                 }
@@ -689,7 +609,7 @@ async fn pump(
                 return;
             }
             Err(_) => {
-                s.st.inner.metrics.refused("stream_stalled");
+                s.st.metrics().refused("stream_stalled");
                 tracing::debug!(parent: &s.span, events, write_secs = write.as_secs_f64(), "client read nothing within the stream write time-out; cutting the stream");
                 return;
             }
@@ -720,8 +640,8 @@ impl StreamState {
                 false
             }
             Some(Err(e)) => {
-                let kind = backend_error_kind(&e);
-                count_backend_error(&self.st, &self.backend, kind);
+                let kind = pipeline::backend_error_kind(&e);
+                pipeline::count_backend_error(&self.st, &self.backend, kind);
                 tracing::warn!(parent: &self.span, backend = %self.backend, kind, detail = ?e, "backend error mid-stream; cutting the stream");
                 return None;
             }
