@@ -1,6 +1,7 @@
 //! The client: builder, key caches, the request path and retries.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,10 @@ use reqwest::{Certificate, Url};
 use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::error::{ApiError, Error, Result};
+use crate::error::{Error, Result};
 use crate::keys::{ClientKey, KeySource};
-use crate::retry::{self, Backoff};
+use crate::retry::Backoff;
+use crate::transport::{read_limited, Outcome, Retrier};
 use crate::trust::{KnownServers, Trust, TrustDecision};
 use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
 
@@ -35,8 +37,6 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 const MAX_KEY_BYTES: usize = 64 * 1024;
 /// Largest model list read.
 const MAX_MODELS_BYTES: usize = 1024 * 1024;
-/// Largest error body read.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Builds a [`Client`].
 ///
@@ -484,12 +484,6 @@ impl fmt::Debug for Client {
     }
 }
 
-/// What one attempt ended with, when it may be retried.
-enum Retryable {
-    Status(ApiError, Option<Duration>),
-    Network(reqwest::Error),
-}
-
 impl Client {
     /// The tier a request asks for: its own option, else the client's.
     pub(crate) fn requested_tier(&self, options: &RequestOptions) -> Option<SecurityTier> {
@@ -794,6 +788,16 @@ impl Client {
         }
     }
 
+    /// The transport's one retry loop, with this client's retry settings.
+    pub(crate) fn retrier(&self) -> Retrier<'_> {
+        Retrier {
+            origin: &self.inner.origin,
+            timeout: self.inner.timeout,
+            max_retries: self.inner.max_retries,
+            backoff: &self.inner.backoff,
+        }
+    }
+
     /// Sends the request `make` builds, retrying 429/5xx and network errors
     /// with backoff; returns the body of a 200 answer.
     async fn send_with_retries(
@@ -801,75 +805,29 @@ impl Client {
         make: impl Fn() -> reqwest::RequestBuilder,
         limit: usize,
     ) -> Result<Bytes> {
-        let mut attempt: u32 = 0;
+        let mut attempts = self.retrier().attempts();
         loop {
-            attempt += 1;
-            let failure = match make().send().await {
+            let attempt = attempts.number();
+            let outcome = match make().send().await {
+                Err(e) => Outcome::Network(e),
+                Ok(resp) if resp.status().as_u16() != 200 => {
+                    tracing::debug!(status = resp.status().as_u16(), attempt, "answer");
+                    Outcome::refused(resp, attempt).await
+                }
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    tracing::debug!(status, attempt, "answer");
-                    if status == 200 {
-                        match read_limited(resp, limit).await {
-                            Ok((body, false)) => return Ok(body),
-                            Ok((_, true)) => {
-                                return Err(Error::InvalidResponse(format!(
-                                    "the answer is larger than {limit} bytes"
-                                )))
-                            }
-                            Err(e) => Retryable::Network(e),
-                        }
-                    } else {
-                        let retry_after = retry::retry_after(resp.headers());
-                        let body = read_limited(resp, MAX_ERROR_BYTES)
-                            .await
-                            .map(|(b, _)| b)
-                            .unwrap_or_default();
-                        let api = ApiError::new(status, &body, attempt);
-                        if !retry::retryable_status(status) {
-                            return Err(status_error(api, retry_after));
-                        }
-                        Retryable::Status(api, retry_after)
+                    tracing::debug!(status = 200, attempt, "answer");
+                    match read_limited(resp, limit).await {
+                        Ok((body, false)) => Outcome::Done(body),
+                        Ok((_, true)) => Outcome::Fail(Error::InvalidResponse(format!(
+                            "the answer is larger than {limit} bytes"
+                        ))),
+                        Err(e) => Outcome::Network(e),
                     }
-                }
-                Err(e) => Retryable::Network(e),
-            };
-            let delay = match failure {
-                Retryable::Network(e) => {
-                    if e.is_timeout() && !e.is_connect() {
-                        return Err(Error::Timeout {
-                            origin: self.inner.origin.clone(),
-                            timeout: self.inner.timeout,
-                        });
-                    }
-                    if is_tls_failure(&e) {
-                        return Err(Error::Tls {
-                            origin: self.inner.origin.clone(),
-                            message: describe_network_error(&e),
-                            source: Some(e),
-                        });
-                    }
-                    if attempt > self.inner.max_retries {
-                        return Err(Error::Connection {
-                            origin: self.inner.origin.clone(),
-                            message: describe_network_error(&e),
-                            attempts: attempt,
-                            source: Some(e),
-                        });
-                    }
-                    tracing::debug!(attempt, error = %describe_network_error(&e), "network error");
-                    self.inner.backoff.delay(attempt, None)
-                }
-                Retryable::Status(api, retry_after) => {
-                    if attempt > self.inner.max_retries
-                        || retry_after.is_some_and(|ra| ra > self.inner.backoff.max_retry_after)
-                    {
-                        return Err(status_error(api, retry_after));
-                    }
-                    self.inner.backoff.delay(attempt, retry_after)
                 }
             };
-            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
-            tokio::time::sleep(delay).await;
+            if let ControlFlow::Break(result) = attempts.after(outcome).await {
+                return result;
+            }
         }
     }
 }
@@ -924,85 +882,6 @@ pub(crate) fn check_served_tier(
         Some(s) if s >= requested => Ok(()),
         _ => Err(Error::TierDowngrade { requested, served }),
     }
-}
-
-pub(crate) fn status_error(api: ApiError, retry_after: Option<Duration>) -> Error {
-    match api.status {
-        400 => Error::InvalidRequest(api),
-        401 => Error::Authentication(api),
-        403 => Error::Forbidden(api),
-        404 => Error::NotFound(api),
-        429 => Error::RateLimit {
-            error: api,
-            retry_after,
-        },
-        500 | 502 | 504 => Error::Server(api),
-        503 => Error::ServiceUnavailable(api),
-        _ => Error::Api(api),
-    }
-}
-
-/// Reads at most `limit` bytes of a body; the flag says whether it was longer.
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<(Bytes, bool), reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Ok((Bytes::new(), true));
-    }
-    let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if buf.len() + chunk.len() > limit {
-            let room = limit - buf.len();
-            buf.extend_from_slice(&chunk[..room]);
-            return Ok((buf.freeze(), true));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok((buf.freeze(), false))
-}
-
-/// A failed TLS handshake (untrusted certificate, wrong name, no TLS):
-/// rustls reports it through tokio-rustls as an `InvalidData` I/O error
-/// while connecting. Retrying cannot help.
-pub(crate) fn is_tls_failure(e: &reqwest::Error) -> bool {
-    if !e.is_connect() {
-        return false;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = cur {
-        cur = match s.downcast_ref::<std::io::Error>() {
-            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
-            // An io::Error's source() skips the error it wraps; look inside.
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => s.source(),
-        };
-    }
-    false
-}
-
-/// The causes of a transport error, without the top-level "error sending
-/// request for url (...)" wrapper.
-pub(crate) fn describe_network_error(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    if parts.is_empty() {
-        parts.push(if e.is_connect() {
-            "connection failed".to_owned()
-        } else {
-            e.to_string()
-        });
-    }
-    crate::error::sanitize(&parts.join(": "))
 }
 
 /// Opens a 200 answer: strict package parse (the downgrade guard), payload-id

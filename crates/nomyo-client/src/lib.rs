@@ -103,6 +103,7 @@ mod client;
 mod error;
 mod keys;
 mod retry;
+mod transport;
 pub mod trust;
 pub mod types;
 mod v2;

@@ -44,6 +44,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -67,12 +68,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
-use crate::client::{
-    describe_network_error, is_tls_failure, read_limited, status_error, Client, RequestOptions,
-    ServerKey, X_SECURITY_TIER,
-};
+use crate::client::{Client, RequestOptions, ServerKey, X_SECURITY_TIER};
 use crate::error::{ApiError, Error, Result};
 use crate::retry;
+use crate::transport::{
+    describe_network_error, read_limited, refusal, status_error, Outcome, MAX_ERROR_BYTES,
+};
 use crate::trust::TrustDecision;
 use crate::types::{ChatCompletion, ChatRequest};
 
@@ -88,8 +89,6 @@ const MAX_FRAME: usize = 1024 * 1024 + TAG_LEN;
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest key list read.
 const MAX_KEYS_BYTES: usize = 64 * 1024;
-/// Largest error body read.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Largest SSE event accepted while waiting for its end.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -401,7 +400,7 @@ impl Client {
             .get(url)
             .send()
             .await
-            .map_err(|e| self.network_error(e, 1))?;
+            .map_err(|e| self.retrier().network_error(e, 1))?;
         let status = resp.status().as_u16();
         if status == 404 {
             // A server recorded as speaking v2 does not stop: refused.
@@ -409,12 +408,8 @@ impl Client {
             return Ok(None);
         }
         if status != 200 {
-            let retry_after = retry::retry_after(resp.headers());
-            let body = read_limited(resp, MAX_ERROR_BYTES)
-                .await
-                .map(|(b, _)| b)
-                .unwrap_or_default();
-            return Err(status_error(ApiError::new(status, &body, 1), retry_after));
+            let (api, retry_after) = refusal(resp, 1).await;
+            return Err(status_error(api, retry_after));
         }
         let content_type = resp
             .headers()
@@ -434,7 +429,7 @@ impl Client {
         let signature = resp.headers().get(keys_signature::HEADER).cloned();
         let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
             .await
-            .map_err(|e| self.network_error(e, 1))?;
+            .map_err(|e| self.retrier().network_error(e, 1))?;
         if too_long {
             return Err(Error::InvalidServerKey("the key list is too large".into()));
         }
@@ -534,28 +529,6 @@ impl Client {
         Ok(server)
     }
 
-    fn network_error(&self, e: reqwest::Error, attempts: u32) -> Error {
-        if e.is_timeout() && !e.is_connect() {
-            return Error::Timeout {
-                origin: self.inner.origin.clone(),
-                timeout: self.inner.timeout,
-            };
-        }
-        if is_tls_failure(&e) {
-            return Error::Tls {
-                origin: self.inner.origin.clone(),
-                message: describe_network_error(&e),
-                source: Some(e),
-            };
-        }
-        Error::Connection {
-            origin: self.inner.origin.clone(),
-            message: describe_network_error(&e),
-            attempts,
-            source: Some(e),
-        }
-    }
-
     /// Seals and sends `plaintext`; returns the 2xx response and its opener.
     ///
     /// Retries (429/5xx, network errors) seal the body again with a fresh
@@ -569,124 +542,131 @@ impl Client {
     ) -> Result<(reqwest::Response, ResponseOpener, Kem)> {
         let mut keys = self.hpke_keys().await?;
         let mut refetched = false;
-        let mut attempt: u32 = 0;
+        let mut attempts = self.retrier().attempts();
         loop {
-            attempt += 1;
-            let config = keys.config();
-            let (enc, mut sealer) = RequestSealer::new(config).map_err(v2_err)?;
-            let mut body = Vec::with_capacity(plaintext.len() + 64);
-            for c in plaintext.expose_secret().chunks(FRAME_PLAINTEXT) {
-                body.extend_from_slice(&sealer.seal_chunk(c).map_err(v2_err)?);
+            let outcome = self
+                .attempt_v2(
+                    plaintext,
+                    options,
+                    &mut keys,
+                    &mut refetched,
+                    attempts.number(),
+                )
+                .await
+                .unwrap_or_else(Outcome::Fail);
+            if let ControlFlow::Break(result) = attempts.after(outcome).await {
+                return result;
             }
-            let mut h = self.inner.headers.clone();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(
-                HeaderName::from_static(HEADER_ENCAPSULATED_KEY),
-                HeaderValue::from_str(&hex::encode(&enc))
-                    .map_err(|_| Error::Config("bad encapsulated key".into()))?,
-            );
-            h.insert(
-                HeaderName::from_static(HEADER_KEY_ID),
-                HeaderValue::from(u16::from(config.key_id)),
-            );
-            if let Some(tier) = options.security_tier {
-                h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
-            }
-            if let Some(id) = options.request_id_header() {
-                h.insert(HeaderName::from_static("x-request-id"), id);
-            }
-            tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
-            let sent = self
-                .inner
-                .http
-                .post(self.inner.v2.completions_url.clone())
-                .headers(h)
-                .body(body)
-                .send()
-                .await;
-            let failure = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    tracing::debug!(status, attempt, "v2 answer");
-                    let nonce = resp
-                        .headers()
-                        .get(HEADER_RESPONSE_NONCE)
-                        .map(|v| v.to_str().map(str::to_owned));
-                    if resp.status().is_success() {
-                        let Some(nonce) = nonce else {
-                            return Err(v2_err(V2Error::MissingResponseNonce));
-                        };
-                        let nonce = nonce.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
-                        let nonce = parse_response_nonce(&nonce).map_err(v2_err)?;
-                        let opener = sealer.response_opener(&nonce).map_err(v2_err)?;
-                        return Ok((resp, opener, config.kem));
-                    }
-                    let retry_after = retry::retry_after(resp.headers());
-                    let raw = read_limited(resp, MAX_ERROR_BYTES)
-                        .await
-                        .map(|(b, _)| b)
-                        .unwrap_or_default();
-                    let sealed = nonce.is_some();
-                    let plain: Zeroizing<Vec<u8>> = match nonce {
-                        Some(n) => {
-                            let n = n.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
-                            let n = parse_response_nonce(&n).map_err(v2_err)?;
-                            let mut opener = sealer.response_opener(&n).map_err(v2_err)?;
-                            let body = open_all(&mut opener, &raw)?;
-                            Zeroizing::new(body.expose_secret().to_vec())
-                        }
-                        None => Zeroizing::new(raw.to_vec()),
-                    };
-                    let api = ApiError::new(status, &plain, attempt);
-                    // A 400 the server could not seal (no response nonce)
-                    // means it could not open the request: it may have new
-                    // keys under the ids we cached (a restart without saved
-                    // keys). Refetch once; the new list is verified like a
-                    // first one (a changed server key is refused).
-                    if status == 400 && !sealed && !refetched {
-                        match self.refresh_hpke_keys(&keys).await {
-                            Ok(fresh) if fresh.fingerprint != keys.fingerprint => {
-                                keys = fresh;
-                                refetched = true;
-                                attempt -= 1;
-                                continue;
-                            }
-                            Ok(_) => return Err(status_error(api, retry_after)),
-                            Err(e) if e.is_security() => return Err(e),
-                            // The refetch itself failed: report the original answer.
-                            Err(_) => return Err(status_error(api, retry_after)),
-                        }
-                    }
-                    if status == 422 && is_key_config_problem(&plain) {
-                        if refetched {
-                            return Err(status_error(api, retry_after));
-                        }
-                        keys = self.refresh_hpke_keys(&keys).await?;
-                        refetched = true;
-                        attempt -= 1;
-                        continue;
-                    }
-                    if !retry::retryable_status(status) {
-                        return Err(status_error(api, retry_after));
-                    }
-                    if attempt > self.inner.max_retries
-                        || retry_after.is_some_and(|ra| ra > self.inner.backoff.max_retry_after)
-                    {
-                        return Err(status_error(api, retry_after));
-                    }
-                    self.inner.backoff.delay(attempt, retry_after)
-                }
-                Err(e) => {
-                    let retryable = (!e.is_timeout() || e.is_connect()) && !is_tls_failure(&e);
-                    if !retryable || attempt > self.inner.max_retries {
-                        return Err(self.network_error(e, attempt));
-                    }
-                    self.inner.backoff.delay(attempt, None)
-                }
-            };
-            tracing::debug!(attempt, delay_ms = failure.as_millis() as u64, "retrying");
-            tokio::time::sleep(failure).await;
         }
+    }
+
+    /// One attempt of [`Client::exchange_v2`]: sealed with a fresh context
+    /// to the current key config. A 400 the server could not seal, or a
+    /// 422 key-config problem, refetches the key list once (verified like a
+    /// first one) and asks for another attempt.
+    async fn attempt_v2(
+        &self,
+        plaintext: &SecretBuf,
+        options: &RequestOptions,
+        keys: &mut Arc<HpkeKeys>,
+        refetched: &mut bool,
+        attempt: u32,
+    ) -> Result<Outcome<(reqwest::Response, ResponseOpener, Kem)>> {
+        let config = keys.config();
+        let (enc, mut sealer) = RequestSealer::new(config).map_err(v2_err)?;
+        let mut body = Vec::with_capacity(plaintext.len() + 64);
+        for c in plaintext.expose_secret().chunks(FRAME_PLAINTEXT) {
+            body.extend_from_slice(&sealer.seal_chunk(c).map_err(v2_err)?);
+        }
+        let mut h = self.inner.headers.clone();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            HeaderName::from_static(HEADER_ENCAPSULATED_KEY),
+            HeaderValue::from_str(&hex::encode(&enc))
+                .map_err(|_| Error::Config("bad encapsulated key".into()))?,
+        );
+        h.insert(
+            HeaderName::from_static(HEADER_KEY_ID),
+            HeaderValue::from(u16::from(config.key_id)),
+        );
+        if let Some(tier) = options.security_tier {
+            h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
+        }
+        if let Some(id) = options.request_id_header() {
+            h.insert(HeaderName::from_static("x-request-id"), id);
+        }
+        tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
+        let kem = config.kem;
+        let resp = match self
+            .inner
+            .http
+            .post(self.inner.v2.completions_url.clone())
+            .headers(h)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => return Ok(Outcome::Network(e)),
+        };
+        let status = resp.status().as_u16();
+        tracing::debug!(status, attempt, "v2 answer");
+        let nonce = resp
+            .headers()
+            .get(HEADER_RESPONSE_NONCE)
+            .map(|v| v.to_str().map(str::to_owned));
+        if resp.status().is_success() {
+            let Some(nonce) = nonce else {
+                return Err(v2_err(V2Error::MissingResponseNonce));
+            };
+            let nonce = nonce.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
+            let nonce = parse_response_nonce(&nonce).map_err(v2_err)?;
+            let opener = sealer.response_opener(&nonce).map_err(v2_err)?;
+            return Ok(Outcome::Done((resp, opener, kem)));
+        }
+        let retry_after = retry::retry_after(resp.headers());
+        let raw = read_limited(resp, MAX_ERROR_BYTES)
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        let sealed = nonce.is_some();
+        let plain: Zeroizing<Vec<u8>> = match nonce {
+            Some(n) => {
+                let n = n.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
+                let n = parse_response_nonce(&n).map_err(v2_err)?;
+                let mut opener = sealer.response_opener(&n).map_err(v2_err)?;
+                let body = open_all(&mut opener, &raw)?;
+                Zeroizing::new(body.expose_secret().to_vec())
+            }
+            None => Zeroizing::new(raw.to_vec()),
+        };
+        let api = ApiError::new(status, &plain, attempt);
+        // A 400 the server could not seal (no response nonce) means it
+        // could not open the request: it may have new keys under the ids we
+        // cached (a restart without saved keys). Refetch once; the new list
+        // is verified like a first one (a changed server key is refused).
+        if status == 400 && !sealed && !*refetched {
+            return match self.refresh_hpke_keys(keys).await {
+                Ok(fresh) if fresh.fingerprint != keys.fingerprint => {
+                    *keys = fresh;
+                    *refetched = true;
+                    Ok(Outcome::Again)
+                }
+                Ok(_) => Err(status_error(api, retry_after)),
+                Err(e) if e.is_security() => Err(e),
+                // The refetch itself failed: report the original answer.
+                Err(_) => Err(status_error(api, retry_after)),
+            };
+        }
+        if status == 422 && is_key_config_problem(&plain) {
+            if *refetched {
+                return Err(status_error(api, retry_after));
+            }
+            *keys = self.refresh_hpke_keys(keys).await?;
+            *refetched = true;
+            return Ok(Outcome::Again);
+        }
+        Ok(Outcome::Status(api, retry_after))
     }
 
     /// One v2 chat completion (called by [`Client::create`] when the client
@@ -706,7 +686,7 @@ impl Client {
         let (resp, mut opener, kem) = self.exchange_v2(&plaintext, options).await?;
         let (body, too_long) = read_limited(resp, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| self.network_error(e, 1))?;
+            .map_err(|e| self.retrier().network_error(e, 1))?;
         if too_long {
             return Err(Error::InvalidResponse(format!(
                 "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
