@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{json, Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, ChatRequest};
 use crate::error::ApiError;
 use crate::limits::{Claim, ReplayKey};
 use crate::metrics::BackendLabels;
@@ -433,6 +433,44 @@ pub(crate) fn backend_failed(
     count_backend_error(st, name, kind);
     tracing::warn!(parent: span, backend = %name, kind, detail = ?e, "backend error");
     super::with_served_models(st, &routed.model, e.into())
+}
+
+/// Step 8 for a whole answer: the backend's completion (its errors counted
+/// and logged by [`backend_failed`]), with `metadata()` as its `_metadata`,
+/// serialised into a buffer that wipes itself. From the call on, the replay
+/// entries are kept.
+pub(crate) async fn completion(
+    st: &AppState,
+    span: &tracing::Span,
+    guard: &mut ReplayGuard<'_>,
+    routed: &Routed,
+    request: ChatRequest,
+    metadata: impl FnOnce() -> Value,
+) -> Result<SecretBuf, ApiError> {
+    let backend = &routed.route.backend;
+    let t_backend = Instant::now();
+    guard.dispatched();
+    let mut completion = match backend.backend.chat(request).await {
+        Ok(c) => c,
+        Err(e) => return Err(backend_failed(st, span, guard, routed, e)),
+    };
+    tracing::debug!(
+        parent: span,
+        backend = %backend.name,
+        tier = %routed.route.tier,
+        backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
+        "backend answered"
+    );
+    let Some(obj) = completion.as_object_mut() else {
+        count_backend_error(st, &backend.name, "failed");
+        tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
+        return Err(ApiError::BackendFailed);
+    };
+    obj.insert("_metadata".to_owned(), metadata());
+    let mut out = SecretBuf::new();
+    serde_json::to_writer(&mut out, &completion)
+        .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
+    Ok(out)
 }
 
 /// `_metadata` with true values (docs/PROTOCOL.md §1.7), and the

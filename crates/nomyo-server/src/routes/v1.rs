@@ -242,40 +242,26 @@ async fn answer(
     client_key: Arc<PublicKey>,
     mut routed: Routed,
 ) -> Result<Response, ApiError> {
-    let backend = Arc::clone(&routed.route.backend);
     let tier = routed.route.tier;
-    let t_backend = Instant::now();
     let request = ChatRequest {
         body: std::mem::take(&mut routed.body),
         tier,
         request_id: id.to_owned(),
     };
-    guard.dispatched();
-    let mut completion = match backend.backend.chat(request).await {
-        Ok(v) => v,
-        Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
-    };
-    tracing::debug!(
-        parent: span,
-        backend = %backend.name,
-        tier = %tier,
-        backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
-        "backend answered"
-    );
-    let Some(obj) = completion.as_object_mut() else {
-        pipeline::count_backend_error(st, &backend.name, "failed");
-        tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
-        return Err(ApiError::BackendFailed);
-    };
-
-    // docs/PROTOCOL.md §1.7: `_metadata` with true values.
-    let (metadata, processed_at) =
-        pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend);
-    obj.insert("_metadata".to_owned(), metadata);
-    let mut out = SecretBuf::new();
-    serde_json::to_writer(&mut out, &completion)
-        .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
-    drop(completion);
+    // docs/PROTOCOL.md §1.7: `_metadata` with true values, made when the
+    // backend has answered.
+    let mut processed_at = 0;
+    let out = pipeline::completion(st, span, guard, &routed, request, || {
+        let (metadata, at) = pipeline::metadata(
+            id,
+            tier,
+            routed.memory_locked,
+            &*routed.route.backend.backend,
+        );
+        processed_at = at;
+        metadata
+    })
+    .await?;
 
     // Seal to the client's key (an RSA public-key operation: cheap, but kept
     // off the async workers with the rest of the crypto).

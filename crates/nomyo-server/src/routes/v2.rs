@@ -485,26 +485,7 @@ async fn answer(
         });
     }
 
-    let mut completion = match backend.backend.chat(request(body)).await {
-        Ok(c) => c,
-        Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
-    };
-    tracing::debug!(
-        parent: span,
-        backend = %backend.name,
-        tier = %tier,
-        backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
-        "backend answered"
-    );
-    let Some(obj) = completion.as_object_mut() else {
-        pipeline::count_backend_error(st, &backend.name, "failed");
-        tracing::warn!(parent: span, backend = %backend.name, "backend answer is not a JSON object");
-        return Err(ApiError::BackendFailed);
-    };
-    obj.insert("_metadata".to_owned(), meta);
-    let mut out = SecretBuf::new();
-    serde_json::to_writer(&mut out, &completion)
-        .map_err(|e| ApiError::Internal(format!("serialising the response: {e}")))?;
+    let out = pipeline::completion(st, span, guard, &routed, request(body), || meta).await?;
     Ok(Reply::Json(out))
 }
 
