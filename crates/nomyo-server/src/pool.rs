@@ -43,6 +43,12 @@ use crate::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 use crate::metrics::{EndpointLabels, EndpointMetrics, EndpointOutcomeLabels};
 use crate::upstream::{UpstreamBackend, UpstreamConfig, UpstreamSetupError};
 
+/// The breakers' clock: tokio's, so that a test on a paused clock can move
+/// past a cool-down instead of waiting for it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How to build a pool.
 #[derive(Debug)]
 pub struct PoolConfig {
@@ -280,7 +286,7 @@ impl Inner {
 
     /// Picks and reserves an endpoint for `model` among those not in `tried`.
     fn acquire(self: &Arc<Self>, model: &str, tried: &[bool]) -> Result<Slot, BackendError> {
-        let now = Instant::now();
+        let now = now();
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (states, rr) = &mut *guard;
         let n = states.len();
@@ -375,14 +381,14 @@ impl Inner {
             (Outcome::Failed | Outcome::Cut, Breaker::Closed(n)) => {
                 let n = n + 1;
                 let b = if n >= self.breaker_failures {
-                    Breaker::Open(Instant::now() + self.cooldown)
+                    Breaker::Open(now() + self.cooldown)
                 } else {
                     Breaker::Closed(n)
                 };
                 self.set_breaker(st, idx, b);
             }
             (Outcome::Failed | Outcome::Cut, Breaker::HalfOpen(_)) => {
-                self.set_breaker(st, idx, Breaker::Open(Instant::now() + self.cooldown));
+                self.set_breaker(st, idx, Breaker::Open(now() + self.cooldown));
             }
             // The trial was abandoned: let another one through.
             (Outcome::Cancelled, Breaker::HalfOpen(true)) => st.breaker = Breaker::HalfOpen(false),
@@ -410,11 +416,11 @@ impl Inner {
                 self.set_breaker(st, idx, Breaker::Closed(0));
             }
             (false, Breaker::Closed(_) | Breaker::HalfOpen(false)) => {
-                self.set_breaker(st, idx, Breaker::Open(Instant::now() + self.cooldown));
+                self.set_breaker(st, idx, Breaker::Open(now() + self.cooldown));
             }
             (false, Breaker::Open(_)) => {
                 // Still down: keep it out for another cool-down.
-                st.breaker = Breaker::Open(Instant::now() + self.cooldown);
+                st.breaker = Breaker::Open(now() + self.cooldown);
             }
             _ => {}
         }
@@ -422,7 +428,7 @@ impl Inner {
 
     /// How many endpoints are ready now.
     fn ready_count(&self) -> usize {
-        let now = Instant::now();
+        let now = now();
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         guard
             .0

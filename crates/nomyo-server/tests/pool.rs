@@ -664,13 +664,24 @@ async fn real_llama_servers_fail_over_when_one_dies() {
     assert!(ok(&m, &b_url) >= 4 + (answers.len() as u64) / 2);
 }
 
+/// Moves the breakers' clock (tokio's) `d` ahead at once, instead of
+/// waiting for a cool-down on the wall clock. The clock is paused only for
+/// the jump: the rest of the test talks to real sockets, whose timers must
+/// run as usual.
+async fn past(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
+}
+
 #[tokio::test]
 async fn an_open_breaker_lets_one_trial_through_after_its_cool_down() {
     let a = start("a").await;
     a.ctl.chat_status.store(500, Ordering::SeqCst);
     let (p, m) = pool(&[&a], |c| {
         c.breaker_failures = 1;
-        c.breaker_cooldown = Duration::from_millis(800);
+        // Far longer than the test: only the moved clock passes it.
+        c.breaker_cooldown = Duration::from_secs(3600);
     })
     .await;
     assert!(matches!(
@@ -682,13 +693,13 @@ async fn an_open_breaker_lets_one_trial_through_after_its_cool_down() {
     // Open: refused without asking A.
     match p.chat(req(1)).await {
         Err(BackendError::Unavailable { retry_after }) => {
-            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+            assert_eq!(retry_after, Some(Duration::from_secs(3600)));
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert_eq!(a.hits(), 1);
     // After the cool-down one trial goes through; it fails: open again.
-    tokio::time::sleep(Duration::from_millis(850)).await;
+    past(Duration::from_secs(3601)).await;
     assert!(p.is_ready());
     assert!(p.chat(req(2)).await.is_err());
     assert_eq!(a.hits(), 2);
@@ -697,7 +708,7 @@ async fn an_open_breaker_lets_one_trial_through_after_its_cool_down() {
     assert_eq!(a.hits(), 2);
     // The next trial succeeds: closed.
     a.ctl.chat_status.store(0, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(850)).await;
+    past(Duration::from_secs(3601)).await;
     p.chat(req(4)).await.unwrap();
     assert_eq!(breaker(&m, &a), 0);
     assert_eq!(m.breaker_opened.get_or_create(&labels(&a)).get(), 2);
@@ -711,13 +722,13 @@ async fn a_half_open_breaker_admits_a_single_trial() {
     a.ctl.chat_status.store(502, Ordering::SeqCst);
     let (p, m) = pool(&[&a], |c| {
         c.breaker_failures = 1;
-        c.breaker_cooldown = Duration::from_millis(200);
+        c.breaker_cooldown = Duration::from_secs(3600);
     })
     .await;
     assert!(p.chat(req(0)).await.is_err());
     a.ctl.chat_status.store(0, Ordering::SeqCst);
     a.ctl.delay_ms.store(300, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    past(Duration::from_secs(3601)).await;
     let (trial, other) = tokio::join!(p.chat(req(1)), p.chat(req(2)));
     assert!(trial.is_ok());
     assert!(matches!(other, Err(BackendError::Unavailable { .. })));
