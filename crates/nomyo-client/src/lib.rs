@@ -99,22 +99,24 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod builder;
 mod client;
 mod error;
 mod keys;
 mod retry;
+mod server_keys;
 mod transport;
 pub mod trust;
 pub mod types;
+mod v1;
 mod v2;
 
-pub use client::{
-    Client, ClientBuilder, RequestOptions, ServerKey, MODELS_PATH, PUBLIC_KEY_PATH,
-    SECURE_COMPLETION_PATH,
-};
+pub use builder::ClientBuilder;
+pub use client::{Client, RequestOptions, MODELS_PATH, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
 pub use error::{ApiError, Downgrade, Error, KnownBy, Result};
 pub use keys::KeySource;
 pub use retry::Backoff;
+pub use server_keys::ServerKey;
 pub use trust::{KnownServers, TrustDecision};
 pub use types::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,

@@ -56,6 +56,7 @@ pub(crate) async fn refusal(resp: reqwest::Response, attempt: u32) -> (ApiError,
 }
 
 /// The retry settings of one client, borrowed for one request.
+#[derive(Clone, Copy)]
 pub(crate) struct Retrier<'a> {
     pub(crate) origin: &'a str,
     pub(crate) timeout: Duration,
@@ -69,6 +70,39 @@ impl<'a> Retrier<'a> {
         Attempts {
             retrier: self,
             n: 1,
+        }
+    }
+
+    /// Sends the request `make` builds, retrying 429/5xx and network errors
+    /// with backoff; returns the body of a 200 answer.
+    pub(crate) async fn send(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let mut attempts = (*self).attempts();
+        loop {
+            let attempt = attempts.number();
+            let outcome = match make().send().await {
+                Err(e) => Outcome::Network(e),
+                Ok(resp) if resp.status().as_u16() != 200 => {
+                    tracing::debug!(status = resp.status().as_u16(), attempt, "answer");
+                    Outcome::refused(resp, attempt).await
+                }
+                Ok(resp) => {
+                    tracing::debug!(status = 200, attempt, "answer");
+                    match read_limited(resp, limit).await {
+                        Ok((body, false)) => Outcome::Done(body),
+                        Ok((_, true)) => Outcome::Fail(Error::InvalidResponse(format!(
+                            "the answer is larger than {limit} bytes"
+                        ))),
+                        Err(e) => Outcome::Network(e),
+                    }
+                }
+            };
+            if let ControlFlow::Break(result) = attempts.after(outcome).await {
+                return result;
+            }
         }
     }
 

@@ -68,9 +68,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
-use crate::client::{Client, RequestOptions, ServerKey, X_SECURITY_TIER};
+use crate::client::{Client, RequestOptions, X_SECURITY_TIER};
 use crate::error::{ApiError, Error, Result};
 use crate::retry;
+use crate::server_keys::ServerKey;
 use crate::transport::{
     describe_network_error, read_limited, refusal, status_error, Outcome, MAX_ERROR_BYTES,
 };
