@@ -4,14 +4,16 @@
 //! The current key is what `GET /pki/public_key` publishes and what opens new
 //! requests. After a rotation the previous key still opens requests for a
 //! grace period (a client may have fetched the old public key just before),
-//! then its last reference is dropped and aws-lc cleanses it.
+//! then its last reference is dropped and aws-lc cleanses it. The current /
+//! retired / grace / purge logic is [`crate::key_ring`]'s, shared with the
+//! v2 HPKE keys.
 //!
 //! Every method that generates or loads a key does blocking work (RSA key
 //! generation takes seconds at 4096 bits; PBKDF2 for a password-protected file
 //! takes a fraction of one): call them from a blocking thread.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +21,9 @@ use nomyo_core::keys::{
     load_private_key_file, save_key_pair, LoadOptions, PrivateKey, RsaBits, PRIVATE_KEY_FILE,
 };
 use nomyo_core::{Fingerprint, SecretString};
+
+pub use crate::key_ring::DEFAULT_GRACE;
+use crate::key_ring::{KeyRing, SharedRing};
 
 /// One server key with its published forms, computed once.
 pub struct ServerKey {
@@ -63,28 +68,17 @@ impl std::fmt::Debug for ServerKey {
     }
 }
 
-/// The keys that open requests right now: the current one first, then the
-/// retired ones still inside their grace period.
-#[derive(Debug)]
-pub struct KeySet {
-    current: Arc<ServerKey>,
-    retired: Vec<(Arc<ServerKey>, Instant)>,
-}
+/// The keys that open requests right now: the current one (the published
+/// key, [`KeyRing::current`]) and the retired ones still inside their grace
+/// period.
+pub type KeySet = KeyRing<Arc<ServerKey>, Arc<ServerKey>>;
 
 impl KeySet {
-    /// The published key.
-    pub fn current(&self) -> &Arc<ServerKey> {
-        &self.current
-    }
-
-    /// Every key that may open a request at `now`, current first.
+    /// Every key that may open a request at `now` (pass
+    /// [`crate::key_ring::now`]): the current one, then the retired ones in
+    /// their grace period, newest first.
     pub fn openers(&self, now: Instant) -> impl Iterator<Item = &ServerKey> {
-        std::iter::once(&*self.current).chain(
-            self.retired
-                .iter()
-                .filter(move |(_, until)| *until > now)
-                .map(|(k, _)| &**k),
-        )
+        std::iter::once(&**self.current()).chain(self.in_grace(now).map(|k| &**k))
     }
 }
 
@@ -121,9 +115,8 @@ pub enum KeyOrigin {
 
 /// The server's key store.
 pub struct KeyStore {
-    set: RwLock<Arc<KeySet>>,
+    ring: SharedRing<Arc<ServerKey>, Arc<ServerKey>>,
     source: Option<KeySource>,
-    grace: Duration,
     ephemeral_bits: RsaBits,
 }
 
@@ -132,13 +125,10 @@ impl std::fmt::Debug for KeyStore {
         f.debug_struct("KeyStore")
             .field("current", &self.current().fingerprint())
             .field("source", &self.source)
-            .field("grace", &self.grace)
+            .field("grace", &self.ring.grace())
             .finish()
     }
 }
-
-/// Default grace period for a retired key.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 
 impl KeyStore {
     /// A store holding `key` in memory only; rotation generates a fresh key of
@@ -154,12 +144,8 @@ impl KeyStore {
 
     fn with(key: ServerKey, source: Option<KeySource>, ephemeral_bits: RsaBits) -> Self {
         Self {
-            set: RwLock::new(Arc::new(KeySet {
-                current: Arc::new(key),
-                retired: Vec::new(),
-            })),
+            ring: SharedRing::new(Arc::new(key)),
             source,
-            grace: DEFAULT_GRACE,
             ephemeral_bits,
         }
     }
@@ -196,18 +182,21 @@ impl KeyStore {
         Ok((Self::with(ServerKey::new(key), Some(source), bits), origin))
     }
 
-    /// Sets how long a retired key keeps opening requests.
+    /// Sets how long a retired key keeps opening requests (default
+    /// [`DEFAULT_GRACE`]).
     pub fn with_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.ring = self.ring.with_grace(grace);
         self
+    }
+
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        self.ring.grace()
     }
 
     /// The current key set (cheap: one `Arc` clone under a read lock).
     pub fn snapshot(&self) -> Arc<KeySet> {
-        match self.set.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.ring.snapshot()
     }
 
     /// The published key.
@@ -217,7 +206,7 @@ impl KeyStore {
 
     /// How many retired keys are still held (inside or past their grace, until purged).
     pub fn retired_count(&self) -> usize {
-        self.snapshot().retired.len()
+        self.snapshot().retired_count()
     }
 
     /// Makes `key` current at once; the previous key opens requests for the
@@ -225,25 +214,18 @@ impl KeyStore {
     pub fn install(&self, key: PrivateKey) -> Fingerprint {
         let new = Arc::new(ServerKey::new(key));
         let fp = new.fingerprint();
-        let now = Instant::now();
-        let mut guard = match self.set.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let old = Arc::clone(&guard);
-        let mut retired: Vec<_> = old
-            .retired
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .cloned()
-            .collect();
-        if old.current.fingerprint() != fp {
-            retired.insert(0, (Arc::clone(&old.current), now + self.grace));
-        }
-        *guard = Arc::new(KeySet {
-            current: new,
-            retired,
-        });
+        self.ring.rotate(
+            new,
+            // The same key again (reinstalled) is not retired beside itself.
+            |old| {
+                if old.fingerprint() == fp {
+                    Vec::new()
+                } else {
+                    vec![Arc::clone(old)]
+                }
+            },
+            |_| true,
+        );
         fp
     }
 
@@ -251,27 +233,7 @@ impl KeyStore {
     /// dropped (their memory is cleansed once the last in-flight request that
     /// holds them finishes).
     pub fn purge_expired(&self) -> usize {
-        let now = Instant::now();
-        let mut guard = match self.set.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let before = guard.retired.len();
-        if guard.retired.iter().all(|(_, until)| *until > now) {
-            return 0;
-        }
-        let retired: Vec<_> = guard
-            .retired
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .cloned()
-            .collect();
-        let dropped = before - retired.len();
-        *guard = Arc::new(KeySet {
-            current: Arc::clone(&guard.current),
-            retired,
-        });
-        dropped
+        self.ring.purge_expired().len()
     }
 
     /// Rotation (SIGHUP): reloads the key directory; if it still holds the
@@ -339,26 +301,27 @@ fn load(path: &Path, password: Option<&SecretString>) -> nomyo_core::Result<Priv
 mod tests {
     use super::*;
 
-    #[test]
-    fn rotation_keeps_old_key_for_grace_then_drops_it() {
+    /// On tokio's paused clock: the grace period passes without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn rotation_keeps_old_key_for_grace_then_drops_it() {
+        use crate::key_ring::now;
         let a = PrivateKey::generate(RsaBits::B2048).unwrap();
         let fa = a.public_key().fingerprint();
         let store = KeyStore::ephemeral(a).with_grace(Duration::from_millis(200));
+        assert_eq!(store.grace(), Duration::from_millis(200));
         let fb = store.rotate().unwrap();
         assert_ne!(fa, fb);
         assert_eq!(store.current().fingerprint(), fb);
         let set = store.snapshot();
-        let fps: Vec<_> = set
-            .openers(Instant::now())
-            .map(|k| k.fingerprint())
-            .collect();
+        let fps: Vec<_> = set.openers(now()).map(|k| k.fingerprint()).collect();
         assert_eq!(fps, vec![fb, fa]);
-        std::thread::sleep(Duration::from_millis(250));
+        // Just inside the grace period: still opens, not purged.
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert_eq!(set.openers(now()).count(), 2);
+        assert_eq!(store.purge_expired(), 0);
+        tokio::time::advance(Duration::from_millis(51)).await;
         // Expired keys no longer open, even before the purge...
-        let fps: Vec<_> = set
-            .openers(Instant::now())
-            .map(|k| k.fingerprint())
-            .collect();
+        let fps: Vec<_> = set.openers(now()).map(|k| k.fingerprint()).collect();
         assert_eq!(fps, vec![fb]);
         // ...and the purge drops them.
         assert_eq!(store.purge_expired(), 1);

@@ -30,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod hpke_keys;
+pub mod key_ring;
 pub mod keystore;
 pub mod limits;
 pub mod metrics;

@@ -485,11 +485,13 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
+/// On tokio's paused clock, which the key store's grace periods follow
+/// (`nomyo_server::key_ring::now`): time moves only when the test moves it,
+/// never while keys are made or requests opened.
+#[tokio::test(start_paused = true)]
 async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
-    // A long grace for the in-grace checks (unoptimised X-Wing is slow on a
-    // busy machine), then a short one for the expiry.
+    // A long grace for the in-grace checks, then a short one for the expiry.
     let st = state_with(&["m"])
         .hpke_store(
             HpkeKeyStore::new(HpkeKeySet::generate())
@@ -534,6 +536,8 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     let old = key_configs(&app).await;
     st.rotate_hpke_keys().await.unwrap();
     let new = key_configs(&app).await;
+    // Past the grace period on the paused clock (the purge the rotation
+    // scheduled runs on the way).
     tokio::time::sleep(grace + std::time::Duration::from_millis(200)).await;
     for cfg in &old {
         for key_id in [Some(cfg.key_id), None] {
@@ -565,7 +569,10 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     );
 }
 
-#[tokio::test]
+/// On tokio's paused clock: the maintenance task's rotation schedule, the
+/// grace periods and the purges all run on virtual time, so the sleeps
+/// below take no wall-clock time and the count of rotations is exact.
+#[tokio::test(start_paused = true)]
 async fn keys_rotate_on_their_schedule() {
     use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
     let st = state_with(&["m"])
@@ -586,7 +593,12 @@ async fn keys_rotate_on_their_schedule() {
     task.abort();
     let later = key_configs(&app).await;
     assert_ne!(later, first);
-    assert!(later[0].key_id >= 4, "at least two rotations: {later:?}");
+    // Two rotations (at 500 and 1000 ms), each taking the next two ids.
+    assert_eq!(
+        later[0].key_id,
+        first[0].key_id.wrapping_add(4),
+        "two rotations: {first:?} -> {later:?}"
+    );
     assert_eq!((later[0].kem, later[1].kem), (Kem::X25519, Kem::XWing));
     // The first keys are past their grace: refused.
     let req = seal(&first[1], &chat("m", "old"), 1024);
@@ -629,7 +641,9 @@ async fn post_quantum_requirement_is_per_tier_config() {
     assert_eq!(s, StatusCode::OK);
 }
 
-#[tokio::test]
+/// On tokio's paused clock: rotated at start, long before the hour-long
+/// interval would have come round.
+#[tokio::test(start_paused = true)]
 async fn saved_keys_older_than_the_interval_rotate_at_start() {
     use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
     let every = std::time::Duration::from_secs(3600);
@@ -641,9 +655,12 @@ async fn saved_keys_older_than_the_interval_rotate_at_start() {
     let app = app(st.clone());
     let first = key_configs(&app).await;
     let task = st.spawn_maintenance();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while key_configs(&app).await == first {
-        assert!(std::time::Instant::now() < deadline, "not rotated at start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not rotated at start"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     task.abort();

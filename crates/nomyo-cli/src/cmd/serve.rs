@@ -104,7 +104,7 @@ pub struct Args {
     /// Use a fresh in-memory key, never saved (tests, benchmarks).
     #[arg(long, conflicts_with_all = ["key_dir", "key_password_file", "key_password_env"], help_heading = "Server key")]
     ephemeral_key: bool,
-    /// How long a rotated-out key still opens requests. [default: 5m]
+    /// How long a rotated-out key still opens requests. [default: 10m]
     #[arg(long, value_name = "DURATION", value_parser = crate::parse_secs, help_heading = "Server key")]
     key_grace: Option<u64>,
     /// Rotate the protocol v2 HPKE keys this often (e.g. 24h, 30m, 90s, 500ms),

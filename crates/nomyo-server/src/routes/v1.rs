@@ -151,7 +151,7 @@ fn client_key(headers: &HeaderMap) -> Result<Arc<PublicKey>, ApiError> {
 /// period. One opaque error whatever failed.
 fn open_with(set: &KeySet, package: &Package) -> Result<SecretBuf, ApiError> {
     let mut first_err = None;
-    for key in set.openers(Instant::now()) {
+    for key in set.openers(crate::key_ring::now()) {
         match v1::open(package, key.private_key()) {
             Ok(p) => return Ok(p),
             Err(e) => {

@@ -157,7 +157,7 @@ fn select_keys(
     headers: &HeaderMap,
     enc: &[u8],
 ) -> Result<Candidates, ApiError> {
-    let now = Instant::now();
+    let now = crate::key_ring::now();
     if let Some(v) = headers.get(HEADER_KEY_ID) {
         let id: u8 = v
             .to_str()
