@@ -116,14 +116,14 @@ pub use client::{Client, RequestOptions, MODELS_PATH, PUBLIC_KEY_PATH, SECURE_CO
 pub use error::{ApiError, Downgrade, Error, KnownBy, Result};
 pub use keys::KeySource;
 pub use retry::Backoff;
-pub use server_keys::ServerKey;
+pub use server_keys::{HpkeKeys, ServerKey};
 pub use trust::{KnownServers, TrustDecision};
 pub use types::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,
     FunctionDefinition, MemoryProtectionInfo, Metadata, ModelInfo, Tool, ToolCall, Usage,
 };
 pub use v2::{
-    ChatCompletionChunk, ChunkChoice, ChunkStream, Delta, HpkeKeys, Protocol, COMPLETIONS_PATH,
+    ChatCompletionChunk, ChunkChoice, ChunkStream, Delta, Protocol, COMPLETIONS_PATH,
     HPKE_KEYS_PATH,
 };
 

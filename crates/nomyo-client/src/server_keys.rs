@@ -1,20 +1,33 @@
-//! The server's v1 key: fetched from `GET /pki/public_key`, verified (pins,
-//! or the known-servers file) the first time, cached, and refreshed once
-//! after a 400 that may mean a rotation. (The v2 key list, signed by this
-//! key, is in `v2.rs`.)
+//! The server's keys, the layer under both protocols:
+//!
+//! - the v1 key: fetched from `GET /pki/public_key`, verified (pins, or the
+//!   known-servers file) the first time, cached, and refreshed once after a
+//!   400 that may mean a rotation;
+//! - the v2 key list (`GET /.well-known/hpke-keys`): its
+//!   `Nomyo-Keys-Signature` verified against that v1 key (an origin known to
+//!   sign never gets an unsigned list trusted), cached, and refetched once
+//!   when the server says the configs are stale.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use nomyo_core::keys::PublicKey;
+use nomyo_core::keys_signature::{self, KeysSignature, KeysSignatureError};
+use nomyo_core::v2::keys::{Kem, KeyConfig};
+use nomyo_core::v2::{HPKE_KEYS_PATH, KEYS_CONTENT_TYPE};
 use nomyo_core::Fingerprint;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::transport::{read_limited, refusal, status_error};
 use crate::trust::TrustDecision;
 
 /// Largest public-key body read (an 8192-bit PEM is under 1.5 KiB).
 const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest key list read.
+const MAX_KEYS_BYTES: usize = 64 * 1024;
 
 /// The server's v1 public key, verified and cached by the client.
 #[derive(Clone, Debug)]
@@ -128,5 +141,224 @@ impl Client {
             "server key fetched"
         );
         Ok(key)
+    }
+}
+
+/// The server's v2 key configs, verified and cached by the client.
+#[derive(Clone, Debug)]
+pub struct HpkeKeys {
+    pub(crate) configs: Vec<KeyConfig>,
+    pub(crate) chosen: usize,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) trust: TrustDecision,
+    pub(crate) signed_by: Option<Fingerprint>,
+}
+
+impl HpkeKeys {
+    /// Every config the server published, in its order.
+    pub fn configs(&self) -> &[KeyConfig] {
+        &self.configs
+    }
+    /// The config requests are sealed to (X-Wing when offered).
+    pub fn config(&self) -> &KeyConfig {
+        &self.configs[self.chosen]
+    }
+    /// The chosen config's `sha256:` fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    /// How the keys came to be trusted: for a signed list, how the v1 key
+    /// that signed it is trusted ([`HpkeKeys::signed_by`]); otherwise how
+    /// the chosen config's own fingerprint is.
+    pub fn trust(&self) -> &TrustDecision {
+        &self.trust
+    }
+    /// The fingerprint of the server's v1 key whose signature over the list
+    /// was verified (`None`: an unsigned list, trusted by its config
+    /// fingerprint, or a signed one accepted by a pin of the config).
+    pub fn signed_by(&self) -> Option<Fingerprint> {
+        self.signed_by
+    }
+}
+
+impl Client {
+    /// The server's v2 key configs: fetched and verified the first time,
+    /// cached afterwards.
+    pub async fn hpke_keys(&self) -> Result<Arc<HpkeKeys>> {
+        let v2 = &self.inner.v2;
+        if let Some(k) = v2.cached() {
+            return Ok(k);
+        }
+        let _guard = v2.fetch.lock().await;
+        if let Some(k) = v2.cached() {
+            return Ok(k);
+        }
+        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
+            Error::InvalidServerKey(format!(
+                "{} does not publish {HPKE_KEYS_PATH}: it does not speak protocol v2",
+                self.inner.origin
+            ))
+        })?;
+        v2.store(keys.clone());
+        Ok(keys)
+    }
+
+    /// After a 422 key-config answer: refetch, verify and cache the keys.
+    pub(crate) async fn refresh_hpke_keys(&self, stale: &Arc<HpkeKeys>) -> Result<Arc<HpkeKeys>> {
+        let v2 = &self.inner.v2;
+        let _guard = v2.fetch.lock().await;
+        if let Some(current) = v2.cached() {
+            if !Arc::ptr_eq(&current, stale) {
+                return Ok(current);
+            }
+        }
+        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
+            Error::InvalidServerKey(format!(
+                "{} no longer publishes {HPKE_KEYS_PATH}",
+                self.inner.origin
+            ))
+        })?;
+        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %keys.fingerprint, "v2 keys refetched");
+        v2.store(keys.clone());
+        Ok(keys)
+    }
+
+    /// `GET /.well-known/hpke-keys`, parsed and verified; `None` on 404.
+    pub(crate) async fn fetch_hpke_keys(&self) -> Result<Option<Arc<HpkeKeys>>> {
+        let started = Instant::now();
+        let url = self.inner.v2.keys_url.clone();
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.retrier().network_error(e, 1))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            // A server recorded as speaking v2 does not stop: refused.
+            self.inner.trust.check_no_v2(&self.inner.origin)?;
+            return Ok(None);
+        }
+        if status != 200 {
+            let (api, retry_after) = refusal(resp, 1).await;
+            return Err(status_error(api, retry_after));
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if content_type != KEYS_CONTENT_TYPE {
+            return Err(Error::InvalidServerKey(format!(
+                "{HPKE_KEYS_PATH} is not {KEYS_CONTENT_TYPE}"
+            )));
+        }
+        let signature = resp.headers().get(keys_signature::HEADER).cloned();
+        let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
+            .await
+            .map_err(|e| self.retrier().network_error(e, 1))?;
+        if too_long {
+            return Err(Error::InvalidServerKey("the key list is too large".into()));
+        }
+        let configs =
+            KeyConfig::parse_list(&body).map_err(|e| Error::InvalidServerKey(e.to_string()))?;
+        let pick = |kem| {
+            configs
+                .iter()
+                .position(|c| c.kem == kem && c.supports_our_suite())
+        };
+        let chosen = match self.inner.v2.kem {
+            Some(kem) => pick(kem),
+            None => pick(Kem::XWing).or_else(|| pick(Kem::X25519)),
+        }
+        .ok_or_else(|| {
+            Error::InvalidServerKey(
+                "no key config with X-Wing or X25519 and HKDF-SHA256/AES-256-GCM".into(),
+            )
+        })?;
+        let config = &configs[chosen];
+        let fingerprint = config.fingerprint();
+        let (trust, signed_by) = match signature {
+            // A pin of this very config: trusted as configured.
+            _ if self.inner.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
+            Some(value) => {
+                self.inner.trust.check_new_signer(&self.inner.origin)?;
+                let server = self.verify_keys_signature(&value, &body).await?;
+                self.inner.v2.signed_seen.store(true, Ordering::SeqCst);
+                self.inner.trust.record_signed_v2(&self.inner.origin)?;
+                (server.trust().clone(), Some(server.fingerprint()))
+            }
+            // Unsigned: refused for a server known to sign (pinned or
+            // recorded v1 key, `v2=signed`, or a signed list seen by this
+            // client); otherwise its config is checked against the record,
+            // or trusted on first use. A refetch after a 400 or 422 comes
+            // through here too, so it is verified exactly as a first fetch.
+            None => (
+                self.inner.trust.verify_unsigned_v2(
+                    &self.inner.origin,
+                    config.kem,
+                    fingerprint,
+                    self.inner.v2.signed_seen.load(Ordering::SeqCst),
+                )?,
+                None,
+            ),
+        };
+        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, signed_by = ?signed_by, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
+        Ok(Some(Arc::new(HpkeKeys {
+            configs,
+            chosen,
+            fingerprint,
+            trust,
+            signed_by,
+        })))
+    }
+
+    /// Checks `Nomyo-Keys-Signature` over the key list `body` with the
+    /// server's v1 key, verified as for v1 (pins or the known-servers file);
+    /// returns that key. A list signed by another key than the cached one
+    /// refetches the v1 key once (the server may have rotated it).
+    async fn verify_keys_signature(
+        &self,
+        value: &HeaderValue,
+        body: &[u8],
+    ) -> Result<Arc<ServerKey>> {
+        let refuse = |reason| Error::KeysSignature {
+            origin: self.inner.origin.clone(),
+            reason,
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| refuse(KeysSignatureError::Malformed("not ASCII")))?;
+        let signature = KeysSignature::parse(text).map_err(refuse)?;
+        let mut server = self.server_key().await?;
+        if signature.key_fingerprint() != server.fingerprint() {
+            if let Some(new) = self.refresh_server_key(&server).await? {
+                // Without pins or a known-servers file nothing vouches for
+                // a new signing key; once this client has verified a list
+                // signed by the old one, another signer is refused.
+                if matches!(new.trust(), TrustDecision::Unverified)
+                    && self.inner.v2.signed_seen.load(Ordering::SeqCst)
+                {
+                    return Err(refuse(KeysSignatureError::WrongKey {
+                        expected: server.fingerprint(),
+                        found: signature.key_fingerprint(),
+                    }));
+                }
+                server = new;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        signature
+            .verify(server.public_key(), body, now)
+            .map_err(refuse)?;
+        Ok(server)
     }
 }

@@ -46,22 +46,20 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use nomyo_core::keys_signature::{self, KeysSignature, KeysSignatureError};
 use nomyo_core::v2::framing::FrameDecoder;
-use nomyo_core::v2::keys::{Kem, KeyConfig};
+use nomyo_core::v2::keys::Kem;
 use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::v2::response::{parse_response_nonce, ResponseOpener, TAG_LEN};
 use nomyo_core::v2::{
-    V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEYS_CONTENT_TYPE,
-    KEY_CONFIG_PROBLEM_TYPE,
+    V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEY_CONFIG_PROBLEM_TYPE,
 };
-use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
+use nomyo_core::{SecretBuf, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -71,11 +69,10 @@ use zeroize::Zeroizing;
 use crate::client::{Client, RequestOptions, X_SECURITY_TIER};
 use crate::error::{ApiError, Error, Result};
 use crate::retry;
-use crate::server_keys::ServerKey;
+use crate::server_keys::HpkeKeys;
 use crate::transport::{
-    describe_network_error, read_limited, refusal, status_error, Outcome, MAX_ERROR_BYTES,
+    describe_network_error, read_limited, status_error, Outcome, MAX_ERROR_BYTES,
 };
-use crate::trust::TrustDecision;
 use crate::types::{ChatCompletion, ChatRequest};
 
 // The wire paths live in nomyo-core; re-exported as this crate's API.
@@ -88,8 +85,6 @@ const FRAME_PLAINTEXT: usize = 64 * 1024;
 const MAX_FRAME: usize = 1024 * 1024 + TAG_LEN;
 /// Largest non-streamed answer read (framed ciphertext).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// Largest key list read.
-const MAX_KEYS_BYTES: usize = 64 * 1024;
 /// Largest SSE event accepted while waiting for its end.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -127,56 +122,19 @@ impl std::str::FromStr for Protocol {
     }
 }
 
-/// The server's v2 key configs, verified and cached by the client.
-#[derive(Clone, Debug)]
-pub struct HpkeKeys {
-    configs: Vec<KeyConfig>,
-    chosen: usize,
-    fingerprint: Fingerprint,
-    trust: TrustDecision,
-    signed_by: Option<Fingerprint>,
-}
-
-impl HpkeKeys {
-    /// Every config the server published, in its order.
-    pub fn configs(&self) -> &[KeyConfig] {
-        &self.configs
-    }
-    /// The config requests are sealed to (X-Wing when offered).
-    pub fn config(&self) -> &KeyConfig {
-        &self.configs[self.chosen]
-    }
-    /// The chosen config's `sha256:` fingerprint.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.fingerprint
-    }
-    /// How the keys came to be trusted: for a signed list, how the v1 key
-    /// that signed it is trusted ([`HpkeKeys::signed_by`]); otherwise how
-    /// the chosen config's own fingerprint is.
-    pub fn trust(&self) -> &TrustDecision {
-        &self.trust
-    }
-    /// The fingerprint of the server's v1 key whose signature over the list
-    /// was verified (`None`: an unsigned list, trusted by its config
-    /// fingerprint, or a signed one accepted by a pin of the config).
-    pub fn signed_by(&self) -> Option<Fingerprint> {
-        self.signed_by
-    }
-}
-
 /// Per-client v2 state.
 pub(crate) struct V2State {
-    keys_url: Url,
-    completions_url: Url,
-    protocol: Protocol,
+    pub(crate) keys_url: Url,
+    pub(crate) completions_url: Url,
+    pub(crate) protocol: Protocol,
     /// Only this KEM's config (else X-Wing preferred over X25519).
-    kem: Option<Kem>,
-    keys: RwLock<Option<Arc<HpkeKeys>>>,
-    fetch: Mutex<()>,
-    auto: OnceCell<bool>,
+    pub(crate) kem: Option<Kem>,
+    pub(crate) keys: RwLock<Option<Arc<HpkeKeys>>>,
+    pub(crate) fetch: Mutex<()>,
+    pub(crate) auto: OnceCell<bool>,
     /// A signed key list was verified: from now on an unsigned one is
     /// refused, whatever the known-servers file says.
-    signed_seen: AtomicBool,
+    pub(crate) signed_seen: AtomicBool,
 }
 
 impl V2State {
@@ -200,10 +158,10 @@ impl V2State {
     pub(crate) fn protocol(&self) -> Protocol {
         self.protocol
     }
-    fn cached(&self) -> Option<Arc<HpkeKeys>> {
+    pub(crate) fn cached(&self) -> Option<Arc<HpkeKeys>> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    fn store(&self, k: Arc<HpkeKeys>) {
+    pub(crate) fn store(&self, k: Arc<HpkeKeys>) {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(k);
     }
 }
@@ -348,186 +306,6 @@ impl Client {
                 .await
                 .copied(),
         }
-    }
-
-    /// The server's v2 key configs: fetched and verified the first time,
-    /// cached afterwards.
-    pub async fn hpke_keys(&self) -> Result<Arc<HpkeKeys>> {
-        let v2 = &self.inner.v2;
-        if let Some(k) = v2.cached() {
-            return Ok(k);
-        }
-        let _guard = v2.fetch.lock().await;
-        if let Some(k) = v2.cached() {
-            return Ok(k);
-        }
-        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
-            Error::InvalidServerKey(format!(
-                "{} does not publish {HPKE_KEYS_PATH}: it does not speak protocol v2",
-                self.inner.origin
-            ))
-        })?;
-        v2.store(keys.clone());
-        Ok(keys)
-    }
-
-    /// After a 422 key-config answer: refetch, verify and cache the keys.
-    async fn refresh_hpke_keys(&self, stale: &Arc<HpkeKeys>) -> Result<Arc<HpkeKeys>> {
-        let v2 = &self.inner.v2;
-        let _guard = v2.fetch.lock().await;
-        if let Some(current) = v2.cached() {
-            if !Arc::ptr_eq(&current, stale) {
-                return Ok(current);
-            }
-        }
-        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
-            Error::InvalidServerKey(format!(
-                "{} no longer publishes {HPKE_KEYS_PATH}",
-                self.inner.origin
-            ))
-        })?;
-        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %keys.fingerprint, "v2 keys refetched");
-        v2.store(keys.clone());
-        Ok(keys)
-    }
-
-    /// `GET /.well-known/hpke-keys`, parsed and verified; `None` on 404.
-    async fn fetch_hpke_keys(&self) -> Result<Option<Arc<HpkeKeys>>> {
-        let started = Instant::now();
-        let url = self.inner.v2.keys_url.clone();
-        let resp = self
-            .inner
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.retrier().network_error(e, 1))?;
-        let status = resp.status().as_u16();
-        if status == 404 {
-            // A server recorded as speaking v2 does not stop: refused.
-            self.inner.trust.check_no_v2(&self.inner.origin)?;
-            return Ok(None);
-        }
-        if status != 200 {
-            let (api, retry_after) = refusal(resp, 1).await;
-            return Err(status_error(api, retry_after));
-        }
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if content_type != KEYS_CONTENT_TYPE {
-            return Err(Error::InvalidServerKey(format!(
-                "{HPKE_KEYS_PATH} is not {KEYS_CONTENT_TYPE}"
-            )));
-        }
-        let signature = resp.headers().get(keys_signature::HEADER).cloned();
-        let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
-            .await
-            .map_err(|e| self.retrier().network_error(e, 1))?;
-        if too_long {
-            return Err(Error::InvalidServerKey("the key list is too large".into()));
-        }
-        let configs =
-            KeyConfig::parse_list(&body).map_err(|e| Error::InvalidServerKey(e.to_string()))?;
-        let pick = |kem| {
-            configs
-                .iter()
-                .position(|c| c.kem == kem && c.supports_our_suite())
-        };
-        let chosen = match self.inner.v2.kem {
-            Some(kem) => pick(kem),
-            None => pick(Kem::XWing).or_else(|| pick(Kem::X25519)),
-        }
-        .ok_or_else(|| {
-            Error::InvalidServerKey(
-                "no key config with X-Wing or X25519 and HKDF-SHA256/AES-256-GCM".into(),
-            )
-        })?;
-        let config = &configs[chosen];
-        let fingerprint = config.fingerprint();
-        let (trust, signed_by) = match signature {
-            // A pin of this very config: trusted as configured.
-            _ if self.inner.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
-            Some(value) => {
-                self.inner.trust.check_new_signer(&self.inner.origin)?;
-                let server = self.verify_keys_signature(&value, &body).await?;
-                self.inner.v2.signed_seen.store(true, Ordering::SeqCst);
-                self.inner.trust.record_signed_v2(&self.inner.origin)?;
-                (server.trust().clone(), Some(server.fingerprint()))
-            }
-            // Unsigned: refused for a server known to sign (pinned or
-            // recorded v1 key, `v2=signed`, or a signed list seen by this
-            // client); otherwise its config is checked against the record,
-            // or trusted on first use. A refetch after a 400 or 422 comes
-            // through here too, so it is verified exactly as a first fetch.
-            None => (
-                self.inner.trust.verify_unsigned_v2(
-                    &self.inner.origin,
-                    config.kem,
-                    fingerprint,
-                    self.inner.v2.signed_seen.load(Ordering::SeqCst),
-                )?,
-                None,
-            ),
-        };
-        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, signed_by = ?signed_by, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
-        Ok(Some(Arc::new(HpkeKeys {
-            configs,
-            chosen,
-            fingerprint,
-            trust,
-            signed_by,
-        })))
-    }
-
-    /// Checks `Nomyo-Keys-Signature` over the key list `body` with the
-    /// server's v1 key, verified as for v1 (pins or the known-servers file);
-    /// returns that key. A list signed by another key than the cached one
-    /// refetches the v1 key once (the server may have rotated it).
-    async fn verify_keys_signature(
-        &self,
-        value: &HeaderValue,
-        body: &[u8],
-    ) -> Result<Arc<ServerKey>> {
-        let refuse = |reason| Error::KeysSignature {
-            origin: self.inner.origin.clone(),
-            reason,
-        };
-        let text = value
-            .to_str()
-            .map_err(|_| refuse(KeysSignatureError::Malformed("not ASCII")))?;
-        let signature = KeysSignature::parse(text).map_err(refuse)?;
-        let mut server = self.server_key().await?;
-        if signature.key_fingerprint() != server.fingerprint() {
-            if let Some(new) = self.refresh_server_key(&server).await? {
-                // Without pins or a known-servers file nothing vouches for
-                // a new signing key; once this client has verified a list
-                // signed by the old one, another signer is refused.
-                if matches!(new.trust(), TrustDecision::Unverified)
-                    && self.inner.v2.signed_seen.load(Ordering::SeqCst)
-                {
-                    return Err(refuse(KeysSignatureError::WrongKey {
-                        expected: server.fingerprint(),
-                        found: signature.key_fingerprint(),
-                    }));
-                }
-                server = new;
-            }
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        signature
-            .verify(server.public_key(), body, now)
-            .map_err(refuse)?;
-        Ok(server)
     }
 
     /// Seals and sends `plaintext`; returns the 2xx response and its opener.
