@@ -29,7 +29,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
+use nomyo_backend::{Backend, BackendError, ChatRequest, ChunkStream};
 
 pub mod context;
 pub mod params;

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use nomyo_server::backend::{BackendError, Rejection};
+use nomyo_backend::{BackendError, Rejection};
 
 /// At most this many stop sequences (the OpenAI limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;
@@ -393,7 +393,7 @@ fn parse_logit_bias(body: &Map<String, Value>) -> Result<Vec<(i32, f32)>, Backen
 }
 
 /// Checks an OpenAI chat-completion request body and extracts what the engine
-/// honours. `streaming` is true for [`chat_stream`](nomyo_server::backend::Backend::chat_stream).
+/// honours. `streaming` is true for [`chat_stream`](nomyo_backend::Backend::chat_stream).
 /// Omitted sampling parameters get [`SamplingDefaults::ENGINE`].
 pub fn parse(
     body: &Map<String, Value>,

@@ -26,7 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use zeroize::Zeroize;
 
-use nomyo_server::backend::{BackendError, Rejection};
+use nomyo_backend::{BackendError, Rejection};
 
 use crate::params::{GenerationRequest, OutputFormat};
 use crate::response::{FinishReason, Usage};
