@@ -12,22 +12,89 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+// The help names only the commands this build has (features `serve`,
+// `proxy`; docs/CLI.md, "Builds").
+#[cfg(all(feature = "serve", feature = "proxy"))]
 const ABOUT: &str = "End-to-end encrypted LLM inference: serve a model, chat with it, \
 put an OpenAI SDK behind it (protocols v1 and v2)";
+#[cfg(all(feature = "serve", not(feature = "proxy")))]
+const ABOUT: &str = "End-to-end encrypted LLM inference: serve a model, chat with it \
+(protocols v1 and v2)";
+#[cfg(all(not(feature = "serve"), feature = "proxy"))]
+const ABOUT: &str = "End-to-end encrypted LLM inference: chat with a NOMYO server, \
+put an OpenAI SDK behind it (protocols v1 and v2)";
+#[cfg(not(any(feature = "serve", feature = "proxy")))]
+const ABOUT: &str = "End-to-end encrypted LLM inference: chat with a NOMYO server \
+(protocols v1 and v2)";
 
-const AFTER_HELP: &str = "\
-Examples:
-  nomyo models pull                    # the default model, where `serve` looks for it
-  nomyo serve                          # the embedded model on http://127.0.0.1:12434
-  nomyo chat 'Why is the sky blue?'    # one encrypted chat with that server
-  nomyo proxy                          # an OpenAI-compatible API for SDKs, sealed to the server
-  nomyo fingerprint --server https://api.example.org
-  nomyo known-servers list
-  nomyo completions bash > ~/.local/share/bash-completion/completions/nomyo
+/// The examples of `nomyo --help`, each line with the feature it needs
+/// (`!serve`: only in a build without it).
+const EXAMPLES: &[(Option<&str>, &str)] = &[
+    (
+        Some("serve"),
+        "nomyo models pull                    # the default model, where `serve` looks for it",
+    ),
+    (
+        Some("serve"),
+        "nomyo serve                          # the embedded model on http://127.0.0.1:12434",
+    ),
+    (
+        Some("serve"),
+        "nomyo chat 'Why is the sky blue?'    # one encrypted chat with that server",
+    ),
+    (
+        Some("!serve"),
+        "nomyo chat 'Why is the sky blue?'    # one encrypted chat with http://127.0.0.1:12434",
+    ),
+    (
+        Some("!serve"),
+        "nomyo chat --base-url https://api.example.org 'Hello'",
+    ),
+    (
+        Some("proxy"),
+        "nomyo proxy                          # an OpenAI-compatible API for SDKs, sealed to the server",
+    ),
+    (None, "nomyo fingerprint --server https://api.example.org"),
+    (None, "nomyo known-servers list"),
+    (
+        None,
+        "nomyo completions bash > ~/.local/share/bash-completion/completions/nomyo",
+    ),
+];
 
+const EXIT_CODES: &str = "\
 Exit codes: 0 ok; 1 anything else; 2 usage; 3 refused by the server (401/403);
 4 security failure; 5 server or network failure after retries.
 `nomyo COMMAND --help` shows each command's flags, examples and exit codes.";
+
+/// Whether this build has `feature` (of the ones the help speaks of), or
+/// lacks it (`!feature`).
+fn has_feature(feature: &str) -> bool {
+    if let Some(lacked) = feature.strip_prefix('!') {
+        return !has_feature(lacked);
+    }
+    let built = [
+        ("serve", cfg!(feature = "serve")),
+        ("proxy", cfg!(feature = "proxy")),
+    ];
+    built.contains(&(feature, true))
+}
+
+/// The text after `nomyo --help`'s options: examples of this build's
+/// commands, then the exit codes.
+fn after_help() -> String {
+    let mut text = String::from("Examples:\n");
+    for (feature, line) in EXAMPLES {
+        if feature.is_none_or(has_feature) {
+            text.push_str("  ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push('\n');
+    text.push_str(EXIT_CODES);
+    text
+}
 
 /// The `nomyo` command line (docs/CLI.md).
 #[derive(Parser, Debug)]
@@ -35,7 +102,7 @@ Exit codes: 0 ok; 1 anything else; 2 usage; 3 refused by the server (401/403);
     name = "nomyo",
     version,
     about = ABOUT,
-    after_help = AFTER_HELP,
+    after_help = after_help(),
     propagate_version = true
 )]
 pub(crate) struct Cli {
@@ -58,23 +125,26 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate an RSA key pair (client keys, or server keys with --server; --bits).
+    // Its line names --server only in a build that has it.
+    #[command(about = cmd::keygen::ABOUT)]
     Keygen(cmd::keygen::Args),
     /// Print the fingerprint of a key file, or of the keys a server publishes (--server URL).
     Fingerprint(cmd::fingerprint::Args),
     /// Run the secure endpoint (v1 and v2), in front of an upstream or the embedded model.
+    #[cfg(feature = "serve")]
     Serve(cmd::serve::Args),
     /// One end-to-end encrypted chat completion.
     Chat(cmd::chat::Args),
     /// Serve a local OpenAI-compatible API that forwards every request end-to-end encrypted.
+    #[cfg(feature = "proxy")]
     Proxy(cmd::proxy::Args),
     /// Load the secure endpoint: requests/s, latency percentiles, tokens/s, errors by kind.
     Bench(cmd::bench::Args),
     /// List or forget the servers recorded in the known-servers file (trust on first use).
     #[command(name = "known-servers", subcommand)]
     KnownServers(cmd::known_servers::Command),
-    /// Download the default model (`models pull`) or list the models `serve` finds.
-    #[command(subcommand)]
+    // Its line names `serve` only in a build that has it.
+    #[command(subcommand, about = MODELS_ABOUT)]
     Models(cmd::models::Command),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Args),
@@ -82,11 +152,19 @@ enum Command {
     Man(cmd::completions::ManArgs),
 }
 
+/// `nomyo models`' line in `nomyo --help`.
+#[cfg(feature = "serve")]
+const MODELS_ABOUT: &str =
+    "Download the default model (`models pull`) or list the models `serve` finds";
+#[cfg(not(feature = "serve"))]
+const MODELS_ABOUT: &str =
+    "Download the default model (`models pull`) or list the model files on this machine";
+
 /// Value parser of the flags that take a duration in whole seconds: the
 /// syntax of every duration (`30s`, `10m`, `24h`, `7d`; a bare number is
 /// seconds), refused when it is not a whole number of seconds.
 pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
-    let d = nomyo_server::config::parse_duration(text)
+    let d = nomyo_core::duration::parse_duration(text)
         .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 10m, 24h, 7d)"))?;
     if d.subsec_nanos() != 0 {
         return Err(format!(
@@ -164,8 +242,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Fingerprint(a) => cmd::fingerprint::run(a),
+        #[cfg(feature = "serve")]
         Command::Serve(a) => cmd::serve::run(a),
         Command::Chat(a) => cmd::chat::run(a),
+        #[cfg(feature = "proxy")]
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::KnownServers(c) => cmd::known_servers::run(c),
@@ -185,7 +265,34 @@ fn main() -> ExitCode {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::parse_secs;
+    use super::{after_help, parse_secs, Cli};
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_help_names_only_the_commands_of_this_build() {
+        let cli = Cli::command();
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        for (command, built) in [
+            ("serve", cfg!(feature = "serve")),
+            ("proxy", cfg!(feature = "proxy")),
+        ] {
+            assert_eq!(names.contains(&command), built, "{command}: {names:?}");
+            let example = format!("  nomyo {command} ");
+            assert_eq!(after_help().contains(&example), built, "{command}");
+        }
+        for command in [
+            "keygen",
+            "fingerprint",
+            "chat",
+            "bench",
+            "known-servers",
+            "models",
+        ] {
+            assert!(names.contains(&command), "{command}: {names:?}");
+        }
+        assert!(after_help().contains("  nomyo chat 'Why is the sky blue?'"));
+        assert!(after_help().ends_with("flags, examples and exit codes."));
+    }
 
     #[test]
     fn duration_flags_take_the_common_syntax_in_whole_seconds() {

@@ -4,6 +4,8 @@
 //! counted request reached the upstream, and that a bad API key makes it
 //! exit non-zero (at warm-up, and counted by kind when measured).
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -5,6 +5,9 @@
 //! known servers, and the exit codes of docs/CLI.md §2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Without `nomyo serve` (feature `serve`) only the tests that need no server
+// run; the helpers of the others are unused then.
+#![cfg_attr(not(feature = "serve"), allow(dead_code, unused_imports))]
 
 mod support;
 
@@ -186,6 +189,7 @@ fn chat_args<'a>(s: &'a Serve, dir: &'a Path, rest: &[&'a str]) -> Vec<&'a str> 
     v
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn answers_json_stdin_env_and_first_use_trust() {
     let (_up, s, env) = setup();
@@ -294,6 +298,7 @@ fn answers_json_stdin_env_and_first_use_trust() {
     assert_eq!(stdout(&o), "upstream saw the prompt: yes\n");
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn ephemeral_client_key_by_default() {
     let (_up, s, env) = setup();
@@ -340,6 +345,7 @@ fn usage_errors_exit_2() {
     }
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn refused_callers_exit_3() {
     let up = upstream();
@@ -386,6 +392,7 @@ fn refused_callers_exit_3() {
     assert_exit(&o, 0);
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn security_failures_exit_4() {
     let (_up, s, env) = setup();
@@ -428,6 +435,7 @@ fn security_failures_exit_4() {
     assert_exit(&o, 0);
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn password_protected_key_directories() {
     let (_up, s, env) = setup();
@@ -475,6 +483,7 @@ fn password_protected_key_directories() {
     assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn server_and_network_failures_exit_5_and_others_1() {
     let (up, s, env) = setup();

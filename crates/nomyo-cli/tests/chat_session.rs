@@ -16,6 +16,8 @@
 //! message, upper-cased so that they cannot be mistaken for the terminal's
 //! echo of the input), in chunks 150 ms apart, behind a real `nomyo serve`.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -2,12 +2,17 @@
 //! errors (exit 2), `completions`, `man` and `known-servers`. The cases are
 //! the `tests/cmd/*.md` transcripts (`$ nomyo ...`, `? CODE`, then the
 //! expected stdout and stderr; `...` elides lines, `[..]` part of a line).
+//! `tests/cmd/*.md` hold for every build; `tests/cmd/full/` is the default
+//! build's (features `serve` and `proxy`), `tests/cmd/client/` the
+//! client-only build's (`--no-default-features`), whose help names neither.
 //! After an intended change, `TRYCMD=overwrite cargo test -p nomyo-cli --test
-//! cli_golden` rewrites them; review the diff.
+//! cli_golden` (and again with `--no-default-features`) rewrites them; review
+//! the diff.
 
 #[test]
 fn cli_golden() {
-    trycmd::TestCases::new()
+    let cases = trycmd::TestCases::new();
+    cases
         .register_bin("nomyo", trycmd::cargo::cargo_bin("nomyo"))
         // Nothing of the caller's environment in the output.
         .env("RUST_LOG", "warn")
@@ -15,6 +20,10 @@ fn cli_golden() {
         .env("NOMYO_MODEL", "from-the-environment")
         .env("NOMYO_BASE_URL", "https://from-the-environment.example")
         .case("tests/cmd/*.md");
+    #[cfg(all(feature = "serve", feature = "proxy"))]
+    cases.case("tests/cmd/full/*.md");
+    #[cfg(not(any(feature = "serve", feature = "proxy")))]
+    cases.case("tests/cmd/client/*.md");
 }
 
 /// The bash completion script loads in bash and completes the commands

@@ -3,6 +3,8 @@
 //! server with an OpenAI-style `.../v1` base URL and no `--allow-http`
 //! (loopback), and a chat request without `"model"` (the server serves one).
 
+// Runs `nomyo serve` and `nomyo proxy` (features `serve`, `proxy`).
+#![cfg(all(feature = "serve", feature = "proxy"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

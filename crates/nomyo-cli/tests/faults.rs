@@ -24,6 +24,8 @@
 //! (`v2::backend_error_mid_stream_cuts_without_done`), the in-process
 //! request timeout (`in_process::request_timeout_504`).
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 // Linux: /proc, setrlimit through sh, signals.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

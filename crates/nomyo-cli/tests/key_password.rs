@@ -6,6 +6,9 @@
 //! pseudo-terminal from util-linux `script`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Without `nomyo serve` (feature `serve`) only the tests that need no server
+// run; the helpers of the others are unused then.
+#![cfg_attr(not(feature = "serve"), allow(dead_code, unused_imports))]
 
 mod support;
 
@@ -137,6 +140,7 @@ impl Drop for Terminal {
     }
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn serve_off_a_terminal_without_a_password_source_refuses_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,6 +160,7 @@ fn serve_off_a_terminal_without_a_password_source_refuses_and_writes_nothing() {
     assert!(!keys.exists(), "nothing written");
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn serve_with_no_password_saves_an_unencrypted_0600_key_that_then_loads_without_a_flag() {
     let up = upstream();
@@ -176,6 +181,7 @@ fn serve_with_no_password_saves_an_unencrypted_0600_key_that_then_loads_without_
     assert!(srv.stop_and_collect().contains("(loaded)"));
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn serve_with_a_password_variable_saves_an_encrypted_key() {
     let up = upstream();
@@ -267,6 +273,7 @@ fn keygen_on_a_terminal_refuses_an_empty_or_mistyped_password_and_writes_nothing
     assert!(!out.exists(), "nothing written");
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn serve_asks_twice_on_a_terminal_and_saves_the_key_encrypted() {
     let up = upstream();

@@ -404,6 +404,7 @@ fn fingerprint_other_failures() {
     assert!(e.contains("openssl pkcs8"), "{e}");
 }
 
+#[cfg(feature = "serve")]
 #[test]
 fn keygen_server_writes_a_replica_key_directory() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,6 +4,8 @@
 //! its own line), and a file of the earlier format is read and rewritten in
 //! the v2 format.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -3,6 +3,8 @@
 //! `known-servers remove ORIGIN` forgets the server; the next `chat` trusts
 //! the new key on first use, and `list` shows it.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

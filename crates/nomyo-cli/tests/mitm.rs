@@ -11,6 +11,8 @@
 //! middleman's keys**: the middleman tries to open every POST with its own
 //! keys and counts the ones it could open.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -8,6 +8,8 @@
 //! version with the filter switched per level is
 //! `crates/nomyo-proxy/tests/canary.rs`.
 
+// Runs `nomyo serve` and `nomyo proxy` (features `serve`, `proxy`).
+#![cfg(all(feature = "serve", feature = "proxy"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -2,6 +2,8 @@
 //! usage error (exit 2) at start-up, before anything is served; `serve
 //! --help` states the default and its memory bound.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -4,6 +4,8 @@
 //! with the embedded model prints none of llama.cpp's own lines (thousands
 //! per model load); those come at `-vv` only.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used)]
 
 mod support;

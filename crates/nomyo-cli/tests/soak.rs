@@ -19,6 +19,8 @@
 //!   cargo test -p nomyo-cli --test soak -- --nocapture
 //! ```
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 // Linux: /proc, setrlimit through sh, signals.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

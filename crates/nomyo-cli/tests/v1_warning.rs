@@ -5,6 +5,8 @@
 //! again for another server. The terminal is a pseudo-terminal from
 //! util-linux `script`.
 
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

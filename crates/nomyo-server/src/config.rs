@@ -394,23 +394,9 @@ pub struct ClusterSettings {
     pub replay_redis_prefix: String,
 }
 
-/// Parses `"500ms"`, `"30s"`, `"10m"`, `"24h"`, `"7d"` (one number, one
-/// unit; a bare number is seconds).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms_per = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms_per).map(Duration::from_millis)
-}
+/// The duration syntax of the file and the command line (`"500ms"`,
+/// `"30s"`, `"10m"`, `"24h"`, `"7d"`), shared with the client commands.
+pub use nomyo_core::duration::parse_duration;
 
 /// What kind of backend a `[[backends]]` entry is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

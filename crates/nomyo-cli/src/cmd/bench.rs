@@ -173,7 +173,7 @@ fn parse_duration_secs(text: &str) -> Result<f64, String> {
     if let Ok(secs) = text.trim().parse::<f64>() {
         return Ok(secs);
     }
-    nomyo_server::config::parse_duration(text)
+    nomyo_core::duration::parse_duration(text)
         .map(|d| d.as_secs_f64())
         .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 5m, 500ms)"))
 }
@@ -539,7 +539,7 @@ async fn sampled_v1(
     let id_prefix: String = fp[..8].iter().map(|b| format!("{b:02x}")).collect();
     Ok(SampledV1 {
         http,
-        url: format!("{base}{}", nomyo_server::routes::v1::SECURE_COMPLETION_PATH),
+        url: format!("{base}{}", nomyo_client::SECURE_COMPLETION_PATH),
         headers,
         server_key: server_key.public_key().clone(),
         client_key: key,

@@ -19,7 +19,7 @@ Exit codes: 0 ok; 2 usage (an unknown shell); 1 anything else (stdout closed).";
 const MAN_AFTER_HELP: &str = "\
 Examples:
   nomyo man > nomyo.1 && man ./nomyo.1
-  nomyo man serve > nomyo-serve.1
+  nomyo man chat > nomyo-chat.1
 
 Exit codes: 0 ok; 2 usage (an unknown command); 1 anything else (stdout closed).";
 

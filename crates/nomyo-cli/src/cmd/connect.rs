@@ -142,7 +142,9 @@ pub(crate) fn resolve_base_url(arg: Option<String>) -> (String, bool) {
 
 /// Parses a `--listen` address: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
 /// `localhost` is resolved and accepted only when every address it resolves
-/// to is loopback; it then listens on the first (IPv4 preferred).
+/// to is loopback; it then listens on the first (IPv4 preferred). For the
+/// commands that listen (`serve`, `proxy`).
+#[cfg(any(feature = "serve", feature = "proxy"))]
 pub(crate) fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::{SocketAddr, ToSocketAddrs};
     let s = s.trim();
@@ -170,6 +172,7 @@ pub(crate) fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 /// `--listen` as clap checks it: the address, normalised to `IP:PORT`.
+#[cfg(any(feature = "serve", feature = "proxy"))]
 pub(crate) fn listen_value(s: &str) -> Result<String, String> {
     parse_listen(s).map(|a| a.to_string())
 }

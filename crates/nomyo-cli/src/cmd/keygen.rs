@@ -12,7 +12,32 @@ use crate::exit::{CliError, CliResult};
 use crate::input::optional_secret;
 use crate::spinner::Spinner;
 
-const AFTER_HELP: &str = "\
+/// The command's line in `nomyo --help`.
+#[cfg(feature = "serve")]
+pub const ABOUT: &str =
+    "Generate an RSA key pair (client keys, or server keys with --server; --bits)";
+/// The command's line in `nomyo --help` (a build without `nomyo serve`).
+#[cfg(not(feature = "serve"))]
+pub const ABOUT: &str = "Generate an RSA key pair for the client (--bits)";
+
+/// The end of `--help`, the same in every build.
+macro_rules! after_help_tail {
+    () => {
+        "
+On a terminal, without --password-file, --password-env or --no-password, the
+password is asked for twice (not shown); an empty answer is refused (pass
+--no-password for an unencrypted key). Off a terminal one of the three is required.
+
+Exit codes: 0 ok; 2 usage (no password source off a terminal, an empty or
+mistyped password at the prompt, a --bits other than 4096, 3072 or 2048, an
+empty password file or unset variable); 1 anything else (existing key files
+without --force, a directory that cannot be written)."
+    };
+}
+
+#[cfg(feature = "serve")]
+const AFTER_HELP: &str = concat!(
+    "\
 Writes DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644) and
 prints the key's fingerprint as the last line. A client key directory for
 `nomyo chat --key-dir`, or with --server one for `nomyo serve --key-dir`.
@@ -22,15 +47,25 @@ Examples:
   nomyo keygen --out ~/.nomyo/keys --password-file pw.txt
   nomyo keygen --server --no-password --out server_keys   # shared by replicas
   nomyo keygen --no-password --bits 2048 --out /tmp/k     # tests only
+",
+    after_help_tail!()
+);
 
-On a terminal, without --password-file, --password-env or --no-password, the
-password is asked for twice (not shown); an empty answer is refused (pass
---no-password for an unencrypted key). Off a terminal one of the three is required.
+/// Without `nomyo serve` (feature `serve`) there is no --server.
+#[cfg(not(feature = "serve"))]
+const AFTER_HELP: &str = concat!(
+    "\
+Writes DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644) and
+prints the key's fingerprint as the last line: a client key directory for
+`nomyo chat --key-dir`.
 
-Exit codes: 0 ok; 2 usage (no password source off a terminal, an empty or
-mistyped password at the prompt, a --bits other than 4096, 3072 or 2048, an
-empty password file or unset variable); 1 anything else (existing key files
-without --force, a directory that cannot be written).";
+Examples:
+  nomyo keygen --password-env KEY_PASSWORD            # client_keys/, encrypted
+  nomyo keygen --out ~/.nomyo/keys --password-file pw.txt
+  nomyo keygen --no-password --bits 2048 --out /tmp/k     # tests only
+",
+    after_help_tail!()
+);
 
 /// Generate an RSA key pair (client keys, or server keys with --server):
 /// DIR/private_key.pem (PKCS#8, 0600) and DIR/public_key.pem (0644).
@@ -60,6 +95,7 @@ pub struct Args {
     /// given this directory (shared volume or secret) publishes the same keys.
     /// Replicas keep the HPKE keys beside the server key, so this needs
     /// --no-password.
+    #[cfg(feature = "serve")]
     #[arg(long, requires = "no_password")]
     server: bool,
 }
@@ -86,7 +122,10 @@ pub fn run(args: Args) -> CliResult {
         }
     };
     if !args.force {
+        #[cfg(feature = "serve")]
         let hpke = args.server.then_some(nomyo_server::hpke_keys::KEY_FILE);
+        #[cfg(not(feature = "serve"))]
+        let hpke = None;
         for f in [
             nomyo_core::keys::PRIVATE_KEY_FILE,
             nomyo_core::keys::PUBLIC_KEY_FILE,
@@ -120,6 +159,7 @@ pub fn run(args: Args) -> CliResult {
         }
     );
     println!("public key:  {}", saved.public_key.display());
+    #[cfg(feature = "serve")]
     if args.server {
         let path = args.out.join(nomyo_server::hpke_keys::KEY_FILE);
         // New key ids (none of the replaced set's), the old file shredded.

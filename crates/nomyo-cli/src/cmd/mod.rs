@@ -1,9 +1,11 @@
-//! One module per subcommand.
+//! One module per subcommand; `serve` and `proxy` only in builds with their
+//! feature (docs/CLI.md, "Builds").
 
 pub mod bench;
 pub mod chat;
 pub mod completions;
 pub mod connect;
+#[cfg(feature = "serve")]
 #[allow(dead_code)]
 pub mod embedded;
 pub mod fingerprint;
@@ -11,5 +13,31 @@ mod fingerprint_server;
 pub mod keygen;
 pub mod known_servers;
 pub mod models;
+#[cfg(feature = "proxy")]
 pub mod proxy;
+#[cfg(feature = "serve")]
 pub mod serve;
+
+/// Completes on SIGTERM or ctrl-c (SIGINT): when `nomyo proxy` stops (the
+/// same signals as `nomyo serve`, which may be absent from the build).
+#[cfg(feature = "proxy")]
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -180,7 +180,7 @@ async fn proxy(mut s: Settings) -> CliResult {
         let _ = writeln!(out, "listening on http://{addr}");
         let _ = out.flush();
     }
-    nomyo_proxy::serve(listener, state, nomyo_server::serve::shutdown_signal())
+    nomyo_proxy::serve(listener, state, super::shutdown_signal())
         .await
         .map_err(|e| CliError::new(Code::Other, format!("the proxy stopped: {e}")))
 }
