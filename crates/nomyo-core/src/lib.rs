@@ -10,7 +10,7 @@
 //! - [`keys`]: RSA key generation, PKCS#8 / PBES2 files, fingerprints.
 //! - [`keys_signature`]: the server's RSA key signs its v2 key lists.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
-//! - [`duration`]: the duration syntax of configuration files and flags (`30s`, `24h`).
+//! - [`chat`]: transformations between OpenAI chat shapes.
 //!
 //! ```
 //! use nomyo_core::{keys::{PrivateKey, RsaBits}, v1};
@@ -25,7 +25,7 @@
 // Tests may unwrap: a panic there is a test failure with a location.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod duration;
+pub mod chat;
 pub mod error;
 pub mod keys;
 pub mod keys_signature;

@@ -370,7 +370,7 @@ impl Backend for UpstreamBackend {
         if !is_sse {
             // It ignored "stream": one complete answer, as one chunk.
             let completion = read_json_object(resp).await?;
-            let chunk = crate::routes::v2::completion_to_chunk(&completion).ok_or_else(|| {
+            let chunk = nomyo_core::chat::completion_to_chunk(&completion).ok_or_else(|| {
                 BackendError::Upstream("upstream answer is not a JSON object".into())
             })?;
             tracing::debug!(backend = %self.name, "upstream answered a stream request with one JSON completion");

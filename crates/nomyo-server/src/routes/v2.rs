@@ -463,10 +463,11 @@ async fn answer(
                     Ok(c) => c,
                     Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
                 };
-                let chunk = completion_to_chunk(&completion).ok_or_else(|| {
-                    pipeline::count_backend_error(st, &backend.name, "failed");
-                    ApiError::BackendFailed
-                })?;
+                let chunk =
+                    nomyo_core::chat::completion_to_chunk(&completion).ok_or_else(|| {
+                        pipeline::count_backend_error(st, &backend.name, "failed");
+                        ApiError::BackendFailed
+                    })?;
                 futures::stream::iter([Ok(chunk)]).boxed()
             }
             Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
@@ -487,39 +488,6 @@ async fn answer(
 
     let out = pipeline::completion(st, span, guard, &routed, request(body), || meta).await?;
     Ok(Reply::Json(out))
-}
-
-/// A complete `chat.completion` as one `chat.completion.chunk` (each
-/// choice's `message` becomes its `delta`). `None` if it is not an object.
-pub(crate) fn completion_to_chunk(completion: &Value) -> Option<Value> {
-    let obj = completion.as_object()?;
-    let choices: Vec<Value> = obj
-        .get("choices")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    json!({
-                        "index": c.get("index").cloned().unwrap_or(json!(i)),
-                        "delta": c.get("message").cloned().unwrap_or(json!({})),
-                        "finish_reason": c.get("finish_reason").cloned().unwrap_or(Value::Null),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut chunk = json!({
-        "id": obj.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion.chunk",
-        "created": obj.get("created").cloned().unwrap_or(Value::Null),
-        "model": obj.get("model").cloned().unwrap_or(Value::Null),
-        "choices": choices,
-    });
-    if let (Some(usage), Some(c)) = (obj.get("usage"), chunk.as_object_mut()) {
-        c.insert("usage".to_owned(), usage.clone());
-    }
-    Some(chunk)
 }
 
 struct StreamState {
