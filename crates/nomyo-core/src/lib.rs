@@ -11,6 +11,7 @@
 //! - [`keys_signature`]: the server's RSA key signs its v2 key lists.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
 //! - [`chat`]: transformations between OpenAI chat shapes.
+//! - [`duration`]: the duration syntax of configuration files and flags (`30s`, `24h`).
 //!
 //! ```
 //! use nomyo_core::{keys::{PrivateKey, RsaBits}, v1};
@@ -26,6 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod chat;
+pub mod duration;
 pub mod error;
 pub mod keys;
 pub mod keys_signature;
