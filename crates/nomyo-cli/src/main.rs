@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+// Every allocation of the process is wiped before it is freed (prompts and
+// answers pass through many buffers after decryption; SECURITY.md, "Memory").
+#[global_allocator]
+static ALLOC: nomyo_core::wipe_alloc::WipeOnFree = nomyo_core::wipe_alloc::WipeOnFree;
+
 // The help names only the commands this build has (features `serve`,
 // `proxy`; docs/CLI.md, "Builds").
 #[cfg(all(feature = "serve", feature = "proxy"))]
@@ -218,6 +223,9 @@ fn init_logging(verbose: u8, format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // glibc wipes what C and C++ code frees: re-executes once with its
+    // settings, before any thread or secret exists.
+    nomyo_core::wipe_alloc::wipe_c_heap();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -10,6 +10,7 @@
 //! - [`keys`]: RSA key generation, PKCS#8 / PBES2 files, fingerprints.
 //! - [`keys_signature`]: the server's RSA key signs its v2 key lists.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
+//! - [`wipe_alloc`]: freed memory is wiped (a global allocator, glibc's heap).
 //! - [`chat`]: transformations between OpenAI chat shapes.
 //! - [`duration`]: the duration syntax of configuration files and flags (`30s`, `24h`).
 //!
@@ -35,6 +36,7 @@ pub mod secure_memory;
 pub mod tier;
 pub mod v1;
 pub mod v2;
+pub mod wipe_alloc;
 
 pub use error::{Error, Result};
 pub use keys::{Fingerprint, PrivateKey, PublicKey};

@@ -499,7 +499,11 @@ pub struct MemoryProtection {
     pub platform: String,
     /// A probe page could be `mlock`ed and no secret buffer has failed to lock.
     pub memory_locking: bool,
-    /// Secret buffers are overwritten with volatile writes before release.
+    /// Memory is wiped before it is freed, all of it: secret buffers (always),
+    /// and every other allocation of the process, Rust and C alike
+    /// ([`crate::wipe_alloc::freed_memory_wiped`]: the wiping global allocator
+    /// is installed and glibc wipes freed chunks). `false` in a program
+    /// without them, whose freed copies of prompts and answers stay in memory.
     pub secure_zeroing: bool,
     /// `RLIMIT_CORE` reads back as 0 and the process is not dumpable.
     pub core_dump_prevention: bool,
@@ -524,7 +528,7 @@ pub fn harden_process() -> HardeningReport {
         protection: MemoryProtection {
             platform: platform().to_owned(),
             memory_locking: probe_mlock() && lock_failures() == 0,
-            secure_zeroing: true,
+            secure_zeroing: crate::wipe_alloc::freed_memory_wiped(),
             core_dump_prevention: core_off,
         },
         memlock_limit: memlock_limit(),
@@ -537,7 +541,7 @@ pub fn memory_protection() -> MemoryProtection {
     MemoryProtection {
         platform: platform().to_owned(),
         memory_locking: probe_mlock() && lock_failures() == 0,
-        secure_zeroing: true,
+        secure_zeroing: crate::wipe_alloc::freed_memory_wiped(),
         core_dump_prevention: CORE_DUMPS_OFF.get().copied().unwrap_or(false),
     }
 }
@@ -820,7 +824,9 @@ mod tests {
     fn hardening_reports_core_dumps_disabled() {
         let r = harden_process();
         assert!(r.protection.core_dump_prevention);
-        assert!(r.protection.secure_zeroing);
+        // This test program does not install the wiping allocator: the
+        // report must not claim it.
+        assert!(!r.protection.secure_zeroing);
         let mut rl = libc::rlimit {
             rlim_cur: 1,
             rlim_max: 1,

@@ -1,0 +1,594 @@
+//! The server's live memory after a request: a real `nomyo serve` process
+//! gets encrypted requests (v1, v2, a v2 stream) whose prompt holds a
+//! unique canary, answered by an upstream double whose answer holds a
+//! second one, and by the embedded model (whose answer text, as the client
+//! received it, is the second canary). Once every request and connection
+//! has finished (the client dropped, no request in flight, no client or
+//! upstream connection left), every readable mapping of the server
+//! (`/proc/PID/maps`, then `/proc/PID/mem`) is read, and neither the prompt
+//! nor the answer may be found anywhere in it: freed memory is wiped
+//! (`nomyo_core::wipe_alloc`, SECURITY.md "Memory"), and the report
+//! `_metadata.memory_protection.secure_zeroing` says so.
+//!
+//! A copy that is found is reported with its address, its mapping and what
+//! that mapping is (the heap, the stack of which thread, an anonymous
+//! mapping such as a malloc arena) and the bytes around it.
+//!
+//! Reading another process's memory needs the right to ptrace it, and the
+//! server makes itself undumpable (`PR_SET_DUMPABLE` 0), so this needs root
+//! (CAP_SYS_PTRACE); without it the test says SKIPPED (CI runs as root).
+
+// The server under test is a real `nomyo serve` (feature `serve`).
+#![cfg(feature = "serve")]
+#![cfg(target_os = "linux")]
+// `memmem(3)` from the C library: a fast search over a few hundred MiB of a
+// debug-built test.
+#![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nomyo_client::{ChatMessage, ChatRequest, Client, Fingerprint, KnownServers, SecretString};
+use support::{
+    api_key_file, http_double, http_get, metric, nomyo, serve_cmd_open, start, Serve, API_KEY,
+    JSON, MODELS,
+};
+
+/// `TAG-` and 32 random hex digits.
+fn canary(tag: &str) -> String {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{tag}-{hex}")
+}
+
+/// An OpenAI-compatible upstream whose answers (plain, and the first delta
+/// of a stream) say `answer`, and which closes every connection after its
+/// answer (`Connection: close`): the server keeps no idle upstream
+/// connection, whose read buffer would still hold the last answer it read
+/// (a live buffer, not freed memory: SECURITY.md).
+fn closing_upstream(answer: &str) -> String {
+    let answer = answer.to_owned();
+    http_double(move |request, out| {
+        use std::io::Write;
+        let (content_type, body) = if request.line.starts_with("GET /v1/models") {
+            (JSON, MODELS.to_owned())
+        } else if request.body.contains(r#""stream":true"#) {
+            let event = |delta: &str, finish: &str| {
+                format!(
+                    "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1764300000,\"model\":\"tiny\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+                )
+            };
+            let first = format!(r#"{{"role":"assistant","content":"{answer}"}}"#);
+            (
+                "text/event-stream",
+                event(&first, "null") + &event("{}", r#""stop""#) + "data: [DONE]\n\n",
+            )
+        } else {
+            (
+                JSON,
+                format!(
+                    r#"{{"id":"c1","object":"chat.completion","created":1764300000,"model":"tiny","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"{answer}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+                ),
+            )
+        };
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        out.flush()?;
+        Ok(false)
+    })
+}
+
+/// The fingerprint `nomyo serve` printed on stderr ("server key sha256:...").
+fn printed_fingerprint(srv: &Serve) -> Fingerprint {
+    assert!(
+        srv.wait_stderr("server key sha256:", Duration::from_secs(10)),
+        "{}",
+        srv.stderr.lock().unwrap()
+    );
+    let text = srv.stderr.lock().unwrap().clone();
+    let at = text.find("server key sha256:").unwrap() + "server key ".len();
+    text[at..at + 71].parse().unwrap()
+}
+
+fn client(srv: &Serve, protocol: nomyo_client::Protocol, home: &Path) -> Client {
+    Client::builder()
+        .base_url(&srv.url)
+        .allow_http(true)
+        .api_key(SecretString::from(API_KEY.to_owned()))
+        .max_retries(0)
+        .timeout(Duration::from_secs(300))
+        .pin(printed_fingerprint(srv))
+        .known_servers(KnownServers::File(home.join("known_servers")))
+        .protocol(protocol)
+        .build()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls `get` until `ok` holds; panics with the last value after `within`.
+fn settle<T: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut get: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = get();
+        if ok(&v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {v:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// TCP sockets of process `pid`: `(local port, remote port)` of each
+/// connection it holds open (listeners left out).
+fn tcp_connections(pid: u32) -> Vec<(u16, u16)> {
+    let mut by_inode = HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let port = |a: &str| {
+                a.rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    .unwrap_or(0)
+            };
+            const LISTEN: &str = "0A";
+            if f[3] != LISTEN {
+                by_inode.insert(f[9].to_owned(), (port(f[1]), port(f[2])));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+        {
+            if let Some(&c) = by_inode.get(inode) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the server has no request in flight and no TCP connection
+/// open (clients and upstreams alike), then makes one more connection
+/// (`GET /health`) and waits for it to close too: the tasks of the earlier
+/// connections finished their drops before that one was served.
+fn wait_idle(srv: &Serve) {
+    settle(
+        "requests in flight",
+        Duration::from_secs(30),
+        || metric(srv.addr(), "nomyo_requests_in_flight"),
+        |v| *v == 0.0,
+    );
+    let clients = || tcp_connections(srv.pid());
+    for _ in 0..2 {
+        settle(
+            "open TCP connections of the server",
+            Duration::from_secs(30),
+            clients,
+            |c| c.is_empty(),
+        );
+        assert_eq!(http_get(srv.addr(), "/health").0, 200);
+    }
+    settle(
+        "open TCP connections of the server",
+        Duration::from_secs(30),
+        clients,
+        |c| c.is_empty(),
+    );
+}
+
+/// One mapping of `/proc/PID/maps`.
+struct Mapping {
+    start: u64,
+    end: u64,
+    line: String,
+    readable: bool,
+}
+
+fn mappings(pid: u32) -> Vec<Mapping> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut f = line.split_whitespace();
+            let (start, end) = f.next().unwrap().split_once('-').unwrap();
+            let perms = f.next().unwrap();
+            Mapping {
+                start: u64::from_str_radix(start, 16).unwrap(),
+                end: u64::from_str_radix(end, 16).unwrap(),
+                line: line.to_owned(),
+                readable: perms.starts_with('r'),
+            }
+        })
+        .collect()
+}
+
+/// The stack pointer and name of every thread of `pid` that is in a
+/// system call (`/proc/PID/task/TID/syscall`: `nr args... sp pc`).
+fn thread_stack_pointers(pid: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let Ok(syscall) = std::fs::read_to_string(dir.join("syscall")) else {
+            continue;
+        };
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        if fields.len() < 3 {
+            continue;
+        }
+        let Ok(sp) = u64::from_str_radix(fields[fields.len() - 2].trim_start_matches("0x"), 16)
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let tid = task.file_name().to_string_lossy().into_owned();
+        out.push((sp, format!("{} (tid {tid})", comm.trim())));
+    }
+    out
+}
+
+extern "C" {
+    fn memmem(
+        haystack: *const std::ffi::c_void,
+        haystacklen: usize,
+        needle: *const std::ffi::c_void,
+        needlelen: usize,
+    ) -> *mut std::ffi::c_void;
+}
+
+/// Offsets of every occurrence of `needle` in `hay`.
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while from + needle.len() <= hay.len() {
+        let rest = &hay[from..];
+        // SAFETY: both pointers and lengths come from live slices; memmem
+        // only reads them and returns a pointer into `rest` or null.
+        let p = unsafe {
+            memmem(
+                rest.as_ptr().cast(),
+                rest.len(),
+                needle.as_ptr().cast(),
+                needle.len(),
+            )
+        };
+        if p.is_null() {
+            break;
+        }
+        let at = from + (p as usize - rest.as_ptr() as usize);
+        out.push(at);
+        from = at + 1;
+    }
+    out
+}
+
+/// Where a canary was found in the server's memory.
+struct Found {
+    what: String,
+    addr: u64,
+    mapping: String,
+    kind: String,
+    context: String,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at {:#x}: {}\n    mapping {}\n    around it: {}",
+            self.what, self.addr, self.kind, self.mapping, self.context
+        )
+    }
+}
+
+/// Printable bytes as they are, others as `.`.
+fn printable(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// Reads every readable mapping of `pid` through `/proc/PID/mem` and
+/// returns where any of `needles` (name, bytes) occurs. `None`: this
+/// process may not read the server's memory (not root).
+fn scan(pid: u32, needles: &[(String, Vec<u8>)]) -> Option<(Vec<Found>, u64)> {
+    let mem = match std::fs::File::open(format!("/proc/{pid}/mem")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return None,
+        Err(e) => panic!("/proc/{pid}/mem: {e}"),
+    };
+    let maps = mappings(pid);
+    let stacks = thread_stack_pointers(pid);
+    let longest = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(1);
+    const CHUNK: u64 = 16 << 20;
+    let mut found = Vec::new();
+    let mut scanned = 0u64;
+    let mut buf = vec![0u8; CHUNK as usize + longest];
+    for m in maps.iter().filter(|m| m.readable) {
+        if m.line.ends_with("[vsyscall]") || m.line.ends_with("[vvar]") {
+            continue;
+        }
+        let kind = if m.line.ends_with("[heap]") {
+            "the main heap ([heap])".to_owned()
+        } else if m.line.ends_with("[stack]") {
+            "the main thread's stack ([stack])".to_owned()
+        } else if let Some((_, t)) = stacks.iter().find(|(sp, _)| (m.start..m.end).contains(sp)) {
+            format!("the stack of thread {t}")
+        } else if m.line.split_whitespace().count() == 5 {
+            "an anonymous mapping (a malloc arena, an mmap'd allocation or a thread stack)"
+                .to_owned()
+        } else {
+            "a file mapping".to_owned()
+        };
+        let mut at = m.start;
+        while at < m.end {
+            let len = (m.end - at).min(CHUNK + longest as u64) as usize;
+            let Ok(n) = mem.read_at(&mut buf[..len], at) else {
+                // Mappings the kernel does not let us read (device memory):
+                // nothing of ours is there.
+                break;
+            };
+            if n == 0 {
+                break;
+            }
+            let hay = &buf[..n];
+            scanned += n.min(CHUNK as usize) as u64;
+            for (what, needle) in needles {
+                for off in find_all(hay, needle) {
+                    if off as u64 >= CHUNK {
+                        // In the overlap: found again by the next chunk.
+                        continue;
+                    }
+                    let lo = off.saturating_sub(48);
+                    let hi = (off + needle.len() + 48).min(hay.len());
+                    found.push(Found {
+                        what: what.clone(),
+                        addr: at + off as u64,
+                        mapping: m.line.clone(),
+                        kind: kind.clone(),
+                        context: printable(&hay[lo..hi]),
+                    });
+                }
+            }
+            at += CHUNK;
+        }
+    }
+    Some((found, scanned))
+}
+
+/// The needles for a piece of text: its bytes, and its JSON-escaped form
+/// when that differs (the form in a JSON body).
+fn needles_of(what: &str, text: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![(what.to_owned(), text.as_bytes().to_vec())];
+    let json = serde_json::to_string(text).unwrap();
+    let json = &json[1..json.len() - 1];
+    if json != text {
+        out.push((format!("{what} (JSON-escaped)"), json.as_bytes().to_vec()));
+    }
+    out
+}
+
+/// Scans the server and asserts that no needle is in its memory.
+fn assert_not_in_memory(srv: &Serve, needles: &[(String, Vec<u8>)]) {
+    let Some((found, scanned)) = scan(srv.pid(), needles) else {
+        eprintln!(
+            "SKIPPED: /proc/{}/mem cannot be read (the server is undumpable: run as root)",
+            srv.pid()
+        );
+        return;
+    };
+    // The scan read the memory it claims to have read: the server's heap
+    // and the model or binary mappings are far above this.
+    assert!(scanned > 8 << 20, "only {scanned} bytes read");
+    eprintln!(
+        "scanned {} MiB of the server's memory for {} needles: {} found",
+        scanned >> 20,
+        needles.len(),
+        found.len()
+    );
+    if !found.is_empty() {
+        let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+        panic!(
+            "{} copies of the request or answer left in the server's memory after the \
+             requests ended:\n{}",
+            found.len(),
+            list.join("\n")
+        );
+    }
+}
+
+/// The report the server gives about its memory, from an answer.
+fn secure_zeroing(answer: &nomyo_client::ChatCompletion) -> bool {
+    answer
+        .metadata
+        .memory_protection
+        .as_ref()
+        .expect("memory_protection")
+        .secure_zeroing
+}
+
+#[test]
+fn prompt_and_answer_are_not_left_in_the_memory_of_nomyo_serve_with_an_upstream() {
+    let prompt = canary("PROMPT-CANARY");
+    let answer = canary("ANSWER-CANARY");
+    let up = closing_upstream(&answer);
+    let dir = tempfile::tempdir().unwrap();
+    // No periodic health probe: it would open upstream connections while the
+    // memory is read (harmless, but the wait for no connection is exact).
+    let mut cmd = serve_cmd_open(
+        &up,
+        &[
+            "--ephemeral-key",
+            "--key-bits",
+            "2048",
+            "--upstream-health-interval",
+            "0",
+        ],
+    );
+    cmd.arg("--api-key-file").arg(api_key_file(dir.path()));
+    let srv = start(cmd).unwrap_or_else(|e| panic!("{e:?}"));
+    let rt = runtime();
+    let request = ChatRequest::new("tiny").message(ChatMessage::user(format!("About {prompt}")));
+    let v1 = client(&srv, nomyo_client::Protocol::V1, dir.path());
+    let v2 = client(&srv, nomyo_client::Protocol::V2, dir.path());
+    rt.block_on(async {
+        for c in [&v1, &v2] {
+            let a = c.create(&request).await.unwrap();
+            assert_eq!(a.text(), Some(answer.as_str()));
+            assert!(
+                secure_zeroing(&a),
+                "the server reports secure_zeroing false"
+            );
+        }
+        let mut stream = v2
+            .create_stream(
+                &request
+                    .clone()
+                    .with("stream", serde_json::Value::Bool(true)),
+            )
+            .await
+            .unwrap();
+        let mut text = String::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            text.push_str(chunk.unwrap().text().unwrap_or_default());
+        }
+        assert!(text.starts_with(&answer), "{text}");
+    });
+    drop((v1, v2, request));
+    drop(rt);
+    wait_idle(&srv);
+
+    let mut needles = needles_of("the prompt canary", &prompt);
+    needles.extend(needles_of("the answer canary", &answer));
+    assert_not_in_memory(&srv, &needles);
+}
+
+#[cfg(feature = "engine")]
+fn model() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
+        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} missing: run scripts/fetch-model.sh",
+        p.display()
+    );
+    None
+}
+
+// The embedded model: not in the client-only build.
+#[cfg(feature = "engine")]
+#[test]
+fn prompt_and_answer_are_not_left_in_the_memory_of_nomyo_serve_with_the_embedded_model() {
+    let Some(model) = model() else { return };
+    let prompt = canary("PROMPT-CANARY");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = nomyo();
+    cmd.current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NOMYO_MODEL_FILE")
+        .args(["serve", "--ephemeral-key", "--key-bits", "2048"])
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(&model);
+    let srv = start(cmd).unwrap_or_else(|e| panic!("{e:?}"));
+    settle(
+        "GET /health while the model loads",
+        Duration::from_secs(120),
+        || http_get(srv.addr(), "/health").0,
+        |s| *s == 200,
+    );
+    let (status, models) = http_get(srv.addr(), "/v1/models");
+    assert_eq!(status, 200, "{models}");
+    let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+    let name = models["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let rt = runtime();
+    let request = ChatRequest::new(name)
+        .message(ChatMessage::user(format!(
+            "Write two sentences about the sea, then repeat this code: {prompt}"
+        )))
+        .temperature(0.0)
+        .seed(7)
+        .max_tokens(64);
+    let v1 = client(&srv, nomyo_client::Protocol::V1, dir.path());
+    let v2 = client(&srv, nomyo_client::Protocol::V2, dir.path());
+    let mut answers = Vec::new();
+    rt.block_on(async {
+        for c in [&v1, &v2] {
+            let a = c.create(&request).await.unwrap();
+            assert!(
+                secure_zeroing(&a),
+                "the server reports secure_zeroing false"
+            );
+            answers.push(a.text().unwrap_or_default().trim().to_owned());
+        }
+    });
+    drop((v1, v2, request));
+    drop(rt);
+    wait_idle(&srv);
+
+    let mut needles = needles_of("the prompt canary", &prompt);
+    for (i, a) in answers.iter().enumerate() {
+        // A long enough piece of the answer that it cannot be anywhere by
+        // chance (the model's vocabulary holds words, not sentences).
+        assert!(a.len() >= 24, "answer {i} too short to be a canary: {a:?}");
+        needles.extend(needles_of(&format!("the model's answer {i}"), a));
+    }
+    assert_not_in_memory(&srv, &needles);
+}
