@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::Path;
 
+use nomyo_core::v2::key_file;
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
 use nomyo_core::v2::request::{RequestOpener, RequestSealer};
 
@@ -27,6 +28,20 @@ fn main() {
     let mut two = x.config().clone();
     two.suites.push((0x0001, 0x0001));
     write("hpke_key_configs", "x25519-two-suites", &two.encode());
+
+    // hpke_key_file: the file these two keys make (the X25519 scalar
+    // clamped), the same records in the wrong order, the header alone.
+    let file = key_file::encode([&x, &xw]).expect("key file");
+    let file = file.expose_secret();
+    write("hpke_key_file", "x25519-then-xwing", file);
+    let (head, records) = file.split_at(key_file::MAGIC.len());
+    let (first, second) = records.split_at(key_file::RECORD_LEN);
+    write(
+        "hpke_key_file",
+        "xwing-then-x25519",
+        &[head, second, first].concat(),
+    );
+    write("hpke_key_file", "header-only", head);
 
     let body = br#"{"model":"m","messages":[{"role":"user","content":"hello fuzz"}],"stream":true}"#;
     let events = [
