@@ -1,19 +1,19 @@
 //! The steps every encrypted request takes, whatever its protocol, in the
 //! server's one order of checks (the crate's README, "Order of checks"):
 //!
-//! 1. [`admit`]: API key (401), the caller's rate limit (429);
-//! 2. the protocol's own headers; [`refuse_post_quantum`] and
-//!    [`refuse_seen`] (the header-only policy: 403, 409);
-//! 3. [`read_body`]: the body under its size limit (413), deadline (408) and
+//! 1. `admit`: API key (401), the caller's rate limit (429);
+//! 2. the protocol's own headers; `refuse_post_quantum` and
+//!    `refuse_seen` (the header-only policy: 403, 409);
+//! 3. `read_body`: the body under its size limit (413), deadline (408) and
 //!    the server's memory budget for bodies (503);
-//! 4. [`ReplayGuard::claim`]: a request is valid once (409, 429);
-//! 5. [`acquire_slot`]: a processing slot (503);
+//! 4. `ReplayGuard::claim`: a request is valid once (409, 429);
+//! 5. `acquire_slot`: a processing slot (503);
 //! 6. the protocol's own decryption;
-//! 7. [`route`]: the plaintext request checked ([`chat_request`]), its tier
+//! 7. `route`: the plaintext request checked ([`chat_request`]), its tier
 //!    and model (403/404) and the post-quantum rule of a tier the model
 //!    chose (403);
-//! 8. the backend ([`backend_failed`] counts and logs its errors) and
-//!    `_metadata` ([`metadata`]), then the protocol's own sealing.
+//! 8. the backend (`backend_failed` counts and logs its errors) and
+//!    `_metadata` (`metadata`), then the protocol's own sealing.
 //!
 //! `routes::v1` and `routes::v2` keep only their header parsing and their
 //! cryptography; every step above is written once, here.
