@@ -40,19 +40,10 @@ use std::time::{Duration, Instant};
 use nomyo_client::{ChatMessage, ChatRequest, Client, Fingerprint, KnownServers, SecretString};
 #[cfg(feature = "engine")]
 use support::nomyo;
-use support::{http_get, serve_cmd, start, upstream, Serve, Upstream, API_KEY, HOLD_STREAM, SLOW};
-
-/// The fingerprint `nomyo serve` printed on stderr ("server key sha256:...").
-fn printed_fingerprint(srv: &Serve) -> Fingerprint {
-    assert!(
-        srv.wait_stderr("server key sha256:", Duration::from_secs(10)),
-        "{}",
-        srv.stderr.lock().unwrap()
-    );
-    let text = srv.stderr.lock().unwrap().clone();
-    let at = text.find("server key sha256:").unwrap() + "server key ".len();
-    text[at..at + 71].parse().unwrap()
-}
+use support::{
+    http_get, printed_fingerprint, serve_cmd, start, upstream, Serve, Upstream, API_KEY,
+    HOLD_STREAM, SLOW,
+};
 
 fn client(url: &str, pin: Fingerprint, protocol: nomyo_client::Protocol, home: &Path) -> Client {
     Client::builder()

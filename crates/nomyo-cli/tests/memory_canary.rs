@@ -34,10 +34,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nomyo_client::{ChatMessage, ChatRequest, Client, Fingerprint, KnownServers, SecretString};
+use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers, SecretString};
+#[cfg(feature = "engine")]
+use support::model;
 use support::{
-    api_key_file, http_double, http_get, metric, nomyo, serve_cmd_open, start, Serve, API_KEY,
-    JSON, MODELS,
+    api_key_file, http_double, http_get, metric, nomyo, printed_fingerprint, serve_cmd_open, start,
+    Serve, API_KEY, JSON, MODELS,
 };
 
 /// `TAG-` and 32 random hex digits.
@@ -89,18 +91,6 @@ fn closing_upstream(answer: &str) -> String {
         out.flush()?;
         Ok(false)
     })
-}
-
-/// The fingerprint `nomyo serve` printed on stderr ("server key sha256:...").
-fn printed_fingerprint(srv: &Serve) -> Fingerprint {
-    assert!(
-        srv.wait_stderr("server key sha256:", Duration::from_secs(10)),
-        "{}",
-        srv.stderr.lock().unwrap()
-    );
-    let text = srv.stderr.lock().unwrap().clone();
-    let at = text.find("server key sha256:").unwrap() + "server key ".len();
-    text[at..at + 71].parse().unwrap()
 }
 
 fn client(srv: &Serve, protocol: nomyo_client::Protocol, home: &Path) -> Client {
@@ -511,25 +501,6 @@ fn prompt_and_answer_are_not_left_in_the_memory_of_nomyo_serve_with_an_upstream(
     let mut needles = needles_of("the prompt canary", &prompt);
     needles.extend(needles_of("the answer canary", &answer));
     assert_not_in_memory(&srv, &needles);
-}
-
-#[cfg(feature = "engine")]
-fn model() -> Option<std::path::PathBuf> {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
-        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} missing: run scripts/fetch-model.sh",
-        p.display()
-    );
-    None
 }
 
 // The embedded model: not in the client-only build.

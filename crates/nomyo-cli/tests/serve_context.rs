@@ -8,28 +8,9 @@
 
 mod support;
 
-#[cfg(feature = "engine")]
-use support::stderr;
 use support::{assert_exit, nomyo, stdout};
-
 #[cfg(feature = "engine")]
-fn model() -> Option<std::path::PathBuf> {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
-        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} missing: run scripts/fetch-model.sh",
-        p.display()
-    );
-    None
-}
+use support::{model, stderr};
 
 // The embedded model: not in the client-only build.
 #[cfg(feature = "engine")]

@@ -12,28 +12,9 @@ mod support;
 
 use std::time::Duration;
 
-#[cfg(feature = "engine")]
-use support::nomyo;
 use support::{http_get, serve_cmd_open, started, upstream};
-
 #[cfg(feature = "engine")]
-fn model() -> Option<std::path::PathBuf> {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
-        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} missing: run scripts/fetch-model.sh",
-        p.display()
-    );
-    None
-}
+use support::{model, nomyo};
 
 #[test]
 fn default_level_has_the_start_line_and_one_access_line_per_request() {

@@ -465,3 +465,36 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+/// The embedded model's file (`scripts/fetch-model.sh` puts it there), or
+/// `None` with a SKIPPED line when it is missing; with
+/// `NOMYO_REQUIRE_MODEL=1` (as CI sets) a missing model fails the test.
+pub fn model() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("NOMYO_REQUIRE_MODEL").as_deref() != Ok("1"),
+        "model {} missing (NOMYO_REQUIRE_MODEL=1)",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} missing: run scripts/fetch-model.sh",
+        p.display()
+    );
+    None
+}
+
+/// The fingerprint `nomyo serve` printed on stderr ("server key sha256:...").
+pub fn printed_fingerprint(srv: &Serve) -> nomyo_client::Fingerprint {
+    assert!(
+        srv.wait_stderr("server key sha256:", Duration::from_secs(10)),
+        "{}",
+        srv.stderr.lock().unwrap()
+    );
+    let text = srv.stderr.lock().unwrap().clone();
+    let at = text.find("server key sha256:").unwrap() + "server key ".len();
+    text[at..at + 71].parse().unwrap()
+}
