@@ -88,6 +88,20 @@ fn bench_json_v1_v2_plain_and_bad_key() {
     );
     assert!(v["client_hwm_kib"].as_u64().unwrap() > 0);
 
+    // v1 opening one answer in 3 (through the library's unopened answers):
+    // requests 0, 3 and 6 are opened and report their tokens; all 7 count.
+    let before = up.posts.load(Ordering::SeqCst);
+    let v = bench_ok(
+        &srv.url,
+        "--protocol v1 -n 7 --warmup 0 --open-every 3 --json",
+    );
+    check_ok(&v, 7);
+    assert_eq!(v["open_every"], 3, "{v}");
+    assert_eq!(v["answers_opened"], 3, "{v}");
+    assert_eq!(v["answers_with_tokens"], 3, "{v}");
+    assert_eq!(v["generated_tokens"], 3, "{v}");
+    assert_eq!(up.posts.load(Ordering::SeqCst) - before, 7);
+
     // v2 with the X25519 config and a 4 KiB body.
     let v = bench_ok(
         &srv.url,

@@ -122,6 +122,7 @@ pub use types::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, FunctionCall,
     FunctionDefinition, MemoryProtectionInfo, Metadata, ModelInfo, Tool, ToolCall, Usage,
 };
+pub use v1::UnopenedAnswer;
 pub use v2::{
     ChatCompletionChunk, ChunkChoice, ChunkStream, Delta, Protocol, COMPLETIONS_PATH,
     HPKE_KEYS_PATH,

@@ -2,11 +2,13 @@
 //! to the server's RSA key with a fresh AES-256 key, the answer opened with
 //! the client's key.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use nomyo_core::keys::PrivateKey;
-use nomyo_core::{v1, SecretBuf};
+use nomyo_core::{v1, SecretBuf, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::client::{check_served_tier, parse_completion, Client, RequestOptions, X_SECURITY_TIER};
@@ -28,6 +30,39 @@ impl Client {
         request: &ChatRequest,
         options: &RequestOptions,
     ) -> Result<ChatCompletion> {
+        self.send_v1(request, options).await?.open().await
+    }
+
+    /// Sends one v1 request like [`Client::create_with`] and returns its
+    /// answer received but not yet decrypted: read whole, strictly parsed as
+    /// a v1 package (version and algorithms checked) whose `payload_id`, when
+    /// it has one, is the request's. [`UnopenedAnswer::open`] decrypts and
+    /// checks it as `create` does.
+    ///
+    /// For load generators: a v1 client pays one RSA-4096 private-key
+    /// operation per answer, as much as the server per request, so opening
+    /// one answer in N lets one client core drive a server to its limit.
+    /// An answer not opened has not been authenticated: use it for timing
+    /// only. Protocol v1 only (a client that speaks v2 gets
+    /// [`Error::InvalidInput`]).
+    pub async fn create_unopened(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<UnopenedAnswer> {
+        if self.uses_v2().await? {
+            return Err(Error::InvalidInput(
+                "an unopened answer is a protocol v1 feature; this client speaks v2".into(),
+            ));
+        }
+        self.send_v1(request, options).await
+    }
+
+    async fn send_v1(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<UnopenedAnswer> {
         self.check_v1_allowed(options)?;
         if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
             return Err(Error::InvalidInput(
@@ -81,21 +116,14 @@ impl Client {
                 .await;
             match sent {
                 Ok(answer) => {
-                    let key = client_key.key.clone();
-                    let id = payload_id.clone();
-                    let answer_len = answer.len();
-                    let completion =
-                        tokio::task::spawn_blocking(move || open_response(&answer, &id, &key))
-                            .await
-                            .map_err(|_| {
-                                Error::InvalidResponse("decryption was interrupted".into())
-                            })??;
-                    tracing::debug!(%payload_id, answer_bytes = answer_len, ms = started.elapsed().as_millis() as u64, "completion received");
-                    check_served_tier(
-                        self.requested_tier(options),
-                        completion.metadata.security_tier.as_deref(),
-                    )?;
-                    return Ok(completion);
+                    let package = receive(&answer, &payload_id)?;
+                    tracing::debug!(%payload_id, answer_bytes = answer.len(), ms = started.elapsed().as_millis() as u64, "answer received");
+                    return Ok(UnopenedAnswer {
+                        package,
+                        payload_id,
+                        key: Arc::clone(&client_key.key),
+                        requested_tier: self.requested_tier(options),
+                    });
                 }
                 Err(Error::InvalidRequest(api)) if !resealed => {
                     match self.refresh_server_key(&server_key).await {
@@ -115,9 +143,55 @@ impl Client {
     }
 }
 
-/// Opens a 200 answer: strict package parse (the downgrade guard), payload-id
-/// check, decryption, chat-completion parse, client-side `_metadata`.
-fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<ChatCompletion> {
+/// A protocol v1 answer as received: a well-formed package for this
+/// request, not yet decrypted or authenticated
+/// ([`Client::create_unopened`]).
+pub struct UnopenedAnswer {
+    package: v1::Package,
+    payload_id: String,
+    key: Arc<PrivateKey>,
+    requested_tier: Option<SecurityTier>,
+}
+
+impl fmt::Debug for UnopenedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnopenedAnswer")
+            .field("payload_id", &self.payload_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnopenedAnswer {
+    /// The request's payload id.
+    pub fn payload_id(&self) -> &str {
+        &self.payload_id
+    }
+
+    /// Decrypts the answer with the client key (off the async threads) and
+    /// checks it as [`Client::create`] does: the payload id inside the
+    /// authenticated answer, and the tier served when more than `standard`
+    /// was asked for.
+    pub async fn open(self) -> Result<ChatCompletion> {
+        let Self {
+            package,
+            payload_id,
+            key,
+            requested_tier,
+        } = self;
+        let started = Instant::now();
+        let id = payload_id.clone();
+        let completion = tokio::task::spawn_blocking(move || open_package(&package, &id, &key))
+            .await
+            .map_err(|_| Error::InvalidResponse("decryption was interrupted".into()))??;
+        tracing::debug!(%payload_id, ms = started.elapsed().as_millis() as u64, "answer opened");
+        check_served_tier(requested_tier, completion.metadata.security_tier.as_deref())?;
+        Ok(completion)
+    }
+}
+
+/// A 200 answer's body as a package for this request: strict parse (the
+/// downgrade guard) and the outer payload-id check.
+fn receive(body: &[u8], payload_id: &str) -> Result<v1::Package> {
     let package = v1::Package::from_json(body).map_err(Error::Security)?;
     if package
         .payload_id
@@ -128,7 +202,17 @@ fn open_response(body: &[u8], payload_id: &str, key: &PrivateKey) -> Result<Chat
             "the answer's payload_id is not the one this request sent",
         ));
     }
-    let plaintext = v1::open(&package, key).map_err(Error::Security)?;
+    Ok(package)
+}
+
+/// Opens a received package: decryption, chat-completion parse, the
+/// payload id inside the authenticated answer, client-side `_metadata`.
+fn open_package(
+    package: &v1::Package,
+    payload_id: &str,
+    key: &PrivateKey,
+) -> Result<ChatCompletion> {
+    let plaintext = v1::open(package, key).map_err(Error::Security)?;
     let mut completion = parse_completion(plaintext.expose_secret())?;
     drop(plaintext);
     let meta = &mut completion.metadata;

@@ -17,13 +17,12 @@
 //! the server pays per request, so a load generator on one core that opens
 //! every answer cannot drive a one-core server to its RSA ceiling (and its
 //! RSA work on the neighbouring core slows the server's). With N > 1 the
-//! requests are sent exactly as the client sends them (its key, sealed to
-//! the verified server key, the same headers; the server's work per request
-//! is unchanged) and every answer is read whole and strictly parsed as a v1
-//! package whose `payload_id` must be the request's; every N-th one (the
-//! first included) is also opened, parsed as JSON and checked for `choices`
-//! and the authenticated `_metadata.payload_id`. The JSON output says how
-//! many were opened (`answers_opened`).
+//! requests go through the client library as `nomyo chat` sends them
+//! ([`Client::create_unopened`]: the server's work per request is unchanged)
+//! and every answer is read whole and strictly parsed as a v1 package whose
+//! `payload_id` must be the request's; every N-th one (the first included)
+//! is also opened and checked as every answer is without the option. The
+//! JSON output says how many were opened (`answers_opened`).
 //!
 //! `--cancel-streams F` (with `--stream`) drops that fraction of the measured
 //! streams right after their first chunk, as a client that goes away would:
@@ -44,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, ValueEnum};
-use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError};
+use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError, RequestOptions};
 use nomyo_core::v2::keys::Kem;
 use nomyo_core::{ExposeSecret, SecretString, SecurityTier};
 
@@ -196,19 +195,12 @@ enum Sender {
     Plain(PlainSender),
 }
 
-/// Protocol v1 as `Client::create` sends it, opening one answer in `every`.
+/// Protocol v1 through the client library, opening one answer in `every`
+/// (`--open-every`); the others are received and checked as packages for
+/// their request only.
 struct SampledV1 {
-    http: reqwest::Client,
-    url: String,
-    /// Content type, API key, `X-Public-Key`, `X-Security-Tier`.
-    headers: reqwest::header::HeaderMap,
-    server_key: nomyo_core::PublicKey,
-    client_key: Arc<nomyo_core::PrivateKey>,
-    /// The chat request JSON.
-    plaintext: Vec<u8>,
+    client: Client,
     every: u64,
-    /// Random per run (payload ids must be new to the server's replay window).
-    id_prefix: String,
     sent: AtomicU64,
     opened: AtomicU64,
 }
@@ -342,7 +334,7 @@ impl Sender {
                     cancelled: false,
                 })
             }
-            Sender::Sampled(v) => v.one().await.map(|(latency, tokens)| Sample {
+            Sender::Sampled(v) => v.one(request).await.map(|(latency, tokens)| Sample {
                 latency,
                 ttft: None,
                 tokens,
@@ -360,86 +352,22 @@ impl Sender {
 
 impl SampledV1 {
     /// The latency and, for an answer opened, its generated tokens.
-    async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
+    async fn one(&self, request: &ChatRequest) -> Result<(Duration, Option<u64>), Failure> {
         let start = Instant::now();
         let n = self.sent.fetch_add(1, Ordering::Relaxed);
-        let payload_id = format!("{}-{n}", self.id_prefix);
-        let fail = |kind: &str, message: String| Failure {
-            kind: kind.to_owned(),
-            message,
-            exit: if kind == "security" {
-                Code::Security
-            } else {
-                Code::Server
-            },
-        };
-        let body = nomyo_core::v1::seal(&self.plaintext, &self.server_key)
-            .map_err(|e| fail("other", format!("cannot seal the request: {e}")))?
-            .to_json();
-        let net = |e: reqwest::Error| Failure {
-            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
-            message: format!("cannot reach {}: {}", self.url, e.without_url()),
-            exit: Code::Server,
-        };
-        let resp = self
-            .http
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .header("x-payload-id", &payload_id)
-            .body(body)
-            .send()
+        let answer = self
+            .client
+            .create_unopened(request, &RequestOptions::default())
             .await
-            .map_err(net)?;
-        let status = resp.status().as_u16();
-        let answer = resp.bytes().await.map_err(net)?;
-        if status != 200 {
-            return Err(fail(
-                &format!("http_{status}"),
-                format!("the server answered HTTP {status}"),
-            ));
-        }
-        let package = nomyo_core::v1::Package::from_json(&answer)
-            .map_err(|e| fail("security", format!("the answer is not a v1 package: {e}")))?;
-        if package.payload_id.as_deref() != Some(payload_id.as_str()) {
-            return Err(fail(
-                "security",
-                "the answer belongs to another request (payload_id)".to_owned(),
-            ));
-        }
+            .map_err(Failure::from_client)?;
         let mut tokens = None;
         if n.is_multiple_of(self.every) {
-            let key = Arc::clone(&self.client_key);
-            let id = payload_id.clone();
-            tokens = tokio::task::spawn_blocking(move || check_answer(&package, &key, &id))
-                .await
-                .map_err(|_| fail("other", "opening the answer was interrupted".to_owned()))?
-                .map_err(|m| fail("security", m))?;
+            let completion = answer.open().await.map_err(Failure::from_client)?;
+            tokens = completion.usage.as_ref().map(|u| u.completion_tokens);
             self.opened.fetch_add(1, Ordering::Relaxed);
         }
         Ok((start.elapsed(), tokens))
     }
-}
-
-/// Opens a sampled answer: it must decrypt with our key, be JSON with
-/// `choices`, and carry our payload id in its authenticated `_metadata`.
-/// Returns its `usage.completion_tokens`, when it has one.
-fn check_answer(
-    package: &nomyo_core::v1::Package,
-    key: &nomyo_core::PrivateKey,
-    payload_id: &str,
-) -> Result<Option<u64>, String> {
-    let plaintext =
-        nomyo_core::v1::open(package, key).map_err(|e| format!("the answer does not open: {e}"))?;
-    // Never serde's message: it could quote the answer.
-    let v: serde_json::Value = serde_json::from_slice(plaintext.expose_secret())
-        .map_err(|_| "the decrypted answer is not JSON".to_owned())?;
-    if v.get("choices").is_none() {
-        return Err("the decrypted answer has no choices".to_owned());
-    }
-    if v.pointer("/_metadata/payload_id").and_then(|p| p.as_str()) != Some(payload_id) {
-        return Err("the decrypted answer belongs to another request (payload_id)".to_owned());
-    }
-    Ok(completion_tokens(&v))
 }
 
 /// `usage.completion_tokens` of an answer's JSON.
@@ -489,66 +417,6 @@ impl PlainSender {
         }
         Ok((start.elapsed(), completion_tokens(&parsed)))
     }
-}
-
-/// The `--open-every` sender: the client's server key (fetched and checked
-/// against the pins or known-servers file by `client`), our key in the
-/// `X-Public-Key` header, the client's headers.
-async fn sampled_v1(
-    args: &Args,
-    conn: &super::connect::Connection,
-    client: &Client,
-    key: Arc<nomyo_core::PrivateKey>,
-    timeout: Duration,
-) -> CliResult<SampledV1> {
-    use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-    let server_key = client.server_key().await.map_err(client_error)?;
-    let base = conn.base_url().trim_end_matches('/');
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    let pem = nomyo_core::v1::encode_public_key_header(&key.public_key().to_pem());
-    headers.insert(
-        "x-public-key",
-        HeaderValue::from_str(&pem).map_err(|_| CliError::new(Code::Other, "bad key header"))?,
-    );
-    if let Some(k) = conn.api_key() {
-        let mut v =
-            HeaderValue::from_str(&format!("Bearer {}", k.expose_secret())).map_err(|_| {
-                CliError::usage("the API key contains characters not allowed in an HTTP header")
-            })?;
-        v.set_sensitive(true);
-        headers.insert(AUTHORIZATION, v);
-    }
-    if let Some(t) = args.tier {
-        headers.insert("x-security-tier", HeaderValue::from_static(t.as_str()));
-    }
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .https_only(!conn.allow_http())
-        .pool_max_idle_per_host(args.concurrency.max(8))
-        .user_agent(concat!("nomyo-rs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot build HTTP client: {e}")))?;
-    // Our fresh key's fingerprint is random: a prefix no earlier run used.
-    let fp = key.public_key().fingerprint().0;
-    let id_prefix: String = fp[..8].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(SampledV1 {
-        http,
-        url: format!("{base}{}", nomyo_client::SECURE_COMPLETION_PATH),
-        headers,
-        server_key: server_key.public_key().clone(),
-        client_key: key,
-        plaintext: Vec::new(),
-        every: args.open_every,
-        id_prefix: format!("bench-{id_prefix}"),
-        sent: AtomicU64::new(0),
-        opened: AtomicU64::new(0),
-    })
 }
 
 /// Everything the measured phase collected.
@@ -727,31 +595,23 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
         if let Some(t) = args.tier {
             builder = builder.security_tier(t);
         }
-        // --open-every: our own key, to open the sampled answers.
-        let sampled_key = if args.open_every > 1 {
-            let key = tokio::task::spawn_blocking(|| {
-                nomyo_core::PrivateKey::generate(nomyo_core::keys::RsaBits::B4096)
-            })
-            .await
-            .map_err(|_| CliError::new(Code::Other, "key generation was interrupted"))?
-            .map_err(|e| CliError::new(Code::Other, format!("cannot generate a key: {e}")))?;
-            let key = Arc::new(key);
-            builder = builder.client_key(Arc::clone(&key));
-            Some(key)
-        } else {
-            None
-        };
         let client = builder.build().map_err(client_error)?;
         let model = match args.model.clone().filter(|m| !m.is_empty()) {
             Some(m) => m,
             None => pick_model(&client).await?,
         };
-        let sender = match sampled_key {
-            None => Sender::Secure {
+        let sender = if args.open_every > 1 {
+            Sender::Sampled(SampledV1 {
+                client,
+                every: args.open_every,
+                sent: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
+            })
+        } else {
+            Sender::Secure {
                 client,
                 stream: args.stream,
-            },
-            Some(key) => Sender::Sampled(sampled_v1(&args, &conn, &client, key, timeout).await?),
+            }
         };
         (sender, model)
     };
@@ -762,11 +622,6 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
                 .map_err(|e| CliError::new(Code::Other, format!("cannot encode request: {e}")))?;
             p.body = bytes::Bytes::from(json);
             Sender::Plain(p)
-        }
-        Sender::Sampled(mut v) => {
-            v.plaintext = serde_json::to_vec(&request)
-                .map_err(|e| CliError::new(Code::Other, format!("cannot encode request: {e}")))?;
-            Sender::Sampled(v)
         }
         s => s,
     });
@@ -985,31 +840,6 @@ fn self_memory_kib() -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    #[allow(clippy::unwrap_used)]
-    fn a_sampled_answer_must_open_and_be_ours() {
-        use nomyo_core::keys::{PrivateKey, RsaBits};
-        use nomyo_core::v1;
-        let key = PrivateKey::generate(RsaBits::B2048).unwrap();
-        let seal = |json: &str| v1::seal(json.as_bytes(), key.public_key()).unwrap();
-        let good = seal(r#"{"choices":[],"_metadata":{"payload_id":"p-1"}}"#);
-        assert!(check_answer(&good, &key, "p-1").is_ok());
-        assert!(check_answer(&good, &key, "p-2")
-            .unwrap_err()
-            .contains("another request"));
-        let no_choices = seal(r#"{"_metadata":{"payload_id":"p-1"}}"#);
-        assert!(check_answer(&no_choices, &key, "p-1")
-            .unwrap_err()
-            .contains("no choices"));
-        let not_json = seal("secret words");
-        let e = check_answer(&not_json, &key, "p-1").unwrap_err();
-        assert!(e.contains("not JSON") && !e.contains("secret"));
-        let other = PrivateKey::generate(RsaBits::B2048).unwrap();
-        assert!(check_answer(&good, &other, "p-1")
-            .unwrap_err()
-            .contains("does not open"));
-    }
 
     #[test]
     fn decode_rate_counts_the_tokens_after_the_first() {
