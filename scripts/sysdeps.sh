@@ -11,7 +11,8 @@
 #   build    compile nomyo (aws-lc is C, llama.cpp is C++ driven by cmake, and
 #            llama-cpp-sys-2's bindgen loads libclang.so, which only
 #            libclang-dev provides: libclang-cpp.so.* is another library)
-#   test     what .ci/run's tests start or call (a real Redis, curl)
+#   test     what .ci/run's tests start or call (a real Redis, curl, a
+#            software TPM with tpm2-tools; libtss2-dev for the TPM quotes)
 #   runtime  what the release binary links at run time (deploy/Containerfile)
 #
 # "Installed" means dpkg says so (`install ok installed`), never that some
@@ -23,7 +24,7 @@
 # sysdeps_missing and sysdeps_install without running anything.
 
 sysdeps_build=(cmake libclang-dev g++ make)
-sysdeps_test=(redis-server curl)
+sysdeps_test=(redis-server curl swtpm swtpm-tools tpm2-tools libtss2-dev)
 sysdeps_runtime=(ca-certificates libgomp1 libstdc++6)
 
 sysdeps_list() {

@@ -34,6 +34,7 @@ pub mod keys;
 pub mod keys_signature;
 pub mod secure_memory;
 pub mod tier;
+pub mod tpm;
 pub mod v1;
 pub mod v2;
 pub mod wipe_alloc;
