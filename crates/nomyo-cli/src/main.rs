@@ -222,10 +222,28 @@ fn init_logging(verbose: u8, format: LogFormat) {
     };
 }
 
+impl Command {
+    /// Whether the command handles prompts or answers in clear (it seals,
+    /// opens or serves them), so that what C and C++ code frees must be
+    /// wiped too.
+    fn handles_content(&self) -> bool {
+        match self {
+            #[cfg(feature = "serve")]
+            Command::Serve(_) => true,
+            #[cfg(feature = "proxy")]
+            Command::Proxy(_) => true,
+            Command::Chat(_) | Command::Bench(_) => true,
+            Command::Keygen(_)
+            | Command::Fingerprint(_)
+            | Command::KnownServers(_)
+            | Command::Models(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    // glibc wipes what C and C++ code frees: re-executes once with its
-    // settings, before any thread or secret exists.
-    nomyo_core::wipe_alloc::wipe_c_heap();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -238,6 +256,12 @@ fn main() -> ExitCode {
             };
         }
     };
+    // glibc wipes what C and C++ code frees, for the commands that handle
+    // content: re-executes once with its settings, before any thread or
+    // secret exists (parsing the arguments made neither).
+    if cli.command.handles_content() {
+        nomyo_core::wipe_alloc::wipe_c_heap();
+    }
     init_logging(cli.verbose, cli.log_format);
     // Core dumps off and the process undumpable before any secret exists.
     let hardening = nomyo_core::secure_memory::harden_process();

@@ -443,28 +443,6 @@ fn tune(b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExe
         .keep_alive_timeout(Duration::from_secs(20));
 }
 
-/// Completes on SIGTERM or ctrl-c (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
 /// Rotates the server key (see [`KeyStore::rotate`]) and the protocol v2
 /// HPKE keys on every SIGHUP; a replica that follows its key directory
 /// ([`AppState::follows_key_dir`]) reloads it instead. The handler is installed before this returns,

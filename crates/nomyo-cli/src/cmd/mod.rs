@@ -18,9 +18,9 @@ pub mod proxy;
 #[cfg(feature = "serve")]
 pub mod serve;
 
-/// Completes on SIGTERM or ctrl-c (SIGINT): when `nomyo proxy` stops (the
-/// same signals as `nomyo serve`, which may be absent from the build).
-#[cfg(feature = "proxy")]
+/// Completes on SIGTERM or ctrl-c (SIGINT): when `nomyo serve` and `nomyo
+/// proxy` begin their graceful stop.
+#[cfg(any(feature = "serve", feature = "proxy"))]
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -548,7 +548,7 @@ pub fn run(args: Args) -> CliResult {
         }
         tracing::info!(addr = %bound.local_addr(), "listening");
         bound
-            .run(state, prepared.shutdown_grace, serve::shutdown_signal())
+            .run(state, prepared.shutdown_grace, super::shutdown_signal())
             .await
             .map_err(|e| CliError::new(Code::Other, format!("server error: {e}")))?;
         tracing::info!("stopped");
