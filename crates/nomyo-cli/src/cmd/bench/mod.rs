@@ -1,7 +1,7 @@
 //! `nomyo bench`: a bounded load generator for the secure endpoint
 //! (docs/CLI.md §10).
 //!
-//! One [`Client`] is shared by `--concurrency` tokio tasks. Warm-up requests
+//! One [`Client`](nomyo_client::Client) is shared by `--concurrency` tokio tasks. Warm-up requests
 //! (key fetch, connection set-up, the server's first-request costs) run
 //! first and are left out of the statistics. The run stops after
 //! `--requests` requests or `--duration` seconds. `--protocol plain` sends
@@ -18,7 +18,7 @@
 //! every answer cannot drive a one-core server to its RSA ceiling (and its
 //! RSA work on the neighbouring core slows the server's). With N > 1 the
 //! requests go through the client library as `nomyo chat` sends them
-//! ([`Client::create_unopened`]: the server's work per request is unchanged)
+//! ([`Client::create_unopened`](nomyo_client::Client::create_unopened): the server's work per request is unchanged)
 //! and every answer is read whole and strictly parsed as a v1 package whose
 //! `payload_id` must be the request's; every N-th one (the first included)
 //! is also opened and checked as every answer is without the option. The
@@ -37,15 +37,20 @@
 //! is the mean per stream of the tokens after the first per second after it.
 //! v1 answers not opened (`--open-every`) carry no count.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, ValueEnum};
-use nomyo_client::{ChatMessage, ChatRequest, Client, Error as ClientError, RequestOptions};
+use nomyo_client::{ChatMessage, ChatRequest};
 use nomyo_core::v2::keys::Kem;
-use nomyo_core::{ExposeSecret, SecretString, SecurityTier};
+use nomyo_core::SecurityTier;
+
+mod send;
+mod stats;
+
+use send::{cancel_this, parse_fraction, Failure, PlainSender, SampledV1, Sender};
+use stats::{decode_rate, mean, percentile_ms, print_text, self_memory_kib, Collected};
 
 use super::chat::{client_error, pick_model, tier_parser};
 use super::connect::ConnectArgs;
@@ -182,281 +187,6 @@ fn parse_duration_secs(text: &str) -> Result<f64, String> {
 enum Bound {
     Requests(u64),
     Duration(Duration),
-}
-
-/// Sends one request the way the chosen protocol does.
-enum Sender {
-    Secure {
-        client: Client,
-        stream: bool,
-    },
-    /// v1 with `--open-every N > 1`.
-    Sampled(SampledV1),
-    Plain(PlainSender),
-}
-
-/// Protocol v1 through the client library, opening one answer in `every`
-/// (`--open-every`); the others are received and checked as packages for
-/// their request only.
-struct SampledV1 {
-    client: Client,
-    every: u64,
-    sent: AtomicU64,
-    opened: AtomicU64,
-}
-
-/// The unencrypted comparison: the same JSON straight to the upstream.
-struct PlainSender {
-    http: reqwest::Client,
-    url: String,
-    api_key: Option<SecretString>,
-    body: bytes::Bytes,
-}
-
-/// One request's outcome.
-struct Sample {
-    latency: Duration,
-    ttft: Option<Duration>,
-    /// Tokens generated: the answer's `usage.completion_tokens`; for a
-    /// stream without a usage chunk, its content chunks. `None`: not known
-    /// (an answer not opened, or one without usage).
-    tokens: Option<u64>,
-    /// Dropped by us after the first chunk (`--cancel-streams`).
-    cancelled: bool,
-}
-
-/// `--cancel-streams`: a number from 0 to 1.
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("{s:?} is not a fraction from 0 to 1")),
-    }
-}
-
-/// Whether the `i`-th measured request (from 0) is one to cancel: spreads
-/// `fraction` of them evenly (0.25 cancels every 4th).
-fn cancel_this(i: u64, fraction: f64) -> bool {
-    fraction > 0.0 && ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()
-}
-
-/// What went wrong with one request, by kind.
-struct Failure {
-    kind: String,
-    message: String,
-    exit: Code,
-}
-
-impl Failure {
-    fn from_client(e: ClientError) -> Self {
-        let kind = if let Some(s) = e.status() {
-            format!("http_{s}")
-        } else if e.is_security() {
-            "security".to_owned()
-        } else {
-            match e {
-                ClientError::Timeout { .. } => "timeout".to_owned(),
-                ClientError::Connection { .. } => "network".to_owned(),
-                _ => "other".to_owned(),
-            }
-        };
-        let cli = client_error(e);
-        Self {
-            kind,
-            message: cli.message,
-            exit: cli.code,
-        }
-    }
-}
-
-impl Sender {
-    /// Sends one request; with `cancel`, a stream is dropped after its first chunk.
-    async fn one(&self, request: &ChatRequest, cancel: bool) -> Result<Sample, Failure> {
-        let start = Instant::now();
-        match self {
-            Sender::Secure {
-                client,
-                stream: false,
-            } => {
-                let answer = client.create(request).await.map_err(Failure::from_client)?;
-                let tokens = answer.usage.as_ref().map(|u| u.completion_tokens);
-                drop(answer);
-                Ok(Sample {
-                    latency: start.elapsed(),
-                    ttft: None,
-                    tokens,
-                    cancelled: false,
-                })
-            }
-            Sender::Secure {
-                client,
-                stream: true,
-            } => {
-                let mut stream = client
-                    .create_stream(request)
-                    .await
-                    .map_err(Failure::from_client)?;
-                let mut ttft = None;
-                let mut content_chunks = 0u64;
-                let mut usage_tokens = None;
-                while let Some(item) = futures::StreamExt::next(&mut stream).await {
-                    let chunk = item.map_err(Failure::from_client)?;
-                    if chunk.text().is_some_and(|t| !t.is_empty()) {
-                        content_chunks += 1;
-                        if ttft.is_none() {
-                            ttft = Some(start.elapsed());
-                        }
-                    }
-                    if let Some(n) = chunk
-                        .extra
-                        .get("usage")
-                        .and_then(|u| u.get("completion_tokens"))
-                        .and_then(serde_json::Value::as_u64)
-                    {
-                        usage_tokens = Some(n);
-                    }
-                    if cancel {
-                        // Go away mid-stream: the response (and its
-                        // connection) is dropped with the stream.
-                        drop(stream);
-                        return Ok(Sample {
-                            latency: start.elapsed(),
-                            ttft: None,
-                            tokens: None,
-                            cancelled: true,
-                        });
-                    }
-                }
-                let latency = start.elapsed();
-                Ok(Sample {
-                    latency,
-                    ttft: Some(ttft.unwrap_or(latency)),
-                    tokens: Some(usage_tokens.unwrap_or(content_chunks)),
-                    cancelled: false,
-                })
-            }
-            Sender::Sampled(v) => v.one(request).await.map(|(latency, tokens)| Sample {
-                latency,
-                ttft: None,
-                tokens,
-                cancelled: false,
-            }),
-            Sender::Plain(p) => p.one().await.map(|(latency, tokens)| Sample {
-                latency,
-                ttft: None,
-                tokens,
-                cancelled: false,
-            }),
-        }
-    }
-}
-
-impl SampledV1 {
-    /// The latency and, for an answer opened, its generated tokens.
-    async fn one(&self, request: &ChatRequest) -> Result<(Duration, Option<u64>), Failure> {
-        let start = Instant::now();
-        let n = self.sent.fetch_add(1, Ordering::Relaxed);
-        let answer = self
-            .client
-            .create_unopened(request, &RequestOptions::default())
-            .await
-            .map_err(Failure::from_client)?;
-        let mut tokens = None;
-        if n.is_multiple_of(self.every) {
-            let completion = answer.open().await.map_err(Failure::from_client)?;
-            tokens = completion.usage.as_ref().map(|u| u.completion_tokens);
-            self.opened.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok((start.elapsed(), tokens))
-    }
-}
-
-/// `usage.completion_tokens` of an answer's JSON.
-fn completion_tokens(answer: &serde_json::Value) -> Option<u64> {
-    answer.pointer("/usage/completion_tokens")?.as_u64()
-}
-
-impl PlainSender {
-    /// The latency and the answer's generated tokens (from its usage).
-    async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
-        let start = Instant::now();
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body.clone());
-        if let Some(k) = &self.api_key {
-            req = req.bearer_auth(k.expose_secret());
-        }
-        let net = |e: reqwest::Error| Failure {
-            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
-            message: format!("cannot reach {}: {}", self.url, e.without_url()),
-            exit: Code::Server,
-        };
-        let resp = req.send().await.map_err(net)?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(net)?;
-        if !(200..300).contains(&status) {
-            return Err(Failure {
-                kind: format!("http_{status}"),
-                message: format!("{} answered HTTP {status}", self.url),
-                exit: Code::Server,
-            });
-        }
-        // Parse the answer like a client would (and check it is one).
-        let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure {
-            kind: "other".to_owned(),
-            message: format!("{} answered something that is not JSON", self.url),
-            exit: Code::Server,
-        })?;
-        if parsed.get("choices").is_none() {
-            return Err(Failure {
-                kind: "other".to_owned(),
-                message: format!("{} answered JSON without choices", self.url),
-                exit: Code::Server,
-            });
-        }
-        Ok((start.elapsed(), completion_tokens(&parsed)))
-    }
-}
-
-/// Everything the measured phase collected.
-#[derive(Default)]
-struct Collected {
-    latencies: Vec<Duration>,
-    cancelled: u64,
-    ttfts: Vec<Duration>,
-    /// Generated tokens summed over the answers that reported them.
-    tokens: u64,
-    /// How many answers reported their generated tokens.
-    answers_with_tokens: u64,
-    /// Per stream that generated more than one token: tokens after the
-    /// first per second after the first (the decoding rate).
-    decode_rates: Vec<f64>,
-    errors: BTreeMap<String, u64>,
-    first_error: Option<String>,
-}
-
-/// The decoding rate of one stream: the tokens after the first, per second
-/// after the first token arrived; `None` for one token or no time.
-fn decode_rate(tokens: u64, ttft: Duration, latency: Duration) -> Option<f64> {
-    let after = latency.checked_sub(ttft)?.as_secs_f64();
-    (tokens > 1 && after > 0.0).then(|| (tokens - 1) as f64 / after)
-}
-
-/// The mean of some values; `None` for none.
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = values.fold((0.0, 0u64), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n as f64)
-}
-
-/// Nearest-rank percentile of sorted values, in ms.
-fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted.len()) - 1;
-    Some(sorted[i].as_secs_f64() * 1e3)
 }
 
 /// The prompt for the requested size.
@@ -776,69 +506,9 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     Ok(())
 }
 
-/// The human-readable summary.
-fn print_text(o: &serde_json::Value) {
-    let ms = |k: &str| o[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
-    let cancelled = match o["cancelled"].as_u64() {
-        Some(n) if n > 0 => format!(", {n} cancelled"),
-        _ => String::new(),
-    };
-    println!(
-        "{} requests ({} ok{cancelled}) in {:.2} s at concurrency {}: {:.1} req/s",
-        o["requests"],
-        o["ok"],
-        o["elapsed_s"].as_f64().unwrap_or(0.0),
-        o["concurrency"],
-        o["requests_per_s"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "latency ms: p50 {}  p95 {}  p99 {}  mean {}  max {}",
-        ms("p50_ms"),
-        ms("p95_ms"),
-        ms("p99_ms"),
-        ms("mean_ms"),
-        ms("max_ms")
-    );
-    if let Some(n) = o["generated_tokens"].as_u64() {
-        println!(
-            "generated tokens: {n} in {} answers, {:.1} tokens/s",
-            o["answers_with_tokens"],
-            o["generated_tokens_per_s"].as_f64().unwrap_or(0.0)
-        );
-    }
-    if o.get("ttft_p50_ms").is_some() {
-        println!(
-            "time to first token ms: p50 {}  p95 {}  mean {}",
-            ms("ttft_p50_ms"),
-            ms("ttft_p95_ms"),
-            ms("ttft_mean_ms")
-        );
-        if let Some(r) = o["decode_tokens_per_s_mean"].as_f64() {
-            println!("decoding after the first token: {r:.1} tokens/s per stream (mean)");
-        }
-    }
-    if let Some(e) = o["errors"].as_object().filter(|e| !e.is_empty()) {
-        let list: Vec<String> = e.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        println!("errors: {}", list.join(", "));
-    }
-}
-
-/// This process's resident set and its peak (Linux `/proc/self/status`), KiB.
-fn self_memory_kib() -> (Option<u64>, Option<u64>) {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return (None, None);
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::send::completion_tokens;
     use super::*;
 
     #[test]
