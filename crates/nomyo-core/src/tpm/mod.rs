@@ -23,6 +23,7 @@ mod credential;
 mod marshal;
 mod public;
 mod quote;
+mod route;
 
 pub use attest::{
     Attest, ClockInfo, PcrSelection, QuoteInfo, Signature, ST_ATTEST_QUOTE, TPM_GENERATED_VALUE,
@@ -31,6 +32,9 @@ pub use credential::{make_credential, MadeCredential, TOOLS_FILE_MAGIC, TOOLS_FI
 pub use marshal::HashAlg;
 pub use public::{KeyParams, ObjectAttributes, Public, Scheme, SymmetricDef, ECC_NIST_P256};
 pub use quote::{extra_data_for, verify_quote, PcrValues};
+pub use route::{
+    attestation_extra_data, ACTIVATE_PATH, ATTESTATION_PATH, ATTEST_CONTEXT, NONCE_LEN,
+};
 
 /// A marshalled TPM structure that does not parse. `what` names the
 /// structure or field; no contents are echoed.
