@@ -143,6 +143,8 @@ enum Command {
     /// Serve a local OpenAI-compatible API that forwards every request end-to-end encrypted.
     #[cfg(feature = "proxy")]
     Proxy(cmd::proxy::Args),
+    /// Verify a server's TPM attestation: EK chain, credential activation, quote, key binding, PCR policy.
+    Attest(cmd::attest::Args),
     /// Load the secure endpoint: requests/s, latency percentiles, tokens/s, errors by kind.
     Bench(cmd::bench::Args),
     /// List or forget the servers recorded in the known-servers file (trust on first use).
@@ -233,7 +235,8 @@ impl Command {
             #[cfg(feature = "proxy")]
             Command::Proxy(_) => true,
             Command::Chat(_) | Command::Bench(_) => true,
-            Command::Keygen(_)
+            Command::Attest(_)
+            | Command::Keygen(_)
             | Command::Fingerprint(_)
             | Command::KnownServers(_)
             | Command::Models(_)
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => cmd::chat::run(a),
         #[cfg(feature = "proxy")]
         Command::Proxy(a) => cmd::proxy::run(a),
+        Command::Attest(a) => cmd::attest::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::KnownServers(c) => cmd::known_servers::run(c),
         Command::Models(c) => cmd::models::run(c),

@@ -99,6 +99,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod attest;
 mod builder;
 mod client;
 mod error;

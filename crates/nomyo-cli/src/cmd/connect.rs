@@ -25,6 +25,7 @@ pub struct ConnectArgs {
     /// the local `nomyo serve` at http://127.0.0.1:12434 (loopback).
     #[arg(
         long,
+        alias = "server",
         value_name = "URL",
         env = "NOMYO_BASE_URL",
         hide_env_values = true

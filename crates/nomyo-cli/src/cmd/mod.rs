@@ -1,6 +1,7 @@
 //! One module per subcommand; `serve` and `proxy` only in builds with their
 //! feature (docs/CLI.md, "Builds").
 
+pub mod attest;
 pub mod bench;
 pub mod chat;
 pub mod completions;

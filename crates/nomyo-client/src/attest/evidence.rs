@@ -1,0 +1,138 @@
+//! The attestation route's answer (docs/PROTOCOL.md §14.3), decoded, and
+//! the qualifying data its quote must carry.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use nomyo_core::tpm::{HashAlg, PcrValues};
+use serde::Deserialize;
+
+/// The JSON of `GET /.well-known/nomyo-attestation`, as sent.
+#[derive(Deserialize)]
+struct Wire {
+    version: u32,
+    ek_public_b64: String,
+    #[serde(default)]
+    ek_certificates_b64: Vec<String>,
+    ak_public_b64: String,
+    v1_key_fingerprint: String,
+    #[serde(default)]
+    v2_keys_b64: Option<String>,
+    pcr_values: BTreeMap<String, BTreeMap<String, String>>,
+    quote_b64: String,
+    signature_b64: String,
+}
+
+/// The evidence, decoded: bytes where the wire has base64 or hex.
+#[derive(Debug, Clone)]
+pub(crate) struct Evidence {
+    pub(crate) ek_public: Vec<u8>,
+    pub(crate) ek_certificates: Vec<Vec<u8>>,
+    pub(crate) ak_public: Vec<u8>,
+    pub(crate) v1_key_fingerprint: String,
+    pub(crate) v2_keys: Option<Vec<u8>>,
+    pub(crate) pcr_values: PcrValues,
+    pub(crate) quote: Vec<u8>,
+    pub(crate) signature: Vec<u8>,
+}
+
+impl Evidence {
+    /// Parses the route's body; the message says which field is wrong and
+    /// never quotes the body.
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
+        let wire: Wire = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "the attestation answer is not the documented JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        if wire.version != 1 {
+            return Err(format!(
+                "the attestation answer has version {}; this client knows version 1",
+                wire.version
+            ));
+        }
+        let b64 = |field: &str, value: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|_| format!("the attestation answer's {field} is not base64"))
+        };
+        let mut ek_certificates = Vec::with_capacity(wire.ek_certificates_b64.len());
+        for c in &wire.ek_certificates_b64 {
+            ek_certificates.push(b64("ek_certificates_b64", c)?);
+        }
+        let mut pcr_values = PcrValues::new();
+        for (bank, values) in &wire.pcr_values {
+            let alg = HashAlg::from_name(bank)
+                .ok_or_else(|| "the attestation answer names an unknown PCR bank".to_owned())?;
+            let mut out = BTreeMap::new();
+            for (index, value) in values {
+                let index: u32 = index
+                    .parse()
+                    .map_err(|_| "the attestation answer has a PCR index that is not a number")?;
+                let value = hex::decode(value)
+                    .map_err(|_| "the attestation answer has a PCR value that is not hex")?;
+                out.insert(index, value);
+            }
+            pcr_values.insert(alg, out);
+        }
+        Ok(Self {
+            ek_public: b64("ek_public_b64", &wire.ek_public_b64)?,
+            ek_certificates,
+            ak_public: b64("ak_public_b64", &wire.ak_public_b64)?,
+            v1_key_fingerprint: wire.v1_key_fingerprint,
+            v2_keys: wire
+                .v2_keys_b64
+                .as_deref()
+                .map(|v| b64("v2_keys_b64", v))
+                .transpose()?,
+            pcr_values,
+            quote: b64("quote_b64", &wire.quote_b64)?,
+            signature: b64("signature_b64", &wire.signature_b64)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(version: u32) -> String {
+        format!(
+            r#"{{"version":{version},"ek_public_b64":"AAE=","ek_certificates_b64":["MAA="],
+            "ak_public_b64":"AAI=","ak_fingerprint":"sha256:00","v1_key_fingerprint":"sha256:11",
+            "v2_keys_b64":"AAM=","pcr_banks":"sha256:0","pcr_values":{{"sha256":{{"0":"00ff"}}}},
+            "quote_b64":"AAQ=","signature_b64":"AAU="}}"#
+        )
+    }
+
+    #[test]
+    fn the_documented_answer_decodes() {
+        let e = Evidence::parse(body(1).as_bytes()).unwrap();
+        assert_eq!(e.ek_public, [0, 1]);
+        assert_eq!(e.ek_certificates, [vec![0x30, 0]]);
+        assert_eq!(e.v2_keys.as_deref(), Some(&[0u8, 3][..]));
+        assert_eq!(e.pcr_values[&HashAlg::Sha256][&0], [0, 0xff]);
+        assert_eq!(e.quote, [0, 4]);
+    }
+
+    #[test]
+    fn bad_answers_are_refused_without_echoing_them() {
+        assert!(Evidence::parse(body(2).as_bytes())
+            .unwrap_err()
+            .contains("version 2"));
+        let e = Evidence::parse(b"{\"secret words\": 1}").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        let bad = body(1).replace("\"AAQ=\"", "\"not base64!\"");
+        assert!(Evidence::parse(bad.as_bytes())
+            .unwrap_err()
+            .contains("quote_b64"));
+        let bad = body(1).replace("\"00ff\"", "\"zz\"");
+        assert!(Evidence::parse(bad.as_bytes()).unwrap_err().contains("hex"));
+        let bad = body(1).replace("{\"sha256\"", "{\"md5\"");
+        assert!(Evidence::parse(bad.as_bytes())
+            .unwrap_err()
+            .contains("PCR bank"));
+    }
+}

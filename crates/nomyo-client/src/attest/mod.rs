@@ -1,0 +1,484 @@
+//! Attestation: what the client checks about the endpoint before a prompt
+//! leaves (docs/PROTOCOL.md §14.7).
+//!
+//! [`Client::attest`] fetches the server's TPM evidence for a fresh nonce
+//! and reports each check as a [`Step`]: the EK certificate chain, the
+//! activation of a credential made for the AK, the quote's signature, the
+//! nonce, the binding of the client's trusted keys, and a PCR policy. A
+//! check whose trust input is missing (no EK root given) is
+//! [`StepStatus::Unverified`], never a pass; a PCR policy not asked for is
+//! [`StepStatus::NotRequested`].
+
+mod ek;
+mod evidence;
+mod policy;
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine as _;
+use nomyo_core::tpm::{
+    attestation_extra_data, make_credential, verify_quote, Public, VerifyError, ACTIVATE_PATH,
+    ATTESTATION_PATH,
+};
+use nomyo_core::Fingerprint;
+use reqwest::header::CONTENT_TYPE;
+use serde::Serialize;
+
+pub use policy::Policy;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use evidence::Evidence;
+
+/// Largest evidence body read (certificates, quote, and an IMA log).
+const MAX_EVIDENCE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest activation answer read.
+const MAX_ACTIVATE_BYTES: usize = 64 * 1024;
+
+/// What to verify against.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct AttestOptions {
+    /// DER certificates the EK certificate must chain to (each trusted as
+    /// a root). None: the EK chain is [`StepStatus::Unverified`].
+    pub ek_roots: Vec<Vec<u8>>,
+    /// The PCR policy. None: [`StepStatus::NotRequested`].
+    pub policy: Option<Policy>,
+}
+
+impl AttestOptions {
+    /// Adds the certificates of a PEM file as EK roots.
+    pub fn ek_roots_pem_file(mut self, path: &Path) -> Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot read EK root certificates from {}: {e}",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        self.ek_roots
+            .extend(certs.into_iter().map(|c| c.as_ref().to_vec()));
+        Ok(self)
+    }
+
+    /// Sets the policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+}
+
+/// How one check ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StepStatus {
+    /// It passed.
+    #[serde(rename = "pass")]
+    Pass,
+    /// It failed: the evidence is wrong or does not fit.
+    #[serde(rename = "fail")]
+    Fail,
+    /// It could not be checked: a trust input is missing.
+    #[serde(rename = "unverified")]
+    Unverified,
+    /// Nobody asked for it.
+    #[serde(rename = "not requested")]
+    NotRequested,
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Unverified => "unverified",
+            Self::NotRequested => "not requested",
+        })
+    }
+}
+
+/// One check and what it found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// `ek_chain`, `credential_activation`, `quote_signature`, `nonce`,
+    /// `key_binding` or `pcr_policy`.
+    pub name: &'static str,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Why, for a person.
+    pub detail: String,
+}
+
+/// The verification document of one server.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// The server's origin.
+    pub origin: String,
+    /// The AK's fingerprint (`sha256:` of its `TPM2B_PUBLIC`), when the
+    /// server sent one.
+    pub ak_fingerprint: Option<String>,
+    /// The checks, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Verification {
+    /// Whether no step failed or is unverified.
+    pub fn passed(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| matches!(s.status, StepStatus::Pass | StepStatus::NotRequested))
+    }
+}
+
+/// The step names, in order.
+const STEPS: [&str; 6] = [
+    "ek_chain",
+    "credential_activation",
+    "quote_signature",
+    "nonce",
+    "key_binding",
+    "pcr_policy",
+];
+
+fn step(name: &'static str, status: StepStatus, detail: impl Into<String>) -> Step {
+    Step {
+        name,
+        status,
+        detail: detail.into(),
+    }
+}
+
+impl Client {
+    /// Fetches the server's TPM evidence for a fresh nonce and verifies it
+    /// (docs/PROTOCOL.md §14.7). The v1 key is the one the client trusts
+    /// (pins or the known-servers file); the v2 key list, when the server
+    /// has one, is the one the client would seal to. An error is returned
+    /// only when those keys cannot be had; evidence that is missing or
+    /// wrong fails steps instead.
+    pub async fn attest(&self, options: &AttestOptions) -> Result<Verification> {
+        let started = std::time::Instant::now();
+        let v1 = self.server_key().await?;
+        let v2 = match self.hpke_keys().await {
+            Ok(keys) => Some(keys),
+            Err(e) if e.is_security() => return Err(e),
+            Err(_) => None,
+        };
+        let nonce: [u8; 32] = rand::random();
+        let base = self.attestation_base()?;
+        let url = format!("{base}{ATTESTATION_PATH}?nonce={}", hex::encode(nonce));
+        let fetched = self
+            .retrier()
+            .send(|| self.inner.http.get(url.as_str()), MAX_EVIDENCE_BYTES)
+            .await;
+        let evidence = match fetched
+            .map_err(|e| match e.status() {
+                Some(404) => "this server offers no TPM attestation (404)".to_owned(),
+                _ => format!("cannot fetch the attestation evidence: {e}"),
+            })
+            .and_then(|body| Evidence::parse(&body))
+        {
+            Ok(e) => e,
+            Err(why) => {
+                return Ok(Verification {
+                    origin: self.inner.origin.clone(),
+                    ak_fingerprint: None,
+                    steps: STEPS
+                        .iter()
+                        .map(|n| step(n, StepStatus::Fail, why.clone()))
+                        .collect(),
+                })
+            }
+        };
+        let mut steps = Vec::with_capacity(STEPS.len());
+        let ek = Public::from_tpm2b(&evidence.ek_public);
+        let ak = Public::from_tpm2b(&evidence.ak_public);
+
+        // 1. The EK certificate chain.
+        steps.push(match (&ek, options.ek_roots.is_empty()) {
+            (Err(e), _) => step("ek_chain", StepStatus::Fail, format!("the EK: {e}")),
+            (Ok(_), true) => step(
+                "ek_chain",
+                StepStatus::Unverified,
+                "no EK root certificate given (--tpm-ca)",
+            ),
+            (Ok(ek), false) => {
+                match ek::verify_ek_chain(&evidence.ek_certificates, &options.ek_roots, ek) {
+                    Ok(d) => step("ek_chain", StepStatus::Pass, d),
+                    Err(d) => step("ek_chain", StepStatus::Fail, d),
+                }
+            }
+        });
+
+        // 2. Credential activation: the AK lives in the EK's TPM.
+        steps.push(match &ak {
+            Err(e) => step(
+                "credential_activation",
+                StepStatus::Fail,
+                format!("the AK: {e}"),
+            ),
+            Ok(ak) => match self.activate(&base, &evidence.ek_public, &ak.name()).await {
+                Ok(()) => step(
+                    "credential_activation",
+                    StepStatus::Pass,
+                    "the TPM holding the EK released a credential made for the AK",
+                ),
+                Err(d) => step("credential_activation", StepStatus::Fail, d),
+            },
+        });
+
+        // 3 and 4. The quote's signature and PCR digest, then its nonce. The
+        // qualifying data is computed with the v1 key the server names;
+        // step 5 checks that it is the one this client trusts.
+        let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
+        let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
+        let expected = claimed_v1
+            .map(|fp| attestation_extra_data(&nonce, &fp, v2_body))
+            .unwrap_or_default();
+        let quote = verify_quote(
+            &evidence.ak_public,
+            &evidence.quote,
+            &evidence.signature,
+            &expected,
+            Some(&evidence.pcr_values),
+        );
+        let quote_ok = match &quote {
+            Ok(_) | Err(VerifyError::ExtraDataMismatch) => {
+                steps.push(step(
+                    "quote_signature",
+                    StepStatus::Pass,
+                    "the AK signed the quote and the PCR values hash to its digest",
+                ));
+                let nonce_step = if quote.is_ok() {
+                    step(
+                        "nonce",
+                        StepStatus::Pass,
+                        "the quote is for this request's nonce and the keys the server names",
+                    )
+                } else {
+                    step(
+                        "nonce",
+                        StepStatus::Fail,
+                        "the quote is for another nonce or other keys (replayed or rebound)",
+                    )
+                };
+                steps.push(nonce_step);
+                quote.is_ok()
+            }
+            Err(e) => {
+                steps.push(step("quote_signature", StepStatus::Fail, e.to_string()));
+                steps.push(step(
+                    "nonce",
+                    StepStatus::Fail,
+                    "not checked: the quote does not verify",
+                ));
+                false
+            }
+        };
+
+        // 5. The quoted keys are the client's.
+        steps.push(key_binding(
+            quote_ok,
+            claimed_v1,
+            v1.fingerprint(),
+            evidence.v2_keys.as_deref(),
+            v2.as_deref(),
+        ));
+
+        // 6. The PCR policy.
+        steps.push(match (&options.policy, quote_ok) {
+            (None, _) => step("pcr_policy", StepStatus::NotRequested, "no --policy given"),
+            (Some(_), false) => step(
+                "pcr_policy",
+                StepStatus::Fail,
+                "not checked: the quote does not verify",
+            ),
+            (Some(p), true) => match p.check_tpm(&evidence.pcr_values) {
+                Ok(d) => step("pcr_policy", StepStatus::Pass, d),
+                Err(d) => step("pcr_policy", StepStatus::Fail, d),
+            },
+        });
+
+        let verification = Verification {
+            origin: self.inner.origin.clone(),
+            ak_fingerprint: Some(Fingerprint::of_bytes(&evidence.ak_public).to_string()),
+            steps,
+        };
+        tracing::debug!(
+            origin = %verification.origin,
+            passed = verification.passed(),
+            ms = started.elapsed().as_millis() as u64,
+            "attestation verified"
+        );
+        Ok(verification)
+    }
+
+    /// The server's base URL (with any path prefix), as the key routes use.
+    fn attestation_base(&self) -> Result<String> {
+        let keys = self.inner.v2.keys_url.as_str();
+        keys.strip_suffix(nomyo_core::v2::HPKE_KEYS_PATH)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Config("cannot derive the attestation URL".into()))
+    }
+
+    /// MakeCredential for the AK's Name to the EK, and `POST /activate`:
+    /// the server must give back the credential.
+    async fn activate(
+        &self,
+        base: &str,
+        ek_public: &[u8],
+        ak_name: &[u8],
+    ) -> std::result::Result<(), String> {
+        let secret: [u8; 32] = rand::random();
+        let made = make_credential(ek_public, &secret, ak_name).map_err(|e| e.to_string())?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({
+            "credential_blob_b64": b64.encode(&made.id_object),
+            "encrypted_secret_b64": b64.encode(&made.encrypted_secret),
+        })
+        .to_string();
+        let url = format!("{base}{ACTIVATE_PATH}");
+        let answer = self
+            .retrier()
+            .send(
+                || {
+                    self.inner
+                        .http
+                        .post(url.as_str())
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                },
+                MAX_ACTIVATE_BYTES,
+            )
+            .await
+            .map_err(|e| format!("credential activation failed: {e}"))?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            secret_b64: String,
+        }
+        let got = serde_json::from_slice::<Answer>(&answer)
+            .ok()
+            .and_then(|a| b64.decode(a.secret_b64).ok())
+            .ok_or("the activation answer is not the documented JSON")?;
+        if got != secret {
+            return Err("the server returned another credential: its AK is not in that TPM".into());
+        }
+        Ok(())
+    }
+}
+
+/// `sha256:HEX` as a fingerprint.
+fn parse_fingerprint(text: &str) -> Option<Fingerprint> {
+    let hex = text.strip_prefix("sha256:")?;
+    let bytes: [u8; 32] = hex::decode(hex).ok()?.try_into().ok()?;
+    Some(Fingerprint(bytes))
+}
+
+/// Step 5: the v1 key the quote binds is the one the client trusts, and
+/// the v2 config the client seals to is in the bound key list.
+fn key_binding(
+    quote_ok: bool,
+    claimed_v1: Option<Fingerprint>,
+    trusted_v1: Fingerprint,
+    bound_v2: Option<&[u8]>,
+    used_v2: Option<&crate::server_keys::HpkeKeys>,
+) -> Step {
+    if !quote_ok {
+        return step(
+            "key_binding",
+            StepStatus::Fail,
+            "not checked: the quote does not verify for them",
+        );
+    }
+    if claimed_v1 != Some(trusted_v1) {
+        return step(
+            "key_binding",
+            StepStatus::Fail,
+            format!("the quote binds another v1 key than the trusted {trusted_v1}"),
+        );
+    }
+    let Some(used) = used_v2 else {
+        return step(
+            "key_binding",
+            StepStatus::Pass,
+            format!("the quote binds the trusted v1 key {trusted_v1} (the server has no v2 keys)"),
+        );
+    };
+    let chosen = used.config().fingerprint();
+    let bound = bound_v2
+        .and_then(|b| nomyo_core::v2::keys::KeyConfig::parse_list(b).ok())
+        .unwrap_or_default();
+    if bound.iter().any(|c| c.fingerprint() == chosen) {
+        step(
+            "key_binding",
+            StepStatus::Pass,
+            format!("the quote binds the trusted v1 key {trusted_v1} and the v2 key {chosen}"),
+        )
+    } else {
+        step(
+            "key_binding",
+            StepStatus::Fail,
+            format!("the v2 key {chosen} this client seals to is not in the quoted key list"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pass_and_not_requested_make_a_pass() {
+        let v = |statuses: &[StepStatus]| Verification {
+            origin: "https://x".into(),
+            ak_fingerprint: None,
+            steps: statuses.iter().map(|s| step("ek_chain", *s, "")).collect(),
+        };
+        use StepStatus::*;
+        assert!(v(&[Pass, NotRequested]).passed());
+        assert!(!v(&[Pass, Unverified]).passed());
+        assert!(!v(&[Pass, Fail]).passed());
+        let json = serde_json::to_value(v(&[NotRequested])).unwrap();
+        assert_eq!(json["steps"][0]["status"], "not requested");
+    }
+
+    #[test]
+    fn fingerprints_parse_strictly() {
+        let fp = Fingerprint([9; 32]);
+        assert_eq!(parse_fingerprint(&fp.to_string()), Some(fp));
+        assert_eq!(parse_fingerprint("sha256:00"), None);
+        assert_eq!(
+            parse_fingerprint(&fp.to_string().replace("sha256:", "md5:")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_v1_key_must_be_the_trusted_one() {
+        let a = Fingerprint([1; 32]);
+        let b = Fingerprint([2; 32]);
+        assert_eq!(
+            key_binding(true, Some(a), a, None, None).status,
+            StepStatus::Pass
+        );
+        assert_eq!(
+            key_binding(true, Some(b), a, None, None).status,
+            StepStatus::Fail
+        );
+        assert_eq!(
+            key_binding(true, None, a, None, None).status,
+            StepStatus::Fail
+        );
+        assert_eq!(
+            key_binding(false, Some(a), a, None, None).status,
+            StepStatus::Fail
+        );
+    }
+}
