@@ -97,3 +97,93 @@ fn unreadable_trust_inputs_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
 }
+
+#[test]
+fn chat_requiring_attestation_sends_nothing_to_a_server_without_a_tpm() {
+    use std::sync::atomic::Ordering;
+    let home = tempfile::tempdir().unwrap();
+    let up = upstream();
+    let srv = started(serve_cmd_open(&up.url, &support::EPHEMERAL_KEY));
+    let chat = |extra: &[&str]| {
+        nomyo()
+            .args(["chat", "--base-url", &srv.url, "-m", "tiny"])
+            .args(extra)
+            .arg("a prompt that must not leave")
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOMYO_API_KEY")
+            .env_remove("NOMYO_BASE_URL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = chat(&["--require-attestation"]);
+    assert_exit(&o, 4);
+    assert!(
+        stderr(&o).contains("is not attested") && stderr(&o).contains("refusing to send"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        up.posts.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+    // Attestation cannot authenticate v1 answers: a usage error.
+    let o = chat(&["--require-attestation", "--protocol", "v1"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("needs protocol v2"), "{}", stderr(&o));
+    // Without the flag the same chat is answered.
+    let o = chat(&[]);
+    assert_exit(&o, 0);
+    assert_eq!(up.posts.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_library_requiring_attestation_refuses_every_request_kind() {
+    use nomyo_client::attest::AttestOptions;
+    use nomyo_client::{ChatMessage, ChatRequest, Client, Error, KnownServers, Protocol};
+    use std::sync::atomic::Ordering;
+    let up = upstream();
+    let srv = started(serve_cmd_open(&up.url, &support::EPHEMERAL_KEY));
+    let client = |protocol| {
+        Client::builder()
+            .base_url(&srv.url)
+            .known_servers(KnownServers::Off)
+            .protocol(protocol)
+            .require_attestation(AttestOptions::default())
+            .build()
+            .unwrap()
+    };
+    let request = ChatRequest::new("tiny").message(ChatMessage::user("must not leave"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = client(Protocol::Auto);
+        let e = c.create(&request).await.unwrap_err();
+        assert!(
+            matches!(e, Error::NotAttested { .. }) && e.is_security(),
+            "{e}"
+        );
+        let Err(e) = c.create_stream(&request).await else {
+            panic!("a stream was opened")
+        };
+        assert!(matches!(e, Error::NotAttested { .. }), "{e}");
+        // Protocol v1 is refused outright, whole and unopened.
+        let c = client(Protocol::V1);
+        let e = c.create(&request).await.unwrap_err();
+        assert!(matches!(e, Error::AttestationNeedsV2 { .. }), "{e}");
+        let e = c
+            .create_unopened(&request, &Default::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::AttestationNeedsV2 { .. }), "{e}");
+    });
+    assert_eq!(
+        up.posts.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+}

@@ -61,6 +61,7 @@ pub struct ClientBuilder {
     root_certificates: Vec<Certificate>,
     protocol: crate::v2::Protocol,
     v2_kem: Option<nomyo_core::v2::keys::Kem>,
+    attestation: Option<crate::attest::AttestOptions>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -74,6 +75,7 @@ impl fmt::Debug for ClientBuilder {
             .field("key_source", &self.key_source)
             .field("pins", &self.pins)
             .field("known_servers", &self.known_servers)
+            .field("require_attestation", &self.attestation.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +97,7 @@ impl Default for ClientBuilder {
             root_certificates: Vec::new(),
             protocol: crate::v2::Protocol::default(),
             v2_kem: None,
+            attestation: None,
         }
     }
 }
@@ -213,6 +216,16 @@ impl ClientBuilder {
     /// X-Wing if offered, else X25519). For benchmarks and tests of one suite.
     pub fn v2_kem(mut self, kem: nomyo_core::v2::keys::Kem) -> Self {
         self.v2_kem = Some(kem);
+        self
+    }
+
+    /// Requires the server's TPM attestation before anything is sent: the
+    /// first request runs [`Client::attest`] with these options and, unless
+    /// every step passes, fails with [`Error::NotAttested`]; the verdict is
+    /// kept for the client's life. Attestation needs protocol v2: a client
+    /// that would speak v1 fails with [`Error::AttestationNeedsV2`].
+    pub fn require_attestation(mut self, options: crate::attest::AttestOptions) -> Self {
+        self.attestation = Some(options);
         self
     }
 
@@ -353,6 +366,10 @@ impl ClientBuilder {
                     known,
                 },
                 v2,
+                attestation: self.attestation.map(|options| crate::attest::Required {
+                    options,
+                    verdict: OnceCell::new(),
+                }),
             }),
         })
     }

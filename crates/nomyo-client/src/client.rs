@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) trust: Trust,
     /// Protocol v2 state: the key configs and the protocol decision.
     pub(crate) v2: crate::v2::V2State,
+    /// Set when the server must be attested before anything is sent.
+    pub(crate) attestation: Option<crate::attest::Required>,
 }
 
 impl fmt::Debug for Client {
@@ -245,8 +247,10 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<ChatCompletion> {
         if self.uses_v2().await? {
+            self.ensure_attested().await?;
             return self.create_v2(request, options).await;
         }
+        self.refuse_v1_if_attestation_required()?;
         self.create_v1(request, options).await
     }
 

@@ -17,7 +17,7 @@
 //! | `ServiceUnavailableError` | 503 | [`Error::ServiceUnavailable`] | yes |
 //! | `APIError` | any other | [`Error::Api`] | no |
 //! | `APIConnectionError` | — | [`Error::Connection`], [`Error::Timeout`] | connection errors: yes |
-//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`], [`Error::TierDowngrade`], [`Error::Downgrade`], [`Error::TierNeedsV2`] | no |
+//! | `SecurityError` | — | [`Error::Security`], [`Error::InvalidServerKey`], [`Error::PinMismatch`], [`Error::ServerKeyChanged`], [`Error::V2Security`], [`Error::KeysSignature`], [`Error::TierDowngrade`], [`Error::Downgrade`], [`Error::TierNeedsV2`], [`Error::NotAttested`], [`Error::AttestationNeedsV2`] | no |
 //!
 //! No message ever contains a prompt, a completion, a key, a password or an
 //! API key. Text the server sends (`detail`) is truncated and stripped of
@@ -392,6 +392,24 @@ pub enum Error {
         /// The tier asked for.
         tier: nomyo_core::SecurityTier,
     },
+
+    /// The client requires attestation ([`ClientBuilder::require_attestation`](crate::ClientBuilder::require_attestation))
+    /// and the server's evidence did not pass: nothing was sent.
+    #[error("{origin} is not attested ({failed}); refusing to send anything (`nomyo attest` shows each check)")]
+    NotAttested {
+        /// The server's origin.
+        origin: String,
+        /// The steps that failed or are unverified, as `name status`.
+        failed: String,
+    },
+
+    /// The client requires attestation and would speak protocol v1, whose
+    /// answers a quote cannot authenticate (docs/PROTOCOL.md §14.2).
+    #[error("{origin}: attestation requires protocol v2 (a quote cannot authenticate a v1 answer); refusing to send anything")]
+    AttestationNeedsV2 {
+        /// The server's origin.
+        origin: String,
+    },
 }
 
 /// What [`Error::Downgrade`] refused.
@@ -530,7 +548,9 @@ impl Error {
             | Error::TierDowngrade { .. }
             | Error::KeysSignature { .. }
             | Error::Downgrade { .. }
-            | Error::TierNeedsV2 { .. } => true,
+            | Error::TierNeedsV2 { .. }
+            | Error::NotAttested { .. }
+            | Error::AttestationNeedsV2 { .. } => true,
             Error::ClientKey(e) => e.is_security(),
             _ => false,
         }

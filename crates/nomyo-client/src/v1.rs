@@ -55,6 +55,7 @@ impl Client {
                 "an unopened answer is a protocol v1 feature; this client speaks v2".into(),
             ));
         }
+        self.refuse_v1_if_attestation_required()?;
         self.send_v1(request, options).await
     }
 

@@ -512,6 +512,7 @@ impl Client {
                 "streaming needs protocol v2; protocol v1 cannot stream".into(),
             ));
         }
+        self.ensure_attested().await?;
         let mut r = request.clone();
         r.extra
             .insert("stream".to_owned(), serde_json::Value::Bool(true));

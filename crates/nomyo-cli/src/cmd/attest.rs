@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use nomyo_client::attest::{AttestOptions, Policy, StepStatus, Verification};
+use nomyo_client::attest::{failed_steps, AttestOptions, Policy, Verification};
 
 use super::chat::client_error;
 use super::connect::ConnectArgs;
@@ -93,13 +93,7 @@ pub fn run(args: Args) -> CliResult {
             format!(
                 "{} is not attested: {}",
                 verification.origin,
-                verification
-                    .steps
-                    .iter()
-                    .filter(|s| matches!(s.status, StepStatus::Fail | StepStatus::Unverified))
-                    .map(|s| format!("{} {}", s.name, s.status))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                failed_steps(&verification)
             ),
         ))
     }

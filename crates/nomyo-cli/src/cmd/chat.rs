@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
+use nomyo_client::attest::{AttestOptions, Policy};
 use nomyo_client::{
     ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, TrustDecision, Zeroize,
 };
@@ -159,6 +160,16 @@ pub struct Args {
     /// How long to wait for an answer (e.g. 90s, 15m).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::parse_secs)]
     timeout: u64,
+    /// Send nothing unless the server's TPM attestation passes every check
+    /// of `nomyo attest` (needs protocol v2; exit 4 otherwise).
+    #[arg(long)]
+    require_attestation: bool,
+    /// With --require-attestation: PEM file of EK root certificates; repeatable.
+    #[arg(long = "tpm-ca", value_name = "PEM", requires = "require_attestation")]
+    tpm_ca: Vec<PathBuf>,
+    /// With --require-attestation: TOML policy of allowed PCR values.
+    #[arg(long, value_name = "FILE", requires = "require_attestation")]
+    policy: Option<PathBuf>,
 }
 
 /// The `--tier` values, listed in `--help` and completions.
@@ -185,6 +196,8 @@ struct Settings {
     /// No prompt on a terminal: a conversation, starting with this system
     /// message (if any).
     session: Option<Option<Zeroizing<String>>>,
+    /// `--require-attestation`, with its trust inputs.
+    attestation: Option<AttestOptions>,
 }
 
 const V1_CANNOT_STREAM: &str =
@@ -194,6 +207,25 @@ fn resolve(args: Args) -> CliResult<Settings> {
     if args.stream && args.protocol == Protocol::V1 {
         return Err(CliError::usage(V1_CANNOT_STREAM));
     }
+    if args.require_attestation && args.protocol == Protocol::V1 {
+        return Err(CliError::usage(
+            "--require-attestation needs protocol v2 (a quote cannot authenticate a v1 answer): use --protocol v2 or auto",
+        ));
+    }
+    let attestation = if args.require_attestation {
+        let mut options = AttestOptions::default();
+        for path in &args.tpm_ca {
+            options = options
+                .ek_roots_pem_file(path)
+                .map_err(|e| CliError::usage(e.to_string()))?;
+        }
+        if let Some(path) = &args.policy {
+            options = options.policy(Policy::load(path).map_err(CliError::usage)?);
+        }
+        Some(options)
+    } else {
+        None
+    };
     let connection = args.connect.resolve()?;
     let password = optional_secret(
         args.password_file.as_deref(),
@@ -258,6 +290,7 @@ fn resolve(args: Args) -> CliResult<Settings> {
         protocol: args.protocol,
         stream: args.stream,
         session,
+        attestation,
     })
 }
 
@@ -420,6 +453,9 @@ async fn chat(mut s: Settings) -> CliResult {
     if let Some(t) = s.tier {
         builder = builder.security_tier(t);
     }
+    if let Some(options) = s.attestation.take() {
+        builder = builder.require_attestation(options);
+    }
     let client = builder.build().map_err(client_error)?;
     let spin = std::io::stderr().is_terminal();
     let v2 = setup(&client, &mut s, spin).await?;
@@ -445,7 +481,14 @@ async fn setup(client: &Client, s: &mut Settings, spin: bool) -> CliResult<bool>
     let v2 = v2.map_err(client_error)?;
     if v2 {
         fetch_v2_keys(client, spin).await?;
+        let spinner = Spinner::start("verifying the server's attestation", spin);
+        let attested = client.ensure_attested().await;
+        spinner.stop();
+        attested.map_err(client_error)?;
     } else {
+        client
+            .refuse_v1_if_attestation_required()
+            .map_err(client_error)?;
         if s.stream {
             return Err(CliError::usage(format!(
                 "{} does not publish protocol v2 keys; {V1_CANNOT_STREAM}",

@@ -138,6 +138,12 @@ impl Verification {
     }
 }
 
+/// A client's attestation requirement and, once checked, its verdict.
+pub(crate) struct Required {
+    pub(crate) options: AttestOptions,
+    pub(crate) verdict: tokio::sync::OnceCell<()>,
+}
+
 /// The step names, in order.
 const STEPS: [&str; 6] = [
     "ek_chain",
@@ -320,6 +326,44 @@ impl Client {
         Ok(verification)
     }
 
+    /// With [`ClientBuilder::require_attestation`](crate::ClientBuilder::require_attestation):
+    /// attests the server once (concurrent first requests wait for one
+    /// check) and fails unless every step passed. A failed check is not
+    /// kept: the next request checks again. Without the requirement, does
+    /// nothing. Requests call it; call it first to fail early.
+    pub async fn ensure_attested(&self) -> Result<()> {
+        let Some(required) = &self.inner.attestation else {
+            return Ok(());
+        };
+        required
+            .verdict
+            .get_or_try_init(|| async {
+                let v = self.attest(&required.options).await?;
+                if v.passed() {
+                    tracing::debug!(origin = %v.origin, ak = ?v.ak_fingerprint, "server attested");
+                    Ok(())
+                } else {
+                    Err(Error::NotAttested {
+                        origin: v.origin.clone(),
+                        failed: failed_steps(&v),
+                    })
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// With an attestation requirement, protocol v1 is refused
+    /// ([`Error::AttestationNeedsV2`]).
+    pub fn refuse_v1_if_attestation_required(&self) -> Result<()> {
+        match self.inner.attestation {
+            Some(_) => Err(Error::AttestationNeedsV2 {
+                origin: self.inner.origin.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The server's base URL (with any path prefix), as the key routes use.
     fn attestation_base(&self) -> Result<String> {
         let keys = self.inner.v2.keys_url.as_str();
@@ -372,6 +416,16 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The steps that failed or are unverified, as `name status, ...`.
+pub fn failed_steps(v: &Verification) -> String {
+    v.steps
+        .iter()
+        .filter(|s| matches!(s.status, StepStatus::Fail | StepStatus::Unverified))
+        .map(|s| format!("{} {}", s.name, s.status))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `sha256:HEX` as a fingerprint.
