@@ -187,3 +187,25 @@ fn the_library_requiring_attestation_refuses_every_request_kind() {
         "nothing reached the upstream"
     );
 }
+
+#[cfg(feature = "proxy")]
+#[test]
+fn the_proxy_requiring_attestation_never_listens_for_an_unattested_server() {
+    let home = tempfile::tempdir().unwrap();
+    let up = upstream();
+    let srv = started(serve_cmd_open(&up.url, &support::EPHEMERAL_KEY));
+    let o = nomyo()
+        .args(["proxy", "--base-url", &srv.url, "--listen", "127.0.0.1:0"])
+        .arg("--require-attestation")
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("NOMYO_API_KEY")
+        .env_remove("NOMYO_BASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&o, 4);
+    let err = stderr(&o);
+    assert!(err.contains("is not attested"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+}

@@ -50,16 +50,50 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> CliResult {
+/// The usage error of `--require-attestation --protocol v1`.
+pub const NEEDS_V2: &str = "--require-attestation needs protocol v2 (a quote cannot authenticate a v1 answer): use --protocol v2 or auto";
+
+/// `--require-attestation` with its trust inputs, for the commands that
+/// send prompts (`chat`, `proxy`).
+#[derive(ClapArgs, Clone, Debug)]
+pub struct RequireArgs {
+    /// Send nothing unless the server's TPM attestation passes every check
+    /// of `nomyo attest` (needs protocol v2; exit 4 otherwise).
+    #[arg(long)]
+    require_attestation: bool,
+    /// With --require-attestation: PEM file of EK root certificates; repeatable.
+    #[arg(long = "tpm-ca", value_name = "PEM", requires = "require_attestation")]
+    tpm_ca: Vec<PathBuf>,
+    /// With --require-attestation: TOML policy of allowed PCR values.
+    #[arg(long, value_name = "FILE", requires = "require_attestation")]
+    policy: Option<PathBuf>,
+}
+
+impl RequireArgs {
+    /// The options to require, when --require-attestation is given.
+    pub fn options(&self) -> CliResult<Option<AttestOptions>> {
+        self.require_attestation
+            .then(|| load_options(&self.tpm_ca, self.policy.as_deref()))
+            .transpose()
+    }
+}
+
+/// Reads the trust inputs: an unreadable file is a usage error.
+fn load_options(tpm_ca: &[PathBuf], policy: Option<&std::path::Path>) -> CliResult<AttestOptions> {
     let mut options = AttestOptions::default();
-    for path in &args.tpm_ca {
+    for path in tpm_ca {
         options = options
             .ek_roots_pem_file(path)
             .map_err(|e| CliError::usage(e.to_string()))?;
     }
-    if let Some(path) = &args.policy {
+    if let Some(path) = policy {
         options = options.policy(Policy::load(path).map_err(CliError::usage)?);
     }
+    Ok(options)
+}
+
+pub fn run(args: Args) -> CliResult {
+    let options = load_options(&args.tpm_ca, args.policy.as_deref())?;
     let conn = args.connect.clone().resolve()?;
     let client = conn
         .client_builder()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use nomyo_client::attest::{AttestOptions, Policy};
+use nomyo_client::attest::AttestOptions;
 use nomyo_client::{
     ChatMessage, ChatRequest, Client, Error as ClientError, KeySource, TrustDecision, Zeroize,
 };
@@ -160,16 +160,8 @@ pub struct Args {
     /// How long to wait for an answer (e.g. 90s, 15m).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::parse_secs)]
     timeout: u64,
-    /// Send nothing unless the server's TPM attestation passes every check
-    /// of `nomyo attest` (needs protocol v2; exit 4 otherwise).
-    #[arg(long)]
-    require_attestation: bool,
-    /// With --require-attestation: PEM file of EK root certificates; repeatable.
-    #[arg(long = "tpm-ca", value_name = "PEM", requires = "require_attestation")]
-    tpm_ca: Vec<PathBuf>,
-    /// With --require-attestation: TOML policy of allowed PCR values.
-    #[arg(long, value_name = "FILE", requires = "require_attestation")]
-    policy: Option<PathBuf>,
+    #[command(flatten)]
+    attestation: super::attest::RequireArgs,
 }
 
 /// The `--tier` values, listed in `--help` and completions.
@@ -207,25 +199,10 @@ fn resolve(args: Args) -> CliResult<Settings> {
     if args.stream && args.protocol == Protocol::V1 {
         return Err(CliError::usage(V1_CANNOT_STREAM));
     }
-    if args.require_attestation && args.protocol == Protocol::V1 {
-        return Err(CliError::usage(
-            "--require-attestation needs protocol v2 (a quote cannot authenticate a v1 answer): use --protocol v2 or auto",
-        ));
+    let attestation = args.attestation.options()?;
+    if attestation.is_some() && args.protocol == Protocol::V1 {
+        return Err(CliError::usage(super::attest::NEEDS_V2));
     }
-    let attestation = if args.require_attestation {
-        let mut options = AttestOptions::default();
-        for path in &args.tpm_ca {
-            options = options
-                .ek_roots_pem_file(path)
-                .map_err(|e| CliError::usage(e.to_string()))?;
-        }
-        if let Some(path) = &args.policy {
-            options = options.policy(Policy::load(path).map_err(CliError::usage)?);
-        }
-        Some(options)
-    } else {
-        None
-    };
     let connection = args.connect.resolve()?;
     let password = optional_secret(
         args.password_file.as_deref(),

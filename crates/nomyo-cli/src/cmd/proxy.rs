@@ -104,6 +104,8 @@ pub struct Args {
     /// How long to wait for the endpoint's answer (e.g. 90s, 15m).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::parse_secs)]
     timeout: u64,
+    #[command(flatten)]
+    attestation: super::attest::RequireArgs,
 }
 
 /// The resolved command line.
@@ -115,6 +117,8 @@ struct Settings {
     protocol: Protocol,
     max_retries: u32,
     timeout: Duration,
+    /// `--require-attestation`, with its trust inputs.
+    attestation: Option<nomyo_client::attest::AttestOptions>,
 }
 
 fn resolve(args: Args) -> CliResult<Settings> {
@@ -130,6 +134,10 @@ fn resolve(args: Args) -> CliResult<Settings> {
     )?;
     nomyo_proxy::check_listen(listen, args.allow_remote, access_token.is_some())
         .map_err(|e| CliError::usage(e.to_string()))?;
+    let attestation = args.attestation.options()?;
+    if attestation.is_some() && args.protocol == Protocol::V1 {
+        return Err(CliError::usage(super::attest::NEEDS_V2));
+    }
     Ok(Settings {
         listen,
         access_token,
@@ -138,6 +146,7 @@ fn resolve(args: Args) -> CliResult<Settings> {
         protocol: args.protocol,
         max_retries: args.max_retries,
         timeout: Duration::from_secs(args.timeout.max(1)),
+        attestation,
     })
 }
 
@@ -152,15 +161,29 @@ pub fn run(args: Args) -> CliResult {
 }
 
 async fn proxy(mut s: Settings) -> CliResult {
-    let client = s
+    let mut builder = s
         .connection
         .client_builder()
         .max_retries(s.max_retries)
         .timeout(s.timeout)
-        .protocol(s.protocol.to_client())
-        .build()
-        .map_err(client_error)?;
+        .protocol(s.protocol.to_client());
+    let require_attestation = s.attestation.is_some();
+    if let Some(options) = s.attestation.take() {
+        builder = builder.require_attestation(options);
+    }
+    let client = builder.build().map_err(client_error)?;
     verify_server(&client).await?;
+    if require_attestation {
+        // Before listening: an SDK never gets a port that would forward to
+        // an unattested server.
+        if !client.uses_v2().await.map_err(client_error)? {
+            client
+                .refuse_v1_if_attestation_required()
+                .map_err(client_error)?;
+        }
+        client.ensure_attested().await.map_err(client_error)?;
+        eprintln!("nomyo proxy: {} is attested", client.origin());
+    }
 
     let mut state = nomyo_proxy::ProxyState::new(client);
     if let Some(t) = s.tier {
