@@ -312,11 +312,21 @@ impl Client {
             },
         });
 
+        let ak_fingerprint = Fingerprint::of_bytes(&evidence.ak_public);
         let verification = Verification {
             origin: self.inner.origin.clone(),
-            ak_fingerprint: Some(Fingerprint::of_bytes(&evidence.ak_public).to_string()),
+            ak_fingerprint: Some(ak_fingerprint.to_string()),
             steps,
         };
+        if verification.passed() {
+            // Verified in full: the known-servers file keeps it, with the
+            // origin's other replicas' keys.
+            let new = self
+                .inner
+                .trust
+                .record_ak(&self.inner.origin, ak_fingerprint)?;
+            tracing::debug!(origin = %verification.origin, ak = %ak_fingerprint, new, "attestation key on record");
+        }
         tracing::debug!(
             origin = %verification.origin,
             passed = verification.passed(),

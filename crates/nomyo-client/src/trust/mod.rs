@@ -21,6 +21,7 @@
 //! | `v2=unsigned` | the server speaks v2 without signing its lists (a third-party EHBP server); its key configs are the `v2-key` fields |
 //! | `v2-key=KEM:sha256:HEX` | a trusted key config of an unsigned v2 server (`KEM`: `x-wing` or `x25519`) |
 //! | `warned=v1` | `nomyo` has said once that v1 answers from this server are only as safe as the TLS path |
+//! | `ak=sha256:HEX` | a TPM attestation key verified in full for this server (`nomyo attest`, or a client that requires attestation); one per replica |
 //!
 //! A v1 key on record also means that the server's v2 key lists must be
 //! signed by it. Fields this version does not know are kept as they are
@@ -344,6 +345,39 @@ impl Trust {
 
     /// Whether the one-time v1 warning for `origin` is still due; records
     /// it as given (`warned=v1`). Always due without a known-servers file.
+    /// The TPM attestation keys on record for `origin` (none without a
+    /// known-servers file).
+    // Read by the per-answer quote check, which lands with the typed
+    // `_metadata.tpm_attestation`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn recorded_aks(&self, origin: &str) -> Result<Vec<Fingerprint>> {
+        let Some(file) = self.file() else {
+            return Ok(Vec::new());
+        };
+        Ok(file
+            .read()?
+            .entry(origin)
+            .map(|e| e.aks.clone())
+            .unwrap_or_default())
+    }
+
+    /// Records a verified TPM attestation key for `origin` (kept with the
+    /// others: one per replica behind a load balancer). Returns whether it
+    /// was new. Without a known-servers file, records nothing.
+    pub(crate) fn record_ak(&self, origin: &str, ak: Fingerprint) -> Result<bool> {
+        let Some(file) = self.file() else {
+            return Ok(false);
+        };
+        file.update(|records| {
+            let e = records.entry_or_insert(origin);
+            if e.aks.contains(&ak) {
+                return Ok((false, false));
+            }
+            e.aks.push(ak);
+            Ok((true, true))
+        })
+    }
+
     pub(crate) fn take_v1_warning(&self, origin: &str) -> Result<bool> {
         let Some(file) = self.file() else {
             return Ok(true);

@@ -26,6 +26,8 @@ pub(super) struct Entry {
     /// `(KEM name, config fingerprint)` of an unsigned v2 server.
     pub(super) v2_keys: Vec<(String, Fingerprint)>,
     pub(super) warned_v1: bool,
+    /// The TPM attestation keys verified for this origin (one per replica).
+    pub(super) aks: Vec<Fingerprint>,
     /// Fields this version does not know, kept verbatim.
     pub(super) other: Vec<String>,
 }
@@ -46,6 +48,9 @@ impl Entry {
         }
         if self.warned_v1 {
             s.push_str(" warned=v1");
+        }
+        for fp in &self.aks {
+            s.push_str(&format!(" ak={fp}"));
         }
         for o in &self.other {
             s.push(' ');
@@ -208,6 +213,9 @@ impl Records {
                     let fp = fp.parse().map_err(|_| bad("invalid v2-key fingerprint"))?;
                     e.v2_keys.push((kem, fp));
                 }
+                "ak" => e
+                    .aks
+                    .push(value.parse().map_err(|_| bad("invalid ak fingerprint"))?),
                 "warned" => {
                     if value == "v1" {
                         e.warned_v1 = true;
@@ -225,6 +233,7 @@ impl Records {
             }
             m.v2_keys.extend(e.v2_keys);
             m.warned_v1 |= e.warned_v1;
+            m.aks.extend(e.aks);
             m.other.extend(e.other);
         });
         Ok(())

@@ -367,3 +367,47 @@ fn list_and_remove_known_servers() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with(FORMAT_HEADER));
 }
+
+#[test]
+fn attestation_keys_are_recorded_per_origin_beside_the_other_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_servers");
+    let t = recording(&file);
+    t.verify("https://a.example", fp(1)).unwrap();
+    assert!(t.recorded_aks("https://a.example").unwrap().is_empty());
+    // Two replicas' keys, each once.
+    assert!(t.record_ak("https://a.example", fp(7)).unwrap());
+    assert!(t.record_ak("https://a.example", fp(8)).unwrap());
+    assert!(!t.record_ak("https://a.example", fp(7)).unwrap());
+    assert_eq!(t.recorded_aks("https://a.example").unwrap(), [fp(7), fp(8)]);
+    assert!(t.recorded_aks("https://b.example").unwrap().is_empty());
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!(
+            "https://a.example v1={} ak={} ak={}",
+            fp(1),
+            fp(7),
+            fp(8)
+        )),
+        "{text}"
+    );
+    // The v1 key is still the one on record.
+    assert_eq!(
+        t.verify("https://a.example", fp(1)).unwrap(),
+        TrustDecision::Known { file: file.clone() }
+    );
+    // A malformed ak field is an error, never skipped.
+    fs::write(
+        &file,
+        format!("{FORMAT_HEADER}\nhttps://a.example ak=sha256:00\n"),
+    )
+    .unwrap();
+    assert!(t.recorded_aks("https://a.example").is_err());
+    // Without a file nothing is recorded.
+    let off = Trust {
+        pins: vec![fp(1)],
+        known: None,
+    };
+    assert!(!off.record_ak("https://a.example", fp(7)).unwrap());
+    assert!(off.recorded_aks("https://a.example").unwrap().is_empty());
+}
