@@ -30,7 +30,7 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ use nomyo_client::{ChatMessage, ChatRequest, Client, Fingerprint, KnownServers, 
 #[cfg(feature = "engine")]
 use support::nomyo;
 use support::{
-    http_get, printed_fingerprint, serve_cmd, start, upstream, Serve, Upstream, API_KEY,
+    http_get, printed_fingerprint, runtime, serve_cmd, start, upstream, Serve, Upstream, API_KEY,
     HOLD_STREAM, SLOW,
 };
 
@@ -61,14 +61,6 @@ fn client(url: &str, pin: Fingerprint, protocol: nomyo_client::Protocol, home: &
 
 fn chat(prompt: &str) -> ChatRequest {
     ChatRequest::new("tiny").message(ChatMessage::user(prompt.to_owned()))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn key_serve(up: &Upstream, dir: &Path, keys: &Path, extra: &[&str]) -> Command {

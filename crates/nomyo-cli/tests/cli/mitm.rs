@@ -15,14 +15,16 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use support::{assert_exit, nomyo, serve_cmd_open, started, stderr, stdout, upstream, Serve};
+use support::{
+    assert_exit, nomyo_at_home, serve_cmd_open, started, stderr, stdout, upstream, Serve,
+};
 
 /// Environment variable naming the middleman's mode (set only in the child).
 const MODE_ENV: &str = "NOMYO_TEST_MITM_UPSTREAM";
@@ -46,7 +48,9 @@ impl Drop for Mitm {
 impl Mitm {
     fn start(upstream: &str, server_key: &Path) -> Mitm {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["mitm_process", "--exact", "--ignored", "--nocapture"])
+            // This test binary again, running only `mitm_process` (its
+            // name in the binary: module path, then function).
+            .args(["mitm::mitm_process", "--exact", "--ignored", "--nocapture"])
             .env(MODE_ENV, upstream)
             .env(SERVER_KEY_ENV, server_key)
             .stdin(Stdio::null())
@@ -96,20 +100,13 @@ fn chat(home: &Path, url: &str, protocol: &str, prompt: &str) -> Output {
 }
 
 fn chat_with(home: &Path, url: &str, extra: &[&str], prompt: &str) -> Output {
-    nomyo()
+    nomyo_at_home(home)
         .args(["chat", "--base-url", url, "--allow-http", "-m", "tiny"])
         .args(extra)
         .args(["--max-retries", "0", "--timeout", "30"])
         .arg("--known-servers")
         .arg(home.join("known_servers"))
         .arg(prompt)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_API_KEY")
-        .env_remove("NOMYO_BASE_URL")
-        .env_remove("NOMYO_MODEL")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }

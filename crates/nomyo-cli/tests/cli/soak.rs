@@ -16,7 +16,7 @@
 //!
 //! ```sh
 //! NOMYO_SOAK_REQUESTS=20000 NOMYO_SOAK_CONCURRENCY=64 \
-//!   cargo test -p nomyo-cli --test soak -- --nocapture
+//!   cargo test -p nomyo-cli --test cli soak:: -- --nocapture
 //! ```
 
 // The server under test is a real `nomyo serve` (feature `serve`).
@@ -25,13 +25,13 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
-use std::collections::HashMap;
 use std::process::{Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use nomyo_testkit::procfs::{descriptors, tcp_sockets, TCP_LISTEN};
 use support::{bench_cmd, metric, open_fds, rss_kib, serve_cmd, start, upstream, Serve, API_KEY};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -124,53 +124,16 @@ struct Fds {
     other: usize,
 }
 
-fn tcp_inodes(pid: u32) -> HashMap<u64, (u16, u16, u8)> {
-    let mut map = HashMap::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 {
-                continue;
-            }
-            let port = |a: &str| {
-                a.rsplit_once(':')
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                    .unwrap_or(0)
-            };
-            let state = u8::from_str_radix(f[3], 16).unwrap_or(0);
-            if let Ok(inode) = f[9].parse() {
-                map.insert(inode, (port(f[1]), port(f[2]), state));
-            }
-        }
-    }
-    map
-}
-
 fn fds(srv: &Serve, upstream_port: u16) -> Fds {
     let pid = srv.pid();
     let server_port: u16 = srv.addr().rsplit_once(':').unwrap().1.parse().unwrap();
-    let tcp = tcp_inodes(pid);
+    let tcp = tcp_sockets(pid);
     let mut out = Fds::default();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-    {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
+    for inode in descriptors(pid) {
         out.total += 1;
-        let target = target.to_string_lossy().into_owned();
-        let inode = target
-            .strip_prefix("socket:[")
-            .and_then(|s| s.strip_suffix(']'))
-            .and_then(|s| s.parse::<u64>().ok());
-        const LISTEN: u8 = 0x0A;
         match inode.and_then(|i| tcp.get(&i)) {
-            Some(&(local, _, state)) if local == server_port && state != LISTEN => out.inbound += 1,
-            Some(&(_, remote, _)) if remote == upstream_port => out.upstream += 1,
+            Some(s) if s.local_port == server_port && s.state != TCP_LISTEN => out.inbound += 1,
+            Some(s) if s.remote_port == upstream_port => out.upstream += 1,
             _ => out.other += 1,
         }
     }

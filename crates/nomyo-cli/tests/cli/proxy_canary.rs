@@ -12,11 +12,12 @@
 #![cfg(all(feature = "serve", feature = "proxy"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
 
+use nomyo_testkit::log::find_secret;
 use support::{nomyo, serve_cmd, start, upstream_answering, Serve, API_KEY, EPHEMERAL_KEY};
 
 fn unique(tag: &str) -> String {
@@ -134,10 +135,8 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
                 "{name}: the proxy logged: {logs}"
             );
         }
-        for (what, secret) in secrets {
-            if let Some(line) = logs.lines().find(|l| l.contains(secret)) {
-                panic!("{what} in the proxy's log at {name}: {line}");
-            }
+        if let Some((what, line)) = find_secret(&logs, &secrets) {
+            panic!("{what} in the proxy's log at {name}: {line}");
         }
         eprintln!(
             "{name}: {} proxy log lines, no canary",
@@ -157,9 +156,7 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
             "no server access line for {id}"
         );
     }
-    for (what, secret) in secrets {
-        if let Some(line) = server_logs.lines().find(|l| l.contains(secret)) {
-            panic!("{what} in the server's trace log: {line}");
-        }
+    if let Some((what, line)) = find_secret(&server_logs, &secrets) {
+        panic!("{what} in the server's trace log: {line}");
     }
 }

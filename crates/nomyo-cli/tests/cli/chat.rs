@@ -9,7 +9,7 @@
 // run; the helpers of the others are unused then.
 #![cfg_attr(not(feature = "serve"), allow(dead_code, unused_imports))]
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -516,46 +516,16 @@ fn server_and_network_failures_exit_5_and_others_1() {
     assert!(human_error(&o).contains("not found"));
 }
 
-/// A python3 with `cryptography` (NOMYO_PYTHON, the repository's .venv, or
-/// python3); `None` skips the test, except under CI.
-fn python() -> Option<String> {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let found = [
-        std::env::var("NOMYO_PYTHON").ok(),
-        Some(format!("{repo}/.venv/bin/python")),
-        Some("python3".to_owned()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| {
-        Command::new(p)
-            .args(["-c", "import cryptography"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: a python3 with `cryptography` is required (set NOMYO_PYTHON)"
-        );
-        eprintln!("skipped: no python3 with `cryptography`");
-    }
-    found
-}
-
 /// `nomyo chat` against an independent v1 server written in Python from
 /// docs/PROTOCOL.md (crates/nomyo-client/tests/python/v1_server.py).
 #[test]
 fn chat_with_an_independent_python_v1_server() {
-    let Some(py) = python() else { return };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../nomyo-client/tests/python/v1_server.py"
-    );
+    let Some(py) = nomyo_testkit::python::with_cryptography() else {
+        return;
+    };
+    let script = nomyo_testkit::python::v1_server_script();
     let mut cmd = Command::new(py);
-    cmd.args([script, "--bits", "2048"]);
+    cmd.args([script.as_str(), "--bits", "2048"]);
     let server = started(cmd);
 
     let env = Env::new();

@@ -20,17 +20,17 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nomyo_testkit::pty::Terminal;
 use serde_json::{json, Value};
 use support::{
-    assert_exit, http_double, serve_cmd_open, started, stderr, stdout, write_response,
+    assert_exit, chat_args, http_double, serve_cmd_open, started, stderr, stdout, write_response,
     EPHEMERAL_KEY, JSON, MODELS,
 };
 
@@ -122,165 +122,23 @@ fn conversation_double() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, seen)
 }
 
-fn chat_args(url: &str, known: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        env!("CARGO_BIN_EXE_nomyo"),
-        "chat",
-        "--base-url",
-        url,
-        "--allow-http",
-        "-m",
-        "tiny",
-        "--known-servers",
-        known.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-/// `nomyo chat` on a pseudo-terminal: what it shows, with the time each
-/// byte arrived, and its input.
-struct Terminal {
-    child: Child,
-    input: Option<ChildStdin>,
-    /// Everything shown so far, and (arrival time, end offset) of each read.
-    shown: Shown,
-}
-
-/// What a terminal showed, and (arrival time, end offset) of each read.
-type Shown = Arc<Mutex<(String, Vec<(Instant, usize)>)>>;
-
-impl Terminal {
-    fn start(args: &[String]) -> Self {
-        // `exec`: the program replaces the shell `script` starts, so that
-        // Ctrl-C reaches the program alone (a shell left waiting in the
-        // terminal's foreground group would take the signal too, and end
-        // with it once the program has exited).
-        let line = args
-            .iter()
-            .map(|a| format!("'{a}'"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let line = format!("exec {line}");
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", &line, "/dev/null"])
-            .env("SHELL", "/bin/sh")
-            .env_remove("RUST_LOG")
-            .env_remove("NOMYO_API_KEY")
-            .env_remove("NOMYO_BASE_URL")
-            .env_remove("NOMYO_MODEL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("util-linux script");
-        let mut out = child.stdout.take().unwrap();
-        let shown: Shown = Arc::new(Mutex::new((String::new(), Vec::new())));
-        let sink = shown.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut s = sink.lock().unwrap();
-                s.0.push_str(&String::from_utf8_lossy(&buf[..n]));
-                let end = s.0.len();
-                s.1.push((Instant::now(), end));
-            }
-        });
-        let input = child.stdin.take();
-        Self {
-            child,
-            input,
-            shown,
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let input = self.input.as_mut().unwrap();
-        input.write_all(line.as_bytes()).unwrap();
-        input.write_all(b"\n").unwrap();
-        input.flush().unwrap();
-    }
-
-    fn text(&self) -> String {
-        self.shown.lock().unwrap().0.clone()
-    }
-
-    /// The offset of `needle` at or after `from`, waiting up to 30 s.
-    fn wait_for(&self, needle: &str, from: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.text();
-            if let Some(i) = text.get(from..).and_then(|t| t.find(needle)) {
-                return from + i;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} after offset {from}; the terminal shows:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// When the byte at `offset` arrived, and in which read.
-    fn arrival(&self, offset: usize) -> (Instant, usize) {
-        let s = self.shown.lock().unwrap();
-        let i = s.1.iter().position(|(_, end)| *end > offset).unwrap();
-        (s.1[i].0, i)
-    }
-
-    /// Types `line`, waits for the whole answer and the next marker; checks
-    /// that the answer arrived in several reads spread over time, all before
-    /// that marker. Returns the answer and the offset after the marker.
-    fn turn(&mut self, line: &str, from: usize) -> (String, usize) {
-        self.type_line(line);
-        let start = self.wait_for("ANS", from);
-        let end = self.wait_for(" END", start);
-        let marker = self.wait_for(MARKER, end);
-        let (t0, read0) = self.arrival(start);
-        let (t1, read1) = self.arrival(end + 1);
-        assert!(
-            read1 > read0 && t1.duration_since(t0) >= CHUNK_GAP * 2,
-            "the answer to {line:?} did not arrive in chunks ({:?} apart, reads {read0}..{read1})",
-            t1.duration_since(t0)
-        );
-        let answer = self.text()[start..end + 4].to_owned();
-        (answer, marker + MARKER.len())
-    }
-
-    /// Ends the input (Ctrl-D), then waits for the process to end.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
-        drop(self.input.take());
-        self.exited()
-    }
-
-    /// Waits for the process to end, the input left open; its exit status
-    /// and what it showed.
-    fn exited(mut self) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (status, self.text());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("chat did not end; the terminal shows:\n{}", self.text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Types `line`, waits for the whole answer and the next marker; checks
+/// that the answer arrived in several reads spread over time, all before
+/// that marker. Returns the answer and the offset after the marker.
+fn turn(term: &mut Terminal, line: &str, from: usize) -> (String, usize) {
+    term.type_line(line);
+    let start = term.wait_for("ANS", from);
+    let end = term.wait_for(" END", start);
+    let marker = term.wait_for(MARKER, end);
+    let (t0, read0) = term.arrival(start);
+    let (t1, read1) = term.arrival(end + 1);
+    assert!(
+        read1 > read0 && t1.duration_since(t0) >= CHUNK_GAP * 2,
+        "the answer to {line:?} did not arrive in chunks ({:?} apart, reads {read0}..{read1})",
+        t1.duration_since(t0)
+    );
+    let answer = term.text()[start..end + 4].to_owned();
+    (answer, marker + MARKER.len())
 }
 
 #[test]
@@ -292,22 +150,22 @@ fn a_conversation_on_a_terminal_streams_and_keeps_context() {
     let mut term = Terminal::start(&chat_args(&serve.url, &known, &[]));
 
     let at = term.wait_for(MARKER, 0) + MARKER.len();
-    let (a1, at) = term.turn("remember the apple", at);
+    let (a1, at) = turn(&mut term, "remember the apple", at);
     assert_eq!(a1, "ANS USERS=1 FIRST=REMEMBER THE APPLE SYSTEM=- END");
-    let (a2, at) = term.turn("and the pear", at);
+    let (a2, at) = turn(&mut term, "and the pear", at);
     assert_eq!(a2, "ANS USERS=2 FIRST=REMEMBER THE APPLE SYSTEM=- END");
     // The third answer depends on the first turn.
-    let (a3, at) = term.turn("which fruit came first?", at);
+    let (a3, at) = turn(&mut term, "which fruit came first?", at);
     assert_eq!(a3, "ANS USERS=3 FIRST=REMEMBER THE APPLE SYSTEM=- END");
 
     term.type_line("/clear");
     let at = term.wait_for(MARKER, term.wait_for("cleared", at)) + MARKER.len();
-    let (a4, at) = term.turn("a fresh start", at);
+    let (a4, at) = turn(&mut term, "a fresh start", at);
     assert_eq!(a4, "ANS USERS=1 FIRST=A FRESH START SYSTEM=- END");
 
     term.type_line("/system be terse");
     let at = term.wait_for(MARKER, term.wait_for("system message set", at)) + MARKER.len();
-    let (a5, _) = term.turn("hello", at);
+    let (a5, _) = turn(&mut term, "hello", at);
     assert_eq!(a5, "ANS USERS=2 FIRST=A FRESH START SYSTEM=BE TERSE END");
 
     term.type_line("/exit");
@@ -323,7 +181,7 @@ fn a_conversation_ends_at_the_end_of_input_and_says_when_an_answer_was_cut_off()
     let known = dir.path().join("known_servers");
     let mut term = Terminal::start(&chat_args(&serve.url, &known, &["--max-tokens", "7"]));
     let at = term.wait_for(MARKER, 0) + MARKER.len();
-    let (a1, at) = term.turn("CUTOFF soon", at);
+    let (a1, at) = turn(&mut term, "CUTOFF soon", at);
     assert_eq!(a1, "ANS USERS=1 FIRST=CUTOFF SOON SYSTEM=- END");
     // After the answer, before the next marker.
     let notice = term.wait_for("[answer cut off at --max-tokens 7; raise it for more]", 0);
@@ -344,8 +202,7 @@ fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
     term.type_line("stop me");
     let start = term.wait_for("ANS", at);
     // Ctrl-C, as the terminal sends it.
-    term.input.as_mut().unwrap().write_all(b"\x03").unwrap();
-    term.input.as_mut().unwrap().flush().unwrap();
+    term.send(b"\x03");
     let stopped = term.wait_for("(answer stopped", start);
     let at = term.wait_for(MARKER, stopped) + MARKER.len();
     assert!(
@@ -354,11 +211,10 @@ fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
         term.text()
     );
     // The stopped message is not part of the conversation.
-    let (a, at) = term.turn("a new first message", at);
+    let (a, at) = turn(&mut term, "a new first message", at);
     assert_eq!(a, "ANS USERS=1 FIRST=A NEW FIRST MESSAGE SYSTEM=- END");
     assert!(term.text().len() >= at);
-    term.input.as_mut().unwrap().write_all(b"\x03").unwrap();
-    term.input.as_mut().unwrap().flush().unwrap();
+    term.send(b"\x03");
     let (status, shown) = term.exited();
     assert_eq!(status.code(), Some(0), "{shown}");
 }

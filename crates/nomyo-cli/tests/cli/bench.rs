@@ -8,7 +8,7 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use std::sync::atomic::Ordering;

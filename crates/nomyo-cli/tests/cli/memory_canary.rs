@@ -26,20 +26,20 @@
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers, SecretString};
+use nomyo_testkit::procfs::{descriptors, tcp_sockets, TCP_LISTEN};
 #[cfg(feature = "engine")]
 use support::model;
 use support::{
-    api_key_file, http_double, http_get, metric, nomyo, printed_fingerprint, serve_cmd_open, start,
-    Serve, API_KEY, JSON, MODELS,
+    api_key_file, http_double, http_get, metric, nomyo, printed_fingerprint, runtime,
+    serve_cmd_open, start, Serve, API_KEY, JSON, MODELS,
 };
 
 /// `TAG-` and 32 random hex digits.
@@ -107,14 +107,6 @@ fn client(srv: &Serve, protocol: nomyo_client::Protocol, home: &Path) -> Client 
         .unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Polls `get` until `ok` holds; panics with the last value after `within`.
 fn settle<T: std::fmt::Debug>(
     what: &str,
@@ -136,46 +128,14 @@ fn settle<T: std::fmt::Debug>(
 /// TCP sockets of process `pid`: `(local port, remote port)` of each
 /// connection it holds open (listeners left out).
 fn tcp_connections(pid: u32) -> Vec<(u16, u16)> {
-    let mut by_inode = HashMap::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 {
-                continue;
-            }
-            let port = |a: &str| {
-                a.rsplit_once(':')
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                    .unwrap_or(0)
-            };
-            const LISTEN: &str = "0A";
-            if f[3] != LISTEN {
-                by_inode.insert(f[9].to_owned(), (port(f[1]), port(f[2])));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
+    let tcp = tcp_sockets(pid);
+    descriptors(pid)
+        .into_iter()
         .flatten()
-    {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy().into_owned();
-        if let Some(inode) = target
-            .strip_prefix("socket:[")
-            .and_then(|s| s.strip_suffix(']'))
-        {
-            if let Some(&c) = by_inode.get(inode) {
-                out.push(c);
-            }
-        }
-    }
-    out
+        .filter_map(|inode| tcp.get(&inode))
+        .filter(|s| s.state != TCP_LISTEN)
+        .map(|s| (s.local_port, s.remote_port))
+        .collect()
 }
 
 /// Waits until the server has no request in flight and no TCP connection

@@ -6,7 +6,7 @@
 //! build's (features `serve` and `proxy`), `tests/cmd/client/` the
 //! client-only build's (`--no-default-features`), whose help names neither.
 //! After an intended change, `TRYCMD=overwrite cargo test -p nomyo-cli --test
-//! cli_golden` (and again with `--no-default-features`) rewrites them; review
+//! cli cli_golden::` (and again with `--no-default-features`) rewrites them; review
 //! the diff.
 
 #[test]

@@ -8,7 +8,7 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

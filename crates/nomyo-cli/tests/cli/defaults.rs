@@ -7,7 +7,7 @@
 #![cfg(all(feature = "serve", feature = "proxy"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use support::{nomyo, start, started, upstream, EPHEMERAL_KEY};
 

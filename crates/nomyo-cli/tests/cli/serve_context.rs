@@ -6,7 +6,7 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use support::{assert_exit, nomyo, stdout};
 #[cfg(feature = "engine")]

@@ -212,6 +212,50 @@ pub fn nomyo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nomyo"))
 }
 
+/// `nomyo` with `home` as its HOME, none of the caller's configuration,
+/// log or connection variables, and no input.
+pub fn nomyo_at_home(home: &Path) -> Command {
+    let mut cmd = nomyo();
+    cmd.env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("RUST_LOG")
+        .env_remove("NOMYO_API_KEY")
+        .env_remove("NOMYO_BASE_URL")
+        .env_remove("NOMYO_MODEL")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The arguments (the program first) of `nomyo chat` with model `tiny`
+/// against `url` over plain HTTP, the known-servers file `known`, then
+/// `extra`.
+pub fn chat_args(url: &str, known: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        env!("CARGO_BIN_EXE_nomyo"),
+        "chat",
+        "--base-url",
+        url,
+        "--allow-http",
+        "-m",
+        "tiny",
+        "--known-servers",
+        known.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// A tokio runtime for a test that drives the Rust client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A running `nomyo serve`, killed on drop; its stderr is collected.
 pub struct Serve {
     /// The process.

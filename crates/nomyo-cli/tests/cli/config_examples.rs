@@ -8,7 +8,7 @@
 // The embedded model: not in the client-only build.
 #![cfg(feature = "engine")]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -7,25 +7,15 @@
 #![cfg(feature = "serve")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use support::{assert_exit, nomyo, serve_cmd_open, started, stderr, stdout, upstream};
+use support::{assert_exit, nomyo_at_home, serve_cmd_open, started, stderr, stdout, upstream};
 
 fn run(home: &Path, args: &[&str]) -> Output {
-    nomyo()
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_API_KEY")
-        .env_remove("NOMYO_BASE_URL")
-        .env_remove("NOMYO_MODEL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    nomyo_at_home(home).args(args).output().unwrap()
 }
 
 fn chat(home: &Path, url: &str) -> Output {

@@ -10,15 +10,13 @@
 // run; the helpers of the others are unused then.
 #![cfg_attr(not(feature = "serve"), allow(dead_code, unused_imports))]
 
-mod support;
+use crate::support;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
+use nomyo_testkit::pty::Terminal;
 use support::{assert_exit, nomyo, serve_cmd_open, started, stderr, upstream};
 
 const PRIVATE: &str = nomyo_core::keys::PRIVATE_KEY_FILE;
@@ -40,104 +38,17 @@ fn mode(path: &Path) -> u32 {
 
 /// A `nomyo` command on a pseudo-terminal (stdin, stdout and stderr), its
 /// screen collected as it comes.
-struct Terminal {
-    child: Child,
-    screen: Arc<Mutex<String>>,
+fn terminal(args: &[&str]) -> Terminal {
+    let args: Vec<&str> = std::iter::once(env!("CARGO_BIN_EXE_nomyo"))
+        .chain(args.iter().copied())
+        .collect();
+    Terminal::start(&args)
 }
 
-impl Terminal {
-    fn start(args: &[&str]) -> Terminal {
-        let line = std::iter::once(env!("CARGO_BIN_EXE_nomyo"))
-            .chain(args.iter().copied())
-            .map(|a| format!("'{a}'"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", &format!("exec {line}"), "/dev/null"])
-            .env_remove("RUST_LOG")
-            .env_remove("NOMYO_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("util-linux script");
-        let mut out = child.stdout.take().unwrap();
-        let screen = Arc::new(Mutex::new(String::new()));
-        let s = Arc::clone(&screen);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Terminal { child, screen }
-    }
-
-    fn screen(&self) -> String {
-        self.screen.lock().unwrap().clone()
-    }
-
-    /// Waits until the screen shows `needle` (at most 60 s).
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.screen().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "the terminal never showed {needle:?}:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Types `line` and Enter once the screen shows `prompt`.
-    fn answer(&mut self, prompt: &str, line: &str) {
-        self.wait_for(prompt);
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\r").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for `script` to end; its exit code is the command's.
-    fn finish(mut self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return (status.code().unwrap_or(-1), self.screen());
-            }
-            assert!(Instant::now() < deadline, "{}", self.screen());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM to the command (script's child, exec'd by its shell).
-    fn terminate(&self) {
-        let pid = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-        let child = children.split_whitespace().next().expect("a child process");
-        let ok = Command::new("kill")
-            .args(["-TERM", child])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Waits for the command to end; its exit code and what the terminal showed.
+fn finish(t: Terminal) -> (i32, String) {
+    let (status, screen) = t.exited();
+    (status.code().unwrap_or(-1), screen)
 }
 
 #[cfg(feature = "serve")]
@@ -242,10 +153,10 @@ fn keygen_asks_twice_on_a_terminal_and_the_key_opens_with_the_typed_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("k");
     let o = out.to_str().unwrap();
-    let mut t = Terminal::start(&["keygen", "--out", o, "--bits", "2048"]);
+    let mut t = terminal(&["keygen", "--out", o, "--bits", "2048"]);
     t.answer("Password for the private key", PASSWORD);
     t.answer("same password again", PASSWORD);
-    let (code, screen) = t.finish();
+    let (code, screen) = finish(t);
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("password-protected"), "{screen}");
     assert!(!screen.contains(PASSWORD), "no echo: {screen}");
@@ -259,15 +170,15 @@ fn keygen_on_a_terminal_refuses_an_empty_or_mistyped_password_and_writes_nothing
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("k");
     let o = out.to_str().unwrap();
-    let mut t = Terminal::start(&["keygen", "--out", o, "--bits", "2048"]);
+    let mut t = terminal(&["keygen", "--out", o, "--bits", "2048"]);
     t.answer("Password for the private key", "");
-    let (code, screen) = t.finish();
+    let (code, screen) = finish(t);
     assert_eq!(code, 2, "{screen}");
     assert!(screen.contains("--no-password"), "{screen}");
-    let mut t = Terminal::start(&["keygen", "--out", o, "--bits", "2048"]);
+    let mut t = terminal(&["keygen", "--out", o, "--bits", "2048"]);
     t.answer("Password for the private key", PASSWORD);
     t.answer("same password again", "something else");
-    let (code, screen) = t.finish();
+    let (code, screen) = finish(t);
     assert_eq!(code, 2, "{screen}");
     assert!(screen.contains("differ"), "{screen}");
     assert!(!out.exists(), "nothing written");
@@ -279,7 +190,7 @@ fn serve_asks_twice_on_a_terminal_and_saves_the_key_encrypted() {
     let up = upstream();
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let mut t = Terminal::start(&[
+    let mut t = terminal(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -292,9 +203,9 @@ fn serve_asks_twice_on_a_terminal_and_saves_the_key_encrypted() {
     ]);
     t.answer("Password for the new server key", PASSWORD);
     t.answer("same password again", PASSWORD);
-    t.wait_for("listening on");
+    t.wait_for("listening on", 0);
     t.terminate();
-    let (code, screen) = t.finish();
+    let (code, screen) = finish(t);
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("generated and saved"), "{screen}");
     assert!(!screen.contains(PASSWORD), "no echo: {screen}");
