@@ -2,10 +2,8 @@
 //! Its own test binary: it sets proxy variables for the whole process.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{shared_key, Double};
 use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers};
+use nomyo_testkit::v1_double::{shared_key, Double};
 
 fn hello() -> ChatRequest {
     ChatRequest::new("test-model").message(ChatMessage::user("hello there"))

@@ -12,8 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -27,31 +26,12 @@ use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::policy::ApiKeys;
 use nomyo_server::AppState;
+use nomyo_testkit::log::{find_secret, Capture};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// A unique string per run (no uuid: the time and the process id suffice).
 fn unique(tag: &str) -> String {
@@ -262,9 +242,9 @@ async fn secrets_never_reach_the_proxy_logs_at_any_level() {
         LevelFilter::ERROR,
     ] {
         handle.reload(level).unwrap();
-        capture.0.lock().unwrap().clear();
+        capture.clear();
         let ids = scenario().await;
-        let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+        let logs = capture.text();
         if level >= LevelFilter::DEBUG {
             // The capture works: the proxy and the server did log.
             assert!(logs.lines().count() > 20, "{level}: {logs}");
@@ -282,15 +262,14 @@ async fn secrets_never_reach_the_proxy_logs_at_any_level() {
                 );
             }
         }
-        for (what, secret) in [
-            ("prompt", &c.prompt),
-            ("answer", &c.answer),
-            ("API key", &c.api_key),
-            ("access token", &c.token),
-        ] {
-            if let Some(line) = logs.lines().find(|l| l.contains(secret.as_str())) {
-                panic!("{what} in a {level} log line: {line}");
-            }
+        let secrets = [
+            ("prompt", c.prompt.as_str()),
+            ("answer", c.answer.as_str()),
+            ("API key", c.api_key.as_str()),
+            ("access token", c.token.as_str()),
+        ];
+        if let Some((what, line)) = find_secret(&logs, &secrets) {
+            panic!("{what} in a {level} log line: {line}");
         }
         eprintln!("{level}: {} log lines, no canary", logs.lines().count());
     }

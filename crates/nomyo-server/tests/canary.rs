@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use nomyo_testkit::server as common;
 
 use std::sync::Arc;
 

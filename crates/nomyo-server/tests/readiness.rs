@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use nomyo_testkit::server as common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,10 +38,7 @@ fn free_addr() -> SocketAddr {
 
 /// A server built by the product's start-up path from `toml`.
 async fn server(toml: &str) -> axum::Router {
-    let settings = nomyo_server::config::FileConfig::from_toml(toml)
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let settings = common::settings(toml);
     let prepared = nomyo_server::serve::prepare(settings, |_| Err("no embedded".into()))
         .await
         .unwrap();
@@ -63,10 +60,7 @@ async fn an_unreachable_upstream_is_not_ready_and_is_named_in_the_log() {
          [[backends]]\nname = \"upstream\"\ntype = \"upstream\"\n\
          url = \"http://opsuser:s3cr3t-pw@{addr}/v1?token=q-s3cr3t\"\nmodels = [\"m\"]\n"
     );
-    let settings = nomyo_server::config::FileConfig::from_toml(&toml)
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let settings = common::settings(&toml);
     // The plain one-URL path (what `--upstream URL` builds).
     assert!(matches!(
         settings.backends[..],

@@ -1,14 +1,22 @@
-//! What the integration tests of several NOMYO crates share: a log sink for
-//! the canary tests ([`log`]), a driver for a command on a pseudo-terminal
-//! ([`pty`]), readers of a process's descriptors and TCP sockets under
-//! `/proc` ([`procfs`]) and the independent Python peers ([`python`]).
+//! What the integration tests of several NOMYO crates share: key fixtures
+//! ([`keys`]), a log sink for the canary tests ([`log`]), a driver for a
+//! command on a pseudo-terminal ([`pty`]), readers of a process's
+//! descriptors and TCP sockets under `/proc` ([`procfs`]), the independent
+//! Python peers ([`python`]) and, with the feature `server`, the in-process
+//! server's doubles and helpers (`server`) and a scriptable v1 server double
+//! for the client (`v1_double`).
 //!
 //! A dev-dependency only: nothing here is product code, and it panics on
 //! anything unexpected, as a test should.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod keys;
 pub mod log;
 pub mod procfs;
 pub mod pty;
 pub mod python;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod v1_double;

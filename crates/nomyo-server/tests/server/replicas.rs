@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -368,7 +368,7 @@ async fn misconfigured_replicas_do_not_start() {
         "{pw}key_dir = {:?}\nkey_bits = 2048\n[[backends]]\nname = \"up\"\nurl = \"{up}\"\nmodels = [\"m\"]\n[cluster]\nkey_reload_every = \"10s\"\n",
         dir.path().display().to_string()
     );
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let err = prepare(settings, |_| Err("none".into()))
         .await
         .unwrap_err()
@@ -381,7 +381,7 @@ async fn misconfigured_replicas_do_not_start() {
         dir.path().display().to_string(),
         free_port()
     );
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let err = prepare(settings, |_| Err("none".into()))
         .await
         .unwrap_err()
@@ -418,7 +418,7 @@ async fn one_api_key_filling_the_shared_replay_store_leaves_room_for_others() {
         url = redis.url()
     );
     let start = || async {
-        let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+        let settings = common::settings(&toml);
         let prepared = prepare(settings, |_| Err("no embedded engine in this test".into()))
             .await
             .unwrap();

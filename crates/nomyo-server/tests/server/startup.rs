@@ -5,14 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use nomyo_server::backend::Backend;
-use nomyo_server::config::FileConfig;
 use nomyo_server::keystore::KeyOrigin;
 use nomyo_server::serve::{self, EmbeddedParams};
 
@@ -63,7 +62,7 @@ models = ["m"]
         keys = keys.display(),
         pw = pw.display(),
     );
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let prepared = serve::prepare(settings, no_embedded).await.unwrap();
     assert_eq!(prepared.key_origin, KeyOrigin::Generated);
     let fp = prepared.state.keys().current().fingerprint();
@@ -128,24 +127,20 @@ models = ["m"]
     task.await.unwrap().unwrap();
 
     // Restart: the same key is loaded with the password...
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let again = serve::prepare(settings, no_embedded).await.unwrap();
     assert_eq!(again.key_origin, KeyOrigin::Loaded);
     assert_eq!(again.state.keys().current().fingerprint(), fp);
     // ...and refused without it, with a message that says so.
     let no_pw = toml.replace(&format!("key_password_file = \"{}\"\n", pw.display()), "");
-    let settings = FileConfig::from_toml(&no_pw).unwrap().resolve().unwrap();
+    let settings = common::settings(&no_pw);
     let e = serve::prepare(settings, no_embedded).await.unwrap_err();
     assert!(e.to_string().contains("password"), "{e}");
 }
 
 #[tokio::test]
 async fn without_backends_the_embedded_factory_is_asked_and_its_error_shown() {
-    let settings =
-        FileConfig::from_toml("ephemeral_key = true\nkey_bits = 2048\nmodel = \"x.gguf\"\n")
-            .unwrap()
-            .resolve()
-            .unwrap();
+    let settings = common::settings("ephemeral_key = true\nkey_bits = 2048\nmodel = \"x.gguf\"\n");
     let mut asked = None;
     let e = serve::prepare(settings, |p: EmbeddedParams| {
         asked = p.model.clone();
@@ -182,7 +177,7 @@ models = ["local-model"]
 require_post_quantum = false
 "#
     );
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let mut asked = Vec::new();
     let prepared = serve::prepare(settings, |p: EmbeddedParams| {
         asked.push((p.name.clone(), p.model.clone(), p.threads));

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ async fn serve_config(extra: &str, listen: &str) -> (SocketAddr, nomyo_server::A
         "listen = \"{listen}\"\nephemeral_key = true\nkey_bits = 2048\n{extra}\n\
          [[backends]]\nname = \"local\"\ntype = \"embedded\"\n"
     );
-    let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+    let settings = common::settings(&toml);
     let prepared = serve::prepare(settings, |_p: EmbeddedParams| {
         Ok(EchoBackend::new(&["m"]) as Arc<dyn Backend>)
     })

@@ -1,10 +1,9 @@
-//! A scriptable v1 server double for the client's tests, built on nomyo-core
-//! and axum, listening on 127.0.0.1 port 0.
+//! A scriptable v1 server double for the client's tests (feature `server`),
+//! built on nomyo-core and axum, listening on 127.0.0.1 port 0.
 //!
 //! It answers like a correct v1 server, and can be told to fail first
 //! (statuses, dropped connections), to misbehave (downgraded or tampered
 //! packages, foreign payload ids), and to rotate its key.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,28 +85,41 @@ pub enum Answer {
 /// One request as the double received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// The HTTP version it came over.
     pub version: Version,
+    /// Its headers.
     pub headers: HeaderMap,
+    /// Its body (the sealed package).
     pub body: Bytes,
 }
 
+/// The double's state, shared with its handlers.
 pub struct DoubleState {
+    /// The server key it answers with.
     pub key: RwLock<Arc<PrivateKey>>,
+    /// What the next POSTs get instead of a normal answer.
     pub script: Mutex<VecDeque<Scripted>>,
+    /// Every POST received.
     pub posts: Mutex<Vec<Recorded>>,
     /// Decrypted request bodies (tests only: a double may look).
     pub plaintexts: Mutex<Vec<Value>>,
+    /// `GET /pki/public_key` requests received.
     pub key_gets: AtomicUsize,
+    /// Connections accepted.
     pub connections: AtomicUsize,
     /// Close this many freshly accepted connections at once.
     pub drop_connections: AtomicUsize,
+    /// How 200 answers are built.
     pub answer: Mutex<Answer>,
     /// Require this bearer token (401 otherwise).
     pub api_key: Mutex<Option<String>>,
 }
 
+/// A running v1 server double.
 pub struct Double {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its state.
     pub state: Arc<DoubleState>,
 }
 
@@ -133,6 +145,7 @@ impl Double {
             .with_state(state.clone())
     }
 
+    /// Starts a double answering with `key` on 127.0.0.1 port 0.
     pub async fn start(key: Arc<PrivateKey>) -> Double {
         let state = Self::new_state(key);
         let app = Self::router(&state);
@@ -172,34 +185,42 @@ impl Double {
         Double { addr, state }
     }
 
+    /// Its base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Queues what the next POSTs get instead of a normal answer.
     pub fn script(&self, items: impl IntoIterator<Item = Scripted>) {
         self.state.script.lock().unwrap().extend(items);
     }
 
+    /// Sets how 200 answers are built.
     pub fn set_answer(&self, a: Answer) {
         *self.state.answer.lock().unwrap() = a;
     }
 
+    /// Rotates the server key.
     pub fn set_key(&self, key: Arc<PrivateKey>) {
         *self.state.key.write().unwrap() = key;
     }
 
+    /// Every POST received so far.
     pub fn posts(&self) -> Vec<Recorded> {
         self.state.posts.lock().unwrap().clone()
     }
 
+    /// The decrypted bodies of the POSTs received so far.
     pub fn plaintexts(&self) -> Vec<Value> {
         self.state.plaintexts.lock().unwrap().clone()
     }
 
+    /// How many times its key was fetched.
     pub fn key_gets(&self) -> usize {
         self.state.key_gets.load(Ordering::SeqCst)
     }
 
+    /// How many connections it accepted.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -456,10 +456,7 @@ async fn toml_urls_build_a_pool_through_the_server_config_path() {
          max_concurrency_per_endpoint = 4\nhealth_check_interval_secs = 0\n",
         a.url, b.url
     );
-    let settings = nomyo_server::config::FileConfig::from_toml(&toml)
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let settings = common::settings(&toml);
     assert!(matches!(
         settings.backends[..],
         [nomyo_server::config::BackendSpec::Pool { .. }]
@@ -491,10 +488,7 @@ async fn toml_endpoints_route_by_model_with_their_own_keys_and_caps() {
          [[backends.endpoints]]\nurl = \"{}\"\n",
         big.url, small.url
     );
-    let settings = nomyo_server::config::FileConfig::from_toml(&toml)
-        .unwrap()
-        .resolve()
-        .unwrap();
+    let settings = common::settings(&toml);
     let (app, server) = prepared_app(settings).await;
     let send = |model: &'static str, i: usize| {
         let app = app.clone();
@@ -582,7 +576,7 @@ async fn start_llama(bin: &str, model: &str) -> (Llama, String) {
 
 /// Two real llama.cpp servers behind one pool; one is killed mid-load and the
 /// requests move to the other. Local only (not CI):
-/// `NOMYO_LLAMA_SERVER=target/peer/build/bin/llama-server cargo test -p nomyo-server --test pool -- --ignored --nocapture`
+/// `NOMYO_LLAMA_SERVER=target/peer/build/bin/llama-server cargo test -p nomyo-server --test server pool:: -- --ignored --nocapture`
 /// (model: `models/SmolLM2-135M-Instruct.Q4_1.gguf`, or `NOMYO_LLAMA_MODEL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a llama-server binary in NOMYO_LLAMA_SERVER"]

@@ -2,7 +2,7 @@
 //! concurrent requests over one HTTP/2 connection when the server offers it.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{shared_key, Double};
 use nomyo_client::{ChatMessage, ChatRequest, Client, Error, KnownServers};

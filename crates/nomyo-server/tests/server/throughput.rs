@@ -3,12 +3,12 @@
 //! concurrency 1, 8 and 64, beside the RSA-4096 private-key operations per
 //! second aws-lc-rs does on this machine (the v1 ceiling: one per request).
 //!
-//! Run: `cargo test --release -p nomyo-server --test throughput -- --ignored --nocapture`
+//! Run: `cargo test --release -p nomyo-server --test server throughput:: -- --ignored --nocapture`
 //! (set NOMYO_PROBE_REQUESTS to change the request count per level).
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -13,23 +13,6 @@ use nomyo_client::{
 };
 use serde_json::json;
 
-fn python() -> Option<String> {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let candidates = [
-        std::env::var("NOMYO_PYTHON").ok(),
-        Some(format!("{repo}/.venv/bin/python")),
-        Some("python3".to_owned()),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import cryptography"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 struct PyServer {
     child: Child,
     url: String,
@@ -43,17 +26,10 @@ impl Drop for PyServer {
 }
 
 fn start() -> Option<PyServer> {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: a python3 with `cryptography` is required (set NOMYO_PYTHON)"
-        );
-        eprintln!("skipped: no python3 with `cryptography` (set NOMYO_PYTHON)");
-        return None;
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/v1_server.py");
+    let py = nomyo_testkit::python::with_cryptography()?;
+    let script = nomyo_testkit::python::v1_server_script();
     let child = Command::new(py)
-        .args([script, "--bits", "2048"])
+        .args([script.as_str(), "--bits", "2048"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

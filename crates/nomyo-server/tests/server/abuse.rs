@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -559,7 +559,6 @@ async fn one_api_key_filling_the_replay_store_leaves_room_for_others() {
 /// replay window (`replay_window.log` in the key directory) stops this.
 #[tokio::test]
 async fn captured_request_replayed_after_a_restart_is_409() {
-    use nomyo_server::config::FileConfig;
     use nomyo_server::serve::{self, EmbeddedParams};
     let dir = tempfile::tempdir().unwrap();
     let backend = EchoBackend::new(&["m"]);
@@ -568,7 +567,7 @@ async fn captured_request_replayed_after_a_restart_is_409() {
             "key_dir = \"{}\"\nkey_bits = 2048\n[[backends]]\nname = \"local\"\ntype = \"embedded\"\n",
             dir.path().display()
         );
-        let settings = FileConfig::from_toml(&toml).unwrap().resolve().unwrap();
+        let settings = common::settings(&toml);
         let backend = Arc::clone(&backend);
         async move {
             let prepared = serve::prepare(settings, move |_p: EmbeddedParams| {

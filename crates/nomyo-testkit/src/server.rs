@@ -1,12 +1,12 @@
-//! Shared test helpers: keys, sealing requests as the reference client does,
-//! an in-process backend double and an OpenAI-compatible upstream double
-//! (axum on 127.0.0.1:0). Test doubles live here, never in the product.
-
-#![allow(dead_code, clippy::unwrap_used)]
+//! The server's test helpers (feature `server`): sealing requests as the
+//! reference client does, an in-process backend double, an OpenAI-compatible
+//! upstream double (axum on 127.0.0.1:0), the router driven in-process and
+//! the product's own `serve` path on a real socket. Test doubles live here,
+//! never in the product.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::v1::{self, Package};
 use nomyo_server::backend::{Backend, BackendError, ChatRequest};
 use nomyo_server::keystore::KeyStore;
@@ -25,26 +24,8 @@ use nomyo_server::AppState;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// A 2048-bit server key shared by tests (the server key size does not
-/// matter for what these tests check; 2048 keeps them fast).
-pub fn server_key_pem() -> &'static str {
-    static K: OnceLock<String> = OnceLock::new();
-    K.get_or_init(|| {
-        let k = PrivateKey::generate(RsaBits::B2048).unwrap();
-        k.to_pkcs8_pem(None).unwrap().to_string()
-    })
-}
-
-/// A fresh copy of the shared server key.
-pub fn server_key() -> PrivateKey {
-    PrivateKey::from_pem(server_key_pem(), None, "test").unwrap()
-}
-
-/// The client's key pair.
-pub fn client_key() -> &'static PrivateKey {
-    static K: OnceLock<PrivateKey> = OnceLock::new();
-    K.get_or_init(|| PrivateKey::generate(RsaBits::B2048).unwrap())
-}
+pub use crate::keys::{client_key, server_key, server_key_pem};
+pub use crate::log::Capture;
 
 /// A fresh UUIDv4, as the reference client sends.
 pub fn payload_id() -> String {
@@ -58,11 +39,15 @@ pub fn chat(model: &str, prompt: &str) -> Value {
 
 /// A sealed request: body bytes and headers, as nomyo 0.2.9 sends them.
 pub struct Sealed {
+    /// The `X-Payload-Id`.
     pub id: String,
+    /// The package (JSON).
     pub body: Vec<u8>,
+    /// The client's public key as the `X-Public-Key` header carries it.
     pub public_key_header: String,
 }
 
+/// Seals `plaintext` to `server` with the client key, as nomyo 0.2.9 does.
 pub fn seal_to(plaintext: &[u8], server: &nomyo_core::PublicKey) -> Sealed {
     let p = v1::seal(plaintext, server).unwrap();
     Sealed {
@@ -72,6 +57,7 @@ pub fn seal_to(plaintext: &[u8], server: &nomyo_core::PublicKey) -> Sealed {
     }
 }
 
+/// Seals `v` (as JSON) to the shared server key.
 pub fn seal_json(v: &Value) -> Sealed {
     seal_to(&serde_json::to_vec(v).unwrap(), server_key().public_key())
 }
@@ -164,12 +150,16 @@ pub fn detail(body: &[u8]) -> String {
 /// `slow` sleeps 600 ms, `very-slow` 5 s, `busy-once` is unavailable once then answers,
 /// `broken` fails upstream, `not-object` returns a JSON array.
 pub struct EchoBackend {
+    /// The models it serves.
     pub models: Vec<String>,
+    /// Chat calls received.
     pub calls: AtomicUsize,
+    /// How many more times `busy-once` is unavailable.
     pub busy_left: AtomicUsize,
 }
 
 impl EchoBackend {
+    /// A double serving `models`.
     pub fn new(models: &[&str]) -> Arc<Self> {
         Arc::new(Self {
             models: models.iter().map(|s| s.to_string()).collect(),
@@ -179,6 +169,7 @@ impl EchoBackend {
     }
 }
 
+/// A chat completion of `model` whose answer is `content`.
 pub fn completion(model: &str, content: &str) -> Value {
     json!({
         "id": "chatcmpl-test",
@@ -235,6 +226,15 @@ impl Backend for EchoBackend {
     }
 }
 
+/// The server's settings from a configuration file's text (parsed and
+/// resolved as `nomyo serve --config` does).
+pub fn settings(toml: &str) -> nomyo_server::config::Settings {
+    nomyo_server::config::FileConfig::from_toml(toml)
+        .unwrap()
+        .resolve()
+        .unwrap()
+}
+
 /// A state with the shared server key and one echo backend serving `models`.
 pub fn state_with(models: &[&str]) -> nomyo_server::state::AppStateBuilder {
     AppState::builder(KeyStore::ephemeral(server_key())).backend("echo", EchoBackend::new(models))
@@ -247,7 +247,9 @@ pub fn state_with(models: &[&str]) -> nomyo_server::state::AppStateBuilder {
 /// What the upstream double saw.
 #[derive(Default)]
 pub struct UpstreamSeen {
+    /// Chat requests received.
     pub requests: AtomicUsize,
+    /// The `Authorization` header of the last one.
     pub last_auth: std::sync::Mutex<Option<String>>,
 }
 
@@ -380,50 +382,4 @@ pub fn raw_head(extra: &[(&str, &str)], len: usize) -> String {
     }
     h.push_str(&format!("Content-Length: {len}\r\n\r\n"));
     h
-}
-
-/// A log sink for `tracing_subscriber::fmt().with_writer(...)`: everything
-/// written is kept in memory, for tests that read what the server logged.
-#[derive(Clone, Default)]
-pub struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    /// What was logged so far (lossy UTF-8).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, written to
-/// `dir` as `cert.pem` and `key.pem`: the files and the certificate's PEM.
-pub fn self_signed_tls(dir: &std::path::Path) -> (nomyo_server::config::TlsFiles, String) {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let files = nomyo_server::config::TlsFiles {
-        cert: cert_path,
-        key: key_path,
-    };
-    (files, cert.cert.pem())
 }

@@ -2,7 +2,7 @@
 //! 127.0.0.1, with an in-process backend that answers at once.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,7 +9,7 @@
 // Borrowing a file descriptor by number needs `unsafe`; see the SAFETY note.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;

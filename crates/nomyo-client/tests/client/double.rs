@@ -1,7 +1,7 @@
 //! The client against a scriptable v1 server double over real sockets.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
