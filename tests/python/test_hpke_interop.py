@@ -8,7 +8,7 @@ with HKDF-SHA256 and AES-256-GCM, info "ehbp request" and empty AAD (EHBP
 §4.1/§4.4.1). Python's HPKE is single-shot (sequence number 0), which is
 exactly the first chunk of a request body; a later chunk must NOT open under
 that nonce. The other direction (Python seals, Rust opens) is
-crates/nomyo-core/tests/hpke_python_vectors.rs.
+crates/nomyo-core/tests/core/hpke_python_vectors.rs.
 """
 
 import json
