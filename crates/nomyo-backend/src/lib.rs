@@ -22,6 +22,11 @@ use futures::Stream;
 use nomyo_core::SecurityTier;
 use serde_json::{Map, Value};
 
+/// The OpenAI chat shapes a backend answers with (`chat.completion`,
+/// `chat.completion.chunk`), re-exported so that a backend needs no other
+/// dependency to build them.
+pub use nomyo_core::chat;
+
 /// A decrypted chat-completion request.
 ///
 /// `Debug` prints no content: only the id, tier, model and the number of messages.

@@ -43,7 +43,6 @@
 //!   retries once; 429/5xx and network errors are retried like v1.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
@@ -62,7 +61,6 @@ use nomyo_core::v2::{
 use nomyo_core::{SecretBuf, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
@@ -77,6 +75,8 @@ use crate::types::{ChatCompletion, ChatRequest};
 
 // The wire paths live in nomyo-core; re-exported as this crate's API.
 pub use nomyo_core::v2::{CHAT_COMPLETIONS_PATH as COMPLETIONS_PATH, HPKE_KEYS_PATH};
+// The chunk shapes too: one streamed `chat.completion.chunk`.
+pub use nomyo_core::chat::{ChatCompletionChunk, ChunkChoice, Delta};
 
 /// Plaintext bytes per sealed request frame.
 const FRAME_PLAINTEXT: usize = 64 * 1024;
@@ -168,110 +168,6 @@ impl V2State {
 
 fn v2_err(e: V2Error) -> Error {
     Error::V2Security(e)
-}
-
-/// One typed streamed chunk (`chat.completion.chunk`).
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletionChunk {
-    /// The completion's id.
-    #[serde(default)]
-    pub id: String,
-    /// `chat.completion.chunk`.
-    #[serde(default)]
-    pub object: String,
-    /// Unix time of creation.
-    #[serde(default)]
-    pub created: i64,
-    /// The model that answered.
-    #[serde(default)]
-    pub model: String,
-    /// The deltas.
-    #[serde(default)]
-    pub choices: Vec<ChunkChoice>,
-    /// The server's `_metadata` (on the first chunk).
-    #[serde(rename = "_metadata", default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
-    /// Every other field (`usage`, `system_fingerprint`, ...), passed through.
-    #[serde(flatten)]
-    pub extra: crate::types::Extra,
-}
-
-impl fmt::Debug for ChatCompletionChunk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChatCompletionChunk")
-            .field("id", &self.id)
-            .field("model", &self.model)
-            .field("choices", &self.choices)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChatCompletionChunk {
-    /// The first choice's content delta, if any.
-    pub fn text(&self) -> Option<&str> {
-        self.choices.first()?.delta.content.as_deref()
-    }
-}
-
-/// One choice of a streamed chunk.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChunkChoice {
-    /// Its index.
-    #[serde(default)]
-    pub index: u32,
-    /// What this chunk adds.
-    #[serde(default)]
-    pub delta: Delta,
-    /// Set on the last chunk of a choice.
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    /// Every other field (`logprobs`, ...), passed through.
-    #[serde(flatten)]
-    pub extra: crate::types::Extra,
-}
-
-impl fmt::Debug for ChunkChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChunkChoice")
-            .field("index", &self.index)
-            .field(
-                "content_chars",
-                &self.delta.content.as_ref().map(|c| c.len()),
-            )
-            .field("finish_reason", &self.finish_reason)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The increment of a streamed choice.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Delta {
-    /// `assistant` on the first chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// New text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// Tool-call fragments, as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<serde_json::Value>,
-    /// Every other field (`reasoning_content`, `refusal`, ...), passed through.
-    #[serde(flatten)]
-    pub extra: crate::types::Extra,
-}
-
-impl Drop for Delta {
-    /// The answer's text (and tool-call fragments) is plaintext: zeroed when
-    /// the chunk is dropped, as [`crate::ChatCompletion`]'s is.
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.content {
-            zeroize::Zeroize::zeroize(c);
-        }
-        if let Some(v) = &mut self.tool_calls {
-            crate::types::wipe_value(v);
-        }
-        crate::types::wipe_map(&mut self.extra);
-    }
 }
 
 /// An async stream of decrypted chunks. It ends normally only after

@@ -11,7 +11,8 @@
 //! - [`keys_signature`]: the server's RSA key signs its v2 key lists.
 //! - [`secure_memory`]: locked, zeroed buffers and process hardening.
 //! - [`wipe_alloc`]: freed memory is wiped (a global allocator, glibc's heap).
-//! - [`chat`]: transformations between OpenAI chat shapes.
+//! - [`chat`]: the OpenAI chat shapes (request, answer, chunk, `_metadata`)
+//!   and the transformations between them.
 //! - [`duration`]: the duration syntax of configuration files and flags (`30s`, `24h`).
 //!
 //! ```

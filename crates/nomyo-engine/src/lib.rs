@@ -24,11 +24,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use nomyo_backend::chat::Delta;
 use nomyo_backend::{Backend, BackendError, ChatRequest, ChunkStream};
 
 pub mod context;
@@ -442,11 +443,7 @@ impl Backend for Engine {
             _ => return Err(worker_gone()),
         }
         let meta = ResponseMeta::new(&self.model_id);
-        let first = meta.chunk(
-            json!({"role": "assistant", "content": ""}),
-            None,
-            include_usage,
-        );
+        let first = meta.chunk(response::start_delta(), None, include_usage);
 
         struct St {
             rx: UnboundedReceiver<Event>,
@@ -469,10 +466,12 @@ impl Backend for Engine {
                     let item = match st.rx.recv().await {
                         Some(Event::Started) => continue,
                         Some(Event::Delta(_, d)) => {
-                            Ok(st.meta.chunk(json!({"content": d}), None, st.include_usage))
+                            Ok(st
+                                .meta
+                                .chunk(response::text_delta(d), None, st.include_usage))
                         }
                         Some(Event::ChoiceDone(_, f)) => {
-                            Ok(st.meta.chunk(json!({}), Some(f), st.include_usage))
+                            Ok(st.meta.chunk(Delta::default(), Some(f), st.include_usage))
                         }
                         Some(Event::Done(usage)) => {
                             st.done = true;

@@ -2,9 +2,11 @@
 //! followed by a blank line, the stream closed by `data: [DONE]`.
 
 use bytes::Bytes;
-use nomyo_client::ChatCompletion;
+// The chat shapes of `nomyo_core::chat`, as the client re-exports them.
+use nomyo_client::types::{ChatCompletion, ChatMessage, Content, Extra, FinishReason};
+use nomyo_client::{ChatCompletionChunk, ChunkChoice, Delta};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::error::ProxyError;
 
@@ -33,85 +35,110 @@ pub(crate) fn error_event(e: &ProxyError) -> Bytes {
 /// the whole content (and tool calls), then one with its `finish_reason`;
 /// then the usage chunk if `include_usage`; then `[DONE]`.
 pub(crate) fn from_completion(c: &ChatCompletion, include_usage: bool) -> Vec<Bytes> {
-    let mut head = Map::new();
-    head.insert("id".into(), json!(c.id));
-    head.insert("object".into(), json!("chat.completion.chunk"));
-    head.insert("created".into(), json!(c.created));
-    head.insert("model".into(), json!(c.model));
-    if let Some(fp) = &c.system_fingerprint {
-        head.insert("system_fingerprint".into(), json!(fp));
-    }
-    let chunk = |choices: Value, extra: Option<(&str, Value)>| {
-        let mut m = head.clone();
-        m.insert("choices".into(), choices);
-        if let Some((k, v)) = extra {
-            m.insert(k.into(), v);
+    let head = || {
+        let mut chunk = ChatCompletionChunk::new(c.id.as_str(), c.created, c.model.as_str());
+        if let Some(fp) = &c.system_fingerprint {
+            chunk
+                .extra
+                .insert("system_fingerprint".to_owned(), Value::String(fp.clone()));
         }
-        Value::Object(m)
+        chunk
     };
 
     let mut events = Vec::with_capacity(2 * c.choices.len() + 2);
     for (i, choice) in c.choices.iter().enumerate() {
-        let msg = &choice.message;
-        let mut delta = Map::new();
-        delta.insert(
-            "role".into(),
-            json!(if msg.role.is_empty() {
-                "assistant"
-            } else {
-                msg.role.as_str()
-            }),
-        );
-        delta.insert(
-            "content".into(),
-            serde_json::to_value(&msg.content).unwrap_or(Value::Null),
-        );
-        if let Some(calls) = &msg.tool_calls {
-            // Streamed tool calls carry their position as `index`.
-            let calls: Vec<Value> = calls
-                .iter()
-                .enumerate()
-                .map(|(n, call)| {
-                    let mut v = serde_json::to_value(call).unwrap_or(Value::Null);
-                    if let Value::Object(m) = &mut v {
-                        m.insert("index".into(), json!(n));
-                    }
-                    v
-                })
-                .collect();
-            delta.insert("tool_calls".into(), Value::Array(calls));
-        }
-        if let Some(r) = &msg.reasoning_content {
-            delta.insert("reasoning_content".into(), json!(r));
-        }
-        if let Some(r) = &msg.refusal {
-            delta.insert("refusal".into(), json!(r));
-        }
-        let mut first = json!({"index": choice.index, "delta": delta, "finish_reason": null});
+        let mut first = head();
+        let mut extra = Extra::new();
         if let Some(lp) = &choice.logprobs {
-            first["logprobs"] = lp.clone();
+            extra.insert("logprobs".to_owned(), lp.clone());
         }
+        first.choices.push(ChunkChoice {
+            index: choice.index,
+            delta: first_delta(&choice.message),
+            finish_reason: None,
+            extra,
+        });
         // The server's `_metadata` rides on the first chunk, as in v2.
-        let meta = (i == 0)
-            .then(|| serde_json::to_value(&c.metadata).ok())
-            .flatten()
-            .map(|m| ("_metadata", m));
-        events.push(event(&chunk(json!([first]), meta)));
-        let last = json!({"index": choice.index, "delta": {},
-            "finish_reason": choice.finish_reason.as_deref().unwrap_or("stop")});
-        events.push(event(&chunk(json!([last]), None)));
+        if i == 0 {
+            first.metadata = serde_json::to_value(&c.metadata).ok();
+        }
+        events.push(event(&first));
+
+        let mut last = head();
+        last.choices.push(ChunkChoice {
+            index: choice.index,
+            delta: Delta::default(),
+            finish_reason: Some(
+                choice
+                    .finish_reason
+                    .clone()
+                    .unwrap_or_else(|| FinishReason::Stop.as_str().to_owned()),
+            ),
+            extra: Extra::new(),
+        });
+        events.push(event(&last));
     }
     if include_usage {
-        let usage = serde_json::to_value(&c.usage).unwrap_or(Value::Null);
-        events.push(event(&chunk(json!([]), Some(("usage", usage)))));
+        let mut usage = head();
+        usage.set_usage(c.usage.as_ref());
+        events.push(event(&usage));
     }
     events.push(Bytes::from_static(DONE));
     events
 }
 
+/// The delta of a choice's first chunk: the whole message (role, content,
+/// tool calls, reasoning, refusal).
+fn first_delta(msg: &ChatMessage) -> Delta {
+    // `Delta` wipes itself on drop, so it is filled in field by field.
+    let mut delta = Delta::default();
+    let role = if msg.role.is_empty() {
+        "assistant"
+    } else {
+        msg.role.as_str()
+    };
+    delta.role = Some(role.to_owned());
+    match &msg.content {
+        Some(Content::Text(text)) => delta.content = Some(text.clone()),
+        // `content` is on this chunk even when the message has none (`null`)
+        // or has content parts; `Delta::content` holds text only.
+        other => {
+            let v = serde_json::to_value(other).unwrap_or(Value::Null);
+            delta.extra.insert("content".to_owned(), v);
+        }
+    }
+    if let Some(calls) = &msg.tool_calls {
+        // Streamed tool calls carry their position as `index`.
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(n, call)| {
+                let mut v = serde_json::to_value(call).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("index".to_owned(), n.into());
+                }
+                v
+            })
+            .collect();
+        delta.tool_calls = Some(Value::Array(calls));
+    }
+    if let Some(r) = &msg.reasoning_content {
+        delta
+            .extra
+            .insert("reasoning_content".to_owned(), Value::String(r.clone()));
+    }
+    if let Some(r) = &msg.refusal {
+        delta
+            .extra
+            .insert("refusal".to_owned(), Value::String(r.clone()));
+    }
+    delta
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(events: &[Bytes]) -> Vec<Value> {
         events
@@ -166,5 +193,62 @@ mod tests {
         assert_eq!(ev.len(), 3);
         assert_eq!(ev[0]["choices"][0]["delta"]["content"], "hi");
         assert_eq!(ev[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn every_event_has_the_keys_and_values_of_an_openai_stream() {
+        let c: ChatCompletion = serde_json::from_value(json!({
+            "id": "x", "object": "chat.completion", "created": 9, "model": "m",
+            "system_fingerprint": "fp", "service_tier": "default",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "logprobs": {"content": []},
+                    "message": {"role": "assistant", "content": "hi",
+                        "reasoning_content": "think", "name": "n", "audio": {"id": "a"}}},
+                {"index": 1,
+                    "message": {"role": "", "refusal": "no",
+                        "tool_calls": [{"id": "c1", "type": "function", "x": 1,
+                            "function": {"name": "f", "arguments": "{}"}}]}},
+                {"index": 2,
+                    "message": {"role": "assistant",
+                        "content": [{"type": "text", "text": "part"}]}}
+            ],
+            "_metadata": {"payload_id": "p", "security_tier": "standard"}
+        }))
+        .unwrap();
+        let head = json!({"id": "x", "object": "chat.completion.chunk", "created": 9,
+            "model": "m", "system_fingerprint": "fp"});
+        let chunk = |more: Value| {
+            let mut v = head.clone();
+            for (k, x) in more.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let ev = parse(&from_completion(&c, true));
+        let expected = vec![
+            chunk(json!({
+                "choices": [{"index": 0, "finish_reason": null, "logprobs": {"content": []},
+                    "delta": {"role": "assistant", "content": "hi", "reasoning_content": "think"}}],
+                "_metadata": {"payload_id": "p", "security_tier": "standard"}
+            })),
+            chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+            chunk(json!({
+                "choices": [{"index": 1, "finish_reason": null,
+                    "delta": {"role": "assistant", "content": null, "refusal": "no",
+                        "tool_calls": [{"index": 0, "id": "c1", "type": "function", "x": 1,
+                            "function": {"name": "f", "arguments": "{}"}}]}}]
+            })),
+            chunk(json!({"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]})),
+            chunk(json!({
+                "choices": [{"index": 2, "finish_reason": null,
+                    "delta": {"role": "assistant",
+                        "content": [{"type": "text", "text": "part"}]}}]
+            })),
+            chunk(json!({"choices": [{"index": 2, "delta": {}, "finish_reason": "stop"}]})),
+            // No usage in the answer: `usage: null`.
+            chunk(json!({"choices": [], "usage": null})),
+            json!("DONE"),
+        ];
+        assert_eq!(ev, expected);
     }
 }

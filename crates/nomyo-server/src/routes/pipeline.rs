@@ -28,10 +28,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use nomyo_core::chat::{CudaDevice, MemoryProtectionInfo, Metadata};
 use nomyo_core::tier::HEADER_SECURITY_TIER;
 use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::backend::{BackendError, ChatRequest};
@@ -487,22 +488,28 @@ pub(crate) fn metadata(
         .unwrap_or(0);
     let protection = nomyo_core::secure_memory::memory_protection();
     let cuda = backend.cuda_device_hash();
-    let value = json!({
-        "payload_id": id,
-        "processed_at": processed_at,
-        "is_encrypted": true,
-        "response_status": "success",
-        "security_tier": tier.as_str(),
-        "memory_protection": {
-            "platform": protection.platform,
-            "memory_locking": memory_locked,
-            "secure_zeroing": protection.secure_zeroing,
-            "core_dump_prevention": protection.core_dump_prevention,
-        },
-        "cuda_device": {
-            "available": cuda.is_some(),
-            "device_hash": cuda.unwrap_or_default(),
-        },
-    });
+    let metadata = Metadata {
+        payload_id: Some(id.to_owned()),
+        processed_at: Some(processed_at),
+        is_encrypted: Some(true),
+        response_status: Some("success".to_owned()),
+        security_tier: Some(tier.as_str().to_owned()),
+        memory_protection: Some(MemoryProtectionInfo {
+            platform: protection.platform,
+            memory_locking: memory_locked,
+            secure_zeroing: protection.secure_zeroing,
+            core_dump_prevention: protection.core_dump_prevention,
+            extra: Map::new(),
+        }),
+        cuda_device: Some(CudaDevice {
+            available: cuda.is_some(),
+            device_hash: cuda.unwrap_or_default(),
+            extra: Map::new(),
+        }),
+        ..Metadata::default()
+    };
+    // Serialising `Metadata` cannot fail: every map key is a string and no
+    // Serialize impl involved returns an error.
+    let value = serde_json::to_value(&metadata).unwrap_or_else(|_| Value::Object(Map::new()));
     (value, processed_at)
 }
