@@ -10,7 +10,8 @@
 # Groups:
 #   build    compile nomyo (aws-lc is C, llama.cpp is C++ driven by cmake, and
 #            llama-cpp-sys-2's bindgen loads libclang.so, which only
-#            libclang-dev provides: libclang-cpp.so.* is another library)
+#            libclang-dev provides: libclang-cpp.so.* is another library;
+#            the server's TPM attestation links libtss2, found by pkg-config)
 #   test     what .ci/run's tests start or call (a real Redis, curl, a
 #            software TPM with tpm2-tools; libtss2-dev for the TPM quotes)
 #   runtime  what the release binary links at run time (deploy/Containerfile)
@@ -23,7 +24,7 @@
 # It can also be sourced: `. scripts/sysdeps.sh` defines sysdeps_list,
 # sysdeps_missing and sysdeps_install without running anything.
 
-sysdeps_build=(cmake libclang-dev g++ make)
+sysdeps_build=(cmake libclang-dev g++ make pkg-config libtss2-dev)
 sysdeps_test=(redis-server curl swtpm swtpm-tools tpm2-tools libtss2-dev)
 sysdeps_runtime=(ca-certificates libgomp1 libstdc++6)
 

@@ -174,8 +174,16 @@ def embedded(tmp_path_factory, nomyo_bin):
     test_cli_v2.py), so the model is loaded once. It finds the model as
     `nomyo serve` does ($NOMYO_MODEL_FILE, else ./models/, where
     scripts/fetch-model.sh puts it)."""
-    key_dir = tmp_path_factory.mktemp("embedded") / "keys"
-    with NomyoServer(nomyo_bin, ["--key-dir", key_dir, "--no-password"]) as s:
+    d = tmp_path_factory.mktemp("embedded")
+    key_dir = d / "keys"
+    # Every tier open, as without [tiers]; maximum without its default
+    # require_attestation, this server having no TPM (test_cli_v2.py asks
+    # for maximum).
+    (d / "nomyo.toml").write_text(
+        '[tiers.standard]\nmodels = ["*"]\n[tiers.high]\nmodels = ["*"]\n'
+        '[tiers.maximum]\nmodels = ["*"]\nrequire_attestation = false\n'
+    )
+    with NomyoServer(nomyo_bin, ["--config", d / "nomyo.toml", "--key-dir", key_dir, "--no-password"]) as s:
         deadline = time.monotonic() + 120
         while True:
             try:

@@ -72,6 +72,8 @@ models = ["small-model"]
 [tiers.maximum]
 backends = ["double"]
 models = ["small-model"]
+# These servers have no TPM: maximum requires attestation by default (503).
+require_attestation = false
 {pq_line}
 """
 

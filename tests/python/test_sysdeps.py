@@ -61,7 +61,7 @@ def test_libclang_cpp_alone_does_not_count_as_libclang_dev(tmp_path):
     old = glob.glob(str(root / "usr/lib/llvm-*/lib/libclang*.so*"))
     assert old, "the fake root should match the old glob"
     # Debian 12's base image: libclang-cpp14 and the compilers, no libclang-dev.
-    admin = fake_dpkg(tmp_path, ["cmake", "libclang-cpp14", "g++", "make"])
+    admin = fake_dpkg(tmp_path, ["cmake", "libclang-cpp14", "g++", "make", "pkg-config", "libtss2-dev"])
     r = sysdeps(admin, "missing", "build")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["libclang-dev"]
@@ -69,7 +69,8 @@ def test_libclang_cpp_alone_does_not_count_as_libclang_dev(tmp_path):
 
 def test_removed_package_with_config_left_is_missing(tmp_path):
     admin = fake_dpkg(
-        tmp_path, ["cmake", "g++", "make", ("libclang-dev", "deinstall ok config-files")]
+        tmp_path,
+        ["cmake", "g++", "make", "pkg-config", "libtss2-dev", ("libclang-dev", "deinstall ok config-files")],
     )
     r = sysdeps(admin, "missing", "build")
     assert r.stdout.split() == ["libclang-dev"]
@@ -91,7 +92,7 @@ def test_groups_are_separate(tmp_path):
     admin = fake_dpkg(tmp_path, [])
     build = set(sysdeps(admin, "missing", "build").stdout.split())
     runtime = set(sysdeps(admin, "missing", "runtime").stdout.split())
-    assert {"cmake", "libclang-dev", "g++", "make"} <= build
+    assert {"cmake", "libclang-dev", "g++", "make", "pkg-config", "libtss2-dev"} <= build
     assert "redis-server" not in build
     assert runtime == {"ca-certificates", "libgomp1", "libstdc++6"}
 
@@ -103,7 +104,7 @@ def test_unknown_group_is_an_error(tmp_path):
 
 
 def test_install_asks_apt_for_exactly_the_missing_packages(tmp_path):
-    admin = fake_dpkg(tmp_path, ["cmake", "libclang-cpp14", "g++", "make"])
+    admin = fake_dpkg(tmp_path, ["cmake", "libclang-cpp14", "g++", "make", "pkg-config", "libtss2-dev"])
     stubs = tmp_path / "bin"
     stubs.mkdir()
     log = tmp_path / "apt.log"

@@ -74,6 +74,8 @@ models = ["*"]
 [tiers.maximum]
 models = ["*"]
 require_post_quantum = false
+# No TPM here: maximum requires attestation by default (503).
+require_attestation = false
 """
     )
     with NomyoServer(nomyo_bin, ["--config", tmp_path / "nomyo.toml", "--ephemeral-key", "--key-bits", "2048"]) as s:

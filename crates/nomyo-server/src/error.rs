@@ -117,6 +117,18 @@ pub enum ApiError {
     },
     /// The backend did not answer in time (504).
     BackendTimeout,
+    /// The TPM's queue is full (503 + `Retry-After: 1`): a request that
+    /// needs a quote is never answered without one (docs/PROTOCOL.md §14.5).
+    TpmBusy,
+    /// The request's tier requires TPM attestation (`require_attestation`)
+    /// and this server has no TPM (503).
+    AttestationRequired,
+    /// An attestation route on a server without a TPM (404).
+    NoAttestation,
+    /// A bad request to an attestation route (400): the reason is structural.
+    InvalidAttestationRequest(&'static str),
+    /// The TPM refused a credential to activate (400); nothing more is said.
+    ActivationFailed,
     /// The whole request exceeded the server's request timeout (504).
     RequestTimeout,
 }
@@ -139,12 +151,14 @@ impl ApiError {
             | BackendRejected(_)
             | EncryptionRequired
             | InvalidEncapsulatedKey
-            | InvalidKeyId => StatusCode::BAD_REQUEST,
+            | InvalidKeyId
+            | InvalidAttestationRequest(_)
+            | ActivationFailed => StatusCode::BAD_REQUEST,
             UnknownKeyConfig => StatusCode::UNPROCESSABLE_ENTITY,
             PostQuantumRequired | HostNotAllowed => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
             ModelForbidden => StatusCode::FORBIDDEN,
-            UnknownModel | ModelNotFound { .. } | NotFound => StatusCode::NOT_FOUND,
+            UnknownModel | ModelNotFound { .. } | NotFound | NoAttestation => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Replayed => StatusCode::CONFLICT,
@@ -152,9 +166,11 @@ impl ApiError {
             RateLimited { .. } | ReplayShareExceeded => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BackendFailed => StatusCode::BAD_GATEWAY,
-            Saturated | ReplayStoreUnavailable | BackendUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Saturated
+            | ReplayStoreUnavailable
+            | BackendUnavailable { .. }
+            | TpmBusy
+            | AttestationRequired => StatusCode::SERVICE_UNAVAILABLE,
             BackendTimeout | RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -197,6 +213,11 @@ impl ApiError {
             BackendUnavailable { .. } => "inference backend unavailable; retry later".into(),
             BackendTimeout => "the inference backend timed out".into(),
             RequestTimeout => "request timed out".into(),
+            TpmBusy => "the TPM is busy; retry later".into(),
+            AttestationRequired => "the security tier requires TPM attestation (require_attestation) and this server has none".into(),
+            NoAttestation => "this server has no TPM attestation".into(),
+            InvalidAttestationRequest(why) => Cow::Owned(format!("invalid attestation request: {why}")),
+            ActivationFailed => "credential activation failed".into(),
         }
     }
 
@@ -252,7 +273,8 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             ApiError::Saturated
             | ApiError::ReplayStoreUnavailable
-            | ApiError::ReplayShareExceeded => Some(Duration::from_secs(1)),
+            | ApiError::ReplayShareExceeded
+            | ApiError::TpmBusy => Some(Duration::from_secs(1)),
             ApiError::BackendUnavailable { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(5)))
             }

@@ -26,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod access;
+pub mod attestation;
 pub mod backend;
 pub mod config;
 pub mod error;
@@ -61,6 +62,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::v1::routes())
         .merge(routes::ops::routes())
         .merge(routes::v2::routes())
+        .merge(routes::attestation::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -17,6 +17,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use hyper_util::rt::TokioTimer;
 
+use crate::attestation::Attestation;
 use crate::backend::Backend;
 use crate::config::{BackendSpec, KeySetting, Settings, TlsFiles};
 use crate::hpke_keys::{HpkeKeySet, HpkeKeyStore};
@@ -39,6 +40,10 @@ pub enum StartError {
         /// What went wrong.
         message: String,
     },
+    /// The TPM could not be opened, or its attestation key not loaded or
+    /// created (docs/PROTOCOL.md §14.1).
+    #[error("TPM attestation: {0}")]
+    Attestation(String),
     /// The configuration is inconsistent (tier names an unknown backend...).
     #[error("{0}")]
     Config(String),
@@ -92,6 +97,40 @@ pub struct Prepared {
     pub shutdown_grace: Duration,
 }
 
+/// Opens the TPM of `[attestation] tpm` (its AK saved in `ak_dir`), on the
+/// blocking pool; none configured: [`Attestation::none`].
+async fn open_tpm(
+    settings: &crate::config::AttestationSettings,
+    ak_dir: Option<PathBuf>,
+) -> Result<Attestation, StartError> {
+    let Some(tcti) = settings.tpm.clone() else {
+        return Ok(Attestation::none());
+    };
+    #[cfg(feature = "tpm")]
+    {
+        let queue = settings.queue;
+        let started = std::time::Instant::now();
+        let att =
+            tokio::task::spawn_blocking(move || Attestation::open(&tcti, ak_dir.as_deref(), queue))
+                .await
+                .map_err(|_| StartError::Attestation("the TPM task failed".into()))?
+                .map_err(StartError::Attestation)?;
+        tracing::info!(
+            ak = att.evidence().map_or("", |e| e.ak_fingerprint.as_str()),
+            ms = started.elapsed().as_millis() as u64,
+            "TPM attestation ready"
+        );
+        Ok(att)
+    }
+    #[cfg(not(feature = "tpm"))]
+    {
+        let _ = (tcti, ak_dir);
+        Err(StartError::Attestation(
+            "this build has no TPM support (nomyo-server feature `tpm`)".into(),
+        ))
+    }
+}
+
 /// Loads or generates the key (on the blocking pool), builds the backends
 /// (`embedded` builds the in-process model, which the server crate does not
 /// depend on) and the policy.
@@ -117,11 +156,16 @@ where
         trusted_proxies,
         allowed_hosts,
         replay_journal,
+        attestation,
     } = settings;
 
     // Protocol v2 HPKE keys live beside the RSA key, unless that key is
     // password-protected (the raw HPKE files would then be the weaker link)
     // or ephemeral: then they are fresh in memory at every start.
+    let ak_dir = match &key {
+        KeySetting::Dir(src) => Some(src.dir.clone()),
+        KeySetting::Ephemeral(_) => None,
+    };
     let hpke_dir = match &key {
         KeySetting::Dir(src) if src.password.is_none() => Some(src.dir.clone()),
         _ => None,
@@ -225,7 +269,11 @@ where
         ),
     };
 
+    let tpm = open_tpm(&attestation, ak_dir).await?;
     let mut builder = AppState::builder(store)
+        .attestation(tpm)
+        .attestation_tiers(attestation.required_tiers)
+        .quote_tiers(attestation.quote_tiers)
         .hpke_store(hpke)
         .hpke_rotation(hpke_rotate_every)
         .key_reload(cluster.key_reload_every)

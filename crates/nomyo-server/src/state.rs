@@ -88,6 +88,12 @@ pub(crate) struct Inner {
     pub key_file_seen: std::sync::Mutex<Option<[u8; 32]>>,
     /// How many times a reload parsed the server key file (for tests).
     pub key_file_parses: Arc<std::sync::atomic::AtomicU64>,
+    /// The TPM, if any (docs/PROTOCOL.md §14).
+    pub attestation: crate::attestation::Attestation,
+    /// Tiers refused (503) by a server without a TPM (`require_attestation`).
+    pub attestation_tiers: BTreeSet<SecurityTier>,
+    /// Tiers whose answers carry a quote (`attestation_per_answer`).
+    pub quote_tiers: BTreeSet<SecurityTier>,
 }
 
 /// SHA-256 of a key file's bytes, read into locked memory that is erased
@@ -122,7 +128,25 @@ impl AppState {
             shared_replay: None,
             replay_journal: None,
             trusted_proxies: TrustedProxies::none(),
+            attestation: crate::attestation::Attestation::none(),
+            attestation_tiers: BTreeSet::new(),
+            quote_tiers: BTreeSet::from(SecurityTier::ALL),
         }
+    }
+
+    /// The TPM, if any.
+    pub fn attestation(&self) -> &crate::attestation::Attestation {
+        &self.inner.attestation
+    }
+
+    /// Whether `tier` refuses requests on a server without a TPM.
+    pub fn requires_attestation(&self, tier: SecurityTier) -> bool {
+        self.inner.attestation_tiers.contains(&tier)
+    }
+
+    /// Whether answers on `tier` carry a quote (with a TPM).
+    pub fn quotes_per_answer(&self, tier: SecurityTier) -> bool {
+        self.inner.quote_tiers.contains(&tier)
     }
 
     /// The key store (for rotation).
@@ -486,6 +510,9 @@ pub struct AppStateBuilder {
     shared_replay: Option<RedisReplay>,
     replay_journal: Option<std::path::PathBuf>,
     trusted_proxies: TrustedProxies,
+    attestation: crate::attestation::Attestation,
+    attestation_tiers: BTreeSet<SecurityTier>,
+    quote_tiers: BTreeSet<SecurityTier>,
 }
 
 impl std::fmt::Debug for AppStateBuilder {
@@ -596,6 +623,27 @@ impl AppStateBuilder {
     /// The tiers whose v2 requests must use the post-quantum suite.
     pub fn post_quantum_tiers(mut self, tiers: BTreeSet<SecurityTier>) -> Self {
         self.post_quantum_tiers = tiers;
+        self
+    }
+
+    /// The TPM (docs/PROTOCOL.md §14; default: none).
+    pub fn attestation(mut self, attestation: crate::attestation::Attestation) -> Self {
+        self.attestation = attestation;
+        self
+    }
+
+    /// The tiers whose requests a server without a TPM refuses with 503
+    /// (`require_attestation`). Default: none here; `nomyo serve`'s
+    /// configuration defaults to `maximum`.
+    pub fn attestation_tiers(mut self, tiers: BTreeSet<SecurityTier>) -> Self {
+        self.attestation_tiers = tiers;
+        self
+    }
+
+    /// The tiers whose answers carry a quote when there is a TPM
+    /// (`attestation_per_answer`; default: every tier).
+    pub fn quote_tiers(mut self, tiers: BTreeSet<SecurityTier>) -> Self {
+        self.quote_tiers = tiers;
         self
     }
 
@@ -734,6 +782,9 @@ impl AppStateBuilder {
                 )),
                 key_file_seen: std::sync::Mutex::new(None),
                 key_file_parses: Arc::default(),
+                attestation: self.attestation,
+                attestation_tiers: self.attestation_tiers,
+                quote_tiers: self.quote_tiers,
                 limits,
             }),
         })

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use clap::Args as ClapArgs;
 use nomyo_server::backend::Backend;
 use nomyo_server::config::{
-    BackendConfig, BackendKind, ClusterConfig, ConfigError, FileConfig, HpkeConfig, KeySetting,
-    LimitsConfig,
+    AttestationConfig, BackendConfig, BackendKind, ClusterConfig, ConfigError, FileConfig,
+    HpkeConfig, KeySetting, LimitsConfig,
 };
 use nomyo_server::keystore::KeyOrigin;
 use nomyo_server::serve::{self, EmbeddedParams, StartError};
@@ -43,6 +43,8 @@ requests finish (--shutdown-grace).
 Routes (docs/CLI.md §11.1):
   v1: GET /pki/public_key, POST /v1/chat/secure_completion
   v2: GET /.well-known/hpke-keys, POST /v1/chat/completions (EHBP-sealed; streams)
+  with --tpm: GET /.well-known/nomyo-attestation?nonce=HEX,
+  POST /.well-known/nomyo-attestation/activate
   GET /v1/models, GET /health, GET /metrics (loopback only by default)
 Errors are JSON {\"detail\": ...}; a reused X-Payload-ID (or the same package
 again) gets 409 within --replay-window.
@@ -199,6 +201,20 @@ pub struct Args {
         help_heading = "Backends"
     )]
     context: Option<u32>,
+
+    /// TPM attestation (docs/PROTOCOL.md §14): the TPM's TCTI, e.g.
+    /// device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321. Every answer
+    /// then carries a quote, and GET /.well-known/nomyo-attestation serves
+    /// the TPM's evidence; the attestation key is created once and saved in
+    /// --key-dir (ak.pub, ak.priv). Without it, tiers with
+    /// require_attestation (maximum by default) answer 503. [default: none]
+    #[arg(
+        long,
+        value_name = "TCTI",
+        env = "NOMYO_TPM",
+        help_heading = "Attestation"
+    )]
+    tpm: Option<String>,
 
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, value_name = "F", requires = "tls_key", help_heading = "TLS")]
@@ -443,6 +459,10 @@ impl Args {
             },
             backends,
             tiers: None,
+            attestation: AttestationConfig {
+                tpm: self.tpm.clone().filter(|t| !t.is_empty()),
+                queue: None,
+            },
         }
     }
 }
@@ -593,15 +613,20 @@ fn key_password_for_a_new_key(key: &mut KeySetting, no_password: bool) -> CliRes
 pub(crate) const START_TARGET: &str = "nomyo::serve";
 
 /// One line at start: what is served (model, context, threads) and the
-/// attestation (none yet: no hardware attestation is produced).
+/// attestation (`tpm sha256:<AK fingerprint>`, or `none`).
 fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::EmbeddedInfo>) {
+    let attestation = match state.attestation().evidence() {
+        Some(e) => format!("tpm {}", e.ak_fingerprint),
+        None => "none".to_owned(),
+    };
+    let attestation = attestation.as_str();
     match engine {
         Some(e) => tracing::info!(
             target: START_TARGET,
             model = %e.model.display(),
             context = e.context,
             threads = e.threads,
-            attestation = "none",
+            attestation,
             "serving the embedded model"
         ),
         None => {
@@ -619,7 +644,7 @@ fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::Embedded
                 model = %models.join(","),
                 context = "upstream",
                 threads = "upstream",
-                attestation = "none",
+                attestation,
                 "serving upstream models"
             );
         }

@@ -1,6 +1,8 @@
 //! The `_metadata` object the server adds to every answer (docs/PROTOCOL.md
 //! §1.7), and what the clients add to it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{lenient_opt_i64, Extra};
@@ -40,6 +42,10 @@ pub struct Metadata {
     /// The server's GPU, hashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cuda_device: Option<CudaDevice>,
+    /// The TPM's quote for this answer (docs/PROTOCOL.md §14.2), or
+    /// `{"is_available": false}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_attestation: Option<TpmAttestation>,
     /// Every other field.
     #[serde(flatten)]
     pub extra: Extra,
@@ -77,4 +83,40 @@ pub struct CudaDevice {
     /// Every other field.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// `_metadata.tpm_attestation` (docs/PROTOCOL.md §14.2): a TPM quote whose
+/// `extraData` is [`crate::tpm::extra_data_for`] of the answer's payload id,
+/// or only `is_available: false` (no TPM, or a tier that does not quote per
+/// answer). [`crate::tpm::verify_quote`] checks the quote.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TpmAttestation {
+    /// Whether the rest is there.
+    #[serde(default)]
+    pub is_available: bool,
+    /// The quoted PCRs: `sha256:0,7,10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcr_banks: Option<String>,
+    /// bank → PCR index → hex value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcr_values: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Base64 of the signed `TPMS_ATTEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_b64: Option<String>,
+    /// Base64 of the `TPMT_SIGNATURE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_b64: Option<String>,
+    /// Base64 of the AK's `TPM2B_PUBLIC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aik_pubkey_b64: Option<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl TpmAttestation {
+    /// `{"is_available": false}`.
+    pub fn unavailable() -> Self {
+        Self::default()
+    }
 }

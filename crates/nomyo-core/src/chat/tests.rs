@@ -403,6 +403,7 @@ fn metadata_serialises_to_the_documented_schema() {
             device_hash: "ab".repeat(32),
             extra: Extra::new(),
         }),
+        tpm_attestation: Some(TpmAttestation::unavailable()),
         ..Metadata::default()
     };
     let built = serde_json::to_value(&built).unwrap();

@@ -111,6 +111,12 @@ pub struct TierConfig {
     /// Protocol v2 requests on this tier must use the post-quantum suite
     /// (X-Wing); X25519 gets 403. Default: true for `maximum`, false otherwise.
     pub require_post_quantum: Option<bool>,
+    /// A server without a TPM refuses requests on this tier (503).
+    /// Default: true for `maximum`, false otherwise (docs/PROTOCOL.md §14.6).
+    pub require_attestation: Option<bool>,
+    /// With a TPM, every answer on this tier carries a quote for its
+    /// payload id (`_metadata.tpm_attestation`). Default: true.
+    pub attestation_per_answer: Option<bool>,
 }
 
 /// An endpoint given only by its URL (`url` / `urls`).

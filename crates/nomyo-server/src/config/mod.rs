@@ -26,6 +26,7 @@ use crate::pool::PoolConfig;
 use crate::state::MetricsAccess;
 use crate::upstream::UpstreamConfig;
 
+mod attestation;
 mod backends;
 mod cluster;
 mod durations;
@@ -34,6 +35,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use attestation::{AttestationConfig, AttestationSettings};
 use backends::resolve_backend;
 pub use backends::{BackendConfig, BackendKind, EndpointConfig, TierConfig};
 pub use cluster::{ClusterConfig, ClusterSettings, HpkeConfig};
@@ -156,6 +158,9 @@ pub struct FileConfig {
     pub backends: Option<Vec<BackendConfig>>,
     /// `[tiers.standard]`, `[tiers.high]`, `[tiers.maximum]`.
     pub tiers: Option<BTreeMap<String, TierConfig>>,
+    /// `[attestation]`: the TPM.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
 }
 
 /// The TLS files.
@@ -245,6 +250,8 @@ pub struct Settings {
     pub post_quantum_tiers: BTreeSet<SecurityTier>,
     /// Replicas: key directory following, shared replay store.
     pub cluster: ClusterSettings,
+    /// The TPM and the tiers' attestation rules.
+    pub attestation: AttestationSettings,
 }
 
 impl FileConfig {
@@ -331,6 +338,7 @@ impl FileConfig {
             cluster: self.cluster.overlay(top.cluster),
             backends: top.backends.or(self.backends),
             tiers: top.tiers.or(self.tiers),
+            attestation: self.attestation.overlay(top.attestation),
         }
     }
 
@@ -465,6 +473,7 @@ impl FileConfig {
             },
         };
         let mut post_quantum_tiers = BTreeSet::from([SecurityTier::Maximum]);
+        let mut attestation = self.attestation.resolve()?;
 
         let backends = match self.backends {
             Some(list) if !list.is_empty() => {
@@ -502,6 +511,20 @@ impl FileConfig {
                         }
                         None => {}
                     }
+                    for (setting, set) in [
+                        (t.require_attestation, &mut attestation.required_tiers),
+                        (t.attestation_per_answer, &mut attestation.quote_tiers),
+                    ] {
+                        match setting {
+                            Some(true) => {
+                                set.insert(tier);
+                            }
+                            Some(false) => {
+                                set.remove(&tier);
+                            }
+                            None => {}
+                        }
+                    }
                     if t.models.is_empty() {
                         return Err(invalid(format!(
                             "[tiers.{name}]: models is empty; list model names or \"*\""
@@ -537,6 +560,7 @@ impl FileConfig {
             hpke_grace,
             post_quantum_tiers,
             cluster,
+            attestation,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::state::AppState;
 
+pub mod attestation;
 pub mod ops;
 pub mod pipeline;
 pub mod v1;

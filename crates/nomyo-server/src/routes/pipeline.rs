@@ -2,16 +2,17 @@
 //! server's one order of checks (the crate's README, "Order of checks"):
 //!
 //! 1. `admit`: API key (401), the caller's rate limit (429);
-//! 2. the protocol's own headers; `refuse_post_quantum` and
-//!    `refuse_seen` (the header-only policy: 403, 409);
+//! 2. the protocol's own headers; `refuse_post_quantum`,
+//!    `refuse_unattested` and `refuse_seen` (the header-only policy: 403,
+//!    503, 409);
 //! 3. `read_body`: the body under its size limit (413), deadline (408) and
 //!    the server's memory budget for bodies (503);
 //! 4. `ReplayGuard::claim`: a request is valid once (409, 429);
 //! 5. `acquire_slot`: a processing slot (503);
 //! 6. the protocol's own decryption;
 //! 7. `route`: the plaintext request checked ([`chat_request`]), its tier
-//!    and model (403/404) and the post-quantum rule of a tier the model
-//!    chose (403);
+//!    and model (403/404), the post-quantum rule of a tier the model
+//!    chose (403) and its attestation rule (503);
 //! 8. the backend (`backend_failed` counts and logs its errors) and
 //!    `_metadata` (`metadata`), then the protocol's own sealing.
 //!
@@ -28,7 +29,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use nomyo_core::chat::{CudaDevice, MemoryProtectionInfo, Metadata};
+use nomyo_core::chat::{CudaDevice, MemoryProtectionInfo, Metadata, TpmAttestation};
 use nomyo_core::tier::HEADER_SECURITY_TIER;
 use nomyo_core::{Fingerprint, SecretBuf, SecurityTier};
 use prometheus_client::metrics::gauge::Gauge;
@@ -121,6 +122,18 @@ pub(crate) fn refuse_post_quantum(
     if !post_quantum && tier.is_some_and(|t| st.requires_post_quantum(t)) {
         st.inner.metrics.refused("post_quantum");
         return Err(ApiError::PostQuantumRequired);
+    }
+    Ok(())
+}
+
+/// The attestation rule (503, docs/PROTOCOL.md §14.6): a tier that
+/// requires TPM attestation (`require_attestation`) refuses every request on
+/// a server without a TPM. Asked after the post-quantum rule, at step 2 with
+/// the header's tier and at step 7 with the tier the model chose.
+pub(crate) fn refuse_unattested(st: &AppState, tier: Option<SecurityTier>) -> Result<(), ApiError> {
+    if tier.is_some_and(|t| st.requires_attestation(t)) && !st.attestation().is_available() {
+        st.inner.metrics.refused("attestation");
+        return Err(ApiError::AttestationRequired);
     }
     Ok(())
 }
@@ -383,6 +396,7 @@ pub(crate) fn route(
         .route(&model, tier_header)
         .map_err(|e| super::with_served_models(st, &model, e))?;
     refuse_post_quantum(st, Some(route.tier), post_quantum)?;
+    refuse_unattested(st, Some(route.tier))?;
     Ok(Routed {
         body,
         model,
@@ -474,13 +488,15 @@ pub(crate) async fn completion(
     Ok(out)
 }
 
-/// `_metadata` with true values (docs/PROTOCOL.md §1.7), and the
-/// `processed_at` it carries.
+/// `_metadata` with true values (docs/PROTOCOL.md §1.7), `tpm` its
+/// `tpm_attestation` ([`per_answer_quote`]), and the `processed_at` it
+/// carries.
 pub(crate) fn metadata(
     id: &str,
     tier: SecurityTier,
     memory_locked: bool,
     backend: &dyn crate::backend::Backend,
+    tpm: TpmAttestation,
 ) -> (Value, i64) {
     let processed_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -506,10 +522,38 @@ pub(crate) fn metadata(
             device_hash: cuda.unwrap_or_default(),
             extra: Map::new(),
         }),
+        tpm_attestation: Some(tpm),
         ..Metadata::default()
     };
     // Serialising `Metadata` cannot fail: every map key is a string and no
     // Serialize impl involved returns an error.
     let value = serde_json::to_value(&metadata).unwrap_or_else(|_| Value::Object(Map::new()));
     (value, processed_at)
+}
+
+/// The answer's `_metadata.tpm_attestation` (docs/PROTOCOL.md §14.2): with
+/// a TPM and a tier that quotes per answer, a quote for `id`, asked before
+/// the backend is given the request so that a busy TPM (503) leaves the
+/// request unanswered and its replay entries given back; otherwise
+/// `{"is_available": false}` at no cost.
+pub(crate) async fn per_answer_quote(
+    st: &AppState,
+    span: &tracing::Span,
+    id: &str,
+    tier: SecurityTier,
+) -> Result<TpmAttestation, ApiError> {
+    let t = Instant::now();
+    let block = st
+        .attestation()
+        .answer_block(id, st.quotes_per_answer(tier))
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ApiError::TpmBusy) {
+                st.inner.metrics.refused("tpm_busy");
+            }
+        })?;
+    if block.is_available {
+        tracing::debug!(parent: span, quote_ms = t.elapsed().as_secs_f64() * 1e3, "TPM quote made");
+    }
+    Ok(block)
 }

@@ -184,6 +184,7 @@ async fn handle(
     let tier_header = pipeline::requested_tier(headers)?;
     let client_key = client_key(headers)?;
     pipeline::refuse_post_quantum(st, tier_header, false)?;
+    pipeline::refuse_unattested(st, tier_header)?;
     let id_key = pipeline::replay_key(b"nomyo-v1-payload-id\0", &[id.as_bytes()]);
     pipeline::refuse_seen(st, id_key)?;
     let span = tracing::debug_span!(
@@ -248,6 +249,8 @@ async fn answer(
         tier,
         request_id: id.to_owned(),
     };
+    // docs/PROTOCOL.md §14.2: the quote first, then the backend.
+    let mut tpm = Some(pipeline::per_answer_quote(st, span, id, tier).await?);
     // docs/PROTOCOL.md §1.7: `_metadata` with true values, made when the
     // backend has answered.
     let mut processed_at = 0;
@@ -257,6 +260,7 @@ async fn answer(
             tier,
             routed.memory_locked,
             &*routed.route.backend.backend,
+            tpm.take().unwrap_or_default(),
         );
         processed_at = at;
         metadata

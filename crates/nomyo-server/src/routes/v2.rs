@@ -253,6 +253,7 @@ async fn handle(
     let kem = candidates.keys[0].kem();
     let tier_header = pipeline::requested_tier(headers)?;
     pipeline::refuse_post_quantum(st, tier_header, kem.is_post_quantum())?;
+    pipeline::refuse_unattested(st, tier_header)?;
     let enc_key = pipeline::replay_key(b"nomyo-v2-enc\0", &[&enc]);
     pipeline::refuse_seen(st, enc_key)?;
     // A public, per-request id for logs and `_metadata`: not the enc itself.
@@ -437,7 +438,9 @@ async fn answer(
     let tier = routed.route.tier;
     let body = std::mem::take(&mut routed.body);
     let stream = body.get("stream") == Some(&Value::Bool(true));
-    let (mut meta, _) = pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend);
+    // docs/PROTOCOL.md §14.2: the quote before the backend is given the request.
+    let tpm = pipeline::per_answer_quote(st, span, id, tier).await?;
+    let (mut meta, _) = pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend, tpm);
     if let Some(m) = meta.as_object_mut() {
         m.insert("protocol".to_owned(), json!("v2"));
         m.insert("hpke".to_owned(), key_info(kem));

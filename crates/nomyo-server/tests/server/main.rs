@@ -7,6 +7,7 @@
 mod abuse;
 mod access_log;
 mod attacks;
+mod attestation;
 mod common;
 mod exposure;
 mod hostile;

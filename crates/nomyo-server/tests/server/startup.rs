@@ -173,8 +173,9 @@ models = ["*"]
 [tiers.maximum]
 backends = ["local"]
 models = ["local-model"]
-# Asked for over v1 (RSA) below.
+# Asked for over v1 (RSA) below, on a server without a TPM.
 require_post_quantum = false
+require_attestation = false
 "#
     );
     let settings = common::settings(&toml);
