@@ -13,7 +13,7 @@
 #            libclang-dev provides: libclang-cpp.so.* is another library;
 #            the server's TPM attestation links libtss2, found by pkg-config)
 #   test     what .ci/run's tests start or call (a real Redis, curl, a
-#            software TPM with tpm2-tools; libtss2-dev for the TPM quotes)
+#            software TPM with tpm2-tools; libtss2-dev is in build)
 #   runtime  what the release binary links at run time (deploy/Containerfile)
 #
 # "Installed" means dpkg says so (`install ok installed`), never that some
@@ -25,7 +25,7 @@
 # sysdeps_missing and sysdeps_install without running anything.
 
 sysdeps_build=(cmake libclang-dev g++ make pkg-config libtss2-dev)
-sysdeps_test=(redis-server curl swtpm swtpm-tools tpm2-tools libtss2-dev)
+sysdeps_test=(redis-server curl swtpm swtpm-tools tpm2-tools)
 sysdeps_runtime=(ca-certificates libgomp1 libstdc++6)
 
 sysdeps_list() {
