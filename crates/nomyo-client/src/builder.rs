@@ -369,6 +369,7 @@ impl ClientBuilder {
                 attestation: self.attestation.map(|options| crate::attest::Required {
                     options,
                     verdict: OnceCell::new(),
+                    verified: std::sync::Mutex::new(Vec::new()),
                 }),
             }),
         })

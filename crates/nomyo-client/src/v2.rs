@@ -214,7 +214,7 @@ impl Client {
         &self,
         plaintext: &SecretBuf,
         options: &RequestOptions,
-    ) -> Result<(reqwest::Response, ResponseOpener, Kem)> {
+    ) -> Result<(reqwest::Response, ResponseOpener, Kem, String)> {
         let mut keys = self.hpke_keys().await?;
         let mut refetched = false;
         let mut attempts = self.retrier().attempts();
@@ -246,7 +246,7 @@ impl Client {
         keys: &mut Arc<HpkeKeys>,
         refetched: &mut bool,
         attempt: u32,
-    ) -> Result<Outcome<(reqwest::Response, ResponseOpener, Kem)>> {
+    ) -> Result<Outcome<(reqwest::Response, ResponseOpener, Kem, String)>> {
         let config = keys.config();
         let (enc, mut sealer) = RequestSealer::new(config).map_err(v2_err)?;
         let mut body = Vec::with_capacity(plaintext.len() + 64);
@@ -297,7 +297,10 @@ impl Client {
             let nonce = nonce.map_err(|_| v2_err(V2Error::InvalidResponseNonce))?;
             let nonce = parse_response_nonce(&nonce).map_err(v2_err)?;
             let opener = sealer.response_opener(&nonce).map_err(v2_err)?;
-            return Ok(Outcome::Done((resp, opener, kem)));
+            // The request's public id, computed from our own `enc`: what
+            // the server states in `_metadata` and quotes for this answer.
+            let payload_id = nomyo_core::v2::payload_id(&enc);
+            return Ok(Outcome::Done((resp, opener, kem, payload_id)));
         }
         let retry_after = retry::retry_after(resp.headers());
         let raw = read_limited(resp, MAX_ERROR_BYTES)
@@ -358,7 +361,7 @@ impl Client {
         }
         let started = Instant::now();
         let plaintext = serialise(request)?;
-        let (resp, mut opener, kem) = self.exchange_v2(&plaintext, options).await?;
+        let (resp, mut opener, kem, payload_id) = self.exchange_v2(&plaintext, options).await?;
         let (body, too_long) = read_limited(resp, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| self.retrier().network_error(e, 1))?;
@@ -374,6 +377,8 @@ impl Client {
             self.requested_tier(options),
             completion.metadata.security_tier.as_deref(),
         )?;
+        self.check_answer_quote(&payload_id, completion.metadata.tpm_attestation.as_ref())
+            .await?;
         completion.metadata.is_encrypted = Some(true);
         completion.metadata.encryption_algorithm = Some(format!("ehbp-{}", kem.name()));
         tracing::debug!(
@@ -414,7 +419,8 @@ impl Client {
             .insert("stream".to_owned(), serde_json::Value::Bool(true));
         let plaintext = serialise(&r)?;
         zeroize::Zeroize::zeroize(&mut r);
-        let (resp, opener, _kem) = self.exchange_v2(&plaintext, options).await?;
+        let (resp, opener, _kem, payload_id) = self.exchange_v2(&plaintext, options).await?;
+        let quote_unchecked = self.answer_check(&payload_id)?;
         drop(plaintext);
         let state = StreamState {
             body: resp.bytes_stream().boxed(),
@@ -427,6 +433,7 @@ impl Client {
             tier_unchecked: self
                 .requested_tier(options)
                 .filter(|t| *t > SecurityTier::Standard),
+            quote_unchecked,
         };
         Ok(futures::stream::unfold(state, next_chunk).boxed())
     }
@@ -478,6 +485,9 @@ struct StreamState {
     /// A tier above `standard` was requested and the first chunk's sealed
     /// `_metadata` has not been checked against it yet.
     tier_unchecked: Option<SecurityTier>,
+    /// Attestation is required and the first chunk's quote has not been
+    /// checked yet.
+    quote_unchecked: Option<crate::attest::AnswerCheck>,
 }
 
 impl StreamState {
@@ -544,6 +554,14 @@ impl StreamState {
                         .and_then(|m| m.get("security_tier"))
                         .and_then(|t| t.as_str());
                     crate::client::check_served_tier(Some(requested), served)?;
+                }
+                if let Some(check) = self.quote_unchecked.take() {
+                    let block = chunk
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.get("tpm_attestation"))
+                        .and_then(|b| serde_json::from_value(b.clone()).ok());
+                    check.check_stream(block.as_ref())?;
                 }
                 self.ready.push_back(Ok(chunk));
             }

@@ -62,21 +62,7 @@ impl Evidence {
         for c in &wire.ek_certificates_b64 {
             ek_certificates.push(b64("ek_certificates_b64", c)?);
         }
-        let mut pcr_values = PcrValues::new();
-        for (bank, values) in &wire.pcr_values {
-            let alg = HashAlg::from_name(bank)
-                .ok_or_else(|| "the attestation answer names an unknown PCR bank".to_owned())?;
-            let mut out = BTreeMap::new();
-            for (index, value) in values {
-                let index: u32 = index
-                    .parse()
-                    .map_err(|_| "the attestation answer has a PCR index that is not a number")?;
-                let value = hex::decode(value)
-                    .map_err(|_| "the attestation answer has a PCR value that is not hex")?;
-                out.insert(index, value);
-            }
-            pcr_values.insert(alg, out);
-        }
+        let pcr_values = pcr_values(&wire.pcr_values)?;
         Ok(Self {
             ek_public: b64("ek_public_b64", &wire.ek_public_b64)?,
             ek_certificates,
@@ -92,6 +78,28 @@ impl Evidence {
             signature: b64("signature_b64", &wire.signature_b64)?,
         })
     }
+}
+
+/// The wire's PCR values (bank name → index → hex) as [`PcrValues`].
+pub(crate) fn pcr_values(
+    wire: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<PcrValues, String> {
+    let mut out = PcrValues::new();
+    for (bank, values) in wire {
+        let alg = HashAlg::from_name(bank)
+            .ok_or_else(|| "the attestation names an unknown PCR bank".to_owned())?;
+        let mut bank_values = BTreeMap::new();
+        for (index, value) in values {
+            let index: u32 = index
+                .parse()
+                .map_err(|_| "the attestation has a PCR index that is not a number")?;
+            let value = hex::decode(value)
+                .map_err(|_| "the attestation has a PCR value that is not hex")?;
+            bank_values.insert(index, value);
+        }
+        out.insert(alg, bank_values);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
+use nomyo_core::chat::TpmAttestation;
 use nomyo_core::tpm::{
     attestation_extra_data, make_credential, verify_quote, Public, VerifyError, ACTIVATE_PATH,
     ATTESTATION_PATH,
@@ -142,6 +143,80 @@ impl Verification {
 pub(crate) struct Required {
     pub(crate) options: AttestOptions,
     pub(crate) verdict: tokio::sync::OnceCell<()>,
+    /// The attestation keys verified in full by this client.
+    pub(crate) verified: std::sync::Mutex<Vec<Fingerprint>>,
+}
+
+/// What one answer's quote (`_metadata.tpm_attestation`) is checked
+/// against when attestation is required: the keys verified in full (by this
+/// client, or on record in the known-servers file), the request's payload
+/// id, and the PCR policy.
+pub(crate) struct AnswerCheck {
+    aks: Vec<Fingerprint>,
+    payload_id: String,
+    policy: Option<Policy>,
+    origin: String,
+}
+
+/// Why an answer's quote was refused.
+enum QuoteRefusal {
+    /// Quoted by an attestation key not verified yet (another replica?).
+    UnknownAk(Fingerprint),
+    /// Missing or wrong.
+    Bad(String),
+}
+
+impl AnswerCheck {
+    /// Checks the block: present and quoted, by a verified AK, for this
+    /// request's payload id, its PCR values matching the quote (and the
+    /// policy, when there is one).
+    fn check(&self, block: Option<&TpmAttestation>) -> std::result::Result<(), QuoteRefusal> {
+        let bad = |m: &str| QuoteRefusal::Bad(m.to_owned());
+        let block = block
+            .filter(|b| b.is_available)
+            .ok_or_else(|| bad("the answer carries no TPM quote"))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decode = |v: &Option<String>, what: &str| {
+            v.as_deref()
+                .and_then(|v| b64.decode(v).ok())
+                .ok_or_else(|| QuoteRefusal::Bad(format!("the answer's quote lacks {what}")))
+        };
+        let ak = decode(&block.aik_pubkey_b64, "aik_pubkey_b64")?;
+        let quote = decode(&block.quote_b64, "quote_b64")?;
+        let signature = decode(&block.signature_b64, "signature_b64")?;
+        let fp = Fingerprint::of_bytes(&ak);
+        if !self.aks.contains(&fp) {
+            return Err(QuoteRefusal::UnknownAk(fp));
+        }
+        let pcrs = evidence::pcr_values(block.pcr_values.as_ref().unwrap_or(&Default::default()))
+            .map_err(QuoteRefusal::Bad)?;
+        let extra = nomyo_core::tpm::extra_data_for(&self.payload_id);
+        verify_quote(&ak, &quote, &signature, &extra, Some(&pcrs))
+            .map_err(|e| QuoteRefusal::Bad(format!("the answer's quote: {e}")))?;
+        if let Some(policy) = &self.policy {
+            policy.check_tpm(&pcrs).map_err(QuoteRefusal::Bad)?;
+        }
+        Ok(())
+    }
+
+    /// [`AnswerCheck::check`] for a stream's first chunk, where a new key
+    /// cannot be verified on the spot.
+    pub(crate) fn check_stream(&self, block: Option<&TpmAttestation>) -> Result<()> {
+        self.check(block).map_err(|r| self.refused(r))
+    }
+
+    fn refused(&self, r: QuoteRefusal) -> Error {
+        let failed = match r {
+            QuoteRefusal::UnknownAk(fp) => {
+                format!("the answer is quoted by the attestation key {fp}, which was not verified")
+            }
+            QuoteRefusal::Bad(why) => why,
+        };
+        Error::NotAttested {
+            origin: self.origin.clone(),
+            failed,
+        }
+    }
 }
 
 /// The step names, in order.
@@ -351,6 +426,12 @@ impl Client {
                 let v = self.attest(&required.options).await?;
                 if v.passed() {
                     tracing::debug!(origin = %v.origin, ak = ?v.ak_fingerprint, "server attested");
+                    if let (Some(ak), Ok(mut known)) = (
+                        v.ak_fingerprint.as_deref().and_then(parse_fingerprint),
+                        required.verified.lock(),
+                    ) {
+                        known.push(ak);
+                    }
                     Ok(())
                 } else {
                     Err(Error::NotAttested {
@@ -361,6 +442,75 @@ impl Client {
             })
             .await
             .map(|_| ())
+    }
+
+    /// With an attestation requirement: what an answer's quote is checked
+    /// against (`None` without the requirement).
+    pub(crate) fn answer_check(&self, payload_id: &str) -> Result<Option<AnswerCheck>> {
+        let Some(required) = &self.inner.attestation else {
+            return Ok(None);
+        };
+        let mut aks = required
+            .verified
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        aks.extend(self.inner.trust.recorded_aks(&self.inner.origin)?);
+        Ok(Some(AnswerCheck {
+            aks,
+            payload_id: payload_id.to_owned(),
+            policy: required.options.policy.clone(),
+            origin: self.inner.origin.clone(),
+        }))
+    }
+
+    /// With an attestation requirement, checks a whole answer's quote. An
+    /// answer quoted by a key not verified yet (another replica behind a
+    /// load balancer) has that key verified in full first: when a fresh
+    /// attestation passes with that very key, the quote is checked with it.
+    pub(crate) async fn check_answer_quote(
+        &self,
+        payload_id: &str,
+        block: Option<&TpmAttestation>,
+    ) -> Result<()> {
+        let Some(check) = self.answer_check(payload_id)? else {
+            return Ok(());
+        };
+        match check.check(block) {
+            Ok(()) => Ok(()),
+            Err(QuoteRefusal::UnknownAk(fp)) => {
+                let verified = self.verify_ak(fp).await?;
+                let retry = AnswerCheck {
+                    aks: vec![verified],
+                    ..check
+                };
+                retry.check(block).map_err(|r| retry.refused(r))
+            }
+            Err(r) => Err(check.refused(r)),
+        }
+    }
+
+    /// Runs a full attestation and returns `ak` when it passed with that
+    /// key (which is then remembered), else refuses.
+    async fn verify_ak(&self, ak: Fingerprint) -> Result<Fingerprint> {
+        let Some(required) = &self.inner.attestation else {
+            return Ok(ak);
+        };
+        let v = self.attest(&required.options).await?;
+        if v.passed() && v.ak_fingerprint.as_deref() == Some(ak.to_string().as_str()) {
+            if let Ok(mut known) = required.verified.lock() {
+                known.push(ak);
+            }
+            return Ok(ak);
+        }
+        Err(Error::NotAttested {
+            origin: v.origin.clone(),
+            failed: if v.passed() {
+                format!("the answer is quoted by the attestation key {ak}, which a fresh attestation did not present")
+            } else {
+                failed_steps(&v)
+            },
+        })
     }
 
     /// With an attestation requirement, protocol v1 is refused
@@ -543,6 +693,85 @@ mod tests {
         assert_eq!(
             key_binding(false, Some(a), a, None, None).status,
             StepStatus::Fail
+        );
+    }
+
+    fn answer_block(payload_pcr10: &str) -> TpmAttestation {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let zero = "00".repeat(32);
+        let pcrs = serde_json::json!({"sha256": {"0": zero, "7": zero, "10": payload_pcr10}});
+        TpmAttestation {
+            is_available: true,
+            pcr_banks: Some("sha256:0,7,10".into()),
+            pcr_values: serde_json::from_value(pcrs).ok(),
+            quote_b64: Some(b64.encode(include_bytes!("testdata/answer-quote.msg"))),
+            signature_b64: Some(b64.encode(include_bytes!("testdata/answer-quote.sig"))),
+            aik_pubkey_b64: Some(b64.encode(include_bytes!("testdata/answer-ak.pub"))),
+            ..Default::default()
+        }
+    }
+
+    const PCR10: &str = "7f85193790de75e46b70bfec3614098f47332a6993dabac6e38ad35f47df5da4";
+
+    fn answer_check(payload_id: &str, policy: Option<Policy>) -> AnswerCheck {
+        AnswerCheck {
+            aks: vec![Fingerprint::of_bytes(include_bytes!(
+                "testdata/answer-ak.pub"
+            ))],
+            payload_id: payload_id.into(),
+            policy,
+            origin: "https://x".into(),
+        }
+    }
+
+    fn refusal(r: std::result::Result<(), QuoteRefusal>) -> String {
+        match r {
+            Ok(()) => panic!("accepted"),
+            Err(QuoteRefusal::UnknownAk(fp)) => format!("unknown {fp}"),
+            Err(QuoteRefusal::Bad(why)) => why,
+        }
+    }
+
+    #[test]
+    fn an_answer_quote_from_a_software_tpm_is_checked_for_its_payload_id() {
+        let block = answer_block(PCR10);
+        answer_check("payload-1", None)
+            .check(Some(&block))
+            .ok()
+            .unwrap();
+        // Another request's quote.
+        let e = refusal(answer_check("payload-2", None).check(Some(&block)));
+        assert!(e.contains("extraData"), "{e}");
+        // PCR values that are not the quoted ones.
+        let e =
+            refusal(answer_check("payload-1", None).check(Some(&answer_block(&"11".repeat(32)))));
+        assert!(e.contains("PCR"), "{e}");
+        // No block, or a server that did not quote.
+        let e = refusal(answer_check("payload-1", None).check(None));
+        assert!(e.contains("no TPM quote"), "{e}");
+        let off = TpmAttestation::unavailable();
+        assert!(refusal(answer_check("payload-1", None).check(Some(&off))).contains("no TPM quote"));
+        // A key not verified yet.
+        let mut other = answer_check("payload-1", None);
+        other.aks = vec![Fingerprint([3; 32])];
+        assert!(refusal(other.check(Some(&block))).starts_with("unknown sha256:"));
+        // The policy applies to each answer.
+        let zero = "00".repeat(32);
+        let allow = Policy::parse(&format!("[tpm.pcrs.sha256]\n\"10\" = [\"{PCR10}\"]\n")).unwrap();
+        answer_check("payload-1", Some(allow))
+            .check(Some(&block))
+            .ok()
+            .unwrap();
+        let deny = Policy::parse(&format!("[tpm.pcrs.sha256]\n\"10\" = [\"{zero}\"]\n")).unwrap();
+        let e = refusal(answer_check("payload-1", Some(deny)).check(Some(&block)));
+        assert!(e.contains("does not allow"), "{e}");
+        // The error a caller sees names the origin and the reason.
+        let e = answer_check("payload-2", None)
+            .check_stream(Some(&block))
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::NotAttested { .. }) && e.to_string().contains("https://x"),
+            "{e}"
         );
     }
 }

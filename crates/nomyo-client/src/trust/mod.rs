@@ -347,9 +347,6 @@ impl Trust {
     /// it as given (`warned=v1`). Always due without a known-servers file.
     /// The TPM attestation keys on record for `origin` (none without a
     /// known-servers file).
-    // Read by the per-answer quote check, which lands with the typed
-    // `_metadata.tpm_attestation`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn recorded_aks(&self, origin: &str) -> Result<Vec<Fingerprint>> {
         let Some(file) = self.file() else {
             return Ok(Vec::new());

@@ -413,3 +413,25 @@ fn metadata_serialises_to_the_documented_schema() {
     missing.as_object_mut().unwrap().remove("security_tier");
     assert!(!same_schema(&missing, &documented));
 }
+
+#[test]
+fn the_tpm_attestation_block_round_trips_and_defaults_to_unavailable() {
+    let text = r#"{"payload_id":"p","tpm_attestation":{"is_available":true,"pcr_banks":"sha256:0,7,10","pcr_values":{"sha256":{"0":"00"}},"quote_b64":"AA==","signature_b64":"AQ==","aik_pubkey_b64":"Ag==","future":1}}"#;
+    let m: Metadata = serde_json::from_str(text).unwrap();
+    let t = m.tpm_attestation.as_ref().unwrap();
+    assert!(t.is_available);
+    assert_eq!(t.pcr_values.as_ref().unwrap()["sha256"]["0"], "00");
+    assert_eq!(t.extra["future"], 1);
+    let back: serde_json::Value = serde_json::to_value(&m).unwrap();
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(TpmAttestation::unavailable()).unwrap(),
+        serde_json::json!({"is_available": false})
+    );
+    // Absent from a server that does not know it.
+    let m: Metadata = serde_json::from_str(r#"{"payload_id":"p"}"#).unwrap();
+    assert!(m.tpm_attestation.is_none());
+}

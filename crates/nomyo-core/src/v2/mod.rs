@@ -60,6 +60,23 @@ pub const KEYS_CONTENT_TYPE: &str = "application/ohttp-keys";
 /// Problem type of a 422 key-configuration mismatch (EHBP §5.4.2).
 pub const KEY_CONFIG_PROBLEM_TYPE: &str = "urn:ietf:params:ehbp:error:key-config";
 
+/// Domain separator of the request's replay key and payload id.
+pub const ENC_REPLAY_DOMAIN: &[u8] = b"nomyo-v2-enc\0";
+
+/// The replay key of a request's `enc` (docs/PROTOCOL.md §7):
+/// SHA-256(`"nomyo-v2-enc\0"` || `enc`).
+pub fn enc_replay_key(enc: &[u8]) -> [u8; 32] {
+    crate::keys::Fingerprint::of_parts(&[ENC_REPLAY_DOMAIN, enc]).0
+}
+
+/// A v2 request's public payload id (docs/PROTOCOL.md §1.7): the first 8
+/// bytes of [`enc_replay_key`], in hex. The client computes it from its
+/// own `enc`; the server states it in the sealed `_metadata` and derives a
+/// per-answer TPM quote from it.
+pub fn payload_id(enc: &[u8]) -> String {
+    hex::encode(&enc_replay_key(enc)[..8])
+}
+
 /// The error classes of EHBP §5.5, as one typed value. Messages follow the
 /// spec's `<CODE>: <detail>` form and never contain key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,4 +120,18 @@ pub enum V2Error {
     /// Session recovery token malformed.
     #[error("INVALID_TOKEN: {0}")]
     InvalidToken(String),
+}
+
+#[cfg(test)]
+mod payload_id_tests {
+    #[test]
+    fn the_payload_id_is_the_first_8_bytes_of_the_enc_replay_key() {
+        let enc = [7u8; 32];
+        let mut msg = super::ENC_REPLAY_DOMAIN.to_vec();
+        msg.extend(enc);
+        let digest = crate::keys::Fingerprint::of_bytes(&msg).0;
+        assert_eq!(super::enc_replay_key(&enc), digest);
+        assert_eq!(super::payload_id(&enc), hex::encode(&digest[..8]));
+        assert_ne!(super::payload_id(&enc), super::payload_id(&[8u8; 32]));
+    }
 }
