@@ -264,6 +264,10 @@ fn main() -> ExitCode {
     // secret exists (parsing the arguments made neither).
     if cli.command.handles_content() {
         nomyo_core::wipe_alloc::wipe_c_heap();
+        // Measure it now, while this is the only thread: the probe frees a
+        // chunk and reads it back, which another thread's allocation could
+        // take first.
+        let _ = nomyo_core::wipe_alloc::freed_memory_wiped();
     }
     init_logging(cli.verbose, cli.log_format);
     // Core dumps off and the process undumpable before any secret exists.

@@ -207,7 +207,10 @@ pub fn wipe_c_heap() {
 
 /// Whether glibc wipes the chunks C and C++ code frees: a chunk freed to
 /// glibc reads back as the perturb value (it would keep its bytes in the
-/// per-thread cache, or without `perturb`). Measured once.
+/// per-thread cache, or without `perturb`). Measured once; measure it
+/// before other threads start (`nomyo` does, in `main`), since another
+/// thread that allocates from the same arena between the probe's free and
+/// its read can take the chunk and make the answer a false `false`.
 pub fn c_heap_wiped() -> bool {
     static WIPED: OnceLock<bool> = OnceLock::new();
     *WIPED.get_or_init(probe_c_heap)

@@ -2,7 +2,7 @@
 //! ([`keys`]), a log sink for the canary tests ([`log`]), a driver for a
 //! command on a pseudo-terminal ([`pty`]), readers of a process's
 //! descriptors and TCP sockets under `/proc` ([`procfs`]), the independent
-//! Python peers ([`python`]) and, with the feature `server`, the in-process
+//! Python peers ([`python`]), a software TPM ([`swtpm`]) and, with the feature `server`, the in-process
 //! server's doubles and helpers (`server`) and a scriptable v1 server double
 //! for the client (`v1_double`).
 //!
@@ -18,5 +18,6 @@ pub mod pty;
 pub mod python;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod swtpm;
 #[cfg(feature = "server")]
 pub mod v1_double;

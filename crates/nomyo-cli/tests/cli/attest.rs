@@ -1,6 +1,7 @@
-//! `nomyo attest` against a real `nomyo serve` without a TPM: every step
-//! fails with the reason, the verdict is `fail`, and the exit code is 4;
-//! unreadable trust inputs are usage errors.
+//! `nomyo attest`, and the commands that require attestation, against a
+//! real `nomyo serve`: without a TPM every step fails with the reason and
+//! nothing is sent; on a software TPM (swtpm) every step passes and each
+//! answer's quote is checked; unreadable trust inputs are usage errors.
 
 // The server under test is a real `nomyo serve` (feature `serve`).
 #![cfg(feature = "serve")]
@@ -208,4 +209,161 @@ fn the_proxy_requiring_attestation_never_listens_for_an_unattested_server() {
     let err = stderr(&o);
     assert!(err.contains("is not attested"), "{err}");
     assert!(!err.contains("listening"), "{err}");
+}
+
+/// `nomyo serve --tpm` on a software TPM: `nomyo attest` passes with the
+/// TPM's CA and a policy of its PCR values, and exits 4 for another CA or
+/// another policy; `chat --require-attestation` is answered, its quote
+/// checked against the attested key, and the key is on record.
+#[test]
+fn a_server_on_a_software_tpm_is_attested_end_to_end() {
+    use nomyo_testkit::swtpm::swtpm;
+    use std::sync::atomic::Ordering;
+    let (Some(tpm), Some(other)) = (swtpm(), swtpm()) else {
+        return; // skipped (swtpm is not installed), reason printed
+    };
+    let home = tempfile::tempdir().unwrap();
+    let up = upstream();
+    let srv = started(serve_cmd_open(
+        &up.url,
+        &[
+            "--ephemeral-key",
+            "--key-bits",
+            "2048",
+            "--tpm",
+            &tpm.tcti(),
+        ],
+    ));
+    let known = home.path().join("known_servers");
+    let ca: Vec<String> = tpm
+        .ca_certificates()
+        .iter()
+        .flat_map(|p| ["--tpm-ca".to_owned(), p.display().to_string()])
+        .collect();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--server",
+            &srv.url,
+            "--known-servers",
+            known.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        attest(home.path(), &args)
+    };
+    let ca_args: Vec<&str> = ca.iter().map(String::as_str).collect();
+
+    // Every step passes; the PCR policy was not asked for.
+    let mut args = ca_args.clone();
+    args.push("--json");
+    let o = run(&args);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["verdict"], "pass", "{v}");
+    let status = |v: &serde_json::Value, name: &str| {
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for step in [
+        "ek_chain",
+        "credential_activation",
+        "quote_signature",
+        "nonce",
+        "key_binding",
+    ] {
+        assert_eq!(status(&v, step), "pass", "{step}: {v}");
+    }
+    assert_eq!(status(&v, "pcr_policy"), "not requested");
+    let ak = v["ak_fingerprint"].as_str().unwrap().to_owned();
+    assert!(
+        std::fs::read_to_string(&known)
+            .unwrap()
+            .contains(&format!("ak={ak}")),
+        "the verified key is on record"
+    );
+
+    // A policy of the PCR values the server quotes passes; another fails.
+    let nonce = "00".repeat(16);
+    let (code, body) = support::http_get(
+        srv.addr(),
+        &format!("/.well-known/nomyo-attestation?nonce={nonce}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let evidence: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pcrs = evidence["pcr_values"]["sha256"].as_object().unwrap();
+    let good: String = pcrs
+        .iter()
+        .map(|(i, v)| format!("\"{i}\" = [\"{}\"]\n", v.as_str().unwrap()))
+        .collect();
+    let good_policy = home.path().join("good.toml");
+    std::fs::write(&good_policy, format!("[tpm.pcrs.sha256]\n{good}")).unwrap();
+    let mut args = ca_args.clone();
+    args.extend(["--policy", good_policy.to_str().unwrap()]);
+    assert_exit(&run(&args), 0);
+    let bad_policy = home.path().join("bad.toml");
+    std::fs::write(
+        &bad_policy,
+        format!("[tpm.pcrs.sha256]\n\"0\" = [\"{}\"]\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let mut args = ca_args.clone();
+    args.extend(["--policy", bad_policy.to_str().unwrap(), "--json"]);
+    let o = run(&args);
+    assert_exit(&o, 4);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(status(&v, "pcr_policy"), "fail", "{v}");
+    assert_eq!(status(&v, "quote_signature"), "pass", "{v}");
+
+    // Another TPM's CA: the EK chain fails. No CA: unverified. Both exit 4.
+    let other_ca: Vec<String> = other
+        .ca_certificates()
+        .iter()
+        .flat_map(|p| ["--tpm-ca".to_owned(), p.display().to_string()])
+        .collect();
+    let mut args: Vec<&str> = other_ca.iter().map(String::as_str).collect();
+    args.push("--json");
+    let o = run(&args);
+    assert_exit(&o, 4);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(status(&v, "ek_chain"), "fail", "{v}");
+    let o = run(&["--json"]);
+    assert_exit(&o, 4);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(status(&v, "ek_chain"), "unverified", "{v}");
+
+    // chat --require-attestation is answered, each answer's quote checked.
+    let before = up.posts.load(Ordering::SeqCst);
+    let o = nomyo()
+        .args([
+            "chat",
+            "--base-url",
+            &srv.url,
+            "-m",
+            "tiny",
+            "--require-attestation",
+        ])
+        .args(&ca_args)
+        .args([
+            "--known-servers",
+            known.to_str().unwrap(),
+            "--json",
+            "hello",
+        ])
+        .env("HOME", home.path())
+        .env_remove("NOMYO_API_KEY")
+        .env_remove("NOMYO_BASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(up.posts.load(Ordering::SeqCst), before + 1);
+    let answer: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let block = &answer["_metadata"]["tpm_attestation"];
+    assert_eq!(block["is_available"], true, "{answer}");
 }

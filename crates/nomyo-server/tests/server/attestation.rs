@@ -47,12 +47,13 @@ mod with_tpm {
 
     use std::collections::BTreeMap;
     use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::process::Command;
+    use std::time::Instant;
 
     use base64::Engine as _;
     use nomyo_core::tpm::{self, HashAlg};
     use nomyo_server::attestation::Attestation;
+    use nomyo_testkit::swtpm::{on_path, swtpm, SwTpm};
 
     fn b64d(v: &Value) -> Vec<u8> {
         base64::engine::general_purpose::STANDARD
@@ -62,136 +63,6 @@ mod with_tpm {
 
     fn b64e(b: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(b)
-    }
-
-    /// A running swtpm with an EK certificate, killed (and its state removed)
-    /// on drop.
-    pub struct SwTpm {
-        child: Child,
-        /// The TPM's state and the local CA (removed on drop).
-        _dir: tempfile::TempDir,
-        pub port: u16,
-    }
-
-    impl SwTpm {
-        /// The TCTI string for it.
-        pub fn tcti(&self) -> String {
-            format!("swtpm:host=127.0.0.1,port={}", self.port)
-        }
-    }
-
-    impl Drop for SwTpm {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn on_path(tool: &str) -> bool {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// A fresh swtpm, or `None` (with the reason printed) when swtpm is not
-    /// installed and NOMYO_REQUIRE_TPM is not 1.
-    pub fn swtpm() -> Option<SwTpm> {
-        let required = std::env::var("NOMYO_REQUIRE_TPM").is_ok_and(|v| v == "1");
-        for tool in ["swtpm", "swtpm_setup", "swtpm_localca"] {
-            if !on_path(tool) {
-                assert!(
-                    !required,
-                    "NOMYO_REQUIRE_TPM=1 but {tool} is not installed (scripts/sysdeps.sh install test)"
-                );
-                eprintln!("skipped: {tool} is not installed (scripts/sysdeps.sh install test)");
-                return None;
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path();
-        std::fs::create_dir_all(t.join("state")).unwrap();
-        std::fs::create_dir_all(t.join("ca")).unwrap();
-        std::fs::write(
-            t.join("localca.conf"),
-            format!(
-                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
-                ca = t.join("ca").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            t.join("setup.conf"),
-            format!(
-                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = /etc/swtpm-localca.options\n",
-                t.join("localca.conf").display()
-            ),
-        )
-        .unwrap();
-        let setup = Command::new("swtpm_setup")
-            .args(["--tpm2", "--tpmstate"])
-            .arg(t.join("state"))
-            .args([
-                "--create-ek-cert",
-                "--create-platform-cert",
-                "--overwrite",
-                "--config",
-            ])
-            .arg(t.join("setup.conf"))
-            .output()
-            .unwrap();
-        assert!(
-            setup.status.success(),
-            "swtpm_setup failed: {}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
-        // A free pair of ports (server, control), retried if taken meanwhile.
-        for _ in 0..20 {
-            let port = free_port_pair();
-            let mut child = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--tpmstate"])
-                .arg(format!("dir={}", t.join("state").display()))
-                .arg("--server")
-                .arg(format!("type=tcp,port={port}"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={}", port + 1))
-                .args(["--flags", "not-need-init,startup-clear"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken: try another
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(SwTpm {
-                        child,
-                        _dir: dir,
-                        port,
-                    });
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("swtpm did not start");
-    }
-
-    fn free_port_pair() -> u16 {
-        loop {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = l.local_addr().unwrap().port();
-            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                return port;
-            }
-        }
     }
 
     /// Opens the TPM as `nomyo serve` does, its AK saved in `ak_dir`.
