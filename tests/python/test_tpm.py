@@ -6,6 +6,8 @@ client `nomyo` 0.2.9 and checked by an independent verifier, `tpm2_checkquote`
   a local CA of the test's own): the Python client's answer at every tier
   carries `_metadata.tpm_attestation`, whose quote tpm2_checkquote accepts
   for the answer's payload id and refuses for another;
+- `nomyo attest` passes against that server and exits 4 through a man in the
+  middle that flips one byte of the evidence's quote;
 - without a TPM, `maximum` is 503 (the client's ServiceUnavailableError)
   when the tier allows v1 (`require_post_quantum = false`), and 403
   (ForbiddenError) otherwise.
@@ -182,3 +184,80 @@ def test_maximum_without_a_tpm_is_503_when_it_allows_v1_and_403_otherwise(tmp_pa
             create(client(s.url, max_retries=0), security_tier="maximum")
         assert e.value.status_code == 403 and "require_post_quantum" in str(e.value)
     assert len(upstream.requests) == 1  # only the `high` answer reached the upstream
+
+
+class Tamperer:
+    """A man in the middle between `nomyo attest` and the server: forwards
+    every request and answer unchanged, except that it flips one byte of the
+    quote in the attestation evidence."""
+
+    def __init__(self, target):
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def forward(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                req = urllib.request.Request(target + self.path, data=body, method=self.command)
+                for k in ("content-type", "authorization", "x-public-key"):
+                    if self.headers.get(k):
+                        req.add_header(k, self.headers[k])
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        status, headers, data = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as e:
+                    status, headers, data = e.code, e.headers, e.read()
+                if self.path.startswith("/.well-known/nomyo-attestation?") and status == 200:
+                    import json
+
+                    evidence = json.loads(data)
+                    quote = bytearray(base64.b64decode(evidence["quote_b64"]))
+                    quote[-1] ^= 1
+                    evidence["quote_b64"] = base64.b64encode(bytes(quote)).decode()
+                    data = json.dumps(evidence).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = forward
+            do_POST = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_nomyo_attest_refuses_a_tampered_quote(tmp_path, nomyo_bin, nomyo, upstream, swtpm):
+    import json
+
+    cfg = config(tmp_path / "nomyo.toml", upstream, "")
+    ca = tmp_path / "ca"
+    cas = ["--tpm-ca", ca / "swtpm-localca-rootca-cert.pem", "--tpm-ca", ca / "issuercert.pem"]
+    args = ["--config", cfg, "--ephemeral-key", "--key-bits", "2048", "--tpm", swtpm]
+    with NomyoServer(nomyo_bin, args) as s:
+        known = ["--known-servers", tmp_path / "known_servers"]
+        # Straight to the server: every step passes.
+        r = nomyo("attest", "--server", s.url, *known, *cas, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        mitm = Tamperer(s.url)
+        try:
+            r = nomyo("attest", "--server", mitm.url, *known, *cas, "--json")
+        finally:
+            mitm.close()
+    assert r.returncode == 4, r.stdout + r.stderr
+    steps = {step["name"]: step["status"] for step in json.loads(r.stdout)["steps"]}
+    assert steps["quote_signature"] == "fail", steps
+    assert steps["ek_chain"] == "pass" and steps["credential_activation"] == "pass", steps
