@@ -7,7 +7,8 @@ client `nomyo` 0.2.9 and checked by an independent verifier, `tpm2_checkquote`
   carries `_metadata.tpm_attestation`, whose quote tpm2_checkquote accepts
   for the answer's payload id and refuses for another;
 - `nomyo attest` passes against that server and exits 4 through a man in the
-  middle that flips one byte of the evidence's quote;
+  middle that flips one byte of the evidence's quote; `nomyo chat
+  --require-attestation` with another CA, or none, exits 4 and sends nothing;
 - without a TPM, `maximum` is 503 (the client's ServiceUnavailableError)
   when the tier allows v1 (`require_post_quantum = false`), and 403
   (ForbiddenError) otherwise.
@@ -186,6 +187,32 @@ def test_maximum_without_a_tpm_is_503_when_it_allows_v1_and_403_otherwise(tmp_pa
     assert len(upstream.requests) == 1  # only the `high` answer reached the upstream
 
 
+def self_signed_ca_pem():
+    """A CA certificate of nobody's TPM, made with Python `cryptography`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not this TPM's CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 class Tamperer:
     """A man in the middle between `nomyo attest` and the server: forwards
     every request and answer unchanged, except that it flips one byte of the
@@ -240,7 +267,7 @@ class Tamperer:
         self.server.shutdown()
 
 
-def test_nomyo_attest_refuses_a_tampered_quote(tmp_path, nomyo_bin, nomyo, upstream, swtpm):
+def test_a_tampered_quote_or_an_untrusted_ek_is_refused(tmp_path, nomyo_bin, nomyo, upstream, swtpm):
     import json
 
     cfg = config(tmp_path / "nomyo.toml", upstream, "")
@@ -252,6 +279,16 @@ def test_nomyo_attest_refuses_a_tampered_quote(tmp_path, nomyo_bin, nomyo, upstr
         # Straight to the server: every step passes.
         r = nomyo("attest", "--server", s.url, *known, *cas, "--json")
         assert r.returncode == 0, r.stdout + r.stderr
+        # chat --require-attestation with a CA the EK does not chain to, or
+        # none: exit 4, and nothing reaches the upstream.
+        foreign = tmp_path / "foreign.pem"
+        foreign.write_bytes(self_signed_ca_pem())
+        for trust in (["--tpm-ca", foreign], []):
+            r = nomyo("chat", "--base-url", s.url, *known, "-m", "small-model", "--require-attestation",
+                      *trust, "a prompt that must not leave")
+            assert r.returncode == 4, r.stdout + r.stderr
+            assert "is not attested" in r.stderr and "ek_chain" in r.stderr, r.stderr
+        assert upstream.requests == []
         mitm = Tamperer(s.url)
         try:
             r = nomyo("attest", "--server", mitm.url, *known, *cas, "--json")
