@@ -26,7 +26,9 @@
 
 sysdeps_build=(cmake libclang-dev g++ make pkg-config libtss2-dev)
 sysdeps_test=(redis-server curl swtpm swtpm-tools tpm2-tools)
-sysdeps_runtime=(ca-certificates libgomp1 libstdc++6)
+# runtime: the image's Debian release (deploy/Containerfile: trixie, whose
+# libtss2 packages carry the t64 suffix); esys pulls mu, sys and the TCTIs.
+sysdeps_runtime=(ca-certificates libgomp1 libstdc++6 libtss2-esys-3.0.2-0t64 libtss2-tctildr0t64)
 
 sysdeps_list() {
     local group
