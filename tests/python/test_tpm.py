@@ -17,7 +17,6 @@ Without swtpm or tpm2-tools the TPM test is skipped, unless
 NOMYO_REQUIRE_TPM=1 (then it fails).
 """
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -25,10 +24,10 @@ import shutil
 import socket
 import subprocess
 import time
-import warnings
 
 import pytest
-from nomyo import ForbiddenError, ServiceUnavailableError, SecureChatCompletion
+from nomyo import ForbiddenError, ServiceUnavailableError
+from reference_client import client, create
 from server_process import NomyoServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*HTTP instead of HTTPS:UserWarning")
@@ -40,18 +39,6 @@ TOOLS = ["swtpm", "swtpm_setup", "swtpm_localca", "tpm2_checkquote"]
 def fresh_upstream(upstream):
     upstream.reset()
     yield
-
-
-def client(url, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return SecureChatCompletion(base_url=url, allow_http=True, **kw)
-
-
-def create(c, **kw):
-    kw.setdefault("model", "small-model")
-    kw.setdefault("messages", [{"role": "user", "content": "hello"}])
-    return asyncio.run(c.create(**kw))
 
 
 def free_port_pair():

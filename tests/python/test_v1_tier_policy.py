@@ -12,26 +12,13 @@ upstream double (upstream_double.py):
   replay (409) and the upstream ran once.
 """
 
-import asyncio
-import warnings
 
 import pytest
-from nomyo import APIError, ForbiddenError, SecureChatCompletion
+from nomyo import APIError, ForbiddenError
+from reference_client import client, create
 from server_process import NomyoServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*HTTP instead of HTTPS:UserWarning")
-
-
-def client(url, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return SecureChatCompletion(base_url=url, allow_http=True, **kw)
-
-
-def create(c, **kw):
-    kw.setdefault("model", "small-model")
-    kw.setdefault("messages", [{"role": "user", "content": "hello"}])
-    return asyncio.run(c.create(**kw))
 
 
 @pytest.fixture(scope="module")
