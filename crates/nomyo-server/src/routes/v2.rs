@@ -254,10 +254,10 @@ async fn handle(
     let tier_header = pipeline::requested_tier(headers)?;
     pipeline::refuse_post_quantum(st, tier_header, kem.is_post_quantum())?;
     pipeline::refuse_unattested(st, tier_header)?;
-    let enc_key = pipeline::replay_key(b"nomyo-v2-enc\0", &[&enc]);
+    let enc_key = nomyo_core::v2::enc_replay_key(&enc);
     pipeline::refuse_seen(st, enc_key)?;
     // A public, per-request id for logs and `_metadata`: not the enc itself.
-    let id = hex::encode(&enc_key[..8]);
+    let id = nomyo_core::v2::payload_id(&enc);
     let span = tracing::debug_span!(
         "ehbp_completion",
         request_id = %id,
