@@ -42,7 +42,7 @@ pub struct Args {
     /// certificate must chain to; repeatable. None: ek_chain is unverified.
     #[arg(long = "tpm-ca", value_name = "PEM")]
     tpm_ca: Vec<PathBuf>,
-    /// TOML policy file: its [tpm] section lists the allowed PCR values.
+    /// TOML policy file: its `[tpm]` section lists the allowed PCR values.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Print the verification document as one JSON object.
