@@ -88,14 +88,57 @@ impl Terminal {
         input.flush().unwrap();
     }
 
-    /// Types `line` and Enter (a carriage return) once the screen shows
-    /// `prompt`.
+    /// Answers a password prompt: types `line` and Enter (a carriage
+    /// return) once the screen shows `prompt` and the terminal has stopped
+    /// echoing. A program prints its prompt before it turns echo off; text
+    /// typed in between would be echoed by the terminal, not by the program.
     pub fn answer(&mut self, prompt: &str, line: &str) {
         self.wait_for(prompt, 0);
+        self.wait_for_no_echo();
         let input = self.input.as_mut().unwrap();
         input.write_all(line.as_bytes()).unwrap();
         input.write_all(b"\r").unwrap();
         input.flush().unwrap();
+    }
+
+    /// Waits (up to 60 s) until the program's terminal has echo off, as
+    /// `stty -a` on its standard input reports it.
+    fn wait_for_no_echo(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.echo_is_off() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal still echoes; it shows:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the terminal of the program (the child `script` runs) has
+    /// echo off; false while that cannot be told yet.
+    fn echo_is_off(&self) -> bool {
+        let pid = self.child.id();
+        let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        else {
+            return false;
+        };
+        for child in children.split_whitespace() {
+            let Ok(tty) = std::fs::read_link(format!("/proc/{child}/fd/0")) else {
+                continue;
+            };
+            let Ok(out) = Command::new("stty").arg("-a").arg("-F").arg(&tty).output() else {
+                continue;
+            };
+            let settings = String::from_utf8_lossy(&out.stdout);
+            if settings.split_whitespace().any(|w| w == "-echo") {
+                return true;
+            }
+        }
+        false
     }
 
     /// Everything shown so far.
