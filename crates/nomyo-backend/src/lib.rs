@@ -224,6 +224,18 @@ pub enum BackendError {
     Internal(String),
 }
 
+/// Timings a backend that generates tokens itself (the embedded engine)
+/// reports for every request it runs: durations only, never content, ids or
+/// token values. The server turns them into `/metrics` histograms.
+pub trait TokenTimings: Send + Sync {
+    /// A request waited `wait` in the backend's queue before it started.
+    fn queued(&self, wait: Duration);
+    /// A request's first token was generated `after` its arrival.
+    fn first_token(&self, after: Duration);
+    /// `gap` between two consecutive tokens of one request.
+    fn inter_token(&self, gap: Duration);
+}
+
 /// An inference backend.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -252,6 +264,12 @@ pub trait Backend: Send + Sync + 'static {
     /// CUDA device it knows of, e.g. a remote upstream.
     fn cuda_device_hash(&self) -> Option<String> {
         None
+    }
+
+    /// Where to report per-token timings ([`TokenTimings`]). Backends that do
+    /// not generate tokens themselves (an upstream) ignore it, the default.
+    fn observe_tokens(&self, timings: std::sync::Arc<dyn TokenTimings>) {
+        let _ = timings;
     }
 
     /// A streamed chat completion. The default refuses.

@@ -1,30 +1,29 @@
 //! How many tokens one request may use: the context per sequence.
 //!
-//! The engine runs one sequence per request (prompt plus answer). Its context
-//! is `--context N` when given, else the context the model was trained for
-//! (`n_ctx_train` in the GGUF metadata), bounded by a memory budget for the
-//! KV cache that llama.cpp allocates (and the engine wipes after every
-//! request) for the whole context:
+//! The engine runs one sequence per request (prompt plus answer), `parallel`
+//! of them at once. A sequence's context is `--context N` when given, else
+//! the context the model was trained for (`n_ctx_train` in the GGUF
+//! metadata), bounded by a memory budget for the whole KV cache that
+//! llama.cpp allocates (context × parallel tokens; the engine wipes it when
+//! idle):
 //!
 //! ```text
 //! KV bytes per token = layers × KV heads × (key head dim + value head dim) × bytes per element
-//! default context    = min(n_ctx_train, KV_CACHE_BUDGET_BYTES / KV bytes per token)
+//! default context    = min(n_ctx_train, KV_CACHE_BUDGET_BYTES / (KV bytes per token × parallel))
 //! ```
 //!
 //! The cache holds f16 elements (llama.cpp's default cache type, which the
 //! engine uses): 2 bytes each. SmolLM2-135M: 30 × 3 × (64 + 64) × 2 =
-//! 23,040 bytes per token, so its 8192 trained tokens take 180 MiB, within
-//! the 256 MiB budget. The context is per sequence: when the engine runs
-//! several sequences at once, each gets this many tokens and the cache grows
-//! with their number.
+//! 23,040 bytes per token, so 4 sequences of its 8192 trained tokens take
+//! 720 MiB, within the 1 GiB budget.
 
 use std::path::Path;
 
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 
-/// The KV cache budget that bounds the default context: 256 MiB.
-pub const KV_CACHE_BUDGET_BYTES: u64 = 256 << 20;
+/// The KV cache budget (all sequences) that bounds the default context: 1 GiB.
+pub const KV_CACHE_BUDGET_BYTES: u64 = 1 << 30;
 /// Bytes of one KV cache element (f16, llama.cpp's default cache type).
 pub const KV_CACHE_BYTES_PER_ELEMENT: u64 = 2;
 /// The smallest context accepted.
@@ -57,10 +56,14 @@ impl ModelShape {
             * KV_CACHE_BYTES_PER_ELEMENT
     }
 
-    /// The context used when none is configured: the trained context, bounded
-    /// by [`KV_CACHE_BUDGET_BYTES`], at least [`MIN_CONTEXT`].
-    pub fn default_context(&self) -> u32 {
-        let per_token = self.kv_bytes_per_token().max(1);
+    /// The context per sequence used when none is configured, with
+    /// `parallel` sequences: the trained context, the whole cache bounded by
+    /// [`KV_CACHE_BUDGET_BYTES`], at least [`MIN_CONTEXT`].
+    pub fn default_context(&self, parallel: usize) -> u32 {
+        let per_token = self
+            .kv_bytes_per_token()
+            .saturating_mul(parallel.max(1) as u64)
+            .max(1);
         let bound = u32::try_from(KV_CACHE_BUDGET_BYTES / per_token).unwrap_or(u32::MAX);
         self.n_ctx_train.min(bound).max(MIN_CONTEXT)
     }
@@ -139,9 +142,14 @@ impl ModelShape {
     }
 }
 
-/// The context to run with: `requested` (checked against the model) or the
-/// model's default. `Err` is a message for a usage error.
-pub fn resolve(requested: Option<u32>, shape: Option<&ModelShape>) -> Result<u32, String> {
+/// The context per sequence to run with, `parallel` sequences at once:
+/// `requested` (checked against the model) or the model's default. `Err` is
+/// a message for a usage error.
+pub fn resolve(
+    requested: Option<u32>,
+    shape: Option<&ModelShape>,
+    parallel: usize,
+) -> Result<u32, String> {
     let max = shape.map_or(MAX_CONTEXT, ModelShape::max_context);
     match (requested, shape) {
         (Some(n), _) if !(MIN_CONTEXT..=max).contains(&n) => Err(match shape {
@@ -152,7 +160,7 @@ pub fn resolve(requested: Option<u32>, shape: Option<&ModelShape>) -> Result<u32
             None => format!("context {n} is out of range: from {MIN_CONTEXT} to {MAX_CONTEXT} tokens"),
         }),
         (Some(n), _) => Ok(n),
-        (None, Some(s)) => Ok(s.default_context()),
+        (None, Some(s)) => Ok(s.default_context(parallel)),
         // Unreadable metadata: loading will fail and say why; until then a
         // small context.
         (None, None) => Ok(crate::DEFAULT_CONTEXT),
@@ -177,7 +185,10 @@ mod tests {
     fn kv_size_and_default_follow_the_formula() {
         let s = smollm2();
         assert_eq!(s.kv_bytes_per_token(), 23_040);
-        assert_eq!(s.default_context(), 8192);
+        assert_eq!(s.default_context(1), 8192);
+        assert_eq!(s.default_context(4), 8192);
+        // 1 GiB / (23,040 x 8) = 5825 tokens per sequence.
+        assert_eq!(s.default_context(8), 5825);
         // A model whose trained context does not fit the budget is bounded by it.
         let big = ModelShape {
             n_ctx_train: 131_072,
@@ -187,20 +198,23 @@ mod tests {
             head_dim_v: 128,
         };
         assert_eq!(big.kv_bytes_per_token(), 131_072);
-        assert_eq!(big.default_context(), 2048);
+        assert_eq!(big.default_context(1), 8192);
+        assert_eq!(big.default_context(4), 2048);
     }
 
     #[test]
     fn requested_contexts_are_checked_against_the_model() {
         let s = smollm2();
-        assert_eq!(resolve(None, Some(&s)), Ok(8192));
-        assert_eq!(resolve(Some(512), Some(&s)), Ok(512));
-        assert_eq!(resolve(Some(8192), Some(&s)), Ok(8192));
+        assert_eq!(resolve(None, Some(&s), 4), Ok(8192));
+        assert_eq!(resolve(None, Some(&s), 16), Ok(2912));
+        // A configured context is per sequence, whatever the parallelism.
+        assert_eq!(resolve(Some(512), Some(&s), 16), Ok(512));
+        assert_eq!(resolve(Some(8192), Some(&s), 4), Ok(8192));
         for bad in [0, 1, 63, 8193] {
-            let e = resolve(Some(bad), Some(&s)).expect_err("out of range");
+            let e = resolve(Some(bad), Some(&s), 4).expect_err("out of range");
             assert!(e.contains("from 64 to 8192"), "{e}");
         }
-        assert_eq!(resolve(None, None), Ok(crate::DEFAULT_CONTEXT));
-        assert!(resolve(Some(0), None).is_err());
+        assert_eq!(resolve(None, None, 4), Ok(crate::DEFAULT_CONTEXT));
+        assert!(resolve(Some(0), None, 1).is_err());
     }
 }

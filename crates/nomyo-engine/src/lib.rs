@@ -10,10 +10,15 @@
 //!   sampling), `frequency_penalty`, `presence_penalty`, `logit_bias`, true
 //!   `usage` counts; [`Backend::chat_stream`] yields `chat.completion.chunk`s as
 //!   tokens are produced.
-//! - One inference thread runs one request at a time; up to
-//!   [`EngineConfig::queue_capacity`] more wait, and further requests get
-//!   [`BackendError::Unavailable`] (503 with `Retry-After`). A client that goes
-//!   away cancels its request, queued or running.
+//! - One inference thread runs up to [`EngineConfig::parallel`] requests at
+//!   once, continuously batched: each decode step gives every running request
+//!   its next token, and a new request's prompt joins between steps, a chunk
+//!   at a time. Each request is a sequence of its own in llama.cpp's context
+//!   (it attends to its own tokens only; its cells are removed when it ends;
+//!   nothing is cached from one request to another). Up to
+//!   [`EngineConfig::queue_capacity`] more wait, in arrival order, and further
+//!   requests get [`BackendError::Unavailable`] (503 with `Retry-After`). A
+//!   client that goes away cancels its request, queued or running.
 //! - Nothing here logs a prompt or a completion; llama.cpp's own log lines go to
 //!   `tracing` only when debug logging is enabled at start-up, and are dropped otherwise.
 
@@ -30,7 +35,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use nomyo_backend::chat::Delta;
-use nomyo_backend::{Backend, BackendError, ChatRequest, ChunkStream};
+use nomyo_backend::{Backend, BackendError, ChatRequest, ChunkStream, TokenTimings};
 
 pub mod context;
 pub mod params;
@@ -55,8 +60,17 @@ pub const DEFAULT_THREADS: usize = 1;
 /// anyway). With readable metadata the default is the model's own, bounded
 /// by a KV cache budget: [`context::ModelShape::default_context`].
 pub const DEFAULT_CONTEXT: u32 = 2048;
-/// Requests that may wait behind the running one when none is configured.
+/// Requests that may wait behind the running ones when none is configured.
 pub const DEFAULT_QUEUE: usize = 8;
+/// Requests decoding at once when none is configured.
+///
+/// Four: on 2 cores, batching a small model buys fairness (four users see
+/// tokens at once instead of three waiting for the first answer) more than
+/// throughput; see BENCHMARKS.md. Memory: the KV cache holds context x
+/// parallel tokens ([`context`]).
+pub const DEFAULT_PARALLEL: usize = 4;
+/// The most requests that may decode at once.
+pub const MAX_PARALLEL: usize = 64;
 /// Tokens per llama.cpp batch during prompt evaluation.
 const BATCH_SIZE: u32 = 512;
 
@@ -75,8 +89,11 @@ pub struct EngineConfig {
     /// budget ([`context`]); a value must be from [`context::MIN_CONTEXT`]
     /// to the model's trained context.
     pub context_size: Option<u32>,
-    /// Requests that may wait while one runs; more are refused with 503.
+    /// Requests that may wait while `parallel` run; more are refused with 503.
     pub queue_capacity: usize,
+    /// Requests decoding at once (1 to [`MAX_PARALLEL`]); `None` =
+    /// [`DEFAULT_PARALLEL`]. Each is a sequence with a context of its own.
+    pub parallel: Option<usize>,
 }
 
 impl EngineConfig {
@@ -88,6 +105,7 @@ impl EngineConfig {
             threads: None,
             context_size: None,
             queue_capacity: DEFAULT_QUEUE,
+            parallel: None,
         }
     }
 }
@@ -147,6 +165,8 @@ pub(crate) struct Shared {
     /// The loaded model, for tokenising off the inference thread (llama.cpp's
     /// vocabulary is read-only once loaded).
     model: OnceLock<Arc<llama_cpp_2::model::LlamaModel>>,
+    /// Where the worker reports per-token timings (set once by the server).
+    timings: OnceLock<Arc<dyn TokenTimings>>,
 }
 
 impl Shared {
@@ -165,6 +185,7 @@ pub struct Engine {
     jobs: SyncSender<Job>,
     model_id: String,
     context_size: u32,
+    parallel: usize,
     /// What a request that omits a sampling parameter gets: the model's own
     /// recommendation (`general.sampling.*`) where its file carries one, else
     /// the engine's defaults.
@@ -224,7 +245,13 @@ impl Engine {
         }
         // A value no model could take is refused before the file is read.
         if let Some(n) = config.context_size {
-            context::resolve(Some(n), None).map_err(EngineError::Config)?;
+            context::resolve(Some(n), None, 1).map_err(EngineError::Config)?;
+        }
+        let parallel = config.parallel.unwrap_or(DEFAULT_PARALLEL);
+        if !(1..=MAX_PARALLEL).contains(&parallel) {
+            return Err(EngineError::Config(format!(
+                "parallel must be from 1 to {MAX_PARALLEL}"
+            )));
         }
         if !(1..=10_000).contains(&config.queue_capacity) {
             return Err(EngineError::Config(
@@ -242,8 +269,8 @@ impl Engine {
                 (None, params::SamplingDefaults::ENGINE)
             }
         };
-        let context_size =
-            context::resolve(config.context_size, shape.as_ref()).map_err(EngineError::Config)?;
+        let context_size = context::resolve(config.context_size, shape.as_ref(), parallel)
+            .map_err(EngineError::Config)?;
         let model_id = config.model_id.clone().unwrap_or_else(|| {
             let name = config
                 .model_path
@@ -260,13 +287,15 @@ impl Engine {
             state: AtomicU8::new(State::Loading as u8),
             ready_tx,
             model: OnceLock::new(),
+            timings: OnceLock::new(),
         });
         let (jobs, rx) = sync_channel(config.queue_capacity);
         let worker_config = WorkerConfig {
             model_path: config.model_path.clone(),
             threads: threads as i32,
             context_size,
-            batch_size: BATCH_SIZE.min(context_size),
+            parallel: parallel as u32,
+            batch_size: BATCH_SIZE.min(context_size).max(parallel as u32),
         };
         let worker_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -278,6 +307,7 @@ impl Engine {
             model = %model_id,
             threads,
             context = context_size,
+            parallel,
             n_ctx_train = shape.map(|s| s.n_ctx_train),
             kv_bytes_per_token = shape.map(|s| s.kv_bytes_per_token()),
             temperature = sampling.temperature,
@@ -289,6 +319,7 @@ impl Engine {
             jobs,
             model_id,
             context_size,
+            parallel,
             sampling,
         })
     }
@@ -328,6 +359,11 @@ impl Engine {
     /// sequence, as configured or from the model.
     pub fn context_size(&self) -> u32 {
         self.context_size
+    }
+
+    /// Requests decoding at once.
+    pub fn parallel(&self) -> usize {
+        self.parallel
     }
 
     /// The sampling parameters a request that omits them gets: the model
@@ -394,6 +430,10 @@ impl Backend for Engine {
 
     fn is_ready(&self) -> bool {
         self.shared.state() == State::Ready
+    }
+
+    fn observe_tokens(&self, timings: Arc<dyn TokenTimings>) {
+        let _ = self.shared.timings.set(timings);
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
@@ -540,5 +580,10 @@ mod tests {
         let mut c = EngineConfig::new("/nonexistent.gguf");
         c.context_size = Some(1);
         assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
+        for bad in [0, MAX_PARALLEL + 1] {
+            let mut c = EngineConfig::new("/nonexistent.gguf");
+            c.parallel = Some(bad);
+            assert!(matches!(Engine::start(c), Err(EngineError::Config(_))));
+        }
     }
 }

@@ -34,6 +34,80 @@ pub struct BackendLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a backend's token timings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Backend name from the config.
+    pub backend: String,
+}
+
+/// Per-token timings of the backends that generate tokens themselves (the
+/// embedded engine), by backend. Cloning shares the same series.
+#[derive(Clone, Debug)]
+pub struct TokenMetrics {
+    /// Time from a request's arrival at the backend to its first token.
+    pub time_to_first_token: Family<TokenLabels, Histogram>,
+    /// Gaps between consecutive tokens of one request.
+    pub inter_token: Family<TokenLabels, Histogram>,
+    /// Time a request waited in the backend's queue.
+    pub queue_wait: Family<TokenLabels, Histogram>,
+}
+
+fn token_histogram() -> Histogram {
+    // 0.5 ms .. ~33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+impl Default for TokenMetrics {
+    fn default() -> Self {
+        let family =
+            || Family::<TokenLabels, Histogram>::new_with_constructor(token_histogram as fn() -> _);
+        Self {
+            time_to_first_token: family(),
+            inter_token: family(),
+            queue_wait: family(),
+        }
+    }
+}
+
+impl TokenMetrics {
+    /// The sink a backend named `backend` reports to.
+    pub fn sink(&self, backend: &str) -> std::sync::Arc<dyn nomyo_backend::TokenTimings> {
+        std::sync::Arc::new(TokenSink {
+            metrics: self.clone(),
+            labels: TokenLabels {
+                backend: backend.to_owned(),
+            },
+        })
+    }
+}
+
+struct TokenSink {
+    metrics: TokenMetrics,
+    labels: TokenLabels,
+}
+
+impl nomyo_backend::TokenTimings for TokenSink {
+    fn queued(&self, wait: std::time::Duration) {
+        self.metrics
+            .queue_wait
+            .get_or_create(&self.labels)
+            .observe(wait.as_secs_f64());
+    }
+    fn first_token(&self, after: std::time::Duration) {
+        self.metrics
+            .time_to_first_token
+            .get_or_create(&self.labels)
+            .observe(after.as_secs_f64());
+    }
+    fn inter_token(&self, gap: std::time::Duration) {
+        self.metrics
+            .inter_token
+            .get_or_create(&self.labels)
+            .observe(gap.as_secs_f64());
+    }
+}
+
 /// Labels of a refused secure request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -102,6 +176,8 @@ pub struct Metrics {
     pub replay_entries: Gauge,
     /// Per-endpoint metrics of upstream pools.
     pub endpoints: EndpointMetrics,
+    /// Per-token timings of the embedded engine.
+    pub tokens: TokenMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -207,6 +283,22 @@ impl Metrics {
             "Circuit breaker per upstream pool endpoint: 0 closed, 1 open, 2 half-open",
             endpoints.breaker_state.clone(),
         );
+        let tokens = TokenMetrics::default();
+        registry.register(
+            "backend_time_to_first_token_seconds",
+            "Time from a request's arrival at a token-generating backend (the embedded model) to its first token",
+            tokens.time_to_first_token.clone(),
+        );
+        registry.register(
+            "backend_inter_token_seconds",
+            "Gaps between consecutive tokens of one request, token-generating backends",
+            tokens.inter_token.clone(),
+        );
+        registry.register(
+            "backend_queue_wait_seconds",
+            "Time a request waited in a token-generating backend's queue",
+            tokens.queue_wait.clone(),
+        );
         registry.register(
             "upstream_endpoint_breaker_opened",
             "Times the circuit breaker of an upstream pool endpoint opened",
@@ -214,6 +306,7 @@ impl Metrics {
         );
         Self {
             endpoints,
+            tokens,
             registry,
             requests,
             latency,

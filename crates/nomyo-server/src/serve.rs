@@ -80,6 +80,8 @@ pub struct EmbeddedParams {
     /// Tokens one request may use (context per sequence); `None` = the
     /// model's, within the engine's KV cache budget.
     pub context: Option<u32>,
+    /// Requests decoding at once; `None` = the engine's default.
+    pub parallel: Option<usize>,
 }
 
 /// A state ready to serve, and how the key came to be.
@@ -190,6 +192,7 @@ where
                 model,
                 threads,
                 context,
+                parallel,
                 models,
             } => {
                 let b = embedded(EmbeddedParams {
@@ -197,6 +200,7 @@ where
                     model,
                     threads,
                     context,
+                    parallel,
                 })
                 .map_err(|message| StartError::Backend {
                     name: name.clone(),

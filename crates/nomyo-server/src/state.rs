@@ -728,6 +728,10 @@ impl AppStateBuilder {
             .map(Arc::new)
             .map_err(|e| tracing::error!(error = %e, "signing the HPKE key list failed; retried on the first fetch"))
             .ok();
+        let metrics = Metrics::with_endpoints(self.endpoint_metrics);
+        for b in routing.backends() {
+            b.backend.observe_tokens(metrics.tokens.sink(&b.name));
+        }
         Ok(AppState {
             inner: Arc::new(Inner {
                 keys: self.keys,
@@ -773,7 +777,7 @@ impl AppStateBuilder {
                         }
                     }
                 },
-                metrics: Metrics::with_endpoints(self.endpoint_metrics),
+                metrics,
                 metrics_access: self.metrics_access,
                 loopback_hosts: self.loopback_hosts,
                 crypto: Arc::new(Semaphore::new(threads)),

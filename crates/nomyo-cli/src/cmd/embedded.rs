@@ -28,6 +28,8 @@ pub struct EmbeddedSettings {
     /// Tokens one request may use (context per sequence); `None` = the
     /// model's, within the engine's KV cache budget.
     pub context: Option<u32>,
+    /// Requests decoding at once; `None` = the engine's default.
+    pub parallel: Option<usize>,
 }
 
 /// What the embedded model runs with, for `nomyo serve`'s start line.
@@ -39,6 +41,8 @@ pub struct EmbeddedInfo {
     pub context: u32,
     /// Inference threads (resolved).
     pub threads: usize,
+    /// Requests decoding at once (resolved).
+    pub parallel: usize,
 }
 
 /// The embedded model as a backend; it starts loading in the background.
@@ -73,6 +77,7 @@ pub fn backend_described(
     let mut config = EngineConfig::new(path.clone());
     config.threads = settings.threads;
     config.context_size = settings.context;
+    config.parallel = settings.parallel;
     let threads = settings.threads.unwrap_or(nomyo_engine::DEFAULT_THREADS);
     match Engine::start(config) {
         Ok(engine) => {
@@ -82,6 +87,7 @@ pub fn backend_described(
                 model: path,
                 context: engine.context_size(),
                 threads,
+                parallel: engine.parallel(),
             };
             Ok((engine, info))
         }
@@ -131,6 +137,7 @@ mod tests {
             model: Some("/nonexistent/dir/model.gguf".into()),
             threads: None,
             context: None,
+            parallel: None,
         };
         let err = backend(&settings).err().expect("missing model");
         assert_eq!(err.code, Code::Other);
@@ -152,6 +159,7 @@ mod tests {
             model: Some("/nonexistent/dir/model.gguf".into()),
             threads: Some(0),
             context: None,
+            parallel: None,
         };
         let err = backend(&settings).err().expect("bad threads");
         assert_eq!(err.code, Code::Usage);

@@ -190,10 +190,12 @@ pub struct Args {
     threads: Option<usize>,
     /// Tokens one request may use with the embedded model, prompt plus
     /// answer: the context per sequence (64 to the context the model was
-    /// trained for). Default: the model's trained context (n_ctx_train),
-    /// bounded by a 256 MiB KV cache: at most 256 MiB / (layers x KV heads x
-    /// (key + value head dims) x 2 bytes, f16 cache) tokens. SmolLM2-135M:
-    /// 30 x 3 x (64 + 64) x 2 = 23,040 bytes per token, so its full 8192 tokens.
+    /// trained for). The KV cache holds context x parallel tokens. Default:
+    /// the model's trained context (n_ctx_train), the whole cache bounded by
+    /// 1 GiB: at most 1 GiB / (parallel x layers x KV heads x (key + value
+    /// head dims) x 2 bytes, f16 cache) tokens. SmolLM2-135M: 30 x 3 x (64 +
+    /// 64) x 2 = 23,040 bytes per token, so its full 8192 tokens with 4
+    /// sequences (720 MiB).
     #[arg(
         long,
         value_name = "N",
@@ -201,6 +203,22 @@ pub struct Args {
         help_heading = "Backends"
     )]
     context: Option<u32>,
+    /// Requests the embedded model decodes at once, continuously batched
+    /// (1 to 64): each decode step gives every running request its next
+    /// token, and a new request's prompt joins between steps. Each request
+    /// is a sequence of its own (it attends to its own tokens only; nothing
+    /// is cached from one request to another). Requests beyond it wait in
+    /// the queue (--max-queue), then get 503. Default 4: on 2 cores, 4
+    /// streams at once cost about 1.2-1.4x the time of one in aggregate
+    /// (BENCHMARKS.md), so users are served side by side rather than
+    /// after one another.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        help_heading = "Backends"
+    )]
+    parallel: Option<u16>,
 
     /// TPM attestation (docs/PROTOCOL.md §14): the TPM's TCTI, e.g.
     /// device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321. Every answer
@@ -400,6 +418,7 @@ impl Args {
                 model: None,
                 threads: None,
                 context: None,
+                parallel: None,
             }])
         };
         FileConfig {
@@ -430,6 +449,7 @@ impl Args {
             model: self.model.clone(),
             threads: self.threads,
             context: self.context,
+            parallel: self.parallel.map(usize::from),
             limits: LimitsConfig {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_concurrency: self.limits.max_concurrency,
@@ -516,6 +536,7 @@ pub fn run(args: Args) -> CliResult {
                 model: p.model,
                 threads: p.threads,
                 context: p.context,
+                parallel: p.parallel,
             };
             match embedded::backend_described(&settings) {
                 Ok((backend, info)) => {
@@ -626,6 +647,7 @@ fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::Embedded
             model = %e.model.display(),
             context = e.context,
             threads = e.threads,
+            parallel = e.parallel,
             attestation,
             "serving the embedded model"
         ),
@@ -644,6 +666,7 @@ fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::Embedded
                 model = %models.join(","),
                 context = "upstream",
                 threads = "upstream",
+                parallel = "upstream",
                 attestation,
                 "serving upstream models"
             );

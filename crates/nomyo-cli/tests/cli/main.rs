@@ -24,6 +24,7 @@ mod models;
 mod proxy_canary;
 mod serve_context;
 mod serve_logs;
+mod serve_parallel;
 mod soak;
 mod support;
 mod v1_warning;

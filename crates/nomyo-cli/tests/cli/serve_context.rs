@@ -50,6 +50,7 @@ fn serve_help_states_the_context_default_and_its_bound() {
     let help = stdout(&o);
     assert!(help.contains("--context <N>"), "{help}");
     assert!(help.contains("per sequence"), "{help}");
-    assert!(help.contains("256 MiB"), "{help}");
+    assert!(help.contains("1 GiB"), "{help}");
+    assert!(help.contains("--parallel <N>"), "{help}");
     assert!(help.contains("KV heads"), "{help}");
 }

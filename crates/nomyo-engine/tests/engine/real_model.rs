@@ -15,7 +15,7 @@ use nomyo_engine::{Engine, EngineConfig};
 use nomyo_server::backend::{Backend, BackendError, ChatRequest};
 use serde_json::{json, Map, Value};
 
-fn model_path() -> Option<PathBuf> {
+pub(crate) fn model_path() -> Option<PathBuf> {
     let path = std::env::var_os("NOMYO_MODEL_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -53,7 +53,7 @@ async fn engine() -> Option<&'static Engine> {
     Some(e)
 }
 
-fn request(body: Value) -> ChatRequest {
+pub(crate) fn request(body: Value) -> ChatRequest {
     let body: Map<String, Value> = body.as_object().cloned().expect("object");
     ChatRequest {
         body,
@@ -62,7 +62,7 @@ fn request(body: Value) -> ChatRequest {
     }
 }
 
-fn ask(question: &str, extra: Value) -> ChatRequest {
+pub(crate) fn ask(question: &str, extra: Value) -> ChatRequest {
     let mut body = json!({
         "model": "SmolLM2-135M-Instruct.Q4_1",
         "messages": [{"role": "user", "content": question}],
@@ -73,13 +73,13 @@ fn ask(question: &str, extra: Value) -> ChatRequest {
     request(body)
 }
 
-fn content(v: &Value) -> &str {
+pub(crate) fn content(v: &Value) -> &str {
     v["choices"][0]["message"]["content"]
         .as_str()
         .expect("content string")
 }
 
-fn usage(v: &Value) -> (u64, u64, u64) {
+pub(crate) fn usage(v: &Value) -> (u64, u64, u64) {
     let u = &v["usage"];
     (
         u["prompt_tokens"].as_u64().expect("prompt_tokens"),
@@ -88,7 +88,7 @@ fn usage(v: &Value) -> (u64, u64, u64) {
     )
 }
 
-const CAPITAL: &str = "What is the capital of France?";
+pub(crate) const CAPITAL: &str = "What is the capital of France?";
 
 fn with_system(system: &str, question: &str, extra: Value) -> ChatRequest {
     let mut r = ask(question, extra);
@@ -365,13 +365,15 @@ async fn bad_requests_are_invalid_not_failures() {
     assert_eq!(usage(&v).1, 4);
 }
 
-/// A bounded queue: while one request runs and one waits, a third is refused
-/// with 503; a client that goes away frees its place.
+/// A bounded queue: with one request decoding at a time, while one runs and
+/// one waits, a third is refused with 503; a client that goes away frees its
+/// place.
 #[tokio::test]
 async fn full_queue_refuses_and_cancellation_frees_it() {
     let Some(path) = model_path() else { return };
     let mut c = EngineConfig::new(path);
     c.queue_capacity = 1;
+    c.parallel = Some(1);
     let e = std::sync::Arc::new(Engine::start(c).expect("starts"));
     assert!(!e.is_ready(), "not ready before the model is loaded");
     e.wait_ready().await.expect("loads");
@@ -429,8 +431,9 @@ fn prompt_of(e: &Engine, tokens: usize) -> String {
 }
 
 /// Without `--context` the engine runs with the context the model was
-/// trained for, within the KV cache budget: 8192 tokens for SmolLM2-135M,
-/// whose KV cache takes 30 layers x 3 KV heads x (64 + 64) x 2 bytes per token.
+/// trained for, the whole cache (4 sequences) within the KV cache budget:
+/// 8192 tokens for SmolLM2-135M, whose KV cache takes 30 layers x 3 KV heads
+/// x (64 + 64) x 2 bytes per token.
 #[tokio::test]
 async fn the_default_context_comes_from_the_model_within_the_memory_bound() {
     use nomyo_engine::context::{ModelShape, KV_CACHE_BUDGET_BYTES};
@@ -440,9 +443,11 @@ async fn the_default_context_comes_from_the_model_within_the_memory_bound() {
     assert_eq!(shape.kv_bytes_per_token(), 30 * 3 * (64 + 64) * 2);
     // The metadata read before loading agrees with llama.cpp's loaded model.
     assert_eq!(Some(shape), e.model_shape());
+    let parallel = e.parallel() as u64;
+    assert_eq!(parallel, nomyo_engine::DEFAULT_PARALLEL as u64);
     let expected = shape
         .n_ctx_train
-        .min((KV_CACHE_BUDGET_BYTES / shape.kv_bytes_per_token()) as u32);
+        .min((KV_CACHE_BUDGET_BYTES / (shape.kv_bytes_per_token() * parallel)) as u32);
     assert_eq!(e.context_size(), expected);
     assert_eq!(e.context_size(), 8192);
     // SmolLM2's GGUF recommends no sampling (no general.sampling.* keys), so
@@ -451,7 +456,10 @@ async fn the_default_context_comes_from_the_model_within_the_memory_bound() {
         e.sampling_defaults(),
         nomyo_engine::params::SamplingDefaults::ENGINE
     );
-    assert!(u64::from(e.context_size()) * shape.kv_bytes_per_token() <= KV_CACHE_BUDGET_BYTES);
+    assert!(
+        u64::from(e.context_size()) * shape.kv_bytes_per_token() * parallel
+            <= KV_CACHE_BUDGET_BYTES
+    );
 }
 
 /// `--context 512` refuses a 600-token prompt with the context reason;

@@ -98,6 +98,8 @@ pub struct BackendConfig {
     pub threads: Option<usize>,
     /// Embedded: tokens one request may use (context per sequence).
     pub context: Option<u32>,
+    /// Embedded: requests decoding at once.
+    pub parallel: Option<usize>,
 }
 
 /// One `[tiers.NAME]` table.
@@ -221,6 +223,7 @@ pub(super) fn resolve_backend(b: BackendConfig) -> Result<BackendSpec, ConfigErr
             model: b.model,
             threads: b.threads,
             context: b.context,
+            parallel: b.parallel,
             models: b.models,
         }),
     }

@@ -145,6 +145,8 @@ pub struct FileConfig {
     /// `--context`: tokens one request may use with the embedded model
     /// (context per sequence); absent = the model's, within the KV budget.
     pub context: Option<u32>,
+    /// `--parallel`: requests the embedded model decodes at once.
+    pub parallel: Option<usize>,
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -208,6 +210,8 @@ pub enum BackendSpec {
         threads: Option<usize>,
         /// Context per sequence; `None` = the model's (within the KV budget).
         context: Option<u32>,
+        /// Requests decoding at once; `None` = the engine's default.
+        parallel: Option<usize>,
         /// Models to advertise; `None` = what the engine reports.
         models: Option<Vec<String>>,
     },
@@ -333,6 +337,7 @@ impl FileConfig {
             model: top.model.or(self.model),
             threads: top.threads.or(self.threads),
             context: top.context.or(self.context),
+            parallel: top.parallel.or(self.parallel),
             limits: self.limits.overlay(top.limits),
             hpke: self.hpke.overlay(top.hpke),
             cluster: self.cluster.overlay(top.cluster),
@@ -488,6 +493,7 @@ impl FileConfig {
                 model: self.model,
                 threads: self.threads,
                 context: self.context,
+                parallel: self.parallel,
                 models: None,
             }],
         };
