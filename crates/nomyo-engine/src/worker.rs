@@ -727,6 +727,9 @@ impl Generator<'_> {
             let token = sampler.sample(ctx, idx);
             let now = Instant::now();
             match seq.last_token.replace(now) {
+                // A later choice's first token follows a rewind, not a gap
+                // a reader waits through between tokens: neither is counted.
+                None if seq.first_token.is_some() => {}
                 None => {
                     let after = now - seq.queued_at;
                     seq.first_token = Some(after);

@@ -223,3 +223,72 @@ async fn requests_beyond_the_slots_wait_and_are_all_answered() {
         assert_eq!(usage(a).1, 8 + i as u64);
     }
 }
+
+/// Every request of a batch keeps its own parameters: a schema grammar, a
+/// stop sequence, a forced token, seeded sampling (two requests with the
+/// same seed in one batch answer the same; another seed differs), and two
+/// choices.
+#[tokio::test]
+async fn each_request_keeps_its_own_parameters_in_the_batch() {
+    let Some(e) = engine(8).await else { return };
+    let schema = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": false
+    });
+    let seeded = |seed: u32| {
+        ask(
+            "Write a sentence about the sea.",
+            json!({"temperature": 1.0, "seed": seed, "max_tokens": 24}),
+        )
+    };
+    let requests = vec![
+        ask(
+            CAPITAL,
+            json!({"temperature": 0, "max_tokens": 60,
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}}),
+        ),
+        // Greedy, the answer cut before its first space.
+        ask(
+            CAPITAL,
+            json!({"temperature": 0, "max_tokens": 40, "stop": [" "]}),
+        ),
+        // Token 504 forced: the answer is its text, four times.
+        ask(
+            CAPITAL,
+            json!({"temperature": 0, "max_tokens": 4, "logit_bias": {"504": 100}}),
+        ),
+        seeded(11),
+        seeded(11),
+        seeded(12),
+        ask(
+            CAPITAL,
+            json!({"temperature": 0.8, "seed": 5, "max_tokens": 12, "n": 2}),
+        ),
+    ];
+    let answers = all_at_once(&e, requests).await;
+
+    let city: Value = serde_json::from_str(content(&answers[0])).expect("valid JSON");
+    assert!(city["city"].is_string(), "{city}");
+    assert_eq!(answers[0]["choices"][0]["finish_reason"], "stop");
+
+    let cut = content(&answers[1]);
+    assert!(!cut.contains(' '), "{cut:?}");
+    assert_eq!(answers[1]["choices"][0]["finish_reason"], "stop");
+
+    let forced = content(&answers[2]);
+    assert!(!forced.is_empty());
+    assert_eq!(forced, forced[..forced.len() / 4].repeat(4), "{forced:?}");
+
+    assert_eq!(
+        content(&answers[3]),
+        content(&answers[4]),
+        "same seed, same answer"
+    );
+    assert_ne!(content(&answers[3]), content(&answers[5]), "another seed");
+
+    let two = answers[6]["choices"].as_array().expect("choices");
+    assert_eq!(two.len(), 2);
+    assert!(usage(&answers[6]).1 <= 24);
+}
