@@ -120,6 +120,8 @@ pub enum ApiError {
     /// The TPM's queue is full (503 + `Retry-After: 1`): a request that
     /// needs a quote is never answered without one (docs/PROTOCOL.md §14.5).
     TpmBusy,
+    /// The configfs-tsm provider has too many reports waiting (503).
+    EvidenceBusy,
     /// The request's tier requires TPM attestation (`require_attestation`)
     /// and this server has no TPM (503).
     AttestationRequired,
@@ -170,6 +172,7 @@ impl ApiError {
             | ReplayStoreUnavailable
             | BackendUnavailable { .. }
             | TpmBusy
+            | EvidenceBusy
             | AttestationRequired => StatusCode::SERVICE_UNAVAILABLE,
             BackendTimeout | RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -214,6 +217,7 @@ impl ApiError {
             BackendTimeout => "the inference backend timed out".into(),
             RequestTimeout => "request timed out".into(),
             TpmBusy => "the TPM is busy; retry later".into(),
+            EvidenceBusy => "the attestation report provider is busy; retry later".into(),
             AttestationRequired => "the security tier requires TPM attestation (require_attestation) and this server has none".into(),
             NoAttestation => "this server has no TPM attestation".into(),
             InvalidAttestationRequest(why) => Cow::Owned(format!("invalid attestation request: {why}")),
@@ -274,7 +278,8 @@ impl ApiError {
             ApiError::Saturated
             | ApiError::ReplayStoreUnavailable
             | ApiError::ReplayShareExceeded
-            | ApiError::TpmBusy => Some(Duration::from_secs(1)),
+            | ApiError::TpmBusy
+            | ApiError::EvidenceBusy => Some(Duration::from_secs(1)),
             ApiError::BackendUnavailable { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(5)))
             }

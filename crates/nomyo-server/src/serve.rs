@@ -99,12 +99,25 @@ pub struct Prepared {
     pub shutdown_grace: Duration,
 }
 
-/// Opens the TPM of `[attestation] tpm` (its AK saved in `ak_dir`), on the
-/// blocking pool; none configured: [`Attestation::none`].
+/// Opens the TPM of `[attestation] tpm` (its AK saved in `ak_dir`), or the
+/// configfs-tsm directory of `[attestation] tsm_dir`, on the blocking pool;
+/// none configured: [`Attestation::none`].
 async fn open_tpm(
     settings: &crate::config::AttestationSettings,
     ak_dir: Option<PathBuf>,
 ) -> Result<Attestation, StartError> {
+    if let Some(dir) = settings.tsm_dir.clone() {
+        let queue = settings.queue;
+        let att = tokio::task::spawn_blocking(move || Attestation::open_tsm(&dir, queue))
+            .await
+            .map_err(|_| StartError::Attestation("the configfs-tsm task failed".into()))?
+            .map_err(StartError::Attestation)?;
+        tracing::info!(
+            provider = att.tsm_source().map_or("", |(p, _)| p),
+            "configfs-tsm attestation ready"
+        );
+        return Ok(att);
+    }
     let Some(tcti) = settings.tpm.clone() else {
         return Ok(Attestation::none());
     };

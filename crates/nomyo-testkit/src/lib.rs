@@ -19,5 +19,6 @@ pub mod python;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod swtpm;
+pub mod tsm;
 #[cfg(feature = "server")]
 pub mod v1_double;

@@ -233,6 +233,23 @@ pub struct Args {
         help_heading = "Attestation"
     )]
     tpm: Option<String>,
+    /// The source of attestation evidence: none; tpm (the TPM of --tpm,
+    /// which implies it); tsm: a confidential VM's reports (AMD SEV-SNP or
+    /// Intel TDX) through Linux's configfs-tsm (docs/PROTOCOL.md §15),
+    /// bound to the server's keys at GET /.well-known/nomyo-attestation
+    /// and to each answer (_metadata.attestation). [default: none, or tpm
+    /// with --tpm]
+    #[arg(
+        long,
+        value_name = "SOURCE",
+        value_parser = ["none", "tpm", "tsm"],
+        help_heading = "Attestation"
+    )]
+    attestation: Option<String>,
+    /// The configfs-tsm report directory (with --attestation tsm).
+    /// [default: /sys/kernel/config/tsm/report]
+    #[arg(long, value_name = "DIR", help_heading = "Attestation")]
+    tsm_dir: Option<PathBuf>,
 
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, value_name = "F", requires = "tls_key", help_heading = "TLS")]
@@ -481,6 +498,8 @@ impl Args {
             tiers: None,
             attestation: AttestationConfig {
                 tpm: self.tpm.clone().filter(|t| !t.is_empty()),
+                source: self.attestation.clone(),
+                tsm_dir: self.tsm_dir.clone(),
                 queue: None,
             },
         }
@@ -636,9 +655,13 @@ pub(crate) const START_TARGET: &str = "nomyo::serve";
 /// One line at start: what is served (model, context, threads) and the
 /// attestation (`tpm sha256:<AK fingerprint>`, or `none`).
 fn start_line(state: &nomyo_server::AppState, engine: Option<&embedded::EmbeddedInfo>) {
-    let attestation = match state.attestation().evidence() {
-        Some(e) => format!("tpm {}", e.ak_fingerprint),
-        None => "none".to_owned(),
+    let attestation = match (
+        state.attestation().evidence(),
+        state.attestation().tsm_source(),
+    ) {
+        (Some(e), _) => format!("tpm {}", e.ak_fingerprint),
+        (None, Some((provider, _))) => format!("tsm {provider}"),
+        (None, None) => "none".to_owned(),
     };
     let attestation = attestation.as_str();
     match engine {

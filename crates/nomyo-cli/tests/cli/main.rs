@@ -25,6 +25,7 @@ mod proxy_canary;
 mod serve_context;
 mod serve_logs;
 mod serve_parallel;
+mod serve_tsm;
 mod soak;
 mod support;
 mod v1_warning;

@@ -46,6 +46,10 @@ pub struct Metadata {
     /// `{"is_available": false}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm_attestation: Option<TpmAttestation>,
+    /// A confidential VM's report for this answer (docs/PROTOCOL.md §15.2),
+    /// from a server with configfs-tsm evidence; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<CvmAttestation>,
     /// Every other field.
     #[serde(flatten)]
     pub extra: Extra,
@@ -109,6 +113,24 @@ pub struct TpmAttestation {
     /// Base64 of the AK's `TPM2B_PUBLIC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aik_pubkey_b64: Option<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `_metadata.attestation` (docs/PROTOCOL.md §15.2): a confidential VM's
+/// report (SEV-SNP) or quote (TDX) whose report data is
+/// [`crate::tpm::extra_data_for`] of the answer's payload id, padded with
+/// zeros to 64 bytes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CvmAttestation {
+    /// `sev-snp` or `tdx`.
+    pub kind: String,
+    /// The configfs-tsm provider: `sev_guest` or `tdx_guest`.
+    #[serde(default)]
+    pub provider: String,
+    /// Base64 of the report (SEV-SNP `ATTESTATION_REPORT`) or quote (TDX).
+    pub report_b64: String,
     /// Every other field.
     #[serde(flatten)]
     pub extra: Extra,

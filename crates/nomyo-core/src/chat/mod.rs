@@ -34,7 +34,7 @@ mod tests;
 
 pub use chunk::{ChatCompletionChunk, ChunkChoice, Delta};
 pub use completion::{ChatCompletion, Choice, FinishReason, Usage};
-pub use metadata::{CudaDevice, MemoryProtectionInfo, Metadata, TpmAttestation};
+pub use metadata::{CudaDevice, CvmAttestation, MemoryProtectionInfo, Metadata, TpmAttestation};
 pub use request::{
     ChatMessage, ChatRequest, Content, FunctionCall, FunctionDefinition, Tool, ToolCall,
 };

@@ -435,3 +435,21 @@ fn the_tpm_attestation_block_round_trips_and_defaults_to_unavailable() {
     let m: Metadata = serde_json::from_str(r#"{"payload_id":"p"}"#).unwrap();
     assert!(m.tpm_attestation.is_none());
 }
+
+#[test]
+fn the_confidential_vm_attestation_block_round_trips() {
+    let text = r#"{"payload_id":"p","attestation":{"kind":"sev-snp","provider":"sev_guest","report_b64":"AA==","future":1}}"#;
+    let m: Metadata = serde_json::from_str(text).unwrap();
+    let a = m.attestation.as_ref().unwrap();
+    assert_eq!(a.kind, "sev-snp");
+    assert_eq!(a.provider, "sev_guest");
+    assert_eq!(a.report_b64, "AA==");
+    assert_eq!(a.extra["future"], 1);
+    assert_eq!(
+        serde_json::to_value(&m).unwrap(),
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
+    let m: Metadata = serde_json::from_str(r#"{"payload_id":"p"}"#).unwrap();
+    assert!(m.attestation.is_none());
+    assert!(!serde_json::to_string(&m).unwrap().contains("attestation"));
+}

@@ -1,11 +1,14 @@
-//! TPM attestation (docs/PROTOCOL.md §14): one thread owns the TPM; quotes
+//! Attestation: a TPM (docs/PROTOCOL.md §14) or a confidential VM's
+//! configfs-tsm reports (§15, [`tsm`]). One thread owns the TPM; quotes
 //! and credential activations reach it through a bounded queue, so that TPM
 //! work never runs on the async workers and a busy TPM answers 503 at once
-//! instead of piling requests up.
+//! instead of piling requests up. configfs-tsm reports are made one at a
+//! time on the blocking pool, behind a bounded queue too.
 //!
 //! [`Attestation`] is the handle the routes hold: [`Attestation::none`]
-//! without a TPM, else started by [`Attestation::open`] (feature `tpm`) or,
-//! for tests, by [`Attestation::start`] with any [`Device`].
+//! without either, else started by [`Attestation::open`] (feature `tpm`) or,
+//! for tests, by [`Attestation::start`] with any [`Device`]; or opened by
+//! [`Attestation::open_tsm`].
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use crate::error::ApiError;
 
 #[cfg(feature = "tpm")]
 mod tpm;
+pub mod tsm;
 #[cfg(feature = "tpm")]
 pub use tpm::{AK_PRIVATE_FILE, AK_PUBLIC_FILE};
 
@@ -132,15 +136,27 @@ struct Shared {
     evidence: Evidence,
 }
 
-/// The server's TPM, or none; cheap to clone.
+/// A configfs-tsm report entry behind a bounded queue.
+struct TsmShared {
+    tsm: std::sync::Mutex<tsm::Tsm>,
+    kind: tsm::TsmKind,
+    provider: String,
+    queue: Arc<tokio::sync::Semaphore>,
+}
+
+/// The server's TPM or confidential-VM evidence, or none; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Attestation(Option<Arc<Shared>>);
+pub struct Attestation {
+    tpm: Option<Arc<Shared>>,
+    tsm: Option<Arc<TsmShared>>,
+}
 
 impl std::fmt::Debug for Attestation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            None => f.write_str("Attestation(none)"),
-            Some(s) => write!(f, "Attestation({})", s.evidence.ak_fingerprint),
+        match (&self.tpm, &self.tsm) {
+            (Some(s), _) => write!(f, "Attestation({})", s.evidence.ak_fingerprint),
+            (None, Some(t)) => write!(f, "Attestation(tsm {})", t.provider),
+            (None, None) => f.write_str("Attestation(none)"),
         }
     }
 }
@@ -149,7 +165,25 @@ impl Attestation {
     /// No TPM: answers say `tpm_attestation.is_available: false`, the
     /// attestation routes 404.
     pub fn none() -> Self {
-        Self(None)
+        Self::default()
+    }
+
+    /// Opens a configfs-tsm report entry under `dir` (§15): every answer of
+    /// a tier that quotes per answer then carries a report
+    /// (`_metadata.attestation`), and the attestation route serves one bound
+    /// to the server's keys. At most `queue` reports wait; beyond, 503.
+    /// Blocks: call it from a blocking context.
+    pub fn open_tsm(dir: &std::path::Path, queue: usize) -> Result<Self, String> {
+        let tsm = tsm::Tsm::open(dir)?;
+        Ok(Self {
+            tpm: None,
+            tsm: Some(Arc::new(TsmShared {
+                kind: tsm.kind(),
+                provider: tsm.provider().to_owned(),
+                tsm: std::sync::Mutex::new(tsm),
+                queue: Arc::new(tokio::sync::Semaphore::new(queue.max(1))),
+            })),
+        })
     }
 
     /// Starts the owner thread: `open` runs there first (an ESAPI context
@@ -195,7 +229,10 @@ impl Attestation {
         let evidence = ready_rx
             .recv()
             .map_err(|_| "the TPM thread stopped while opening the TPM".to_owned())??;
-        Ok(Self(Some(Arc::new(Shared { jobs: tx, evidence }))))
+        Ok(Self {
+            tpm: Some(Arc::new(Shared { jobs: tx, evidence })),
+            tsm: None,
+        })
     }
 
     /// Opens the TPM at `tcti` (feature `tpm`; docs/PROTOCOL.md §14.1): the
@@ -213,18 +250,68 @@ impl Attestation {
         Self::start(move || tpm::open(&tcti, dir.as_deref()), queue)
     }
 
-    /// Whether this server has a TPM.
+    /// Whether this server has attestation: a TPM or configfs-tsm.
     pub fn is_available(&self) -> bool {
-        self.0.is_some()
+        self.tpm.is_some() || self.tsm.is_some()
     }
 
     /// The static evidence, with a TPM.
     pub fn evidence(&self) -> Option<&Evidence> {
-        self.0.as_ref().map(|s| &s.evidence)
+        self.tpm.as_ref().map(|s| &s.evidence)
+    }
+
+    /// The configfs-tsm provider and evidence kind, with configfs-tsm.
+    pub fn tsm_source(&self) -> Option<(&str, tsm::TsmKind)> {
+        self.tsm.as_ref().map(|t| (t.provider.as_str(), t.kind))
     }
 
     fn shared(&self) -> Result<&Shared, ApiError> {
-        self.0.as_deref().ok_or(ApiError::NoAttestation)
+        self.tpm.as_deref().ok_or(ApiError::NoAttestation)
+    }
+
+    /// A configfs-tsm report carrying `report_data` (503
+    /// [`ApiError::EvidenceBusy`] when `queue` reports already wait).
+    async fn tsm_report(
+        &self,
+        report_data: [u8; tsm::REPORT_DATA_LEN],
+    ) -> Result<(tsm::TsmKind, String, tsm::TsmReport), ApiError> {
+        let shared = Arc::clone(self.tsm.as_ref().ok_or(ApiError::NoAttestation)?);
+        let permit = Arc::clone(&shared.queue)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::EvidenceBusy)?;
+        let (kind, provider) = (shared.kind, shared.provider.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let tsm = shared
+                .tsm
+                .lock()
+                .map_err(|_| "the configfs-tsm entry is poisoned".to_owned())?;
+            tsm.report(&report_data)
+        })
+        .await
+        .map_err(|_| ApiError::Internal("the configfs-tsm task failed".into()))?
+        .map_err(ApiError::Internal)?;
+        Ok((kind, provider, report))
+    }
+
+    /// `_metadata.attestation` for the answer to `payload_id` (§15.2): with
+    /// configfs-tsm and a tier that quotes per answer, a report whose report
+    /// data is [`tsm::answer_report_data`]`(payload_id)`; else `None`.
+    pub async fn answer_evidence(
+        &self,
+        payload_id: &str,
+        per_answer: bool,
+    ) -> Result<Option<nomyo_core::chat::CvmAttestation>, ApiError> {
+        if self.tsm.is_none() || !per_answer {
+            return Ok(None);
+        }
+        let (kind, provider, report) = self.tsm_report(tsm::answer_report_data(payload_id)).await?;
+        Ok(Some(nomyo_core::chat::CvmAttestation {
+            kind: kind.name().to_owned(),
+            provider,
+            report_b64: b64(&report.outblob),
+            extra: Map::new(),
+        }))
     }
 
     fn enqueue(&self, job: Job) -> Result<(), ApiError> {
@@ -279,7 +366,7 @@ impl Attestation {
         payload_id: &str,
         per_answer: bool,
     ) -> Result<TpmAttestation, ApiError> {
-        let Some(shared) = self.0.as_deref().filter(|_| per_answer) else {
+        let Some(shared) = self.tpm.as_deref().filter(|_| per_answer) else {
             return Ok(TpmAttestation::unavailable());
         };
         let quote = self
@@ -309,9 +396,29 @@ impl Attestation {
         v1_spki_der: &[u8],
         v2_keys: &[u8],
     ) -> Result<Value, ApiError> {
-        let shared = self.shared()?;
         let v1_key = nomyo_core::Fingerprint::of_bytes(v1_spki_der);
         let extra = nomyo_core::tpm::attestation_extra_data(nonce, &v1_key, v2_keys);
+        if self.tpm.is_none() && self.tsm.is_some() {
+            let report_data = tsm::route_report_data(&extra);
+            let (kind, provider, report) = self.tsm_report(report_data).await?;
+            let mut m = Map::new();
+            m.insert("version".into(), json!(1));
+            m.insert("kind".into(), json!(kind.name()));
+            m.insert("provider".into(), json!(provider));
+            m.insert(
+                "v1_key_fingerprint".into(),
+                json!(format!("sha256:{}", hex::encode(v1_key.0))),
+            );
+            m.insert("v2_keys_b64".into(), json!(b64(v2_keys)));
+            m.insert("report_data".into(), json!(hex::encode(report_data)));
+            m.insert("report_b64".into(), json!(b64(&report.outblob)));
+            if !report.auxblob.is_empty() {
+                m.insert("auxblob_b64".into(), json!(b64(&report.auxblob)));
+            }
+            m.insert("generation".into(), json!(report.generation));
+            return Ok(Value::Object(m));
+        }
+        let shared = self.shared()?;
         let quote = self.quote(&extra).await?;
         let ev = &shared.evidence;
         let mut m = Map::new();

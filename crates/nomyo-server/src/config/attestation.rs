@@ -1,4 +1,5 @@
-//! `[attestation]`: the TPM (docs/PROTOCOL.md §14) and its queue.
+//! `[attestation]`: the source of evidence, a TPM (docs/PROTOCOL.md §14)
+//! or a confidential VM's configfs-tsm (§15), and its queue.
 
 use super::*;
 
@@ -9,7 +10,13 @@ pub struct AttestationConfig {
     /// `--tpm`: the TPM's TCTI, e.g. `device:/dev/tpmrm0` or
     /// `swtpm:host=127.0.0.1,port=2321` (absent: no TPM attestation).
     pub tpm: Option<String>,
-    /// Quotes and activations that may wait for the TPM; beyond, 503.
+    /// `--attestation`: `none`, `tpm` or `tsm` (absent: `tpm` when `tpm`
+    /// is given, else `none`).
+    pub source: Option<String>,
+    /// `--tsm-dir`: the configfs-tsm report directory (with `source =
+    /// "tsm"`; default `/sys/kernel/config/tsm/report`).
+    pub tsm_dir: Option<PathBuf>,
+    /// Quotes, activations or reports that may wait; beyond, 503.
     /// Default 32.
     pub queue: Option<usize>,
 }
@@ -19,6 +26,8 @@ impl AttestationConfig {
     pub fn overlay(self, top: AttestationConfig) -> AttestationConfig {
         AttestationConfig {
             tpm: top.tpm.or(self.tpm),
+            source: top.source.or(self.source),
+            tsm_dir: top.tsm_dir.or(self.tsm_dir),
             queue: top.queue.or(self.queue),
         }
     }
@@ -29,6 +38,8 @@ impl AttestationConfig {
 pub struct AttestationSettings {
     /// The TPM's TCTI (`None`: no TPM).
     pub tpm: Option<String>,
+    /// The configfs-tsm report directory (`None`: no configfs-tsm).
+    pub tsm_dir: Option<PathBuf>,
     /// Length of the TPM's queue.
     pub queue: usize,
     /// Tiers a server without a TPM refuses (`require_attestation`).
@@ -49,8 +60,39 @@ impl AttestationConfig {
         if queue == 0 {
             return Err(invalid("attestation.queue must be at least 1"));
         }
+        let source = self.source.as_deref().map(str::trim);
+        let tsm_dir = match (source, &tpm) {
+            (None | Some("tpm"), Some(_)) | (None | Some("none"), None) => {
+                if self.tsm_dir.is_some() {
+                    return Err(invalid(
+                        "attestation.tsm_dir (--tsm-dir) needs attestation = \"tsm\" (--attestation tsm)",
+                    ));
+                }
+                None
+            }
+            (Some("tpm"), None) => {
+                return Err(invalid(
+                    "attestation = \"tpm\" (--attestation tpm) needs the TPM's TCTI: --tpm TCTI",
+                ))
+            }
+            (Some("none" | "tsm"), Some(_)) => {
+                return Err(invalid(
+                    "--tpm (attestation.tpm) needs attestation = \"tpm\"; it conflicts with none and tsm",
+                ))
+            }
+            (Some("tsm"), None) => Some(
+                self.tsm_dir
+                    .unwrap_or_else(|| PathBuf::from(crate::attestation::tsm::DEFAULT_TSM_DIR)),
+            ),
+            (Some(other), _) => {
+                return Err(invalid(format!(
+                    "attestation {other:?} is not one of none, tpm, tsm"
+                )))
+            }
+        };
         Ok(AttestationSettings {
             tpm,
+            tsm_dir,
             queue,
             required_tiers: BTreeSet::from([SecurityTier::Maximum]),
             quote_tiers: BTreeSet::from(SecurityTier::ALL),

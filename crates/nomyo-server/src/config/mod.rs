@@ -160,7 +160,7 @@ pub struct FileConfig {
     pub backends: Option<Vec<BackendConfig>>,
     /// `[tiers.standard]`, `[tiers.high]`, `[tiers.maximum]`.
     pub tiers: Option<BTreeMap<String, TierConfig>>,
-    /// `[attestation]`: the TPM.
+    /// `[attestation]`: the TPM or configfs-tsm.
     #[serde(default)]
     pub attestation: AttestationConfig,
 }

@@ -488,15 +488,15 @@ pub(crate) async fn completion(
     Ok(out)
 }
 
-/// `_metadata` with true values (docs/PROTOCOL.md §1.7), `tpm` its
-/// `tpm_attestation` ([`per_answer_quote`]), and the `processed_at` it
-/// carries.
+/// `_metadata` with true values (docs/PROTOCOL.md §1.7), `attested` its
+/// `tpm_attestation` and `attestation` ([`per_answer_quote`]), and the
+/// `processed_at` it carries.
 pub(crate) fn metadata(
     id: &str,
     tier: SecurityTier,
     memory_locked: bool,
     backend: &dyn crate::backend::Backend,
-    tpm: TpmAttestation,
+    attested: AnswerAttestation,
 ) -> (Value, i64) {
     let processed_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -522,7 +522,8 @@ pub(crate) fn metadata(
             device_hash: cuda.unwrap_or_default(),
             extra: Map::new(),
         }),
-        tpm_attestation: Some(tpm),
+        tpm_attestation: Some(attested.tpm),
+        attestation: attested.cvm,
         ..Metadata::default()
     };
     // Serialising `Metadata` cannot fail: every map key is a string and no
@@ -531,29 +532,48 @@ pub(crate) fn metadata(
     (value, processed_at)
 }
 
+/// What an answer's `_metadata` says of attestation: `tpm_attestation`
+/// (§14.2) and, from a confidential VM, `attestation` (§15.2).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AnswerAttestation {
+    pub tpm: TpmAttestation,
+    pub cvm: Option<nomyo_core::chat::CvmAttestation>,
+}
+
 /// The answer's `_metadata.tpm_attestation` (docs/PROTOCOL.md §14.2): with
 /// a TPM and a tier that quotes per answer, a quote for `id`, asked before
 /// the backend is given the request so that a busy TPM (503) leaves the
 /// request unanswered and its replay entries given back; otherwise
-/// `{"is_available": false}` at no cost.
+/// `{"is_available": false}` at no cost. With configfs-tsm, the same for
+/// `_metadata.attestation` (§15.2).
 pub(crate) async fn per_answer_quote(
     st: &AppState,
     span: &tracing::Span,
     id: &str,
     tier: SecurityTier,
-) -> Result<TpmAttestation, ApiError> {
+) -> Result<AnswerAttestation, ApiError> {
     let t = Instant::now();
+    let per_answer = st.quotes_per_answer(tier);
+    let busy = |e: &ApiError| match e {
+        ApiError::TpmBusy => st.inner.metrics.refused("tpm_busy"),
+        ApiError::EvidenceBusy => st.inner.metrics.refused("evidence_busy"),
+        _ => {}
+    };
     let block = st
         .attestation()
-        .answer_block(id, st.quotes_per_answer(tier))
+        .answer_block(id, per_answer)
         .await
-        .inspect_err(|e| {
-            if matches!(e, ApiError::TpmBusy) {
-                st.inner.metrics.refused("tpm_busy");
-            }
-        })?;
+        .inspect_err(busy)?;
     if block.is_available {
         tracing::debug!(parent: span, quote_ms = t.elapsed().as_secs_f64() * 1e3, "TPM quote made");
     }
-    Ok(block)
+    let cvm = st
+        .attestation()
+        .answer_evidence(id, per_answer)
+        .await
+        .inspect_err(busy)?;
+    if let Some(c) = &cvm {
+        tracing::debug!(parent: span, kind = %c.kind, report_ms = t.elapsed().as_secs_f64() * 1e3, "configfs-tsm report made");
+    }
+    Ok(AnswerAttestation { tpm: block, cvm })
 }

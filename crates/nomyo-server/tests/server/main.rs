@@ -20,5 +20,6 @@ mod replicas;
 mod socket;
 mod startup;
 mod throughput;
+mod tsm;
 mod upstream_stream;
 mod v2;
