@@ -35,12 +35,12 @@ use std::time::{Duration, Instant};
 
 use nomyo_client::{ChatMessage, ChatRequest, Client, KnownServers, SecretString};
 use nomyo_testkit::procfs::{descriptors, tcp_sockets, TCP_LISTEN};
-#[cfg(feature = "engine")]
-use support::model;
 use support::{
-    api_key_file, http_double, http_get, metric, nomyo, printed_fingerprint, runtime,
-    serve_cmd_open, start, Serve, API_KEY, JSON, MODELS,
+    api_key_file, http_double, http_get, metric, printed_fingerprint, runtime, serve_cmd_open,
+    start, Serve, API_KEY, JSON, MODELS,
 };
+#[cfg(feature = "engine")]
+use support::{model, serve_embedded_cmd};
 
 /// `TAG-` and 32 random hex digits.
 fn canary(tag: &str) -> String {
@@ -470,13 +470,7 @@ fn prompt_and_answer_are_not_left_in_the_memory_of_nomyo_serve_with_the_embedded
     let Some(model) = model() else { return };
     let prompt = canary("PROMPT-CANARY");
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = nomyo();
-    cmd.current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_MODEL_FILE")
-        .args(["serve", "--ephemeral-key", "--key-bits", "2048"])
-        .args(["--listen", "127.0.0.1:0", "--model"])
-        .arg(&model);
+    let cmd = serve_embedded_cmd(dir.path(), &model, &[]);
     let srv = start(cmd).unwrap_or_else(|e| panic!("{e:?}"));
     settle(
         "GET /health while the model loads",

@@ -10,7 +10,7 @@ use crate::support;
 
 use support::{assert_exit, nomyo, stdout};
 #[cfg(feature = "engine")]
-use support::{model, stderr};
+use support::{model, serve_embedded_cmd, stderr};
 
 // The embedded model: not in the client-only build.
 #[cfg(feature = "engine")]
@@ -27,13 +27,7 @@ fn a_context_the_model_cannot_take_exits_2() {
 
     let Some(model) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let o = nomyo()
-        .current_dir(dir.path())
-        .env_remove("NOMYO_MODEL_FILE")
-        .args(["serve", "--ephemeral-key", "--key-bits", "2048"])
-        .args(["--listen", "127.0.0.1:0", "--model"])
-        .arg(&model)
-        .args(["--context", "8193"])
+    let o = serve_embedded_cmd(dir.path(), &model, &["--context", "8193"])
         .output()
         .unwrap();
     assert_exit(&o, 2);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::{http_get, serve_cmd_open, started, upstream};
 #[cfg(feature = "engine")]
-use support::{model, nomyo};
+use support::{model, serve_embedded_cmd};
 
 #[test]
 fn default_level_has_the_start_line_and_one_access_line_per_request() {
@@ -58,13 +58,7 @@ fn default_level_has_the_start_line_and_one_access_line_per_request() {
 fn json_format_and_no_llama_cpp_lines_at_debug() {
     let Some(model) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = nomyo();
-    cmd.current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_MODEL_FILE")
-        .args(["serve", "-v", "--log-format", "json", "--ephemeral-key"])
-        .args(["--key-bits", "2048", "--listen", "127.0.0.1:0", "--model"])
-        .arg(&model);
+    let cmd = serve_embedded_cmd(dir.path(), &model, &["-v", "--log-format", "json"]);
     let serve = started(cmd);
     assert!(
         serve.wait_stderr("embedded model ready", Duration::from_secs(120)),

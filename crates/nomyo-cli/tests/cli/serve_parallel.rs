@@ -14,28 +14,17 @@ use std::time::Duration;
 
 use crate::support;
 
-use support::{metric, model, nomyo, started, EPHEMERAL_KEY};
+use support::{metric, model, nomyo, serve_embedded_cmd, started};
 
 #[test]
 fn four_chat_streams_against_parallel_4_stream_at_once() {
     let Some(model) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = nomyo();
-    cmd.current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NOMYO_MODEL_FILE")
-        .arg("serve")
-        .args(EPHEMERAL_KEY)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--parallel",
-            "4",
-            "--context",
-            "1024",
-        ])
-        .arg("--model")
-        .arg(&model);
+    let cmd = serve_embedded_cmd(
+        dir.path(),
+        &model,
+        &["--parallel", "4", "--context", "1024"],
+    );
     let serve = started(cmd);
     assert!(
         serve.wait_stderr("serving the embedded model", Duration::from_secs(120)),

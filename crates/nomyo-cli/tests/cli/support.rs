@@ -391,6 +391,22 @@ pub fn serve_cmd_open(upstream_url: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// `nomyo serve` of the embedded `model` on 127.0.0.1:0 with a throwaway
+/// 2048-bit key, run in `dir`, without RUST_LOG or NOMYO_MODEL_FILE, plus
+/// `extra` flags.
+pub fn serve_embedded_cmd(dir: &Path, model: &Path, extra: &[&str]) -> Command {
+    let mut cmd = nomyo();
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("NOMYO_MODEL_FILE")
+        .arg("serve")
+        .args(EPHEMERAL_KEY)
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .args(extra);
+    cmd
+}
+
 /// [`start`], panicking with the exit code and stderr if it exits first.
 pub fn started(cmd: Command) -> Serve {
     start(cmd).unwrap_or_else(|(code, err)| panic!("nomyo serve exited ({code:?}): {err}"))
