@@ -13,6 +13,8 @@
 //! - [`wipe_alloc`]: freed memory is wiped (a global allocator, glibc's heap).
 //! - [`chat`]: the OpenAI chat shapes (request, answer, chunk, `_metadata`)
 //!   and the transformations between them.
+//! - [`cvm`]: AMD SEV-SNP and Intel TDX attestation, verified offline
+//!   (feature `cvm`, on by default).
 //! - [`duration`]: the duration syntax of configuration files and flags (`30s`, `24h`).
 //!
 //! ```
@@ -29,6 +31,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod chat;
+#[cfg(feature = "cvm")]
+pub mod cvm;
 pub mod duration;
 pub mod error;
 pub mod keys;

@@ -4,6 +4,8 @@
 //! counts the whole process's memory mappings and is a test binary of its
 //! own.
 
+#[cfg(feature = "cvm")]
+mod cvm;
 mod ehbp_vectors;
 mod hpke_python_vectors;
 mod key_files;
