@@ -24,6 +24,9 @@
 //! is also opened and checked as every answer is without the option. The
 //! JSON output says how many were opened (`answers_opened`).
 //!
+//! `--stream` works with `--protocol v2` (through the client library) and
+//! `--protocol plain` (the upstream's server-sent events, read here).
+//!
 //! `--cancel-streams F` (with `--stream`) drops that fraction of the measured
 //! streams right after their first chunk, as a client that goes away would:
 //! they are counted as `cancelled`, neither as answers nor as errors (a soak
@@ -34,7 +37,9 @@
 //! stream without one counts its content chunks). `generated_tokens_per_s`
 //! is their sum over the measured run's wall time; with `--stream`,
 //! `ttft_*_ms` time the first content chunk and `decode_tokens_per_s_mean`
-//! is the mean per stream of the tokens after the first per second after it.
+//! is the mean per stream of the tokens after the first per second after it;
+//! `itl_*_ms` are percentiles of every gap between consecutive content
+//! chunks of a stream, pooled over all the streams (the inter-token latency).
 //! v1 answers not opened (`--open-every`) carry no count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,7 +134,8 @@ pub struct Args {
     /// Warm-up requests before measuring (not counted). [default: the concurrency]
     #[arg(long, value_name = "N")]
     warmup: Option<u64>,
-    /// Stream the answers (protocol v2) and report time to first token.
+    /// Stream the answers (protocol v2 or plain) and report time to first
+    /// token and inter-token latency.
     #[arg(long)]
     stream: bool,
     /// With --stream: drop this fraction (0 to 1) of the measured streams
@@ -149,6 +155,14 @@ pub struct Args {
     /// Maximum tokens to generate (max_tokens in the request).
     #[arg(long, value_name = "N")]
     max_tokens: Option<u32>,
+    /// Sampling temperature (temperature in the request; 0 is greedy).
+    #[arg(long, value_name = "T", value_parser = parse_temperature)]
+    temperature: Option<f64>,
+    /// Bias of one token id, -100 (banned) to 100 (logit_bias in the
+    /// request; repeatable). E.g. ban the end-of-turn token so that every
+    /// answer is --max-tokens long.
+    #[arg(long, value_name = "ID=BIAS", value_parser = parse_logit_bias)]
+    logit_bias: Vec<(u32, f64)>,
     /// The model. Default: $NOMYO_MODEL, else the server's only model.
     #[arg(
         short = 'm',
@@ -180,6 +194,25 @@ fn parse_duration_secs(text: &str) -> Result<f64, String> {
     nomyo_core::duration::parse_duration(text)
         .map(|d| d.as_secs_f64())
         .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 5m, 500ms)"))
+}
+
+/// `--temperature`: a number from 0 to 2.
+fn parse_temperature(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(t) if (0.0..=2.0).contains(&t) => Ok(t),
+        _ => Err(format!("`{text}` is not a temperature from 0 to 2")),
+    }
+}
+
+/// `--logit-bias`: `ID=BIAS`, a token id and a bias from -100 to 100.
+fn parse_logit_bias(text: &str) -> Result<(u32, f64), String> {
+    let bad = || format!("`{text}` is not ID=BIAS (a token id, a bias from -100 to 100)");
+    let (id, bias) = text.split_once('=').ok_or_else(bad)?;
+    let id = id.trim().parse::<u32>().map_err(|_| bad())?;
+    match bias.trim().parse::<f64>() {
+        Ok(b) if (-100.0..=100.0).contains(&b) => Ok((id, b)),
+        _ => Err(bad()),
+    }
 }
 
 /// How the measured phase ends.
@@ -220,6 +253,15 @@ fn build_request(args: &Args, model: &str) -> (ChatRequest, usize) {
     let make = |prompt: String| {
         let mut r = ChatRequest::new(model).message(ChatMessage::user(prompt));
         r.max_tokens = args.max_tokens;
+        r.temperature = args.temperature;
+        if !args.logit_bias.is_empty() {
+            let map: serde_json::Map<String, serde_json::Value> = args
+                .logit_bias
+                .iter()
+                .map(|(id, bias)| (id.to_string(), serde_json::json!(bias)))
+                .collect();
+            r = r.with("logit_bias", serde_json::Value::Object(map));
+        }
         if args.stream {
             r = r.with("stream", serde_json::Value::Bool(true));
             // The last chunk then carries the generated tokens.
@@ -239,9 +281,9 @@ pub fn run(args: Args) -> CliResult {
     if args.concurrency == 0 {
         return Err(CliError::usage("--concurrency must be at least 1"));
     }
-    if args.stream && args.protocol != BenchProtocol::V2 {
+    if args.stream && args.protocol == BenchProtocol::V1 {
         return Err(CliError::usage(
-            "--stream needs --protocol v2 (v1 cannot stream; plain is not measured streamed)",
+            "--stream needs --protocol v2 or plain (v1 cannot stream)",
         ));
     }
     if args.open_every > 1 && args.protocol != BenchProtocol::V1 {
@@ -294,10 +336,20 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
                 "refusing the plain-HTTP URL {base_url} without --allow-http"
             )));
         }
+        // Streams each get a connection of their own: llama-server closes
+        // the connection after a streamed answer although it announces
+        // keep-alive, and a POST sent on such a pooled connection fails
+        // (reqwest does not resend it). A loopback connect costs well under
+        // a millisecond of the time to first token.
+        let idle = if args.stream {
+            0
+        } else {
+            args.concurrency.max(8)
+        };
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(args.concurrency.max(8))
+            .pool_max_idle_per_host(idle)
             .build()
             .map_err(|e| CliError::new(Code::Other, format!("cannot build HTTP client: {e}")))?;
         let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
@@ -306,6 +358,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
             url,
             api_key: conn.api_key().cloned(),
             body: bytes::Bytes::new(),
+            stream: args.stream,
         });
         (sender, model)
     } else {
@@ -417,6 +470,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
                         if let Some(t) = s.ttft {
                             c.ttfts.push(t);
                         }
+                        c.itls.extend_from_slice(&s.gaps);
                         if let Some(n) = s.tokens {
                             c.tokens += n;
                             c.answers_with_tokens += 1;
@@ -441,6 +495,7 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     c.latencies.sort_unstable();
     c.ttfts.sort_unstable();
+    c.itls.sort_unstable();
     let ok = c.latencies.len() as u64;
     let failed: u64 = c.errors.values().sum();
     let total = ok + c.cancelled + failed;
@@ -487,9 +542,13 @@ async fn bench(args: Args, bound: Bound) -> CliResult {
     if args.stream {
         out["ttft_p50_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 50.0));
         out["ttft_p95_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 95.0));
+        out["ttft_p99_ms"] = serde_json::json!(percentile_ms(&c.ttfts, 99.0));
         out["ttft_mean_ms"] =
             serde_json::json!(mean(c.ttfts.iter().map(|d| d.as_secs_f64() * 1e3)));
         out["decode_tokens_per_s_mean"] = serde_json::json!(mean(c.decode_rates.iter().copied()));
+        out["itl_p50_ms"] = serde_json::json!(percentile_ms(&c.itls, 50.0));
+        out["itl_p99_ms"] = serde_json::json!(percentile_ms(&c.itls, 99.0));
+        out["itl_gaps"] = serde_json::json!(c.itls.len());
     }
     if args.json {
         println!("{out}");
@@ -533,6 +592,41 @@ mod tests {
         assert_eq!(percentile_ms(&v, 99.0), Some(99.0));
         assert_eq!(percentile_ms(&v[..1], 95.0), Some(1.0));
         assert_eq!(percentile_ms(&[], 50.0), None);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &str) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_request_carries_stream_max_tokens_and_temperature() {
+        let a =
+            args("--protocol plain --stream --max-tokens 64 --temperature 0 --logit-bias 2=-100")
+                .expect("valid");
+        let (request, bytes) = build_request(&a, "m");
+        let json = serde_json::to_value(&request).expect("JSON");
+        assert_eq!(json["stream"], true);
+        assert_eq!(json["stream_options"]["include_usage"], true);
+        assert_eq!(json["max_tokens"], 64);
+        assert_eq!(json["temperature"], 0.0);
+        assert_eq!(json["logit_bias"], serde_json::json!({"2": -100.0}));
+        assert_eq!(bytes, serde_json::to_vec(&request).expect("JSON").len());
+        let (request, _) = build_request(&args("").expect("valid"), "m");
+        let json = serde_json::to_value(&request).expect("JSON");
+        assert!(json.get("temperature").is_none() && json.get("stream").is_none());
+        assert!(json.get("logit_bias").is_none());
+        assert!(args("--logit-bias 2").is_err());
+        assert!(args("--logit-bias 2=-101").is_err());
+        assert!(args("--logit-bias x=1").is_err());
+        assert!(args("--temperature 2.5").is_err());
+        assert!(args("--temperature=-1").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! How `nomyo bench` sends one request: through the client library (every
 //! answer opened, or one in N with `--open-every`), or plain to an
-//! OpenAI-compatible URL; and how a failure is counted.
+//! OpenAI-compatible URL (whole, or streamed as server-sent events); and how
+//! a failure is counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use nomyo_client::{ChatRequest, Client, Error as ClientError, RequestOptions};
 use nomyo_core::{ExposeSecret, SecretString};
 
 use super::super::chat::client_error;
+use super::stats::StreamClock;
 use crate::exit::Code;
 
 /// Sends one request the way the chosen protocol does.
@@ -38,12 +40,16 @@ pub(super) struct PlainSender {
     pub(super) url: String,
     pub(super) api_key: Option<SecretString>,
     pub(super) body: bytes::Bytes,
+    /// `--stream`: the body asks for a stream, read as server-sent events.
+    pub(super) stream: bool,
 }
 
 /// One request's outcome.
 pub(super) struct Sample {
     pub(super) latency: Duration,
     pub(super) ttft: Option<Duration>,
+    /// A stream's gaps between consecutive content chunks.
+    pub(super) gaps: Vec<Duration>,
     /// Tokens generated: the answer's `usage.completion_tokens`; for a
     /// stream without a usage chunk, its content chunks. `None`: not known
     /// (an answer not opened, or one without usage).
@@ -107,12 +113,7 @@ impl Sender {
                 let answer = client.create(request).await.map_err(Failure::from_client)?;
                 let tokens = answer.usage.as_ref().map(|u| u.completion_tokens);
                 drop(answer);
-                Ok(Sample {
-                    latency: start.elapsed(),
-                    ttft: None,
-                    tokens,
-                    cancelled: false,
-                })
+                Ok(Sample::whole(start.elapsed(), tokens))
             }
             Sender::Secure {
                 client,
@@ -122,16 +123,12 @@ impl Sender {
                     .create_stream(request)
                     .await
                     .map_err(Failure::from_client)?;
-                let mut ttft = None;
-                let mut content_chunks = 0u64;
+                let mut clock = StreamClock::new(start);
                 let mut usage_tokens = None;
                 while let Some(item) = futures::StreamExt::next(&mut stream).await {
                     let chunk = item.map_err(Failure::from_client)?;
                     if chunk.text().is_some_and(|t| !t.is_empty()) {
-                        content_chunks += 1;
-                        if ttft.is_none() {
-                            ttft = Some(start.elapsed());
-                        }
+                        clock.content(Instant::now());
                     }
                     if let Some(n) = chunk
                         .extra
@@ -145,34 +142,55 @@ impl Sender {
                         // Go away mid-stream: the response (and its
                         // connection) is dropped with the stream.
                         drop(stream);
-                        return Ok(Sample {
-                            latency: start.elapsed(),
-                            ttft: None,
-                            tokens: None,
-                            cancelled: true,
-                        });
+                        return Ok(Sample::cancelled(start.elapsed()));
                     }
                 }
-                let latency = start.elapsed();
-                Ok(Sample {
-                    latency,
-                    ttft: Some(ttft.unwrap_or(latency)),
-                    tokens: Some(usage_tokens.unwrap_or(content_chunks)),
-                    cancelled: false,
-                })
+                Ok(Sample::streamed(start.elapsed(), clock, usage_tokens))
             }
-            Sender::Sampled(v) => v.one(request).await.map(|(latency, tokens)| Sample {
-                latency,
-                ttft: None,
-                tokens,
-                cancelled: false,
-            }),
-            Sender::Plain(p) => p.one().await.map(|(latency, tokens)| Sample {
-                latency,
-                ttft: None,
-                tokens,
-                cancelled: false,
-            }),
+            Sender::Sampled(v) => v
+                .one(request)
+                .await
+                .map(|(latency, tokens)| Sample::whole(latency, tokens)),
+            Sender::Plain(p) if p.stream => p.one_stream(cancel).await,
+            Sender::Plain(p) => p
+                .one()
+                .await
+                .map(|(latency, tokens)| Sample::whole(latency, tokens)),
+        }
+    }
+}
+
+impl Sample {
+    /// An answer read whole.
+    fn whole(latency: Duration, tokens: Option<u64>) -> Self {
+        Self {
+            latency,
+            ttft: None,
+            gaps: Vec::new(),
+            tokens,
+            cancelled: false,
+        }
+    }
+
+    /// A stream read to its end: its usage's tokens, else its content chunks.
+    fn streamed(latency: Duration, clock: StreamClock, usage_tokens: Option<u64>) -> Self {
+        Self {
+            latency,
+            ttft: Some(clock.ttft.unwrap_or(latency)),
+            tokens: Some(usage_tokens.unwrap_or(clock.chunks)),
+            gaps: clock.gaps,
+            cancelled: false,
+        }
+    }
+
+    /// A stream we dropped (`--cancel-streams`).
+    fn cancelled(latency: Duration) -> Self {
+        Self {
+            latency,
+            ttft: None,
+            gaps: Vec::new(),
+            tokens: None,
+            cancelled: true,
         }
     }
 }
@@ -206,9 +224,27 @@ pub(super) fn completion_tokens(answer: &serde_json::Value) -> Option<u64> {
 }
 
 impl PlainSender {
-    /// The latency and the answer's generated tokens (from its usage).
-    pub(super) async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
-        let start = Instant::now();
+    /// A network failure (or timeout) reaching the upstream.
+    fn net(&self, e: reqwest::Error) -> Failure {
+        Failure {
+            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
+            message: format!("cannot reach {}: {}", self.url, e.without_url()),
+            exit: Code::Server,
+        }
+    }
+
+    /// An answer that is not what an OpenAI-compatible server sends.
+    fn malformed(&self, what: &str) -> Failure {
+        Failure {
+            kind: "other".to_owned(),
+            message: format!("{} answered {what}", self.url),
+            exit: Code::Server,
+        }
+    }
+
+    /// Posts the body; a status other than 2xx is a failure (its body read
+    /// and dropped).
+    async fn post(&self) -> Result<reqwest::Response, Failure> {
         let mut req = self
             .http
             .post(&self.url)
@@ -217,34 +253,164 @@ impl PlainSender {
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k.expose_secret());
         }
-        let net = |e: reqwest::Error| Failure {
-            kind: if e.is_timeout() { "timeout" } else { "network" }.to_owned(),
-            message: format!("cannot reach {}: {}", self.url, e.without_url()),
-            exit: Code::Server,
-        };
-        let resp = req.send().await.map_err(net)?;
+        let resp = req.send().await.map_err(|e| self.net(e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(net)?;
         if !(200..300).contains(&status) {
+            let _ = resp.bytes().await;
             return Err(Failure {
                 kind: format!("http_{status}"),
                 message: format!("{} answered HTTP {status}", self.url),
                 exit: Code::Server,
             });
         }
+        Ok(resp)
+    }
+
+    /// The latency and the answer's generated tokens (from its usage).
+    pub(super) async fn one(&self) -> Result<(Duration, Option<u64>), Failure> {
+        let start = Instant::now();
+        let resp = self.post().await?;
+        let body = resp.bytes().await.map_err(|e| self.net(e))?;
         // Parse the answer like a client would (and check it is one).
-        let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure {
-            kind: "other".to_owned(),
-            message: format!("{} answered something that is not JSON", self.url),
-            exit: Code::Server,
-        })?;
+        let parsed: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| self.malformed("something that is not JSON"))?;
         if parsed.get("choices").is_none() {
-            return Err(Failure {
-                kind: "other".to_owned(),
-                message: format!("{} answered JSON without choices", self.url),
-                exit: Code::Server,
-            });
+            return Err(self.malformed("JSON without choices"));
         }
         Ok((start.elapsed(), completion_tokens(&parsed)))
+    }
+
+    /// One streamed answer: server-sent events of chat completion chunks
+    /// up to `data: [DONE]`, timed chunk by chunk; with `cancel`, dropped
+    /// after the first event.
+    pub(super) async fn one_stream(&self, cancel: bool) -> Result<Sample, Failure> {
+        let start = Instant::now();
+        let resp = self.post().await?;
+        let mut body = resp.bytes_stream();
+        let mut events = SseData::default();
+        let mut clock = StreamClock::new(start);
+        let mut usage_tokens = None;
+        while let Some(bytes) = futures::StreamExt::next(&mut body).await {
+            let bytes = bytes.map_err(|e| self.net(e))?;
+            let now = Instant::now();
+            let datas = events.push(&bytes).map_err(|what| {
+                self.malformed(&format!("a stream that is not server-sent events ({what})"))
+            })?;
+            for data in datas {
+                if data == "[DONE]" {
+                    return Ok(Sample::streamed(start.elapsed(), clock, usage_tokens));
+                }
+                let chunk: serde_json::Value = serde_json::from_str(&data)
+                    .map_err(|_| self.malformed("a stream event that is not JSON"))?;
+                if chunk.get("error").is_some() {
+                    return Err(self.malformed("an error in the stream"));
+                }
+                let choices = chunk
+                    .get("choices")
+                    .and_then(serde_json::Value::as_array)
+                    .ok_or_else(|| self.malformed("a stream event without choices"))?;
+                if choices.iter().any(|c| {
+                    c.pointer("/delta/content")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|t| !t.is_empty())
+                }) {
+                    clock.content(now);
+                }
+                if let Some(n) = completion_tokens(&chunk) {
+                    usage_tokens = Some(n);
+                }
+                if cancel {
+                    // Go away mid-stream: the response (and its connection)
+                    // is dropped with the body.
+                    drop(body);
+                    return Ok(Sample::cancelled(start.elapsed()));
+                }
+            }
+        }
+        Err(self.malformed("a stream that ended before `data: [DONE]`"))
+    }
+}
+
+/// The largest server-sent event line (or event) we hold: an answer's
+/// chunk is far smaller.
+const SSE_MAX: usize = 16 * 1024 * 1024;
+
+/// Splits a stream of server-sent events, as it arrives, into the `data`
+/// of each complete event (the lines of one event's `data` joined by
+/// newlines; comments and other fields ignored).
+#[derive(Default)]
+pub(super) struct SseData {
+    /// Bytes of a line not yet complete.
+    partial: Vec<u8>,
+    /// The `data` of the event being read.
+    data: Option<String>,
+}
+
+impl SseData {
+    /// Takes the next bytes; returns the data of the events they complete.
+    pub(super) fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, &'static str> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..i]);
+            rest = &rest[i + 1..];
+            let mut line = std::mem::take(&mut self.partial);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8(line).map_err(|_| "not UTF-8")?;
+            if line.is_empty() {
+                out.extend(self.data.take());
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            if field == "data" {
+                let data = self.data.get_or_insert_with(String::new);
+                if data.len() + value.len() > SSE_MAX {
+                    return Err("an event too large");
+                }
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value);
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > SSE_MAX {
+            return Err("a line too long");
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_split_whatever_the_reads() {
+        let stream = b"data: {\"a\":1}\n\n: a comment\r\nevent: x\r\ndata: one\r\ndata:two\r\n\r\ndata: [DONE]\n\n";
+        let want = vec![
+            "{\"a\":1}".to_owned(),
+            "one\ntwo".to_owned(),
+            "[DONE]".to_owned(),
+        ];
+        // All at once, and byte by byte.
+        assert_eq!(SseData::default().push(stream), Ok(want.clone()));
+        let mut sse = SseData::default();
+        let mut got = Vec::new();
+        for b in stream.iter() {
+            got.extend(sse.push(std::slice::from_ref(b)).expect("valid"));
+        }
+        assert_eq!(got, want);
+        // An event without its blank line is not complete yet.
+        let mut sse = SseData::default();
+        assert_eq!(sse.push(b"data: half\n"), Ok(vec![]));
+        assert_eq!(sse.push(b"\n"), Ok(vec!["half".to_owned()]));
+        // Bytes that are not text are refused, not a panic.
+        assert!(SseData::default().push(b"data: \xff\n\n").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! the text summary and the client's own memory.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Everything the measured phase collected.
 #[derive(Default)]
@@ -10,6 +10,9 @@ pub(super) struct Collected {
     pub(super) latencies: Vec<Duration>,
     pub(super) cancelled: u64,
     pub(super) ttfts: Vec<Duration>,
+    /// Every gap between consecutive content chunks of a stream, pooled
+    /// over all the measured streams (the inter-token latency).
+    pub(super) itls: Vec<Duration>,
     /// Generated tokens summed over the answers that reported them.
     pub(super) tokens: u64,
     /// How many answers reported their generated tokens.
@@ -19,6 +22,42 @@ pub(super) struct Collected {
     pub(super) decode_rates: Vec<f64>,
     pub(super) errors: BTreeMap<String, u64>,
     pub(super) first_error: Option<String>,
+}
+
+/// When one stream's content chunks arrived: the time to the first, and
+/// the gap before each later one.
+pub(super) struct StreamClock {
+    start: Instant,
+    last: Option<Instant>,
+    /// Time from the request to the first content chunk.
+    pub(super) ttft: Option<Duration>,
+    /// The gap before each content chunk after the first.
+    pub(super) gaps: Vec<Duration>,
+    /// Content chunks seen.
+    pub(super) chunks: u64,
+}
+
+impl StreamClock {
+    /// A clock for a request sent at `start`.
+    pub(super) fn new(start: Instant) -> Self {
+        Self {
+            start,
+            last: None,
+            ttft: None,
+            gaps: Vec::new(),
+            chunks: 0,
+        }
+    }
+
+    /// A content chunk arrived at `at`.
+    pub(super) fn content(&mut self, at: Instant) {
+        match self.last {
+            None => self.ttft = Some(at.saturating_duration_since(self.start)),
+            Some(prev) => self.gaps.push(at.saturating_duration_since(prev)),
+        }
+        self.last = Some(at);
+        self.chunks += 1;
+    }
 }
 
 /// The decoding rate of one stream: the tokens after the first, per second
@@ -76,10 +115,17 @@ pub(super) fn print_text(o: &serde_json::Value) {
     }
     if o.get("ttft_p50_ms").is_some() {
         println!(
-            "time to first token ms: p50 {}  p95 {}  mean {}",
+            "time to first token ms: p50 {}  p95 {}  p99 {}  mean {}",
             ms("ttft_p50_ms"),
             ms("ttft_p95_ms"),
+            ms("ttft_p99_ms"),
             ms("ttft_mean_ms")
+        );
+        println!(
+            "inter-token latency ms: p50 {}  p99 {}  ({} gaps between content chunks)",
+            ms("itl_p50_ms"),
+            ms("itl_p99_ms"),
+            o["itl_gaps"].as_u64().unwrap_or(0)
         );
         if let Some(r) = o["decode_tokens_per_s_mean"].as_f64() {
             println!("decoding after the first token: {r:.1} tokens/s per stream (mean)");
@@ -103,4 +149,43 @@ pub(super) fn self_memory_kib() -> (Option<u64>, Option<u64>) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_clock_times_the_first_chunk_and_the_gaps_after_it() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut clock = StreamClock::new(start);
+        assert_eq!(clock.ttft, None);
+        for at in [120, 150, 150, 190] {
+            clock.content(start + ms(at));
+        }
+        assert_eq!(clock.ttft, Some(ms(120)));
+        assert_eq!(clock.gaps, vec![ms(30), ms(0), ms(40)]);
+        assert_eq!(clock.chunks, 4);
+        // One chunk: a time to first token, no gap.
+        let mut one = StreamClock::new(start);
+        one.content(start + ms(5));
+        assert_eq!(one.ttft, Some(ms(5)));
+        assert!(one.gaps.is_empty());
+    }
+
+    #[test]
+    fn pooled_gaps_give_the_inter_token_percentiles() {
+        let ms = Duration::from_millis;
+        // Two streams: 98 gaps of 10 ms and 2 slow gaps of 500 ms and 900 ms.
+        let mut pooled: Vec<Duration> = vec![ms(10); 49];
+        pooled.push(ms(900));
+        pooled.extend(vec![ms(10); 49]);
+        pooled.push(ms(500));
+        pooled.sort_unstable();
+        assert_eq!(percentile_ms(&pooled, 50.0), Some(10.0));
+        // Nearest rank: the 99th of 100 is the 500 ms gap, the 100th the 900 ms.
+        assert_eq!(percentile_ms(&pooled, 99.0), Some(500.0));
+        assert_eq!(percentile_ms(&pooled, 100.0), Some(900.0));
+    }
 }
