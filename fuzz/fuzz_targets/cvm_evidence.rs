@@ -1,8 +1,9 @@
 //! The confidential-VM evidence a client verifies (nomyo_core::cvm): an
 //! SEV-SNP report with its VCEK and chain, a TDX quote with its collateral,
-//! and the parsers written for them (the VCEK's TCB extensions, the
-//! collateral's dates). Never panic; every step's detail is one short line;
-//! a report that is its own VCEK and chain never passes.
+//! and the parsers written for them (the VCEK's TCB extensions, the SEV-SNP
+//! certificate table, the collateral's dates). Never panic; every step's
+//! detail is one short line; a report that is its own VCEK and chain never
+//! passes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -42,6 +43,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(!v.passed());
     one_line(&v.steps);
     let _ = cvm::sev_snp::fuzz_vcek_extensions(data);
+    // The input as a certificate table (configfs-tsm's auxblob).
+    if let Ok(table) = cvm::SnpCertTable::parse(data) {
+        if let (Some(vek), Some(chain)) = (table.endorsement_key(), table.chain_pem()) {
+            let v = verify_sev_snp(&report, vek, Some(&chain), &SevSnpExpectations::default());
+            one_line(&v.steps);
+        }
+    }
 
     // The input as a TDX quote, with the real collateral at a time inside it.
     if let Ok(collateral) = TdxCollateral::from_json(COLLATERAL) {
