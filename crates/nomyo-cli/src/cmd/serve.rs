@@ -208,9 +208,10 @@ pub struct Args {
     /// token, and a new request's prompt joins between steps. Each request
     /// is a sequence of its own (it attends to its own tokens only; nothing
     /// is cached from one request to another). Requests beyond it wait in
-    /// the queue (--max-queue), then get 503. Default 4: on 2 cores, 4
-    /// streams at once cost about 1.2-1.4x the time of one in aggregate
-    /// (BENCHMARKS.md), so users are served side by side rather than
+    /// the queue (8), then get 503. Default 4: measured on 2 cores with one
+    /// inference thread, 4 streams at once make 1.28x the tokens/s of one
+    /// in aggregate (65 against 51), each at about a third of one stream's
+    /// speed (BENCHMARKS.md): users are served side by side rather than
     /// after one another.
     #[arg(
         long,
