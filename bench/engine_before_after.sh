@@ -31,16 +31,23 @@ trap 'stop; rm -rf "$work"' EXIT
 
 run() { # binary label rep -> one JSON line appended to $work/results
     local bin="$1" label="$2" rep="$3"
-    (cd "$work" && taskset -c 0 "$bin" serve --model "$model" --ephemeral-key \
+    # `exec`: the PID stopped below is the server's own, not a subshell's
+    # (killing a subshell would leave the server holding the port, and the
+    # next run would measure it instead of its own binary).
+    (cd "$work" && exec taskset -c 0 "$bin" serve --model "$model" --ephemeral-key \
         --listen "127.0.0.1:$port" --threads 1 --context 2048 >/dev/null 2>"$work/serve.log") &
     server_pid=$!
+    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+        echo "engine_before_after: port $port is already served; stop that server first" >&2
+        exit 1
+    fi
     for _ in $(seq 1 600); do
         if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
         sleep 0.1
     done
     taskset -c 1 "$after" bench --base-url "http://127.0.0.1:$port" --protocol v2 --stream \
         -c 1 -n 12 --warmup 2 --max-tokens 64 --prompt-tokens 100 \
-        --known-servers "$work/known_servers" --json 2>/dev/null \
+        --known-servers "$work/known_servers-$label-$rep" --json 2>/dev/null \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); d["label"]=sys.argv[1]; d["rep"]=int(sys.argv[2]); print(json.dumps(d))' "$label" "$rep" \
         >>"$work/results"
     stop
