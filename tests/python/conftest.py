@@ -195,3 +195,17 @@ def embedded(tmp_path_factory, nomyo_bin):
             assert time.monotonic() < deadline, "the embedded model did not become ready"
             time.sleep(0.2)
         yield s
+
+
+@pytest.fixture(scope="session")
+def nomyo_rs():
+    """The Python package nomyo_rs (python/, the Rust client for Python).
+    Its tests skip when it is not installed (`pip install ./python`),
+    unless NOMYO_REQUIRE_PY_BINDING=1 (CI), which makes that a failure."""
+    try:
+        import nomyo_rs as module
+    except ImportError as e:
+        if os.environ.get("NOMYO_REQUIRE_PY_BINDING") == "1":
+            pytest.fail(f"NOMYO_REQUIRE_PY_BINDING=1 but nomyo_rs cannot be imported: {e}")
+        pytest.skip(f"nomyo_rs is not installed (pip install ./python): {e}")
+    return module
