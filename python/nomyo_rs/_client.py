@@ -235,3 +235,14 @@ class SecureChatCompletion:
     async def acreate(self, model: str, messages: List[Dict[str, Any]], **kwargs) -> Dict[str, Any]:
         """Alias of `create`."""
         return await self.create(model, messages, **kwargs)
+
+
+def _resolve(future, ok, value):
+    """Hands a result from the Rust runtime to an asyncio future (called in
+    the event loop's thread); a future already cancelled is left alone."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

@@ -10,8 +10,10 @@
 //! Errors become the exception classes of `nomyo_rs._exceptions` (the same
 //! names, bases and status codes as `nomyo`'s).
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use nomyo_client::{
@@ -19,14 +21,17 @@ use nomyo_client::{
     KnownServers, Protocol, RequestOptions, SecurityTier, Zeroize,
 };
 use nomyo_core::keys::{LoadOptions, PrivateKey, RsaBits};
-use pyo3::exceptions::{PyFileExistsError, PyStopAsyncIteration, PyValueError};
+use pyo3::exceptions::{PyFileExistsError, PyRuntimeError, PyStopAsyncIteration, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyCFunction, PyDict};
+use pyo3::IntoPyObjectExt;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
 /// The module holding the exception classes (pure Python, like `nomyo`'s).
 const EXCEPTIONS: &str = "nomyo_rs._exceptions";
+/// The module holding `_resolve` (sets an asyncio future's outcome).
+const CLIENT: &str = "nomyo_rs._client";
 
 /// How an exception of `nomyo_rs._exceptions` is constructed: with a
 /// message, or as an `APIError` with (message, status_code, error_details).
@@ -133,8 +138,100 @@ fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
     }
 }
 
-fn attach_err(e: Error) -> PyErr {
-    Python::attach(|py| to_py_err(py, e))
+/// Why a bridged future failed.
+enum Failure {
+    /// The client's error, raised as `nomyo`'s exception class.
+    Client(Error),
+    /// The end of a stream (`StopAsyncIteration`).
+    End,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Client(e)
+    }
+}
+
+/// The extension's tokio runtime: every request is sealed, sent and opened
+/// on its threads, without the GIL.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("nomyo-rs")
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the tokio runtime: {e}")))
+}
+
+/// Set by the `atexit` hook: from then on no runtime thread enters Python.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// Runtime threads inside (or waiting for) the interpreter.
+static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
+
+/// Registered with `atexit`: waits (without the GIL) until no runtime thread
+/// is inside the interpreter, and keeps them out from then on. Without it a
+/// thread handing over a result while the interpreter finalizes would be
+/// stopped by the interpreter in the middle of Rust code.
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while IN_PYTHON.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+}
+
+/// Runs `fut` on the runtime and returns an asyncio future of the running
+/// event loop that receives its outcome. Cancelling the asyncio future
+/// aborts the task (dropping the request and its connection).
+fn bridge<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Failure>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let future = event_loop.call_method0("create_future")?;
+    let resolve = py.import(CLIENT)?.getattr("_resolve")?.unbind();
+    let (loop_ref, future_ref) = (event_loop.unbind(), future.clone().unbind());
+    let task = runtime()?.spawn(async move {
+        let outcome = fut.await;
+        IN_PYTHON.fetch_add(1, Ordering::SeqCst);
+        if !SHUTTING_DOWN.load(Ordering::SeqCst) {
+            Python::attach(|py| {
+                let (ok, value) = match outcome {
+                    Ok(v) => match v.into_py_any(py) {
+                        Ok(obj) => (true, obj),
+                        Err(e) => (false, e.into_value(py).into_any()),
+                    },
+                    Err(Failure::Client(e)) => (false, to_py_err(py, e).into_value(py).into_any()),
+                    Err(Failure::End) => (
+                        false,
+                        PyStopAsyncIteration::new_err(()).into_value(py).into_any(),
+                    ),
+                };
+                // A closed loop (the caller gave up) is not an error here.
+                let _ = loop_ref
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (resolve, future_ref, ok, value));
+            });
+        }
+        IN_PYTHON.fetch_sub(1, Ordering::SeqCst);
+    });
+    let abort = task.abort_handle();
+    let on_done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
+        if args.get_item(0)?.call_method0("cancelled")?.is_truthy()? {
+            abort.abort();
+        }
+        Ok(())
+    })?;
+    future.call_method1("add_done_callback", (on_done,))?;
+    Ok(future)
 }
 
 /// An answer still in Rust memory (wiped when dropped); it becomes a dict
@@ -393,27 +490,27 @@ impl NativeClient {
         req.extra.remove("stream");
         let client = self.client.clone();
         if stream {
-            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            return bridge(py, async move {
                 let result = client.create_stream_with(&req, &options).await;
                 req.zeroize();
-                let stream = result.map_err(attach_err)?;
+                let stream = result?;
                 Ok(ChunkIterator {
                     stream: Arc::new(Mutex::new(Some(stream))),
                 })
             });
         }
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        bridge(py, async move {
             let result = client.create_with(&req, &options).await;
             req.zeroize();
-            result.map(Answer).map_err(attach_err)
+            Ok(Answer(result?))
         })
     }
 
     /// Fetches (or returns the cached) server key: resolves to its PEM.
     fn server_public_key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let key = client.prepare().await.map_err(attach_err)?;
+        bridge(py, async move {
+            let key = client.prepare().await?;
             Ok(key.public_key().to_pem())
         })
     }
@@ -435,20 +532,20 @@ impl ChunkIterator {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        bridge(py, async move {
             let mut guard = stream.lock().await;
             let Some(s) = guard.as_mut() else {
-                return Err(PyStopAsyncIteration::new_err(()));
+                return Err(Failure::End);
             };
             match s.next().await {
                 Some(Ok(chunk)) => Ok(Chunk(chunk)),
                 Some(Err(e)) => {
                     *guard = None;
-                    Err(attach_err(e))
+                    Err(Failure::Client(e))
                 }
                 None => {
                     *guard = None;
-                    Err(PyStopAsyncIteration::new_err(()))
+                    Err(Failure::End)
                 }
             }
         })
@@ -457,7 +554,7 @@ impl ChunkIterator {
     /// Stops the stream (closing its connection); further iteration ends.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let stream = self.stream.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        bridge(py, async move {
             stream.lock().await.take();
             Ok(())
         })
@@ -469,5 +566,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ClientKeys>()?;
     m.add_class::<NativeClient>()?;
     m.add_class::<ChunkIterator>()?;
+    let shutdown = wrap_pyfunction!(_shutdown, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (&shutdown,))?;
+    m.add_function(shutdown)?;
     Ok(())
 }
