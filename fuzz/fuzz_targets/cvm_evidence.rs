@@ -58,6 +58,10 @@ fuzz_target!(|data: &[u8]| {
             one_line(&v.steps);
         }
     }
+    // Without collateral (a live check that has none): never a pass.
+    let v = cvm::verify_tdx_quote(data, None, 0, &TdxExpectations::default());
+    assert!(!v.passed());
+    one_line(&v.steps);
     // The input as collateral, and as a date.
     if let Some(Ok((from, until))) = cvm::tdx::fuzz_collateral(data) {
         let _ = (from, until);

@@ -30,6 +30,7 @@
 // Tests may unwrap: a panic there is a test failure with a location.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod attest;
 pub mod chat;
 #[cfg(feature = "cvm")]
 pub mod cvm;

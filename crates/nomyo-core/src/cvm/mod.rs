@@ -37,9 +37,7 @@
 //! assert!(v.passed());
 //! ```
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub mod sev_snp;
 pub mod tdx;
@@ -49,67 +47,15 @@ pub use sev_snp::{
     SnpProductLine, SnpTcb, SEV_SNP_REPORT_LEN, SEV_SNP_SIGNED_LEN,
 };
 pub use tdx::{
-    verify_tdx, TdReport, TdxCollateral, TdxExpectations, TdxMeasurement, TdxTcbStatus,
-    TdxVerification, INTEL_SGX_ROOT_CA_SHA256,
+    verify_tdx, verify_tdx_quote, TdReport, TdxCollateral, TdxExpectations, TdxMeasurement,
+    TdxTcbStatus, TdxVerification, INTEL_SGX_ROOT_CA_SHA256,
 };
 
-/// How one check ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StepStatus {
-    /// It passed.
-    #[serde(rename = "pass")]
-    Pass,
-    /// It failed: the evidence is wrong or does not fit the expectation.
-    #[serde(rename = "fail")]
-    Fail,
-    /// It could not be judged: a step it depends on failed (the report's
-    /// fields mean nothing when its signature does not verify).
-    #[serde(rename = "unverified")]
-    Unverified,
-    /// No expectation was given for it.
-    #[serde(rename = "not requested")]
-    NotRequested,
-}
-
-impl fmt::Display for StepStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Pass => "pass",
-            Self::Fail => "fail",
-            Self::Unverified => "unverified",
-            Self::NotRequested => "not requested",
-        })
-    }
-}
-
-/// One check and what it found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    /// The check's name (`report_signature`, `tcb_status`, ...: each
-    /// verification function documents its list).
-    pub name: String,
-    /// How it ended.
-    pub status: StepStatus,
-    /// Why, for a person: one line, no secrets (evidence is public).
-    pub detail: String,
-}
-
-impl Step {
-    pub(crate) fn new(name: &str, status: StepStatus, detail: impl Into<String>) -> Self {
-        Self {
-            name: name.to_owned(),
-            status,
-            detail: detail.into(),
-        }
-    }
-}
+pub use crate::attest::{Step, StepStatus};
 
 /// Whether no step failed or is unverified (pass and not requested only).
 pub(crate) fn all_passed(steps: &[Step]) -> bool {
-    !steps.is_empty()
-        && steps
-            .iter()
-            .all(|s| matches!(s.status, StepStatus::Pass | StepStatus::NotRequested))
+    crate::attest::passed(steps)
 }
 
 /// Input that cannot be used at all (collateral that does not parse).

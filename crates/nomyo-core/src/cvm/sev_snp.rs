@@ -603,14 +603,7 @@ fn content_steps(
     steps: &mut Vec<Step>,
 ) {
     let mut push = |name: &str, status: StepStatus, detail: String| {
-        let (status, detail) = match status {
-            StepStatus::Pass | StepStatus::Fail if !authentic => (
-                StepStatus::Unverified,
-                format!("the report is not authentic; as read: {detail}"),
-            ),
-            s => (s, detail),
-        };
-        steps.push(Step::new(name, status, detail));
+        steps.push(Step::judged(name, status, detail, authentic));
     };
 
     if REPORT_VERSIONS.contains(&r.version) {

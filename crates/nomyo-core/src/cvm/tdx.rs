@@ -309,6 +309,21 @@ pub fn verify_tdx(
     at_unix: u64,
     expect: &TdxExpectations,
 ) -> TdxVerification {
+    verify_tdx_quote(quote, Some(collateral), at_unix, expect)
+}
+
+/// [`verify_tdx`] when the collateral may be missing (a live check whose
+/// caller has none: this crate fetches nothing). Without collateral,
+/// `collateral_validity` and `quote_signature` are `unverified`, and the
+/// later steps are judged on the quote's fields as read (each `unverified`,
+/// with [`Step::as_read`](crate::attest::Step::as_read)): the evidence never
+/// passes, but an operator sees whether its binding and measurements fit.
+pub fn verify_tdx_quote(
+    quote: &[u8],
+    collateral: Option<&TdxCollateral>,
+    at_unix: u64,
+    expect: &TdxExpectations,
+) -> TdxVerification {
     let mut steps = Vec::new();
 
     let parsed = match Quote::parse(quote) {
@@ -355,8 +370,16 @@ pub fn verify_tdx(
         }
     };
 
-    let window_ok = match collateral.validity() {
-        Ok((from, until)) if from <= at_unix && at_unix <= until => {
+    let window_ok = match collateral.map(TdxCollateral::validity) {
+        None => {
+            steps.push(Step::new(
+                "collateral_validity",
+                StepStatus::Unverified,
+                "no collateral given (TCB info, QE identity, CRLs from Intel's PCS or a PCCS)",
+            ));
+            false
+        }
+        Some(Ok((from, until))) if from <= at_unix && at_unix <= until => {
             steps.push(Step::new(
                 "collateral_validity",
                 StepStatus::Pass,
@@ -364,7 +387,7 @@ pub fn verify_tdx(
             ));
             true
         }
-        Ok((from, until)) => {
+        Some(Ok((from, until))) => {
             steps.push(Step::new(
                 "collateral_validity",
                 StepStatus::Fail,
@@ -372,7 +395,7 @@ pub fn verify_tdx(
             ));
             false
         }
-        Err(e) => {
+        Some(Err(e)) => {
             steps.push(Step::new("collateral_validity", StepStatus::Fail, e));
             false
         }
@@ -380,8 +403,8 @@ pub fn verify_tdx(
 
     let mut tcb_status = None;
     let mut advisory_ids = Vec::new();
-    let authentic = match &parsed {
-        None => {
+    let authentic = match (&parsed, collateral) {
+        (None, _) => {
             steps.push(Step::new(
                 "quote_signature",
                 StepStatus::Unverified,
@@ -389,7 +412,15 @@ pub fn verify_tdx(
             ));
             false
         }
-        Some(_) => {
+        (Some(_), None) => {
+            steps.push(Step::new(
+                "quote_signature",
+                StepStatus::Unverified,
+                "no collateral to verify the PCK chain and the QE against",
+            ));
+            false
+        }
+        (Some(_), Some(collateral)) => {
             // Debug is judged below as a step of its own.
             let verifier = QuoteVerifier::new_prod()
                 .with_config::<dcap_qvl::configs::RustCryptoConfig>()
@@ -464,14 +495,7 @@ pub fn verify_tdx(
 
     let td = parsed.as_ref().and_then(|q| q.report.as_td10());
     let mut push = |name: &str, status: StepStatus, detail: String| {
-        let (status, detail) = match status {
-            StepStatus::Pass | StepStatus::Fail if !authentic => (
-                StepStatus::Unverified,
-                format!("the quote is not authentic; as read: {detail}"),
-            ),
-            s => (s, detail),
-        };
-        steps.push(Step::new(name, status, detail));
+        steps.push(Step::judged(name, status, detail, authentic));
     };
     match td {
         None => {
@@ -690,6 +714,13 @@ pub(crate) fn rfc3339_utc(s: &str) -> Result<u64, String> {
 #[doc(hidden)]
 pub fn fuzz_collateral(json: &[u8]) -> Option<Result<(u64, u64), String>> {
     TdxCollateral::from_json(json).ok().map(|c| c.validity())
+}
+
+/// Reads an RFC 3339 time in UTC (`2025-06-20T00:00:00Z`, fractional
+/// seconds allowed) as unix seconds: the `at` of [`verify_tdx`] from a
+/// person's input.
+pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
+    rfc3339_utc(s)
 }
 
 /// [`rfc3339_utc`], for the fuzz targets.

@@ -18,8 +18,9 @@ use std::time::Duration;
 /// The default configfs-tsm report directory.
 pub const DEFAULT_TSM_DIR: &str = "/sys/kernel/config/tsm/report";
 
-/// Length of the report data a report carries.
-pub const REPORT_DATA_LEN: usize = 64;
+/// The report data: its length, and the values of the route and of an
+/// answer (shared with the client that checks them).
+pub use nomyo_core::attest::{answer_report_data, route_report_data, REPORT_DATA_LEN};
 
 /// What kind of confidential VM made the evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,23 +216,4 @@ impl Drop for Tsm {
         // directory (tests) this fails and the directory stays.
         let _ = std::fs::remove_dir(&self.entry);
     }
-}
-
-/// The report data of the attestation route: the route's binding
-/// ([`nomyo_core::tpm::attestation_extra_data`], 32 bytes), then zeros.
-pub fn route_report_data(binding: &[u8; 32]) -> [u8; REPORT_DATA_LEN] {
-    pad(binding)
-}
-
-/// The report data of an answer: [`nomyo_core::tpm::extra_data_for`] of its
-/// payload id (16 bytes), then zeros.
-pub fn answer_report_data(payload_id: &str) -> [u8; REPORT_DATA_LEN] {
-    pad(&nomyo_core::tpm::extra_data_for(payload_id))
-}
-
-fn pad(bytes: &[u8]) -> [u8; REPORT_DATA_LEN] {
-    let mut out = [0u8; REPORT_DATA_LEN];
-    let n = bytes.len().min(REPORT_DATA_LEN);
-    out[..n].copy_from_slice(&bytes[..n]);
-    out
 }
