@@ -143,7 +143,7 @@ enum Command {
     /// Serve a local OpenAI-compatible API that forwards every request end-to-end encrypted.
     #[cfg(feature = "proxy")]
     Proxy(cmd::proxy::Args),
-    /// Verify a server's TPM attestation: EK chain, credential activation, quote, key binding, PCR policy.
+    /// Verify a server's attestation (TPM, AMD SEV-SNP, Intel TDX) bound to its keys, or evidence in files (`attest verify`).
     Attest(cmd::attest::Args),
     /// Load the secure endpoint: requests/s, latency percentiles, tokens/s, errors by kind.
     Bench(cmd::bench::Args),

@@ -370,6 +370,7 @@ impl ClientBuilder {
                     options,
                     verdict: OnceCell::new(),
                     verified: std::sync::Mutex::new(Vec::new()),
+                    endorsements: std::sync::Mutex::new(Vec::new()),
                 }),
             }),
         })

@@ -377,8 +377,12 @@ impl Client {
             self.requested_tier(options),
             completion.metadata.security_tier.as_deref(),
         )?;
-        self.check_answer_quote(&payload_id, completion.metadata.tpm_attestation.as_ref())
-            .await?;
+        self.check_answer_quote(
+            &payload_id,
+            completion.metadata.tpm_attestation.as_ref(),
+            completion.metadata.attestation.as_ref(),
+        )
+        .await?;
         completion.metadata.is_encrypted = Some(true);
         completion.metadata.encryption_algorithm = Some(format!("ehbp-{}", kem.name()));
         tracing::debug!(
@@ -556,12 +560,13 @@ impl StreamState {
                     crate::client::check_served_tier(Some(requested), served)?;
                 }
                 if let Some(check) = self.quote_unchecked.take() {
-                    let block = chunk
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.get("tpm_attestation"))
-                        .and_then(|b| serde_json::from_value(b.clone()).ok());
-                    check.check_stream(block.as_ref())?;
+                    let block =
+                        |name: &str| chunk.metadata.as_ref().and_then(|m| m.get(name)).cloned();
+                    let tpm: Option<nomyo_core::chat::TpmAttestation> =
+                        block("tpm_attestation").and_then(|b| serde_json::from_value(b).ok());
+                    let cvm: Option<nomyo_core::chat::CvmAttestation> =
+                        block("attestation").and_then(|b| serde_json::from_value(b).ok());
+                    check.check_stream(tpm.as_ref(), cvm.as_ref())?;
                 }
                 self.ready.push_back(Ok(chunk));
             }

@@ -1,11 +1,14 @@
-//! `nomyo attest`: verify a server's TPM evidence and print the verification
-//! document (docs/CLI.md, docs/PROTOCOL.md §14.7).
+//! `nomyo attest`: verify a server's evidence (a TPM's, or a confidential
+//! VM's) and print the verification document; `nomyo attest verify`:
+//! verify SEV-SNP or TDX evidence from files, offline (docs/CLI.md,
+//! docs/PROTOCOL.md §14.7, §16).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args as ClapArgs;
-use nomyo_client::attest::{failed_steps, AttestOptions, Policy, Verification};
+use clap::{Args as ClapArgs, Subcommand};
+use nomyo_client::attest::{failed_steps, AttestOptions, CvmFound, Policy, Verification};
+use nomyo_core::attest::Step;
 
 use super::chat::client_error;
 use super::connect::ConnectArgs;
@@ -13,28 +16,40 @@ use crate::exit::{CliError, CliResult, Code};
 
 const AFTER_HELP: &str = "\
 Checks, in order, and prints each as pass, fail, unverified (a trust input is
-missing) or not requested:
+missing) or not requested. For a TPM:
   ek_chain               the EK certificate chains to a --tpm-ca root
   credential_activation  the server's TPM releases a credential made for its AK
   quote_signature        the AK signed the quote; the PCR values match it
   nonce                  the quote is for this run's fresh nonce
   key_binding            the quote binds the server keys this client trusts
   pcr_policy             the PCR values are allowed by --policy
+For a confidential VM (AMD SEV-SNP, Intel TDX): the vendor's chain and
+signature, TCB, debug off, measurement (--policy), report_data (this run's
+nonce and the server's keys), key_binding; docs/PROTOCOL.md §16 lists them.
 The server's keys are trusted as for `nomyo chat` (--pin, or the known-servers
 file).
 
 Examples:
   nomyo attest --server https://api.example.org --tpm-ca ek-roots.pem
   nomyo attest --server https://api.example.org --tpm-ca ek-roots.pem --policy pcrs.toml --json
+  nomyo attest --server https://api.example.org --tdx-collateral collateral.json
+  nomyo attest verify --sev-snp report.bin --vcek vcek.der --chain cert_chain.pem
 
 Exit codes: 0 every step passed (or was not requested); 4 a step failed or is
 unverified; 2 usage (an unreadable --tpm-ca or --policy); 3 refused by the
 server (401/403); 5 server or network failure after retries.";
 
-/// Verify the server's TPM attestation (EK chain, credential activation, quote, key binding, PCR policy).
+/// Verify a server's attestation: a TPM's (EK chain, credential activation, quote) or a confidential VM's (SEV-SNP, TDX), bound to its keys.
 #[derive(ClapArgs, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
+    /// Offline verification of evidence in files.
+    #[command(subcommand)]
+    command: Option<AttestCommand>,
     /// The server and how its keys are trusted.
     #[command(flatten)]
     connect: ConnectArgs,
@@ -42,7 +57,93 @@ pub struct Args {
     /// certificate must chain to; repeatable. None: ek_chain is unverified.
     #[arg(long = "tpm-ca", value_name = "PEM")]
     tpm_ca: Vec<PathBuf>,
-    /// TOML policy file: its `[tpm]` section lists the allowed PCR values.
+    /// TOML policy file: `[tpm]` allowed PCR values, `[sev_snp]` and `[tdx]`
+    /// allowed measurements and TCB (docs/PROTOCOL.md §16.4).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    #[command(flatten)]
+    cvm: CvmInputs,
+    /// Print the verification document as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The trust inputs a confidential VM's evidence may need beyond what the
+/// server sends.
+#[derive(ClapArgs, Clone, Debug, Default)]
+pub struct CvmInputs {
+    /// TDX collateral (TCB info, QE identity, CRLs; JSON, docs/PROTOCOL.md
+    /// §16.2) to verify a TDX server's quotes with. None: unverified.
+    #[arg(long = "tdx-collateral", value_name = "JSON")]
+    tdx_collateral: Option<PathBuf>,
+    /// SEV-SNP VCEK (or VLEK) certificate, DER, for a server whose
+    /// certificate table (auxblob) holds none.
+    #[arg(long = "sev-snp-vcek", value_name = "DER")]
+    sev_snp_vcek: Option<PathBuf>,
+    /// AMD's chain (ASK or ASVK, then ARK), PEM, instead of the server's.
+    #[arg(long = "sev-snp-chain", value_name = "PEM")]
+    sev_snp_chain: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AttestCommand {
+    /// Verify AMD SEV-SNP or Intel TDX evidence from files, offline, against the vendors' roots built in.
+    Verify(VerifyArgs),
+}
+
+const VERIFY_AFTER_HELP: &str = "\
+SEV-SNP: --sev-snp REPORT (the 1184-byte report, raw, as configfs-tsm's
+outblob returns it) --vcek DER [--chain PEM: ASK then ARK, AMD's cert_chain].
+Without --chain the built-in ASKs are tried. Steps: report_format, ark, ask,
+vcek, report_signature, report_version, debug, vmpl, vcek_tcb, chip_id,
+min_tcb, measurement, report_data.
+
+TDX: --tdx-quote QUOTE --collateral JSON [--at RFC3339: the time to judge the
+collateral at; default now]. Steps: quote_format, collateral_validity,
+quote_signature, tcb_status, debug, measurement, report_data.
+
+Built-in roots: AMD ARK Milan, Genoa, Turin; Intel SGX Root CA.
+The measurement, the report data and the TCB found are printed (lowercase
+hex). --policy's [sev_snp] / [tdx] sections make them allowlists; without,
+they are `not requested`.
+
+Examples:
+  nomyo attest verify --sev-snp report.bin --vcek vcek.der --chain cert_chain.pem
+  nomyo attest verify --tdx-quote quote.dat --collateral collateral.json --at 2025-06-20T00:00:00Z --json
+
+Exit codes: 0 every step passed (or was not requested); 4 a step failed or is
+unverified; 2 usage (a file that cannot be read, a bad --at or
+--report-data).";
+
+#[derive(ClapArgs, Debug)]
+#[command(
+    after_help = VERIFY_AFTER_HELP,
+    group(clap::ArgGroup::new("evidence").required(true).args(["sev_snp", "tdx_quote"]))
+)]
+struct VerifyArgs {
+    /// An AMD SEV-SNP attestation report, raw (1184 bytes).
+    #[arg(long = "sev-snp", value_name = "REPORT", conflicts_with_all = ["tdx_quote", "collateral", "at"], requires = "vcek")]
+    sev_snp: Option<PathBuf>,
+    /// The VCEK (or VLEK) certificate that signed the report, DER.
+    #[arg(long, value_name = "DER", requires = "sev_snp")]
+    vcek: Option<PathBuf>,
+    /// AMD's certificate chain, PEM: the ASK (or ASVK), then the ARK.
+    #[arg(long, value_name = "PEM", requires = "sev_snp")]
+    chain: Option<PathBuf>,
+    /// An Intel TDX quote (DCAP v4 or v5), raw.
+    #[arg(long = "tdx-quote", value_name = "FILE", requires = "collateral")]
+    tdx_quote: Option<PathBuf>,
+    /// The quote's collateral, JSON.
+    #[arg(long, value_name = "JSON", requires = "tdx_quote")]
+    collateral: Option<PathBuf>,
+    /// Judge the collateral as of this time (RFC 3339, UTC: 2025-06-20T00:00:00Z). Default: now.
+    #[arg(long, value_name = "RFC3339", requires = "tdx_quote")]
+    at: Option<String>,
+    /// The report data the evidence must carry (hex, up to 64 bytes; padded
+    /// with zeros to 64). None: report_data is not requested.
+    #[arg(long = "report-data", value_name = "HEX")]
+    report_data: Option<String>,
+    /// TOML policy: its [sev_snp] or [tdx] section.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Print the verification document as one JSON object.
@@ -64,36 +165,89 @@ pub struct RequireArgs {
     /// With --require-attestation: PEM file of EK root certificates; repeatable.
     #[arg(long = "tpm-ca", value_name = "PEM", requires = "require_attestation")]
     tpm_ca: Vec<PathBuf>,
-    /// With --require-attestation: TOML policy of allowed PCR values.
+    /// With --require-attestation: TOML policy (allowed PCR values,
+    /// confidential-VM measurements and TCB).
     #[arg(long, value_name = "FILE", requires = "require_attestation")]
     policy: Option<PathBuf>,
+    /// With --require-attestation: TDX collateral, JSON.
+    #[arg(
+        long = "tdx-collateral",
+        value_name = "JSON",
+        requires = "require_attestation"
+    )]
+    tdx_collateral: Option<PathBuf>,
 }
 
 impl RequireArgs {
     /// The options to require, when --require-attestation is given.
     pub fn options(&self) -> CliResult<Option<AttestOptions>> {
+        let cvm = CvmInputs {
+            tdx_collateral: self.tdx_collateral.clone(),
+            ..CvmInputs::default()
+        };
         self.require_attestation
-            .then(|| load_options(&self.tpm_ca, self.policy.as_deref()))
+            .then(|| load_options(&self.tpm_ca, self.policy.as_deref(), &cvm))
             .transpose()
     }
 }
 
 /// Reads the trust inputs: an unreadable file is a usage error.
-fn load_options(tpm_ca: &[PathBuf], policy: Option<&std::path::Path>) -> CliResult<AttestOptions> {
+fn load_options(
+    tpm_ca: &[PathBuf],
+    policy: Option<&Path>,
+    cvm: &CvmInputs,
+) -> CliResult<AttestOptions> {
+    let usage = |e: nomyo_client::Error| CliError::usage(e.to_string());
     let mut options = AttestOptions::default();
     for path in tpm_ca {
-        options = options
-            .ek_roots_pem_file(path)
-            .map_err(|e| CliError::usage(e.to_string()))?;
+        options = options.ek_roots_pem_file(path).map_err(usage)?;
     }
     if let Some(path) = policy {
         options = options.policy(Policy::load(path).map_err(CliError::usage)?);
     }
+    if let Some(path) = &cvm.tdx_collateral {
+        options = options.tdx_collateral_file(path).map_err(usage)?;
+    }
+    if let Some(path) = &cvm.sev_snp_vcek {
+        options = options.sev_snp_vcek_file(path).map_err(usage)?;
+    }
+    if let Some(path) = &cvm.sev_snp_chain {
+        options = options.sev_snp_chain_file(path).map_err(usage)?;
+    }
     Ok(options)
 }
 
+/// `writeln!` into a `String` (cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Writes the document to stdout at once; a reader that went away (`| head`)
+/// is not an error.
+fn emit(out: &str) -> CliResult {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(
+            Code::Other,
+            format!("cannot write to stdout: {e}"),
+        )),
+    }
+}
+
 pub fn run(args: Args) -> CliResult {
-    let options = load_options(&args.tpm_ca, args.policy.as_deref())?;
+    if let Some(AttestCommand::Verify(v)) = args.command {
+        return verify(v);
+    }
+    let options = load_options(&args.tpm_ca, args.policy.as_deref(), &args.cvm)?;
     let conn = args.connect.clone().resolve()?;
     let client = conn
         .client_builder()
@@ -108,17 +262,21 @@ pub fn run(args: Args) -> CliResult {
     let verification = runtime
         .block_on(client.attest(&options))
         .map_err(client_error)?;
+    let mut out = String::new();
     if args.json {
         let json = serde_json::json!({
             "origin": verification.origin,
+            "kind": verification.kind,
             "ak_fingerprint": verification.ak_fingerprint,
             "verdict": if verification.passed() { "pass" } else { "fail" },
             "steps": verification.steps,
+            "evidence": verification.cvm,
         });
-        println!("{json}");
+        outln!(out, "{json}");
     } else {
-        print_text(&verification);
+        print_text(&mut out, &verification);
     }
+    emit(&out)?;
     if verification.passed() {
         Ok(())
     } else {
@@ -133,11 +291,201 @@ pub fn run(args: Args) -> CliResult {
     }
 }
 
-fn print_text(v: &Verification) {
-    println!("server: {}", v.origin);
-    println!("ak: {}", v.ak_fingerprint.as_deref().unwrap_or("-"));
-    for s in &v.steps {
-        println!("{:<22} {:<13} {}", s.name, s.status.to_string(), s.detail);
+fn print_text(out: &mut String, v: &Verification) {
+    outln!(out, "server: {}", v.origin);
+    outln!(out, "evidence: {}", v.kind);
+    if v.kind == "tpm" {
+        outln!(out, "ak: {}", v.ak_fingerprint.as_deref().unwrap_or("-"));
     }
-    println!("verdict: {}", if v.passed() { "pass" } else { "fail" });
+    print_steps(out, &v.steps);
+    match &v.cvm {
+        Some(CvmFound::SevSnp {
+            product_line,
+            report,
+            ..
+        }) => print_sev_snp_fields(out, product_line.as_deref(), report.as_ref()),
+        Some(CvmFound::Tdx { tcb_status, td, .. }) => {
+            print_tdx_fields(out, tcb_status.as_deref(), td.as_ref())
+        }
+        _ => {}
+    }
+    outln!(out, "verdict: {}", if v.passed() { "pass" } else { "fail" });
+}
+
+fn print_steps(out: &mut String, steps: &[Step]) {
+    for s in steps {
+        let status = match s.as_read {
+            Some(r) => format!("{} (as read: {r})", s.status),
+            None => s.status.to_string(),
+        };
+        outln!(out, "{:<22} {:<13} {}", s.name, status, s.detail);
+    }
+}
+
+fn print_sev_snp_fields(
+    out: &mut String,
+    product_line: Option<&str>,
+    report: Option<&nomyo_core::cvm::SevSnpReport>,
+) {
+    outln!(out, "product line: {}", product_line.unwrap_or("-"));
+    if let Some(r) = report {
+        outln!(out, "measurement: {}", r.measurement);
+        outln!(out, "report data: {}", r.report_data);
+        outln!(out, "reported tcb: {}", r.reported_tcb);
+        outln!(
+            out,
+            "policy: {:#x}  vmpl: {}  signed by: {}",
+            r.policy,
+            r.vmpl,
+            r.signing_key
+        );
+        outln!(out, "chip id: {}", r.chip_id);
+    }
+}
+
+fn print_tdx_fields(
+    out: &mut String,
+    tcb_status: Option<&str>,
+    td: Option<&nomyo_core::cvm::TdReport>,
+) {
+    outln!(out, "tcb status: {}", tcb_status.unwrap_or("-"));
+    if let Some(td) = td {
+        outln!(out, "mrtd: {}", td.mrtd);
+        for (i, r) in td.rtmr.iter().enumerate() {
+            outln!(out, "rtmr{i}: {r}");
+        }
+        outln!(out, "report data: {}", td.report_data);
+        outln!(
+            out,
+            "td attributes: {}  tee tcb svn: {}",
+            td.td_attributes,
+            td.tee_tcb_svn
+        );
+    }
+}
+
+/// Reads an evidence file; an unreadable one is a usage error.
+fn read(path: &Path, what: &str) -> CliResult<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| CliError::usage(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+/// `--report-data HEX`: up to 64 bytes, padded with zeros.
+fn report_data(hex_text: &str) -> CliResult<[u8; 64]> {
+    let bytes = hex::decode(hex_text.trim())
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() <= 64)
+        .ok_or_else(|| CliError::usage("--report-data: 1 to 64 bytes as hex digits"))?;
+    let mut out = [0u8; 64];
+    out[..bytes.len()].copy_from_slice(&bytes);
+    Ok(out)
+}
+
+/// `nomyo attest verify`.
+fn verify(args: VerifyArgs) -> CliResult {
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path).map_err(CliError::usage)?,
+        None => Policy::default(),
+    };
+    let expected = args.report_data.as_deref().map(report_data).transpose()?;
+    let mut out = String::new();
+    let (kind, steps, json) = if let Some(report_path) = &args.sev_snp {
+        let report = read(report_path, "SEV-SNP report")?;
+        let vcek_path = args
+            .vcek
+            .as_ref()
+            .ok_or_else(|| CliError::usage("--sev-snp needs --vcek"))?;
+        let vcek = read(vcek_path, "VCEK certificate")?;
+        let chain = args
+            .chain
+            .as_deref()
+            .map(|p| read(p, "certificate chain"))
+            .transpose()?;
+        let v = nomyo_core::cvm::verify_sev_snp(
+            &report,
+            &vcek,
+            chain.as_deref(),
+            &policy.sev_snp_expectations(expected),
+        );
+        if !args.json {
+            outln!(&mut out, "evidence: sev-snp ({})", report_path.display());
+            print_steps(&mut out, &v.steps);
+            print_sev_snp_fields(
+                &mut out,
+                v.product_line.map(|l| l.name()),
+                v.report.as_ref(),
+            );
+        }
+        let json = serde_json::json!({
+            "kind": "sev-snp",
+            "verdict": if v.passed() { "pass" } else { "fail" },
+            "steps": v.steps,
+            "product_line": v.product_line.map(|l| l.name()),
+            "report": v.report,
+        });
+        ("SEV-SNP report", v.steps, json)
+    } else {
+        let quote_path = args
+            .tdx_quote
+            .as_ref()
+            .ok_or_else(|| CliError::usage("give --sev-snp REPORT or --tdx-quote FILE"))?;
+        let quote = read(quote_path, "TDX quote")?;
+        let collateral_path = args
+            .collateral
+            .as_ref()
+            .ok_or_else(|| CliError::usage("--tdx-quote needs --collateral"))?;
+        let collateral =
+            nomyo_core::cvm::TdxCollateral::from_json(&read(collateral_path, "TDX collateral")?)
+                .map_err(|e| CliError::usage(format!("{}: {e}", collateral_path.display())))?;
+        let at = match &args.at {
+            Some(t) => nomyo_core::cvm::tdx::parse_rfc3339(t)
+                .map_err(|e| CliError::usage(format!("--at {t:?}: {e}")))?,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let v = nomyo_core::cvm::verify_tdx(
+            &quote,
+            &collateral,
+            at,
+            &policy.tdx_expectations(expected),
+        );
+        if !args.json {
+            outln!(out, "evidence: tdx ({})", quote_path.display());
+            outln!(out, "checked at: {at} (unix seconds)");
+            print_steps(&mut out, &v.steps);
+            print_tdx_fields(&mut out, v.tcb_status.map(|s| s.name()), v.td.as_ref());
+            if !v.advisory_ids.is_empty() {
+                outln!(out, "advisories: {}", v.advisory_ids.join(", "));
+            }
+        }
+        let json = serde_json::json!({
+            "kind": "tdx",
+            "verdict": if v.passed() { "pass" } else { "fail" },
+            "checked_at": at,
+            "steps": v.steps,
+            "tcb_status": v.tcb_status.map(|s| s.name()),
+            "advisory_ids": v.advisory_ids,
+            "td": v.td,
+        });
+        ("TDX quote", v.steps, json)
+    };
+    let ok = nomyo_core::attest::passed(&steps);
+    if args.json {
+        outln!(out, "{json}");
+    } else {
+        outln!(out, "verdict: {}", if ok { "pass" } else { "fail" });
+    }
+    emit(&out)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            Code::Security,
+            format!(
+                "the {kind} does not verify: {}",
+                nomyo_core::attest::failed_steps(&steps)
+            ),
+        ))
+    }
 }

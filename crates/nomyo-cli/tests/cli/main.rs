@@ -7,6 +7,7 @@
 //! (`--no-default-features`) runs all the rest.
 
 mod attest;
+mod attest_verify;
 mod bench;
 mod chat;
 mod chat_session;

@@ -1,23 +1,27 @@
 //! Attestation: what the client checks about the endpoint before a prompt
-//! leaves (docs/PROTOCOL.md §14.7).
+//! leaves (docs/PROTOCOL.md §14.7, §16.4).
 //!
-//! [`Client::attest`] fetches the server's TPM evidence for a fresh nonce
-//! and reports each check as a [`Step`]: the EK certificate chain, the
-//! activation of a credential made for the AK, the quote's signature, the
-//! nonce, the binding of the client's trusted keys, and a PCR policy. A
-//! check whose trust input is missing (no EK root given) is
-//! [`StepStatus::Unverified`], never a pass; a PCR policy not asked for is
+//! [`Client::attest`] fetches the server's evidence for a fresh nonce and
+//! reports each check as a [`Step`]. For a TPM: the EK certificate chain,
+//! the activation of a credential made for the AK, the quote's signature,
+//! the nonce, the binding of the client's trusted keys, and a PCR policy.
+//! For a confidential VM (AMD SEV-SNP, Intel TDX): the vendor's chain and
+//! signature, the TCB, debug off, the measurement, the report data (the
+//! nonce and keys) and the binding of the client's trusted keys. A check
+//! whose trust input is missing (no EK root, no TDX collateral) is
+//! [`StepStatus::Unverified`], never a pass; a policy not asked for is
 //! [`StepStatus::NotRequested`].
 
+mod cvm;
 mod ek;
 mod evidence;
 mod policy;
 
-use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
-use nomyo_core::chat::TpmAttestation;
+use nomyo_core::chat::{CvmAttestation, TpmAttestation};
+use nomyo_core::cvm::TdxCollateral;
 use nomyo_core::tpm::{
     attestation_extra_data, make_credential, verify_quote, Public, VerifyError, ACTIVATE_PATH,
     ATTESTATION_PATH,
@@ -26,6 +30,8 @@ use nomyo_core::Fingerprint;
 use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 
+pub use cvm::CvmFound;
+pub use nomyo_core::attest::{Step, StepStatus};
 pub use policy::Policy;
 
 use crate::client::Client;
@@ -44,8 +50,19 @@ pub struct AttestOptions {
     /// DER certificates the EK certificate must chain to (each trusted as
     /// a root). None: the EK chain is [`StepStatus::Unverified`].
     pub ek_roots: Vec<Vec<u8>>,
-    /// The PCR policy. None: [`StepStatus::NotRequested`].
+    /// The policy (PCRs, confidential-VM measurements and TCB). None:
+    /// [`StepStatus::NotRequested`] allowlists.
     pub policy: Option<Policy>,
+    /// The collateral a TDX quote is verified with (Intel's PCS or a PCCS
+    /// serves it; this client fetches nothing). None: a TDX quote's
+    /// signature is [`StepStatus::Unverified`].
+    pub tdx_collateral: Option<TdxCollateral>,
+    /// An SEV-SNP VCEK (or VLEK) certificate, DER, for a server whose
+    /// certificate table (auxblob) holds none.
+    pub sev_snp_vcek: Option<Vec<u8>>,
+    /// AMD's chain (ASK or ASVK, then ARK), PEM, instead of the server's
+    /// certificate table's.
+    pub sev_snp_chain_pem: Option<Vec<u8>>,
 }
 
 impl AttestOptions {
@@ -76,66 +93,64 @@ impl AttestOptions {
         self.policy = Some(policy);
         self
     }
-}
 
-/// How one check ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum StepStatus {
-    /// It passed.
-    #[serde(rename = "pass")]
-    Pass,
-    /// It failed: the evidence is wrong or does not fit.
-    #[serde(rename = "fail")]
-    Fail,
-    /// It could not be checked: a trust input is missing.
-    #[serde(rename = "unverified")]
-    Unverified,
-    /// Nobody asked for it.
-    #[serde(rename = "not requested")]
-    NotRequested,
-}
+    /// Reads the TDX collateral from a JSON file (the layout of
+    /// [`TdxCollateral::from_json`]).
+    pub fn tdx_collateral_file(mut self, path: &Path) -> Result<Self> {
+        let json = read_input(path, "TDX collateral")?;
+        let collateral = TdxCollateral::from_json(&json)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        self.tdx_collateral = Some(collateral);
+        Ok(self)
+    }
 
-impl fmt::Display for StepStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Pass => "pass",
-            Self::Fail => "fail",
-            Self::Unverified => "unverified",
-            Self::NotRequested => "not requested",
-        })
+    /// Reads an SEV-SNP VCEK (or VLEK) certificate, DER.
+    pub fn sev_snp_vcek_file(mut self, path: &Path) -> Result<Self> {
+        self.sev_snp_vcek = Some(read_input(path, "VCEK certificate")?);
+        Ok(self)
+    }
+
+    /// Reads AMD's chain (ASK or ASVK, then ARK), PEM.
+    pub fn sev_snp_chain_file(mut self, path: &Path) -> Result<Self> {
+        self.sev_snp_chain_pem = Some(read_input(path, "AMD certificate chain")?);
+        Ok(self)
     }
 }
 
-/// One check and what it found.
-#[derive(Clone, Debug, Serialize)]
-pub struct Step {
-    /// `ek_chain`, `credential_activation`, `quote_signature`, `nonce`,
-    /// `key_binding` or `pcr_policy`.
-    pub name: &'static str,
-    /// How it ended.
-    pub status: StepStatus,
-    /// Why, for a person.
-    pub detail: String,
+/// Reads a trust input file; the error names it.
+fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
 /// The verification document of one server.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Verification {
     /// The server's origin.
     pub origin: String,
+    /// The kind of evidence: `tpm`, `sev-snp` or `tdx` (`tpm` when the
+    /// route could not be read).
+    pub kind: &'static str,
     /// The AK's fingerprint (`sha256:` of its `TPM2B_PUBLIC`), when the
-    /// server sent one.
+    /// server sent TPM evidence.
     pub ak_fingerprint: Option<String>,
     /// The checks, in order.
     pub steps: Vec<Step>,
+    /// A confidential VM's evidence as read: measurement, report data,
+    /// TCB (lowercase hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cvm: Option<CvmFound>,
+    /// What answers' reports are checked with, when the evidence is
+    /// authentic.
+    #[serde(skip)]
+    endorsement: Option<cvm::Endorsement>,
 }
 
 impl Verification {
-    /// Whether no step failed or is unverified.
+    /// Whether there are steps and none failed or is unverified.
     pub fn passed(&self) -> bool {
-        self.steps
-            .iter()
-            .all(|s| matches!(s.status, StepStatus::Pass | StepStatus::NotRequested))
+        nomyo_core::attest::passed(&self.steps)
     }
 }
 
@@ -145,6 +160,9 @@ pub(crate) struct Required {
     pub(crate) verdict: tokio::sync::OnceCell<()>,
     /// The attestation keys verified in full by this client.
     pub(crate) verified: std::sync::Mutex<Vec<Fingerprint>>,
+    /// What answers' confidential-VM reports are checked with, from
+    /// evidence verified in full by this client.
+    pub(crate) endorsements: std::sync::Mutex<Vec<cvm::Endorsement>>,
 }
 
 /// What one answer's quote (`_metadata.tpm_attestation`) is checked
@@ -153,6 +171,9 @@ pub(crate) struct Required {
 /// id, and the PCR policy.
 pub(crate) struct AnswerCheck {
     aks: Vec<Fingerprint>,
+    /// Non-empty when the server attested as a confidential VM: answers
+    /// then carry `_metadata.attestation`, checked with these.
+    endorsements: Vec<cvm::Endorsement>,
     payload_id: String,
     policy: Option<Policy>,
     origin: String,
@@ -170,7 +191,20 @@ impl AnswerCheck {
     /// Checks the block: present and quoted, by a verified AK, for this
     /// request's payload id, its PCR values matching the quote (and the
     /// policy, when there is one).
-    fn check(&self, block: Option<&TpmAttestation>) -> std::result::Result<(), QuoteRefusal> {
+    fn check(
+        &self,
+        block: Option<&TpmAttestation>,
+        cvm_block: Option<&CvmAttestation>,
+    ) -> std::result::Result<(), QuoteRefusal> {
+        if !self.endorsements.is_empty() {
+            return cvm::check_answer(
+                &self.endorsements,
+                self.policy.as_ref(),
+                &self.payload_id,
+                cvm_block,
+            )
+            .map_err(QuoteRefusal::Bad);
+        }
         let bad = |m: &str| QuoteRefusal::Bad(m.to_owned());
         let block = block
             .filter(|b| b.is_available)
@@ -201,8 +235,12 @@ impl AnswerCheck {
 
     /// [`AnswerCheck::check`] for a stream's first chunk, where a new key
     /// cannot be verified on the spot.
-    pub(crate) fn check_stream(&self, block: Option<&TpmAttestation>) -> Result<()> {
-        self.check(block).map_err(|r| self.refused(r))
+    pub(crate) fn check_stream(
+        &self,
+        block: Option<&TpmAttestation>,
+        cvm_block: Option<&CvmAttestation>,
+    ) -> Result<()> {
+        self.check(block, cvm_block).map_err(|r| self.refused(r))
     }
 
     fn refused(&self, r: QuoteRefusal) -> Error {
@@ -229,12 +267,8 @@ const STEPS: [&str; 6] = [
     "pcr_policy",
 ];
 
-fn step(name: &'static str, status: StepStatus, detail: impl Into<String>) -> Step {
-    Step {
-        name,
-        status,
-        detail: detail.into(),
-    }
+fn step(name: &str, status: StepStatus, detail: impl Into<String>) -> Step {
+    Step::new(name, status, detail)
 }
 
 impl Client {
@@ -259,22 +293,36 @@ impl Client {
             .retrier()
             .send(|| self.inner.http.get(url.as_str()), MAX_EVIDENCE_BYTES)
             .await;
-        let evidence = match fetched
-            .map_err(|e| match e.status() {
-                Some(404) => "this server offers no TPM attestation (404)".to_owned(),
-                _ => format!("cannot fetch the attestation evidence: {e}"),
-            })
-            .and_then(|body| Evidence::parse(&body))
-        {
+        let body = fetched.map_err(|e| match e.status() {
+            Some(404) => "this server offers no attestation (404)".to_owned(),
+            _ => format!("cannot fetch the attestation evidence: {e}"),
+        });
+        if let Ok(body) = &body {
+            if cvm::is_cvm(body) {
+                let verification = self.attest_cvm(body, &nonce, &v1, v2.as_deref(), options);
+                tracing::debug!(
+                    origin = %verification.origin,
+                    kind = verification.kind,
+                    passed = verification.passed(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "attestation verified"
+                );
+                return Ok(verification);
+            }
+        }
+        let evidence = match body.and_then(|body| Evidence::parse(&body)) {
             Ok(e) => e,
             Err(why) => {
                 return Ok(Verification {
                     origin: self.inner.origin.clone(),
+                    kind: "tpm",
                     ak_fingerprint: None,
                     steps: STEPS
                         .iter()
                         .map(|n| step(n, StepStatus::Fail, why.clone()))
                         .collect(),
+                    cvm: None,
+                    endorsement: None,
                 })
             }
         };
@@ -390,8 +438,11 @@ impl Client {
         let ak_fingerprint = Fingerprint::of_bytes(&evidence.ak_public);
         let verification = Verification {
             origin: self.inner.origin.clone(),
+            kind: "tpm",
             ak_fingerprint: Some(ak_fingerprint.to_string()),
             steps,
+            cvm: None,
+            endorsement: None,
         };
         if verification.passed() {
             // Verified in full: the known-servers file keeps it, with the
@@ -425,7 +476,12 @@ impl Client {
             .get_or_try_init(|| async {
                 let v = self.attest(&required.options).await?;
                 if v.passed() {
-                    tracing::debug!(origin = %v.origin, ak = ?v.ak_fingerprint, "server attested");
+                    tracing::debug!(origin = %v.origin, kind = v.kind, ak = ?v.ak_fingerprint, "server attested");
+                    if let (Some(e), Ok(mut known)) =
+                        (v.endorsement.clone(), required.endorsements.lock())
+                    {
+                        known.push(e);
+                    }
                     if let (Some(ak), Ok(mut known)) = (
                         v.ak_fingerprint.as_deref().and_then(parse_fingerprint),
                         required.verified.lock(),
@@ -456,8 +512,14 @@ impl Client {
             .map(|v| v.clone())
             .unwrap_or_default();
         aks.extend(self.inner.trust.recorded_aks(&self.inner.origin)?);
+        let endorsements = required
+            .endorsements
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
         Ok(Some(AnswerCheck {
             aks,
+            endorsements,
             payload_id: payload_id.to_owned(),
             policy: required.options.policy.clone(),
             origin: self.inner.origin.clone(),
@@ -472,11 +534,12 @@ impl Client {
         &self,
         payload_id: &str,
         block: Option<&TpmAttestation>,
+        cvm_block: Option<&CvmAttestation>,
     ) -> Result<()> {
         let Some(check) = self.answer_check(payload_id)? else {
             return Ok(());
         };
-        match check.check(block) {
+        match check.check(block, cvm_block) {
             Ok(()) => Ok(()),
             Err(QuoteRefusal::UnknownAk(fp)) => {
                 let verified = self.verify_ak(fp).await?;
@@ -484,9 +547,108 @@ impl Client {
                     aks: vec![verified],
                     ..check
                 };
-                retry.check(block).map_err(|r| retry.refused(r))
+                retry.check(block, cvm_block).map_err(|r| retry.refused(r))
+            }
+            // A confidential VM's report that no verified endorsement
+            // accepts may come from another replica (another chip): a
+            // fresh attestation that passes adds its endorsement, once.
+            Err(QuoteRefusal::Bad(_)) if !check.endorsements.is_empty() && cvm_block.is_some() => {
+                let fresh = self.fresh_endorsement().await?;
+                let retry = AnswerCheck {
+                    endorsements: vec![fresh],
+                    ..check
+                };
+                retry.check(block, cvm_block).map_err(|r| retry.refused(r))
             }
             Err(r) => Err(check.refused(r)),
+        }
+    }
+
+    /// Runs a full attestation of a confidential VM and, when it passes,
+    /// remembers and returns its endorsement.
+    async fn fresh_endorsement(&self) -> Result<cvm::Endorsement> {
+        let Some(required) = &self.inner.attestation else {
+            return Err(Error::Config("no attestation is required".into()));
+        };
+        let v = self.attest(&required.options).await?;
+        match (&v.endorsement, v.passed()) {
+            (Some(e), true) => {
+                if let Ok(mut known) = required.endorsements.lock() {
+                    known.push(e.clone());
+                }
+                Ok(e.clone())
+            }
+            _ => Err(Error::NotAttested {
+                origin: v.origin.clone(),
+                failed: failed_steps(&v),
+            }),
+        }
+    }
+
+    /// Verifies the route's confidential-VM evidence (docs/PROTOCOL.md
+    /// §16.4): the vendor's steps with the route's binding as the expected
+    /// report data, then the binding of the keys this client trusts.
+    fn attest_cvm(
+        &self,
+        body: &[u8],
+        nonce: &[u8],
+        v1: &crate::server_keys::ServerKey,
+        v2: Option<&crate::server_keys::HpkeKeys>,
+        options: &AttestOptions,
+    ) -> Verification {
+        let origin = self.inner.origin.clone();
+        let evidence = match cvm::CvmEvidence::parse(body) {
+            Ok(e) => e,
+            Err(why) => {
+                return Verification {
+                    origin,
+                    kind: "tpm",
+                    ak_fingerprint: None,
+                    steps: vec![step("evidence", StepStatus::Fail, why)],
+                    cvm: None,
+                    endorsement: None,
+                }
+            }
+        };
+        let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
+        let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
+        let binding = claimed_v1
+            .map(|fp| attestation_extra_data(nonce, &fp, v2_body))
+            .unwrap_or_default();
+        let (mut steps, found, endorsement) = cvm::verify_route(
+            &evidence,
+            options,
+            nomyo_core::attest::route_report_data(&binding),
+        );
+        let report_data_ok = steps
+            .iter()
+            .any(|s| s.name == "report_data" && s.status == StepStatus::Pass);
+        let (status, detail) = key_claims(
+            claimed_v1,
+            v1.fingerprint(),
+            evidence.v2_keys.as_deref(),
+            v2,
+        );
+        steps.push(Step::judged(
+            "key_binding",
+            status,
+            detail.replace("the quote", "the report"),
+            report_data_ok,
+        ));
+        tracing::debug!(
+            origin = %origin,
+            kind = evidence.kind.name(),
+            report_bytes = evidence.report.len(),
+            auxblob_bytes = evidence.auxblob.as_ref().map_or(0, Vec::len),
+            "confidential-VM evidence fetched"
+        );
+        Verification {
+            origin,
+            kind: evidence.kind.name(),
+            ak_fingerprint: None,
+            steps,
+            cvm: Some(found),
+            endorsement,
         }
     }
 
@@ -580,12 +742,7 @@ impl Client {
 
 /// The steps that failed or are unverified, as `name status, ...`.
 pub fn failed_steps(v: &Verification) -> String {
-    v.steps
-        .iter()
-        .filter(|s| matches!(s.status, StepStatus::Fail | StepStatus::Unverified))
-        .map(|s| format!("{} {}", s.name, s.status))
-        .collect::<Vec<_>>()
-        .join(", ")
+    nomyo_core::attest::failed_steps(&v.steps)
 }
 
 /// `sha256:HEX` as a fingerprint.
@@ -611,16 +768,26 @@ fn key_binding(
             "not checked: the quote does not verify for them",
         );
     }
+    let (status, detail) = key_claims(claimed_v1, trusted_v1, bound_v2, used_v2);
+    step("key_binding", status, detail)
+}
+
+/// Whether the keys the evidence claims to bind (the v1 key's fingerprint,
+/// the v2 key list) are the ones this client trusts and seals to.
+fn key_claims(
+    claimed_v1: Option<Fingerprint>,
+    trusted_v1: Fingerprint,
+    bound_v2: Option<&[u8]>,
+    used_v2: Option<&crate::server_keys::HpkeKeys>,
+) -> (StepStatus, String) {
     if claimed_v1 != Some(trusted_v1) {
-        return step(
-            "key_binding",
+        return (
             StepStatus::Fail,
             format!("the quote binds another v1 key than the trusted {trusted_v1}"),
         );
     }
     let Some(used) = used_v2 else {
-        return step(
-            "key_binding",
+        return (
             StepStatus::Pass,
             format!("the quote binds the trusted v1 key {trusted_v1} (the server has no v2 keys)"),
         );
@@ -630,14 +797,12 @@ fn key_binding(
         .and_then(|b| nomyo_core::v2::keys::KeyConfig::parse_list(b).ok())
         .unwrap_or_default();
     if bound.iter().any(|c| c.fingerprint() == chosen) {
-        step(
-            "key_binding",
+        (
             StepStatus::Pass,
             format!("the quote binds the trusted v1 key {trusted_v1} and the v2 key {chosen}"),
         )
     } else {
-        step(
-            "key_binding",
+        (
             StepStatus::Fail,
             format!("the v2 key {chosen} this client seals to is not in the quoted key list"),
         )
@@ -652,8 +817,11 @@ mod tests {
     fn only_pass_and_not_requested_make_a_pass() {
         let v = |statuses: &[StepStatus]| Verification {
             origin: "https://x".into(),
+            kind: "tpm",
             ak_fingerprint: None,
             steps: statuses.iter().map(|s| step("ek_chain", *s, "")).collect(),
+            cvm: None,
+            endorsement: None,
         };
         use StepStatus::*;
         assert!(v(&[Pass, NotRequested]).passed());
@@ -718,6 +886,7 @@ mod tests {
             aks: vec![Fingerprint::of_bytes(include_bytes!(
                 "testdata/answer-ak.pub"
             ))],
+            endorsements: Vec::new(),
             payload_id: payload_id.into(),
             policy,
             origin: "https://x".into(),
@@ -736,38 +905,42 @@ mod tests {
     fn an_answer_quote_from_a_software_tpm_is_checked_for_its_payload_id() {
         let block = answer_block(PCR10);
         answer_check("payload-1", None)
-            .check(Some(&block))
+            .check(Some(&block), None)
             .ok()
             .unwrap();
         // Another request's quote.
-        let e = refusal(answer_check("payload-2", None).check(Some(&block)));
+        let e = refusal(answer_check("payload-2", None).check(Some(&block), None));
         assert!(e.contains("extraData"), "{e}");
         // PCR values that are not the quoted ones.
-        let e =
-            refusal(answer_check("payload-1", None).check(Some(&answer_block(&"11".repeat(32)))));
+        let e = refusal(
+            answer_check("payload-1", None).check(Some(&answer_block(&"11".repeat(32))), None),
+        );
         assert!(e.contains("PCR"), "{e}");
         // No block, or a server that did not quote.
-        let e = refusal(answer_check("payload-1", None).check(None));
+        let e = refusal(answer_check("payload-1", None).check(None, None));
         assert!(e.contains("no TPM quote"), "{e}");
         let off = TpmAttestation::unavailable();
-        assert!(refusal(answer_check("payload-1", None).check(Some(&off))).contains("no TPM quote"));
+        assert!(
+            refusal(answer_check("payload-1", None).check(Some(&off), None))
+                .contains("no TPM quote")
+        );
         // A key not verified yet.
         let mut other = answer_check("payload-1", None);
         other.aks = vec![Fingerprint([3; 32])];
-        assert!(refusal(other.check(Some(&block))).starts_with("unknown sha256:"));
+        assert!(refusal(other.check(Some(&block), None)).starts_with("unknown sha256:"));
         // The policy applies to each answer.
         let zero = "00".repeat(32);
         let allow = Policy::parse(&format!("[tpm.pcrs.sha256]\n\"10\" = [\"{PCR10}\"]\n")).unwrap();
         answer_check("payload-1", Some(allow))
-            .check(Some(&block))
+            .check(Some(&block), None)
             .ok()
             .unwrap();
         let deny = Policy::parse(&format!("[tpm.pcrs.sha256]\n\"10\" = [\"{zero}\"]\n")).unwrap();
-        let e = refusal(answer_check("payload-1", Some(deny)).check(Some(&block)));
+        let e = refusal(answer_check("payload-1", Some(deny)).check(Some(&block), None));
         assert!(e.contains("does not allow"), "{e}");
         // The error a caller sees names the origin and the reason.
         let e = answer_check("payload-2", None)
-            .check_stream(Some(&block))
+            .check_stream(Some(&block), None)
             .unwrap_err();
         assert!(
             matches!(e, Error::NotAttested { .. }) && e.to_string().contains("https://x"),

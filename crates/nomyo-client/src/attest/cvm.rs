@@ -1,0 +1,478 @@
+//! Confidential-VM evidence from the attestation route (docs/PROTOCOL.md
+//! §15.3) and in answers (§15.2), verified with `nomyo_core::cvm` (§16)
+//! against the binding this client expects.
+
+use base64::Engine as _;
+use nomyo_core::attest::{failed_steps, passed, Step, StepStatus, REPORT_DATA_LEN};
+use nomyo_core::chat::CvmAttestation;
+use nomyo_core::cvm::{
+    verify_sev_snp, verify_tdx_quote, SevSnpReport, SnpCertTable, TdReport, TdxCollateral,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{AttestOptions, Policy};
+
+/// `sev-snp` or `tdx`, as the wire names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    SevSnp,
+    Tdx,
+}
+
+impl Kind {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sev-snp" => Some(Self::SevSnp),
+            "tdx" => Some(Self::Tdx),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::SevSnp => "sev-snp",
+            Self::Tdx => "tdx",
+        }
+    }
+}
+
+/// Whether the route's answer is confidential-VM evidence (it names a
+/// `kind`; TPM evidence has none).
+pub(crate) fn is_cvm(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        kind: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.kind.is_some())
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    version: u32,
+    kind: String,
+    #[serde(default)]
+    provider: String,
+    v1_key_fingerprint: String,
+    #[serde(default)]
+    v2_keys_b64: Option<String>,
+    report_b64: String,
+    #[serde(default)]
+    auxblob_b64: Option<String>,
+}
+
+/// The route's confidential-VM evidence, decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct CvmEvidence {
+    pub(crate) kind: Kind,
+    pub(crate) provider: String,
+    pub(crate) v1_key_fingerprint: String,
+    pub(crate) v2_keys: Option<Vec<u8>>,
+    pub(crate) report: Vec<u8>,
+    pub(crate) auxblob: Option<Vec<u8>>,
+}
+
+impl CvmEvidence {
+    /// Parses the route's body; the message names the wrong field and
+    /// never quotes the body.
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
+        let wire: Wire = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "the attestation answer is not the documented JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        if wire.version != 1 {
+            return Err(format!(
+                "the attestation answer has version {}; this client knows version 1",
+                wire.version
+            ));
+        }
+        let kind = Kind::parse(&wire.kind).ok_or_else(|| {
+            "the attestation answer names an unknown kind of evidence (this client knows sev-snp and tdx)"
+                .to_owned()
+        })?;
+        let b64 = |field: &str, value: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|_| format!("the attestation answer's {field} is not base64"))
+        };
+        Ok(Self {
+            kind,
+            provider: wire.provider,
+            v1_key_fingerprint: wire.v1_key_fingerprint,
+            v2_keys: wire
+                .v2_keys_b64
+                .as_deref()
+                .map(|v| b64("v2_keys_b64", v))
+                .transpose()?,
+            report: b64("report_b64", &wire.report_b64)?,
+            auxblob: wire
+                .auxblob_b64
+                .as_deref()
+                .map(|v| b64("auxblob_b64", v))
+                .transpose()?,
+        })
+    }
+}
+
+/// What the evidence showed, for the verification document (lowercase
+/// hex; authentic only when the document passes).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind")]
+#[non_exhaustive]
+pub enum CvmFound {
+    /// An AMD SEV-SNP report.
+    #[serde(rename = "sev-snp")]
+    SevSnp {
+        /// The configfs-tsm provider the server named.
+        provider: String,
+        /// The product line whose ARK the chain ends in.
+        product_line: Option<String>,
+        /// The report's fields, when it parses.
+        report: Option<SevSnpReport>,
+    },
+    /// An Intel TDX quote.
+    #[serde(rename = "tdx")]
+    Tdx {
+        /// The configfs-tsm provider the server named.
+        provider: String,
+        /// The platform's TCB status, when the quote verified.
+        tcb_status: Option<String>,
+        /// Intel's advisories that apply.
+        advisory_ids: Vec<String>,
+        /// The TD report's fields, when the quote parses.
+        td: Option<TdReport>,
+    },
+}
+
+/// What a verified route's evidence leaves for checking each answer's
+/// report: SEV-SNP, the signing key's certificate and chain as verified;
+/// TDX, the collateral.
+#[derive(Clone, Debug)]
+pub(crate) enum Endorsement {
+    SevSnp {
+        vcek: Vec<u8>,
+        chain: Option<Vec<u8>>,
+    },
+    Tdx {
+        collateral: TdxCollateral,
+    },
+}
+
+impl Endorsement {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::SevSnp { .. } => Kind::SevSnp,
+            Self::Tdx { .. } => Kind::Tdx,
+        }
+    }
+}
+
+/// The current time in unix seconds (0 if the clock is before 1970).
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Verifies the route's evidence against `report_data` (the route's
+/// binding) and the options' policy and trust inputs. Returns the steps,
+/// what was found, and, when the evidence is authentic, what answers are
+/// checked with.
+pub(crate) fn verify_route(
+    evidence: &CvmEvidence,
+    options: &AttestOptions,
+    report_data: [u8; REPORT_DATA_LEN],
+) -> (Vec<Step>, CvmFound, Option<Endorsement>) {
+    let policy = options.policy.clone().unwrap_or_default();
+    match evidence.kind {
+        Kind::SevSnp => {
+            let table = evidence
+                .auxblob
+                .as_deref()
+                .map(SnpCertTable::parse)
+                .transpose();
+            let (table, table_error) = match table {
+                Ok(t) => (t, None),
+                Err(e) => (None, Some(e)),
+            };
+            let vcek = options
+                .sev_snp_vcek
+                .clone()
+                .or_else(|| table.as_ref()?.endorsement_key().map(<[u8]>::to_vec));
+            let chain = options
+                .sev_snp_chain_pem
+                .clone()
+                .or_else(|| table.as_ref()?.chain_pem());
+            let v = verify_sev_snp(
+                &evidence.report,
+                vcek.as_deref().unwrap_or_default(),
+                chain.as_deref(),
+                &policy.sev_snp_expectations(Some(report_data)),
+            );
+            let mut steps = v.steps.clone();
+            if vcek.is_none() {
+                let why = match table_error {
+                    Some(e) => format!("the server's certificate table (auxblob) is unusable: {e}"),
+                    None => "no VCEK certificate: the server's auxblob holds none and none was given (--sev-snp-vcek)".to_owned(),
+                };
+                for s in steps.iter_mut().filter(|s| s.name == "vcek") {
+                    *s = Step::new("vcek", StepStatus::Unverified, why.clone());
+                }
+            }
+            let endorsement = authentic(&v.steps)
+                .then(|| vcek.map(|vcek| Endorsement::SevSnp { vcek, chain }))
+                .flatten();
+            let found = CvmFound::SevSnp {
+                provider: evidence.provider.clone(),
+                product_line: v.product_line.map(|l| l.name().to_owned()),
+                report: v.report,
+            };
+            (steps, found, endorsement)
+        }
+        Kind::Tdx => {
+            let v = verify_tdx_quote(
+                &evidence.report,
+                options.tdx_collateral.as_ref(),
+                now_unix(),
+                &policy.tdx_expectations(Some(report_data)),
+            );
+            let mut steps = v.steps.clone();
+            if options.tdx_collateral.is_none() {
+                for s in steps.iter_mut().filter(|s| s.name == "collateral_validity") {
+                    s.detail = "no TDX collateral given (--tdx-collateral): TCB info, QE identity and CRLs from Intel's PCS or a PCCS".into();
+                }
+            }
+            let endorsement = authentic(&v.steps)
+                .then(|| options.tdx_collateral.clone())
+                .flatten()
+                .map(|collateral| Endorsement::Tdx { collateral });
+            let found = CvmFound::Tdx {
+                provider: evidence.provider.clone(),
+                tcb_status: v.tcb_status.map(|s| s.name().to_owned()),
+                advisory_ids: v.advisory_ids,
+                td: v.td,
+            };
+            (steps, found, endorsement)
+        }
+    }
+}
+
+/// Whether the evidence's signature verified (its fields can be judged).
+fn authentic(steps: &[Step]) -> bool {
+    steps.iter().any(|s| {
+        matches!(s.name.as_str(), "report_signature" | "quote_signature")
+            && s.status == StepStatus::Pass
+    })
+}
+
+/// Checks one answer's report (`_metadata.attestation`) with the
+/// endorsements of evidence verified before: it must be of the same kind,
+/// verify in full under one of them, carry the answer's report data, and
+/// fit the policy.
+pub(crate) fn check_answer(
+    endorsements: &[Endorsement],
+    policy: Option<&Policy>,
+    payload_id: &str,
+    block: Option<&CvmAttestation>,
+) -> Result<(), String> {
+    let block = block.ok_or("the answer carries no confidential-VM report")?;
+    let report = base64::engine::general_purpose::STANDARD
+        .decode(&block.report_b64)
+        .map_err(|_| "the answer's report_b64 is not base64".to_owned())?;
+    let report_data = nomyo_core::attest::answer_report_data(payload_id);
+    let policy = policy.cloned().unwrap_or_default();
+    let mut last = None;
+    for e in endorsements {
+        if Kind::parse(&block.kind) != Some(e.kind()) {
+            last = Some(format!(
+                "the answer's report is of kind {:?}; the server attested with {}",
+                block.kind,
+                e.kind().name()
+            ));
+            continue;
+        }
+        let steps = match e {
+            Endorsement::SevSnp { vcek, chain } => {
+                verify_sev_snp(
+                    &report,
+                    vcek,
+                    chain.as_deref(),
+                    &policy.sev_snp_expectations(Some(report_data)),
+                )
+                .steps
+            }
+            Endorsement::Tdx { collateral } => {
+                verify_tdx_quote(
+                    &report,
+                    Some(collateral),
+                    now_unix(),
+                    &policy.tdx_expectations(Some(report_data)),
+                )
+                .steps
+            }
+        };
+        if passed(&steps) {
+            return Ok(());
+        }
+        last = Some(format!("the answer's report: {}", failed_steps(&steps)));
+    }
+    Err(last.unwrap_or_else(|| "no confidential-VM evidence was verified for this server".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(kind: &str, version: u32) -> String {
+        format!(
+            r#"{{"version":{version},"kind":"{kind}","provider":"sev_guest","v1_key_fingerprint":"sha256:00",
+            "v2_keys_b64":"AAM=","report_data":"00","report_b64":"AAQ=","auxblob_b64":"AAU=","generation":1}}"#
+        )
+    }
+
+    #[test]
+    fn the_documented_answer_decodes_and_is_told_from_tpm_evidence() {
+        let b = body("sev-snp", 1);
+        assert!(is_cvm(b.as_bytes()));
+        assert!(!is_cvm(br#"{"version":1,"ak_public_b64":"AA=="}"#));
+        assert!(!is_cvm(b"not json"));
+        let e = CvmEvidence::parse(b.as_bytes()).unwrap();
+        assert_eq!(e.kind, Kind::SevSnp);
+        assert_eq!(e.report, [0, 4]);
+        assert_eq!(e.auxblob.as_deref(), Some(&[0u8, 5][..]));
+        assert_eq!(e.v2_keys.as_deref(), Some(&[0u8, 3][..]));
+        assert_eq!(
+            CvmEvidence::parse(body("tdx", 1).as_bytes()).unwrap().kind,
+            Kind::Tdx
+        );
+    }
+
+    #[test]
+    fn bad_answers_are_refused_without_echoing_them() {
+        let e = CvmEvidence::parse(body("sgx", 1).as_bytes()).unwrap_err();
+        assert!(e.contains("unknown kind"), "{e}");
+        assert!(CvmEvidence::parse(body("tdx", 2).as_bytes())
+            .unwrap_err()
+            .contains("version 2"));
+        let bad = body("tdx", 1).replace("\"AAQ=\"", "\"secret words!\"");
+        let e = CvmEvidence::parse(bad.as_bytes()).unwrap_err();
+        assert!(e.contains("report_b64") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_without_a_report_or_of_another_kind_is_refused() {
+        let e = check_answer(&[], None, "p", None).unwrap_err();
+        assert!(e.contains("no confidential-VM report"), "{e}");
+        let block = CvmAttestation {
+            kind: "tdx".into(),
+            provider: "tdx_guest".into(),
+            report_b64: "AAQ=".into(),
+            extra: Default::default(),
+        };
+        let sev = Endorsement::SevSnp {
+            vcek: vec![],
+            chain: None,
+        };
+        let e = check_answer(&[sev], None, "p", Some(&block)).unwrap_err();
+        assert!(e.contains("kind \"tdx\""), "{e}");
+    }
+
+    fn milan(auxblob: Option<Vec<u8>>) -> CvmEvidence {
+        CvmEvidence {
+            kind: Kind::SevSnp,
+            provider: "sev_guest".into(),
+            v1_key_fingerprint: String::new(),
+            v2_keys: None,
+            report: nomyo_testkit::tsm::milan_report(),
+            auxblob,
+        }
+    }
+
+    fn status(steps: &[Step], name: &str) -> StepStatus {
+        steps.iter().find(|s| s.name == name).unwrap().status
+    }
+
+    #[test]
+    fn a_real_report_verifies_with_the_servers_certificate_table_and_a_replay_is_refused() {
+        let evidence = milan(Some(nomyo_testkit::tsm::milan_cert_table()));
+        let carried: [u8; 64] = evidence.report[0x50..0x90].try_into().unwrap();
+        let options = AttestOptions::default();
+
+        // The report data the client expects: every step passes.
+        let (steps, found, endorsement) = verify_route(&evidence, &options, carried);
+        assert!(passed(&steps), "{steps:?}");
+        assert!(
+            matches!(found, CvmFound::SevSnp { product_line: Some(ref l), .. } if l == "Milan")
+        );
+        let endorsement = endorsement.unwrap();
+
+        // An authentic report made for another nonce (replayed): the
+        // signature passes, the report data fails.
+        let mut other = carried;
+        other[0] ^= 1;
+        let (steps, _, _) = verify_route(&evidence, &options, other);
+        assert_eq!(status(&steps, "report_signature"), StepStatus::Pass);
+        assert_eq!(status(&steps, "report_data"), StepStatus::Fail);
+        assert!(!passed(&steps));
+
+        // The policy applies: a measurement not on the list fails.
+        let deny = Policy::parse(&format!(
+            "[sev_snp]\nmeasurements = [\"{}\"]\n",
+            "00".repeat(48)
+        ))
+        .unwrap();
+        let (steps, _, _) = verify_route(&evidence, &options.clone().policy(deny), carried);
+        assert_eq!(status(&steps, "measurement"), StepStatus::Fail);
+
+        // An answer's report is checked with the endorsement, for the
+        // answer's own payload id: this report carries another's.
+        let block = CvmAttestation {
+            kind: "sev-snp".into(),
+            provider: "sev_guest".into(),
+            report_b64: base64::engine::general_purpose::STANDARD.encode(&evidence.report),
+            extra: Default::default(),
+        };
+        let e = check_answer(
+            std::slice::from_ref(&endorsement),
+            None,
+            "payload-1",
+            Some(&block),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("report_data fail") && !e.contains("report_signature"),
+            "{e}"
+        );
+        // A byte flipped in the signed part.
+        let mut bad = evidence.report.clone();
+        bad[0x90] ^= 1;
+        let block = CvmAttestation {
+            report_b64: base64::engine::general_purpose::STANDARD.encode(&bad),
+            ..block
+        };
+        let e = check_answer(&[endorsement], None, "payload-1", Some(&block)).unwrap_err();
+        assert!(e.contains("report_signature fail"), "{e}");
+    }
+
+    #[test]
+    fn without_a_vcek_the_chain_is_unverified_and_names_the_flag() {
+        let (steps, _, endorsement) =
+            verify_route(&milan(None), &AttestOptions::default(), [0; 64]);
+        let vcek = steps.iter().find(|s| s.name == "vcek").unwrap();
+        assert_eq!(vcek.status, StepStatus::Unverified);
+        assert!(vcek.detail.contains("--sev-snp-vcek"), "{}", vcek.detail);
+        assert!(endorsement.is_none());
+        // Given on the command line instead, it verifies.
+        let options = AttestOptions {
+            sev_snp_vcek: Some(nomyo_testkit::tsm::MILAN_VCEK.to_vec()),
+            ..AttestOptions::default()
+        };
+        let evidence = milan(None);
+        let carried: [u8; 64] = evidence.report[0x50..0x90].try_into().unwrap();
+        let (steps, _, _) = verify_route(&evidence, &options, carried);
+        assert!(passed(&steps), "{steps:?}");
+    }
+}
