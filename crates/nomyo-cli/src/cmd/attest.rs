@@ -143,7 +143,7 @@ struct VerifyArgs {
     /// with zeros to 64). None: report_data is not requested.
     #[arg(long = "report-data", value_name = "HEX")]
     report_data: Option<String>,
-    /// TOML policy: its [sev_snp] or [tdx] section.
+    /// TOML policy: its `[sev_snp]` or `[tdx]` section.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Print the verification document as one JSON object.
