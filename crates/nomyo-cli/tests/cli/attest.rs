@@ -53,7 +53,10 @@ fn a_server_without_a_tpm_is_not_attested() {
     for s in steps {
         assert_eq!(s["status"], "fail", "{s}");
         assert!(
-            s["detail"].as_str().unwrap().contains("offers no attestation (404)"),
+            s["detail"]
+                .as_str()
+                .unwrap()
+                .contains("offers no attestation (404)"),
             "{s}"
         );
     }

@@ -53,6 +53,23 @@ fn verify(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `--sev-snp REPORT --vcek` the Milan VCEK, `args`, `--json`.
+fn sev(home: &Path, report: &str, args: &[&str]) -> Output {
+    let vcek = v("sev-snp/vcek_milan.der");
+    let mut all = vec!["--sev-snp", report, "--vcek", &vcek];
+    all.extend_from_slice(args);
+    all.push("--json");
+    verify(home, &all)
+}
+
+/// `--tdx-quote QUOTE --collateral JSON`, `args`, `--json`.
+fn tdx(home: &Path, quote: &str, collateral: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--tdx-quote", quote, "--collateral", collateral];
+    all.extend_from_slice(args);
+    all.push("--json");
+    verify(home, &all)
+}
+
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(stdout(o).trim()).unwrap()
 }
@@ -84,18 +101,7 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
     );
     let home = f.dir.path();
 
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--chain",
-            &milan,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--chain", &milan]);
     assert_exit(&o, 0);
     let doc = json(&o);
     assert_eq!(doc["verdict"], "pass", "{doc}");
@@ -114,18 +120,7 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
     );
 
     // The Turin chain refuses the Milan VCEK.
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--chain",
-            &turin,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--chain", &turin]);
     assert_exit(&o, 4);
     assert_eq!(status(&json(&o), "vcek"), "fail");
     assert!(stderr(&o).contains("vcek fail"), "{}", stderr(&o));
@@ -136,18 +131,7 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
         let mut bad = raw.clone();
         bad[at] ^= 0x01;
         let p = f.put("bad.bin", &bad);
-        let o = verify(
-            home,
-            &[
-                "--sev-snp",
-                &p,
-                "--vcek",
-                &vcek,
-                "--chain",
-                &milan,
-                "--json",
-            ],
-        );
+        let o = sev(home, &p, &["--chain", &milan]);
         assert_exit(&o, 4);
         let doc = json(&o);
         assert_eq!(doc["verdict"], "fail");
@@ -159,33 +143,11 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
     }
 
     // The binding: the report data the caller expects.
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--report-data",
-            &report_data,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--report-data", &report_data]);
     assert_exit(&o, 0);
     assert_eq!(status(&json(&o), "report_data"), "pass");
     let other = format!("{}00", &report_data[..126]);
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--report-data",
-            &other,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--report-data", &other]);
     assert_exit(&o, 4);
     assert_eq!(status(&json(&o), "report_data"), "fail");
 
@@ -194,18 +156,7 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
         "allow.toml",
         format!("[sev_snp]\nmeasurements = [\"{measurement}\"]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}\nvmpl = 0\n").as_bytes(),
     );
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--policy",
-            &allow,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--policy", &allow]);
     assert_exit(&o, 0);
     let doc = json(&o);
     for step in ["measurement", "min_tcb", "vmpl"] {
@@ -215,18 +166,7 @@ fn the_milan_report_verifies_and_each_tampering_is_refused() {
         "deny.toml",
         format!("[sev_snp]\nmeasurements = [\"{}\"]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 9, microcode = 115 }}\n", "00".repeat(48)).as_bytes(),
     );
-    let o = verify(
-        home,
-        &[
-            "--sev-snp",
-            &report,
-            "--vcek",
-            &vcek,
-            "--policy",
-            &deny,
-            "--json",
-        ],
-    );
+    let o = sev(home, &report, &["--policy", &deny]);
     assert_exit(&o, 4);
     let doc = json(&o);
     assert_eq!(status(&doc, "measurement"), "fail");
@@ -239,18 +179,7 @@ fn tdx_quotes_verify_as_of_a_time_and_report_their_tcb_status() {
     let home = f.dir.path();
     let (quote, collateral) = (v("tdx/tdx_quote"), v("tdx/tdx_quote_collateral.json"));
 
-    let o = verify(
-        home,
-        &[
-            "--tdx-quote",
-            &quote,
-            "--collateral",
-            &collateral,
-            "--at",
-            TDX_AT,
-            "--json",
-        ],
-    );
+    let o = tdx(home, &quote, &collateral, &["--at", TDX_AT]);
     assert_exit(&o, 0);
     let doc = json(&o);
     assert_eq!(doc["verdict"], "pass", "{doc}");
@@ -258,18 +187,7 @@ fn tdx_quotes_verify_as_of_a_time_and_report_their_tcb_status() {
     assert_eq!(doc["td"]["mrtd"].as_str().unwrap().len(), 96);
 
     // A time outside the collateral's validity.
-    let o = verify(
-        home,
-        &[
-            "--tdx-quote",
-            &quote,
-            "--collateral",
-            &collateral,
-            "--at",
-            "2030-01-01T00:00:00Z",
-            "--json",
-        ],
-    );
+    let o = tdx(home, &quote, &collateral, &["--at", "2030-01-01T00:00:00Z"]);
     assert_exit(&o, 4);
     assert_eq!(status(&json(&o), "collateral_validity"), "fail");
 
@@ -277,18 +195,7 @@ fn tdx_quotes_verify_as_of_a_time_and_report_their_tcb_status() {
     let mut bad = std::fs::read(vectors().join("tdx/tdx_quote")).unwrap();
     bad[48 + 136] ^= 0x01;
     let p = f.put("bad-quote", &bad);
-    let o = verify(
-        home,
-        &[
-            "--tdx-quote",
-            &p,
-            "--collateral",
-            &collateral,
-            "--at",
-            TDX_AT,
-            "--json",
-        ],
-    );
+    let o = tdx(home, &p, &collateral, &["--at", TDX_AT]);
     assert_exit(&o, 4);
     assert_eq!(status(&json(&o), "quote_signature"), "fail");
 
@@ -317,33 +224,21 @@ fn tdx_quotes_verify_as_of_a_time_and_report_their_tcb_status() {
         "accept.toml",
         b"[tdx]\naccepted_tcb_statuses = [\"UpToDate\", \"TcbNotSupported\"]\n",
     );
-    let o = verify(
+    let o = tdx(
         home,
-        &[
-            "--tdx-quote",
-            &old,
-            "--collateral",
-            &old_collateral,
-            "--at",
-            OUTDATED_AT,
-            "--policy",
-            &accept,
-            "--json",
-        ],
+        &old,
+        &old_collateral,
+        &["--at", OUTDATED_AT, "--policy", &accept],
     );
     assert_exit(&o, 0);
     assert_eq!(json(&o)["tcb_status"], "TcbNotSupported");
 
     // An SGX quote is not a TDX quote.
-    let o = verify(
+    let o = tdx(
         home,
-        &[
-            "--tdx-quote",
-            &v("tdx/sgx_quote"),
-            "--collateral",
-            &v("tdx/sgx_quote_collateral.json"),
-            "--json",
-        ],
+        &v("tdx/sgx_quote"),
+        &v("tdx/sgx_quote_collateral.json"),
+        &[],
     );
     assert_exit(&o, 4);
     assert_eq!(status(&json(&o), "quote_format"), "fail");

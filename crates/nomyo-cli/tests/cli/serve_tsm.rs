@@ -16,17 +16,7 @@ use support::{assert_exit, http_get, serve_cmd_open, started, stderr, upstream, 
 
 #[test]
 fn serve_with_tsm_names_its_provider_and_serves_bound_reports() {
-    let up = upstream();
-    let fake = FakeTsm::start("sev_guest", false);
-    let mut cmd = serve_cmd_open(&up.url, &EPHEMERAL_KEY);
-    cmd.args(["--attestation", "tsm", "--tsm-dir"])
-        .arg(fake.path());
-    let serve = started(cmd);
-    assert!(
-        serve.wait_stderr("attestation=\"tsm sev_guest\"", Duration::from_secs(10)),
-        "{}",
-        serve.stderr.lock().unwrap()
-    );
+    let (_up, _fake, serve) = serve_on_tsm("sev_guest");
     let (status, body) = http_get(
         serve.addr(),
         &format!("/.well-known/nomyo-attestation?nonce={}", "ab".repeat(16)),
@@ -85,13 +75,7 @@ fn serve_with_tsm_names_its_provider_and_serves_bound_reports() {
 
 #[test]
 fn a_tdx_server_is_checked_without_collateral_as_unverified() {
-    let up = upstream();
-    let fake = FakeTsm::start("tdx_guest", false);
-    let mut cmd = serve_cmd_open(&up.url, &EPHEMERAL_KEY);
-    cmd.args(["--attestation", "tsm", "--tsm-dir"])
-        .arg(fake.path());
-    let serve = started(cmd);
-    assert!(serve.wait_stderr("attestation=\"tsm tdx_guest\"", Duration::from_secs(10)));
+    let (_up, _fake, serve) = serve_on_tsm("tdx_guest");
     let home = tempfile::tempdir().unwrap();
     let doc = attest_json(home.path(), &serve.url, &[]);
     assert_eq!(doc["kind"], "tdx", "{doc}");
@@ -125,6 +109,27 @@ fn a_tdx_server_is_checked_without_collateral_as_unverified() {
         "{doc}"
     );
     assert_eq!(doc["verdict"], "fail");
+}
+
+/// `nomyo serve --attestation tsm` on a configfs-tsm stand-in of
+/// `provider`, once its start line names it (with the upstream and the
+/// stand-in, which must live as long).
+fn serve_on_tsm(provider: &'static str) -> (support::Upstream, FakeTsm, support::Serve) {
+    let up = upstream();
+    let fake = FakeTsm::start(provider, false);
+    let mut cmd = serve_cmd_open(&up.url, &EPHEMERAL_KEY);
+    cmd.args(["--attestation", "tsm", "--tsm-dir"])
+        .arg(fake.path());
+    let serve = started(cmd);
+    assert!(
+        serve.wait_stderr(
+            &format!("attestation=\"tsm {provider}\""),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        serve.stderr.lock().unwrap()
+    );
+    (up, fake, serve)
 }
 
 /// `nomyo attest --server URL --json ARGS`, which must exit 4 (not

@@ -76,28 +76,12 @@ impl CvmEvidence {
     /// Parses the route's body; the message names the wrong field and
     /// never quotes the body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
-        let wire: Wire = serde_json::from_slice(body).map_err(|e| {
-            format!(
-                "the attestation answer is not the documented JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        })?;
-        if wire.version != 1 {
-            return Err(format!(
-                "the attestation answer has version {}; this client knows version 1",
-                wire.version
-            ));
-        }
+        let wire: Wire = super::evidence::decode_answer(body, |w: &Wire| w.version)?;
         let kind = Kind::parse(&wire.kind).ok_or_else(|| {
             "the attestation answer names an unknown kind of evidence (this client knows sev-snp and tdx)"
                 .to_owned()
         })?;
-        let b64 = |field: &str, value: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .map_err(|_| format!("the attestation answer's {field} is not base64"))
-        };
+        let b64 = super::evidence::b64;
         Ok(Self {
             kind,
             provider: wire.provider,

@@ -40,24 +40,7 @@ impl Evidence {
     /// Parses the route's body; the message says which field is wrong and
     /// never quotes the body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
-        let wire: Wire = serde_json::from_slice(body).map_err(|e| {
-            format!(
-                "the attestation answer is not the documented JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        })?;
-        if wire.version != 1 {
-            return Err(format!(
-                "the attestation answer has version {}; this client knows version 1",
-                wire.version
-            ));
-        }
-        let b64 = |field: &str, value: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .map_err(|_| format!("the attestation answer's {field} is not base64"))
-        };
+        let wire: Wire = decode_answer(body, |w: &Wire| w.version)?;
         let mut ek_certificates = Vec::with_capacity(wire.ek_certificates_b64.len());
         for c in &wire.ek_certificates_b64 {
             ek_certificates.push(b64("ek_certificates_b64", c)?);
@@ -78,6 +61,34 @@ impl Evidence {
             signature: b64("signature_b64", &wire.signature_b64)?,
         })
     }
+}
+
+/// Decodes the attestation route's JSON answer and checks its version
+/// (1); the message names the place or the version, never the body.
+pub(crate) fn decode_answer<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Result<T, String> {
+    let wire: T = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the attestation answer is not the documented JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    match version(&wire) {
+        1 => Ok(wire),
+        v => Err(format!(
+            "the attestation answer has version {v}; this client knows version 1"
+        )),
+    }
+}
+
+/// A base64 field of the answer; the message names the field.
+pub(crate) fn b64(field: &str, value: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|_| format!("the attestation answer's {field} is not base64"))
 }
 
 /// The wire's PCR values (bank name → index → hex) as [`PcrValues`].
