@@ -7,9 +7,10 @@ Covered: the drop-in interface (signatures and defaults as `nomyo`'s), the
 exception classes (names, bases, status codes) and the mapping of every
 status, 401 with a wrong API key, 403, SecurityError on a pin mismatch and on
 a changed server key, protocols v1, v2 and auto, tiers, OpenAI parameters
-passed through, streaming with an early exit, 32 concurrent requests in one
-event loop, and key files written by each package loaded by the other (with
-and without a password) and used for requests.
+passed through, streaming with an early exit, cancellation (asyncio.wait_for),
+32 concurrent requests in one event loop, and key files written by each
+package loaded by the other (with and without a password) and used for
+requests.
 
 Skipped when nomyo_rs is not installed, unless NOMYO_REQUIRE_PY_BINDING=1.
 """
@@ -378,6 +379,9 @@ class ScriptedV1Server:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.posts += 1
                 status, body = outer.script.pop(0) if outer.script else (500, {"detail": "no script"})
+                if status == "sleep":
+                    time.sleep(body)
+                    status, body = 500, {"detail": "slept"}
                 self._send(status, json.dumps(body).encode())
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -430,6 +434,26 @@ def test_retries_then_succeeds_with_max_retries(nomyo_rs, scripted):
     with pytest.raises(nomyo_rs.ServiceUnavailableError):
         run(hello(c))
     assert scripted.posts == 3
+
+
+def test_cancelling_a_request_aborts_it(nomyo_rs, scripted):
+    """asyncio.wait_for's timeout cancels the awaited future: the Rust task
+    is aborted and the loop is not held up by the slow answer."""
+    scripted.script = [("sleep", 3.0)]
+    scripted.posts = 0
+    c = chat(nomyo_rs, scripted.url, protocol="v1", max_retries=0)
+
+    async def go():
+        await c.client._native(c.api_key).server_public_key()  # key fetched
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(hello(c), 0.3)
+        return time.monotonic() - t0
+
+    t0 = time.monotonic()
+    assert run(go()) < 2
+    assert time.monotonic() - t0 < 2.5
+    assert scripted.posts == 1  # sent, then given up
 
 
 def test_a_garbled_answer_is_a_security_error(nomyo_rs, scripted):
