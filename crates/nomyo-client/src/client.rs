@@ -181,10 +181,6 @@ impl Client {
     /// API key and tier headers). Not part of protocol v1: servers other than
     /// `nomyo serve` may not offer it. The list travels in clear (over TLS).
     pub async fn models(&self) -> Result<Vec<ModelInfo>> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            data: Vec<ModelInfo>,
-        }
         let mut headers = self.inner.headers.clone();
         headers.remove(CONTENT_TYPE);
         let body = self
@@ -199,7 +195,7 @@ impl Client {
                 MAX_MODELS_BYTES,
             )
             .await?;
-        serde_json::from_slice::<List>(&body)
+        serde_json::from_slice::<nomyo_core::chat::ModelList>(&body)
             .map(|l| l.data)
             .map_err(|_| {
                 Error::InvalidResponse("GET /v1/models did not return an OpenAI model list".into())

@@ -116,6 +116,7 @@ pub use builder::ClientBuilder;
 pub use client::{Client, RequestOptions, MODELS_PATH, PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
 pub use error::{ApiError, Downgrade, Error, KnownBy, Result};
 pub use keys::KeySource;
+pub use nomyo_core::chat::ModelList;
 pub use retry::Backoff;
 pub use server_keys::{HpkeKeys, ServerKey};
 pub use trust::{KnownServers, TrustDecision};

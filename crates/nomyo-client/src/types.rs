@@ -12,22 +12,11 @@
 //! fields can be borrowed or cloned but not moved out; use
 //! [`std::mem::take`] to take a field by value.
 
-use serde::{Deserialize, Serialize};
-
 pub use nomyo_core::chat::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, Extra, FinishReason,
     FunctionCall, FunctionDefinition, MemoryProtectionInfo, Metadata, Tool, ToolCall, Usage,
 };
 
-/// One entry of `GET /v1/models`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// The model id to put in [`ChatRequest::model`].
-    pub id: String,
-    /// The tiers that allow it (a nomyo-rs server extension; empty otherwise).
-    #[serde(default)]
-    pub security_tiers: Vec<String>,
-    /// Every other field.
-    #[serde(flatten)]
-    pub extra: Extra,
-}
+/// One entry of `GET /v1/models` (OpenAI's shape, with the tiers that
+/// allow it).
+pub type ModelInfo = nomyo_core::chat::Model;

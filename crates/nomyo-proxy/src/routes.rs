@@ -135,10 +135,9 @@ async fn models(State(st): State<ProxyState>) -> Response {
     let started = Instant::now();
     match st.client.models().await {
         Ok(models) => {
-            let data: Vec<Value> = models.iter().map(openai_model).collect();
-            tracing::debug!(request_id = %id, count = data.len(), ms = started.elapsed().as_millis() as u64, "models listed");
+            tracing::debug!(request_id = %id, count = models.len(), ms = started.elapsed().as_millis() as u64, "models listed");
             with_id(
-                Json(json!({"object": "list", "data": data})).into_response(),
+                Json(nomyo_client::ModelList::new(models)).into_response(),
                 &id,
             )
         }
@@ -152,7 +151,7 @@ async fn model(State(st): State<ProxyState>, Path(wanted): Path<String>) -> Resp
     let started = Instant::now();
     match st.client.models().await {
         Ok(models) => match models.iter().find(|m| m.id == wanted) {
-            Some(m) => with_id(Json(openai_model(m)).into_response(), &id),
+            Some(m) => with_id(Json(m).into_response(), &id),
             None => with_id(
                 ProxyError::new(
                     StatusCode::NOT_FOUND,
@@ -166,18 +165,6 @@ async fn model(State(st): State<ProxyState>, Path(wanted): Path<String>) -> Resp
         },
         Err(e) => fail(&id, started, &e),
     }
-}
-
-/// A model entry in OpenAI's shape (`object`, `created`, `owned_by` added
-/// when the endpoint leaves them out).
-fn openai_model(m: &nomyo_client::ModelInfo) -> Value {
-    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({"id": m.id}));
-    if let Value::Object(o) = &mut v {
-        o.entry("object").or_insert(json!("model"));
-        o.entry("created").or_insert(json!(0));
-        o.entry("owned_by").or_insert(json!("nomyo"));
-    }
-    v
 }
 
 fn with_id(mut resp: Response, id: &str) -> Response {

@@ -3,7 +3,8 @@
 //! ([`ChatCompletion`], [`Choice`], [`Usage`], [`FinishReason`]), the
 //! streamed answer ([`ChatCompletionChunk`], [`ChunkChoice`], [`Delta`]),
 //! the `_metadata` object the server adds ([`Metadata`], docs/PROTOCOL.md
-//! §1.7), and the transformations between them ([`completion_to_chunk`]).
+//! §1.7), the model list ([`ModelList`], [`Model`]), and the
+//! transformations between them ([`completion_to_chunk`]).
 //!
 //! The common fields are typed; every other field is kept in an `extra` map
 //! (`#[serde(flatten)]`), so any OpenAI parameter (`tools`, `tool_choice`,
@@ -28,6 +29,7 @@ use zeroize::Zeroize;
 mod chunk;
 mod completion;
 mod metadata;
+mod models;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -35,6 +37,7 @@ mod tests;
 pub use chunk::{ChatCompletionChunk, ChunkChoice, Delta};
 pub use completion::{ChatCompletion, Choice, FinishReason, Usage};
 pub use metadata::{CudaDevice, CvmAttestation, MemoryProtectionInfo, Metadata, TpmAttestation};
+pub use models::{Model, ModelList, LIST_OBJECT, MODEL_OBJECT, OWNED_BY};
 pub use request::{
     ChatMessage, ChatRequest, Content, FunctionCall, FunctionDefinition, Tool, ToolCall,
 };

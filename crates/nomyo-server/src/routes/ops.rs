@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use nomyo_core::chat::{Model, ModelList};
 use nomyo_core::SecurityTier;
 use serde_json::json;
 
@@ -40,21 +41,13 @@ async fn models(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
                 .ok_or(ApiError::InvalidTier)?,
         ),
     };
-    let data: Vec<_> = st
+    let data = st
         .routing()
         .listing(only)
         .into_iter()
-        .map(|(id, tiers)| {
-            json!({
-                "id": id,
-                "object": "model",
-                "created": 0,
-                "owned_by": "nomyo",
-                "security_tiers": tiers.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            })
-        })
+        .map(|(id, tiers)| Model::new(id, tiers.iter().map(|t| t.as_str().to_owned()).collect()))
         .collect();
-    Ok(Json(json!({ "object": "list", "data": data })).into_response())
+    Ok(Json(ModelList::new(data)).into_response())
 }
 
 /// 200 `{"status": "ok", ...}` when at least one backend is ready, else 503
