@@ -5,7 +5,7 @@ and one chat completion with the tests' default model and message."""
 import asyncio
 import warnings
 
-from nomyo import SecureChatCompletion
+from client_package import SecureChatCompletion
 
 
 def client(url, **kw):

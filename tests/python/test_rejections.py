@@ -25,7 +25,7 @@ import warnings
 
 import openai
 import pytest
-from nomyo import InvalidRequestError, SecureChatCompletion
+from client_package import InvalidRequestError, SecureChatCompletion
 from server_process import NomyoServer
 
 # Far more tokens than any context the embedded model is given.

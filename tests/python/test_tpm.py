@@ -26,7 +26,7 @@ import subprocess
 import time
 
 import pytest
-from nomyo import ForbiddenError, ServiceUnavailableError
+from client_package import ForbiddenError, ServiceUnavailableError
 from reference_client import client, create
 from server_process import NomyoServer
 

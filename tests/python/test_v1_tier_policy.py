@@ -14,7 +14,7 @@ upstream double (upstream_double.py):
 
 
 import pytest
-from nomyo import APIError, ForbiddenError
+from client_package import APIError, ForbiddenError
 from reference_client import client, create
 from server_process import NomyoServer
 
