@@ -31,9 +31,12 @@ class SecureCompletionClient:
     the server offers it; "v2"; "v1"), `pins` (accepted server key
     fingerprints, `sha256:<hex>`), `known_servers` (the file recording each
     server's key on first use; default ~/.config/nomyo/known_servers),
-    `require_attestation` (refuse a server whose TPM attestation does not
-    pass; `ek_roots`: a PEM file of EK root certificates) and `timeout`
-    (seconds per attempt, default 900).
+    `require_attestation` (refuse a server whose attestation, a TPM's or a
+    confidential VM's (AMD SEV-SNP, Intel TDX), does not pass, and check each
+    answer's quote or report; `ek_roots`: a PEM file of EK root certificates;
+    `attestation_policy`: a TOML policy file of allowed PCR values,
+    measurements and TCB; `tdx_collateral`: a TDX server's collateral, JSON)
+    and `timeout` (seconds per attempt, default 900).
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class SecureCompletionClient:
         known_servers: Optional[str] = None,
         require_attestation: bool = False,
         ek_roots: Optional[str] = None,
+        attestation_policy: Optional[str] = None,
+        tdx_collateral: Optional[str] = None,
         timeout: Optional[float] = None,
     ):
         if protocol not in _PROTOCOLS:
@@ -61,6 +66,8 @@ class SecureCompletionClient:
         self.known_servers = os.fspath(known_servers) if known_servers is not None else None
         self.require_attestation = require_attestation
         self.ek_roots = os.fspath(ek_roots) if ek_roots is not None else None
+        self.attestation_policy = os.fspath(attestation_policy) if attestation_policy is not None else None
+        self.tdx_collateral = os.fspath(tdx_collateral) if tdx_collateral is not None else None
         self.timeout = timeout
         # Plaintext always lives in locked, wiped memory in Rust; the flag is
         # accepted for compatibility.
@@ -114,6 +121,8 @@ class SecureCompletionClient:
                 known_servers=self.known_servers,
                 require_attestation=self.require_attestation,
                 ek_roots=self.ek_roots,
+                attestation_policy=self.attestation_policy,
+                tdx_collateral=self.tdx_collateral,
                 timeout=self.timeout,
             )
             self._natives[cache_key] = native
@@ -143,7 +152,8 @@ class SecureChatCompletion:
     """OpenAI-style chat completions, sealed end to end: `nomyo`'s
     `SecureChatCompletion` with the same arguments, plus the keyword-only
     options of `SecureCompletionClient` (`protocol`, `pins`,
-    `known_servers`, `require_attestation`, `ek_roots`, `timeout`) and
+    `known_servers`, `require_attestation`, `ek_roots`,
+    `attestation_policy`, `tdx_collateral`, `timeout`) and
     `key_password` (the password of the keys in `key_dir`)."""
 
     def __init__(
@@ -160,6 +170,8 @@ class SecureChatCompletion:
         known_servers: Optional[str] = None,
         require_attestation: bool = False,
         ek_roots: Optional[str] = None,
+        attestation_policy: Optional[str] = None,
+        tdx_collateral: Optional[str] = None,
         timeout: Optional[float] = None,
         key_password: Optional[str] = None,
     ):
@@ -169,6 +181,8 @@ class SecureChatCompletion:
             known_servers=known_servers,
             require_attestation=require_attestation,
             ek_roots=ek_roots,
+            attestation_policy=attestation_policy,
+            tdx_collateral=tdx_collateral,
             timeout=timeout,
         )
         self.client = SecureCompletionClient(

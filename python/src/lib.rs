@@ -390,7 +390,8 @@ impl NativeClient {
     #[pyo3(signature = (
         base_url, *, allow_http=false, api_key=None, max_retries=2, protocol="auto",
         key_dir=None, key_password=None, client_key=None, pins=None, known_servers=None,
-        security_tier=None, require_attestation=false, ek_roots=None, timeout=None,
+        security_tier=None, require_attestation=false, ek_roots=None,
+        attestation_policy=None, tdx_collateral=None, timeout=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -408,6 +409,8 @@ impl NativeClient {
         security_tier: Option<&str>,
         require_attestation: bool,
         ek_roots: Option<PathBuf>,
+        attestation_policy: Option<PathBuf>,
+        tdx_collateral: Option<PathBuf>,
         timeout: Option<f64>,
     ) -> PyResult<Self> {
         let err = |e: Error| to_py_err(py, e);
@@ -449,6 +452,14 @@ impl NativeClient {
             let mut options = nomyo_client::attest::AttestOptions::default();
             if let Some(path) = ek_roots {
                 options = options.ek_roots_pem_file(&path).map_err(err)?;
+            }
+            if let Some(path) = attestation_policy {
+                let policy =
+                    nomyo_client::attest::Policy::load(&path).map_err(PyValueError::new_err)?;
+                options = options.policy(policy);
+            }
+            if let Some(path) = tdx_collateral {
+                options = options.tdx_collateral_file(&path).map_err(err)?;
             }
             b = b.require_attestation(options);
         }

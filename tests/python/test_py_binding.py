@@ -299,6 +299,34 @@ def test_pin_mismatch_is_a_security_error(nomyo_rs, server, streaming_upstream):
         run(hello(chat(nomyo_rs, server.url, pins=["not-a-fingerprint"])))
 
 
+def test_attestation_required_refuses_an_unattested_server_and_bad_trust_inputs(
+    nomyo_rs, server, streaming_upstream, tmp_path
+):
+    # This server has no TPM and no confidential-VM evidence: nothing is sent.
+    for protocol in ("v2", "auto"):
+        c = chat(nomyo_rs, server.url, protocol=protocol, require_attestation=True)
+        with pytest.raises(nomyo_rs.SecurityError, match="not attested"):
+            run(hello(c))
+    # Attestation cannot authenticate a v1 answer.
+    with pytest.raises(nomyo_rs.SecurityError):
+        run(hello(chat(nomyo_rs, server.url, protocol="v1", require_attestation=True)))
+    assert streaming_upstream.requests == []
+    # Trust inputs that cannot be used are the caller's error, named.
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[sev_snp]\nvmpl = 9\n")
+    collateral = tmp_path / "collateral.json"
+    collateral.write_text("{}")
+    for kw, want in (
+        (dict(attestation_policy=str(policy)), "VMPL"),
+        (dict(attestation_policy=str(tmp_path / "missing.toml")), "policy file"),
+        (dict(tdx_collateral=str(collateral)), "collateral"),
+    ):
+        c = chat(nomyo_rs, server.url, require_attestation=True, **kw)
+        with pytest.raises(ValueError, match=want):
+            run(hello(c))
+    assert streaming_upstream.requests == []
+
+
 def test_known_servers_file_records_and_refuses_a_changed_key(nomyo_rs, server, tmp_path):
     known = tmp_path / "known_servers"
     run(hello(chat(nomyo_rs, server.url, known_servers=str(known))))
