@@ -117,6 +117,7 @@ pub use client::{Client, RequestOptions, MODELS_PATH, PUBLIC_KEY_PATH, SECURE_CO
 pub use error::{ApiError, Downgrade, Error, KnownBy, Result};
 pub use keys::KeySource;
 pub use nomyo_core::chat::ModelList;
+pub use nomyo_core::HEADER_REQUEST_ID;
 pub use retry::Backoff;
 pub use server_keys::{HpkeKeys, ServerKey};
 pub use trust::{KnownServers, TrustDecision};

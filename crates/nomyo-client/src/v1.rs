@@ -82,7 +82,7 @@ impl Client {
             headers.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
         }
         if let Some(id) = options.request_id_header() {
-            headers.insert(HeaderName::from_static("x-request-id"), id);
+            headers.insert(HeaderName::from_static(nomyo_core::HEADER_REQUEST_ID), id);
         }
 
         let mut resealed = false;

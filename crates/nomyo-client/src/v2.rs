@@ -268,7 +268,7 @@ impl Client {
             h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
         }
         if let Some(id) = options.request_id_header() {
-            h.insert(HeaderName::from_static("x-request-id"), id);
+            h.insert(HeaderName::from_static(nomyo_core::HEADER_REQUEST_ID), id);
         }
         tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
         let kem = config.kem;
@@ -384,7 +384,7 @@ impl Client {
         )
         .await?;
         completion.metadata.is_encrypted = Some(true);
-        completion.metadata.encryption_algorithm = Some(format!("ehbp-{}", kem.name()));
+        completion.metadata.encryption_algorithm = Some(kem.encryption_algorithm());
         tracing::debug!(
             answer_bytes = body.len(),
             ms = started.elapsed().as_millis() as u64,

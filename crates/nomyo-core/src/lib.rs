@@ -30,6 +30,10 @@
 // Tests may unwrap: a panic there is a test failure with a location.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// Header of a request's id: sent by clients, echoed (or made) by the
+/// server and the proxy, and written in their logs (docs/CLI.md).
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+
 pub mod attest;
 pub mod chat;
 #[cfg(feature = "cvm")]

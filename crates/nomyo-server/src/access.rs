@@ -36,7 +36,7 @@ pub const ACCESS_TARGET: &str = "nomyo::access";
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The request id header (lower case, as HTTP/2 sends it).
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(nomyo_core::HEADER_REQUEST_ID);
 
 /// The id of the request being handled (in its extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]

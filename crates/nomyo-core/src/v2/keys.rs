@@ -71,6 +71,12 @@ impl Kem {
             Kem::XWing => "x-wing",
         }
     }
+
+    /// `_metadata.encryption_algorithm` of a v2 answer sealed with this
+    /// KEM: `ehbp-x25519` or `ehbp-x-wing` (docs/PROTOCOL.md §1.7).
+    pub fn encryption_algorithm(self) -> String {
+        format!("ehbp-{}", self.name())
+    }
 }
 
 impl fmt::Display for Kem {
