@@ -6,7 +6,8 @@ use base64::Engine as _;
 use nomyo_core::attest::{failed_steps, passed, Step, StepStatus, REPORT_DATA_LEN};
 use nomyo_core::chat::CvmAttestation;
 use nomyo_core::cvm::{
-    verify_sev_snp, verify_tdx_quote, SevSnpReport, SnpCertTable, TdReport, TdxCollateral,
+    verify_sev_snp, verify_tdx_quote, SevSnpEndorsement, SevSnpReport, SnpCertTable, TdReport,
+    TdxCollateral,
 };
 use serde::{Deserialize, Serialize};
 
@@ -136,19 +137,14 @@ pub enum CvmFound {
 /// TDX, the collateral.
 #[derive(Clone, Debug)]
 pub(crate) enum Endorsement {
-    SevSnp {
-        vcek: Vec<u8>,
-        chain: Option<Vec<u8>>,
-    },
-    Tdx {
-        collateral: TdxCollateral,
-    },
+    SevSnp(Box<SevSnpEndorsement>),
+    Tdx { collateral: Box<TdxCollateral> },
 }
 
 impl Endorsement {
     fn kind(&self) -> Kind {
         match self {
-            Self::SevSnp { .. } => Kind::SevSnp,
+            Self::SevSnp(_) => Kind::SevSnp,
             Self::Tdx { .. } => Kind::Tdx,
         }
     }
@@ -190,12 +186,24 @@ pub(crate) fn verify_route(
                 .sev_snp_chain_pem
                 .clone()
                 .or_else(|| table.as_ref()?.chain_pem());
-            let v = verify_sev_snp(
-                &evidence.report,
-                vcek.as_deref().unwrap_or_default(),
-                chain.as_deref(),
-                &policy.sev_snp_expectations(Some(report_data)),
-            );
+            let expect = policy.sev_snp_expectations(Some(report_data));
+            // The chain once; an endorsement that verifies also checks each
+            // answer's report later without verifying the chain again.
+            let (v, verified) = match vcek
+                .as_deref()
+                .map(|der| SevSnpEndorsement::verify(der, chain.as_deref()))
+            {
+                Some(Ok(e)) => (e.verify_report(&evidence.report, &expect), Some(e)),
+                _ => (
+                    verify_sev_snp(
+                        &evidence.report,
+                        vcek.as_deref().unwrap_or_default(),
+                        chain.as_deref(),
+                        &expect,
+                    ),
+                    None,
+                ),
+            };
             let mut steps = v.steps.clone();
             if vcek.is_none() {
                 let why = match table_error {
@@ -207,8 +215,9 @@ pub(crate) fn verify_route(
                 }
             }
             let endorsement = authentic(&v.steps)
-                .then(|| vcek.map(|vcek| Endorsement::SevSnp { vcek, chain }))
-                .flatten();
+                .then_some(verified)
+                .flatten()
+                .map(|e| Endorsement::SevSnp(Box::new(e)));
             let found = CvmFound::SevSnp {
                 provider: evidence.provider.clone(),
                 product_line: v.product_line.map(|l| l.name().to_owned()),
@@ -232,7 +241,9 @@ pub(crate) fn verify_route(
             let endorsement = authentic(&v.steps)
                 .then(|| options.tdx_collateral.clone())
                 .flatten()
-                .map(|collateral| Endorsement::Tdx { collateral });
+                .map(|collateral| Endorsement::Tdx {
+                    collateral: Box::new(collateral),
+                });
             let found = CvmFound::Tdx {
                 provider: evidence.provider.clone(),
                 tcb_status: v.tcb_status.map(|s| s.name().to_owned()),
@@ -279,14 +290,9 @@ pub(crate) fn check_answer(
             continue;
         }
         let steps = match e {
-            Endorsement::SevSnp { vcek, chain } => {
-                verify_sev_snp(
-                    &report,
-                    vcek,
-                    chain.as_deref(),
-                    &policy.sev_snp_expectations(Some(report_data)),
-                )
-                .steps
+            Endorsement::SevSnp(e) => {
+                e.verify_report(&report, &policy.sev_snp_expectations(Some(report_data)))
+                    .steps
             }
             Endorsement::Tdx { collateral } => {
                 verify_tdx_quote(
@@ -425,10 +431,9 @@ mod tests {
             report_b64: "AAQ=".into(),
             extra: Default::default(),
         };
-        let sev = Endorsement::SevSnp {
-            vcek: vec![],
-            chain: None,
-        };
+        let sev = Endorsement::SevSnp(Box::new(
+            SevSnpEndorsement::verify(nomyo_testkit::tsm::MILAN_VCEK, None).unwrap(),
+        ));
         let e = check_answer(&[sev], None, "p", Some(&block)).unwrap_err();
         assert!(e.contains("kind \"tdx\""), "{e}");
     }

@@ -43,8 +43,8 @@ pub mod sev_snp;
 pub mod tdx;
 
 pub use sev_snp::{
-    verify_sev_snp, SevSnpExpectations, SevSnpReport, SevSnpVerification, SnpCertTable,
-    SnpProductLine, SnpTcb, SEV_SNP_REPORT_LEN, SEV_SNP_SIGNED_LEN,
+    verify_sev_snp, SevSnpEndorsement, SevSnpExpectations, SevSnpReport, SevSnpVerification,
+    SnpCertTable, SnpProductLine, SnpTcb, SEV_SNP_REPORT_LEN, SEV_SNP_SIGNED_LEN,
 };
 pub use tdx::{
     verify_tdx, verify_tdx_quote, TdReport, TdxCollateral, TdxExpectations, TdxMeasurement,

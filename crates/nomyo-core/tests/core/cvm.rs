@@ -768,3 +768,50 @@ fn tdx_tcb_status_names_round_trip() {
     }
     assert!("uptodate".parse::<TdxTcbStatus>().is_err());
 }
+
+#[test]
+fn a_chain_verified_once_checks_reports_as_a_full_verification_does() {
+    use nomyo_core::cvm::SevSnpEndorsement;
+    let (vcek, milan, turin) = (
+        read(SNP, "vcek_milan.der"),
+        read(SNP, "cert_chain_milan"),
+        read(SNP, "cert_chain_turin"),
+    );
+    let e = SevSnpEndorsement::verify(&vcek, Some(&milan)).unwrap();
+    assert_eq!(e.product_line(), Some(SnpProductLine::Milan));
+    let report = milan_report();
+    let carried: [u8; 64] = report[0x50..0x90].try_into().unwrap();
+    let mut other = carried;
+    other[0] ^= 1;
+    let mut flipped = report.clone();
+    flipped[0x90] ^= 1;
+    // The same document, step for step, as verify_sev_snp: for the report,
+    // a changed byte, a report that does not parse, and other report data.
+    for (r, data) in [
+        (&report[..], carried),
+        (&flipped[..], carried),
+        (&report[..100], carried),
+        (&report[..], other),
+    ] {
+        let expect = SevSnpExpectations {
+            report_data: Some(data),
+            ..SevSnpExpectations::default()
+        };
+        let full = verify_sev_snp(r, &vcek, Some(&milan), &expect);
+        let once = e.verify_report(r, &expect);
+        assert_eq!(once, full, "{}", show_snp(&once));
+    }
+    assert!(e
+        .verify_report(
+            &report,
+            &SevSnpExpectations {
+                report_data: Some(carried),
+                ..SevSnpExpectations::default()
+            }
+        )
+        .passed());
+    // A chain that does not verify gives no endorsement, and says why.
+    let steps = SevSnpEndorsement::verify(&vcek, Some(&turin)).unwrap_err();
+    assert_eq!(status(&steps, "vcek"), StepStatus::Fail);
+    assert!(SevSnpEndorsement::verify(b"not a certificate", None).is_err());
+}

@@ -255,6 +255,80 @@ pub fn verify_sev_snp(
     chain_pem: Option<&[u8]>,
     expect: &SevSnpExpectations,
 ) -> SevSnpVerification {
+    // ARK -> ASK -> VCEK.
+    let mut chain_steps = Vec::new();
+    let (chain_ok, product_line, vcek) = verify_chain(vcek_der, chain_pem, &mut chain_steps);
+    let chain = Chain {
+        steps: chain_steps,
+        ok: chain_ok,
+        product_line,
+        vcek: vcek.as_ref(),
+    };
+    verify_report_with(report, vcek_der, chain, expect)
+}
+
+/// The outcome of the chain's steps, for [`verify_report_with`].
+struct Chain<'a> {
+    steps: Vec<Step>,
+    ok: bool,
+    product_line: Option<SnpProductLine>,
+    vcek: Option<&'a Certificate>,
+}
+
+/// AMD's certificate chain of one signing key (ARK -> ASK -> VCEK, or ASVK
+/// -> VLEK), verified once to check many reports that key signs: a client
+/// that requires attestation checks every answer's report with the chain of
+/// the evidence it verified, instead of verifying the chain again.
+#[derive(Clone, Debug)]
+pub struct SevSnpEndorsement {
+    vcek_der: Vec<u8>,
+    vcek: Certificate,
+    product_line: Option<SnpProductLine>,
+    steps: Vec<Step>,
+}
+
+impl SevSnpEndorsement {
+    /// Runs the steps `ark`, `ask` and `vcek` of [`verify_sev_snp`] on the
+    /// signing key's certificate (DER) and the chain (PEM, optional as
+    /// there). `Err` holds the steps when one did not pass.
+    pub fn verify(vcek_der: &[u8], chain_pem: Option<&[u8]>) -> Result<Self, Vec<Step>> {
+        let mut steps = Vec::new();
+        match verify_chain(vcek_der, chain_pem, &mut steps) {
+            (true, product_line, Some(vcek)) => Ok(Self {
+                vcek_der: vcek_der.to_vec(),
+                vcek,
+                product_line,
+                steps,
+            }),
+            _ => Err(steps),
+        }
+    }
+
+    /// The product line whose ARK the chain ends in.
+    pub fn product_line(&self) -> Option<SnpProductLine> {
+        self.product_line
+    }
+
+    /// [`verify_sev_snp`] of `report` with this chain: the same document,
+    /// its chain steps the ones verified when this was made.
+    pub fn verify_report(&self, report: &[u8], expect: &SevSnpExpectations) -> SevSnpVerification {
+        let chain = Chain {
+            steps: self.steps.clone(),
+            ok: true,
+            product_line: self.product_line,
+            vcek: Some(&self.vcek),
+        };
+        verify_report_with(report, &self.vcek_der, chain, expect)
+    }
+}
+
+/// The report's steps, around the chain's (verified by the caller).
+fn verify_report_with(
+    report: &[u8],
+    vcek_der: &[u8],
+    chain: Chain<'_>,
+    expect: &SevSnpExpectations,
+) -> SevSnpVerification {
     let mut steps = Vec::new();
 
     // The report's layout.
@@ -289,12 +363,13 @@ pub fn verify_sev_snp(
         }
     };
 
-    // ARK -> ASK -> VCEK.
-    let (chain_ok, product_line, vcek) = verify_chain(vcek_der, chain_pem, &mut steps);
+    // ARK -> ASK -> VCEK, as the caller verified them.
+    steps.extend(chain.steps);
+    let product_line = chain.product_line;
 
     // The report's signature, over its bytes as received.
-    let signed = match (&parsed, &vcek) {
-        (Some(r), Some(vcek)) if chain_ok => match verify_report_signature(report, r, vcek) {
+    let signed = match (&parsed, chain.vcek) {
+        (Some(r), Some(vcek)) if chain.ok => match verify_report_signature(report, r, vcek) {
             Ok(()) => {
                 steps.push(Step::new(
                     "report_signature",
