@@ -38,6 +38,13 @@ fuzz_target!(|data: &[u8]| {
         let v = verify_sev_snp(r, VCEK, Some(CHAIN), &SevSnpExpectations::default());
         one_line(&v.steps);
     }
+    // The input as a report checked with a chain verified before (each
+    // answer's check), and as the certificates of such a chain.
+    if let Ok(e) = cvm::SevSnpEndorsement::verify(VCEK, Some(CHAIN)) {
+        let v = e.verify_report(&report, &SevSnpExpectations::default());
+        one_line(&v.steps);
+    }
+    assert!(cvm::SevSnpEndorsement::verify(data, Some(data)).is_err());
     // The input as the VCEK and as the chain.
     let v = verify_sev_snp(&report, data, Some(data), &SevSnpExpectations::default());
     assert!(!v.passed());
