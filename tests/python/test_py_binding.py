@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from nomyo.SecureCompletionClient import SecureCompletionClient as RefClient
 from server_process import NomyoServer
+from test_serve import config_toml
 from upstream_double import UpstreamDouble
 
 API_KEY = "test-key-" + uuid.uuid4().hex
@@ -50,30 +51,6 @@ EXCEPTIONS = {
     "APIConnectionError": None,
     "SecurityError": None,
 }
-
-
-def config_toml(upstream) -> str:
-    return f"""
-[[backends]]
-name = "double"
-type = "upstream"
-url = "{upstream.url}"
-models = ["small-model", "big-model"]
-
-[tiers.standard]
-backends = ["double"]
-models = ["*"]
-
-[tiers.high]
-backends = ["double"]
-models = ["small-model"]
-
-[tiers.maximum]
-backends = ["double"]
-models = ["small-model"]
-# These servers have no TPM: maximum requires attestation by default (503).
-require_attestation = false
-"""
 
 
 @pytest.fixture(scope="module")
