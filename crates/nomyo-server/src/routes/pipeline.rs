@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -60,6 +60,25 @@ where
             tracing::debug!("{what} timed out");
             ApiError::RequestTimeout.into_response()
         }
+    }
+}
+
+/// Takes the request's body for [`read_body`]; a handler that returns
+/// before this leaves it unread (a refusal on the headers alone).
+pub(crate) fn take_body(body: &mut Option<Body>) -> Result<Body, ApiError> {
+    body.take().ok_or(ApiError::UnreadableBody)
+}
+
+/// Ends an HTTP/1 connection whose request body was left unread (a
+/// refusal on the headers alone): the server will not read the rest, so
+/// the response says `Connection: close` (RFC 9112 §9.6) instead of
+/// letting a client reuse a connection the server then closes, whose next
+/// request would get no answer at all. HTTP/2 streams are independent and
+/// need nothing.
+pub(crate) fn close_if_unread(resp: &mut Response, version: Version, unread: bool) {
+    if unread && version <= Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

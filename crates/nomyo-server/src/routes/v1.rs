@@ -39,7 +39,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
@@ -80,11 +80,20 @@ async fn public_key(State(st): State<AppState>) -> Response {
 async fn secure_completion(
     State(st): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    version: Version,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    pipeline::bounded(&st, "secure request", handle(&st, peer, &headers, body)).await
+    let mut body = Some(body);
+    let mut resp = pipeline::bounded(
+        &st,
+        "secure request",
+        handle(&st, peer, &headers, &mut body),
+    )
+    .await;
+    pipeline::close_if_unread(&mut resp, version, body.is_some());
+    resp
 }
 
 /// `X-Payload-ID`: 1–128 of `[A-Za-z0-9._-]` (a UUID in practice). Strict so
@@ -174,7 +183,7 @@ async fn handle(
     st: &AppState,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     // 1. Who, and how often.
     let who = pipeline::admit(st, peer, headers)?;
@@ -194,7 +203,7 @@ async fn handle(
     );
 
     // 3. The package, read under its deadline without holding a slot.
-    let (bytes, _budget) = pipeline::read_body(st, headers, body).await?;
+    let (bytes, _budget) = pipeline::read_body(st, headers, pipeline::take_body(body)?).await?;
     let package = Package::from_json(&bytes).map_err(|e| match e {
         nomyo_core::Error::PayloadTooLarge { .. } => ApiError::PayloadTooLarge {
             limit: st.limits().max_body_bytes,

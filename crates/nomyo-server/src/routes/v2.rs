@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -134,13 +134,18 @@ async fn hpke_keys(State(st): State<AppState>) -> Response {
 async fn chat_completions(
     State(st): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    version: Version,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
     // The timeout covers the request up to the response head; a stream then
     // runs as long as the backend produces.
-    pipeline::bounded(&st, "v2 request", handle(&st, peer, &headers, body)).await
+    let mut body = Some(body);
+    let mut resp =
+        pipeline::bounded(&st, "v2 request", handle(&st, peer, &headers, &mut body)).await;
+    pipeline::close_if_unread(&mut resp, version, body.is_some());
+    resp
 }
 
 /// The keys the request may have been sealed to, in the order to try them.
@@ -233,7 +238,7 @@ async fn handle(
     st: &AppState,
     peer: Option<std::net::IpAddr>,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     // 1. Who, and how often.
     let who = pipeline::admit(st, peer, headers)?;
@@ -267,7 +272,7 @@ async fn handle(
     );
 
     // 3. The body, read under its deadline without holding a slot.
-    let (bytes, _budget) = pipeline::read_body(st, headers, body)
+    let (bytes, _budget) = pipeline::read_body(st, headers, pipeline::take_body(body)?)
         .await
         .map_err(|e| match e {
             ApiError::EmptyBody => ApiError::InvalidChatRequest("the encrypted body is empty"),

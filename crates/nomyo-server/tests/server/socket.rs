@@ -510,3 +510,44 @@ async fn open_server_rate_limits_each_peer_address() {
     assert_eq!(send("127.0.0.2").await, 200);
     assert_eq!(send("127.0.0.2").await, 429);
 }
+
+/// A request refused on its headers alone (here: plaintext to the v2 route
+/// and a v1 request without its headers, refused before the body is read)
+/// leaves its body unread, so the server ends the connection after the
+/// refusal: the response must say `Connection: close`, or a client that
+/// reuses the connection sends its next request into a connection the
+/// server closes, and gets no answer at all ("Server disconnected without
+/// sending a response", seen with an EHBP client that streams its body).
+#[tokio::test]
+async fn a_refusal_before_the_body_says_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let st = state_with(&["m"]).build().unwrap();
+    let (addr, _stop, _task) = serve_real(st, None).await;
+    let body = "x".repeat(300);
+    for path in ["/v1/chat/completions", "/v1/chat/secure_completion"] {
+        let sized = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len(),
+        );
+        // Chunked, as an EHBP client streams its body.
+        let chunked = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len(),
+        );
+        for request in [&sized, &chunked] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // The head first; the body once the refusal is on its way.
+            let (head, rest) = request.split_at(request.find("\r\n\r\n").unwrap() + 4);
+            s.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = s.write_all(rest.as_bytes()).await;
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+                .await
+                .expect("the server must answer and close, not hang");
+            let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+            assert!(text.starts_with("http/1.1 4"), "{path}: {text}");
+            assert!(text.contains("\r\nconnection: close\r\n"), "{path}: {text}");
+        }
+    }
+}
