@@ -173,13 +173,13 @@ impl SnpCertTable {
     }
 
     /// The key that signs reports: the VLEK when there is one, else the
-    /// VCEK. The `vcek_der` of [`verify_sev_snp`].
+    /// VCEK. The `vcek_der` of [`verify_sev_snp`](super::verify_sev_snp).
     pub fn endorsement_key(&self) -> Option<&[u8]> {
         self.vlek.as_deref().or(self.vcek.as_deref())
     }
 
     /// The ASK (ASVK) then the ARK, PEM: the `chain_pem` of
-    /// [`verify_sev_snp`]. `None` unless the table holds both.
+    /// [`verify_sev_snp`](super::verify_sev_snp). `None` unless the table holds both.
     pub fn chain_pem(&self) -> Option<Vec<u8>> {
         let (ask, ark) = (self.ask.as_deref()?, self.ark.as_deref()?);
         let mut pem = String::new();
