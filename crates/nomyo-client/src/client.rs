@@ -23,9 +23,8 @@ use crate::trust::Trust;
 use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
 
 // The wire paths live in nomyo-core; re-exported as this crate's API.
+pub use nomyo_core::chat::MODELS_PATH;
 pub use nomyo_core::v1::{PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
-/// `GET` path of the model list (docs/CLI.md §11.1).
-pub const MODELS_PATH: &str = "/v1/models";
 
 pub(crate) const X_SECURITY_TIER: HeaderName =
     HeaderName::from_static(nomyo_core::tier::HEADER_SECURITY_TIER);

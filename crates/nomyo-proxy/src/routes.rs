@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use nomyo_client::SecurityTier;
-use nomyo_client::{ChatRequest, RequestOptions};
+use nomyo_client::{ChatRequest, RequestOptions, COMPLETIONS_PATH, MODELS_PATH};
 use serde_json::{json, Value};
 
 use crate::error::ProxyError;
@@ -21,9 +21,9 @@ use crate::{sse, ProxyState, MAX_REQUEST_BYTES, TIER_HEADER};
 
 pub(crate) fn router(state: ProxyState) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{model}", get(model))
+        .route(COMPLETIONS_PATH, post(chat_completions))
+        .route(MODELS_PATH, get(models))
+        .route(&format!("{MODELS_PATH}/{{model}}"), get(model))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -37,7 +37,7 @@ mod tests;
 pub use chunk::{ChatCompletionChunk, ChunkChoice, Delta};
 pub use completion::{ChatCompletion, Choice, FinishReason, Usage};
 pub use metadata::{CudaDevice, CvmAttestation, MemoryProtectionInfo, Metadata, TpmAttestation};
-pub use models::{Model, ModelList, LIST_OBJECT, MODEL_OBJECT, OWNED_BY};
+pub use models::{Model, ModelList, LIST_OBJECT, MODELS_PATH, MODEL_OBJECT, OWNED_BY};
 pub use request::{
     ChatMessage, ChatRequest, Content, FunctionCall, FunctionDefinition, Tool, ToolCall,
 };

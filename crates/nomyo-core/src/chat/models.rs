@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Extra;
 
+/// `GET` path of the model list (docs/CLI.md §11.1).
+pub const MODELS_PATH: &str = "/v1/models";
 /// `"object"` of a model entry.
 pub const MODEL_OBJECT: &str = "model";
 /// `"object"` of the list.

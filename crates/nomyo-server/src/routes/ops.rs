@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use nomyo_core::chat::{Model, ModelList};
+use nomyo_core::chat::{Model, ModelList, MODELS_PATH};
 use nomyo_core::SecurityTier;
 use serde_json::json;
 
@@ -20,7 +20,7 @@ use crate::state::{AppState, MetricsAccess};
 /// The ops routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/models", get(models))
+        .route(MODELS_PATH, get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
 }
