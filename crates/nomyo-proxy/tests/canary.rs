@@ -18,14 +18,16 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::Router;
+use futures::StreamExt;
 use nomyo_client::{Client, KnownServers, Protocol};
-use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::SecretString;
 use nomyo_proxy::ProxyState;
-use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest, ChunkStream};
+use nomyo_server::backend::BackendError;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::policy::ApiKeys;
 use nomyo_server::AppState;
+use nomyo_testkit::backend::{chunk, completion, text_chunk, Double};
+use nomyo_testkit::keys::server_key;
 use nomyo_testkit::log::{find_secret, Capture};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -62,63 +64,42 @@ fn canaries() -> &'static Canaries {
 }
 
 /// Answers with the answer canary; `busy` is 503; `cut` dies mid-stream.
-struct Canned;
-
-fn chunk(model: &str, delta: Value, finish: Value) -> Value {
-    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-}
-
-#[async_trait::async_trait]
-impl Backend for Canned {
-    fn name(&self) -> &str {
-        "canned"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["m".into(), "busy".into(), "cut".into()]
-    }
-    async fn chat(&self, r: BackendRequest) -> Result<Value, BackendError> {
-        if r.model() == "busy" {
-            return Err(BackendError::Unavailable {
-                retry_after: Some(Duration::from_secs(7)),
-            });
-        }
-        Ok(json!({
-            "id": "chatcmpl-c", "object": "chat.completion", "created": 1, "model": r.model(),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": canaries().answer}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        }))
-    }
-    async fn chat_stream(&self, r: BackendRequest) -> Result<ChunkStream, BackendError> {
-        let model = r.model().to_owned();
-        let mut items: Vec<Result<Value, BackendError>> = vec![
-            Ok(chunk(&model, json!({"role": "assistant"}), Value::Null)),
-            Ok(chunk(
-                &model,
-                json!({"content": canaries().answer}),
-                Value::Null,
-            )),
-        ];
-        if model == "cut" {
-            // Like the real backends: a fixed description, no content.
-            items.push(Err(BackendError::Upstream("upstream died".into())));
-        } else {
-            items.push(Ok(chunk(&model, json!({}), json!("stop"))));
-        }
-        Ok(Box::pin(futures::stream::iter(items)))
-    }
+fn canned() -> Arc<Double> {
+    Double::new("canned", &["m", "busy", "cut"])
+        .answer(|r| {
+            if r.model() == "busy" {
+                return Err(BackendError::Unavailable {
+                    retry_after: Some(Duration::from_secs(7)),
+                });
+            }
+            Ok(completion(r.model(), &canaries().answer))
+        })
+        .stream(|r| {
+            let model = r.model();
+            let mut items: Vec<Result<Value, BackendError>> = vec![
+                Ok(chunk(model, json!({"role": "assistant"}), Value::Null)),
+                Ok(text_chunk(model, &canaries().answer)),
+            ];
+            if model == "cut" {
+                // Like the real backends: a fixed description, no content.
+                items.push(Err(BackendError::Upstream("upstream died".into())));
+            } else {
+                items.push(Ok(chunk(model, json!({}), json!("stop"))));
+            }
+            Ok(futures::stream::iter(items).boxed())
+        })
+        .arc()
 }
 
 /// An in-process `nomyo_server` (API key required); `v1_only` hides its
 /// HPKE key list. Returns its URL.
 async fn endpoint(v1_only: bool) -> String {
-    let key = PrivateKey::generate(RsaBits::B2048).unwrap();
+    let key = server_key();
     let mut keys = ApiKeys::open();
     keys.add_key(&canaries().api_key);
     let inner = nomyo_server::app(
         AppState::builder(KeyStore::ephemeral(key))
-            .backend("canned", Arc::new(Canned))
+            .backend("canned", canned())
             .api_keys(keys)
             .build()
             .unwrap(),

@@ -4,123 +4,76 @@
 //! hidden) → a recording test-double backend.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::Router;
+use futures::StreamExt;
 use nomyo_client::{Client, KnownServers, Protocol};
 use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::{Fingerprint, SecretString, SecurityTier};
 use nomyo_proxy::ProxyState;
-use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest, ChunkStream};
+use nomyo_server::backend::BackendError;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::limits::Limits;
 use nomyo_server::policy::{ApiKeys, ModelSet, TierRule};
 use nomyo_server::AppState;
+use nomyo_testkit::backend::{chunk, prompt_of, text_chunk, Double};
+use nomyo_testkit::keys::server_key;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// Records every request body; echoes the last user message; calls a tool
 /// when offered one; streams word by word. Model `busy` answers 503, model
-/// `cut` dies after the first streamed chunk.
-#[derive(Default)]
-struct Recorder {
-    bodies: Mutex<Vec<Value>>,
-    /// Serve only model `m`.
-    one_model: bool,
-}
-
-fn prompt_of(r: &BackendRequest) -> String {
-    r.body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn chunk(model: &str, delta: Value, finish: Value) -> Value {
-    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-}
-
-#[async_trait::async_trait]
-impl Backend for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
-    }
-    fn models(&self) -> Vec<String> {
-        if self.one_model {
-            return vec!["m".into()];
-        }
-        vec!["m".into(), "big".into(), "busy".into(), "cut".into()]
-    }
-    async fn chat(&self, r: BackendRequest) -> Result<Value, BackendError> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .push(Value::Object(r.body.clone()));
-        if r.model() == "busy" {
-            return Err(BackendError::Unavailable {
-                retry_after: Some(Duration::from_secs(7)),
-            });
-        }
-        let message = if r.body.contains_key("tools") {
-            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
-                "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]})
-        } else {
-            json!({"role": "assistant", "content": format!("echo: {}", prompt_of(&r))})
-        };
-        Ok(json!({
-            "id": "chatcmpl-echo", "object": "chat.completion", "created": 1,
-            "model": r.model(), "system_fingerprint": "fp_test",
-            "choices": [{"index": 0, "message": message,
-                "finish_reason": if r.body.contains_key("tools") { "tool_calls" } else { "stop" }}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        }))
-    }
-    async fn chat_stream(&self, r: BackendRequest) -> Result<ChunkStream, BackendError> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .push(Value::Object(r.body.clone()));
-        let model = r.model().to_owned();
-        let mut items: Vec<Result<Value, BackendError>> =
-            vec![Ok(chunk(&model, json!({"role": "assistant"}), Value::Null))];
-        for w in format!("echo: {}", prompt_of(&r)).split_inclusive(' ') {
-            items.push(Ok(chunk(&model, json!({"content": w}), Value::Null)));
-        }
-        items.push(Ok(chunk(&model, json!({}), json!("stop"))));
-        if r.body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            == Some(&json!(true))
-        {
-            items.push(Ok(
-                json!({"id": "chatcmpl-s", "object": "chat.completion.chunk",
-                "created": 1, "model": model, "choices": [],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}),
-            ));
-        }
-        if model == "cut" {
-            items.truncate(2);
-            items.push(Err(BackendError::Upstream("died".into())));
-        }
-        Ok(Box::pin(futures::stream::iter(items)))
-    }
-}
-
-fn server_key() -> PrivateKey {
-    static PEM: OnceLock<String> = OnceLock::new();
-    let pem = PEM.get_or_init(|| {
-        PrivateKey::generate(RsaBits::B2048)
-            .unwrap()
-            .to_pkcs8_pem(None)
-            .unwrap()
-            .to_string()
-    });
-    PrivateKey::from_pem(pem, None, "test").unwrap()
+/// `cut` dies after the first streamed chunk. Serves `models`.
+fn recorder(models: &[&str]) -> Double {
+    Double::new("recorder", models)
+        .answer(|r| {
+            if r.model() == "busy" {
+                return Err(BackendError::Unavailable {
+                    retry_after: Some(Duration::from_secs(7)),
+                });
+            }
+            let tools = r.body.contains_key("tools");
+            let message = if tools {
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                    "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+            } else {
+                json!({"role": "assistant", "content": format!("echo: {}", prompt_of(r))})
+            };
+            Ok(json!({
+                "id": "chatcmpl-echo", "object": "chat.completion", "created": 1,
+                "model": r.model(), "system_fingerprint": "fp_test",
+                "choices": [{"index": 0, "message": message,
+                    "finish_reason": if tools { "tool_calls" } else { "stop" }}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }))
+        })
+        .stream(|r| {
+            let model = r.model().to_owned();
+            let mut items: Vec<Result<Value, BackendError>> =
+                vec![Ok(chunk(&model, json!({"role": "assistant"}), Value::Null))];
+            for w in format!("echo: {}", prompt_of(r)).split_inclusive(' ') {
+                items.push(Ok(text_chunk(&model, w)));
+            }
+            items.push(Ok(chunk(&model, json!({}), json!("stop"))));
+            if r.body
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                == Some(&json!(true))
+            {
+                let mut usage = chunk(&model, json!({}), Value::Null);
+                usage["choices"] = json!([]);
+                usage["usage"] = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+                items.push(Ok(usage));
+            }
+            if model == "cut" {
+                items.truncate(2);
+                items.push(Err(BackendError::Upstream("died".into())));
+            }
+            Ok(futures::stream::iter(items).boxed())
+        })
 }
 
 fn client_key() -> Arc<PrivateKey> {
@@ -132,12 +85,12 @@ fn client_key() -> Arc<PrivateKey> {
 struct Upstream {
     url: String,
     rsa_fingerprint: Fingerprint,
-    backend: Arc<Recorder>,
+    backend: Arc<Double>,
 }
 
 impl Upstream {
     fn bodies(&self) -> Vec<Value> {
-        self.backend.bodies.lock().unwrap().clone()
+        self.backend.seen()
     }
 }
 
@@ -150,11 +103,17 @@ enum Speaks {
 /// A `nomyo_server` with the recorder; `big` only on the `high` tier; an
 /// API key `k1` when `api_key`; 2 requests per minute when `rate_limited`.
 async fn upstream(speaks: Speaks, api_key: bool, rate_limited: bool) -> Upstream {
-    upstream_of(Recorder::default(), speaks, api_key, rate_limited).await
+    upstream_of(
+        recorder(&["m", "big", "busy", "cut"]),
+        speaks,
+        api_key,
+        rate_limited,
+    )
+    .await
 }
 
 async fn upstream_of(
-    recorder: Recorder,
+    recorder: Double,
     speaks: Speaks,
     api_key: bool,
     rate_limited: bool,
@@ -738,10 +697,7 @@ async fn local_access_policy() {
 
 #[tokio::test]
 async fn model_may_be_omitted_when_the_server_serves_one() {
-    let one = Recorder {
-        one_model: true,
-        ..Recorder::default()
-    };
+    let one = recorder(&["m"]);
     let up = upstream_of(one, Speaks::V2, false, false).await;
     let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
     let hello = json!({"messages": [{"role": "user", "content": "hello there"}]});

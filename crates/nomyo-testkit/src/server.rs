@@ -24,6 +24,7 @@ use nomyo_server::AppState;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+pub use crate::backend::completion;
 pub use crate::keys::{client_key, server_key, server_key_pem};
 pub use crate::log::Capture;
 
@@ -167,18 +168,6 @@ impl EchoBackend {
             busy_left: AtomicUsize::new(1),
         })
     }
-}
-
-/// A chat completion of `model` whose answer is `content`.
-pub fn completion(model: &str, content: &str) -> Value {
-    json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    })
 }
 
 fn last_content(body: &serde_json::Map<String, Value>) -> String {

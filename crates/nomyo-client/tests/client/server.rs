@@ -4,9 +4,8 @@
 
 use crate::common;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::shared_key;
@@ -15,54 +14,35 @@ use nomyo_client::{
     SecurityTier, TrustDecision,
 };
 use nomyo_core::keys::{PrivateKey, RsaBits};
-use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest};
+use nomyo_server::backend::BackendError;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::limits::Limits;
 use nomyo_server::policy::{ApiKeys, ModelSet, TierRule};
 use nomyo_server::AppState;
+use nomyo_testkit::backend::{prompt_of, Double};
 use serde_json::{json, Value};
 
-/// Answers at once with the last user message echoed; can fail first.
-#[derive(Default)]
-struct Echo {
-    calls: AtomicUsize,
-    fail_first: Mutex<VecDeque<BackendError>>,
-}
-
-#[async_trait::async_trait]
-impl Backend for Echo {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["echo".into()]
-    }
-    async fn chat(&self, request: BackendRequest) -> Result<Value, BackendError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(e) = self.fail_first.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        let prompt = request.body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-            .to_owned();
-        Ok(json!({
-            "id": "chatcmpl-echo", "object": "chat.completion", "created": 1764300000,
-            "model": request.model(),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": format!("echo: {prompt}")}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-            "seed_seen": request.body.get("seed").cloned().unwrap_or(Value::Null),
-        }))
-    }
+/// Answers at once with the last user message echoed, and the `seed` it
+/// was given as `seed_seen`; failures queued in `fail_first` come first.
+fn echo() -> Arc<Double> {
+    Double::new("echo", &["echo"])
+        .answer(|r| {
+            Ok(json!({
+                "id": "chatcmpl-echo", "object": "chat.completion", "created": 1764300000,
+                "model": r.model(),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": format!("echo: {}", prompt_of(r))}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+                "seed_seen": r.body.get("seed").cloned().unwrap_or(Value::Null),
+            }))
+        })
+        .arc()
 }
 
 struct Server {
     url: String,
     state: AppState,
-    echo: Arc<Echo>,
+    echo: Arc<Double>,
 }
 
 fn server_private_key(slot: usize) -> PrivateKey {
@@ -81,7 +61,7 @@ async fn start_with_keys(
     keys: KeyStore,
     configure: impl FnOnce(nomyo_server::state::AppStateBuilder) -> nomyo_server::state::AppStateBuilder,
 ) -> Server {
-    let echo = Arc::new(Echo::default());
+    let echo = echo();
     let builder = AppState::builder(keys).backend_with_models(
         "echo",
         echo.clone(),

@@ -27,60 +27,19 @@ use nomyo_client::{
 use nomyo_core::keys::PrivateKey;
 use nomyo_core::keys_signature::{KeysSignature, KeysSignatureError};
 use nomyo_core::v2::keys::{Kem, ServerKeyPair};
-use nomyo_server::backend::{Backend, BackendError, ChatRequest as BackendRequest, ChunkStream};
 use nomyo_server::hpke_keys::{HpkeKeySet, HpkeKeyStore};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::AppState;
+use nomyo_testkit::backend::{words, Double};
 
+use nomyo_core::keys_signature::HEADER as SIG_HEADER;
 use nomyo_core::v2::HPKE_KEYS_PATH;
-const SIG_HEADER: &str = "nomyo-keys-signature";
-use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// Echoes the prompt; streams it word by word; model `cut` dies after the
-/// first chunk (the server then ends the body without `[DONE]`).
-struct Words;
-
-fn chunk(model: &str, content: &str) -> Value {
-    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
-           "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
-}
-
-fn prompt_of(r: &BackendRequest) -> String {
-    r.body["messages"][0]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
-#[async_trait::async_trait]
-impl Backend for Words {
-    fn name(&self) -> &str {
-        "words"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["m".into(), "cut".into()]
-    }
-    async fn chat(&self, request: BackendRequest) -> Result<Value, BackendError> {
-        Ok(json!({
-            "id": "chatcmpl-echo", "object": "chat.completion", "created": 1,
-            "model": request.model(),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": format!("echo: {}", prompt_of(&request))}}],
-        }))
-    }
-    async fn chat_stream(&self, request: BackendRequest) -> Result<ChunkStream, BackendError> {
-        let model = request.model().to_owned();
-        let mut items: Vec<Result<Value, BackendError>> = prompt_of(&request)
-            .split(' ')
-            .map(|w| Ok(chunk(&model, &format!("{w} "))))
-            .collect();
-        if model == "cut" {
-            items.truncate(1);
-            items.push(Err(BackendError::Upstream("died".into())));
-        }
-        Ok(Box::pin(futures::stream::iter(items)))
-    }
+/// Echoes the prompt; streams it word by word ([`words`]): model `cut` dies
+/// after the first chunk (the server then ends the body without `[DONE]`).
+fn words_backend() -> Arc<Double> {
+    Double::new("words", &["m", "cut"]).stream(words).arc()
 }
 
 fn state(hpke: Option<HpkeKeySet>) -> AppState {
@@ -91,7 +50,7 @@ fn state(hpke: Option<HpkeKeySet>) -> AppState {
 fn state_signed_by(slot: usize, hpke: Option<HpkeKeySet>) -> AppState {
     let pem = shared_key(slot).to_pkcs8_pem(None).unwrap();
     let key = PrivateKey::from_pem(&pem, None, "test").unwrap();
-    let mut b = AppState::builder(KeyStore::ephemeral(key)).backend("words", Arc::new(Words));
+    let mut b = AppState::builder(KeyStore::ephemeral(key)).backend("words", words_backend());
     if let Some(k) = hpke {
         b = b.hpke_keys(k);
     }
@@ -822,7 +781,7 @@ fn rotating_state() -> AppState {
     let pem = shared_key(1).to_pkcs8_pem(None).unwrap();
     let key = PrivateKey::from_pem(&pem, None, "test").unwrap();
     AppState::builder(KeyStore::ephemeral(key))
-        .backend("words", Arc::new(Words))
+        .backend("words", words_backend())
         .hpke_store(HpkeKeyStore::new(HpkeKeySet::generate()).with_grace(Duration::ZERO))
         .build()
         .unwrap()

@@ -20,10 +20,10 @@ use http::{Method, Request, StatusCode};
 use nomyo_core::v2::keys::{Kem, KeyConfig};
 use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::SecurityTier;
-use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 use nomyo_server::limits::Limits;
 use nomyo_server::policy::ApiKeys;
 use nomyo_server::AppState;
+use nomyo_testkit::backend::{text_chunk, Double};
 use serde_json::Value;
 
 /// The real server on 127.0.0.1:0 (kept for the whole test process).
@@ -311,38 +311,28 @@ async fn slow_body_senders_do_not_hold_the_processing_slots() {
 }
 
 /// A backend whose streams never end: a 4 KiB chunk whenever asked. Counts
-/// the streams still alive (dropped when the server cuts them).
-struct EndlessStreams {
-    alive: Arc<std::sync::atomic::AtomicUsize>,
+/// in `alive` the streams still alive (dropped when the server cuts them).
+fn endless_streams(alive: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Double> {
+    let alive = Arc::clone(alive);
+    Double::new("endless", &["m"])
+        .answer(|r| Ok(completion(r.model(), "short")))
+        .stream(move |_| {
+            alive.fetch_add(1, Ordering::SeqCst);
+            let alive = Alive(Arc::clone(&alive));
+            let text = "x".repeat(4096);
+            Ok(futures::stream::repeat_with(move || {
+                let _ = &alive;
+                Ok(text_chunk("m", &text))
+            })
+            .boxed())
+        })
+        .arc()
 }
 
 struct Alive(Arc<std::sync::atomic::AtomicUsize>);
 impl Drop for Alive {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for EndlessStreams {
-    fn name(&self) -> &str {
-        "endless"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["m".into()]
-    }
-    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-        Ok(completion(request.model(), "short"))
-    }
-    async fn chat_stream(&self, _request: ChatRequest) -> Result<ChunkStream, BackendError> {
-        self.alive.fetch_add(1, Ordering::SeqCst);
-        let alive = Alive(Arc::clone(&self.alive));
-        let text = "x".repeat(4096);
-        Ok(futures::stream::repeat_with(move || {
-            let _ = &alive;
-            Ok(serde_json::json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}))
-        })
-        .boxed())
     }
 }
 
@@ -407,12 +397,7 @@ async fn stalled_large_bodies_cannot_fill_the_servers_memory() {
 async fn stalled_stream_readers_do_not_hold_the_processing_slots() {
     let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let b = AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(server_key()))
-        .backend(
-            "endless",
-            Arc::new(EndlessStreams {
-                alive: Arc::clone(&alive),
-            }),
-        )
+        .backend("endless", endless_streams(&alive))
         .limits(Limits {
             max_concurrency: 2,
             max_queue: 0,
@@ -463,24 +448,11 @@ async fn stalled_stream_readers_do_not_hold_the_processing_slots() {
 /// and gives its slot back.
 #[tokio::test]
 async fn silent_backend_streams_are_cut_after_the_idle_timeout() {
-    struct Silent;
-    #[async_trait::async_trait]
-    impl Backend for Silent {
-        fn name(&self) -> &str {
-            "silent"
-        }
-        fn models(&self) -> Vec<String> {
-            vec!["m".into()]
-        }
-        async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-            Ok(completion(request.model(), "short"))
-        }
-        async fn chat_stream(&self, _r: ChatRequest) -> Result<ChunkStream, BackendError> {
-            Ok(futures::stream::pending().boxed())
-        }
-    }
+    let silent = Double::new("silent", &["m"])
+        .answer(|r| Ok(completion(r.model(), "short")))
+        .stream(|_| Ok(futures::stream::pending().boxed()));
     let b = AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(server_key()))
-        .backend("silent", Arc::new(Silent))
+        .backend("silent", silent.arc())
         .limits(Limits {
             max_concurrency: 1,
             max_queue: 0,
@@ -571,7 +543,7 @@ async fn captured_request_replayed_after_a_restart_is_409() {
         let backend = Arc::clone(&backend);
         async move {
             let prepared = serve::prepare(settings, move |_p: EmbeddedParams| {
-                Ok(Arc::clone(&backend) as Arc<dyn Backend>)
+                Ok(Arc::clone(&backend) as Arc<dyn nomyo_server::backend::Backend>)
             })
             .await
             .unwrap();

@@ -17,9 +17,10 @@ use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, KeyConfig};
 use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::v2::response::parse_response_nonce;
-use nomyo_server::backend::{Backend, BackendError, ChatRequest, Rejection};
+use nomyo_server::backend::{BackendError, Rejection};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::{app, AppState};
+use nomyo_testkit::backend::Double;
 use serde_json::Value;
 
 const CONTEXT_REASON: &str =
@@ -27,31 +28,24 @@ const CONTEXT_REASON: &str =
 
 /// Refuses by model name: `long` overflows the context, `tools` uses an
 /// unsupported parameter, `gone` is unknown to the backend (404).
-struct RejectingBackend;
-
-#[async_trait::async_trait]
-impl Backend for RejectingBackend {
-    fn name(&self) -> &str {
-        "rejecting"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["long".into(), "tools".into(), "gone".into()]
-    }
-    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-        Err(match request.model() {
-            "long" => BackendError::InvalidRequest(Rejection::context_length(CONTEXT_REASON)),
-            "tools" => BackendError::InvalidRequest(Rejection::unsupported(
-                "tools",
-                "`tools` (tool calling) is not supported by the embedded model",
-            )),
-            _ => BackendError::ModelNotFound,
+fn rejecting_backend() -> Arc<Double> {
+    Double::new("rejecting", &["long", "tools", "gone"])
+        .answer(|r| {
+            Err(match r.model() {
+                "long" => BackendError::InvalidRequest(Rejection::context_length(CONTEXT_REASON)),
+                "tools" => BackendError::InvalidRequest(Rejection::unsupported(
+                    "tools",
+                    "`tools` (tool calling) is not supported by the embedded model",
+                )),
+                _ => BackendError::ModelNotFound,
+            })
         })
-    }
+        .arc()
 }
 
 fn rejecting_app() -> axum::Router {
     app(AppState::builder(KeyStore::ephemeral(server_key()))
-        .backend("rejecting", Arc::new(RejectingBackend))
+        .backend("rejecting", rejecting_backend())
         .build()
         .unwrap())
 }

@@ -16,51 +16,22 @@ use nomyo_core::v2::keys::{Kem, KeyConfig};
 use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_core::SecurityTier;
-use nomyo_server::backend::{Backend, BackendError, ChatRequest, ChunkStream};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::{app, AppState};
+use nomyo_testkit::backend::{channel_stream, text_chunk, words, Double};
 use serde_json::{json, Value};
 
-/// A backend that streams `tokens` of the prompt's words; model `cut` fails
-/// after the first chunk. `chat()` echoes like [`EchoBackend`].
-struct StreamBackend;
-
-fn chunk(model: &str, content: &str) -> Value {
-    json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
-           "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
-}
-
-#[async_trait::async_trait]
-impl Backend for StreamBackend {
-    fn name(&self) -> &str {
-        "stream"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["m".into(), "cut".into()]
-    }
-    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-        Ok(completion(request.model(), "whole"))
-    }
-    async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, BackendError> {
-        let model = request.model().to_owned();
-        let prompt = request.body["messages"][0]["content"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let mut items: Vec<Result<Value, BackendError>> = prompt
-            .split(' ')
-            .map(|w| Ok(chunk(&model, &format!("{w} "))))
-            .collect();
-        if model == "cut" {
-            items.truncate(1);
-            items.push(Err(BackendError::Upstream("died".into())));
-        }
-        Ok(Box::pin(futures::stream::iter(items)))
-    }
+/// Streams the prompt's words ([`words`]; model `cut` fails after the first
+/// chunk); `chat()` answers "whole".
+fn stream_backend() -> Arc<Double> {
+    Double::new("stream", &["m", "cut"])
+        .answer(|r| Ok(completion(r.model(), "whole")))
+        .stream(words)
+        .arc()
 }
 
 fn stream_state() -> nomyo_server::state::AppStateBuilder {
-    AppState::builder(KeyStore::ephemeral(server_key())).backend("stream", Arc::new(StreamBackend))
+    AppState::builder(KeyStore::ephemeral(server_key())).backend("stream", stream_backend())
 }
 
 async fn key_configs(app: &axum::Router) -> Vec<KeyConfig> {
@@ -407,40 +378,15 @@ async fn replay_is_409_and_errors_after_open_are_sealed() {
     );
 }
 
-/// A backend whose stream is fed by the test, one chunk at a time.
-struct ChannelBackend(std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Value>>>);
-
-#[async_trait::async_trait]
-impl Backend for ChannelBackend {
-    fn name(&self) -> &str {
-        "channel"
-    }
-    fn models(&self) -> Vec<String> {
-        vec!["m".into()]
-    }
-    async fn chat(&self, _request: ChatRequest) -> Result<Value, BackendError> {
-        Err(BackendError::Internal("not used".into()))
-    }
-    async fn chat_stream(&self, _request: ChatRequest) -> Result<ChunkStream, BackendError> {
-        let rx = self.0.lock().unwrap().take().unwrap();
-        Ok(Box::pin(futures::StreamExt::map(
-            tokio_stream_from(rx),
-            Ok::<Value, BackendError>,
-        )))
-    }
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Value>,
-) -> impl futures::Stream<Item = Value> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
 #[tokio::test]
 async fn first_event_arrives_before_the_backend_finishes() {
     use http_body_util::BodyExt as _;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let backend = Arc::new(ChannelBackend(std::sync::Mutex::new(Some(rx))));
+    // A backend whose stream the test feeds, one chunk at a time.
+    let (feed, stream) = channel_stream();
+    let stream = std::sync::Mutex::new(Some(stream));
+    let backend = Double::new("channel", &["m"])
+        .stream(move |_| Ok(stream.lock().unwrap().take().unwrap()))
+        .arc();
     let app = app(AppState::builder(KeyStore::ephemeral(server_key()))
         .backend("channel", backend)
         .build()
@@ -449,7 +395,7 @@ async fn first_event_arrives_before_the_backend_finishes() {
     let mut body = chat("m", "x");
     body["stream"] = json!(true);
     let req = seal(&config(&configs, Kem::XWing), &body, 1024);
-    tx.send(chunk("m", "first")).await.unwrap();
+    feed.send(text_chunk("m", "first"));
     let resp = tower::ServiceExt::oneshot(app.clone(), req.request(None, None))
         .await
         .unwrap();
@@ -467,8 +413,8 @@ async fn first_event_arrives_before_the_backend_finishes() {
     let events = sse_events(&req.open(&headers, &first));
     let c: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(c["choices"][0]["delta"]["content"], "first");
-    tx.send(chunk("m", "second")).await.unwrap();
-    drop(tx);
+    feed.send(text_chunk("m", "second"));
+    drop(feed);
     let rest = body.collect().await.unwrap().to_bytes();
     // The response opener continues the sequence: open everything together.
     let all = [first.to_vec(), rest.to_vec()].concat();
