@@ -15,16 +15,17 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use nomyo_core::v1::{self, Package};
-use nomyo_server::backend::{Backend, BackendError, ChatRequest};
+use nomyo_server::backend::BackendError;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::policy::{ModelSet, TierRule};
 use nomyo_server::AppState;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-pub use crate::backend::completion;
+pub use crate::backend::{completion, Double};
 pub use crate::keys::{client_key, server_key, server_key_pem};
 pub use crate::log::Capture;
 
@@ -147,27 +148,41 @@ pub fn detail(body: &[u8]) -> String {
     v["detail"].as_str().expect("detail string").to_owned()
 }
 
-/// An in-process backend double: answers "echo:<last message>"; behaviour by model name:
-/// `slow` sleeps 600 ms, `very-slow` 5 s, `busy-once` is unavailable once then answers,
+/// The server tests' backend: a [`Double`] named `echo` serving `models`
+/// that answers "echo:<last message>"; behaviour by model name: `slow` sleeps
+/// 600 ms, `very-slow` 5 s, `busy-once` is unavailable once then answers,
 /// `broken` fails upstream, `not-object` returns a JSON array.
-pub struct EchoBackend {
-    /// The models it serves.
-    pub models: Vec<String>,
-    /// Chat calls received.
-    pub calls: AtomicUsize,
-    /// How many more times `busy-once` is unavailable.
-    pub busy_left: AtomicUsize,
-}
-
-impl EchoBackend {
-    /// A double serving `models`.
-    pub fn new(models: &[&str]) -> Arc<Self> {
-        Arc::new(Self {
-            models: models.iter().map(|s| s.to_string()).collect(),
-            calls: AtomicUsize::new(0),
-            busy_left: AtomicUsize::new(1),
+pub fn echo_backend(models: &[&str]) -> Arc<Double> {
+    let busy_left = Arc::new(AtomicUsize::new(1));
+    Double::new("echo", models)
+        .answer_async(move |request| {
+            let busy_left = Arc::clone(&busy_left);
+            async move {
+                let model = request.model().to_owned();
+                match model.as_str() {
+                    "slow" => tokio::time::sleep(Duration::from_millis(600)).await,
+                    "very-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+                    "busy-once"
+                        if busy_left
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok() =>
+                    {
+                        return Err(BackendError::Unavailable {
+                            retry_after: Some(Duration::from_secs(2)),
+                        });
+                    }
+                    "broken" => return Err(BackendError::Upstream("status 500".into())),
+                    "not-object" => return Ok(json!([1, 2])),
+                    _ => {}
+                }
+                Ok(completion(
+                    &model,
+                    &format!("echo:{}", last_content(&request.body)),
+                ))
+            }
+            .boxed()
         })
-    }
+        .arc()
 }
 
 fn last_content(body: &serde_json::Map<String, Value>) -> String {
@@ -178,41 +193,6 @@ fn last_content(body: &serde_json::Map<String, Value>) -> String {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned()
-}
-
-#[async_trait::async_trait]
-impl Backend for EchoBackend {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn models(&self) -> Vec<String> {
-        self.models.clone()
-    }
-    async fn chat(&self, request: ChatRequest) -> Result<Value, BackendError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let model = request.model().to_owned();
-        match model.as_str() {
-            "slow" => tokio::time::sleep(Duration::from_millis(600)).await,
-            "very-slow" => tokio::time::sleep(Duration::from_secs(5)).await,
-            "busy-once"
-                if self
-                    .busy_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok() =>
-            {
-                return Err(BackendError::Unavailable {
-                    retry_after: Some(Duration::from_secs(2)),
-                });
-            }
-            "broken" => return Err(BackendError::Upstream("status 500".into())),
-            "not-object" => return Ok(json!([1, 2])),
-            _ => {}
-        }
-        Ok(completion(
-            &model,
-            &format!("echo:{}", last_content(&request.body)),
-        ))
-    }
 }
 
 /// The server's settings from a configuration file's text (parsed and
@@ -226,7 +206,7 @@ pub fn settings(toml: &str) -> nomyo_server::config::Settings {
 
 /// A state with the shared server key and one echo backend serving `models`.
 pub fn state_with(models: &[&str]) -> nomyo_server::state::AppStateBuilder {
-    AppState::builder(KeyStore::ephemeral(server_key())).backend("echo", EchoBackend::new(models))
+    AppState::builder(KeyStore::ephemeral(server_key())).backend("echo", echo_backend(models))
 }
 
 // ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ async fn serve(state: AppState) -> SocketAddr {
     addr
 }
 
-fn echo(models: &[&str]) -> (nomyo_server::state::AppStateBuilder, Arc<EchoBackend>) {
-    let backend = EchoBackend::new(models);
+fn echo(models: &[&str]) -> (nomyo_server::state::AppStateBuilder, Arc<Double>) {
+    let backend = echo_backend(models);
     let b = AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(server_key()))
         .backend("echo", backend.clone());
     (b, backend)
@@ -533,7 +533,7 @@ async fn one_api_key_filling_the_replay_store_leaves_room_for_others() {
 async fn captured_request_replayed_after_a_restart_is_409() {
     use nomyo_server::serve::{self, EmbeddedParams};
     let dir = tempfile::tempdir().unwrap();
-    let backend = EchoBackend::new(&["m"]);
+    let backend = echo_backend(&["m"]);
     let start = || {
         let toml = format!(
             "key_dir = \"{}\"\nkey_bits = 2048\n[[backends]]\nname = \"local\"\ntype = \"embedded\"\n",

@@ -55,8 +55,8 @@ fn http() -> reqwest::Client {
 }
 
 /// The state used by most tests, with its echo backend (to count calls).
-fn echo_state(models: &[&str]) -> (nomyo_server::state::AppStateBuilder, Arc<EchoBackend>) {
-    let backend = EchoBackend::new(models);
+fn echo_state(models: &[&str]) -> (nomyo_server::state::AppStateBuilder, Arc<Double>) {
+    let backend = echo_backend(models);
     let b = AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(server_key()))
         .backend("echo", backend.clone());
     (b, backend)
@@ -679,7 +679,7 @@ async fn key_change(hpke_ids: (u8, u8)) -> KeyChange {
         AppState::builder(nomyo_server::keystore::KeyStore::ephemeral(
             PrivateKey::generate(RsaBits::B2048).unwrap(),
         ))
-        .backend("echo", EchoBackend::new(&["m"]))
+        .backend("echo", echo_backend(&["m"]))
         .hpke_keys(new_hpke)
         .build()
         .unwrap(),
@@ -759,7 +759,7 @@ async fn server_key_change_with_reused_key_ids_fails_closed() {
 // ---------------------------------------------------------------------------
 
 /// `public` is allowed on every tier, `secret` only on `maximum`.
-fn tiered_state() -> (nomyo_server::state::AppStateBuilder, Arc<EchoBackend>) {
+fn tiered_state() -> (nomyo_server::state::AppStateBuilder, Arc<Double>) {
     let (b, backend) = echo_state(&["public", "secret"]);
     let b = b
         .tier(SecurityTier::Standard, allow_models(&["public"]))

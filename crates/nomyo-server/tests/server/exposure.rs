@@ -30,7 +30,7 @@ async fn serve_config(extra: &str, listen: &str) -> (SocketAddr, nomyo_server::A
     );
     let settings = common::settings(&toml);
     let prepared = serve::prepare(settings, |_p: EmbeddedParams| {
-        Ok(EchoBackend::new(&["m"]) as Arc<dyn Backend>)
+        Ok(echo_backend(&["m"]) as Arc<dyn Backend>)
     })
     .await
     .unwrap();

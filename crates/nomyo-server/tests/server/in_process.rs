@@ -398,7 +398,7 @@ async fn rotation_old_key_opens_during_grace_only() {
     use nomyo_server::keystore::KeyStore;
     let store = KeyStore::ephemeral(server_key()).with_grace(Duration::from_secs(3));
     let st = nomyo_server::AppState::builder(store)
-        .backend("echo", EchoBackend::new(&["m"]))
+        .backend("echo", echo_backend(&["m"]))
         .build()
         .unwrap();
     let app = app(st.clone());

@@ -182,7 +182,7 @@ require_attestation = false
     let mut asked = Vec::new();
     let prepared = serve::prepare(settings, |p: EmbeddedParams| {
         asked.push((p.name.clone(), p.model.clone(), p.threads));
-        Ok(EchoBackend::new(&["local-model"]) as Arc<dyn Backend>)
+        Ok(echo_backend(&["local-model"]) as Arc<dyn Backend>)
     })
     .await
     .unwrap();

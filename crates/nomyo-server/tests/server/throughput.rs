@@ -63,7 +63,7 @@ async fn throughput_probe() {
         ..Limits::default()
     };
     let st = AppState::builder(KeyStore::ephemeral(server))
-        .backend("echo", EchoBackend::new(&["m"]))
+        .backend("echo", echo_backend(&["m"]))
         .limits(limits)
         .build()
         .unwrap();
