@@ -18,8 +18,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use support::{
-    assert_exit, http_double, nomyo, serve_cmd_open, started, stderr, stdout, write_response,
-    Serve, EPHEMERAL_KEY, JSON, MODELS,
+    assert_exit, http_double, nomyo_at_home, serve_cmd_open, started, stderr, stdout,
+    write_response, Serve, EPHEMERAL_KEY, JSON, MODELS,
 };
 
 const MARKER: &str = "prompt-marker-7f3a";
@@ -89,15 +89,8 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = nomyo();
-        c.args(args)
-            .env("HOME", self.home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("RUST_LOG")
-            .env_remove("NOMYO_API_KEY")
-            .env_remove("NOMYO_BASE_URL")
-            .env_remove("NOMYO_MODEL")
-            .stdin(Stdio::null());
+        let mut c = nomyo_at_home(self.home.path());
+        c.args(args);
         for (k, v) in env {
             c.env(k, v);
         }

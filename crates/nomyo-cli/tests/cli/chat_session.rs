@@ -31,7 +31,7 @@ use nomyo_testkit::pty::Terminal;
 use serde_json::{json, Value};
 use support::{
     assert_exit, chat_args, http_double, serve_cmd_open, started, stderr, stdout, write_response,
-    EPHEMERAL_KEY, JSON, MODELS,
+    Serve, EPHEMERAL_KEY, JSON, MODELS,
 };
 
 const MARKER: &str = ">>> ";
@@ -141,15 +141,59 @@ fn turn(term: &mut Terminal, line: &str, from: usize) -> (String, usize) {
     (answer, marker + MARKER.len())
 }
 
+/// `nomyo serve` in front of the conversation double, and a directory for
+/// the known-servers file and the conversation files.
+struct Fixture {
+    serve: Serve,
+    seen: Arc<Mutex<Vec<Value>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let (up, seen) = conversation_double();
+        Fixture {
+            serve: started(serve_cmd_open(&up, &EPHEMERAL_KEY)),
+            seen,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `nomyo chat`'s arguments against this server, then `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        chat_args(
+            &self.serve.url,
+            &self.dir.path().join("known_servers"),
+            extra,
+        )
+    }
+
+    /// `nomyo chat` with `extra` on a terminal, and where its first marker ends.
+    fn terminal(&self, extra: &[&str]) -> (Terminal, usize) {
+        let term = Terminal::start(&self.args(extra));
+        let at = term.wait_for(MARKER, 0) + MARKER.len();
+        (term, at)
+    }
+}
+
+/// `args` run with no input; its output.
+fn run(args: &[String]) -> std::process::Output {
+    Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The program on the terminal ended with exit 0.
+fn assert_ended_well((status, shown): (std::process::ExitStatus, String)) {
+    assert_eq!(status.code(), Some(0), "{shown}");
+}
+
 #[test]
 fn a_conversation_on_a_terminal_streams_and_keeps_context() {
-    let (up, _) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
-    let mut term = Terminal::start(&chat_args(&serve.url, &known, &[]));
-
-    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    let fx = Fixture::start();
+    let (mut term, at) = fx.terminal(&[]);
     let (a1, at) = turn(&mut term, "remember the apple", at);
     assert_eq!(a1, "ANS USERS=1 FIRST=REMEMBER THE APPLE SYSTEM=- END");
     let (a2, at) = turn(&mut term, "and the pear", at);
@@ -169,36 +213,26 @@ fn a_conversation_on_a_terminal_streams_and_keeps_context() {
     assert_eq!(a5, "ANS USERS=2 FIRST=A FRESH START SYSTEM=BE TERSE END");
 
     term.type_line("/exit");
-    let (status, shown) = term.exited();
-    assert_eq!(status.code(), Some(0), "{shown}");
+    assert_ended_well(term.exited());
 }
 
 #[test]
 fn a_conversation_ends_at_the_end_of_input_and_says_when_an_answer_was_cut_off() {
-    let (up, _) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
-    let mut term = Terminal::start(&chat_args(&serve.url, &known, &["--max-tokens", "7"]));
-    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    let fx = Fixture::start();
+    let (mut term, at) = fx.terminal(&["--max-tokens", "7"]);
     let (a1, at) = turn(&mut term, "CUTOFF soon", at);
     assert_eq!(a1, "ANS USERS=1 FIRST=CUTOFF SOON SYSTEM=- END");
     // After the answer, before the next marker.
     let notice = term.wait_for("[answer cut off at --max-tokens 7; raise it for more]", 0);
     assert!(notice > term.text().find(&a1).unwrap() && notice < at);
     // Ctrl-D: the end of input.
-    let (status, shown) = term.finish();
-    assert_eq!(status.code(), Some(0), "{shown}");
+    assert_ended_well(term.finish());
 }
 
 #[test]
 fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
-    let (up, _) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
-    let mut term = Terminal::start(&chat_args(&serve.url, &known, &[]));
-    let at = term.wait_for(MARKER, 0) + MARKER.len();
+    let fx = Fixture::start();
+    let (mut term, at) = fx.terminal(&[]);
     term.type_line("stop me");
     let start = term.wait_for("ANS", at);
     // Ctrl-C, as the terminal sends it.
@@ -215,18 +249,13 @@ fn ctrl_c_stops_an_answer_and_at_the_marker_ends_the_conversation() {
     assert_eq!(a, "ANS USERS=1 FIRST=A NEW FIRST MESSAGE SYSTEM=- END");
     assert!(term.text().len() >= at);
     term.send(b"\x03");
-    let (status, shown) = term.exited();
-    assert_eq!(status.code(), Some(0), "{shown}");
+    assert_ended_well(term.exited());
 }
 
 #[test]
 fn a_conversation_over_v1_prints_each_answer_whole() {
-    let (up, _) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
-    let mut term = Terminal::start(&chat_args(&serve.url, &known, &["--protocol", "v1"]));
-    let mut at = term.wait_for(MARKER, 0) + MARKER.len();
+    let fx = Fixture::start();
+    let (mut term, mut at) = fx.terminal(&["--protocol", "v1"]);
     for (line, answer) in [
         ("one", "ANS USERS=1 FIRST=ONE SYSTEM=- END"),
         ("two", "ANS USERS=2 FIRST=ONE SYSTEM=- END"),
@@ -243,11 +272,8 @@ fn a_conversation_over_v1_prints_each_answer_whole() {
 
 #[test]
 fn messages_file_sends_every_message() {
-    let (up, seen) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
-    let file = dir.path().join("conversation.json");
+    let fx = Fixture::start();
+    let file = fx.dir.path().join("conversation.json");
     let conversation = json!([
         {"role": "system", "content": "you count fruit"},
         {"role": "user", "content": "an apple"},
@@ -256,19 +282,16 @@ fn messages_file_sends_every_message() {
     ]);
     std::fs::write(&file, conversation.to_string()).unwrap();
     for extra in [&[][..], &["--stream"][..]] {
-        let mut args = chat_args(&serve.url, &known, &["--messages", file.to_str().unwrap()]);
+        let mut args = fx.args(&["--messages", file.to_str().unwrap()]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let o = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = run(&args);
         assert_exit(&o, 0);
         assert_eq!(
             stdout(&o).trim(),
             "ANS USERS=2 FIRST=AN APPLE SYSTEM=YOU COUNT FRUIT END"
         );
-        let sent: Vec<Value> = seen
+        let sent: Vec<Value> = fx
+            .seen
             .lock()
             .unwrap()
             .iter()
@@ -311,11 +334,7 @@ fn a_malformed_messages_file_is_a_usage_error_that_does_not_echo_it() {
     ] {
         std::fs::write(&file, text).unwrap();
         let args = chat_args(url, &known, &["--messages", file.to_str().unwrap()]);
-        let o = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = run(&args);
         assert_exit(&o, 2);
         let err = stderr(&o);
         assert!(
@@ -335,19 +354,12 @@ fn a_malformed_messages_file_is_a_usage_error_that_does_not_echo_it() {
 
 #[test]
 fn text_mode_says_when_max_tokens_cut_the_answer_off() {
-    let (up, _) = conversation_double();
-    let serve = started(serve_cmd_open(&up, &EPHEMERAL_KEY));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_servers");
+    let fx = Fixture::start();
     for extra in [&[][..], &["--stream"][..], &["--protocol", "v1"][..]] {
-        let mut args = chat_args(&serve.url, &known, &["--max-tokens", "5"]);
+        let mut args = fx.args(&["--max-tokens", "5"]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args.push(format!("{CUTOFF} here"));
-        let o = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = run(&args);
         assert_exit(&o, 0);
         assert!(stdout(&o).contains("FIRST=CUTOFF HERE"), "{}", stdout(&o));
         assert!(
@@ -358,11 +370,7 @@ fn text_mode_says_when_max_tokens_cut_the_answer_off() {
         // A whole answer: no notice; with --json, none either (the JSON says it).
         args.pop();
         args.push("a whole answer".to_owned());
-        let o = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = run(&args);
         assert_exit(&o, 0);
         assert!(!stderr(&o).contains("cut off"), "{}", stderr(&o));
     }

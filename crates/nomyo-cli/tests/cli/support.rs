@@ -416,7 +416,7 @@ pub fn started(cmd: Command) -> Serve {
 /// environment (HOME = `home`, no RUST_LOG or NOMYO_*), the API key `key`
 /// in $BENCH_KEY, known servers in `known_servers`, stdin closed.
 pub fn bench_cmd(url: &str, home: &Path, known_servers: &Path, key: &str) -> Command {
-    let mut cmd = nomyo();
+    let mut cmd = nomyo_at_home(home);
     cmd.args([
         "bench",
         "--base-url",
@@ -429,13 +429,7 @@ pub fn bench_cmd(url: &str, home: &Path, known_servers: &Path, key: &str) -> Com
         "--known-servers",
     ])
     .arg(known_servers)
-    .env("HOME", home)
-    .env("BENCH_KEY", key)
-    .env_remove("RUST_LOG")
-    .env_remove("NOMYO_API_KEY")
-    .env_remove("NOMYO_BASE_URL")
-    .env_remove("NOMYO_MODEL")
-    .stdin(Stdio::null());
+    .env("BENCH_KEY", key);
     cmd
 }
 
