@@ -21,30 +21,12 @@ import statistics
 import sys
 import time
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-def seal(plaintext: bytes, public_key) -> bytes:
-    aes_key, nonce = os.urandom(32), os.urandom(12)
-    ct = AESGCM(aes_key).encrypt(nonce, plaintext, None)
-    return json.dumps(
-        {
-            "version": "1.0",
-            "algorithm": "hybrid-aes256-rsa4096",
-            "encrypted_payload": {
-                "ciphertext": base64.b64encode(ct[:-16]).decode(),
-                "nonce": base64.b64encode(nonce).decode(),
-                "tag": base64.b64encode(ct[-16:]).decode(),
-            },
-            "encrypted_aes_key": base64.b64encode(public_key.encrypt(aes_key, OAEP)).decode(),
-            "key_algorithm": "RSA-OAEP-SHA256",
-            "payload_algorithm": "AES-256-GCM",
-        }
-    ).encode()
+# The same sealing as the interoperability tests'.
+from v1_package import OAEP
+from v1_package import py_seal as seal
 
 
 def open_(wire: bytes, private_key) -> bytes:

@@ -16,7 +16,7 @@ import urllib.parse
 import uuid
 
 import pytest
-from conftest import fingerprint, public_pem, py_open, py_seal
+from v1_package import fingerprint, public_pem, py_open, py_seal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from nomyo import SecurityError

@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import inspect
 import json
-import os
 import threading
 import time
 import urllib.request

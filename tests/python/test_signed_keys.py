@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import fingerprint, public_pem
+from v1_package import fingerprint, public_pem
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
