@@ -18,6 +18,13 @@ use axum::{Json, Router};
 use futures::FutureExt;
 use http_body_util::BodyExt;
 use nomyo_core::v1::{self, Package};
+use nomyo_core::v2::{
+    self,
+    framing::FrameDecoder,
+    keys::{Kem, KeyConfig},
+    request::RequestSealer,
+    response::parse_response_nonce,
+};
 use nomyo_server::backend::BackendError;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::policy::{ModelSet, TierRule};
@@ -135,6 +142,108 @@ pub async fn fetch_hpke_keys_with_headers(app: &Router) -> (HeaderMap, Vec<u8>) 
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["content-type"], "application/ohttp-keys");
     (h, b)
+}
+
+/// The key config of `kem` in a published list.
+pub fn kem_config(configs: &[KeyConfig], kem: Kem) -> KeyConfig {
+    configs.iter().find(|c| c.kem == kem).unwrap().clone()
+}
+
+/// A v2 (EHBP) request sealed as a client seals it ([`seal_v2`],
+/// [`seal_v2_frames`]), and the context that opens its answer.
+pub struct V2Sealed {
+    /// The request's sealing context (it also opens the answer).
+    pub sealer: RequestSealer,
+    /// `Ehbp-Encapsulated-Key`, lowercase hex.
+    pub enc_hex: String,
+    /// The sealed frames, in order.
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// `body` sealed to `config` in one frame.
+pub fn seal_v2(config: &KeyConfig, body: &Value) -> V2Sealed {
+    seal_v2_frames(config, body, usize::MAX)
+}
+
+/// `body` sealed to `config`, split into frames of `frame` plaintext bytes.
+pub fn seal_v2_frames(config: &KeyConfig, body: &Value, frame: usize) -> V2Sealed {
+    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
+    let plain = serde_json::to_vec(body).unwrap();
+    let frames = plain
+        .chunks(frame)
+        .map(|c| sealer.seal_chunk(c).unwrap())
+        .collect();
+    V2Sealed {
+        sealer,
+        enc_hex: hex::encode(enc),
+        frames,
+    }
+}
+
+impl V2Sealed {
+    /// The request body: every frame.
+    pub fn body(&self) -> Vec<u8> {
+        self.frames.concat()
+    }
+
+    /// `POST /v1/chat/completions` with this body, the key id and tier
+    /// headers when given.
+    pub fn request(&self, key_id: Option<u8>, tier: Option<&str>) -> Request<Body> {
+        self.request_with(self.body(), key_id, tier)
+    }
+
+    /// [`V2Sealed::request`] with another body (a tampered or cut one).
+    pub fn request_with(
+        &self,
+        body: Vec<u8>,
+        key_id: Option<u8>,
+        tier: Option<&str>,
+    ) -> Request<Body> {
+        let mut b = Request::post(v2::CHAT_COMPLETIONS_PATH)
+            .header("content-type", "application/json")
+            .header(v2::HEADER_ENCAPSULATED_KEY, &self.enc_hex);
+        if let Some(id) = key_id {
+            b = b.header(v2::HEADER_KEY_ID, id.to_string());
+        }
+        if let Some(t) = tier {
+            b = b.header(nomyo_core::tier::HEADER_SECURITY_TIER, t);
+        }
+        b.body(Body::from(body)).unwrap()
+    }
+
+    /// Opens an answer as a client does: each chunk's plaintext, or why it
+    /// does not open.
+    pub fn try_open(&self, headers: &HeaderMap, body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let nonce = headers
+            .get(v2::HEADER_RESPONSE_NONCE)
+            .ok_or("no response nonce")?
+            .to_str()
+            .map_err(|e| e.to_string())?;
+        let nonce = parse_response_nonce(nonce).map_err(|e| e.to_string())?;
+        let mut opener = self
+            .sealer
+            .response_opener(&nonce)
+            .map_err(|e| e.to_string())?;
+        let mut frames = FrameDecoder::new(1 << 20);
+        frames.push(body);
+        let mut out = Vec::new();
+        while let Some(f) = frames.next_frame().map_err(|e| e.to_string())? {
+            let chunk = opener.open_chunk(&f).map_err(|e| e.to_string())?;
+            out.push(chunk.expose_secret().to_vec());
+        }
+        frames.finish().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// [`V2Sealed::try_open`], which must succeed.
+    pub fn open(&self, headers: &HeaderMap, body: &[u8]) -> Vec<Vec<u8>> {
+        self.try_open(headers, body).unwrap()
+    }
+
+    /// The opened answer as JSON.
+    pub fn open_json(&self, headers: &HeaderMap, body: &[u8]) -> Value {
+        serde_json::from_slice(&self.open(headers, body).concat()).unwrap()
+    }
 }
 
 /// The `detail` of an error body.

@@ -18,7 +18,6 @@ use common::*;
 use futures::StreamExt;
 use http::{Method, Request, StatusCode};
 use nomyo_core::v2::keys::{Kem, KeyConfig};
-use nomyo_core::v2::request::RequestSealer;
 use nomyo_core::SecurityTier;
 use nomyo_server::limits::Limits;
 use nomyo_server::policy::ApiKeys;
@@ -105,13 +104,11 @@ async fn x25519_config(addr: SocketAddr) -> KeyConfig {
 
 /// A v2 streamed chat request sealed to `config`: (enc hex, body).
 fn v2_stream_request(config: &KeyConfig, prompt: &str) -> (String, Vec<u8>) {
-    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
     let mut req = chat("m", prompt);
     req["stream"] = Value::Bool(true);
-    let body = sealer
-        .seal_chunk(&serde_json::to_vec(&req).unwrap())
-        .unwrap();
-    (hex::encode(enc), body)
+    let sealed = seal_v2(config, &req);
+    let body = sealed.body();
+    (sealed.enc_hex, body)
 }
 
 /// Polls `f` until it is true or `within` has passed.

@@ -27,10 +27,7 @@ use nomyo_client::{
 };
 use nomyo_core::keys::{PrivateKey, RsaBits};
 use nomyo_core::v1::{self, Package};
-use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
-use nomyo_core::v2::request::RequestSealer;
-use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_core::SecurityTier;
 use nomyo_server::hpke_keys::HpkeKeySet;
 use nomyo_server::policy::ApiKeys;
@@ -111,24 +108,6 @@ fn shared(key: &'static PrivateKey) -> Arc<PrivateKey> {
     Arc::new(PrivateKey::from_pem(&key.to_pkcs8_pem(None).unwrap(), None, "test").unwrap())
 }
 
-/// A v2 request sealed with `nomyo_core` (the client side of EHBP).
-struct V2Req {
-    sealer: RequestSealer,
-    enc_hex: String,
-    body: Vec<u8>,
-}
-
-fn seal_v2(config: &KeyConfig, body: &Value) -> V2Req {
-    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
-    let plain = serde_json::to_vec(body).unwrap();
-    let body = sealer.seal_chunk(&plain).unwrap();
-    V2Req {
-        sealer,
-        enc_hex: hex::encode(enc),
-        body,
-    }
-}
-
 async fn key_configs(base: &str) -> Vec<KeyConfig> {
     let b = http()
         .get(format!("{base}/.well-known/hpke-keys"))
@@ -139,10 +118,6 @@ async fn key_configs(base: &str) -> Vec<KeyConfig> {
         .await
         .unwrap();
     KeyConfig::parse_list(&b).unwrap()
-}
-
-fn config(configs: &[KeyConfig], kem: Kem) -> KeyConfig {
-    configs.iter().find(|c| c.kem == kem).unwrap().clone()
 }
 
 async fn post_v2(
@@ -161,30 +136,6 @@ async fn post_v2(
         r = r.header("nomyo-key-id", k);
     }
     send_with_tier(r, tier).await
-}
-
-/// Opens a v2 answer with a request's context (what a client does).
-fn open_v2(sealer: &RequestSealer, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, String> {
-    let nonce = headers
-        .get("ehbp-response-nonce")
-        .ok_or("no response nonce")?
-        .to_str()
-        .map_err(|e| e.to_string())?;
-    let nonce = parse_response_nonce(nonce).map_err(|e| e.to_string())?;
-    let mut opener = sealer.response_opener(&nonce).map_err(|e| e.to_string())?;
-    let mut frames = FrameDecoder::new(1 << 20);
-    frames.push(body);
-    let mut out = Vec::new();
-    while let Some(f) = frames.next_frame().map_err(|e| e.to_string())? {
-        out.extend_from_slice(
-            opener
-                .open_chunk(&f)
-                .map_err(|e| e.to_string())?
-                .expose_secret(),
-        );
-    }
-    frames.finish().map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -397,14 +348,14 @@ async fn downgrade_v2_suite_and_kem_mismatch_is_refused() {
     let (b, backend) = echo_state(&["m"]);
     let (base, _) = serve(b.build().unwrap()).await;
     let configs = key_configs(&base).await;
-    let x = config(&configs, Kem::X25519);
-    let xw = config(&configs, Kem::XWing);
+    let x = kem_config(&configs, Kem::X25519);
+    let xw = kem_config(&configs, Kem::XWing);
 
     // X-Wing enc (1120 bytes) claimed to be for the X25519 key and vice versa.
     for (sealed_to, claimed) in [(&xw, &x), (&x, &xw)] {
         let r = seal_v2(sealed_to, &chat("m", "downgrade"));
         let id = claimed.key_id.to_string();
-        let (s, h, b) = post_v2(&base, &r.enc_hex, Some(&id), None, r.body).await;
+        let (s, h, b) = post_v2(&base, &r.enc_hex, Some(&id), None, r.body()).await;
         assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
         assert!(
             detail(&b).contains("Ehbp-Encapsulated-Key"),
@@ -417,14 +368,14 @@ async fn downgrade_v2_suite_and_kem_mismatch_is_refused() {
     // X25519 key cannot open it.
     let r = seal_v2(&xw, &chat("m", "downgrade"));
     let x_id = x.key_id.to_string();
-    let (s, _, _) = post_v2(&base, &r.enc_hex[..64], Some(&x_id), None, r.body.clone()).await;
+    let (s, _, _) = post_v2(&base, &r.enc_hex[..64], Some(&x_id), None, r.body()).await;
     assert_eq!(s, 400);
     // An enc of neither length.
-    let (s, _, _) = post_v2(&base, &r.enc_hex[..100], None, None, r.body.clone()).await;
+    let (s, _, _) = post_v2(&base, &r.enc_hex[..100], None, None, r.body()).await;
     assert_eq!(s, 400);
     // X25519 on `maximum`, which requires X-Wing by default.
     let r = seal_v2(&x, &chat("m", "downgrade"));
-    let (s, _, b) = post_v2(&base, &r.enc_hex, None, Some("maximum"), r.body).await;
+    let (s, _, b) = post_v2(&base, &r.enc_hex, None, Some("maximum"), r.body()).await;
     assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
     assert!(
         detail(&b).to_lowercase().contains("post-quantum"),
@@ -467,11 +418,11 @@ async fn replay_v2_captured_request_is_409() {
     let (base, _) = serve(b.build().unwrap()).await;
     let configs = key_configs(&base).await;
     for kem in [Kem::X25519, Kem::XWing] {
-        let mut r = seal_v2(&config(&configs, kem), &chat("m", "once"));
-        let (s, h, b) = post_v2(&base, &r.enc_hex, None, None, r.body.clone()).await;
+        let mut r = seal_v2(&kem_config(&configs, kem), &chat("m", "once"));
+        let (s, h, b) = post_v2(&base, &r.enc_hex, None, None, r.body()).await;
         assert_eq!(s, 200);
-        open_v2(&r.sealer, &h, &b).unwrap();
-        let (s, h, b) = post_v2(&base, &r.enc_hex, None, None, r.body.clone()).await;
+        r.try_open(&h, &b).unwrap();
+        let (s, h, b) = post_v2(&base, &r.enc_hex, None, None, r.body()).await;
         assert_eq!(s, 409, "{kem}");
         assert!(detail(&b).contains("replayed"));
         assert!(h.get("ehbp-response-nonce").is_none());
@@ -497,26 +448,20 @@ async fn response_swap_v2_is_refused() {
     let (base, _) = serve(state_with(&["m"]).build().unwrap()).await;
     let configs = key_configs(&base).await;
     for kem in [Kem::X25519, Kem::XWing] {
-        let cfg = config(&configs, kem);
+        let cfg = kem_config(&configs, kem);
         let a = seal_v2(&cfg, &chat("m", "request A"));
         let b = seal_v2(&cfg, &chat("m", "request B"));
         let (ra, rb) = tokio::join!(
-            post_v2(&base, &a.enc_hex, None, None, a.body.clone()),
-            post_v2(&base, &b.enc_hex, None, None, b.body.clone())
+            post_v2(&base, &a.enc_hex, None, None, a.body()),
+            post_v2(&base, &b.enc_hex, None, None, b.body())
         );
         assert_eq!((ra.0, rb.0), (200, 200));
-        assert!(open_v2(&a.sealer, &ra.1, &ra.2).is_ok());
-        assert!(open_v2(&b.sealer, &rb.1, &rb.2).is_ok());
-        assert!(
-            open_v2(&a.sealer, &rb.1, &rb.2).is_err(),
-            "{kem}: B opened with A"
-        );
-        assert!(
-            open_v2(&b.sealer, &ra.1, &ra.2).is_err(),
-            "{kem}: A opened with B"
-        );
+        assert!(a.try_open(&ra.1, &ra.2).is_ok());
+        assert!(b.try_open(&rb.1, &rb.2).is_ok());
+        assert!(a.try_open(&rb.1, &rb.2).is_err(), "{kem}: B opened with A");
+        assert!(b.try_open(&ra.1, &ra.2).is_err(), "{kem}: A opened with B");
         // A's body under B's nonce header: still refused.
-        assert!(open_v2(&a.sealer, &rb.1, &ra.2).is_err());
+        assert!(a.try_open(&rb.1, &ra.2).is_err());
     }
 
     let p = proxy_in(Mode::SwapAnswers).await;
@@ -627,12 +572,12 @@ async fn substituted_public_key_replay_winning_the_race_reads_the_answer_v1_weak
     // v2: the attacker relays the victim's body first; the answer is sealed
     // to the victim's context. The attacker's own context cannot open it.
     let configs = key_configs(&base).await;
-    let victim = seal_v2(&config(&configs, Kem::XWing), &chat("m", "victim v2"));
-    let attacker = seal_v2(&config(&configs, Kem::XWing), &chat("m", "attacker"));
-    let (st, h, b) = post_v2(&base, &victim.enc_hex, None, None, victim.body.clone()).await;
+    let victim = seal_v2(&kem_config(&configs, Kem::XWing), &chat("m", "victim v2"));
+    let attacker = seal_v2(&kem_config(&configs, Kem::XWing), &chat("m", "attacker"));
+    let (st, h, b) = post_v2(&base, &victim.enc_hex, None, None, victim.body()).await;
     assert_eq!(st, 200);
-    assert!(open_v2(&attacker.sealer, &h, &b).is_err());
-    assert!(open_v2(&victim.sealer, &h, &b).is_ok());
+    assert!(attacker.try_open(&h, &b).is_err());
+    assert!(victim.try_open(&h, &b).is_ok());
 }
 
 // ---------------------------------------------------------------------------
@@ -819,14 +764,14 @@ async fn tier_header_tampering_never_grants_a_tier_the_policy_refuses() {
         );
     }
     let configs = key_configs(&base).await;
-    let x = config(&configs, Kem::X25519);
+    let x = kem_config(&configs, Kem::X25519);
     for (model, tier, want) in [
         ("secret", "high", 403),
         ("public", "maximum", 403),
         ("public", "ultra", 400),
     ] {
         let r = seal_v2(&x, &chat(model, "x"));
-        let (st, _, b) = post_v2(&base, &r.enc_hex, None, Some(tier), r.body).await;
+        let (st, _, b) = post_v2(&base, &r.enc_hex, None, Some(tier), r.body()).await;
         assert_eq!(
             st,
             want,
@@ -952,12 +897,12 @@ async fn api_key_guesses_sharing_a_prefix_get_identical_401s() {
         let resp = post_v1_with_key(&base, g).await;
         assert_eq!(resp.status(), 401, "{g}");
         bodies.insert(resp.bytes().await.unwrap().to_vec());
-        let r = seal_v2(&config(&configs, Kem::XWing), &chat("m", "x"));
+        let r = seal_v2(&kem_config(&configs, Kem::XWing), &chat("m", "x"));
         let resp = http()
             .post(format!("{base}/v1/chat/completions"))
             .header("authorization", format!("Bearer {g}"))
             .header("ehbp-encapsulated-key", &r.enc_hex)
-            .body(r.body)
+            .body(r.body())
             .send()
             .await
             .unwrap();

@@ -11,12 +11,9 @@ use crate::common;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use common::*;
-use nomyo_core::v2::framing::FrameDecoder;
 use nomyo_core::v2::keys::{Kem, KeyConfig};
-use nomyo_core::v2::request::RequestSealer;
-use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_server::backend::{BackendError, Rejection};
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::{app, AppState};
@@ -87,46 +84,6 @@ async fn v1_sends_the_code_and_a_generic_message_only() {
     assert!(!String::from_utf8_lossy(&b).contains("secret-model"));
 }
 
-struct V2Req {
-    sealer: RequestSealer,
-    enc_hex: String,
-    body: Vec<u8>,
-}
-
-fn seal_v2(config: &KeyConfig, body: &Value) -> V2Req {
-    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
-    let body = sealer
-        .seal_chunk(&serde_json::to_vec(body).unwrap())
-        .unwrap();
-    V2Req {
-        sealer,
-        enc_hex: hex::encode(enc),
-        body,
-    }
-}
-
-impl V2Req {
-    fn request(&self) -> Request<Body> {
-        Request::post("/v1/chat/completions")
-            .header("content-type", "application/json")
-            .header("ehbp-encapsulated-key", &self.enc_hex)
-            .body(Body::from(self.body.clone()))
-            .unwrap()
-    }
-
-    fn open_json(&self, headers: &HeaderMap, body: &[u8]) -> Value {
-        let nonce = parse_response_nonce(headers["ehbp-response-nonce"].to_str().unwrap()).unwrap();
-        let mut opener = self.sealer.response_opener(&nonce).unwrap();
-        let mut frames = FrameDecoder::new(1 << 20);
-        frames.push(body);
-        let mut out = Vec::new();
-        while let Some(f) = frames.next_frame().unwrap() {
-            out.extend_from_slice(opener.open_chunk(&f).unwrap().expose_secret());
-        }
-        serde_json::from_slice(&out).unwrap()
-    }
-}
-
 async fn xwing(app: &axum::Router) -> KeyConfig {
     KeyConfig::parse_list(&fetch_hpke_keys(app).await)
         .unwrap()
@@ -141,7 +98,7 @@ async fn v2_seals_the_whole_reason() {
     let cfg = xwing(&app).await;
 
     let req = seal_v2(&cfg, &chat("long", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(
         serde_json::from_slice::<Value>(&b).is_err(),
@@ -156,7 +113,7 @@ async fn v2_seals_the_whole_reason() {
     assert_eq!(v["detail"], CONTEXT_REASON);
 
     let req = seal_v2(&cfg, &chat("tools", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let v = req.open_json(&h, &b);
     assert_eq!(v["error"]["code"], "unsupported_parameter");
@@ -168,7 +125,7 @@ async fn v2_seals_the_whole_reason() {
 
     // Unknown to the router: named, with the served models.
     let req = seal_v2(&cfg, &chat("nope", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let v = req.open_json(&h, &b);
     assert_eq!(v["error"]["code"], "model_not_found");
@@ -181,7 +138,7 @@ async fn v2_seals_the_whole_reason() {
 
     // Unknown to the backend (an upstream's 404): the same shape.
     let req = seal_v2(&cfg, &chat("gone", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let v = req.open_json(&h, &b);
     assert_eq!(v["error"]["code"], "model_not_found");
@@ -253,7 +210,7 @@ async fn upstream_reasons_are_passed_on_sealed() {
     let xw = xwing(&app).await;
 
     let req = seal_v2(&xw, &chat("openai", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let v = req.open_json(&h, &b);
     assert_eq!(v["error"]["code"], "context_length_exceeded");
@@ -261,13 +218,13 @@ async fn upstream_reasons_are_passed_on_sealed() {
     assert!(v["error"]["message"].as_str().unwrap().contains("8192"));
 
     let req = seal_v2(&xw, &chat("llama", "x"));
-    let (_, h, b) = oneshot(&app, req.request()).await;
+    let (_, h, b) = oneshot(&app, req.request(None, None)).await;
     let v = req.open_json(&h, &b);
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     assert!(v["error"]["message"].as_str().unwrap().contains("4096"));
 
     let req = seal_v2(&xw, &chat("text", "x"));
-    let (s, h, b) = oneshot(&app, req.request()).await;
+    let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let v = req.open_json(&h, &b);
     assert!(v["error"]["code"].is_null(), "{v}");

@@ -9,12 +9,10 @@ use crate::common;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use common::*;
-use nomyo_core::v2::framing::{encode_frame, FrameDecoder};
+use nomyo_core::v2::framing::encode_frame;
 use nomyo_core::v2::keys::{Kem, KeyConfig};
-use nomyo_core::v2::request::RequestSealer;
-use nomyo_core::v2::response::parse_response_nonce;
 use nomyo_core::SecurityTier;
 use nomyo_server::keystore::KeyStore;
 use nomyo_server::{app, AppState};
@@ -45,72 +43,6 @@ async fn m_server() -> (axum::Router, Vec<KeyConfig>) {
     (app, configs)
 }
 
-/// A sealed request: the body split into frames of `frame` plaintext bytes.
-struct V2Req {
-    sealer: RequestSealer,
-    enc_hex: String,
-    frames: Vec<Vec<u8>>,
-}
-
-fn seal(config: &KeyConfig, body: &Value, frame: usize) -> V2Req {
-    let (enc, mut sealer) = RequestSealer::new(config).unwrap();
-    let plain = serde_json::to_vec(body).unwrap();
-    let frames = plain
-        .chunks(frame)
-        .map(|c| sealer.seal_chunk(c).unwrap())
-        .collect();
-    V2Req {
-        sealer,
-        enc_hex: hex::encode(enc),
-        frames,
-    }
-}
-
-impl V2Req {
-    fn request(&self, key_id: Option<u8>, tier: Option<&str>) -> Request<Body> {
-        self.request_with(self.frames.concat(), key_id, tier)
-    }
-    fn request_with(&self, body: Vec<u8>, key_id: Option<u8>, tier: Option<&str>) -> Request<Body> {
-        let mut b = Request::post("/v1/chat/completions")
-            .header("content-type", "application/json")
-            .header("ehbp-encapsulated-key", &self.enc_hex);
-        if let Some(id) = key_id {
-            b = b.header("nomyo-key-id", id.to_string());
-        }
-        if let Some(t) = tier {
-            b = b.header("x-security-tier", t);
-        }
-        b.body(Body::from(body)).unwrap()
-    }
-
-    /// Opens the response body; returns each chunk's plaintext.
-    fn open(&self, headers: &HeaderMap, body: &[u8]) -> Vec<Vec<u8>> {
-        let nonce = parse_response_nonce(
-            headers["ehbp-response-nonce"]
-                .to_str()
-                .expect("response nonce header"),
-        )
-        .unwrap();
-        let mut opener = self.sealer.response_opener(&nonce).unwrap();
-        let mut frames = FrameDecoder::new(1 << 20);
-        frames.push(body);
-        let mut out = Vec::new();
-        while let Some(f) = frames.next_frame().unwrap() {
-            out.push(opener.open_chunk(&f).unwrap().expose_secret().to_vec());
-        }
-        frames.finish().unwrap();
-        out
-    }
-
-    fn open_json(&self, headers: &HeaderMap, body: &[u8]) -> Value {
-        serde_json::from_slice(&self.open(headers, body).concat()).unwrap()
-    }
-}
-
-fn config(configs: &[KeyConfig], kem: Kem) -> KeyConfig {
-    configs.iter().find(|c| c.kem == kem).unwrap().clone()
-}
-
 #[tokio::test]
 async fn keys_x25519_first_then_xwing() {
     let (_app, configs) = m_server().await;
@@ -124,10 +56,10 @@ async fn keys_x25519_first_then_xwing() {
 async fn round_trip_both_suites_with_and_without_key_id() {
     let (app, configs) = m_server().await;
     for kem in [Kem::X25519, Kem::XWing] {
-        let cfg = config(&configs, kem);
+        let cfg = kem_config(&configs, kem);
         for key_id in [None, Some(cfg.key_id)] {
             // Small frames: the body arrives as many chunks.
-            let req = seal(&cfg, &chat("m", "hello v2"), 7);
+            let req = seal_v2_frames(&cfg, &chat("m", "hello v2"), 7);
             assert!(req.frames.len() > 5);
             let (s, h, b) = oneshot(&app, req.request(key_id, Some("high"))).await;
             assert_eq!(s, StatusCode::OK, "{kem}: {}", String::from_utf8_lossy(&b));
@@ -162,7 +94,7 @@ async fn streamed_both_suites_one_sealed_chunk_per_event() {
     for kem in [Kem::X25519, Kem::XWing] {
         let mut body = chat("m", "one two three");
         body["stream"] = json!(true);
-        let req = seal(&config(&configs, kem), &body, 64 * 1024);
+        let req = seal_v2_frames(&kem_config(&configs, kem), &body, 64 * 1024);
         let (s, h, b) = oneshot(&app, req.request(None, None)).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
         assert_eq!(h["content-type"], "text/event-stream");
@@ -188,7 +120,7 @@ async fn backend_error_mid_stream_cuts_without_done() {
     let configs = key_configs(&app).await;
     let mut body = chat("cut", "one two three");
     body["stream"] = json!(true);
-    let req = seal(&config(&configs, Kem::XWing), &body, 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::XWing), &body, 1024);
     let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::OK);
     let events = sse_events(&req.open(&h, &b));
@@ -201,7 +133,7 @@ async fn non_streaming_backend_falls_back_to_one_chunk_event() {
     let (app, configs) = m_server().await;
     let mut body = chat("m", "hi");
     body["stream"] = json!(true);
-    let req = seal(&config(&configs, Kem::X25519), &body, 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::X25519), &body, 1024);
     let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::OK);
     let events = sse_events(&req.open(&h, &b));
@@ -217,9 +149,9 @@ async fn non_streaming_backend_falls_back_to_one_chunk_event() {
 async fn tampered_and_reordered_chunks_are_one_opaque_400() {
     let (app, configs) = m_server().await;
     for kem in [Kem::X25519, Kem::XWing] {
-        let cfg = config(&configs, kem);
+        let cfg = kem_config(&configs, kem);
         // Tampered: flip one ciphertext bit of the second frame.
-        let req = seal(&cfg, &chat("m", "tamper me"), 8);
+        let req = seal_v2_frames(&cfg, &chat("m", "tamper me"), 8);
         let mut frames = req.frames.clone();
         frames[1][6] ^= 1;
         let (s, h, b) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
@@ -227,7 +159,7 @@ async fn tampered_and_reordered_chunks_are_one_opaque_400() {
         assert_eq!(detail(&b), "decryption failed");
         assert!(h.get("ehbp-response-nonce").is_none());
         // Reordered, naming the key: tampering, 400.
-        let req = seal(&cfg, &chat("m", "reorder me"), 8);
+        let req = seal_v2_frames(&cfg, &chat("m", "reorder me"), 8);
         let mut frames = req.frames.clone();
         frames.swap(0, 1);
         let (s, _, b) = oneshot(
@@ -243,14 +175,14 @@ async fn tampered_and_reordered_chunks_are_one_opaque_400() {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(h["content-type"], "application/problem+json");
         // A later frame tampered: 400 either way.
-        let req = seal(&cfg, &chat("m", "reorder me"), 8);
+        let req = seal_v2_frames(&cfg, &chat("m", "reorder me"), 8);
         let mut frames = req.frames.clone();
         frames.swap(1, 2);
         let (s, _, b) = oneshot(&app, req.request_with(frames.concat(), None, None)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(detail(&b), "decryption failed");
         // Truncated inside a frame.
-        let req = seal(&cfg, &chat("m", "cut me"), 8);
+        let req = seal_v2_frames(&cfg, &chat("m", "cut me"), 8);
         let mut body = req.frames.concat();
         body.truncate(body.len() - 3);
         let (s, _, b) = oneshot(&app, req.request_with(body, None, None)).await;
@@ -268,7 +200,7 @@ async fn tampered_and_reordered_chunks_are_one_opaque_400() {
 #[tokio::test]
 async fn unknown_key_id_is_422_problem_json() {
     let (app, configs) = m_server().await;
-    let req = seal(&config(&configs, Kem::X25519), &chat("m", "x"), 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::X25519), &chat("m", "x"), 1024);
     let unknown = (0..=255u8)
         .find(|id| configs.iter().all(|c| c.key_id != *id))
         .unwrap();
@@ -285,7 +217,7 @@ async fn unknown_key_id_is_422_problem_json() {
     let (s, _, _) = oneshot(&app, r).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // A key id of the other suite: the enc does not fit that key.
-    let xwing_id = config(&configs, Kem::XWing).key_id;
+    let xwing_id = kem_config(&configs, Kem::XWing).key_id;
     let (s, _, b) = oneshot(&app, req.request(Some(xwing_id), None)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(detail(&b).contains("Ehbp-Encapsulated-Key"));
@@ -301,21 +233,21 @@ async fn maximum_tier_requires_xwing() {
         .unwrap();
     let app = app(st);
     let configs = key_configs(&app).await;
-    let x = config(&configs, Kem::X25519);
-    let xw = config(&configs, Kem::XWing);
+    let x = kem_config(&configs, Kem::X25519);
+    let xw = kem_config(&configs, Kem::XWing);
     // Asked for in the header: refused before any decryption, in clear.
-    let req = seal(&x, &chat("m", "x"), 1024);
+    let req = seal_v2_frames(&x, &chat("m", "x"), 1024);
     let (s, _, b) = oneshot(&app, req.request(None, Some("maximum"))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(detail(&b).contains("X-Wing"), "{}", detail(&b));
     // Reached by default (only maximum serves "secret"): refused sealed.
-    let req = seal(&x, &chat("secret", "x"), 1024);
+    let req = seal_v2_frames(&x, &chat("secret", "x"), 1024);
     let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let v = req.open_json(&h, &b);
     assert!(v["detail"].as_str().unwrap().contains("X-Wing"));
     // X-Wing passes.
-    let req = seal(&xw, &chat("secret", "pq"), 1024);
+    let req = seal_v2_frames(&xw, &chat("secret", "pq"), 1024);
     let (s, h, b) = oneshot(&app, req.request(None, Some("maximum"))).await;
     assert_eq!(s, StatusCode::OK);
     let v = req.open_json(&h, &b);
@@ -336,7 +268,7 @@ async fn plaintext_and_stripped_key_are_400() {
     assert!(detail(&b).contains("plaintext"), "{}", detail(&b));
     // A sealed request with the header stripped.
     let configs = key_configs(&app).await;
-    let req = seal(&config(&configs, Kem::XWing), &chat("m", "x"), 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::XWing), &chat("m", "x"), 1024);
     let mut r = req.request(None, None);
     r.headers_mut().remove("ehbp-encapsulated-key");
     let (s, _, b) = oneshot(&app, r).await;
@@ -353,14 +285,14 @@ async fn plaintext_and_stripped_key_are_400() {
 #[tokio::test]
 async fn replay_is_409_and_errors_after_open_are_sealed() {
     let (app, configs) = m_server().await;
-    let req = seal(&config(&configs, Kem::X25519), &chat("m", "once"), 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::X25519), &chat("m", "once"), 1024);
     let (s, _, _) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(detail(&b).contains("replayed"));
     // Unknown model: known only after decryption, so the 404 is sealed.
-    let req = seal(&config(&configs, Kem::XWing), &chat("nope", "x"), 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::XWing), &chat("nope", "x"), 1024);
     let (s, h, b) = oneshot(&app, req.request(None, None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(
@@ -394,7 +326,7 @@ async fn first_event_arrives_before_the_backend_finishes() {
     let configs = key_configs(&app).await;
     let mut body = chat("m", "x");
     body["stream"] = json!(true);
-    let req = seal(&config(&configs, Kem::XWing), &body, 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::XWing), &body, 1024);
     feed.send(text_chunk("m", "first"));
     let resp = tower::ServiceExt::oneshot(app.clone(), req.request(None, None))
         .await
@@ -463,7 +395,7 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     // During the grace period the old keys still open, by id and by enc length.
     for cfg in &old {
         for key_id in [Some(cfg.key_id), None] {
-            let req = seal(cfg, &chat("m", "in grace"), 1024);
+            let req = seal_v2_frames(cfg, &chat("m", "in grace"), 1024);
             let (s, h, b) = oneshot(&app, req.request(key_id, None)).await;
             assert_eq!(s, StatusCode::OK, "{:?} {key_id:?}: {}", cfg, detail(&b));
             assert_eq!(
@@ -487,7 +419,7 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     tokio::time::sleep(grace + std::time::Duration::from_millis(200)).await;
     for cfg in &old {
         for key_id in [Some(cfg.key_id), None] {
-            let req = seal(cfg, &chat("m", "too late"), 1024);
+            let req = seal_v2_frames(cfg, &chat("m", "too late"), 1024);
             let (s, h, b) = oneshot(&app, req.request(key_id, None)).await;
             assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{:?} {key_id:?}", cfg);
             assert_eq!(h["content-type"], "application/problem+json");
@@ -497,7 +429,7 @@ async fn rotation_publishes_new_ids_old_opens_in_grace_then_422() {
     }
     // The client refetches and succeeds with the new keys.
     for cfg in &new {
-        let req = seal(cfg, &chat("m", "refetched"), 1024);
+        let req = seal_v2_frames(cfg, &chat("m", "refetched"), 1024);
         let (s, h, b) = oneshot(&app, req.request(Some(cfg.key_id), None)).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(
@@ -547,7 +479,7 @@ async fn keys_rotate_on_their_schedule() {
     );
     assert_eq!((later[0].kem, later[1].kem), (Kem::X25519, Kem::XWing));
     // The first keys are past their grace: refused.
-    let req = seal(&first[1], &chat("m", "old"), 1024);
+    let req = seal_v2_frames(&first[1], &chat("m", "old"), 1024);
     let (s, _, _) = oneshot(&app, req.request(Some(first[1].key_id), None)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
@@ -567,22 +499,22 @@ async fn post_quantum_requirement_is_per_tier_config() {
     assert!(!st.requires_post_quantum(SecurityTier::Maximum));
     let app = app(st);
     let configs = key_configs(&app).await;
-    let x = config(&configs, Kem::X25519);
+    let x = kem_config(&configs, Kem::X25519);
     // Configured to require PQ: X25519 refused.
-    let req = seal(&x, &chat("m", "x"), 1024);
+    let req = seal_v2_frames(&x, &chat("m", "x"), 1024);
     let (s, _, b) = oneshot(&app, req.request(None, Some("high"))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(detail(&b).contains("X-Wing"), "{}", detail(&b));
     // Not configured to (maximum turned off, standard by default): accepted.
     for tier in ["maximum", "standard"] {
-        let req = seal(&x, &chat("m", tier), 1024);
+        let req = seal_v2_frames(&x, &chat("m", tier), 1024);
         let (s, h, b) = oneshot(&app, req.request(None, Some(tier))).await;
         assert_eq!(s, StatusCode::OK, "{tier}: {}", String::from_utf8_lossy(&b));
         let v = req.open_json(&h, &b);
         assert_eq!(v["_metadata"]["security_tier"], tier);
     }
     // X-Wing passes the PQ tier.
-    let req = seal(&config(&configs, Kem::XWing), &chat("m", "pq"), 1024);
+    let req = seal_v2_frames(&kem_config(&configs, Kem::XWing), &chat("m", "pq"), 1024);
     let (s, _, _) = oneshot(&app, req.request(None, Some("high"))).await;
     assert_eq!(s, StatusCode::OK);
 }
