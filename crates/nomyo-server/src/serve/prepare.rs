@@ -236,36 +236,17 @@ where
                 // One URL is a pool of one: probed and behind a breaker, so
                 // that readiness (`/health`, routing) follows the upstream.
                 let configured = !config.models.is_empty();
-                let b = crate::pool::PoolBackend::connect(
-                    name.clone(),
+                let b = connect_pool(
+                    &name,
                     crate::pool::PoolConfig::new(vec![config]),
                     builder.endpoint_metrics(),
                 )
-                .await
-                .map_err(|e| StartError::Backend {
-                    name: name.clone(),
-                    message: e.to_string(),
-                })?;
-                let models = b.models();
-                let set = if models.is_empty() {
-                    ModelSet::Any
-                } else {
-                    ModelSet::from_names(models)
-                };
+                .await?;
                 tracing::info!(backend = %name, configured_models = configured, "upstream backend ready");
-                builder = builder.backend_with_models(name, Arc::new(b), set);
+                builder = builder.backend(name, Arc::new(b));
             }
             BackendSpec::Pool { name, config } => {
-                let b = crate::pool::PoolBackend::connect(
-                    name.clone(),
-                    config,
-                    builder.endpoint_metrics(),
-                )
-                .await
-                .map_err(|e| StartError::Backend {
-                    name: name.clone(),
-                    message: e.to_string(),
-                })?;
+                let b = connect_pool(&name, config, builder.endpoint_metrics()).await?;
                 builder = builder.backend(name, Arc::new(b));
             }
             BackendSpec::Embedded { name, .. } => {
@@ -290,6 +271,20 @@ where
         tls,
         shutdown_grace,
     })
+}
+
+/// Connects the pool of backend `name` (an upstream is a pool of one).
+async fn connect_pool(
+    name: &str,
+    config: crate::pool::PoolConfig,
+    metrics: crate::metrics::EndpointMetrics,
+) -> Result<crate::pool::PoolBackend, StartError> {
+    crate::pool::PoolBackend::connect(name, config, metrics)
+        .await
+        .map_err(|e| StartError::Backend {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// A backend of [`prepare`]: an embedded model already opened (name, backend,
