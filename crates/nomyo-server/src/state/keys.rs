@@ -129,15 +129,19 @@ impl AppState {
             .map_err(|_| "HPKE key rotation task failed".to_owned())??;
         self.inner.metrics.hpke_key_rotations.inc();
         self.resign_hpke_keys().await;
-        // Erase the retired keys as soon as their grace ends (the 1 s
-        // maintenance tick is the backstop).
+        self.purge_retired_hpke_keys_after_grace();
+        Ok(rotation)
+    }
+
+    /// Erases the retired HPKE keys as soon as their grace ends (the 1 s
+    /// maintenance tick is the backstop).
+    fn purge_retired_hpke_keys_after_grace(&self) {
         let store = Arc::clone(&self.inner.hpke);
         let grace = store.grace();
         tokio::spawn(async move {
             tokio::time::sleep(grace + Duration::from_millis(1)).await;
             store.purge_expired();
         });
-        Ok(rotation)
     }
 
     /// Whether this server follows its key directory (replica mode).
@@ -203,12 +207,7 @@ impl AppState {
                 self.inner.metrics.hpke_key_rotations.inc();
                 tracing::info!(key_ids = ?r.key_ids, retired = ?r.retired_ids, "HPKE keys reloaded from the key directory");
                 changed = true;
-                let store = Arc::clone(&self.inner.hpke);
-                let grace = store.grace();
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace + Duration::from_millis(1)).await;
-                    store.purge_expired();
-                });
+                self.purge_retired_hpke_keys_after_grace();
             }
             Ok(None) => {}
             Err(e) => failed.push(format!("HPKE keys: {e}")),
