@@ -28,7 +28,7 @@ use nomyo_server::policy::ApiKeys;
 use nomyo_server::AppState;
 use nomyo_testkit::backend::{chunk, completion, text_chunk, Double};
 use nomyo_testkit::keys::server_key;
-use nomyo_testkit::log::{find_secret, Capture};
+use nomyo_testkit::log::{find_secret, has_access_line, Capture};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tracing_subscriber::filter::LevelFilter;
@@ -236,9 +236,7 @@ async fn secrets_never_reach_the_proxy_logs_at_any_level() {
             for id in &ids {
                 assert!(id.starts_with("proxy-"), "{id}");
                 assert!(
-                    logs.lines().any(|l| l.contains("nomyo::access")
-                        && l.contains(&format!("request_id={id}"))
-                        && l.contains("status=200")),
+                    has_access_line(&logs, id),
                     "{level}: no server access line for {id}"
                 );
             }

@@ -49,3 +49,12 @@ pub fn find_secret<'a, 's>(
             .map(|line| (what, line))
     })
 }
+
+/// Whether `logs` hold the server's access line of a served (200) request
+/// with id `request_id`: how the canaries check that one id travels from the
+/// proxy through the server.
+pub fn has_access_line(logs: &str, request_id: &str) -> bool {
+    let id = format!("request_id={request_id}");
+    logs.lines()
+        .any(|l| l.contains("nomyo::access") && l.contains(&id) && l.contains("status=200"))
+}

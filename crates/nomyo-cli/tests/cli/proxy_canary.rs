@@ -17,7 +17,7 @@ use crate::support;
 use std::path::Path;
 use std::process::Command;
 
-use nomyo_testkit::log::find_secret;
+use nomyo_testkit::log::{find_secret, has_access_line};
 use support::{nomyo, serve_cmd, start, upstream_answering, Serve, API_KEY, EPHEMERAL_KEY};
 
 fn unique(tag: &str) -> String {
@@ -150,9 +150,7 @@ fn secrets_never_reach_the_logs_of_nomyo_proxy_at_any_level() {
     for id in &ids {
         assert!(id.starts_with("proxy-"), "{id}");
         assert!(
-            server_logs.lines().any(|l| l.contains("nomyo::access")
-                && l.contains(&format!("request_id={id}"))
-                && l.contains("status=200")),
+            has_access_line(&server_logs, id),
             "no server access line for {id}"
         );
     }
