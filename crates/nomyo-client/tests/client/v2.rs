@@ -211,6 +211,23 @@ fn ask(model: &str, prompt: &str) -> ChatRequest {
     ChatRequest::new(model).message(ChatMessage::user(prompt))
 }
 
+/// What a client recording trust in `file` and a client pinning the v1 key
+/// get when they ask `s`: both must be refused with a security error; the
+/// two errors.
+async fn refusals(s: &Server, file: &Path) -> Vec<Error> {
+    let v1_fp = shared_key(1).public_key().fingerprint();
+    let mut errors = Vec::new();
+    for client in [
+        recording(s, file).build().unwrap(),
+        builder(s).pin(v1_fp).build().unwrap(),
+    ] {
+        let err = client.create(&ask("m", "secret")).await.unwrap_err();
+        assert!(err.is_security(), "{err:?}");
+        errors.push(err);
+    }
+    errors
+}
+
 #[tokio::test]
 async fn v2_plain_request_prefers_x_wing() {
     let (_s, client) = started().await;
@@ -641,12 +658,7 @@ async fn a_key_list_captured_before_a_rotation_is_refused_as_expired() {
         .to_header_value();
     s.keys.write().unwrap().signature = Some(Some(old));
     let (_dir, file) = known_servers_file();
-    let v1_fp = shared_key(1).public_key().fingerprint();
-    for client in [
-        recording(&s, &file).build().unwrap(),
-        builder(&s).pin(v1_fp).build().unwrap(),
-    ] {
-        let err = client.create(&ask("m", "secret")).await.unwrap_err();
+    for err in refusals(&s, &file).await {
         assert!(
             matches!(
                 err,
@@ -657,7 +669,6 @@ async fn a_key_list_captured_before_a_rotation_is_refused_as_expired() {
             ),
             "{err:?}"
         );
-        assert!(err.is_security());
         assert!(err.to_string().contains("expired"), "{err}");
     }
     assert_eq!(s.posts.load(Ordering::SeqCst), 0, "nothing was sent");
@@ -881,11 +892,7 @@ async fn tampered_key_list_is_refused() {
     s.keys.write().unwrap().body = Some(foreign.encoded().to_vec());
     let (_dir, file) = known_servers_file();
     let v1_fp = shared_key(1).public_key().fingerprint();
-    for client in [
-        recording(&s, &file).build().unwrap(),
-        builder(&s).pin(v1_fp).build().unwrap(),
-    ] {
-        let err = client.create(&ask("m", "secret")).await.unwrap_err();
+    for err in refusals(&s, &file).await {
         assert!(
             matches!(
                 err,
@@ -896,7 +903,6 @@ async fn tampered_key_list_is_refused() {
             ),
             "{err:?}"
         );
-        assert!(err.is_security());
         assert!(err.to_string().contains("does not verify"), "{err}");
     }
     // The real list with a corrupted signature.
