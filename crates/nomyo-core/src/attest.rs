@@ -92,6 +92,11 @@ pub fn passed(steps: &[Step]) -> bool {
             .all(|s| matches!(s.status, StepStatus::Pass | StepStatus::NotRequested))
 }
 
+/// The first step named `name`, if there is one.
+pub fn find_step<'a>(steps: &'a [Step], name: &str) -> Option<&'a Step> {
+    steps.iter().find(|s| s.name == name)
+}
+
 /// The steps that failed or are unverified, as `name status, ...`.
 pub fn failed_steps(steps: &[Step]) -> String {
     steps
@@ -147,6 +152,26 @@ mod tests {
         let json = serde_json::to_value(Step::new("x", NotRequested, "")).unwrap();
         assert_eq!(json["status"], "not requested");
         assert!(json.get("as_read").is_none());
+    }
+
+    #[test]
+    fn find_step_returns_the_first_step_of_that_name() {
+        let steps = [
+            Step::new("ark", StepStatus::Pass, "first"),
+            Step::new("debug", StepStatus::Fail, "on"),
+            Step::new("ark", StepStatus::Fail, "second"),
+        ];
+        assert_eq!(
+            find_step(&steps, "debug").map(|s| s.status),
+            Some(StepStatus::Fail)
+        );
+        assert_eq!(
+            find_step(&steps, "ark").map(|s| s.detail.as_str()),
+            Some("first")
+        );
+        assert!(find_step(&steps, "vcek").is_none());
+        assert!(find_step(&steps, "").is_none());
+        assert!(find_step(&[], "ark").is_none());
     }
 
     #[test]

@@ -53,11 +53,6 @@ pub use tdx::{
 
 pub use crate::attest::{Step, StepStatus};
 
-/// Whether no step failed or is unverified (pass and not requested only).
-pub(crate) fn all_passed(steps: &[Step]) -> bool {
-    crate::attest::passed(steps)
-}
-
 /// Input that cannot be used at all (collateral that does not parse).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

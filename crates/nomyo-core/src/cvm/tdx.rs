@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use x509_cert::der::Decode;
 
 use super::sev_snp::one_line;
-use super::{all_passed, hex, CvmError, Step, StepStatus};
+use super::{hex, CvmError, Step, StepStatus};
+use crate::attest;
 
 /// SHA-256 of the DER of Intel's SGX Root CA (`CN=Intel SGX Root CA`,
 /// valid 2018-05-21 to 2049-12-31), the root every TDX and SGX quote is
@@ -280,12 +281,12 @@ pub struct TdxVerification {
 impl TdxVerification {
     /// Whether every step passed or was not requested.
     pub fn passed(&self) -> bool {
-        all_passed(&self.steps)
+        attest::passed(&self.steps)
     }
 
     /// The step named `name`, if there is one.
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+        attest::find_step(&self.steps, name)
     }
 }
 

@@ -19,7 +19,8 @@ use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 use sha2::{Digest, Sha256};
 
-use super::{all_passed, hex, Step, StepStatus};
+use super::{hex, Step, StepStatus};
+use crate::attest;
 
 mod certs;
 mod chain;
@@ -228,12 +229,12 @@ pub struct SevSnpVerification {
 impl SevSnpVerification {
     /// Whether every step passed or was not requested.
     pub fn passed(&self) -> bool {
-        all_passed(&self.steps)
+        attest::passed(&self.steps)
     }
 
     /// The step named `name`, if there is one.
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+        attest::find_step(&self.steps, name)
     }
 }
 
