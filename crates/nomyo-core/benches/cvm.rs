@@ -67,40 +67,9 @@ fn cvm(c: &mut Criterion) {
         b.iter(|| verify_tdx(black_box(QUOTE), &collateral, at, &expect))
     });
 
-    // A table as a host fills it: 24-byte entries, then the certificates.
-    let pem = std::str::from_utf8(CHAIN).unwrap();
-    let ders: Vec<Vec<u8>> = pem
-        .split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .map(|b| {
-            use base64::Engine as _;
-            let body: String = b
-                .split("-----END CERTIFICATE-----")
-                .next()
-                .unwrap()
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap()
-        })
-        .collect();
-    let entries: [(&str, &[u8]); 3] = [
-        ("63da758de6644564adc5f4b93be8accd", VCEK),
-        ("4ab7b379bbac4fe4a02f05aef327c782", &ders[0]),
-        ("c0b406a4a803495297433fb6014cd0ae", &ders[1]),
-    ];
-    let mut table = Vec::new();
-    let mut body = Vec::new();
-    for (guid, der) in entries {
-        table.extend_from_slice(&hex::decode(guid).unwrap());
-        table.extend_from_slice(&((24 * 4 + body.len()) as u32).to_le_bytes());
-        table.extend_from_slice(&(der.len() as u32).to_le_bytes());
-        body.extend_from_slice(der);
-    }
-    table.extend_from_slice(&[0; 24]);
-    table.extend_from_slice(&body);
+    // A table as a host fills it (the Milan VCEK, ASK and ARK): 24-byte
+    // entries, then the certificates.
+    let table = nomyo_testkit::tsm::milan_cert_table();
     assert!(SnpCertTable::parse(&table).unwrap().chain_pem().is_some());
     c.bench_function("cvm/snp_cert_table", |b| {
         b.iter(|| SnpCertTable::parse(black_box(&table)))
