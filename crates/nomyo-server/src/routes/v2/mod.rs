@@ -62,10 +62,8 @@
 //! `stream_write_timeout_secs`, so a client that stops reading (an HTTP/2
 //! flow-control window left at zero) gives its slot back.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -74,26 +72,26 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use bytes::Bytes;
-use futures::StreamExt;
 use nomyo_core::keys_signature;
-use nomyo_core::v2::framing::FrameDecoder;
-use nomyo_core::v2::keys::{Kem, ServerKeyPair};
-use nomyo_core::v2::request::{self, RequestOpener};
+use nomyo_core::v2::request;
 use nomyo_core::v2::response::{random_response_nonce, ResponseSealer};
 use nomyo_core::v2::{
-    V2Error, CHAT_COMPLETIONS_PATH, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE,
-    HPKE_KEYS_PATH, KEYS_CONTENT_TYPE,
+    CHAT_COMPLETIONS_PATH, HEADER_ENCAPSULATED_KEY, HEADER_RESPONSE_NONCE, HPKE_KEYS_PATH,
+    KEYS_CONTENT_TYPE,
 };
-use nomyo_core::{SecretBuf, SecurityTier};
-use serde_json::{json, Map, Value};
+use nomyo_core::SecurityTier;
 
-use super::pipeline::{self, ReplayGuard, Routed, Slot};
-use crate::backend::{BackendError, ChatRequest, ChunkStream};
+use super::pipeline::{self, ReplayGuard};
 use crate::error::ApiError;
-use crate::hpke_keys::HpkeSnapshot;
-use crate::policy::NamedBackend;
 use crate::state::AppState;
+
+mod answer;
+mod keys;
+mod stream;
+
+use answer::{answer, Reply};
+use keys::{open_body, select_keys};
+use stream::{stream_body, StreamState};
 
 /// The tier that requires the post-quantum suite unless configured otherwise
 /// (`[tiers.maximum] require_post_quantum`).
@@ -146,92 +144,6 @@ async fn chat_completions(
         pipeline::bounded(&st, "v2 request", handle(&st, peer, &headers, &mut body)).await;
     pipeline::close_if_unread(&mut resp, version, body.is_some());
     resp
-}
-
-/// The keys the request may have been sealed to, in the order to try them.
-struct Candidates {
-    keys: Vec<Arc<ServerKeyPair>>,
-    /// Named by `Nomyo-Key-Id` (exactly one key).
-    by_id: bool,
-}
-
-/// By `Nomyo-Key-Id` (a current key, or a retired one in grace), else by
-/// `enc` length (the current key of that KEM, then those in grace).
-fn select_keys(
-    snap: &HpkeSnapshot,
-    headers: &HeaderMap,
-    enc: &[u8],
-) -> Result<Candidates, ApiError> {
-    let now = crate::key_ring::now();
-    if let Some(v) = headers.get(HEADER_KEY_ID) {
-        let id: u8 = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(ApiError::InvalidKeyId)?;
-        let key = snap.by_id(id, now).ok_or(ApiError::UnknownKeyConfig)?;
-        return Ok(Candidates {
-            keys: vec![key],
-            by_id: true,
-        });
-    }
-    let kem = Kem::from_enc_len(enc.len()).ok_or(ApiError::InvalidEncapsulatedKey)?;
-    let keys = snap.by_kem(kem, now);
-    if keys.is_empty() {
-        return Err(ApiError::UnknownKeyConfig);
-    }
-    Ok(Candidates { keys, by_id: false })
-}
-
-/// Sets up HPKE with the first candidate key that opens the first frame,
-/// then opens every further frame in order. One opaque error for every
-/// cryptographic or framing failure (an `enc` of the wrong length for the
-/// chosen key is a header error), except a first frame that no candidate
-/// chosen by `enc` length opens: 422, the client's config is stale.
-fn open_body(
-    candidates: &Candidates,
-    enc: &[u8],
-    body: &[u8],
-    max_frame: usize,
-) -> Result<(RequestOpener, SecretBuf), ApiError> {
-    let mut frames = FrameDecoder::new(max_frame);
-    frames.push(body);
-    let first = frames
-        .next_frame()
-        .map_err(|_| ApiError::DecryptionFailed)?
-        .ok_or(ApiError::DecryptionFailed)?;
-    let mut opened = None;
-    for key in &candidates.keys {
-        let mut opener = RequestOpener::new(key, enc).map_err(|e| match e {
-            V2Error::InvalidEncapsulatedKey(_) => ApiError::InvalidEncapsulatedKey,
-            _ => ApiError::DecryptionFailed,
-        })?;
-        if let Ok(chunk) = opener.open_chunk(&first) {
-            opened = Some((opener, chunk));
-            break;
-        }
-    }
-    let Some((mut opener, chunk)) = opened else {
-        return Err(if candidates.by_id {
-            ApiError::DecryptionFailed
-        } else {
-            ApiError::UnknownKeyConfig
-        });
-    };
-    // The first chunk's buffer grows into the whole plaintext (no copy of
-    // a single-frame body).
-    let mut plaintext = chunk;
-    while let Some(frame) = frames
-        .next_frame()
-        .map_err(|_| ApiError::DecryptionFailed)?
-    {
-        let chunk = opener
-            .open_chunk(&frame)
-            .map_err(|_| ApiError::DecryptionFailed)?;
-        plaintext.extend_from_slice(chunk.expose_secret());
-    }
-    frames.finish().map_err(|_| ApiError::DecryptionFailed)?;
-    Ok((opener, plaintext))
 }
 
 async fn handle(
@@ -367,16 +279,6 @@ async fn handle(
     }
 }
 
-/// The suite of this request, for `_metadata.hpke`.
-fn key_info(kem: Kem) -> Value {
-    json!({
-        "kem": kem.name(),
-        "kdf": "hkdf-sha256",
-        "aead": "aes-256-gcm",
-        "post_quantum": kem.is_post_quantum(),
-    })
-}
-
 fn sealed_response(
     status: StatusCode,
     content_type: &str,
@@ -418,201 +320,5 @@ fn sealed_error(e: ApiError, sealer: &mut ResponseSealer, nonce_hex: &str) -> Re
             resp
         }
         Err(_) => ApiError::Internal("sealing an error failed".into()).into_response(),
-    }
-}
-
-enum Reply {
-    Json(SecretBuf),
-    Stream {
-        chunks: ChunkStream,
-        metadata: Value,
-        backend: String,
-    },
-}
-
-/// Step 8: backend, `_metadata` (with the suite this request used).
-async fn answer(
-    st: &AppState,
-    span: &tracing::Span,
-    guard: &mut ReplayGuard<'_>,
-    id: &str,
-    kem: Kem,
-    mut routed: Routed,
-) -> Result<Reply, ApiError> {
-    let backend: Arc<NamedBackend> = Arc::clone(&routed.route.backend);
-    let tier = routed.route.tier;
-    let body = std::mem::take(&mut routed.body);
-    let stream = body.get("stream") == Some(&Value::Bool(true));
-    // docs/PROTOCOL.md §14.2: the quote before the backend is given the request.
-    let tpm = pipeline::per_answer_quote(st, span, id, tier).await?;
-    let (mut meta, _) = pipeline::metadata(id, tier, routed.memory_locked, &*backend.backend, tpm);
-    if let Some(m) = meta.as_object_mut() {
-        m.insert("protocol".to_owned(), json!("v2"));
-        m.insert("hpke".to_owned(), key_info(kem));
-    }
-    let request = |body: Map<String, Value>| ChatRequest {
-        body,
-        tier,
-        request_id: id.to_owned(),
-    };
-    let t_backend = Instant::now();
-
-    guard.dispatched();
-    if stream {
-        let chunks = match backend.backend.chat_stream(request(body.clone())).await {
-            Ok(s) => s,
-            Err(BackendError::StreamingUnsupported) => {
-                // One complete answer, sent as a single chunk event. The
-                // backend is asked for a plain completion, not a stream.
-                let mut body = body;
-                body.remove("stream");
-                body.remove("stream_options");
-                let completion = match backend.backend.chat(request(body)).await {
-                    Ok(c) => c,
-                    Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
-                };
-                let chunk =
-                    nomyo_core::chat::completion_to_chunk(&completion).ok_or_else(|| {
-                        pipeline::count_backend_error(st, &backend.name, "failed");
-                        ApiError::BackendFailed
-                    })?;
-                futures::stream::iter([Ok(chunk)]).boxed()
-            }
-            Err(e) => return Err(pipeline::backend_failed(st, span, guard, &routed, e)),
-        };
-        tracing::debug!(
-            parent: span,
-            backend = %backend.name,
-            tier = %tier,
-            backend_ms = t_backend.elapsed().as_secs_f64() * 1e3,
-            "backend stream started"
-        );
-        return Ok(Reply::Stream {
-            chunks,
-            metadata: meta,
-            backend: backend.name.clone(),
-        });
-    }
-
-    let out = pipeline::completion(st, span, guard, &routed, request(body), || meta).await?;
-    Ok(Reply::Json(out))
-}
-
-struct StreamState {
-    chunks: ChunkStream,
-    sealer: ResponseSealer,
-    metadata: Option<Value>,
-    st: AppState,
-    backend: String,
-    /// The processing slot is held until the stream ends.
-    _slot: Slot,
-    span: tracing::Span,
-}
-
-/// Sealed events buffered between the task that makes them and the
-/// response body: a client that stops reading stops the task after this
-/// many events and the write time-out.
-const STREAM_BUFFER: usize = 4;
-
-/// The response body of a streamed answer: a task seals the backend's
-/// chunks into events and hands them over through a small buffer. The task
-/// (with the processing slot and the backend's stream) ends with the
-/// stream: after `[DONE]`, on a backend error, when the backend produces
-/// nothing for the idle time-out, when the client reads nothing for the
-/// write time-out, or when the client is gone. Every end but `[DONE]`
-/// leaves the client a cut stream.
-fn stream_body(s: StreamState) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
-    let limits = s.st.limits();
-    let (idle, write) = (limits.stream_idle_timeout, limits.stream_write_timeout);
-    tokio::spawn(pump(s, tx, idle, write));
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|event| (Ok::<_, Infallible>(event), rx))
-    }))
-}
-
-async fn pump(
-    mut s: StreamState,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-    idle: Duration,
-    write: Duration,
-) {
-    let t = Instant::now();
-    let mut events = 0usize;
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(idle, s.chunks.next()) => match next {
-                Ok(next) => next,
-                Err(_) => {
-                    s.st.metrics().refused("stream_idle");
-                    tracing::warn!(parent: &s.span, backend = %s.backend, idle_secs = idle.as_secs_f64(), "backend produced nothing within the stream idle time-out; cutting the stream");
-                    return;
-                }
-            },
-            _ = tx.closed() => {
-                tracing::debug!(parent: &s.span, events, "client gone; stream stopped");
-                return;
-            }
-        };
-        let Some((event, done)) = s.event(next) else {
-            return;
-        };
-        match tokio::time::timeout(write, tx.send(event)).await {
-            Ok(Ok(())) => events += 1,
-            Ok(Err(_)) => {
-                tracing::debug!(parent: &s.span, events, "client gone; stream stopped");
-                return;
-            }
-            Err(_) => {
-                s.st.metrics().refused("stream_stalled");
-                tracing::debug!(parent: &s.span, events, write_secs = write.as_secs_f64(), "client read nothing within the stream write time-out; cutting the stream");
-                return;
-            }
-        }
-        if done {
-            tracing::debug!(parent: &s.span, events, stream_ms = t.elapsed().as_secs_f64() * 1e3, "stream complete");
-            return;
-        }
-    }
-}
-
-impl StreamState {
-    /// The sealed SSE event for the backend's next item, and whether it is
-    /// the last (`[DONE]`); `None` cuts the stream (a backend error).
-    fn event(&mut self, next: Option<Result<Value, BackendError>>) -> Option<(Bytes, bool)> {
-        let mut event = SecretBuf::new();
-        let done = match next {
-            Some(Ok(mut chunk)) => {
-                if let (Some(m), Some(obj)) = (self.metadata.take(), chunk.as_object_mut()) {
-                    obj.insert("_metadata".to_owned(), m);
-                }
-                event.extend_from_slice(b"data: ");
-                if serde_json::to_writer(&mut event, &chunk).is_err() {
-                    tracing::warn!(parent: &self.span, "stream chunk not serialisable; cutting the stream");
-                    return None;
-                }
-                event.extend_from_slice(b"\n\n");
-                false
-            }
-            Some(Err(e)) => {
-                let kind = pipeline::backend_error_kind(&e);
-                pipeline::count_backend_error(&self.st, &self.backend, kind);
-                tracing::warn!(parent: &self.span, backend = %self.backend, kind, detail = ?e, "backend error mid-stream; cutting the stream");
-                return None;
-            }
-            None => {
-                event.extend_from_slice(b"data: [DONE]\n\n");
-                true
-            }
-        };
-        match self.sealer.seal_chunk(event.expose_secret()) {
-            Ok(sealed) => Some((Bytes::from(sealed), done)),
-            Err(_) => {
-                tracing::error!(parent: &self.span, "sealing a stream event failed; cutting the stream");
-                None
-            }
-        }
     }
 }
