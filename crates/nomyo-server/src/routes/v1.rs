@@ -84,16 +84,15 @@ async fn secure_completion(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    let mut body = Some(body);
-    let mut resp = pipeline::bounded(
+    pipeline::serve(
         &st,
         "secure request",
-        handle(&st, peer, &headers, &mut body),
+        peer,
+        version,
+        body,
+        async |peer, body| handle(&st, peer, &headers, body).await,
     )
-    .await;
-    pipeline::close_if_unread(&mut resp, version, body.is_some());
-    resp
+    .await
 }
 
 /// `X-Payload-ID`: 1–128 of `[A-Za-z0-9._-]` (a UUID in practice). Strict so

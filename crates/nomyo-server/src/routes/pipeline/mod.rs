@@ -20,11 +20,13 @@
 //! cryptography; every step above is written once, here.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderValue, Version};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use nomyo_core::tier::HEADER_SECURITY_TIER;
 use nomyo_core::{Fingerprint, SecurityTier};
 
@@ -62,6 +64,25 @@ where
             ApiError::RequestTimeout.into_response()
         }
     }
+}
+
+/// Serves one encrypted request of a protocol (`what`, for the log): the
+/// caller's address from the connection, then `handle` under the request
+/// timeout ([`bounded`]) with the body for it to take ([`take_body`]); a
+/// body it left unread closes an HTTP/1 connection ([`close_if_unread`]).
+pub(crate) async fn serve(
+    st: &AppState,
+    what: &'static str,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    version: Version,
+    body: Body,
+    handle: impl AsyncFnOnce(Option<IpAddr>, &mut Option<Body>) -> Result<Response, ApiError>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    let mut body = Some(body);
+    let mut resp = bounded(st, what, handle(peer, &mut body)).await;
+    close_if_unread(&mut resp, version, body.is_some());
+    resp
 }
 
 /// Takes the request's body for [`read_body`]; a handler that returns

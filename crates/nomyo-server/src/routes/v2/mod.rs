@@ -136,14 +136,17 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
     // The timeout covers the request up to the response head; a stream then
     // runs as long as the backend produces.
-    let mut body = Some(body);
-    let mut resp =
-        pipeline::bounded(&st, "v2 request", handle(&st, peer, &headers, &mut body)).await;
-    pipeline::close_if_unread(&mut resp, version, body.is_some());
-    resp
+    pipeline::serve(
+        &st,
+        "v2 request",
+        peer,
+        version,
+        body,
+        async |peer, body| handle(&st, peer, &headers, body).await,
+    )
+    .await
 }
 
 async fn handle(
