@@ -197,11 +197,9 @@ impl UpstreamBackend {
         e
     }
 
-    /// An active health probe: `GET {url}/models` within `timeout`. `Ok` when
-    /// the upstream answers with any status below 500 (it is up, even if it
-    /// does not list models); `Err` with a kind (never a body) on a connect
-    /// error, a timeout or a 5xx.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+    /// `GET {url}/models` within `timeout`, with the API key if any; a
+    /// failure to send as its kind (never a body, no URL).
+    async fn get_models(&self, timeout: Duration) -> Result<reqwest::Response, String> {
         let mut req = self
             .client
             .get(format!("{}/models", self.base))
@@ -209,8 +207,45 @@ impl UpstreamBackend {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
+        req.send().await.map_err(|e| describe(&e.without_url()))
+    }
+
+    /// `POST {url}/chat/completions` with the serialised request `body`, the
+    /// API key if any and `accept` as `Accept` when set. A failure to send or
+    /// a non-2xx status becomes the [`BackendError`], logged by `failed`.
+    async fn post_completion(
+        &self,
+        request_id: &str,
+        body: Vec<u8>,
+        accept: Option<&'static str>,
+    ) -> Result<reqwest::Response, BackendError> {
+        let mut req = self
+            .client
+            .post(&self.completions_url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(accept) = accept {
+            req = req.header(ACCEPT, HeaderValue::from_static(accept));
+        }
+        let mut req = req.body(body);
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.failed(request_id, map_send_error(e)))?;
+        check_status(resp)
+            .await
+            .map_err(|e| self.failed(request_id, e))
+    }
+
+    /// An active health probe: `GET {url}/models` within `timeout`. `Ok` when
+    /// the upstream answers with any status below 500 (it is up, even if it
+    /// does not list models); `Err` with a kind (never a body) on a connect
+    /// error, a timeout or a 5xx.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
         // The caller names the endpoint (without credentials) when it logs this.
-        let resp = req.send().await.map_err(|e| describe(&e.without_url()))?;
+        let resp = self.get_models(timeout).await?;
         if resp.status().is_server_error() {
             return Err(format!("status {}", resp.status().as_u16()));
         }
@@ -218,14 +253,7 @@ impl UpstreamBackend {
     }
 
     async fn discover_models(&self) -> Result<Vec<String>, String> {
-        let mut req = self
-            .client
-            .get(format!("{}/models", self.base))
-            .timeout(Duration::from_secs(5));
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let resp = req.send().await.map_err(|e| describe(&e.without_url()))?;
+        let resp = self.get_models(Duration::from_secs(5)).await?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status().as_u16()));
         }
@@ -307,21 +335,9 @@ impl Backend for UpstreamBackend {
         // The serialised request is plaintext; it lives only until sent.
         let body = serde_json::to_vec(&request.body)
             .map_err(|e| BackendError::Internal(format!("serialising the request: {e}")))?;
-        let mut req = self
-            .client
-            .post(&self.completions_url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.failed(&request.request_id, map_send_error(e)))?;
-        let resp = check_status(resp)
-            .await
-            .map_err(|e| self.failed(&request.request_id, e))?;
+        let resp = self
+            .post_completion(&request.request_id, body, None)
+            .await?;
         read_json_object(resp)
             .await
             .map_err(|e| self.failed(&request.request_id, e))
@@ -336,23 +352,11 @@ impl Backend for UpstreamBackend {
             serde_json::to_vec(&body)
                 .map_err(|e| BackendError::Internal(format!("serialising the request: {e}")))?,
         );
-        let mut req = self
-            .client
-            .post(&self.completions_url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
-            .body(body.to_vec());
+        let sent = body.to_vec();
         drop(body);
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.failed(&request_id, map_send_error(e)))?;
-        let resp = check_status(resp)
-            .await
-            .map_err(|e| self.failed(&request_id, e))?;
+        let resp = self
+            .post_completion(&request_id, sent, Some("text/event-stream"))
+            .await?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
