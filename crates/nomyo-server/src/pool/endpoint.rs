@@ -12,7 +12,7 @@ use crate::upstream::UpstreamBackend;
 
 /// The breakers' clock: tokio's, so that a test on a paused clock can move
 /// past a cool-down instead of waiting for it.
-pub(super) fn now() -> Instant {
+fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
