@@ -6,7 +6,7 @@
 //! time on the blocking pool, behind a bounded queue too.
 //!
 //! [`Attestation`] is the handle the routes hold: [`Attestation::none`]
-//! without either, else started by [`Attestation::open`] (feature `tpm`) or,
+//! without either, else started by `Attestation::open` (feature `tpm`) or,
 //! for tests, by [`Attestation::start`] with any [`Device`]; or opened by
 //! [`Attestation::open_tsm`].
 
