@@ -183,6 +183,28 @@ async fn proxy(state: ProxyState) -> String {
     format!("http://{addr}")
 }
 
+/// The events of "one two three" asked of model `m` streamed, with usage,
+/// through the proxy at `url` (200, an event stream).
+async fn one_two_three_streamed(url: &str) -> Vec<Value> {
+    let resp = post(
+        url,
+        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "one two three"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    events(&resp.text().await.unwrap())
+}
+
+/// A proxy (default options) in front of a fresh upstream that speaks
+/// `speaks`: the upstream and the proxy's URL.
+async fn proxied(speaks: Speaks) -> (Upstream, String) {
+    let up = upstream(speaks, false, false).await;
+    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+    (up, url)
+}
+
 async fn post(url: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
@@ -305,17 +327,8 @@ async fn v1_answers_are_marked_v1_and_v2_answers_v2() {
 
 #[tokio::test]
 async fn streamed_v2_is_relayed_chunk_by_chunk() {
-    let up = upstream(Speaks::V2, false, false).await;
-    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
-    let resp = post(
-        &url,
-        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
-               "messages": [{"role": "user", "content": "one two three"}]}),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let ev = events(&resp.text().await.unwrap());
+    let (up, url) = proxied(Speaks::V2).await;
+    let ev = one_two_three_streamed(&url).await;
     assert_eq!(ev.last().unwrap(), "[DONE]");
     assert_eq!(streamed_text(&ev), "echo: one two three");
     // role chunk + 4 words + finish + usage + [DONE]
@@ -332,17 +345,8 @@ async fn streamed_v2_is_relayed_chunk_by_chunk() {
 
 #[tokio::test]
 async fn streamed_v1_is_built_from_the_complete_answer() {
-    let up = upstream(Speaks::V1Only, false, false).await;
-    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
-    let resp = post(
-        &url,
-        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
-               "messages": [{"role": "user", "content": "one two three"}]}),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let ev = events(&resp.text().await.unwrap());
+    let (up, url) = proxied(Speaks::V1Only).await;
+    let ev = one_two_three_streamed(&url).await;
     assert_eq!(ev.len(), 4, "{ev:?}");
     assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(streamed_text(&ev), "echo: one two three");
@@ -367,8 +371,7 @@ async fn streamed_v1_is_built_from_the_complete_answer() {
 
 #[tokio::test]
 async fn a_cut_v2_stream_ends_with_an_error_event_and_no_done() {
-    let up = upstream(Speaks::V2, false, false).await;
-    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+    let (_up, url) = proxied(Speaks::V2).await;
     let resp = post(
         &url,
         json!({"model": "cut", "stream": true, "messages": [{"role": "user", "content": "a b c"}]}),
@@ -515,8 +518,7 @@ async fn rate_limit_is_429_with_retry_after() {
 
 #[tokio::test]
 async fn bad_requests_are_400_and_say_why_without_quoting_content() {
-    let up = upstream(Speaks::V2, false, false).await;
-    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+    let (up, url) = proxied(Speaks::V2).await;
     let send = |body: &'static str| {
         let url = url.clone();
         async move {
@@ -608,8 +610,7 @@ async fn a_pin_mismatch_refuses_before_sending_anything() {
 
 #[tokio::test]
 async fn models_are_listed_in_openai_shape() {
-    let up = upstream(Speaks::V2, false, false).await;
-    let url = proxy(ProxyState::new(client_for(&up).build().unwrap())).await;
+    let (_up, url) = proxied(Speaks::V2).await;
     let resp = reqwest::get(format!("{url}/v1/models")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
