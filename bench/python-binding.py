@@ -13,9 +13,8 @@ concurrent batch, in turn.
 
 The server is a release `nomyo serve --ephemeral-key` in front of the instant
 upstream (crates/nomyo-client/examples/instant_upstream.rs, a test double
-that answers at once) when it is built, else a Python twin of it in a
-process of its own (`--upstream-only`: one write per answer, keep-alive); the numbers are the clients' and the
-protocols'.
+that answers at once; built here when it is missing); the numbers are the
+clients' and the protocols'.
 
     cargo build --release -p nomyo-cli        # target/release/nomyo
     pip install ./python                      # nomyo_rs, release build
@@ -61,50 +60,15 @@ def start_line(cmd, pattern, timeout=180, env=None):
     raise RuntimeError(f"{cmd[0]} did not start")
 
 
-ANSWER = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1764300000, "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-}).encode()
-
-
-def serve_instant_upstream():
-    """A Python twin of instant_upstream: every POST is answered at once with
-    a fixed completion, headers and body in one write, keep-alive (run in a
-    process of its own, `--upstream-only`)."""
-
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
-                body = ANSWER if head.startswith(b"POST") else json.dumps(
-                    {"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
-
-
 def start_upstream():
-    if os.access(INSTANT, os.X_OK):
-        p, url = start_line([INSTANT], r"^(http://\S+)")
-        return p, url, "instant_upstream (Rust)"
-    p, url = start_line([sys.executable, os.path.abspath(__file__), "--upstream-only"], r"^(http://\S+)")
-    return p, url, "an instant upstream in Python (bench/python-binding.py --upstream-only, a process of its own)"
+    if not os.access(INSTANT, os.X_OK):
+        subprocess.run(
+            ["cargo", "build", "--release", "-p", "nomyo-client", "--example", "instant_upstream"],
+            cwd=REPO,
+            check=True,
+        )
+    p, url = start_line([INSTANT], r"^(http://\S+)")
+    return p, url, "instant_upstream (Rust)"
 
 
 def pct(values, q):
@@ -140,11 +104,7 @@ def main():
     ap.add_argument("--requests", type=int, default=100, help="sequential requests per client and repetition")
     ap.add_argument("--concurrent", type=int, default=64)
     ap.add_argument("--json", help="also write the raw numbers here")
-    ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.upstream_only:
-        serve_instant_upstream()
-        return
 
     import logging
 
