@@ -110,7 +110,7 @@ pub fn milan_cert_table() -> Vec<u8> {
 }
 
 /// The DER certificates of a PEM text.
-fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
     use base64::Engine as _;
     pem.split("-----BEGIN CERTIFICATE-----")
         .skip(1)

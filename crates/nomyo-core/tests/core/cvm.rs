@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use base64::Engine as _;
 use nomyo_core::cvm::{
     trust_roots, verify_sev_snp, verify_tdx, SevSnpExpectations, SevSnpVerification, SnpCertTable,
     SnpProductLine, SnpTcb, StepStatus, TdxCollateral, TdxExpectations, TdxMeasurement,
@@ -48,22 +47,7 @@ fn show_tdx(v: &TdxVerification) -> String {
 
 /// The PEM certificates of a file, DER.
 fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
-    let text = std::str::from_utf8(pem).unwrap();
-    text.split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .map(|block| {
-            let body: String = block
-                .split("-----END CERTIFICATE-----")
-                .next()
-                .unwrap()
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap()
-        })
-        .collect()
+    nomyo_testkit::tsm::pem_certificates(std::str::from_utf8(pem).unwrap())
 }
 
 // ---------------------------------------------------------------- SEV-SNP
