@@ -23,156 +23,18 @@
 //! API key. Text the server sends (`detail`) is truncated and stripped of
 //! control characters before it is shown.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nomyo_core::Fingerprint;
 
-/// What a server said when it refused a request: the HTTP status, the
-/// `detail` of its `{"detail": "..."}` body and, when it sent OpenAI's error
-/// object beside it (`"error": {"message", "type", "param", "code"}`), its
-/// code and param. Over protocol v2 a refusal's whole reason arrives sealed
-/// (e.g. how many tokens the conversation has); over v1 only the code and a
-/// generic message travel.
-#[derive(Clone)]
-pub struct ApiError {
-    pub(crate) status: u16,
-    pub(crate) detail: String,
-    pub(crate) body: Option<serde_json::Value>,
-    pub(crate) attempts: u32,
-}
+mod api;
+mod downgrade;
 
-/// Longest server `detail` we repeat.
-const MAX_DETAIL_CHARS: usize = 500;
-
-impl ApiError {
-    pub(crate) fn new(status: u16, body: &[u8], attempts: u32) -> Self {
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let detail = match parsed.as_ref().and_then(|v| v.get("detail")) {
-            Some(serde_json::Value::String(s)) => sanitize(s),
-            Some(other) => sanitize(&other.to_string()),
-            None => match parsed.as_ref().and_then(|v| v.get("error")) {
-                // OpenAI-style {"error": {"message": ...}} from a proxy in between.
-                Some(e) => sanitize(
-                    e.get("message")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or(&e.to_string()),
-                ),
-                None => String::new(),
-            },
-        };
-        Self {
-            status,
-            detail,
-            body: parsed,
-            attempts,
-        }
-    }
-
-    /// The HTTP status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The server's `detail` message (truncated, control characters removed;
-    /// empty when the server sent none).
-    pub fn detail(&self) -> &str {
-        &self.detail
-    }
-
-    /// OpenAI's error code the server gave (`context_length_exceeded`,
-    /// `unsupported_parameter`, `invalid_value`, `model_not_found`, ...), if any.
-    pub fn code(&self) -> Option<&str> {
-        self.error_field("code")
-    }
-
-    /// The request field at fault, if the server named it (v2 only: over v1
-    /// the server never names it).
-    pub fn param(&self) -> Option<&str> {
-        self.error_field("param")
-    }
-
-    fn error_field(&self, key: &str) -> Option<&str> {
-        self.body
-            .as_ref()?
-            .get("error")?
-            .get(key)?
-            .as_str()
-            .filter(|s| !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control))
-    }
-
-    /// The detail, with the code appended when the detail does not say it.
-    fn reason_or(&self, fallback: &'static str) -> String {
-        let detail = self.detail_or(fallback);
-        match self.code() {
-            Some(code) if !detail.contains(code) => format!("{detail} ({code})"),
-            _ => detail.to_owned(),
-        }
-    }
-
-    /// The whole error body when it was JSON (the Python client's
-    /// `error_details`).
-    pub fn details(&self) -> Option<&serde_json::Value> {
-        self.body.as_ref()
-    }
-
-    /// How many times the request was sent before this answer (1 when it was
-    /// not retried).
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    fn detail_or(&self, fallback: &'static str) -> &str {
-        if self.detail.is_empty() {
-            fallback
-        } else {
-            &self.detail
-        }
-    }
-
-    fn after_attempts(&self) -> String {
-        if self.attempts > 1 {
-            format!(" (after {} attempts)", self.attempts)
-        } else {
-            String::new()
-        }
-    }
-}
-
-impl fmt::Debug for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiError")
-            .field("status", &self.status)
-            .field("detail", &self.detail)
-            .field("code", &self.code())
-            .field("attempts", &self.attempts)
-            .finish()
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {}", self.status)?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        Ok(())
-    }
-}
-
-/// Strips control characters and truncates text received from a server.
-pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(MAX_DETAIL_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().count() > MAX_DETAIL_CHARS {
-        out.push('…');
-    }
-    out
-}
+pub(crate) use api::sanitize;
+pub use api::ApiError;
+use downgrade::downgrade_message;
+pub use downgrade::{Downgrade, KnownBy};
 
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
@@ -412,90 +274,6 @@ pub enum Error {
     },
 }
 
-/// What [`Error::Downgrade`] refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Downgrade {
-    /// A v2 key list without `Nomyo-Keys-Signature`.
-    UnsignedKeyList,
-    /// `/.well-known/hpke-keys` answered 404 (protocol auto would fall back
-    /// to v1).
-    NoV2Keys,
-    /// A key list signed by an RSA key for a server on record only with
-    /// unsigned v2 keys (the signing key would be trusted on first use).
-    NewSigningKey,
-}
-
-/// Why a server is known to do better than its answer ([`Error::Downgrade`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KnownBy {
-    /// A pin: the pinned server key must sign the v2 key list.
-    Pin,
-    /// This client verified a signed key list from the server earlier.
-    SignedListSeen,
-    /// The server's line in the known-servers file.
-    Record {
-        /// The file.
-        file: PathBuf,
-        /// The line (1-based).
-        line: usize,
-    },
-}
-
-fn downgrade_message(origin: &str, refused: &Downgrade, known_by: &KnownBy) -> String {
-    let what = match refused {
-        Downgrade::UnsignedKeyList => "its v2 key list arrived WITHOUT the server's signature",
-        Downgrade::NoV2Keys => {
-            "it no longer publishes protocol v2 keys (/.well-known/hpke-keys answered 404)"
-        }
-        Downgrade::NewSigningKey => "its v2 key list is signed by an RSA key that is not on record",
-    };
-    let known = match (known_by, refused) {
-        (KnownBy::Pin, Downgrade::NoV2Keys) => {
-            "but its key is pinned, and protocol auto falls back to v1 (whose answers a middleman \
-             who terminates TLS can read) only when asked to explicitly"
-                .to_owned()
-        }
-        (KnownBy::Pin, _) => {
-            "but its key is pinned, and a pinned server key must sign the v2 key list".to_owned()
-        }
-        (KnownBy::SignedListSeen, _) => {
-            "but it sent a signed key list earlier in this session".to_owned()
-        }
-        (KnownBy::Record { file, line }, Downgrade::UnsignedKeyList) => format!(
-            "but {}:{line} records this server with a key that signs its v2 key lists",
-            file.display()
-        ),
-        (KnownBy::Record { file, line }, Downgrade::NoV2Keys) => format!(
-            "but {}:{line} records that it speaks protocol v2; refusing to fall back to v1, \
-             whose answers a middleman who terminates TLS can read",
-            file.display()
-        ),
-        (KnownBy::Record { file, line }, Downgrade::NewSigningKey) => format!(
-            "and {}:{line} records this server only with unsigned v2 keys, so that key would be trusted on first use",
-            file.display()
-        ),
-    };
-    let recover = match (known_by, refused) {
-        (KnownBy::Pin, Downgrade::NoV2Keys) => " If this server speaks only protocol v1 (a NOMYO endpoint), choose it explicitly: --protocol v1.".to_owned(),
-        (KnownBy::Pin, _) => " If this server really does not sign its keys, pin its key config instead (nomyo fingerprint --server URL lists it).".to_owned(),
-        (KnownBy::SignedListSeen, _) => String::new(),
-        (KnownBy::Record { file, line }, Downgrade::NoV2Keys) => format!(
-            " If the operator has really turned v2 off, choose protocol v1 explicitly (--protocol v1), or delete line {line} of {} and try again.",
-            file.display()
-        ),
-        (KnownBy::Record { file, line }, _) => format!(
-            " If you have verified the change with the operator, delete line {line} of {} and try again.",
-            file.display()
-        ),
-    };
-    format!(
-        "SECURITY CHECK FAILED for {origin}: {what}, {known}. Someone between you and the server may be \
-         substituting keys or downgrading the protocol; nothing was sent.{recover}"
-    )
-}
-
 fn attempts_suffix(attempts: u32) -> String {
     if attempts > 1 {
         format!(" (after {attempts} attempts)")
@@ -581,52 +359,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detail_is_extracted_and_sanitised() {
-        let e = ApiError::new(400, br#"{"detail":"bad\nthing"}"#, 1);
-        assert_eq!(e.detail(), "bad thing");
-        assert_eq!(e.status(), 400);
-        let long = format!(r#"{{"detail":"{}"}}"#, "x".repeat(1000));
-        let e = ApiError::new(500, long.as_bytes(), 3);
-        assert_eq!(e.detail().chars().count(), MAX_DETAIL_CHARS + 1);
-        let e = ApiError::new(502, b"<html>bad gateway</html>", 1);
-        assert_eq!(e.detail(), "");
-        assert!(e.details().is_none());
-        let e = ApiError::new(422, br#"{"detail":[{"loc":["body"],"msg":"x"}]}"#, 1);
-        assert!(e.detail().contains("loc"));
-        let e = ApiError::new(429, br#"{"error":{"message":"slow down"}}"#, 1);
-        assert_eq!(e.detail(), "slow down");
-    }
-
-    #[test]
-    fn openai_code_and_param_are_read_and_shown() {
-        // v2: the whole reason, sealed.
-        let body = br#"{"detail":"the conversation is 4031 tokens long","error":{"message":"the conversation is 4031 tokens long","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
-        let e = ApiError::new(400, body, 1);
-        assert_eq!(e.code(), Some("context_length_exceeded"));
-        assert_eq!(e.param(), Some("messages"));
-        assert_eq!(
-            Error::InvalidRequest(e).to_string(),
-            "bad request: the conversation is 4031 tokens long (context_length_exceeded)"
-        );
-        // v1: the generic message already names the code; no param.
-        let body = br#"{"detail":"the conversation is longer than the model's context (context_length_exceeded)","error":{"message":"x","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#;
-        let e = ApiError::new(400, body, 1);
-        assert_eq!(e.param(), None);
-        assert_eq!(
-            Error::InvalidRequest(e).to_string(),
-            "bad request: the conversation is longer than the model's context (context_length_exceeded)"
-        );
-        // A code that is not a short token is not repeated.
-        let e = ApiError::new(
-            400,
-            br#"{"detail":"d","error":{"code":"a
-b"}}"#,
-            1,
-        );
-        assert_eq!(e.code(), None);
-    }
 
     #[test]
     fn messages_are_actionable() {
