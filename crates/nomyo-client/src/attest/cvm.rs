@@ -352,17 +352,13 @@ impl crate::client::Client {
             .iter()
             .any(|s| s.name == "report_data" && s.status == StepStatus::Pass);
         let (status, detail) = super::tpm::key_claims(
+            "report",
             claimed_v1,
             v1.fingerprint(),
             evidence.v2_keys.as_deref(),
             v2,
         );
-        steps.push(Step::judged(
-            "key_binding",
-            status,
-            detail.replace("the quote", "the report"),
-            report_data_ok,
-        ));
+        steps.push(Step::judged("key_binding", status, detail, report_data_ok));
         tracing::debug!(
             origin = %origin,
             kind = evidence.kind.name(),
@@ -532,5 +528,74 @@ mod tests {
         let carried: [u8; 64] = evidence.report[0x50..0x90].try_into().unwrap();
         let (steps, _, _) = verify_route(&evidence, &options, carried);
         assert!(passed(&steps), "{steps:?}");
+    }
+
+    /// A client that never reaches a server (what is checked here needs
+    /// none) and the server key it trusts.
+    fn offline() -> (crate::Client, crate::ServerKey) {
+        let client = crate::Client::builder()
+            .base_url("http://127.0.0.1:1")
+            .allow_http(true)
+            .known_servers(crate::KnownServers::Off)
+            .build()
+            .unwrap();
+        let key = nomyo_testkit::keys::server_key().public_key().clone();
+        let v1 = crate::ServerKey {
+            fingerprint: key.fingerprint(),
+            key,
+            trust: crate::TrustDecision::Unverified,
+        };
+        (client, v1)
+    }
+
+    fn hpke_keys(config: nomyo_core::v2::keys::KeyConfig) -> crate::HpkeKeys {
+        crate::HpkeKeys {
+            fingerprint: config.fingerprint(),
+            configs: vec![config],
+            chosen: 0,
+            trust: crate::TrustDecision::Unverified,
+            signed_by: None,
+        }
+    }
+
+    fn key_binding(v: &Verification) -> &Step {
+        v.steps.iter().find(|s| s.name == "key_binding").unwrap()
+    }
+
+    #[test]
+    fn the_key_binding_speaks_of_the_report() {
+        use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
+        let (client, v1) = offline();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bound = ServerKeyPair::generate(1, Kem::X25519);
+        let used = hpke_keys(ServerKeyPair::generate(2, Kem::X25519).config().clone());
+        let body = serde_json::json!({
+            "version": 1,
+            "kind": "sev-snp",
+            "provider": "sev_guest",
+            "v1_key_fingerprint": v1.fingerprint().to_string(),
+            "v2_keys_b64": b64.encode(KeyConfig::encode_list(std::slice::from_ref(bound.config()))),
+            "report_b64": b64.encode(nomyo_testkit::tsm::milan_report()),
+        })
+        .to_string();
+        let options = AttestOptions::default();
+        let v = client.attest_cvm(body.as_bytes(), &[0; 32], &v1, None, &options);
+        let step = key_binding(&v);
+        assert!(
+            step.detail.contains("the report binds the trusted v1 key")
+                && !step.detail.contains("quote"),
+            "{}",
+            step.detail
+        );
+        // The v2 key this client seals to is not in the bound list.
+        let v = client.attest_cvm(body.as_bytes(), &[0; 32], &v1, Some(&used), &options);
+        let step = key_binding(&v);
+        assert_eq!(step.as_read, Some(StepStatus::Fail));
+        assert!(
+            step.detail
+                .ends_with("is not in the key list the report binds"),
+            "{}",
+            step.detail
+        );
     }
 }

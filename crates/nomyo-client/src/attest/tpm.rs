@@ -275,13 +275,16 @@ fn key_binding(
             "not checked: the quote does not verify for them",
         );
     }
-    let (status, detail) = key_claims(claimed_v1, trusted_v1, bound_v2, used_v2);
+    let (status, detail) = key_claims("quote", claimed_v1, trusted_v1, bound_v2, used_v2);
     step("key_binding", status, detail)
 }
 
 /// Whether the keys the evidence claims to bind (the v1 key's fingerprint,
-/// the v2 key list) are the ones this client trusts and seals to.
+/// the v2 key list) are the ones this client trusts and seals to. `noun`
+/// names the evidence in the detail: `quote` (a TPM's) or `report` (a
+/// confidential VM's).
 pub(super) fn key_claims(
+    noun: &str,
     claimed_v1: Option<Fingerprint>,
     trusted_v1: Fingerprint,
     bound_v2: Option<&[u8]>,
@@ -290,13 +293,13 @@ pub(super) fn key_claims(
     if claimed_v1 != Some(trusted_v1) {
         return (
             StepStatus::Fail,
-            format!("the quote binds another v1 key than the trusted {trusted_v1}"),
+            format!("the {noun} binds another v1 key than the trusted {trusted_v1}"),
         );
     }
     let Some(used) = used_v2 else {
         return (
             StepStatus::Pass,
-            format!("the quote binds the trusted v1 key {trusted_v1} (the server has no v2 keys)"),
+            format!("the {noun} binds the trusted v1 key {trusted_v1} (the server has no v2 keys)"),
         );
     };
     let chosen = used.config().fingerprint();
@@ -306,12 +309,14 @@ pub(super) fn key_claims(
     if bound.iter().any(|c| c.fingerprint() == chosen) {
         (
             StepStatus::Pass,
-            format!("the quote binds the trusted v1 key {trusted_v1} and the v2 key {chosen}"),
+            format!("the {noun} binds the trusted v1 key {trusted_v1} and the v2 key {chosen}"),
         )
     } else {
         (
             StepStatus::Fail,
-            format!("the v2 key {chosen} this client seals to is not in the quoted key list"),
+            format!(
+                "the v2 key {chosen} this client seals to is not in the key list the {noun} binds"
+            ),
         )
     }
 }
