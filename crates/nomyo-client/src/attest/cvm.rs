@@ -48,6 +48,20 @@ pub(crate) fn is_cvm(body: &[u8]) -> bool {
     serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.kind.is_some())
 }
 
+/// The kind a confidential-VM answer that does not parse claims, as the
+/// wire names it: `sev-snp` or `tdx`, or `unknown` when its kind cannot be
+/// read (not a string, or a kind this client does not know).
+fn claimed_kind(body: &[u8]) -> &'static str {
+    #[derive(Deserialize)]
+    struct Probe {
+        kind: String,
+    }
+    serde_json::from_slice::<Probe>(body)
+        .ok()
+        .and_then(|p| Kind::parse(&p.kind))
+        .map_or("unknown", Kind::name)
+}
+
 #[derive(Deserialize)]
 struct Wire {
     version: u32,
@@ -330,7 +344,7 @@ impl crate::client::Client {
             Err(why) => {
                 return Verification {
                     origin,
-                    kind: "tpm",
+                    kind: claimed_kind(body),
                     ak_fingerprint: None,
                     steps: vec![Step::new("evidence", StepStatus::Fail, why)],
                     cvm: None,
@@ -597,5 +611,31 @@ mod tests {
             "{}",
             step.detail
         );
+    }
+
+    #[test]
+    fn an_answer_that_does_not_parse_names_the_kind_it_claims() {
+        let (client, v1) = offline();
+        let kind = |body: &str| {
+            let v = client.attest_cvm(
+                body.as_bytes(),
+                &[0; 32],
+                &v1,
+                None,
+                &AttestOptions::default(),
+            );
+            assert!(v.cvm.is_none() && !v.passed());
+            assert_eq!(v.steps[0].name, "evidence");
+            v.kind
+        };
+        // A version this client does not speak, a field that does not decode.
+        assert_eq!(kind(&body("tdx", 2)), "tdx");
+        assert_eq!(
+            kind(&body("sev-snp", 1).replace("\"AAQ=\"", "\"!\"")),
+            "sev-snp"
+        );
+        // A kind this client does not know, or one that is not a string.
+        assert_eq!(kind(&body("sgx", 1)), "unknown");
+        assert_eq!(kind(r#"{"version":1,"kind":7}"#), "unknown");
     }
 }

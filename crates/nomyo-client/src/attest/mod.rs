@@ -124,7 +124,9 @@ pub struct Verification {
     /// The server's origin.
     pub origin: String,
     /// The kind of evidence: `tpm`, `sev-snp` or `tdx` (`tpm` when the
-    /// route could not be read).
+    /// route could not be read; for a confidential VM's answer that does
+    /// not parse, the kind it claims, or `unknown` when that cannot be
+    /// read).
     pub kind: &'static str,
     /// The AK's fingerprint (`sha256:` of its `TPM2B_PUBLIC`), when the
     /// server sent TPM evidence.
