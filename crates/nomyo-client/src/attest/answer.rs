@@ -28,6 +28,9 @@ pub(crate) struct AnswerCheck {
 enum QuoteRefusal {
     /// Quoted by an attestation key not verified yet (another replica?).
     UnknownAk(Fingerprint),
+    /// A confidential VM's report that failed only the steps tying it to a
+    /// chip: signed by a chip not verified yet (another replica?).
+    OtherChip(String),
     /// Missing or wrong.
     Bad(String),
 }
@@ -48,7 +51,13 @@ impl AnswerCheck {
                 &self.payload_id,
                 cvm_block,
             )
-            .map_err(QuoteRefusal::Bad);
+            .map_err(|r| {
+                if r.other_chip {
+                    QuoteRefusal::OtherChip(r.why)
+                } else {
+                    QuoteRefusal::Bad(r.why)
+                }
+            });
         }
         let bad = |m: &str| QuoteRefusal::Bad(m.to_owned());
         let block = block
@@ -93,7 +102,7 @@ impl AnswerCheck {
             QuoteRefusal::UnknownAk(fp) => {
                 format!("the answer is quoted by the attestation key {fp}, which was not verified")
             }
-            QuoteRefusal::Bad(why) => why,
+            QuoteRefusal::OtherChip(why) | QuoteRefusal::Bad(why) => why,
         };
         Error::NotAttested {
             origin: self.origin.clone(),
@@ -152,10 +161,12 @@ impl Client {
                 };
                 retry.check(block, cvm_block).map_err(|r| retry.refused(r))
             }
-            // A confidential VM's report that no verified endorsement
-            // accepts may come from another replica (another chip): a
-            // fresh attestation that passes adds its endorsement, once.
-            Err(QuoteRefusal::Bad(_)) if !check.endorsements.is_empty() && cvm_block.is_some() => {
+            // A confidential VM's report that failed only the chip's steps
+            // (vcek, report_signature, chip_id) may come from another
+            // replica (another chip): a fresh attestation that passes adds
+            // its endorsement, once. Any other failed step refuses it at
+            // once.
+            Err(QuoteRefusal::OtherChip(_)) => {
                 let fresh = self.fresh_endorsement().await?;
                 let retry = AnswerCheck {
                     endorsements: vec![fresh],
@@ -229,7 +240,7 @@ mod tests {
         match r {
             Ok(()) => panic!("accepted"),
             Err(QuoteRefusal::UnknownAk(fp)) => format!("unknown {fp}"),
-            Err(QuoteRefusal::Bad(why)) => why,
+            Err(QuoteRefusal::OtherChip(why) | QuoteRefusal::Bad(why)) => why,
         }
     }
 
@@ -278,5 +289,56 @@ mod tests {
             matches!(e, Error::NotAttested { .. }) && e.to_string().contains("https://x"),
             "{e}"
         );
+    }
+
+    /// What a client requiring attestation, holding the endorsement of the
+    /// Milan evidence and reaching no server, says of an answer carrying
+    /// `report` for the payload id `payload-1`.
+    async fn refused_report(report: &[u8]) -> Error {
+        let client = Client::builder()
+            .base_url("http://127.0.0.1:1")
+            .allow_http(true)
+            .known_servers(crate::KnownServers::Off)
+            .max_retries(0)
+            .require_attestation(crate::attest::AttestOptions::default())
+            .build()
+            .unwrap();
+        let endorsement =
+            nomyo_core::cvm::SevSnpEndorsement::verify(nomyo_testkit::tsm::MILAN_VCEK, None)
+                .unwrap();
+        let required = client.inner.attestation.as_ref().unwrap();
+        required
+            .endorsements
+            .lock()
+            .unwrap()
+            .push(cvm::Endorsement::SevSnp(Box::new(endorsement)));
+        let block = CvmAttestation {
+            kind: "sev-snp".into(),
+            provider: "sev_guest".into(),
+            report_b64: base64::engine::general_purpose::STANDARD.encode(report),
+            extra: Default::default(),
+        };
+        client
+            .check_answer_quote("payload-1", None, Some(&block))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn only_a_report_failing_the_chips_steps_has_the_route_checked_again() {
+        // An authentic report with another request's report data: refused
+        // at once, the route not asked again.
+        let report = nomyo_testkit::tsm::milan_report();
+        let e = refused_report(&report).await;
+        assert!(
+            matches!(&e, Error::NotAttested { failed, .. } if failed.contains("report_data fail")),
+            "{e}"
+        );
+        // A report the verified chip's key did not sign (another replica's
+        // chip?): the route is checked again, here unreachable.
+        let mut other = report;
+        other[0x90] ^= 1;
+        let e = refused_report(&other).await;
+        assert!(matches!(e, Error::Connection { .. }), "{e}");
     }
 }

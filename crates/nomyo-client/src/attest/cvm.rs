@@ -277,6 +277,43 @@ fn authentic(steps: &[Step]) -> bool {
     })
 }
 
+/// The steps that tie a report to one chip: its signing key's certificate,
+/// the signature, and the chip id the certificate names. A report failing
+/// only these may be signed by another chip (another replica).
+const CHIP_STEPS: [&str; 3] = ["vcek", "report_signature", "chip_id"];
+
+/// Why an answer's report was refused.
+#[derive(Debug)]
+pub(crate) struct ReportRefusal {
+    /// What failed (never the report's content).
+    pub(crate) why: String,
+    /// Under every endorsement of its kind the report failed only
+    /// [`CHIP_STEPS`]: it may come from a chip not verified yet, which a
+    /// fresh check of the attestation route can endorse.
+    pub(crate) other_chip: bool,
+}
+
+impl ReportRefusal {
+    fn bad(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            other_chip: false,
+        }
+    }
+}
+
+/// Whether some step failed and every failed one is in [`CHIP_STEPS`]
+/// (steps judged on fields whose signature did not verify are
+/// `unverified`, not failed).
+fn only_chip_steps_failed(steps: &[Step]) -> bool {
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Fail)
+        .map(|s| s.name.as_str())
+        .collect();
+    !failed.is_empty() && failed.iter().all(|name| CHIP_STEPS.contains(name))
+}
+
 /// Checks one answer's report (`_metadata.attestation`) with the
 /// endorsements of evidence verified before: it must be of the same kind,
 /// verify in full under one of them, carry the answer's report data, and
@@ -286,14 +323,19 @@ pub(crate) fn check_answer(
     policy: Option<&Policy>,
     payload_id: &str,
     block: Option<&CvmAttestation>,
-) -> Result<(), String> {
-    let block = block.ok_or("the answer carries no confidential-VM report")?;
+) -> Result<(), ReportRefusal> {
+    let block =
+        block.ok_or_else(|| ReportRefusal::bad("the answer carries no confidential-VM report"))?;
     let report = base64::engine::general_purpose::STANDARD
         .decode(&block.report_b64)
-        .map_err(|_| "the answer's report_b64 is not base64".to_owned())?;
+        .map_err(|_| ReportRefusal::bad("the answer's report_b64 is not base64"))?;
     let report_data = nomyo_core::attest::answer_report_data(payload_id);
     let policy = policy.cloned().unwrap_or_default();
     let mut last = None;
+    // Whether an endorsement of the report's kind was tried, and each
+    // refused it only on the chip's steps.
+    let mut tried = false;
+    let mut other_chip = true;
     for e in endorsements {
         if Kind::parse(&block.kind) != Some(e.kind()) {
             last = Some(format!(
@@ -321,9 +363,15 @@ pub(crate) fn check_answer(
         if passed(&steps) {
             return Ok(());
         }
+        tried = true;
+        other_chip &= only_chip_steps_failed(&steps);
         last = Some(format!("the answer's report: {}", failed_steps(&steps)));
     }
-    Err(last.unwrap_or_else(|| "no confidential-VM evidence was verified for this server".into()))
+    Err(ReportRefusal {
+        why: last
+            .unwrap_or_else(|| "no confidential-VM evidence was verified for this server".into()),
+        other_chip: tried && other_chip,
+    })
 }
 
 impl crate::client::Client {
@@ -433,7 +481,7 @@ mod tests {
 
     #[test]
     fn an_answer_without_a_report_or_of_another_kind_is_refused() {
-        let e = check_answer(&[], None, "p", None).unwrap_err();
+        let e = check_answer(&[], None, "p", None).unwrap_err().why;
         assert!(e.contains("no confidential-VM report"), "{e}");
         let block = CvmAttestation {
             kind: "tdx".into(),
@@ -444,7 +492,9 @@ mod tests {
         let sev = Endorsement::SevSnp(Box::new(
             SevSnpEndorsement::verify(nomyo_testkit::tsm::MILAN_VCEK, None).unwrap(),
         ));
-        let e = check_answer(&[sev], None, "p", Some(&block)).unwrap_err();
+        let e = check_answer(&[sev], None, "p", Some(&block))
+            .unwrap_err()
+            .why;
         assert!(e.contains("kind \"tdx\""), "{e}");
     }
 
@@ -509,7 +559,8 @@ mod tests {
             "payload-1",
             Some(&block),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .why;
         assert!(
             e.contains("report_data fail") && !e.contains("report_signature"),
             "{e}"
@@ -521,7 +572,9 @@ mod tests {
             report_b64: base64::engine::general_purpose::STANDARD.encode(&bad),
             ..block
         };
-        let e = check_answer(&[endorsement], None, "payload-1", Some(&block)).unwrap_err();
+        let e = check_answer(&[endorsement], None, "payload-1", Some(&block))
+            .unwrap_err()
+            .why;
         assert!(e.contains("report_signature fail"), "{e}");
     }
 
@@ -637,5 +690,85 @@ mod tests {
         // A kind this client does not know, or one that is not a string.
         assert_eq!(kind(&body("sgx", 1)), "unknown");
         assert_eq!(kind(r#"{"version":1,"kind":7}"#), "unknown");
+    }
+
+    #[test]
+    fn only_a_report_failing_the_chips_steps_may_come_from_another_chip() {
+        let evidence = milan(Some(nomyo_testkit::tsm::milan_cert_table()));
+        let carried: [u8; 64] = evidence.report[0x50..0x90].try_into().unwrap();
+        let (_, _, endorsement) = verify_route(&evidence, &AttestOptions::default(), carried);
+        let endorsement = endorsement.unwrap();
+        let block = |report: &[u8]| CvmAttestation {
+            kind: "sev-snp".into(),
+            provider: "sev_guest".into(),
+            report_b64: base64::engine::general_purpose::STANDARD.encode(report),
+            extra: Default::default(),
+        };
+        let refusal = |payload_id: &str, block: &CvmAttestation, policy: Option<&Policy>| {
+            check_answer(
+                std::slice::from_ref(&endorsement),
+                policy,
+                payload_id,
+                Some(block),
+            )
+            .unwrap_err()
+        };
+        // Another request's report data: authentic, so from a verified
+        // chip, and refused as it is.
+        let r = refusal("payload-1", &block(&evidence.report), None);
+        assert!(r.why.contains("report_data fail") && !r.other_chip, "{r:?}");
+        // A measurement the policy does not allow: the same.
+        let deny = Policy::parse(&format!(
+            "[sev_snp]\nmeasurements = [\"{}\"]\n",
+            "00".repeat(48)
+        ))
+        .unwrap();
+        let r = refusal("payload-1", &block(&evidence.report), Some(&deny));
+        assert!(r.why.contains("measurement fail") && !r.other_chip, "{r:?}");
+        // A signature the verified chip's key did not make: perhaps another
+        // chip's.
+        let mut other = evidence.report.clone();
+        other[0x90] ^= 1;
+        let r = refusal("payload-1", &block(&other), None);
+        assert!(
+            r.why.contains("report_signature fail") && r.other_chip,
+            "{r:?}"
+        );
+        // No report, or one of another kind: refused as they are.
+        assert!(
+            !check_answer(std::slice::from_ref(&endorsement), None, "p", None)
+                .unwrap_err()
+                .other_chip
+        );
+        let tdx = CvmAttestation {
+            kind: "tdx".into(),
+            ..block(&other)
+        };
+        assert!(!refusal("p", &tdx, None).other_chip);
+        assert!(
+            !check_answer(&[], None, "p", Some(&block(&other)))
+                .unwrap_err()
+                .other_chip
+        );
+        // The steps themselves.
+        let step = |name: &str, status| Step::new(name, status, "");
+        use StepStatus::*;
+        assert!(only_chip_steps_failed(&[
+            step("report_signature", Fail),
+            step("report_data", Unverified)
+        ]));
+        assert!(only_chip_steps_failed(&[
+            step("vcek_tcb", Pass),
+            step("chip_id", Fail)
+        ]));
+        assert!(!only_chip_steps_failed(&[
+            step("chip_id", Fail),
+            step("debug", Fail)
+        ]));
+        assert!(!only_chip_steps_failed(&[
+            step("report_signature", Pass),
+            step("min_tcb", Fail)
+        ]));
+        assert!(!only_chip_steps_failed(&[step("report_signature", Pass)]));
     }
 }
