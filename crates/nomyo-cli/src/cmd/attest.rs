@@ -303,9 +303,12 @@ fn print_text(out: &mut String, v: &Verification) {
             product_line,
             report,
             ..
-        }) => print_sev_snp_fields(out, product_line.as_deref(), report.as_ref()),
+        }) => print_fields(
+            out,
+            &sev_snp_fields(product_line.as_deref(), report.as_ref()),
+        ),
         Some(CvmFound::Tdx { tcb_status, td, .. }) => {
-            print_tdx_fields(out, tcb_status.as_deref(), td.as_ref())
+            print_fields(out, &tdx_fields(tcb_status.as_deref(), td.as_ref()))
         }
         _ => {}
     }
@@ -322,46 +325,63 @@ fn print_steps(out: &mut String, steps: &[Step]) {
     }
 }
 
-fn print_sev_snp_fields(
-    out: &mut String,
-    product_line: Option<&str>,
-    report: Option<&nomyo_core::cvm::SevSnpReport>,
-) {
-    outln!(out, "product line: {}", product_line.unwrap_or("-"));
-    if let Some(r) = report {
-        outln!(out, "measurement: {}", r.measurement);
-        outln!(out, "report data: {}", r.report_data);
-        outln!(out, "reported tcb: {}", r.reported_tcb);
-        outln!(
-            out,
-            "policy: {:#x}  vmpl: {}  signed by: {}",
-            r.policy,
-            r.vmpl,
-            r.signing_key
-        );
-        outln!(out, "chip id: {}", r.chip_id);
+/// A confidential VM's fields as printed: a line each, its `label: value`
+/// pairs two spaces apart.
+type FieldLines = Vec<Vec<(String, String)>>;
+
+/// One `label: value` pair of a [`FieldLines`] line.
+fn field(label: impl Into<String>, value: impl std::fmt::Display) -> (String, String) {
+    (label.into(), value.to_string())
+}
+
+/// Prints the fields of a confidential VM's evidence (SEV-SNP or TDX).
+fn print_fields(out: &mut String, lines: &FieldLines) {
+    for line in lines {
+        let pairs: Vec<String> = line
+            .iter()
+            .map(|(label, value)| format!("{label}: {value}"))
+            .collect();
+        outln!(out, "{}", pairs.join("  "));
     }
 }
 
-fn print_tdx_fields(
-    out: &mut String,
-    tcb_status: Option<&str>,
-    td: Option<&nomyo_core::cvm::TdReport>,
-) {
-    outln!(out, "tcb status: {}", tcb_status.unwrap_or("-"));
-    if let Some(td) = td {
-        outln!(out, "mrtd: {}", td.mrtd);
-        for (i, r) in td.rtmr.iter().enumerate() {
-            outln!(out, "rtmr{i}: {r}");
-        }
-        outln!(out, "report data: {}", td.report_data);
-        outln!(
-            out,
-            "td attributes: {}  tee tcb svn: {}",
-            td.td_attributes,
-            td.tee_tcb_svn
-        );
+/// What an SEV-SNP report shows: its product line and, once parsed, its
+/// measurement, report data, TCB, policy, VMPL, signing key and chip id.
+fn sev_snp_fields(
+    product_line: Option<&str>,
+    report: Option<&nomyo_core::cvm::SevSnpReport>,
+) -> FieldLines {
+    let mut lines = vec![vec![field("product line", product_line.unwrap_or("-"))]];
+    if let Some(r) = report {
+        lines.push(vec![field("measurement", &r.measurement)]);
+        lines.push(vec![field("report data", &r.report_data)]);
+        lines.push(vec![field("reported tcb", r.reported_tcb)]);
+        lines.push(vec![
+            field("policy", format!("{:#x}", r.policy)),
+            field("vmpl", r.vmpl),
+            field("signed by", &r.signing_key),
+        ]);
+        lines.push(vec![field("chip id", &r.chip_id)]);
     }
+    lines
+}
+
+/// What a TDX quote shows: its TCB status and, once parsed, the TD's
+/// measurements, report data, attributes and TEE TCB SVN.
+fn tdx_fields(tcb_status: Option<&str>, td: Option<&nomyo_core::cvm::TdReport>) -> FieldLines {
+    let mut lines = vec![vec![field("tcb status", tcb_status.unwrap_or("-"))]];
+    if let Some(td) = td {
+        lines.push(vec![field("mrtd", &td.mrtd)]);
+        for (i, r) in td.rtmr.iter().enumerate() {
+            lines.push(vec![field(format!("rtmr{i}"), r)]);
+        }
+        lines.push(vec![field("report data", &td.report_data)]);
+        lines.push(vec![
+            field("td attributes", &td.td_attributes),
+            field("tee tcb svn", &td.tee_tcb_svn),
+        ]);
+    }
+    lines
 }
 
 /// Reads an evidence file; an unreadable one is a usage error.
@@ -410,10 +430,9 @@ fn verify(args: VerifyArgs) -> CliResult {
         if !args.json {
             outln!(&mut out, "evidence: sev-snp ({})", report_path.display());
             print_steps(&mut out, &v.steps);
-            print_sev_snp_fields(
+            print_fields(
                 &mut out,
-                v.product_line.map(|l| l.name()),
-                v.report.as_ref(),
+                &sev_snp_fields(v.product_line.map(|l| l.name()), v.report.as_ref()),
             );
         }
         let json = serde_json::json!({
@@ -454,7 +473,10 @@ fn verify(args: VerifyArgs) -> CliResult {
             outln!(out, "evidence: tdx ({})", quote_path.display());
             outln!(out, "checked at: {at} (unix seconds)");
             print_steps(&mut out, &v.steps);
-            print_tdx_fields(&mut out, v.tcb_status.map(|s| s.name()), v.td.as_ref());
+            print_fields(
+                &mut out,
+                &tdx_fields(v.tcb_status.map(|s| s.name()), v.td.as_ref()),
+            );
             if !v.advisory_ids.is_empty() {
                 outln!(out, "advisories: {}", v.advisory_ids.join(", "));
             }
