@@ -33,10 +33,16 @@ fn print_completion(completion: &nomyo_client::ChatCompletion, json: bool) -> Cl
             }
         }
     };
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        // `nomyo chat ... | head -1`: the reader left; not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+    reader_stayed(written.and_then(|()| out.flush())).map(drop)
+}
+
+/// The outcome of writing (and flushing) part of the answer to stdout:
+/// whether the reader is still there. A reader that left (`nomyo chat ... |
+/// head -1`) is not an error; any other failure is.
+fn reader_stayed(written: std::io::Result<()>) -> CliResult<bool> {
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(CliError::new(
             Code::Other,
             format!("cannot write the answer: {e}"),
@@ -109,8 +115,6 @@ async fn stream_answer(
     };
     let mut out = std::io::stdout().lock();
     let mut ends_with_newline = true;
-    let write_err =
-        |e: std::io::Error| CliError::new(Code::Other, format!("cannot write the answer: {e}"));
     while let Some(item) = futures::StreamExt::next(&mut stream).await {
         let chunk = match item {
             Ok(c) => c,
@@ -139,18 +143,12 @@ async fn stream_answer(
                 _ => Ok(()),
             }
         };
-        match written.and_then(|()| out.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(answer),
-            Err(e) => return Err(write_err(e)),
+        if !reader_stayed(written.and_then(|()| out.flush()))? {
+            return Ok(answer);
         }
     }
     if !ends_with_newline && !json {
-        match out.write_all(b"\n").and_then(|()| out.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(write_err(e)),
-        }
+        reader_stayed(out.write_all(b"\n").and_then(|()| out.flush()))?;
     }
     Ok(answer)
 }
