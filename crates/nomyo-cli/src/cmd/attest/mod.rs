@@ -170,6 +170,15 @@ mod verify;
 
 use verify::{verify, VerifyArgs};
 
+/// A verification's verdict, as printed and in the JSON.
+fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "pass"
+    } else {
+        "fail"
+    }
+}
+
 /// Writes the document to stdout at once; a reader that went away (`| head`)
 /// is not an error.
 fn emit(out: &str) -> CliResult {
@@ -213,7 +222,7 @@ pub fn run(args: Args) -> CliResult {
             "origin": verification.origin,
             "kind": verification.kind,
             "ak_fingerprint": verification.ak_fingerprint,
-            "verdict": if verification.passed() { "pass" } else { "fail" },
+            "verdict": verdict(verification.passed()),
             "steps": verification.steps,
             "evidence": verification.cvm,
         });
@@ -257,7 +266,7 @@ fn print_text(out: &mut String, v: &Verification) {
         }
         _ => {}
     }
-    outln!(out, "verdict: {}", if v.passed() { "pass" } else { "fail" });
+    outln!(out, "verdict: {}", verdict(v.passed()));
 }
 
 fn print_steps(out: &mut String, steps: &[Step]) {

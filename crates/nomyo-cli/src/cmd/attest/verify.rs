@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args as ClapArgs;
 use nomyo_client::attest::Policy;
 
-use super::{emit, print_fields, print_steps, sev_snp_fields, tdx_fields};
+use super::{emit, print_fields, print_steps, sev_snp_fields, tdx_fields, verdict};
 use crate::exit::{CliError, CliResult, Code};
 
 const VERIFY_AFTER_HELP: &str = "\
@@ -123,7 +123,7 @@ pub(super) fn verify(args: VerifyArgs) -> CliResult {
         }
         let json = serde_json::json!({
             "kind": "sev-snp",
-            "verdict": if v.passed() { "pass" } else { "fail" },
+            "verdict": verdict(v.passed()),
             "steps": v.steps,
             "product_line": v.product_line.map(|l| l.name()),
             "report": v.report,
@@ -169,7 +169,7 @@ pub(super) fn verify(args: VerifyArgs) -> CliResult {
         }
         let json = serde_json::json!({
             "kind": "tdx",
-            "verdict": if v.passed() { "pass" } else { "fail" },
+            "verdict": verdict(v.passed()),
             "checked_at": at,
             "steps": v.steps,
             "tcb_status": v.tcb_status.map(|s| s.name()),
@@ -182,7 +182,7 @@ pub(super) fn verify(args: VerifyArgs) -> CliResult {
     if args.json {
         outln!(out, "{json}");
     } else {
-        outln!(out, "verdict: {}", if ok { "pass" } else { "fail" });
+        outln!(out, "verdict: {}", verdict(ok));
     }
     emit(&out)?;
     if ok {
