@@ -33,10 +33,7 @@ pub fn run(url: &str, allow_http: bool) -> CliResult {
             };
             CliError::new(code, format!("{e}{hint}"))
         })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    let runtime = crate::cmd::runtime(false)?;
     // v1: the RSA key of GET /pki/public_key; v2: every published key config.
     let fetched = runtime.block_on(async {
         let v1 = client.server_key().await?;

@@ -19,6 +19,25 @@ pub mod proxy;
 #[cfg(feature = "serve")]
 pub mod serve;
 
+/// The async runtime of a client command: one thread (`chat`, `attest`,
+/// `fingerprint --server`), or a worker per core for those that run many
+/// requests at once (`bench`, `proxy`).
+pub(crate) fn runtime(
+    multi_thread: bool,
+) -> Result<tokio::runtime::Runtime, crate::exit::CliError> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        crate::exit::CliError::new(
+            crate::exit::Code::Other,
+            format!("cannot start the runtime: {e}"),
+        )
+    })
+}
+
 /// Completes on SIGTERM or ctrl-c (SIGINT): when `nomyo serve` and `nomyo
 /// proxy` begin their graceful stop.
 #[cfg(any(feature = "serve", feature = "proxy"))]

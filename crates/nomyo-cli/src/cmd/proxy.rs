@@ -153,10 +153,7 @@ fn resolve(args: Args) -> CliResult<Settings> {
 /// Runs the proxy until SIGTERM or ctrl-c.
 pub fn run(args: Args) -> CliResult {
     let settings = resolve(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    let runtime = crate::cmd::runtime(true)?;
     runtime.block_on(proxy(settings))
 }
 

@@ -209,10 +209,7 @@ pub fn run(args: Args) -> CliResult {
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(client_error)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    let runtime = crate::cmd::runtime(false)?;
     let verification = runtime
         .block_on(client.attest(&options))
         .map_err(client_error)?;

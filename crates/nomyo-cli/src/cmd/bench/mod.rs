@@ -62,7 +62,7 @@ use send::parse_fraction;
 
 use super::chat::tier_parser;
 use super::connect::ConnectArgs;
-use crate::exit::{CliError, CliResult, Code};
+use crate::exit::{CliError, CliResult};
 
 const AFTER_HELP: &str = "\
 The server is --base-url, else $NOMYO_BASE_URL, else the local `nomyo serve` at
@@ -256,10 +256,7 @@ pub fn run(args: Args) -> CliResult {
     if args.body_bytes.is_some_and(|b| b > 64 * 1024 * 1024) {
         return Err(CliError::usage("--body-bytes is limited to 64 MiB"));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    let runtime = crate::cmd::runtime(true)?;
     runtime.block_on(bench(args, bound))
 }
 

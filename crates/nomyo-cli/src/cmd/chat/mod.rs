@@ -26,7 +26,7 @@ use nomyo_core::SecurityTier;
 use zeroize::Zeroizing;
 
 use super::connect::{ConnectArgs, Connection};
-use crate::exit::{CliError, CliResult, Code};
+use crate::exit::{CliError, CliResult};
 use crate::input::optional_secret;
 use answer::answer;
 pub(crate) use error::client_error;
@@ -286,10 +286,7 @@ fn resolve(args: Args) -> CliResult<Settings> {
 
 pub fn run(args: Args) -> CliResult {
     let settings = resolve(args)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Other, format!("cannot start the runtime: {e}")))?;
+    let runtime = crate::cmd::runtime(false)?;
     let result = runtime.block_on(chat(settings));
     // A conversation ended by Ctrl-C leaves a thread blocked reading the
     // terminal: do not wait for it.
