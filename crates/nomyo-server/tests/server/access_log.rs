@@ -11,8 +11,20 @@ use axum::body::Body;
 use axum::http::Request;
 use common::*;
 
+/// A second dispatcher alive for the whole test process. With only one
+/// registered (this file's scoped subscriber), tracing-core judges a
+/// callsite that another test's thread registers first by that thread's
+/// default (none: "never") and caches it, so the scoped subscriber would
+/// never see the access line (0 lines, about 1 run in 5 under load). With
+/// two, every callsite is judged by all live dispatchers.
+fn keep_interest_shared() {
+    static KEEP: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    KEEP.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+}
+
 /// The access lines written while `f` runs (JSON, info level, access target only).
 async fn access_lines<F: std::future::Future<Output = ()>>(f: F) -> Vec<serde_json::Value> {
+    keep_interest_shared();
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
@@ -24,6 +36,8 @@ async fn access_lines<F: std::future::Future<Output = ()>>(f: F) -> Vec<serde_js
         .finish();
     {
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Callsites registered before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         f.await;
     }
     let text = capture.text();
@@ -148,4 +162,31 @@ async fn access_line_fields_for_v1_v2_and_unknown_routes() {
     let all = serde_json::to_string(&lines).unwrap();
     assert!(!all.contains(&canary), "content reached the access log");
     assert!(!all.contains("please repeat"));
+}
+
+/// The access callsite first hit on another thread, which has no
+/// subscriber, while this file's scoped one is alive: its lines are still
+/// captured.
+#[tokio::test]
+async fn a_callsite_first_hit_on_another_thread_still_reaches_the_capture() {
+    let app = nomyo_server::app(state_with(&["m"]).build().unwrap());
+    let other = app.clone();
+    let lines = access_lines(async {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    oneshot(&other, get_with_id("/health", Some("elsewhere"))).await;
+                });
+        })
+        .join()
+        .unwrap();
+        let (status, _, _) = oneshot(&app, get_with_id("/health", Some("here"))).await;
+        assert_eq!(status, 200);
+    })
+    .await;
+    let ids: Vec<_> = lines.iter().map(|l| l["request_id"].clone()).collect();
+    assert_eq!(ids, ["here"], "{lines:?}");
 }
