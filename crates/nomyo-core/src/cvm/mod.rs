@@ -91,6 +91,32 @@ pub fn trust_roots() -> Vec<TrustRoot> {
 }
 
 /// Lowercase hex, the form every digest and identifier is reported in.
+/// The `report_data` step of either kind: the report's data against the
+/// binding the caller expects, when it gives one.
+pub(crate) fn report_data_step(
+    expected: Option<&[u8; 64]>,
+    actual: &[u8; 64],
+) -> (StepStatus, String) {
+    match expected {
+        None => (
+            StepStatus::NotRequested,
+            format!("report data {}", hex(actual)),
+        ),
+        Some(want) if want == actual => (
+            StepStatus::Pass,
+            "the report data equals the expected binding".into(),
+        ),
+        Some(want) => (
+            StepStatus::Fail,
+            format!(
+                "the report data {} differs from the expected binding {}",
+                hex(actual),
+                hex(want)
+            ),
+        ),
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     ::hex::encode(bytes)
 }

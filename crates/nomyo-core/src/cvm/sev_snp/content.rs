@@ -3,7 +3,7 @@
 
 use sev::firmware::guest::AttestationReport;
 
-use super::super::{hex, Step, StepStatus};
+use super::super::{hex, report_data_step, Step, StepStatus};
 use super::certs::VcekInfo;
 use super::{SevSnpExpectations, SevSnpReport, SnpTcb};
 
@@ -175,27 +175,8 @@ pub(super) fn content_steps(
         ),
     }
 
-    match &expect.report_data {
-        None => push(
-            "report_data",
-            StepStatus::NotRequested,
-            format!("report data {}", hex(&r.report_data)),
-        ),
-        Some(want) if want[..] == r.report_data[..] => push(
-            "report_data",
-            StepStatus::Pass,
-            "the report data equals the expected binding".into(),
-        ),
-        Some(want) => push(
-            "report_data",
-            StepStatus::Fail,
-            format!(
-                "the report data {} differs from the expected binding {}",
-                hex(&r.report_data),
-                hex(want)
-            ),
-        ),
-    }
+    let (status, detail) = report_data_step(expect.report_data.as_ref(), &r.report_data);
+    push("report_data", status, detail);
 }
 
 pub(super) fn report_fields(r: &AttestationReport) -> SevSnpReport {

@@ -5,7 +5,7 @@ use dcap_qvl::quote::{Quote, Report};
 use dcap_qvl::verify::QuoteVerifier;
 
 use super::super::sev_snp::one_line;
-use super::super::{hex, Step, StepStatus};
+use super::super::{hex, report_data_step, Step, StepStatus};
 use super::{TdReport, TdxCollateral, TdxExpectations, TdxTcbStatus, TdxVerification};
 
 /// The TEE type of a TDX quote.
@@ -287,27 +287,8 @@ pub fn verify_tdx_quote(
                 ),
             }
 
-            match &expect.report_data {
-                None => push(
-                    "report_data",
-                    StepStatus::NotRequested,
-                    format!("report data {}", hex(&td.report_data)),
-                ),
-                Some(want) if want[..] == td.report_data[..] => push(
-                    "report_data",
-                    StepStatus::Pass,
-                    "the report data equals the expected binding".into(),
-                ),
-                Some(want) => push(
-                    "report_data",
-                    StepStatus::Fail,
-                    format!(
-                        "the report data {} differs from the expected binding {}",
-                        hex(&td.report_data),
-                        hex(want)
-                    ),
-                ),
-            }
+            let (status, detail) = report_data_step(expect.report_data.as_ref(), &td.report_data);
+            push("report_data", status, detail);
         }
     }
 
