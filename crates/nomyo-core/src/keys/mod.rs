@@ -44,12 +44,8 @@ pub enum RsaBits {
     B4096,
 }
 
-/// Reads the modulus size from PKCS#1 DER so that small keys get a clear error
-/// (aws-lc only says "rejected").
-fn check_pkcs1_bits(pkcs1_der: &[u8]) -> Result<()> {
-    let k = pkcs1::RsaPrivateKey::from_der(pkcs1_der)
-        .map_err(|_| Error::Key("malformed RSA private key".into()))?;
-    let m = k.modulus.as_bytes();
+/// Refuses a modulus (big-endian bytes) of fewer than [`MIN_RSA_BITS`] bits.
+fn check_modulus_bits(m: &[u8]) -> Result<()> {
     let bits = match m.iter().position(|&b| b != 0) {
         None => 0,
         Some(i) => (m.len() - i) * 8 - m[i].leading_zeros() as usize,
@@ -61,6 +57,14 @@ fn check_pkcs1_bits(pkcs1_der: &[u8]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Reads the modulus size from PKCS#1 DER so that small keys get a clear error
+/// (aws-lc only says "rejected").
+fn check_pkcs1_bits(pkcs1_der: &[u8]) -> Result<()> {
+    let k = pkcs1::RsaPrivateKey::from_der(pkcs1_der)
+        .map_err(|_| Error::Key("malformed RSA private key".into()))?;
+    check_modulus_bits(k.modulus.as_bytes())
 }
 
 /// Like [`check_pkcs1_bits`], for an RSA `SubjectPublicKeyInfo`; anything
@@ -79,16 +83,5 @@ fn check_spki_bits(spki_der: &[u8]) -> Result<()> {
     else {
         return Ok(());
     };
-    let m = k.modulus.as_bytes();
-    let bits = match m.iter().position(|&b| b != 0) {
-        None => 0,
-        Some(i) => (m.len() - i) * 8 - m[i].leading_zeros() as usize,
-    };
-    if bits < MIN_RSA_BITS {
-        return Err(Error::KeyTooSmall {
-            bits,
-            min: MIN_RSA_BITS,
-        });
-    }
-    Ok(())
+    check_modulus_bits(k.modulus.as_bytes())
 }
