@@ -34,11 +34,18 @@ fn milan_report() -> Vec<u8> {
 }
 
 fn status(steps: &[nomyo_core::cvm::Step], name: &str) -> StepStatus {
-    steps
-        .iter()
-        .find(|s| s.name == name)
+    nomyo_core::attest::find_step(steps, name)
         .unwrap_or_else(|| panic!("no step {name}"))
         .status
+}
+
+/// The names of the steps that neither passed nor were left unrequested.
+fn not_passed(steps: &[nomyo_core::cvm::Step]) -> Vec<&str> {
+    steps
+        .iter()
+        .filter(|s| s.status != StepStatus::Pass && s.status != StepStatus::NotRequested)
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 fn show_snp(v: &SevSnpVerification) -> String {
