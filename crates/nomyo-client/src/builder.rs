@@ -1,7 +1,7 @@
 //! [`ClientBuilder`]: the configuration of a [`Client`], checked once.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nomyo_core::keys::PrivateKey;
@@ -9,14 +9,29 @@ use nomyo_core::{Fingerprint, SecretString, SecurityTier};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Certificate, Url};
 use secrecy::ExposeSecret;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
-use crate::client::{Client, Inner, MODELS_PATH, X_SECURITY_TIER};
+use crate::attest::{AttestOptions, Required};
+use crate::client::{Client, Inner};
 use crate::error::{Error, Result};
-use crate::keys::KeySource;
+use crate::keys::{ClientKeyCell, KeySource};
+use crate::request::X_SECURITY_TIER;
 use crate::retry::Backoff;
+use crate::server_keys::ServerKeys;
+use crate::transport::Transport;
 use crate::trust::{KnownServers, Trust};
+use crate::v1::V1;
+use crate::v2::{Protocol, V2};
+use nomyo_core::chat::MODELS_PATH;
 use nomyo_core::v1::{PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
+use nomyo_core::v2::{CHAT_COMPLETIONS_PATH, HPKE_KEYS_PATH};
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+}
 
 /// Builds a [`Client`].
 ///
@@ -59,9 +74,9 @@ pub struct ClientBuilder {
     pins: Vec<Fingerprint>,
     known_servers: KnownServers,
     root_certificates: Vec<Certificate>,
-    protocol: crate::v2::Protocol,
+    protocol: Protocol,
     v2_kem: Option<nomyo_core::v2::keys::Kem>,
-    attestation: Option<crate::attest::AttestOptions>,
+    attestation: Option<AttestOptions>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -95,7 +110,7 @@ impl Default for ClientBuilder {
             pins: Vec::new(),
             known_servers: KnownServers::default(),
             root_certificates: Vec::new(),
-            protocol: crate::v2::Protocol::default(),
+            protocol: Protocol::default(),
             v2_kem: None,
             attestation: None,
         }
@@ -207,7 +222,7 @@ impl ClientBuilder {
 
     /// The protocol to speak (default [`Protocol::Auto`](crate::Protocol::Auto),
     /// with its downgrade guards); see [`Protocol`](crate::Protocol).
-    pub fn protocol(mut self, protocol: crate::v2::Protocol) -> Self {
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
         self
     }
@@ -224,7 +239,7 @@ impl ClientBuilder {
     /// every step passes, fails with [`Error::NotAttested`]; the verdict is
     /// kept for the client's life. Attestation needs protocol v2: a client
     /// that would speak v1 fails with [`Error::AttestationNeedsV2`].
-    pub fn require_attestation(mut self, options: crate::attest::AttestOptions) -> Self {
+    pub fn require_attestation(mut self, options: AttestOptions) -> Self {
         self.attestation = Some(options);
         self
     }
@@ -281,12 +296,6 @@ impl ClientBuilder {
         let key_url = endpoint(PUBLIC_KEY_PATH)?;
         let chat_url = endpoint(SECURE_COMPLETION_PATH)?;
         let models_url = endpoint(MODELS_PATH)?;
-        let v2 = crate::v2::V2State::new(
-            endpoint(crate::v2::HPKE_KEYS_PATH)?,
-            endpoint(crate::v2::COMPLETIONS_PATH)?,
-            self.protocol,
-            self.v2_kem,
-        );
 
         let known = if self.pins.is_empty() {
             self.known_servers.path()?
@@ -345,33 +354,31 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
 
+        let trust = Trust {
+            pins: self.pins,
+            known,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
-                origin,
-                key_url,
-                chat_url,
-                models_url,
-                http,
-                headers,
-                max_retries: self.max_retries,
-                backoff: self.backoff,
-                tier: self.tier,
-                timeout: self.timeout,
-                key_source: self.key_source,
-                client_key: OnceCell::new(),
-                server_key: RwLock::new(None),
-                server_key_fetch: Mutex::new(()),
-                trust: Trust {
-                    pins: self.pins,
-                    known,
+                transport: Transport {
+                    origin,
+                    http,
+                    headers,
+                    timeout: self.timeout,
+                    max_retries: self.max_retries,
+                    backoff: self.backoff,
                 },
-                v2,
-                attestation: self.attestation.map(|options| crate::attest::Required {
-                    options,
-                    verdict: OnceCell::new(),
-                    verified: std::sync::Mutex::new(Vec::new()),
-                    endorsements: std::sync::Mutex::new(Vec::new()),
-                }),
+                keys: ServerKeys::new(key_url, endpoint(HPKE_KEYS_PATH)?, trust, self.v2_kem),
+                client_key: ClientKeyCell::new(self.key_source),
+                attestation: self.attestation.map(Required::new),
+                v1: V1 { chat_url },
+                v2: V2 {
+                    completions_url: endpoint(CHAT_COMPLETIONS_PATH)?,
+                },
+                protocol: self.protocol,
+                auto: OnceCell::new(),
+                models_url,
+                tier: self.tier,
             }),
         })
     }

@@ -1,69 +1,34 @@
-//! The client facade: [`Client`], its per-request options and what both
-//! protocols share. The builder is in `builder.rs`, the server's keys in
-//! `server_keys.rs`, the protocols in `v1.rs` and `v2.rs`, retries in
-//! `transport.rs`.
+//! The client facade: [`Client`] holds each layer's state and hands every
+//! call down, each layer getting the ones under it as arguments:
+//! `transport.rs` (the connection pool and the one retry loop) →
+//! `server_keys.rs` (fetch, trust, refresh) → `attest/` → the protocol
+//! sessions, `v1.rs` and `v2/`. The builder is in `builder.rs`.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use nomyo_core::keys::PublicKey;
 use nomyo_core::SecurityTier;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
-use crate::builder::ClientBuilder;
+use crate::attest::{AttestOptions, Required, Verification};
 use crate::error::{Error, Result};
-use crate::keys::{ClientKey, KeySource};
-use crate::retry::Backoff;
-use crate::server_keys::ServerKey;
-use crate::transport::Retrier;
-use crate::trust::Trust;
+use crate::keys::ClientKeyCell;
+use crate::request::{RequestOptions, X_SECURITY_TIER};
+use crate::server_keys::{HpkeKeys, ServerKey, ServerKeys};
+use crate::transport::Transport;
 use crate::types::{ChatCompletion, ChatRequest, ModelInfo};
+use crate::v1::{UnopenedAnswer, V1};
+use crate::v2::{ChunkStream, Protocol, V2};
 
 // The wire paths live in nomyo-core; re-exported as this crate's API.
 pub use nomyo_core::chat::MODELS_PATH;
 pub use nomyo_core::v1::{PUBLIC_KEY_PATH, SECURE_COMPLETION_PATH};
 
-pub(crate) const X_SECURITY_TIER: HeaderName =
-    HeaderName::from_static(nomyo_core::tier::HEADER_SECURITY_TIER);
-
 /// Largest model list read.
 const MAX_MODELS_BYTES: usize = 1024 * 1024;
-
-/// Per-request options.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct RequestOptions {
-    /// Overrides the client's security tier for this request.
-    pub security_tier: Option<SecurityTier>,
-    /// Sent as `X-Request-Id` (the server keeps it in its access log when it
-    /// is at most 128 characters of `[A-Za-z0-9._-]`).
-    pub request_id: Option<String>,
-}
-
-impl RequestOptions {
-    /// Sets the security tier for this request.
-    pub fn security_tier(mut self, tier: SecurityTier) -> Self {
-        self.security_tier = Some(tier);
-        self
-    }
-
-    /// Sets the request id sent as `X-Request-Id` (one id from the caller
-    /// through the server's logs).
-    pub fn request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
-        self
-    }
-
-    /// The `X-Request-Id` header of this request, when its id is one.
-    pub(crate) fn request_id_header(&self) -> Option<HeaderValue> {
-        self.request_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-    }
-}
 
 /// A NOMYO v1 client: seals OpenAI chat requests to the server's key and
 /// opens the answers.
@@ -75,51 +40,44 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Each layer's state, lowest first.
 pub(crate) struct Inner {
-    pub(crate) origin: String,
-    pub(crate) key_url: Url,
-    pub(crate) chat_url: Url,
-    pub(crate) models_url: Url,
-    pub(crate) http: reqwest::Client,
-    /// Content-Type, Authorization (marked sensitive), X-Security-Tier.
-    pub(crate) headers: HeaderMap,
-    pub(crate) max_retries: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) timeout: Duration,
-    /// The client's default tier (also in `headers`), checked against the
-    /// tier the server says, inside the sealed answer, that it served.
-    pub(crate) tier: Option<SecurityTier>,
-    pub(crate) key_source: KeySource,
-    pub(crate) client_key: OnceCell<Arc<ClientKey>>,
-    pub(crate) server_key: RwLock<Option<Arc<ServerKey>>>,
-    /// Serialises fetches of the server key, so that concurrent first
-    /// requests fetch it once.
-    pub(crate) server_key_fetch: Mutex<()>,
-    pub(crate) trust: Trust,
-    /// Protocol v2 state: the key configs and the protocol decision.
-    pub(crate) v2: crate::v2::V2State,
+    pub(crate) transport: Transport,
+    pub(crate) keys: ServerKeys,
+    pub(crate) client_key: ClientKeyCell,
     /// Set when the server must be attested before anything is sent.
-    pub(crate) attestation: Option<crate::attest::Required>,
+    pub(crate) attestation: Option<Required>,
+    pub(crate) v1: V1,
+    pub(crate) v2: V2,
+    pub(crate) protocol: Protocol,
+    /// Under [`Protocol::Auto`]: whether the server speaks v2, decided once.
+    pub(crate) auto: OnceCell<bool>,
+    /// `GET /v1/models`.
+    pub(crate) models_url: Url,
+    /// The client's default tier (also in the transport's headers),
+    /// checked against the tier the server says, inside the sealed answer,
+    /// that it served.
+    pub(crate) tier: Option<SecurityTier>,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &self.inner;
+        let (t, trust) = (&self.inner.transport, &self.inner.keys.trust);
         f.debug_struct("Client")
-            .field("origin", &i.origin)
-            .field("authenticated", &i.headers.contains_key(AUTHORIZATION))
-            .field("security_tier", &i.headers.get(X_SECURITY_TIER))
-            .field("max_retries", &i.max_retries)
-            .field("key_source", &i.key_source)
-            .field("pins", &i.trust.pins)
-            .field("known_servers", &i.trust.known)
+            .field("origin", &t.origin)
+            .field("authenticated", &t.headers.contains_key(AUTHORIZATION))
+            .field("security_tier", &t.headers.get(X_SECURITY_TIER))
+            .field("max_retries", &t.max_retries)
+            .field("key_source", &self.inner.client_key.source)
+            .field("pins", &trust.pins)
+            .field("known_servers", &trust.known)
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
     /// The tier a request asks for: its own option, else the client's.
-    pub(crate) fn requested_tier(&self, options: &RequestOptions) -> Option<SecurityTier> {
+    fn requested_tier(&self, options: &RequestOptions) -> Option<SecurityTier> {
         options.security_tier.or(self.inner.tier)
     }
 
@@ -131,11 +89,10 @@ impl Client {
     pub fn check_v1_allowed(&self, options: &RequestOptions) -> Result<()> {
         match self.requested_tier(options) {
             Some(tier)
-                if tier > SecurityTier::Standard
-                    && self.inner.v2.protocol() == crate::v2::Protocol::Auto =>
+                if tier > SecurityTier::Standard && self.inner.protocol == Protocol::Auto =>
             {
                 Err(Error::TierNeedsV2 {
-                    origin: self.inner.origin.clone(),
+                    origin: self.inner.transport.origin.clone(),
                     tier,
                 })
             }
@@ -150,44 +107,42 @@ impl Client {
     /// the known-servers file; later calls return `false`. Without a
     /// known-servers file (pins, or [`KnownServers::Off`](crate::KnownServers::Off)) it is always due.
     pub fn take_v1_warning(&self) -> Result<bool> {
-        self.inner.trust.take_v1_warning(&self.inner.origin)
-    }
-
-    /// A builder.
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
+        self.inner
+            .keys
+            .trust
+            .take_v1_warning(&self.inner.transport.origin)
     }
 
     /// The server's origin (`scheme://host[:port]`), as recorded in the
     /// known-servers file.
     pub fn origin(&self) -> &str {
-        &self.inner.origin
+        &self.inner.transport.origin
     }
 
     /// Loads or generates the client key and fetches and verifies the
     /// server key, concurrently. Optional: the first request does it too.
     pub async fn prepare(&self) -> Result<Arc<ServerKey>> {
-        let (_, server) = tokio::try_join!(self.client_key(), self.server_key())?;
+        let (_, server) = tokio::try_join!(self.inner.client_key.get(), self.server_key())?;
         Ok(server)
     }
 
     /// The client's public key (generating or loading the key pair on first use).
     pub async fn client_public_key(&self) -> Result<PublicKey> {
-        Ok(self.client_key().await?.key.public_key().clone())
+        Ok(self.inner.client_key.get().await?.key.public_key().clone())
     }
 
     /// The models the server offers the caller (`GET /v1/models`, with the
     /// API key and tier headers). Not part of protocol v1: servers other than
     /// `nomyo serve` may not offer it. The list travels in clear (over TLS).
     pub async fn models(&self) -> Result<Vec<ModelInfo>> {
-        let mut headers = self.inner.headers.clone();
+        let t = &self.inner.transport;
+        let mut headers = t.headers.clone();
         headers.remove(CONTENT_TYPE);
-        let body = self
+        let body = t
             .retrier()
             .send(
                 || {
-                    self.inner
-                        .http
+                    t.http
                         .get(self.inner.models_url.clone())
                         .headers(headers.clone())
                 },
@@ -199,24 +154,6 @@ impl Client {
             .map_err(|_| {
                 Error::InvalidResponse("GET /v1/models did not return an OpenAI model list".into())
             })
-    }
-
-    pub(crate) async fn client_key(&self) -> Result<Arc<ClientKey>> {
-        self.inner
-            .client_key
-            .get_or_try_init(|| async {
-                let source = self.inner.key_source.clone();
-                let key = tokio::task::spawn_blocking(move || source.load())
-                    .await
-                    .map_err(|_| {
-                        Error::ClientKey(nomyo_core::Error::Key(
-                            "key generation was interrupted".into(),
-                        ))
-                    })??;
-                ClientKey::new(key).map(Arc::new)
-            })
-            .await
-            .cloned()
     }
 
     /// One encrypted chat completion (docs/PROTOCOL.md §3).
@@ -243,73 +180,174 @@ impl Client {
     ) -> Result<ChatCompletion> {
         if self.uses_v2().await? {
             self.ensure_attested().await?;
-            return self.create_v2(request, options).await;
+            let i = &self.inner;
+            return i
+                .v2
+                .create(
+                    &i.transport,
+                    &i.keys,
+                    i.attestation.as_ref(),
+                    request,
+                    options,
+                    self.requested_tier(options),
+                )
+                .await;
         }
         self.refuse_v1_if_attestation_required()?;
-        self.create_v1(request, options).await
+        self.send_v1(request, options).await?.open().await
     }
 
-    /// The transport's one retry loop, with this client's retry settings.
-    pub(crate) fn retrier(&self) -> Retrier<'_> {
-        Retrier {
-            origin: &self.inner.origin,
-            timeout: self.inner.timeout,
-            max_retries: self.inner.max_retries,
-            backoff: &self.inner.backoff,
+    /// Sends one v1 request like [`Client::create_with`] and returns its
+    /// answer received but not yet decrypted: read whole, strictly parsed as
+    /// a v1 package (version and algorithms checked) whose `payload_id`, when
+    /// it has one, is the request's. [`UnopenedAnswer::open`] decrypts and
+    /// checks it as `create` does.
+    ///
+    /// For load generators: a v1 client pays one RSA-4096 private-key
+    /// operation per answer, as much as the server per request, so opening
+    /// one answer in N lets one client core drive a server to its limit.
+    /// An answer not opened has not been authenticated: use it for timing
+    /// only. Protocol v1 only (a client that speaks v2 gets
+    /// [`Error::InvalidInput`]).
+    pub async fn create_unopened(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<UnopenedAnswer> {
+        if self.uses_v2().await? {
+            return Err(Error::InvalidInput(
+                "an unopened answer is a protocol v1 feature; this client speaks v2".into(),
+            ));
+        }
+        self.refuse_v1_if_attestation_required()?;
+        self.send_v1(request, options).await
+    }
+
+    async fn send_v1(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<UnopenedAnswer> {
+        self.check_v1_allowed(options)?;
+        let i = &self.inner;
+        i.v1.send(
+            &i.transport,
+            &i.keys,
+            &i.client_key,
+            request,
+            options,
+            self.requested_tier(options),
+        )
+        .await
+    }
+
+    /// A streamed v2 chat completion: `"stream": true` is set, the request
+    /// sealed and sent, and each sealed response frame decrypted as it
+    /// arrives. The stream is complete only when `data: [DONE]` was
+    /// decrypted; a body that ends before it, or any frame that fails,
+    /// yields an error (and then nothing more).
+    ///
+    /// Needs protocol v2 (or [`Protocol::Auto`] against a v2 server): v1
+    /// cannot stream.
+    pub async fn create_stream(&self, request: &ChatRequest) -> Result<ChunkStream> {
+        self.create_stream_with(request, &RequestOptions::default())
+            .await
+    }
+
+    /// [`Client::create_stream`] with per-request options.
+    pub async fn create_stream_with(
+        &self,
+        request: &ChatRequest,
+        options: &RequestOptions,
+    ) -> Result<ChunkStream> {
+        if !self.uses_v2().await? {
+            return Err(Error::InvalidInput(
+                "streaming needs protocol v2; protocol v1 cannot stream".into(),
+            ));
+        }
+        self.ensure_attested().await?;
+        let i = &self.inner;
+        i.v2.stream(
+            &i.transport,
+            &i.keys,
+            i.attestation.as_ref(),
+            request,
+            options,
+            self.requested_tier(options),
+        )
+        .await
+    }
+
+    /// Whether requests use protocol v2 (for [`Protocol::Auto`]: probes
+    /// `/.well-known/hpke-keys` once and caches the answer).
+    pub async fn uses_v2(&self) -> Result<bool> {
+        let i = &self.inner;
+        match i.protocol {
+            Protocol::V1 => Ok(false),
+            Protocol::V2 => Ok(true),
+            Protocol::Auto => i
+                .auto
+                .get_or_try_init(|| async {
+                    let v2 = i.keys.probe_v2(&i.transport).await?;
+                    if v2 {
+                        tracing::debug!(origin = %i.transport.origin, "auto: protocol v2");
+                    } else {
+                        tracing::debug!(origin = %i.transport.origin, "auto: protocol v1");
+                    }
+                    Ok(v2)
+                })
+                .await
+                .copied(),
         }
     }
-}
 
-/// Whether a served tier (from the sealed `_metadata`) is at least the one
-/// asked for, when more than `standard` was asked for.
-pub(crate) fn check_served_tier(
-    requested: Option<SecurityTier>,
-    served: Option<&str>,
-) -> Result<()> {
-    let Some(requested) = requested.filter(|t| *t > SecurityTier::Standard) else {
-        return Ok(());
-    };
-    let served = served.and_then(|s| s.parse::<SecurityTier>().ok());
-    match served {
-        Some(s) if s >= requested => Ok(()),
-        _ => Err(Error::TierDowngrade { requested, served }),
+    /// The server's key: fetched from `GET /pki/public_key` and verified
+    /// (pins, or the known-servers file) the first time, cached afterwards.
+    pub async fn server_key(&self) -> Result<Arc<ServerKey>> {
+        self.inner.keys.server_key(&self.inner.transport).await
     }
-}
 
-/// Parses a decrypted answer (either protocol) as a chat completion.
-pub(crate) fn parse_completion(plaintext: &[u8]) -> Result<ChatCompletion> {
-    serde_json::from_slice(plaintext).map_err(|e| {
-        // Never serde's message: it can quote the decrypted text.
-        Error::InvalidResponse(format!(
-            "the decrypted answer is not a chat completion (JSON error at line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })
-}
+    /// The server's v2 key configs: fetched and verified the first time,
+    /// cached afterwards.
+    pub async fn hpke_keys(&self) -> Result<Arc<HpkeKeys>> {
+        self.inner.keys.hpke_keys(&self.inner.transport).await
+    }
 
-#[cfg(test)]
-mod tier_tests {
-    use super::*;
+    /// Fetches the server's evidence for a fresh nonce and verifies it: a
+    /// TPM's (docs/PROTOCOL.md §14.7) or a confidential VM's (§16.4). The
+    /// v1 key is the one the client trusts (pins or the known-servers
+    /// file); the v2 key list, when the server has one, is the one the
+    /// client would seal to. An error is returned only when those keys
+    /// cannot be had; evidence that is missing or wrong fails steps
+    /// instead.
+    pub async fn attest(&self, options: &AttestOptions) -> Result<Verification> {
+        crate::attest::attest(&self.inner.transport, &self.inner.keys, options).await
+    }
 
-    #[test]
-    fn a_lower_or_missing_served_tier_is_refused_when_more_than_standard_was_asked() {
-        use SecurityTier::*;
-        assert!(check_served_tier(None, None).is_ok());
-        assert!(check_served_tier(Some(Standard), None).is_ok());
-        assert!(check_served_tier(Some(Standard), Some("standard")).is_ok());
-        assert!(check_served_tier(Some(High), Some("high")).is_ok());
-        assert!(check_served_tier(Some(High), Some("maximum")).is_ok());
-        assert!(check_served_tier(Some(Maximum), Some("maximum")).is_ok());
-        for (asked, served) in [
-            (High, Some("standard")),
-            (Maximum, Some("high")),
-            (Maximum, None),
-            (High, Some("HIGH; maximum")),
-        ] {
-            let err = check_served_tier(Some(asked), served).unwrap_err();
-            assert!(err.is_security(), "{asked:?} {served:?}");
-            assert!(matches!(err, Error::TierDowngrade { .. }));
+    /// With [`ClientBuilder::require_attestation`](crate::ClientBuilder::require_attestation):
+    /// attests the server once (concurrent first requests wait for one
+    /// check) and fails unless every step passed. A failed check is not
+    /// kept: the next request checks again. Without the requirement, does
+    /// nothing. Requests call it; call it first to fail early.
+    pub async fn ensure_attested(&self) -> Result<()> {
+        match &self.inner.attestation {
+            Some(required) => {
+                required
+                    .ensure(&self.inner.transport, &self.inner.keys)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// With an attestation requirement, protocol v1 is refused
+    /// ([`Error::AttestationNeedsV2`]).
+    pub fn refuse_v1_if_attestation_required(&self) -> Result<()> {
+        match self.inner.attestation {
+            Some(_) => Err(Error::AttestationNeedsV2 {
+                origin: self.inner.transport.origin.clone(),
+            }),
+            None => Ok(()),
         }
     }
 }

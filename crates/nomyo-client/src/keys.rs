@@ -8,6 +8,7 @@ use std::sync::Arc;
 use nomyo_core::keys::{self, LoadOptions, PrivateKey, RsaBits, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use nomyo_core::SecretString;
 use reqwest::header::HeaderValue;
+use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 
@@ -91,6 +92,40 @@ impl ClientKey {
         let header = HeaderValue::from_str(&encoded)
             .map_err(|_| Error::Config("cannot encode the client public key header".into()))?;
         Ok(Self { key, header })
+    }
+}
+
+/// The client key, loaded or generated once (on first use) from its
+/// source, whatever the number of concurrent requests.
+pub(crate) struct ClientKeyCell {
+    pub(crate) source: KeySource,
+    key: OnceCell<Arc<ClientKey>>,
+}
+
+impl ClientKeyCell {
+    pub(crate) fn new(source: KeySource) -> Self {
+        Self {
+            source,
+            key: OnceCell::new(),
+        }
+    }
+
+    /// The key, loaded or generated on a blocking thread the first time.
+    pub(crate) async fn get(&self) -> Result<Arc<ClientKey>> {
+        self.key
+            .get_or_try_init(|| async {
+                let source = self.source.clone();
+                let key = tokio::task::spawn_blocking(move || source.load())
+                    .await
+                    .map_err(|_| {
+                        Error::ClientKey(nomyo_core::Error::Key(
+                            "key generation was interrupted".into(),
+                        ))
+                    })??;
+                ClientKey::new(key).map(Arc::new)
+            })
+            .await
+            .cloned()
     }
 }
 

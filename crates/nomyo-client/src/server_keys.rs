@@ -8,8 +8,8 @@
 //!   sign never gets an unsigned list trusted), cached, and refetched once
 //!   when the server says the configs are stale.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use nomyo_core::keys::PublicKey;
@@ -18,16 +18,91 @@ use nomyo_core::v2::keys::{Kem, KeyConfig};
 use nomyo_core::v2::{HPKE_KEYS_PATH, KEYS_CONTENT_TYPE};
 use nomyo_core::Fingerprint;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::Url;
+use tokio::sync::Mutex;
 
-use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::transport::{read_limited, refusal, status_error};
-use crate::trust::TrustDecision;
+use crate::transport::{read_limited, refusal, status_error, Transport};
+use crate::trust::{Trust, TrustDecision};
 
 /// Largest public-key body read (an 8192-bit PEM is under 1.5 KiB).
 const MAX_KEY_BYTES: usize = 64 * 1024;
 /// Largest key list read.
 const MAX_KEYS_BYTES: usize = 64 * 1024;
+
+/// The server's keys as this client knows them: where they are fetched,
+/// how they are trusted, and the verified ones cached. The layer above the
+/// transport (every fetch takes it as an argument) and under both
+/// protocols.
+pub(crate) struct ServerKeys {
+    /// `GET /pki/public_key`.
+    pub(crate) key_url: Url,
+    /// `GET /.well-known/hpke-keys`.
+    pub(crate) keys_url: Url,
+    /// Pins, or the known-servers file.
+    pub(crate) trust: Trust,
+    /// Only this KEM's config (else X-Wing preferred over X25519).
+    pub(crate) kem: Option<Kem>,
+    v1: RwLock<Option<Arc<ServerKey>>>,
+    /// Serialises fetches of the v1 key, so that concurrent first requests
+    /// fetch it once.
+    v1_fetch: Mutex<()>,
+    v2: RwLock<Option<Arc<HpkeKeys>>>,
+    v2_fetch: Mutex<()>,
+    /// A signed key list was verified: from now on an unsigned one is
+    /// refused, whatever the known-servers file says.
+    signed_seen: AtomicBool,
+}
+
+impl ServerKeys {
+    /// Nothing fetched yet.
+    pub(crate) fn new(key_url: Url, keys_url: Url, trust: Trust, kem: Option<Kem>) -> Self {
+        Self {
+            key_url,
+            keys_url,
+            trust,
+            kem,
+            v1: RwLock::new(None),
+            v1_fetch: Mutex::new(()),
+            v2: RwLock::new(None),
+            v2_fetch: Mutex::new(()),
+            signed_seen: AtomicBool::new(false),
+        }
+    }
+
+    /// The server's base URL (with any path prefix), as the key routes use.
+    pub(crate) fn base(&self) -> Result<&str> {
+        self.keys_url
+            .as_str()
+            .strip_suffix(HPKE_KEYS_PATH)
+            .ok_or_else(|| Error::Config("cannot derive the server's base URL".into()))
+    }
+
+    /// Whether the server publishes a v2 key list: fetched and verified as
+    /// by [`ServerKeys::hpke_keys`], and cached when it does (`false` on
+    /// 404, where a server recorded as speaking v2 is refused).
+    pub(crate) async fn probe_v2(&self, t: &Transport) -> Result<bool> {
+        let _guard = self.v2_fetch.lock().await;
+        if self.cached_hpke_keys().is_some() {
+            return Ok(true);
+        }
+        match self.fetch_hpke_keys(t).await? {
+            Some(keys) => {
+                self.store_hpke_keys(keys);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn cached_hpke_keys(&self) -> Option<Arc<HpkeKeys>> {
+        self.v2.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn store_hpke_keys(&self, k: Arc<HpkeKeys>) {
+        *self.v2.write().unwrap_or_else(|e| e.into_inner()) = Some(k);
+    }
+}
 
 /// The server's v1 public key, verified and cached by the client.
 #[derive(Clone, Debug)]
@@ -52,21 +127,21 @@ impl ServerKey {
     }
 }
 
-impl Client {
+impl ServerKeys {
     /// The server's key: fetched from `GET /pki/public_key` and verified
     /// (pins, or the known-servers file) the first time, cached afterwards.
-    pub async fn server_key(&self) -> Result<Arc<ServerKey>> {
+    pub(crate) async fn server_key(&self, t: &Transport) -> Result<Arc<ServerKey>> {
         if let Some(k) = self.cached_server_key() {
             return Ok(k);
         }
-        let _guard = self.inner.server_key_fetch.lock().await;
+        let _guard = self.v1_fetch.lock().await;
         if let Some(k) = self.cached_server_key() {
             return Ok(k);
         }
-        let key = self.fetch_server_public_key().await?;
+        let key = self.fetch_server_public_key(t).await?;
         let fingerprint = key.fingerprint();
-        let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
-        tracing::debug!(origin = %self.inner.origin, %fingerprint, ?trust, "server key verified");
+        let trust = self.trust.verify(&t.origin, fingerprint)?;
+        tracing::debug!(origin = %t.origin, %fingerprint, ?trust, "server key verified");
         Ok(self.cache_server_key(key, fingerprint, trust))
     }
 
@@ -82,20 +157,12 @@ impl Client {
             fingerprint,
             trust,
         });
-        *self
-            .inner
-            .server_key
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+        *self.v1.write().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
         k
     }
 
     fn cached_server_key(&self) -> Option<Arc<ServerKey>> {
-        self.inner
-            .server_key
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.v1.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// After a 400: has the server rotated its key? Refetches it once; a new
@@ -104,33 +171,31 @@ impl Client {
     /// cached one. `Ok(None)` when the key is unchanged.
     pub(crate) async fn refresh_server_key(
         &self,
+        t: &Transport,
         stale: &Arc<ServerKey>,
     ) -> Result<Option<Arc<ServerKey>>> {
-        let _guard = self.inner.server_key_fetch.lock().await;
+        let _guard = self.v1_fetch.lock().await;
         if let Some(current) = self.cached_server_key() {
             if !Arc::ptr_eq(&current, stale) {
                 // Another request refreshed it meanwhile.
                 return Ok(Some(current));
             }
         }
-        let key = self.fetch_server_public_key().await?;
+        let key = self.fetch_server_public_key(t).await?;
         let fingerprint = key.fingerprint();
         if fingerprint == stale.fingerprint {
             return Ok(None);
         }
-        let trust = self.inner.trust.verify(&self.inner.origin, fingerprint)?;
-        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %fingerprint, "server key rotated");
+        let trust = self.trust.verify(&t.origin, fingerprint)?;
+        tracing::info!(origin = %t.origin, old = %stale.fingerprint, new = %fingerprint, "server key rotated");
         Ok(Some(self.cache_server_key(key, fingerprint, trust)))
     }
 
-    async fn fetch_server_public_key(&self) -> Result<PublicKey> {
+    async fn fetch_server_public_key(&self, t: &Transport) -> Result<PublicKey> {
         let started = Instant::now();
-        let body = self
+        let body = t
             .retrier()
-            .send(
-                || self.inner.http.get(self.inner.key_url.clone()),
-                MAX_KEY_BYTES,
-            )
+            .send(|| t.http.get(self.key_url.clone()), MAX_KEY_BYTES)
             .await?;
         let pem = std::str::from_utf8(&body)
             .map_err(|_| Error::InvalidServerKey("the key is not PEM text".into()))?;
@@ -181,63 +246,61 @@ impl HpkeKeys {
     }
 }
 
-impl Client {
+impl ServerKeys {
     /// The server's v2 key configs: fetched and verified the first time,
     /// cached afterwards.
-    pub async fn hpke_keys(&self) -> Result<Arc<HpkeKeys>> {
-        let v2 = &self.inner.v2;
-        if let Some(k) = v2.cached() {
+    pub(crate) async fn hpke_keys(&self, t: &Transport) -> Result<Arc<HpkeKeys>> {
+        if let Some(k) = self.cached_hpke_keys() {
             return Ok(k);
         }
-        let _guard = v2.fetch.lock().await;
-        if let Some(k) = v2.cached() {
+        let _guard = self.v2_fetch.lock().await;
+        if let Some(k) = self.cached_hpke_keys() {
             return Ok(k);
         }
-        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
+        let keys = self.fetch_hpke_keys(t).await?.ok_or_else(|| {
             Error::InvalidServerKey(format!(
                 "{} does not publish {HPKE_KEYS_PATH}: it does not speak protocol v2",
-                self.inner.origin
+                t.origin
             ))
         })?;
-        v2.store(keys.clone());
+        self.store_hpke_keys(keys.clone());
         Ok(keys)
     }
 
     /// After a 422 key-config answer: refetch, verify and cache the keys.
-    pub(crate) async fn refresh_hpke_keys(&self, stale: &Arc<HpkeKeys>) -> Result<Arc<HpkeKeys>> {
-        let v2 = &self.inner.v2;
-        let _guard = v2.fetch.lock().await;
-        if let Some(current) = v2.cached() {
+    pub(crate) async fn refresh_hpke_keys(
+        &self,
+        t: &Transport,
+        stale: &Arc<HpkeKeys>,
+    ) -> Result<Arc<HpkeKeys>> {
+        let _guard = self.v2_fetch.lock().await;
+        if let Some(current) = self.cached_hpke_keys() {
             if !Arc::ptr_eq(&current, stale) {
                 return Ok(current);
             }
         }
-        let keys = self.fetch_hpke_keys().await?.ok_or_else(|| {
-            Error::InvalidServerKey(format!(
-                "{} no longer publishes {HPKE_KEYS_PATH}",
-                self.inner.origin
-            ))
+        let keys = self.fetch_hpke_keys(t).await?.ok_or_else(|| {
+            Error::InvalidServerKey(format!("{} no longer publishes {HPKE_KEYS_PATH}", t.origin))
         })?;
-        tracing::info!(origin = %self.inner.origin, old = %stale.fingerprint, new = %keys.fingerprint, "v2 keys refetched");
-        v2.store(keys.clone());
+        tracing::info!(origin = %t.origin, old = %stale.fingerprint, new = %keys.fingerprint, "v2 keys refetched");
+        self.store_hpke_keys(keys.clone());
         Ok(keys)
     }
 
     /// `GET /.well-known/hpke-keys`, parsed and verified; `None` on 404.
-    pub(crate) async fn fetch_hpke_keys(&self) -> Result<Option<Arc<HpkeKeys>>> {
+    async fn fetch_hpke_keys(&self, t: &Transport) -> Result<Option<Arc<HpkeKeys>>> {
         let started = Instant::now();
-        let url = self.inner.v2.keys_url.clone();
-        let resp = self
-            .inner
+        let url = self.keys_url.clone();
+        let resp = t
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| self.retrier().network_error(e, 1))?;
+            .map_err(|e| t.retrier().network_error(e, 1))?;
         let status = resp.status().as_u16();
         if status == 404 {
             // A server recorded as speaking v2 does not stop: refused.
-            self.inner.trust.check_no_v2(&self.inner.origin)?;
+            self.trust.check_no_v2(&t.origin)?;
             return Ok(None);
         }
         if status != 200 {
@@ -262,7 +325,7 @@ impl Client {
         let signature = resp.headers().get(keys_signature::HEADER).cloned();
         let (body, too_long) = read_limited(resp, MAX_KEYS_BYTES)
             .await
-            .map_err(|e| self.retrier().network_error(e, 1))?;
+            .map_err(|e| t.retrier().network_error(e, 1))?;
         if too_long {
             return Err(Error::InvalidServerKey("the key list is too large".into()));
         }
@@ -273,7 +336,7 @@ impl Client {
                 .iter()
                 .position(|c| c.kem == kem && c.supports_our_suite())
         };
-        let chosen = match self.inner.v2.kem {
+        let chosen = match self.kem {
             Some(kem) => pick(kem),
             None => pick(Kem::XWing).or_else(|| pick(Kem::X25519)),
         }
@@ -286,12 +349,12 @@ impl Client {
         let fingerprint = config.fingerprint();
         let (trust, signed_by) = match signature {
             // A pin of this very config: trusted as configured.
-            _ if self.inner.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
+            _ if self.trust.pins.contains(&fingerprint) => (TrustDecision::Pinned, None),
             Some(value) => {
-                self.inner.trust.check_new_signer(&self.inner.origin)?;
-                let server = self.verify_keys_signature(&value, &body).await?;
-                self.inner.v2.signed_seen.store(true, Ordering::SeqCst);
-                self.inner.trust.record_signed_v2(&self.inner.origin)?;
+                self.trust.check_new_signer(&t.origin)?;
+                let server = self.verify_keys_signature(t, &value, &body).await?;
+                self.signed_seen.store(true, Ordering::SeqCst);
+                self.trust.record_signed_v2(&t.origin)?;
                 (server.trust().clone(), Some(server.fingerprint()))
             }
             // Unsigned: refused for a server known to sign (pinned or
@@ -300,16 +363,16 @@ impl Client {
             // or trusted on first use. A refetch after a 400 or 422 comes
             // through here too, so it is verified exactly as a first fetch.
             None => (
-                self.inner.trust.verify_unsigned_v2(
-                    &self.inner.origin,
+                self.trust.verify_unsigned_v2(
+                    &t.origin,
                     config.kem,
                     fingerprint,
-                    self.inner.v2.signed_seen.load(Ordering::SeqCst),
+                    self.signed_seen.load(Ordering::SeqCst),
                 )?,
                 None,
             ),
         };
-        tracing::debug!(origin = %self.inner.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, signed_by = ?signed_by, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
+        tracing::debug!(origin = %t.origin, kem = %config.kem, key_id = config.key_id, %fingerprint, signed_by = ?signed_by, ?trust, ms = started.elapsed().as_millis() as u64, "v2 keys verified");
         Ok(Some(Arc::new(HpkeKeys {
             configs,
             chosen,
@@ -325,25 +388,26 @@ impl Client {
     /// refetches the v1 key once (the server may have rotated it).
     async fn verify_keys_signature(
         &self,
+        t: &Transport,
         value: &HeaderValue,
         body: &[u8],
     ) -> Result<Arc<ServerKey>> {
         let refuse = |reason| Error::KeysSignature {
-            origin: self.inner.origin.clone(),
+            origin: t.origin.clone(),
             reason,
         };
         let text = value
             .to_str()
             .map_err(|_| refuse(KeysSignatureError::Malformed("not ASCII")))?;
         let signature = KeysSignature::parse(text).map_err(refuse)?;
-        let mut server = self.server_key().await?;
+        let mut server = self.server_key(t).await?;
         if signature.key_fingerprint() != server.fingerprint() {
-            if let Some(new) = self.refresh_server_key(&server).await? {
+            if let Some(new) = self.refresh_server_key(t, &server).await? {
                 // Without pins or a known-servers file nothing vouches for
                 // a new signing key; once this client has verified a list
                 // signed by the old one, another signer is refused.
                 if matches!(new.trust(), TrustDecision::Unverified)
-                    && self.inner.v2.signed_seen.load(Ordering::SeqCst)
+                    && self.signed_seen.load(Ordering::SeqCst)
                 {
                     return Err(refuse(KeysSignatureError::WrongKey {
                         expected: server.fingerprint(),

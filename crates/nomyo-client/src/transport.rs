@@ -1,7 +1,9 @@
-//! The transport: one retry loop for every request the client sends, and
-//! the mapping of HTTP and network failures to [`Error`]s.
+//! The transport, the client's lowest layer: the connection pool, the
+//! headers every request carries, one retry loop for every request the
+//! client sends, and the mapping of HTTP and network failures to
+//! [`Error`]s.
 //!
-//! A protocol layer (v1 in `client.rs`, v2 in `v2.rs`) makes one attempt,
+//! A protocol layer (v1 in `v1.rs`, v2 in `v2/`) makes one attempt,
 //! says what it came to as an [`Outcome`], and lets [`Attempts::after`]
 //! decide, with the retry policy of [`crate::retry`], whether to return or
 //! to try again (after the backoff): 429/5xx and network errors
@@ -13,6 +15,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::header::HeaderMap;
 
 use crate::error::{ApiError, Error, Result};
 use crate::retry::{self, Backoff};
@@ -53,6 +56,32 @@ pub(crate) async fn refusal(resp: reqwest::Response, attempt: u32) -> (ApiError,
         .map(|(b, _)| b)
         .unwrap_or_default();
     (ApiError::new(status, &body, attempt), retry_after)
+}
+
+/// The HTTP side of one client, shared by every layer above it.
+pub(crate) struct Transport {
+    /// The server's origin (`scheme://host[:port]`), as errors name it.
+    pub(crate) origin: String,
+    /// One connection pool (HTTP/2 where offered).
+    pub(crate) http: reqwest::Client,
+    /// Content-Type, Authorization (marked sensitive), X-Security-Tier.
+    pub(crate) headers: HeaderMap,
+    /// The whole-request time-out (as [`Error::Timeout`] reports it).
+    pub(crate) timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+}
+
+impl Transport {
+    /// The one retry loop, with this client's settings.
+    pub(crate) fn retrier(&self) -> Retrier<'_> {
+        Retrier {
+            origin: &self.origin,
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            backoff: &self.backoff,
+        }
+    }
 }
 
 /// The retry settings of one client, borrowed for one request.
@@ -213,7 +242,7 @@ pub(crate) fn describe_network_error(e: &reqwest::Error) -> String {
 /// The attempts of one request. The caller's loop:
 ///
 /// ```text
-/// let mut attempts = client.retrier().attempts();
+/// let mut attempts = transport.retrier().attempts();
 /// loop {
 ///     let outcome = /* one attempt, number attempts.number() */;
 ///     if let ControlFlow::Break(result) = attempts.after(outcome).await {

@@ -8,11 +8,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nomyo_core::keys::PrivateKey;
-use nomyo_core::{v1, SecretBuf, SecurityTier};
+use nomyo_core::{v1, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Url;
 
-use crate::client::{check_served_tier, parse_completion, Client, RequestOptions, X_SECURITY_TIER};
 use crate::error::{Error, Result};
+use crate::keys::ClientKeyCell;
+use crate::request::{
+    check_served_tier, parse_completion, serialise, wants_stream, RequestOptions,
+};
+use crate::server_keys::ServerKeys;
+use crate::transport::Transport;
 use crate::types::{ChatCompletion, ChatRequest};
 
 const X_PAYLOAD_ID: HeaderName = HeaderName::from_static(nomyo_core::v1::HEADER_PAYLOAD_ID);
@@ -22,68 +28,45 @@ const X_PUBLIC_KEY: HeaderName = HeaderName::from_static(nomyo_core::v1::HEADER_
 /// about 13.4 MiB as base64 in a package.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-impl Client {
-    /// One v1 chat completion (called by [`Client::create_with`] when the
-    /// client speaks v1).
-    pub(crate) async fn create_v1(
-        &self,
-        request: &ChatRequest,
-        options: &RequestOptions,
-    ) -> Result<ChatCompletion> {
-        self.send_v1(request, options).await?.open().await
-    }
+/// Protocol v1's session: where its requests go. The layers under it (the
+/// transport, the server's keys, the client key) come as arguments.
+pub(crate) struct V1 {
+    /// `POST /v1/chat/secure_completion`.
+    pub(crate) chat_url: Url,
+}
 
-    /// Sends one v1 request like [`Client::create_with`] and returns its
-    /// answer received but not yet decrypted: read whole, strictly parsed as
-    /// a v1 package (version and algorithms checked) whose `payload_id`, when
-    /// it has one, is the request's. [`UnopenedAnswer::open`] decrypts and
-    /// checks it as `create` does.
+impl V1 {
+    /// Sends one v1 request and returns its answer received but not yet
+    /// decrypted: read whole, strictly parsed as a v1 package (version and
+    /// algorithms checked) whose `payload_id`, when it has one, is the
+    /// request's.
     ///
-    /// For load generators: a v1 client pays one RSA-4096 private-key
-    /// operation per answer, as much as the server per request, so opening
-    /// one answer in N lets one client core drive a server to its limit.
-    /// An answer not opened has not been authenticated: use it for timing
-    /// only. Protocol v1 only (a client that speaks v2 gets
-    /// [`Error::InvalidInput`]).
-    pub async fn create_unopened(
+    /// The request is serialised into locked memory, sealed with a fresh
+    /// AES-256 key and nonce to the cached server key, and sent; retries
+    /// resend the same sealed bytes. If the server answers 400 and now
+    /// publishes a different key (it rotated), the new key is verified like
+    /// a first one and the request is sealed again to it, once.
+    pub(crate) async fn send(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
+        client_key: &ClientKeyCell,
         request: &ChatRequest,
         options: &RequestOptions,
+        requested_tier: Option<SecurityTier>,
     ) -> Result<UnopenedAnswer> {
-        if self.uses_v2().await? {
-            return Err(Error::InvalidInput(
-                "an unopened answer is a protocol v1 feature; this client speaks v2".into(),
-            ));
-        }
-        self.refuse_v1_if_attestation_required()?;
-        self.send_v1(request, options).await
-    }
-
-    async fn send_v1(
-        &self,
-        request: &ChatRequest,
-        options: &RequestOptions,
-    ) -> Result<UnopenedAnswer> {
-        self.check_v1_allowed(options)?;
-        if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
+        if wants_stream(request) {
             return Err(Error::InvalidInput(
                 "streaming (\"stream\": true) is not supported by protocol v1".into(),
             ));
         }
-        let mut plaintext = SecretBuf::with_capacity(4096);
-        serde_json::to_writer(&mut plaintext, request)
-            .map_err(|_| Error::InvalidInput("the request cannot be serialised as JSON".into()))?;
+        let plaintext = serialise(request)?;
 
-        let (client_key, mut server_key) = tokio::try_join!(self.client_key(), self.server_key())?;
+        let (client_key, mut server_key) = tokio::try_join!(client_key.get(), keys.server_key(t))?;
 
-        let mut headers = self.inner.headers.clone();
+        let mut headers = t.headers.clone();
         headers.insert(X_PUBLIC_KEY, client_key.header.clone());
-        if let Some(tier) = options.security_tier {
-            headers.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
-        }
-        if let Some(id) = options.request_id_header() {
-            headers.insert(HeaderName::from_static(nomyo_core::HEADER_REQUEST_ID), id);
-        }
+        options.add_headers(&mut headers);
 
         let mut resealed = false;
         loop {
@@ -102,13 +85,12 @@ impl Client {
                 HeaderValue::from_str(&payload_id)
                     .map_err(|_| Error::Config("bad payload id".into()))?,
             );
-            let sent = self
+            let sent = t
                 .retrier()
                 .send(
                     || {
-                        self.inner
-                            .http
-                            .post(self.inner.chat_url.clone())
+                        t.http
+                            .post(self.chat_url.clone())
                             .headers(h.clone())
                             .body(body.clone())
                     },
@@ -123,11 +105,11 @@ impl Client {
                         package,
                         payload_id,
                         key: Arc::clone(&client_key.key),
-                        requested_tier: self.requested_tier(options),
+                        requested_tier,
                     });
                 }
                 Err(Error::InvalidRequest(api)) if !resealed => {
-                    match self.refresh_server_key(&server_key).await {
+                    match keys.refresh_server_key(t, &server_key).await {
                         Ok(Some(new_key)) => {
                             server_key = new_key;
                             resealed = true;
@@ -146,7 +128,7 @@ impl Client {
 
 /// A protocol v1 answer as received: a well-formed package for this
 /// request, not yet decrypted or authenticated
-/// ([`Client::create_unopened`]).
+/// ([`Client::create_unopened`](crate::Client::create_unopened)).
 pub struct UnopenedAnswer {
     package: v1::Package,
     payload_id: String,
@@ -169,7 +151,7 @@ impl UnopenedAnswer {
     }
 
     /// Decrypts the answer with the client key (off the async threads) and
-    /// checks it as [`Client::create`] does: the payload id inside the
+    /// checks it as [`Client::create`](crate::Client::create) does: the payload id inside the
     /// authenticated answer, and the tier served when more than `standard`
     /// was asked for.
     pub async fn open(self) -> Result<ChatCompletion> {

@@ -6,9 +6,10 @@ use nomyo_core::chat::{CvmAttestation, TpmAttestation};
 use nomyo_core::tpm::verify_quote;
 use nomyo_core::Fingerprint;
 
-use super::{cvm, evidence, failed_steps, Policy};
-use crate::client::Client;
+use super::{cvm, evidence, Policy, Required};
 use crate::error::{Error, Result};
+use crate::server_keys::ServerKeys;
+use crate::transport::Transport;
 
 /// What one answer's quote (`_metadata.tpm_attestation`) is checked
 /// against when attestation is required: the keys verified in full (by this
@@ -111,50 +112,48 @@ impl AnswerCheck {
     }
 }
 
-impl Client {
-    /// With an attestation requirement: what an answer's quote is checked
-    /// against (`None` without the requirement).
-    pub(crate) fn answer_check(&self, payload_id: &str) -> Result<Option<AnswerCheck>> {
-        let Some(required) = &self.inner.attestation else {
-            return Ok(None);
-        };
-        let mut aks = required
-            .verified
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        aks.extend(self.inner.trust.recorded_aks(&self.inner.origin)?);
-        let endorsements = required
+impl Required {
+    /// What an answer's quote is checked against: the keys this client
+    /// verified and those on record for the origin.
+    pub(crate) fn answer_check(
+        &self,
+        t: &Transport,
+        keys: &ServerKeys,
+        payload_id: &str,
+    ) -> Result<AnswerCheck> {
+        let mut aks = self.verified.lock().map(|v| v.clone()).unwrap_or_default();
+        aks.extend(keys.trust.recorded_aks(&t.origin)?);
+        let endorsements = self
             .endorsements
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default();
-        Ok(Some(AnswerCheck {
+        Ok(AnswerCheck {
             aks,
             endorsements,
             payload_id: payload_id.to_owned(),
-            policy: required.options.policy.clone(),
-            origin: self.inner.origin.clone(),
-        }))
+            policy: self.options.policy.clone(),
+            origin: t.origin.clone(),
+        })
     }
 
-    /// With an attestation requirement, checks a whole answer's quote. An
+    /// Checks a whole answer's quote. An
     /// answer quoted by a key not verified yet (another replica behind a
     /// load balancer) has that key verified in full first: when a fresh
     /// attestation passes with that very key, the quote is checked with it.
     pub(crate) async fn check_answer_quote(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
         payload_id: &str,
         block: Option<&TpmAttestation>,
         cvm_block: Option<&CvmAttestation>,
     ) -> Result<()> {
-        let Some(check) = self.answer_check(payload_id)? else {
-            return Ok(());
-        };
+        let check = self.answer_check(t, keys, payload_id)?;
         match check.check(block, cvm_block) {
             Ok(()) => Ok(()),
             Err(QuoteRefusal::UnknownAk(fp)) => {
-                let verified = self.verify_ak(fp).await?;
+                let verified = self.verify_ak(t, keys, fp).await?;
                 let retry = AnswerCheck {
                     aks: vec![verified],
                     ..check
@@ -167,7 +166,7 @@ impl Client {
             // its endorsement, once. Any other failed step refuses it at
             // once.
             Err(QuoteRefusal::OtherChip(_)) => {
-                let fresh = self.fresh_endorsement().await?;
+                let fresh = self.fresh_endorsement(t, keys).await?;
                 let retry = AnswerCheck {
                     endorsements: vec![fresh],
                     ..check
@@ -175,27 +174,6 @@ impl Client {
                 retry.check(block, cvm_block).map_err(|r| retry.refused(r))
             }
             Err(r) => Err(check.refused(r)),
-        }
-    }
-
-    /// Runs a full attestation of a confidential VM and, when it passes,
-    /// remembers and returns its endorsement.
-    async fn fresh_endorsement(&self) -> Result<cvm::Endorsement> {
-        let Some(required) = &self.inner.attestation else {
-            return Err(Error::Config("no attestation is required".into()));
-        };
-        let v = self.attest(&required.options).await?;
-        match (&v.endorsement, v.passed()) {
-            (Some(e), true) => {
-                if let Ok(mut known) = required.endorsements.lock() {
-                    known.push(e.clone());
-                }
-                Ok(e.clone())
-            }
-            _ => Err(Error::NotAttested {
-                origin: v.origin.clone(),
-                failed: failed_steps(&v),
-            }),
         }
     }
 }
@@ -295,18 +273,29 @@ mod tests {
     /// Milan evidence and reaching no server, says of an answer carrying
     /// `report` for the payload id `payload-1`.
     async fn refused_report(report: &[u8]) -> Error {
-        let client = Client::builder()
-            .base_url("http://127.0.0.1:1")
-            .allow_http(true)
-            .known_servers(crate::KnownServers::Off)
-            .max_retries(0)
-            .require_attestation(crate::attest::AttestOptions::default())
-            .build()
-            .unwrap();
+        let origin = "http://127.0.0.1:1";
+        let t = Transport {
+            origin: origin.into(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            headers: Default::default(),
+            timeout: std::time::Duration::from_secs(5),
+            max_retries: 0,
+            backoff: Default::default(),
+        };
+        let url = |path: &str| reqwest::Url::parse(&format!("{origin}{path}")).unwrap();
+        let keys = ServerKeys::new(
+            url(nomyo_core::v1::PUBLIC_KEY_PATH),
+            url(nomyo_core::v2::HPKE_KEYS_PATH),
+            crate::trust::Trust {
+                pins: Vec::new(),
+                known: None,
+            },
+            None,
+        );
         let endorsement =
             nomyo_core::cvm::SevSnpEndorsement::verify(nomyo_testkit::tsm::MILAN_VCEK, None)
                 .unwrap();
-        let required = client.inner.attestation.as_ref().unwrap();
+        let required = Required::new(crate::attest::AttestOptions::default());
         required
             .endorsements
             .lock()
@@ -318,8 +307,8 @@ mod tests {
             report_b64: base64::engine::general_purpose::STANDARD.encode(report),
             extra: Default::default(),
         };
-        client
-            .check_answer_quote("payload-1", None, Some(&block))
+        required
+            .check_answer_quote(&t, &keys, "payload-1", None, Some(&block))
             .await
             .unwrap_err()
     }

@@ -1,7 +1,7 @@
 //! Attestation: what the client checks about the endpoint before a prompt
 //! leaves (docs/PROTOCOL.md §14.7, §16.4).
 //!
-//! [`Client::attest`] fetches the server's evidence for a fresh nonce and
+//! [`Client::attest`](crate::Client::attest) fetches the server's evidence for a fresh nonce and
 //! reports each check as a [`Step`]. For a TPM: the EK certificate chain,
 //! the activation of a credential made for the AK, the quote's signature,
 //! the nonce, the binding of the client's trusted keys, and a PCR policy.
@@ -31,8 +31,9 @@ pub use cvm::CvmFound;
 pub use nomyo_core::attest::{Step, StepStatus};
 pub use policy::Policy;
 
-use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::server_keys::ServerKeys;
+use crate::transport::Transport;
 
 /// Largest evidence body read (certificates, quote, and an IMA log).
 const MAX_EVIDENCE_BYTES: usize = 8 * 1024 * 1024;
@@ -153,89 +154,87 @@ impl Verification {
 /// A client's attestation requirement and, once checked, its verdict.
 pub(crate) struct Required {
     pub(crate) options: AttestOptions,
-    pub(crate) verdict: tokio::sync::OnceCell<()>,
+    verdict: tokio::sync::OnceCell<()>,
     /// The attestation keys verified in full by this client.
-    pub(crate) verified: std::sync::Mutex<Vec<Fingerprint>>,
+    verified: std::sync::Mutex<Vec<Fingerprint>>,
     /// What answers' confidential-VM reports are checked with, from
     /// evidence verified in full by this client.
-    pub(crate) endorsements: std::sync::Mutex<Vec<cvm::Endorsement>>,
+    endorsements: std::sync::Mutex<Vec<cvm::Endorsement>>,
 }
 
-impl Client {
-    /// Fetches the server's evidence for a fresh nonce and verifies it: a
-    /// TPM's (docs/PROTOCOL.md §14.7) or a confidential VM's (§16.4). The v1 key is the one the client trusts
-    /// (pins or the known-servers file); the v2 key list, when the server
-    /// has one, is the one the client would seal to. An error is returned
-    /// only when those keys cannot be had; evidence that is missing or
-    /// wrong fails steps instead.
-    pub async fn attest(&self, options: &AttestOptions) -> Result<Verification> {
-        let started = std::time::Instant::now();
-        let v1 = self.server_key().await?;
-        let v2 = match self.hpke_keys().await {
-            Ok(keys) => Some(keys),
-            Err(e) if e.is_security() => return Err(e),
-            Err(_) => None,
-        };
-        let nonce: [u8; 32] = rand::random();
-        let base = self.attestation_base()?;
-        let url = format!("{base}{ATTESTATION_PATH}?nonce={}", hex::encode(nonce));
-        let fetched = self
-            .retrier()
-            .send(|| self.inner.http.get(url.as_str()), MAX_EVIDENCE_BYTES)
-            .await;
-        let body = fetched.map_err(|e| match e.status() {
-            Some(404) => "this server offers no attestation (404)".to_owned(),
-            _ => format!("cannot fetch the attestation evidence: {e}"),
-        });
-        if let Ok(body) = &body {
-            if cvm::is_cvm(body) {
-                let verification = self.attest_cvm(body, &nonce, &v1, v2.as_deref(), options);
-                tracing::debug!(
-                    origin = %verification.origin,
-                    kind = verification.kind,
-                    passed = verification.passed(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "attestation verified"
-                );
-                return Ok(verification);
-            }
+/// Fetches the server's evidence for a fresh nonce and verifies it: a
+/// TPM's (docs/PROTOCOL.md §14.7) or a confidential VM's (§16.4). The v1
+/// key is the one the client trusts (pins or the known-servers file); the
+/// v2 key list, when the server has one, is the one the client would seal
+/// to. An error is returned only when those keys cannot be had; evidence
+/// that is missing or wrong fails steps instead.
+pub(crate) async fn attest(
+    t: &Transport,
+    keys: &ServerKeys,
+    options: &AttestOptions,
+) -> Result<Verification> {
+    let started = std::time::Instant::now();
+    let v1 = keys.server_key(t).await?;
+    let v2 = match keys.hpke_keys(t).await {
+        Ok(keys) => Some(keys),
+        Err(e) if e.is_security() => return Err(e),
+        Err(_) => None,
+    };
+    let nonce: [u8; 32] = rand::random();
+    let base = keys.base()?;
+    let url = format!("{base}{ATTESTATION_PATH}?nonce={}", hex::encode(nonce));
+    let fetched = t
+        .retrier()
+        .send(|| t.http.get(url.as_str()), MAX_EVIDENCE_BYTES)
+        .await;
+    let body = fetched.map_err(|e| match e.status() {
+        Some(404) => "this server offers no attestation (404)".to_owned(),
+        _ => format!("cannot fetch the attestation evidence: {e}"),
+    });
+    let verification = match &body {
+        Ok(body) if cvm::is_cvm(body) => {
+            cvm::attest_cvm(&t.origin, body, &nonce, &v1, v2.as_deref(), options)
         }
-        let verification = self
-            .attest_tpm(body, &nonce, &v1, v2.as_deref(), &base, options)
-            .await?;
-        tracing::debug!(
-            origin = %verification.origin,
-            kind = verification.kind,
-            passed = verification.passed(),
-            ms = started.elapsed().as_millis() as u64,
-            "attestation verified"
-        );
-        Ok(verification)
+        _ => tpm::attest_tpm(t, keys, body, &nonce, &v1, v2.as_deref(), base, options).await?,
+    };
+    tracing::debug!(
+        origin = %verification.origin,
+        kind = verification.kind,
+        passed = verification.passed(),
+        ms = started.elapsed().as_millis() as u64,
+        "attestation verified"
+    );
+    Ok(verification)
+}
+
+impl Required {
+    /// A requirement not checked yet.
+    pub(crate) fn new(options: AttestOptions) -> Self {
+        Self {
+            options,
+            verdict: tokio::sync::OnceCell::new(),
+            verified: std::sync::Mutex::new(Vec::new()),
+            endorsements: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
-    /// With [`ClientBuilder::require_attestation`](crate::ClientBuilder::require_attestation):
-    /// attests the server once (concurrent first requests wait for one
+    /// Attests the server once (concurrent first requests wait for one
     /// check) and fails unless every step passed. A failed check is not
-    /// kept: the next request checks again. Without the requirement, does
-    /// nothing. Requests call it; call it first to fail early.
-    pub async fn ensure_attested(&self) -> Result<()> {
-        let Some(required) = &self.inner.attestation else {
-            return Ok(());
-        };
-        required
-            .verdict
+    /// kept: the next request checks again.
+    pub(crate) async fn ensure(&self, t: &Transport, keys: &ServerKeys) -> Result<()> {
+        self.verdict
             .get_or_try_init(|| async {
-                let v = self.attest(&required.options).await?;
+                let v = attest(t, keys, &self.options).await?;
                 if v.passed() {
                     tracing::debug!(origin = %v.origin, kind = v.kind, ak = ?v.ak_fingerprint, "server attested");
                     if let (Some(e), Ok(mut known)) =
-                        (v.endorsement.clone(), required.endorsements.lock())
+                        (v.endorsement.clone(), self.endorsements.lock())
                     {
                         known.push(e);
                     }
                     if let (Some(ak), Ok(mut known)) = (
                         v.ak_fingerprint.as_deref().and_then(parse_fingerprint),
-                        required.verified.lock(),
+                        self.verified.lock(),
                     ) {
                         known.push(ak);
                     }
@@ -251,23 +250,51 @@ impl Client {
             .map(|_| ())
     }
 
-    /// With an attestation requirement, protocol v1 is refused
-    /// ([`Error::AttestationNeedsV2`]).
-    pub fn refuse_v1_if_attestation_required(&self) -> Result<()> {
-        match self.inner.attestation {
-            Some(_) => Err(Error::AttestationNeedsV2 {
-                origin: self.inner.origin.clone(),
-            }),
-            None => Ok(()),
+    /// Runs a full attestation and returns `ak` when it passed with that
+    /// key (which is then remembered), else refuses.
+    pub(super) async fn verify_ak(
+        &self,
+        t: &Transport,
+        keys: &ServerKeys,
+        ak: Fingerprint,
+    ) -> Result<Fingerprint> {
+        let v = attest(t, keys, &self.options).await?;
+        if v.passed() && v.ak_fingerprint.as_deref() == Some(ak.to_string().as_str()) {
+            if let Ok(mut known) = self.verified.lock() {
+                known.push(ak);
+            }
+            return Ok(ak);
         }
+        Err(Error::NotAttested {
+            origin: v.origin.clone(),
+            failed: if v.passed() {
+                format!("the answer is quoted by the attestation key {ak}, which a fresh attestation did not present")
+            } else {
+                failed_steps(&v)
+            },
+        })
     }
 
-    /// The server's base URL (with any path prefix), as the key routes use.
-    fn attestation_base(&self) -> Result<String> {
-        let keys = self.inner.v2.keys_url.as_str();
-        keys.strip_suffix(nomyo_core::v2::HPKE_KEYS_PATH)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Config("cannot derive the attestation URL".into()))
+    /// Runs a full attestation of a confidential VM and, when it passes,
+    /// remembers and returns its endorsement.
+    pub(super) async fn fresh_endorsement(
+        &self,
+        t: &Transport,
+        keys: &ServerKeys,
+    ) -> Result<cvm::Endorsement> {
+        let v = attest(t, keys, &self.options).await?;
+        match (&v.endorsement, v.passed()) {
+            (Some(e), true) => {
+                if let Ok(mut known) = self.endorsements.lock() {
+                    known.push(e.clone());
+                }
+                Ok(e.clone())
+            }
+            _ => Err(Error::NotAttested {
+                origin: v.origin.clone(),
+                failed: failed_steps(&v),
+            }),
+        }
     }
 }
 

@@ -9,9 +9,10 @@ use nomyo_core::Fingerprint;
 use reqwest::header::CONTENT_TYPE;
 
 use super::evidence::Evidence;
-use super::{ek, failed_steps, parse_fingerprint, AttestOptions, Step, StepStatus, Verification};
-use crate::client::Client;
-use crate::error::{Error, Result};
+use super::{ek, parse_fingerprint, AttestOptions, Step, StepStatus, Verification};
+use crate::error::Result;
+use crate::server_keys::ServerKeys;
+use crate::transport::Transport;
 
 /// Largest activation answer read.
 const MAX_ACTIVATE_BYTES: usize = 64 * 1024;
@@ -30,233 +31,206 @@ fn step(name: &str, status: StepStatus, detail: impl Into<String>) -> Step {
     Step::new(name, status, detail)
 }
 
-impl Client {
-    /// Verifies the route's TPM evidence (`body`, or why it could not be
-    /// had) for `nonce` (docs/PROTOCOL.md §14.7): the EK chain, credential
-    /// activation, the quote and its nonce, the key binding and the PCR
-    /// policy. An AK that passes is recorded in the known-servers file.
-    pub(super) async fn attest_tpm(
-        &self,
-        body: std::result::Result<bytes::Bytes, String>,
-        nonce: &[u8; 32],
-        v1: &crate::server_keys::ServerKey,
-        v2: Option<&crate::server_keys::HpkeKeys>,
-        base: &str,
-        options: &AttestOptions,
-    ) -> Result<Verification> {
-        let evidence = match body.and_then(|body| Evidence::parse(&body)) {
-            Ok(e) => e,
-            Err(why) => {
-                return Ok(Verification {
-                    origin: self.inner.origin.clone(),
-                    kind: "tpm",
-                    ak_fingerprint: None,
-                    steps: STEPS
-                        .iter()
-                        .map(|n| step(n, StepStatus::Fail, why.clone()))
-                        .collect(),
-                    cvm: None,
-                    endorsement: None,
-                })
-            }
-        };
-        let mut steps = Vec::with_capacity(STEPS.len());
-        let ek = Public::from_tpm2b(&evidence.ek_public);
-        let ak = Public::from_tpm2b(&evidence.ak_public);
+/// Verifies the route's TPM evidence (`body`, or why it could not be
+/// had) for `nonce` (docs/PROTOCOL.md §14.7): the EK chain, credential
+/// activation, the quote and its nonce, the key binding and the PCR
+/// policy. An AK that passes is recorded in the known-servers file.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn attest_tpm(
+    t: &Transport,
+    keys: &ServerKeys,
+    body: std::result::Result<bytes::Bytes, String>,
+    nonce: &[u8; 32],
+    v1: &crate::server_keys::ServerKey,
+    v2: Option<&crate::server_keys::HpkeKeys>,
+    base: &str,
+    options: &AttestOptions,
+) -> Result<Verification> {
+    let evidence = match body.and_then(|body| Evidence::parse(&body)) {
+        Ok(e) => e,
+        Err(why) => {
+            return Ok(Verification {
+                origin: t.origin.clone(),
+                kind: "tpm",
+                ak_fingerprint: None,
+                steps: STEPS
+                    .iter()
+                    .map(|n| step(n, StepStatus::Fail, why.clone()))
+                    .collect(),
+                cvm: None,
+                endorsement: None,
+            })
+        }
+    };
+    let mut steps = Vec::with_capacity(STEPS.len());
+    let ek = Public::from_tpm2b(&evidence.ek_public);
+    let ak = Public::from_tpm2b(&evidence.ak_public);
 
-        // 1. The EK certificate chain.
-        steps.push(match (&ek, options.ek_roots.is_empty()) {
-            (Err(e), _) => step("ek_chain", StepStatus::Fail, format!("the EK: {e}")),
-            (Ok(_), true) => step(
-                "ek_chain",
-                StepStatus::Unverified,
-                "no EK root certificate given (--tpm-ca)",
-            ),
-            (Ok(ek), false) => {
-                match ek::verify_ek_chain(&evidence.ek_certificates, &options.ek_roots, ek) {
-                    Ok(d) => step("ek_chain", StepStatus::Pass, d),
-                    Err(d) => step("ek_chain", StepStatus::Fail, d),
-                }
+    // 1. The EK certificate chain.
+    steps.push(match (&ek, options.ek_roots.is_empty()) {
+        (Err(e), _) => step("ek_chain", StepStatus::Fail, format!("the EK: {e}")),
+        (Ok(_), true) => step(
+            "ek_chain",
+            StepStatus::Unverified,
+            "no EK root certificate given (--tpm-ca)",
+        ),
+        (Ok(ek), false) => {
+            match ek::verify_ek_chain(&evidence.ek_certificates, &options.ek_roots, ek) {
+                Ok(d) => step("ek_chain", StepStatus::Pass, d),
+                Err(d) => step("ek_chain", StepStatus::Fail, d),
             }
-        });
+        }
+    });
 
-        // 2. Credential activation: the AK lives in the EK's TPM.
-        steps.push(match &ak {
-            Err(e) => step(
+    // 2. Credential activation: the AK lives in the EK's TPM.
+    steps.push(match &ak {
+        Err(e) => step(
+            "credential_activation",
+            StepStatus::Fail,
+            format!("the AK: {e}"),
+        ),
+        Ok(ak) => match activate(t, base, &evidence.ek_public, &ak.name()).await {
+            Ok(()) => step(
                 "credential_activation",
-                StepStatus::Fail,
-                format!("the AK: {e}"),
+                StepStatus::Pass,
+                "the TPM holding the EK released a credential made for the AK",
             ),
-            Ok(ak) => match self.activate(base, &evidence.ek_public, &ak.name()).await {
-                Ok(()) => step(
-                    "credential_activation",
-                    StepStatus::Pass,
-                    "the TPM holding the EK released a credential made for the AK",
-                ),
-                Err(d) => step("credential_activation", StepStatus::Fail, d),
-            },
-        });
+            Err(d) => step("credential_activation", StepStatus::Fail, d),
+        },
+    });
 
-        // 3 and 4. The quote's signature and PCR digest, then its nonce. The
-        // qualifying data is computed with the v1 key the server names;
-        // step 5 checks that it is the one this client trusts.
-        let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
-        let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
-        let expected = claimed_v1
-            .map(|fp| attestation_extra_data(nonce, &fp, v2_body))
-            .unwrap_or_default();
-        let quote = verify_quote(
-            &evidence.ak_public,
-            &evidence.quote,
-            &evidence.signature,
-            &expected,
-            Some(&evidence.pcr_values),
-        );
-        let quote_ok = match &quote {
-            Ok(_) | Err(VerifyError::ExtraDataMismatch) => {
-                steps.push(step(
-                    "quote_signature",
+    // 3 and 4. The quote's signature and PCR digest, then its nonce. The
+    // qualifying data is computed with the v1 key the server names;
+    // step 5 checks that it is the one this client trusts.
+    let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
+    let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
+    let expected = claimed_v1
+        .map(|fp| attestation_extra_data(nonce, &fp, v2_body))
+        .unwrap_or_default();
+    let quote = verify_quote(
+        &evidence.ak_public,
+        &evidence.quote,
+        &evidence.signature,
+        &expected,
+        Some(&evidence.pcr_values),
+    );
+    let quote_ok = match &quote {
+        Ok(_) | Err(VerifyError::ExtraDataMismatch) => {
+            steps.push(step(
+                "quote_signature",
+                StepStatus::Pass,
+                "the AK signed the quote and the PCR values hash to its digest",
+            ));
+            let nonce_step = if quote.is_ok() {
+                step(
+                    "nonce",
                     StepStatus::Pass,
-                    "the AK signed the quote and the PCR values hash to its digest",
-                ));
-                let nonce_step = if quote.is_ok() {
-                    step(
-                        "nonce",
-                        StepStatus::Pass,
-                        "the quote is for this request's nonce and the keys the server names",
-                    )
-                } else {
-                    step(
-                        "nonce",
-                        StepStatus::Fail,
-                        "the quote is for another nonce or other keys (replayed or rebound)",
-                    )
-                };
-                steps.push(nonce_step);
-                quote.is_ok()
-            }
-            Err(e) => {
-                steps.push(step("quote_signature", StepStatus::Fail, e.to_string()));
-                steps.push(step(
+                    "the quote is for this request's nonce and the keys the server names",
+                )
+            } else {
+                step(
                     "nonce",
                     StepStatus::Fail,
-                    "not checked: the quote does not verify",
-                ));
-                false
-            }
-        };
-
-        // 5. The quoted keys are the client's.
-        steps.push(key_binding(
-            quote_ok,
-            claimed_v1,
-            v1.fingerprint(),
-            evidence.v2_keys.as_deref(),
-            v2,
-        ));
-
-        // 6. The PCR policy.
-        steps.push(match (&options.policy, quote_ok) {
-            (None, _) => step("pcr_policy", StepStatus::NotRequested, "no --policy given"),
-            (Some(_), false) => step(
-                "pcr_policy",
+                    "the quote is for another nonce or other keys (replayed or rebound)",
+                )
+            };
+            steps.push(nonce_step);
+            quote.is_ok()
+        }
+        Err(e) => {
+            steps.push(step("quote_signature", StepStatus::Fail, e.to_string()));
+            steps.push(step(
+                "nonce",
                 StepStatus::Fail,
                 "not checked: the quote does not verify",
-            ),
-            (Some(p), true) => match p.check_tpm(&evidence.pcr_values) {
-                Ok(d) => step("pcr_policy", StepStatus::Pass, d),
-                Err(d) => step("pcr_policy", StepStatus::Fail, d),
+            ));
+            false
+        }
+    };
+
+    // 5. The quoted keys are the client's.
+    steps.push(key_binding(
+        quote_ok,
+        claimed_v1,
+        v1.fingerprint(),
+        evidence.v2_keys.as_deref(),
+        v2,
+    ));
+
+    // 6. The PCR policy.
+    steps.push(match (&options.policy, quote_ok) {
+        (None, _) => step("pcr_policy", StepStatus::NotRequested, "no --policy given"),
+        (Some(_), false) => step(
+            "pcr_policy",
+            StepStatus::Fail,
+            "not checked: the quote does not verify",
+        ),
+        (Some(p), true) => match p.check_tpm(&evidence.pcr_values) {
+            Ok(d) => step("pcr_policy", StepStatus::Pass, d),
+            Err(d) => step("pcr_policy", StepStatus::Fail, d),
+        },
+    });
+
+    let ak_fingerprint = Fingerprint::of_bytes(&evidence.ak_public);
+    let verification = Verification {
+        origin: t.origin.clone(),
+        kind: "tpm",
+        ak_fingerprint: Some(ak_fingerprint.to_string()),
+        steps,
+        cvm: None,
+        endorsement: None,
+    };
+    if verification.passed() {
+        // Verified in full: the known-servers file keeps it, with the
+        // origin's other replicas' keys.
+        let new = keys.trust.record_ak(&t.origin, ak_fingerprint)?;
+        tracing::debug!(origin = %verification.origin, ak = %ak_fingerprint, new, "attestation key on record");
+    }
+    Ok(verification)
+}
+
+/// MakeCredential for the AK's Name to the EK, and `POST /activate`:
+/// the server must give back the credential.
+async fn activate(
+    t: &Transport,
+    base: &str,
+    ek_public: &[u8],
+    ak_name: &[u8],
+) -> std::result::Result<(), String> {
+    let secret: [u8; 32] = rand::random();
+    let made = make_credential(ek_public, &secret, ak_name).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "credential_blob_b64": b64.encode(&made.id_object),
+        "encrypted_secret_b64": b64.encode(&made.encrypted_secret),
+    })
+    .to_string();
+    let url = format!("{base}{ACTIVATE_PATH}");
+    let answer = t
+        .retrier()
+        .send(
+            || {
+                t.http
+                    .post(url.as_str())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
             },
-        });
-
-        let ak_fingerprint = Fingerprint::of_bytes(&evidence.ak_public);
-        let verification = Verification {
-            origin: self.inner.origin.clone(),
-            kind: "tpm",
-            ak_fingerprint: Some(ak_fingerprint.to_string()),
-            steps,
-            cvm: None,
-            endorsement: None,
-        };
-        if verification.passed() {
-            // Verified in full: the known-servers file keeps it, with the
-            // origin's other replicas' keys.
-            let new = self
-                .inner
-                .trust
-                .record_ak(&self.inner.origin, ak_fingerprint)?;
-            tracing::debug!(origin = %verification.origin, ak = %ak_fingerprint, new, "attestation key on record");
-        }
-        Ok(verification)
+            MAX_ACTIVATE_BYTES,
+        )
+        .await
+        .map_err(|e| format!("credential activation failed: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        secret_b64: String,
     }
-
-    /// Runs a full attestation and returns `ak` when it passed with that
-    /// key (which is then remembered), else refuses.
-    pub(super) async fn verify_ak(&self, ak: Fingerprint) -> Result<Fingerprint> {
-        let Some(required) = &self.inner.attestation else {
-            return Ok(ak);
-        };
-        let v = self.attest(&required.options).await?;
-        if v.passed() && v.ak_fingerprint.as_deref() == Some(ak.to_string().as_str()) {
-            if let Ok(mut known) = required.verified.lock() {
-                known.push(ak);
-            }
-            return Ok(ak);
-        }
-        Err(Error::NotAttested {
-            origin: v.origin.clone(),
-            failed: if v.passed() {
-                format!("the answer is quoted by the attestation key {ak}, which a fresh attestation did not present")
-            } else {
-                failed_steps(&v)
-            },
-        })
+    let got = serde_json::from_slice::<Answer>(&answer)
+        .ok()
+        .and_then(|a| b64.decode(a.secret_b64).ok())
+        .ok_or("the activation answer is not the documented JSON")?;
+    if got != secret {
+        return Err("the server returned another credential: its AK is not in that TPM".into());
     }
-
-    /// MakeCredential for the AK's Name to the EK, and `POST /activate`:
-    /// the server must give back the credential.
-    async fn activate(
-        &self,
-        base: &str,
-        ek_public: &[u8],
-        ak_name: &[u8],
-    ) -> std::result::Result<(), String> {
-        let secret: [u8; 32] = rand::random();
-        let made = make_credential(ek_public, &secret, ak_name).map_err(|e| e.to_string())?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let body = serde_json::json!({
-            "credential_blob_b64": b64.encode(&made.id_object),
-            "encrypted_secret_b64": b64.encode(&made.encrypted_secret),
-        })
-        .to_string();
-        let url = format!("{base}{ACTIVATE_PATH}");
-        let answer = self
-            .retrier()
-            .send(
-                || {
-                    self.inner
-                        .http
-                        .post(url.as_str())
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.clone())
-                },
-                MAX_ACTIVATE_BYTES,
-            )
-            .await
-            .map_err(|e| format!("credential activation failed: {e}"))?;
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            secret_b64: String,
-        }
-        let got = serde_json::from_slice::<Answer>(&answer)
-            .ok()
-            .and_then(|a| b64.decode(a.secret_b64).ok())
-            .ok_or("the activation answer is not the documented JSON")?;
-        if got != secret {
-            return Err("the server returned another credential: its AK is not in that TPM".into());
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Step 5: the v1 key the quote binds is the one the client trusts, and

@@ -14,40 +14,47 @@ use nomyo_core::v2::response::{parse_response_nonce, ResponseOpener};
 use nomyo_core::v2::{
     V2Error, HEADER_ENCAPSULATED_KEY, HEADER_KEY_ID, HEADER_RESPONSE_NONCE, KEY_CONFIG_PROBLEM_TYPE,
 };
-use nomyo_core::SecretBuf;
+use nomyo_core::{SecretBuf, SecurityTier};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use zeroize::Zeroizing;
 
-use crate::client::{Client, RequestOptions, X_SECURITY_TIER};
+use crate::attest::Required;
 use crate::error::{ApiError, Error, Result};
+use crate::request::{
+    check_served_tier, parse_completion, serialise, wants_stream, RequestOptions,
+};
 use crate::retry;
-use crate::server_keys::HpkeKeys;
-use crate::transport::{read_limited, status_error, Outcome, MAX_ERROR_BYTES};
+use crate::server_keys::{HpkeKeys, ServerKeys};
+use crate::transport::{read_limited, status_error, Outcome, Transport, MAX_ERROR_BYTES};
 use crate::types::{ChatCompletion, ChatRequest};
 
-use super::{serialise, v2_err, FRAME_PLAINTEXT, MAX_FRAME, MAX_RESPONSE_BYTES};
+use super::{v2_err, FRAME_PLAINTEXT, MAX_FRAME, MAX_RESPONSE_BYTES, V2};
 
-impl Client {
+impl V2 {
     /// Seals and sends `plaintext`; returns the 2xx response and its opener.
     ///
     /// Retries (429/5xx, network errors) seal the body again with a fresh
     /// HPKE context: each context is single-use, and its response keys are
     /// bound to its `enc`, so resending the old bytes would be refused as a
     /// replay and could not be answered to us anyway.
-    pub(super) async fn exchange_v2(
+    pub(super) async fn exchange(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
         plaintext: &SecretBuf,
         options: &RequestOptions,
     ) -> Result<(reqwest::Response, ResponseOpener, Kem, String)> {
-        let mut keys = self.hpke_keys().await?;
+        let mut hpke = keys.hpke_keys(t).await?;
         let mut refetched = false;
-        let mut attempts = self.retrier().attempts();
+        let mut attempts = t.retrier().attempts();
         loop {
             let outcome = self
-                .attempt_v2(
+                .attempt(
+                    t,
+                    keys,
                     plaintext,
                     options,
-                    &mut keys,
+                    &mut hpke,
                     &mut refetched,
                     attempts.number(),
                 )
@@ -59,25 +66,28 @@ impl Client {
         }
     }
 
-    /// One attempt of [`Client::exchange_v2`]: sealed with a fresh context
+    /// One attempt of [`V2::exchange`]: sealed with a fresh context
     /// to the current key config. A 400 the server could not seal, or a
     /// 422 key-config problem, refetches the key list once (verified like a
     /// first one) and asks for another attempt.
-    async fn attempt_v2(
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
         plaintext: &SecretBuf,
         options: &RequestOptions,
-        keys: &mut Arc<HpkeKeys>,
+        hpke: &mut Arc<HpkeKeys>,
         refetched: &mut bool,
         attempt: u32,
     ) -> Result<Outcome<(reqwest::Response, ResponseOpener, Kem, String)>> {
-        let config = keys.config();
+        let config = hpke.config();
         let (enc, mut sealer) = RequestSealer::new(config).map_err(v2_err)?;
         let mut body = Vec::with_capacity(plaintext.len() + 64);
         for c in plaintext.expose_secret().chunks(FRAME_PLAINTEXT) {
             body.extend_from_slice(&sealer.seal_chunk(c).map_err(v2_err)?);
         }
-        let mut h = self.inner.headers.clone();
+        let mut h = t.headers.clone();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(
             HeaderName::from_static(HEADER_ENCAPSULATED_KEY),
@@ -88,18 +98,12 @@ impl Client {
             HeaderName::from_static(HEADER_KEY_ID),
             HeaderValue::from(u16::from(config.key_id)),
         );
-        if let Some(tier) = options.security_tier {
-            h.insert(X_SECURITY_TIER, HeaderValue::from_static(tier.as_str()));
-        }
-        if let Some(id) = options.request_id_header() {
-            h.insert(HeaderName::from_static(nomyo_core::HEADER_REQUEST_ID), id);
-        }
+        options.add_headers(&mut h);
         tracing::debug!(attempt, kem = %config.kem, key_id = config.key_id, body_bytes = body.len(), "v2 request sealed");
         let kem = config.kem;
-        let resp = match self
-            .inner
+        let resp = match t
             .http
-            .post(self.inner.v2.completions_url.clone())
+            .post(self.completions_url.clone())
             .headers(h)
             .body(body)
             .send()
@@ -148,9 +152,9 @@ impl Client {
         // cached (a restart without saved keys). Refetch once; the new list
         // is verified like a first one (a changed server key is refused).
         if status == 400 && !sealed && !*refetched {
-            return match self.refresh_hpke_keys(keys).await {
-                Ok(fresh) if fresh.fingerprint != keys.fingerprint => {
-                    *keys = fresh;
+            return match keys.refresh_hpke_keys(t, hpke).await {
+                Ok(fresh) if fresh.fingerprint != hpke.fingerprint => {
+                    *hpke = fresh;
                     *refetched = true;
                     Ok(Outcome::Again)
                 }
@@ -164,49 +168,58 @@ impl Client {
             if *refetched {
                 return Err(status_error(api, retry_after));
             }
-            *keys = self.refresh_hpke_keys(keys).await?;
+            *hpke = keys.refresh_hpke_keys(t, hpke).await?;
             *refetched = true;
             return Ok(Outcome::Again);
         }
         Ok(Outcome::Status(api, retry_after))
     }
 
-    /// One v2 chat completion (called by [`Client::create`] when the client
-    /// speaks v2). Returns the same typed [`ChatCompletion`] as v1.
-    pub(crate) async fn create_v2(
+    /// One v2 chat completion. Returns the same typed [`ChatCompletion`]
+    /// as v1. With an attestation requirement, the answer's quote or report
+    /// is checked before it is returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
+        attestation: Option<&Required>,
         request: &ChatRequest,
         options: &RequestOptions,
+        requested_tier: Option<SecurityTier>,
     ) -> Result<ChatCompletion> {
-        if request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true) {
+        if wants_stream(request) {
             return Err(Error::InvalidInput(
                 "\"stream\": true needs Client::create_stream".into(),
             ));
         }
         let started = Instant::now();
         let plaintext = serialise(request)?;
-        let (resp, mut opener, kem, payload_id) = self.exchange_v2(&plaintext, options).await?;
+        let (resp, mut opener, kem, payload_id) =
+            self.exchange(t, keys, &plaintext, options).await?;
         let (body, too_long) = read_limited(resp, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| self.retrier().network_error(e, 1))?;
+            .map_err(|e| t.retrier().network_error(e, 1))?;
         if too_long {
             return Err(Error::InvalidResponse(format!(
                 "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
             )));
         }
         let plain = open_all(&mut opener, &body)?;
-        let mut completion = crate::client::parse_completion(plain.expose_secret())?;
+        let mut completion = parse_completion(plain.expose_secret())?;
         drop(plain);
-        crate::client::check_served_tier(
-            self.requested_tier(options),
-            completion.metadata.security_tier.as_deref(),
-        )?;
-        self.check_answer_quote(
-            &payload_id,
-            completion.metadata.tpm_attestation.as_ref(),
-            completion.metadata.attestation.as_ref(),
-        )
-        .await?;
+        check_served_tier(requested_tier, completion.metadata.security_tier.as_deref())?;
+        if let Some(required) = attestation {
+            required
+                .check_answer_quote(
+                    t,
+                    keys,
+                    &payload_id,
+                    completion.metadata.tpm_attestation.as_ref(),
+                    completion.metadata.attestation.as_ref(),
+                )
+                .await?;
+        }
         completion.metadata.is_encrypted = Some(true);
         completion.metadata.encryption_algorithm = Some(kem.encryption_algorithm());
         tracing::debug!(

@@ -43,21 +43,13 @@
 //!   retries once; 429/5xx and network errors are retried like v1.
 
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
 
 use futures::Stream;
-use nomyo_core::v2::keys::Kem;
 use nomyo_core::v2::response::TAG_LEN;
 use nomyo_core::v2::V2Error;
-use nomyo_core::SecretBuf;
 use reqwest::Url;
-use tokio::sync::{Mutex, OnceCell};
 
-use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::server_keys::HpkeKeys;
-use crate::types::ChatRequest;
 
 mod exchange;
 mod stream;
@@ -77,7 +69,7 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest SSE event accepted while waiting for its end.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Which protocol a [`Client`] speaks.
+/// Which protocol a [`Client`](crate::Client) speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
@@ -111,48 +103,12 @@ impl std::str::FromStr for Protocol {
     }
 }
 
-/// Per-client v2 state.
-pub(crate) struct V2State {
-    pub(crate) keys_url: Url,
+/// Protocol v2's session: where its requests go. The layers under it (the
+/// transport, the server's keys, the attestation requirement) come as
+/// arguments.
+pub(crate) struct V2 {
+    /// `POST /v1/chat/completions`.
     pub(crate) completions_url: Url,
-    pub(crate) protocol: Protocol,
-    /// Only this KEM's config (else X-Wing preferred over X25519).
-    pub(crate) kem: Option<Kem>,
-    pub(crate) keys: RwLock<Option<Arc<HpkeKeys>>>,
-    pub(crate) fetch: Mutex<()>,
-    pub(crate) auto: OnceCell<bool>,
-    /// A signed key list was verified: from now on an unsigned one is
-    /// refused, whatever the known-servers file says.
-    pub(crate) signed_seen: AtomicBool,
-}
-
-impl V2State {
-    pub(crate) fn new(
-        keys_url: Url,
-        completions_url: Url,
-        protocol: Protocol,
-        kem: Option<Kem>,
-    ) -> Self {
-        Self {
-            keys_url,
-            completions_url,
-            protocol,
-            kem,
-            keys: RwLock::new(None),
-            fetch: Mutex::new(()),
-            auto: OnceCell::new(),
-            signed_seen: AtomicBool::new(false),
-        }
-    }
-    pub(crate) fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-    pub(crate) fn cached(&self) -> Option<Arc<HpkeKeys>> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    pub(crate) fn store(&self, k: Arc<HpkeKeys>) {
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(k);
-    }
 }
 
 fn v2_err(e: V2Error) -> Error {
@@ -163,40 +119,3 @@ fn v2_err(e: V2Error) -> Error {
 /// `data: [DONE]` was decrypted; a cut or tampered stream yields an error
 /// as its last item.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + Send>>;
-
-impl Client {
-    /// Whether requests use protocol v2 (for [`Protocol::Auto`]: probes
-    /// `/.well-known/hpke-keys` once and caches the answer).
-    pub async fn uses_v2(&self) -> Result<bool> {
-        let v2 = &self.inner.v2;
-        match v2.protocol {
-            Protocol::V1 => Ok(false),
-            Protocol::V2 => Ok(true),
-            Protocol::Auto => v2
-                .auto
-                .get_or_try_init(|| async {
-                    let _guard = v2.fetch.lock().await;
-                    match self.fetch_hpke_keys().await? {
-                        Some(keys) => {
-                            v2.store(keys);
-                            tracing::debug!(origin = %self.inner.origin, "auto: protocol v2");
-                            Ok(true)
-                        }
-                        None => {
-                            tracing::debug!(origin = %self.inner.origin, "auto: protocol v1");
-                            Ok(false)
-                        }
-                    }
-                })
-                .await
-                .copied(),
-        }
-    }
-}
-
-fn serialise(request: &ChatRequest) -> Result<SecretBuf> {
-    let mut plaintext = SecretBuf::with_capacity(4096);
-    serde_json::to_writer(&mut plaintext, request)
-        .map_err(|_| Error::InvalidInput("the request cannot be serialised as JSON".into()))?;
-    Ok(plaintext)
-}

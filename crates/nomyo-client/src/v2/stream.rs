@@ -12,46 +12,41 @@ use nomyo_core::v2::response::ResponseOpener;
 use nomyo_core::SecurityTier;
 use zeroize::Zeroizing;
 
-use crate::client::{Client, RequestOptions};
+use crate::attest::Required;
 use crate::error::{Error, Result};
-use crate::transport::describe_network_error;
+use crate::request::{serialise, RequestOptions};
+use crate::server_keys::ServerKeys;
+use crate::transport::{describe_network_error, Transport};
 use crate::types::ChatRequest;
 
-use super::{serialise, v2_err, ChatCompletionChunk, ChunkStream, MAX_EVENT_BYTES, MAX_FRAME};
+use super::{v2_err, ChatCompletionChunk, ChunkStream, MAX_EVENT_BYTES, MAX_FRAME, V2};
 
-impl Client {
+impl V2 {
     /// A streamed v2 chat completion: `"stream": true` is set, the request
     /// sealed and sent, and each sealed response frame decrypted as it
     /// arrives. The stream is complete only when `data: [DONE]` was
     /// decrypted; a body that ends before it, or any frame that fails,
-    /// yields an error (and then nothing more).
-    ///
-    /// Needs protocol v2 (or [`Protocol::Auto`](super::Protocol::Auto) against a v2 server): v1
-    /// cannot stream.
-    pub async fn create_stream(&self, request: &ChatRequest) -> Result<ChunkStream> {
-        self.create_stream_with(request, &RequestOptions::default())
-            .await
-    }
-
-    /// [`Client::create_stream`] with per-request options.
-    pub async fn create_stream_with(
+    /// yields an error (and then nothing more). With an attestation
+    /// requirement, the quote in the last event is checked before it ends.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn stream(
         &self,
+        t: &Transport,
+        keys: &ServerKeys,
+        attestation: Option<&Required>,
         request: &ChatRequest,
         options: &RequestOptions,
+        requested_tier: Option<SecurityTier>,
     ) -> Result<ChunkStream> {
-        if !self.uses_v2().await? {
-            return Err(Error::InvalidInput(
-                "streaming needs protocol v2; protocol v1 cannot stream".into(),
-            ));
-        }
-        self.ensure_attested().await?;
         let mut r = request.clone();
         r.extra
             .insert("stream".to_owned(), serde_json::Value::Bool(true));
         let plaintext = serialise(&r)?;
         zeroize::Zeroize::zeroize(&mut r);
-        let (resp, opener, _kem, payload_id) = self.exchange_v2(&plaintext, options).await?;
-        let quote_unchecked = self.answer_check(&payload_id)?;
+        let (resp, opener, _kem, payload_id) = self.exchange(t, keys, &plaintext, options).await?;
+        let quote_unchecked = attestation
+            .map(|required| required.answer_check(t, keys, &payload_id))
+            .transpose()?;
         drop(plaintext);
         let state = StreamState {
             body: resp.bytes_stream().boxed(),
@@ -61,9 +56,7 @@ impl Client {
             ready: VecDeque::new(),
             done: false,
             finished: false,
-            tier_unchecked: self
-                .requested_tier(options)
-                .filter(|t| *t > SecurityTier::Standard),
+            tier_unchecked: requested_tier.filter(|t| *t > SecurityTier::Standard),
             quote_unchecked,
         };
         Ok(futures::stream::unfold(state, next_chunk).boxed())
@@ -152,7 +145,7 @@ impl StreamState {
                         .as_ref()
                         .and_then(|m| m.get("security_tier"))
                         .and_then(|t| t.as_str());
-                    crate::client::check_served_tier(Some(requested), served)?;
+                    crate::request::check_served_tier(Some(requested), served)?;
                 }
                 if let Some(check) = self.quote_unchecked.take() {
                     let block =

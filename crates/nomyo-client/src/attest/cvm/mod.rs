@@ -374,68 +374,66 @@ pub(crate) fn check_answer(
     })
 }
 
-impl crate::client::Client {
-    /// Verifies the route's confidential-VM evidence (docs/PROTOCOL.md
-    /// §16.4): the vendor's steps with the route's binding as the expected
-    /// report data, then the binding of the keys this client trusts.
-    pub(super) fn attest_cvm(
-        &self,
-        body: &[u8],
-        nonce: &[u8],
-        v1: &crate::server_keys::ServerKey,
-        v2: Option<&crate::server_keys::HpkeKeys>,
-        options: &AttestOptions,
-    ) -> Verification {
-        let origin = self.inner.origin.clone();
-        let evidence = match CvmEvidence::parse(body) {
-            Ok(e) => e,
-            Err(why) => {
-                return Verification {
-                    origin,
-                    kind: claimed_kind(body),
-                    ak_fingerprint: None,
-                    steps: vec![Step::new("evidence", StepStatus::Fail, why)],
-                    cvm: None,
-                    endorsement: None,
-                }
+/// Verifies the route's confidential-VM evidence (docs/PROTOCOL.md
+/// §16.4): the vendor's steps with the route's binding as the expected
+/// report data, then the binding of the keys this client trusts.
+pub(super) fn attest_cvm(
+    origin: &str,
+    body: &[u8],
+    nonce: &[u8],
+    v1: &crate::server_keys::ServerKey,
+    v2: Option<&crate::server_keys::HpkeKeys>,
+    options: &AttestOptions,
+) -> Verification {
+    let origin = origin.to_owned();
+    let evidence = match CvmEvidence::parse(body) {
+        Ok(e) => e,
+        Err(why) => {
+            return Verification {
+                origin,
+                kind: claimed_kind(body),
+                ak_fingerprint: None,
+                steps: vec![Step::new("evidence", StepStatus::Fail, why)],
+                cvm: None,
+                endorsement: None,
             }
-        };
-        let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
-        let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
-        let binding = claimed_v1
-            .map(|fp| nomyo_core::tpm::attestation_extra_data(nonce, &fp, v2_body))
-            .unwrap_or_default();
-        let (mut steps, found, endorsement) = verify_route(
-            &evidence,
-            options,
-            nomyo_core::attest::route_report_data(&binding),
-        );
-        let report_data_ok = steps
-            .iter()
-            .any(|s| s.name == "report_data" && s.status == StepStatus::Pass);
-        let (status, detail) = super::tpm::key_claims(
-            "report",
-            claimed_v1,
-            v1.fingerprint(),
-            evidence.v2_keys.as_deref(),
-            v2,
-        );
-        steps.push(Step::judged("key_binding", status, detail, report_data_ok));
-        tracing::debug!(
-            origin = %origin,
-            kind = evidence.kind.name(),
-            report_bytes = evidence.report.len(),
-            auxblob_bytes = evidence.auxblob.as_ref().map_or(0, Vec::len),
-            "confidential-VM evidence fetched"
-        );
-        Verification {
-            origin,
-            kind: evidence.kind.name(),
-            ak_fingerprint: None,
-            steps,
-            cvm: Some(found),
-            endorsement,
         }
+    };
+    let claimed_v1 = parse_fingerprint(&evidence.v1_key_fingerprint);
+    let v2_body = evidence.v2_keys.as_deref().unwrap_or_default();
+    let binding = claimed_v1
+        .map(|fp| nomyo_core::tpm::attestation_extra_data(nonce, &fp, v2_body))
+        .unwrap_or_default();
+    let (mut steps, found, endorsement) = verify_route(
+        &evidence,
+        options,
+        nomyo_core::attest::route_report_data(&binding),
+    );
+    let report_data_ok = steps
+        .iter()
+        .any(|s| s.name == "report_data" && s.status == StepStatus::Pass);
+    let (status, detail) = super::tpm::key_claims(
+        "report",
+        claimed_v1,
+        v1.fingerprint(),
+        evidence.v2_keys.as_deref(),
+        v2,
+    );
+    steps.push(Step::judged("key_binding", status, detail, report_data_ok));
+    tracing::debug!(
+        origin = %origin,
+        kind = evidence.kind.name(),
+        report_bytes = evidence.report.len(),
+        auxblob_bytes = evidence.auxblob.as_ref().map_or(0, Vec::len),
+        "confidential-VM evidence fetched"
+    );
+    Verification {
+        origin,
+        kind: evidence.kind.name(),
+        ak_fingerprint: None,
+        steps,
+        cvm: Some(found),
+        endorsement,
     }
 }
 

@@ -155,22 +155,17 @@ fn without_a_vcek_the_chain_is_unverified_and_names_the_flag() {
     assert!(passed(&steps), "{steps:?}");
 }
 
-/// A client that never reaches a server (what is checked here needs
-/// none) and the server key it trusts.
-fn offline() -> (crate::Client, crate::ServerKey) {
-    let client = crate::Client::builder()
-        .base_url("http://127.0.0.1:1")
-        .allow_http(true)
-        .known_servers(crate::KnownServers::Off)
-        .build()
-        .unwrap();
+/// The origin of a server never reached (what is checked here needs
+/// none) and the server key trusted for it.
+fn offline() -> (&'static str, crate::ServerKey) {
+    let origin = "http://127.0.0.1:1";
     let key = nomyo_testkit::keys::server_key().public_key().clone();
     let v1 = crate::ServerKey {
         fingerprint: key.fingerprint(),
         key,
         trust: crate::TrustDecision::Unverified,
     };
-    (client, v1)
+    (origin, v1)
 }
 
 fn hpke_keys(config: nomyo_core::v2::keys::KeyConfig) -> crate::HpkeKeys {
@@ -190,7 +185,7 @@ fn key_binding(v: &Verification) -> &Step {
 #[test]
 fn the_key_binding_speaks_of_the_report() {
     use nomyo_core::v2::keys::{Kem, KeyConfig, ServerKeyPair};
-    let (client, v1) = offline();
+    let (origin, v1) = offline();
     let b64 = base64::engine::general_purpose::STANDARD;
     let bound = ServerKeyPair::generate(1, Kem::X25519);
     let used = hpke_keys(ServerKeyPair::generate(2, Kem::X25519).config().clone());
@@ -204,7 +199,7 @@ fn the_key_binding_speaks_of_the_report() {
     })
     .to_string();
     let options = AttestOptions::default();
-    let v = client.attest_cvm(body.as_bytes(), &[0; 32], &v1, None, &options);
+    let v = attest_cvm(origin, body.as_bytes(), &[0; 32], &v1, None, &options);
     let step = key_binding(&v);
     assert!(
         step.detail.contains("the report binds the trusted v1 key")
@@ -213,7 +208,14 @@ fn the_key_binding_speaks_of_the_report() {
         step.detail
     );
     // The v2 key this client seals to is not in the bound list.
-    let v = client.attest_cvm(body.as_bytes(), &[0; 32], &v1, Some(&used), &options);
+    let v = attest_cvm(
+        origin,
+        body.as_bytes(),
+        &[0; 32],
+        &v1,
+        Some(&used),
+        &options,
+    );
     let step = key_binding(&v);
     assert_eq!(step.as_read, Some(StepStatus::Fail));
     assert!(
@@ -226,9 +228,10 @@ fn the_key_binding_speaks_of_the_report() {
 
 #[test]
 fn an_answer_that_does_not_parse_names_the_kind_it_claims() {
-    let (client, v1) = offline();
+    let (origin, v1) = offline();
     let kind = |body: &str| {
-        let v = client.attest_cvm(
+        let v = attest_cvm(
+            origin,
             body.as_bytes(),
             &[0; 32],
             &v1,
