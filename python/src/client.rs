@@ -181,7 +181,7 @@ impl NativeClient {
         }
         let mut req: ChatRequest = pythonize::depythonize(request.as_any())
             .map_err(|e| PyValueError::new_err(format!("invalid request: {e}")))?;
-        req.extra.remove("stream");
+        req.stream = None;
         let client = self.client.clone();
         if stream {
             return bridge(py, async move {

@@ -75,9 +75,12 @@ pub(crate) fn serialise(request: &ChatRequest) -> Result<SecretBuf> {
     Ok(plaintext)
 }
 
-/// Whether a request asks for a streamed answer (`"stream": true`).
+/// Whether a request asks for a streamed answer (`"stream": true`), in
+/// its field or, for a request built with `with("stream", ...)`, in
+/// `extra`.
 pub(crate) fn wants_stream(request: &ChatRequest) -> bool {
-    request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true)
+    request.stream == Some(true)
+        || request.extra.get("stream").and_then(|v| v.as_bool()) == Some(true)
 }
 
 /// Parses a decrypted answer (either protocol) as a chat completion.

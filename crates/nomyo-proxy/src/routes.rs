@@ -294,11 +294,8 @@ async fn handle_chat(
     })?;
     let body_bytes = body.len();
     let mut request = parse_request(body)?;
-    let stream = match request.extra.remove("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ProxyError::bad_request("\"stream\" must be true or false")),
-    };
+    // Not a field of the sealed request: the client sets it for a stream.
+    let stream = request.stream.take().unwrap_or(false);
     // The same id in the proxy's logs, the server's access line and the
     // answer's x-request-id.
     let mut options = RequestOptions::default().request_id(id);

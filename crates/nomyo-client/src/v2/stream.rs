@@ -39,8 +39,8 @@ impl V2 {
         requested_tier: Option<SecurityTier>,
     ) -> Result<ChunkStream> {
         let mut r = request.clone();
-        r.extra
-            .insert("stream".to_owned(), serde_json::Value::Bool(true));
+        r.stream = Some(true);
+        r.extra.remove("stream");
         let plaintext = serialise(&r)?;
         zeroize::Zeroize::zeroize(&mut r);
         let (resp, opener, _kem, payload_id) = self.exchange(t, keys, &plaintext, options).await?;

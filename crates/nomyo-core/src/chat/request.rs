@@ -69,6 +69,10 @@ pub struct ChatRequest {
     /// End-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Whether the answer is streamed (`chat.completion.chunk` events).
+    /// The client sets it itself for `create_stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
     /// Every other parameter, passed through unchanged.
     #[serde(flatten)]
     pub extra: Extra,
@@ -80,6 +84,7 @@ impl std::fmt::Debug for ChatRequest {
         f.debug_struct("ChatRequest")
             .field("model", &self.model)
             .field("messages", &self.messages.len())
+            .field("stream", &self.stream)
             .field("extra_fields", &self.extra.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }

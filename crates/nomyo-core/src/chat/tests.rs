@@ -453,3 +453,20 @@ fn the_confidential_vm_attestation_block_round_trips() {
     assert!(m.attestation.is_none());
     assert!(!serde_json::to_string(&m).unwrap().contains("attestation"));
 }
+
+#[test]
+fn stream_is_a_typed_field_and_only_a_boolean() {
+    let r: ChatRequest = round_trip(&json!({
+        "model": "m", "messages": [], "stream": true, "stream_options": {"include_usage": true}
+    }));
+    assert_eq!(r.stream, Some(true));
+    assert!(!r.extra.contains_key("stream"));
+    assert!(r.extra.contains_key("stream_options"));
+    let r: ChatRequest = serde_json::from_value(json!({"messages": [], "stream": null})).unwrap();
+    assert_eq!(r.stream, None);
+    let absent: ChatRequest = round_trip(&json!({"model": "m", "messages": []}));
+    assert_eq!(absent.stream, None);
+    assert!(
+        serde_json::from_value::<ChatRequest>(json!({"messages": [], "stream": "yes"})).is_err()
+    );
+}

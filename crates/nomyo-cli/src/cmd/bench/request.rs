@@ -50,7 +50,7 @@ pub(super) fn build_request(args: &Args, model: &str) -> (ChatRequest, usize) {
             r = r.with("logit_bias", serde_json::Value::Object(map));
         }
         if args.stream {
-            r = r.with("stream", serde_json::Value::Bool(true));
+            r.stream = Some(true);
             // The last chunk then carries the generated tokens.
             r = r.with("stream_options", serde_json::json!({"include_usage": true}));
         }
