@@ -7,7 +7,7 @@ With nomyo_rs, two settings keep the comparison like for like:
 
 - protocol v1 unless a test asks for another: these tests are about the
   v1 wire `nomyo` speaks (nomyo_rs's default, "auto", would pick v2 against
-  `nomyo serve`; tests/python/test_py_binding.py covers v2);
+  `nomyo serve`; tests/python/test_py_binding_*.py cover v2);
 - a known-servers file of its own for every client object: the tests start
   many servers with fresh keys on reused ports, and `nomyo` trusts whatever
   key it fetches, so one shared record would refuse a later server as a
