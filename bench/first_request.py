@@ -33,7 +33,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from suite import MODEL, NOMYO, REPO, UPSTREAM, start_line  # noqa: E402
+from suite_config import MODEL, NOMYO, REPO, UPSTREAM  # noqa: E402
+from suite_proc import start_line  # noqa: E402
 
 
 def main():
