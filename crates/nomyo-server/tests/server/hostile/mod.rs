@@ -14,8 +14,9 @@
 //! clients.
 //!
 //! The raw-socket exchange, the request builders and the leak checks live
-//! here; [`matrix`] holds the one matrix test (its rows in [`cases`]),
-//! [`slow`] the slow clients.
+//! here; [`matrix`] holds the one matrix test (its row types and hostile
+//! plaintexts in [`cases`], its v2 wire-field rows in [`v2_fields`], its
+//! HTTP framing rows in [`framing`]), [`slow`] the slow clients.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,8 +35,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod cases;
+mod framing;
 mod matrix;
 mod slow;
+mod v2_fields;
 
 /// The body limit of the server under test.
 const LIMIT: usize = 1024 * 1024;
