@@ -4,8 +4,10 @@
 pub mod attest;
 pub mod bench;
 pub mod chat;
+mod client_error;
 pub mod completions;
 pub mod connect;
+pub(crate) use client_error::client_error;
 #[cfg(feature = "serve")]
 #[allow(dead_code)]
 pub mod embedded;

@@ -13,7 +13,8 @@ use clap::Args as ClapArgs;
 use nomyo_client::{Client, TrustDecision};
 use nomyo_core::{SecretString, SecurityTier};
 
-use super::chat::{client_error, tier_parser, Protocol};
+use super::chat::{tier_parser, Protocol};
+use super::client_error;
 use super::connect::{ConnectArgs, Connection};
 use crate::exit::{CliError, CliResult, Code};
 use crate::input::optional_secret;

@@ -10,7 +10,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use nomyo_client::attest::{failed_steps, AttestOptions, CvmFound, Policy, Verification};
 use nomyo_core::attest::Step;
 
-use super::chat::client_error;
+use super::client_error;
 use super::connect::ConnectArgs;
 use crate::exit::{CliError, CliResult, Code};
 

@@ -11,7 +11,8 @@ use super::request::build_request;
 use super::send::{cancel_this, Failure, PlainSender, SampledV1, Sender};
 use super::stats::{decode_rate, mean, percentile_ms, print_text, self_memory_kib, Collected};
 use super::{Args, BenchProtocol, Bound, KemChoice};
-use crate::cmd::chat::{client_error, pick_model};
+use crate::cmd::chat::pick_model;
+use crate::cmd::client_error;
 use crate::exit::{CliError, CliResult, Code};
 
 pub(super) async fn bench(args: Args, bound: Bound) -> CliResult {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use nomyo_client::{ChatRequest, Client, Error as ClientError, RequestOptions};
 use nomyo_core::{ExposeSecret, SecretString};
 
-use super::super::chat::client_error;
 use super::stats::StreamClock;
+use crate::cmd::client_error;
 use crate::exit::Code;
 
 /// Sends one request the way the chosen protocol does.

@@ -10,7 +10,6 @@
 //! [`error`] (exit codes of client errors).
 
 mod answer;
-mod error;
 mod input;
 mod session;
 mod setup;
@@ -25,11 +24,11 @@ use nomyo_client::{ChatMessage, ChatRequest, KeySource};
 use nomyo_core::SecurityTier;
 use zeroize::Zeroizing;
 
+use super::client_error;
 use super::connect::{ConnectArgs, Connection};
 use crate::exit::{CliError, CliResult};
 use crate::input::optional_secret;
 use answer::answer;
-pub(crate) use error::client_error;
 use input::{read_messages, read_prompt};
 pub(crate) use setup::pick_model;
 use setup::setup;

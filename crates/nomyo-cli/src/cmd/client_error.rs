@@ -1,5 +1,5 @@
-//! Client errors as `nomyo` reports them: the documented exit code and,
-//! where it helps, a hint on what to do.
+//! Client errors as the client commands (`chat`, `attest`, `bench`,
+//! `proxy`) report them: the documented exit code and, where it helps, a hint on what to do.
 
 use nomyo_client::Error as ClientError;
 
