@@ -4,21 +4,13 @@
 
 use serde_json::{Map, Value};
 
-use nomyo_backend::{BackendError, Rejection};
+use nomyo_backend::BackendError;
 
 use super::messages::parse_messages;
 use super::options::{parse_format, parse_logit_bias, parse_stop};
-use super::{GenerationRequest, SamplingDefaults, SamplingParams, MAX_CHOICES};
-
-/// A parameter with a bad value (`invalid_value`, naming the parameter).
-pub(super) fn invalid(param: &str, msg: impl Into<String>) -> BackendError {
-    BackendError::InvalidRequest(Rejection::invalid_value(param, msg))
-}
-
-/// A parameter the embedded model does not implement (`unsupported_parameter`).
-pub(super) fn unsupported(param: &str, msg: impl Into<String>) -> BackendError {
-    BackendError::InvalidRequest(Rejection::unsupported(param, msg))
-}
+use super::{
+    invalid, unsupported, GenerationRequest, SamplingDefaults, SamplingParams, MAX_CHOICES,
+};
 
 /// Reads an optional number field, checking it is finite and within `lo..=hi`.
 fn number(

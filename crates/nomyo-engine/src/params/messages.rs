@@ -6,8 +6,7 @@ use zeroize::Zeroizing;
 
 use nomyo_backend::BackendError;
 
-use super::body::{invalid, unsupported};
-use super::Message;
+use super::{invalid, unsupported, Message};
 
 fn parse_content(index: usize, value: Option<&Value>) -> Result<Zeroizing<String>, BackendError> {
     match value {

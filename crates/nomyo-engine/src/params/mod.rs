@@ -7,6 +7,7 @@
 //! The types here are what a checked request holds; [`parse`] and
 //! [`parse_with_defaults`] read a request body into them.
 
+use nomyo_backend::{BackendError, Rejection};
 use zeroize::Zeroizing;
 
 mod body;
@@ -16,6 +17,16 @@ mod options;
 mod tests;
 
 pub use body::{fold_seed, parse, parse_with_defaults};
+
+/// A parameter with a bad value (`invalid_value`, naming the parameter).
+pub(super) fn invalid(param: &str, msg: impl Into<String>) -> BackendError {
+    BackendError::InvalidRequest(Rejection::invalid_value(param, msg))
+}
+
+/// A parameter the embedded model does not implement (`unsupported_parameter`).
+pub(super) fn unsupported(param: &str, msg: impl Into<String>) -> BackendError {
+    BackendError::InvalidRequest(Rejection::unsupported(param, msg))
+}
 
 /// At most this many stop sequences (the OpenAI limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;

@@ -6,8 +6,7 @@ use serde_json::{Map, Value};
 
 use nomyo_backend::BackendError;
 
-use super::body::invalid;
-use super::{OutputFormat, MAX_STOP_LEN, MAX_STOP_SEQUENCES};
+use super::{invalid, OutputFormat, MAX_STOP_LEN, MAX_STOP_SEQUENCES};
 
 pub(super) fn parse_stop(body: &Map<String, Value>) -> Result<Vec<String>, BackendError> {
     let list: Vec<&Value> = match body.get("stop") {
