@@ -20,7 +20,7 @@ use crate::response::{FinishReason, Usage};
 use crate::template::ChatTemplate;
 use crate::text::TextAssembler;
 
-use super::sampler::seed_for_choice;
+use super::sampler::{sampler, seed_for_choice};
 use super::Event;
 
 pub(super) struct Generator<'m> {
@@ -140,7 +140,7 @@ impl Generator<'_> {
         let budget = req.max_tokens.map_or(room, |m| m.min(room));
         // Samplers first: a bad schema fails before any compute.
         let samplers = (0..req.n)
-            .map(|i| self.sampler(req, seed_for_choice(req.sampling.seed, i)))
+            .map(|i| sampler(self.model, req, seed_for_choice(req.sampling.seed, i)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((samplers, budget))
     }
