@@ -1,6 +1,6 @@
 """scripts/check-module-cycles.py: it refuses a cycle between a crate's
-top-level modules, through a path or a name the crate root re-exports, and
-accepts layers."""
+top-level modules or between the children of one module, through a path or
+a name a module re-exports, and accepts layers."""
 import pathlib
 import subprocess
 import sys
@@ -55,3 +55,18 @@ def test_a_grouped_use_counts(tmp_path):
     })
     assert done.returncode == 1, done.stdout
     assert "modules in a cycle: client, transport" in done.stdout
+
+
+def test_a_cycle_between_the_children_of_a_module_is_refused(tmp_path):
+    files = {
+        "lib.rs": "mod worker;\n",
+        "worker/mod.rs": "mod sampler;\nmod sequence;\nuse sequence::Generator;\n",
+        "worker/sampler.rs": "pub fn seed() -> u32 { 0 }\n",
+        # Through the parent's import of a child's type.
+        "worker/sequence.rs": "use super::sampler::seed;\npub struct Generator;\n",
+    }
+    assert run(tmp_path, files).returncode == 0
+    files["worker/sampler.rs"] = "use super::Generator;\nimpl Generator { fn s(&self) {} }\n"
+    done = run(tmp_path, files)
+    assert done.returncode == 1, done.stdout
+    assert "in worker, modules in a cycle: sampler, sequence" in done.stdout
