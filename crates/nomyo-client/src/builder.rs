@@ -296,6 +296,8 @@ impl ClientBuilder {
         let key_url = endpoint(PUBLIC_KEY_PATH)?;
         let chat_url = endpoint(SECURE_COMPLETION_PATH)?;
         let models_url = endpoint(MODELS_PATH)?;
+        let keys_url = endpoint(HPKE_KEYS_PATH)?;
+        let completions_url = endpoint(CHAT_COMPLETIONS_PATH)?;
 
         let known = if self.pins.is_empty() {
             self.known_servers.path()?
@@ -368,13 +370,11 @@ impl ClientBuilder {
                     max_retries: self.max_retries,
                     backoff: self.backoff,
                 },
-                keys: ServerKeys::new(key_url, endpoint(HPKE_KEYS_PATH)?, trust, self.v2_kem),
+                keys: ServerKeys::new(key_url, keys_url, trust, self.v2_kem),
                 client_key: ClientKeyCell::new(self.key_source),
                 attestation: self.attestation.map(Required::new),
                 v1: V1 { chat_url },
-                v2: V2 {
-                    completions_url: endpoint(CHAT_COMPLETIONS_PATH)?,
-                },
+                v2: V2 { completions_url },
                 protocol: self.protocol,
                 auto: OnceCell::new(),
                 models_url,

@@ -70,22 +70,21 @@ impl ServerKeys {
         }
     }
 
-    /// The server's base URL (with any path prefix), as the key routes use.
+    /// The server's base URL (with any path prefix), as the key routes use
+    /// (the attestation routes are under it too).
     pub(crate) fn base(&self) -> Result<&str> {
         self.keys_url
             .as_str()
             .strip_suffix(HPKE_KEYS_PATH)
-            .ok_or_else(|| Error::Config("cannot derive the server's base URL".into()))
+            .ok_or_else(|| Error::Config("cannot derive the attestation URL".into()))
     }
 
-    /// Whether the server publishes a v2 key list: fetched and verified as
-    /// by [`ServerKeys::hpke_keys`], and cached when it does (`false` on
+    /// Whether the server publishes a v2 key list: always fetched (once per
+    /// client, for [`Protocol::Auto`](crate::Protocol::Auto)) and verified
+    /// as by [`ServerKeys::hpke_keys`], and cached when it does (`false` on
     /// 404, where a server recorded as speaking v2 is refused).
     pub(crate) async fn probe_v2(&self, t: &Transport) -> Result<bool> {
         let _guard = self.v2_fetch.lock().await;
-        if self.cached_hpke_keys().is_some() {
-            return Ok(true);
-        }
         match self.fetch_hpke_keys(t).await? {
             Some(keys) => {
                 self.store_hpke_keys(keys);

@@ -3,9 +3,10 @@
 //! client sends, and the mapping of HTTP and network failures to
 //! [`Error`]s.
 //!
-//! A protocol layer (v1 in `v1.rs`, v2 in `v2/`) makes one attempt,
-//! says what it came to as an [`Outcome`], and lets [`Attempts::after`]
-//! decide, with the retry policy of [`crate::retry`], whether to return or
+//! A caller either hands a whole request to [`Retrier::send`] (the key
+//! fetches, v1, the model list, attestation) or, like v2 (which seals each
+//! attempt afresh), makes one attempt at a time, says what it came to as an
+//! [`Outcome`], and lets [`Attempts::after`] decide, with the retry policy of [`crate::retry`], whether to return or
 //! to try again (after the backoff): 429/5xx and network errors
 //! are retried `max_retries` times with backoff (a `Retry-After` longer than
 //! the client waits for ends it at once), a time-out after the connection
