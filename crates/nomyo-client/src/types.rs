@@ -15,6 +15,7 @@
 pub use nomyo_core::chat::{
     ChatCompletion, ChatMessage, ChatRequest, Choice, Content, CudaDevice, Extra, FinishReason,
     FunctionCall, FunctionDefinition, MemoryProtectionInfo, Metadata, Tool, ToolCall, Usage,
+    STREAM_NOT_BOOLEAN,
 };
 
 /// One entry of `GET /v1/models` (OpenAI's shape, with the tiers that

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use nomyo_client::types::STREAM_NOT_BOOLEAN;
 use nomyo_client::SecurityTier;
 use nomyo_client::{ChatRequest, RequestOptions, COMPLETIONS_PATH, MODELS_PATH};
 use serde_json::{json, Value};
@@ -206,6 +207,10 @@ fn parse_request(body: Bytes) -> Result<ChatRequest, ProxyError> {
     // serde's messages can quote the offending value (a piece of the
     // prompt): say where, not what.
     parsed.map_err(|e| {
+        // Our own message, and nothing of the value: safe to say as it is.
+        if e.to_string().contains(STREAM_NOT_BOOLEAN) {
+            return ProxyError::bad_request(STREAM_NOT_BOOLEAN);
+        }
         ProxyError::bad_request(format!(
             "the body is not a valid chat-completion request ({} at line {} column {}): \
              it needs \"messages\" (and \"model\" when the server serves several) in the OpenAI format",

@@ -40,6 +40,7 @@ pub use metadata::{CudaDevice, CvmAttestation, MemoryProtectionInfo, Metadata, T
 pub use models::{Model, ModelList, LIST_OBJECT, MODELS_PATH, MODEL_OBJECT, OWNED_BY};
 pub use request::{
     ChatMessage, ChatRequest, Content, FunctionCall, FunctionDefinition, Tool, ToolCall,
+    STREAM_NOT_BOOLEAN,
 };
 
 /// Extra JSON fields kept beside the typed ones.

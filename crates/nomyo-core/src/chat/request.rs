@@ -70,12 +70,45 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Whether the answer is streamed (`chat.completion.chunk` events).
-    /// The client sets it itself for `create_stream`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The client sets it itself for `create_stream`. Anything but `true`,
+    /// `false` or `null` is refused with [`STREAM_NOT_BOOLEAN`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "stream_flag"
+    )]
     pub stream: Option<bool>,
     /// Every other parameter, passed through unchanged.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// What a request whose `stream` is not a boolean (or `null`) is refused
+/// with; the parse error's message contains it.
+pub const STREAM_NOT_BOOLEAN: &str = "\"stream\" must be true or false";
+
+/// `stream`: a boolean or `null`, without copying any other value.
+fn stream_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct Flag;
+    impl<'de> serde::de::Visitor<'de> for Flag {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(STREAM_NOT_BOOLEAN)
+        }
+        fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            Ok(Some(b))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Flag)
+        }
+    }
+    d.deserialize_option(Flag)
 }
 
 impl std::fmt::Debug for ChatRequest {
@@ -149,8 +182,18 @@ impl ChatRequest {
         self
     }
     /// Sets any other parameter (`logprobs`, `top_logprobs`, `logit_bias`, ...).
+    /// `stream` set to a boolean or `null` goes to its typed field, as when
+    /// the request is parsed from JSON.
     pub fn with(mut self, key: impl Into<String>, value: Value) -> Self {
-        self.extra.insert(key.into(), value);
+        let key = key.into();
+        match (key.as_str(), &value) {
+            // The typed field, as parsing the JSON would set it.
+            ("stream", Value::Bool(b)) => self.stream = Some(*b),
+            ("stream", Value::Null) => self.stream = None,
+            _ => {
+                self.extra.insert(key, value);
+            }
+        }
         self
     }
 }

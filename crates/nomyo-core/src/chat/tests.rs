@@ -466,7 +466,16 @@ fn stream_is_a_typed_field_and_only_a_boolean() {
     assert_eq!(r.stream, None);
     let absent: ChatRequest = round_trip(&json!({"model": "m", "messages": []}));
     assert_eq!(absent.stream, None);
-    assert!(
-        serde_json::from_value::<ChatRequest>(json!({"messages": [], "stream": "yes"})).is_err()
-    );
+    for bad in [json!("yes"), json!(1), json!({"on": true}), json!([true])] {
+        let body = serde_json::to_vec(&json!({"messages": [], "stream": bad})).unwrap();
+        let e = serde_json::from_slice::<ChatRequest>(&body).unwrap_err();
+        assert!(e.to_string().contains(STREAM_NOT_BOOLEAN), "{e}");
+    }
+    // with() sets the typed field as parsing does, so "stream" is never
+    // sent twice.
+    let r = ChatRequest::new("m").with("stream", json!(true));
+    assert_eq!(r.stream, Some(true));
+    assert!(r.extra.is_empty());
+    let r = r.with("stream", Value::Null);
+    assert_eq!(r.stream, None);
 }

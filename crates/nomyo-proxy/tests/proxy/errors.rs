@@ -147,12 +147,13 @@ async fn bad_requests_are_400_and_say_why_without_quoting_content() {
         error_of(send(r#"{"model": "m", "messages": "my secret diagnosis"}"#).await).await;
     assert_eq!(s, 400);
     assert!(!v.to_string().contains("diagnosis"), "{v}");
-    let (s, _, _) = error_of(
+    let (s, _, v) = error_of(
         send(r#"{"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}"#)
             .await,
     )
     .await;
     assert_eq!(s, 400);
+    assert_eq!(v["error"]["message"], "\"stream\" must be true or false");
     // The endpoint's own 400 (no messages) passes through.
     let (s, _, _) = error_of(send(r#"{"model": "m", "messages": []}"#).await).await;
     assert_eq!(s, 400);
