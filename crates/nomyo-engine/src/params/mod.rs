@@ -19,12 +19,12 @@ mod tests;
 pub use body::{fold_seed, parse, parse_with_defaults};
 
 /// A parameter with a bad value (`invalid_value`, naming the parameter).
-pub(super) fn invalid(param: &str, msg: impl Into<String>) -> BackendError {
+fn invalid(param: &str, msg: impl Into<String>) -> BackendError {
     BackendError::InvalidRequest(Rejection::invalid_value(param, msg))
 }
 
 /// A parameter the embedded model does not implement (`unsupported_parameter`).
-pub(super) fn unsupported(param: &str, msg: impl Into<String>) -> BackendError {
+fn unsupported(param: &str, msg: impl Into<String>) -> BackendError {
     BackendError::InvalidRequest(Rejection::unsupported(param, msg))
 }
 

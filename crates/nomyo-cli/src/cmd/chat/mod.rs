@@ -6,8 +6,9 @@
 //!
 //! Beside this file: [`input`] (the prompt or `--messages` file),
 //! [`setup`](mod@setup) (everything before the first request),
-//! [`answer`](mod@answer) (one request and its printed answer) and
-//! [`error`] (exit codes of client errors).
+//! [`answer`](mod@answer) (one request and its printed answer). Client
+//! errors get their exit codes from [`client_error`](fn@client_error),
+//! shared with the other client commands.
 
 mod answer;
 mod input;
