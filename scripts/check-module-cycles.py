@@ -5,9 +5,10 @@ Each crate is layered: a module may use the modules below it, never one that
 uses it back (directly or through others). This holds at every level: between
 the crate's top-level modules, and between the child modules of each module.
 A module's dependencies are the `crate::...` and `super::...` paths in its
-files (code, not comments or strings), with names that a module imports
-from its child (`use child::Name;`, `pub use ...`) mapped to that child. A child's use of
-its own parent's items is not a dependency between siblings.
+files (code, not comments, strings or an inline test module), resolved to the
+longest module they name; a name that a module imports from its child
+(`use child::Name;`, `pub use ...`) counts as that child. A child's use of its
+own parent's items is not a dependency between siblings.
 Exits 1 and names each cycle found.
 
     scripts/check-module-cycles.py            # every crate of the workspace and python/
@@ -21,13 +22,18 @@ ROOTS = sorted(
     os.path.join("crates", c, "src") for c in os.listdir("crates")
 ) + ["python/src"]
 
-PATH = re.compile(r"\b((?:crate|super)(?:::super)*)::(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|[A-Za-z_0-9]+)")
+HEAD = re.compile(r"\b(crate|super)((?:::super)*)::")
+IMPORT = re.compile(
+    r"(?:pub(?:\([a-z]+\))? )?use (?:self::|crate::)?([a-z_0-9]+)::(\{[^;]*?\}|[A-Za-z_0-9:]+);"
+)
 
 
 def code(path):
-    """A file's text without its comment lines and string contents."""
+    """A file's text without its comment lines, string contents and inline
+    test module (whose `super` is the file's own module)."""
     lines = [l for l in open(path, encoding="utf-8") if not l.lstrip().startswith("//")]
-    return re.sub(r'"(?:[^"\\\n]|\\.)*"', '""', "".join(lines))
+    text = re.sub(r'"(?:[^"\\\n]|\\.)*"', '""', "".join(lines))
+    return re.split(r"#\[cfg\(test\)\]\s*mod [a-z_0-9]+ \{", text)[0]
 
 
 def module_path(src, path):
@@ -38,66 +44,92 @@ def module_path(src, path):
     return tuple(parts)
 
 
-def first_names(group):
-    """The first segment of each path in `x` or `{x, y::z, w::{..}}`."""
-    if not group.startswith("{"):
-        return [group]
-    inner = group[1:-1]
-    depth, cur, out = 0, "", []
-    for ch in inner + ",":
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            name = cur.strip().split("::")[0].split(" as ")[0].strip()
-            if name and name != "self":
-                out.append(name)
-            cur = ""
-        else:
-            cur += ch
-    return out
+def paths_after(text, start):
+    """The paths written at `text[start:]` (after `crate::` or `super::`):
+    `a::b::C` is [["a", "b", "C"]], `a::{b, c::d}` is [["a", "b"], ["a", "c", "d"]]."""
+    segments = []
+    i = start
+    while True:
+        m = re.match(r"[A-Za-z_0-9]+|\*", text[i:])
+        if m:
+            segments.append(m.group(0))
+            i += m.end()
+            if text.startswith("::", i):
+                i += 2
+                continue
+            return [segments]
+        if text.startswith("{", i):
+            depth, j = 0, i
+            while j < len(text):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            out, item, depth = [], "", 0
+            for ch in text[i + 1 : j] + ",":
+                depth += {"{": 1, "}": -1}.get(ch, 0)
+                if ch == "," and depth == 0:
+                    item = item.strip().split(" as ")[0].strip()
+                    if item == "self":
+                        out.append(list(segments))
+                    elif item:
+                        out += [segments + p for p in paths_after(item, 0)]
+                    item = ""
+                else:
+                    item += ch
+            return out
+        return [segments] if segments else []
 
 
 def scan(src):
-    """Each module's text, its re-exports, and the paths it uses."""
+    """Each module's text, the names it imports from its children, and the
+    absolute paths it names."""
     files = {}
     for directory, _, names in os.walk(src):
         for f in names:
             if f.endswith(".rs"):
                 path = os.path.join(directory, f)
-                files[module_path(src, path)] = files.get(module_path(src, path), "") + code(path)
-    reexports = defaultdict(dict)  # module -> {name: child}
+                mod = module_path(src, path)
+                files[mod] = files.get(mod, "") + code(path)
+    imports = defaultdict(dict)  # module -> {name: child}
     for mod, text in files.items():
-        for child, group in re.findall(r"(?:pub(?:\([a-z]+\))? )?use (?:self::)?([a-z_0-9]+)::(\{[^;]*?\}|[A-Za-z_0-9:]+);", text):
+        for child, group in IMPORT.findall(text):
+            if not any(k[: len(mod) + 1] == mod + (child,) for k in files):
+                continue
             for name in re.split(r"[{},\s]+", group):
                 name = name.split("::")[-1]
-                if name and any(k[: len(mod) + 1] == mod + (child,) for k in files):
-                    reexports[mod][name] = child
-    uses = defaultdict(set)  # module -> set of absolute target paths (module + first name)
+                if name:
+                    imports[mod][name] = child
+    uses = defaultdict(set)  # module -> absolute paths it names
     for mod, text in files.items():
-        for head, group in PATH.findall(text):
-            base = () if head.startswith("crate") else mod[: len(mod) - head.count("super")]
-            for name in first_names(group):
-                uses[mod].add(base + (name,))
-    return files, reexports, uses
+        for m in HEAD.finditer(text):
+            if m.group(1) == "crate":
+                base = ()
+            else:
+                base = mod[: len(mod) - 1 - m.group(2).count("super")]
+            for path in paths_after(text, m.end()):
+                uses[mod].add(base + tuple(path))
+    return files, imports, uses
 
 
 def graph(src):
-    files, reexports, uses = scan(src)
+    files, imports, uses = scan(src)
     modules = set(files)
 
     def is_module(path):
         return any(m[: len(path)] == path for m in modules)
 
     edges = defaultdict(lambda: defaultdict(set))  # parent -> child -> {siblings}
-    for mod, targets in uses.items():
-        for target in targets:
-            if not is_module(target):
-                # An item: the child module that the holder re-exports it
-                # from, else the holder itself.
-                child = reexports[target[:-1]].get(target[-1])
-                target = target[:-1] + (child,) if child else target[:-1]
+    for mod, paths in uses.items():
+        for path in paths:
+            # The longest module the path names, then an item in it: the
+            # child module it imports that item from, if any.
+            n = len(path)
+            while n and not is_module(path[:n]):
+                n -= 1
+            target = path[:n]
+            if n < len(path) and path[n] in imports[target]:
+                target = target + (imports[target][path[n]],)
             # The two children of the closest common ancestor.
             c = 0
             while c < min(len(mod), len(target)) and mod[c] == target[c]:
