@@ -27,12 +27,10 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 
@@ -43,21 +41,8 @@ MODEL = "bench-model"
 
 warnings.filterwarnings("ignore")
 
-
-def start_line(cmd, pattern, timeout=180, env=None):
-    """Starts cmd; returns (process, the first stdout match of pattern)."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{cmd[0]} exited before printing its address")
-        m = re.search(pattern, line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-            return p, m.group(1)
-    p.kill()
-    raise RuntimeError(f"{cmd[0]} did not start")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from suite_proc import start_line  # noqa: E402
 
 
 def start_upstream():

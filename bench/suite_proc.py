@@ -41,9 +41,10 @@ def cpu_seconds(pid):
         return None
 
 
-def start_line(cmd, pattern, timeout=180):
-    """Starts cmd; returns (process, first stdout match of pattern)."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_line(cmd, pattern, timeout=180, env=None):
+    """Starts cmd (with env, when given); returns (process, first stdout
+    match of pattern)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = p.stdout.readline()
