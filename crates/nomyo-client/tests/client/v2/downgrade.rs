@@ -10,6 +10,15 @@ use super::{
     ask, builder, known_servers_file, recording, records, start, state, KeysRewrite, Server,
 };
 
+/// The server's own key set, with ids 1 and 2: never the middleman's (a
+/// generated set's ids are random and could be 90 or 91).
+fn server_state() -> nomyo_server::AppState {
+    state(Some(HpkeKeySet::from_pairs(vec![
+        ServerKeyPair::generate(1, Kem::X25519),
+        ServerKeyPair::generate(2, Kem::XWing),
+    ])))
+}
+
 /// A foreign key set (a middleman's own X-Wing and X25519 keys, with key
 /// ids the server does not use), encoded as a key list.
 fn middleman_keys() -> (HpkeKeySet, Vec<u8>) {
@@ -38,7 +47,7 @@ fn sealed_to_middleman(s: &Server) -> usize {
 /// to the middleman; now it is refused before anything is sent.
 #[tokio::test]
 async fn unsigned_key_list_for_a_server_with_a_recorded_v1_key_is_refused() {
-    let s = start(state(None)).await;
+    let s = start(server_state()).await;
     let (_dir, file) = known_servers_file();
     let v1 = recording(&s, &file).protocol(Protocol::V1).build().unwrap();
     v1.create(&ask("m", "v1 first")).await.unwrap();
@@ -93,7 +102,7 @@ async fn signature_stripped_on_the_refetch_after_422_or_400_is_refused() {
         (422u16, problem.clone()),
         (400, r#"{"detail":"decryption failed"}"#.to_owned()),
     ] {
-        let s = start(state(None)).await;
+        let s = start(server_state()).await;
         let (_dir, file) = known_servers_file();
         recording(&s, &file)
             .protocol(Protocol::V1)
@@ -107,8 +116,7 @@ async fn signature_stripped_on_the_refetch_after_422_or_400_is_refused() {
         for client in [&with_file, &without_file] {
             client.create(&ask("m", "before")).await.unwrap();
         }
-        // The server's own key ids are random and may be 90 or 91: count
-        // only what is sealed from here on.
+        // Count only what is sealed from here on.
         let sealed_before = sealed_to_middleman(&s);
         let (_set, body) = middleman_keys();
         for (client, from_record) in [(&with_file, true), (&without_file, false)] {
