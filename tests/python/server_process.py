@@ -54,6 +54,18 @@ class NomyoServer:
                     self.url = m.group(1).rstrip("/")
                     self._ready.set()
 
+    def has_line(self, predicate, timeout=10) -> bool:
+        """Whether a line it printed (on either stream) satisfies predicate,
+        waiting up to timeout seconds: stdout's `listening on` can be read
+        before the stderr lines printed ahead of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(predicate(line) for line in self.stderr_lines + self.stdout_lines):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def output(self) -> str:
         return "".join(self.stdout_lines) + "".join(self.stderr_lines)
 

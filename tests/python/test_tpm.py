@@ -143,7 +143,7 @@ def test_every_tier_answers_the_python_client_with_a_quote_tpm2_checkquote_verif
     cfg = config(tmp_path / "nomyo.toml", upstream, "require_post_quantum = false")
     args = ["--config", cfg, "--ephemeral-key", "--key-bits", "2048", "--tpm", swtpm]
     with NomyoServer(nomyo_bin, args) as s:
-        assert any("attestation" in line and "tpm sha256:" in line for line in s.stderr_lines + s.stdout_lines)
+        assert s.has_line(lambda line: "attestation" in line and "tpm sha256:" in line), s.output()
         c = client(s.url, max_retries=0)
         for tier in ["standard", "high", "maximum"]:
             r = create(c, security_tier=tier)
