@@ -1,5 +1,6 @@
 //! Client errors as the client commands (`chat`, `attest`, `bench`,
-//! `proxy`) report them: the documented exit code and, where it helps, a hint on what to do.
+//! `proxy`) report them: the documented exit code and, where it helps, a
+//! hint on what to do.
 
 use nomyo_client::Error as ClientError;
 
